@@ -1,0 +1,3 @@
+from gazeprep.cli import main
+
+main()
