@@ -149,7 +149,8 @@ HEATMAPS: Schema = {
     "case_id": pl.Utf8,
     "target": pl.Utf8,
     "recipe": pl.Utf8,
-    "row": pl.Int64,  # index along axis 0 of the Zarr array
+    "array": pl.Utf8,  # name of the Zarr array in heatmaps.zarr (one array per output shape)
+    "row": pl.Int64,  # index along axis 0 of that array
     "height_px": pl.Int32,
     "width_px": pl.Int32,
     "n_fixations": pl.Int32,  # fixations that contributed
