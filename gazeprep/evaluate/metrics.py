@@ -1,0 +1,618 @@
+"""Saliency and localisation metrics of the papers, as pure array-in, float-out functions.
+
+Conventions shared by every function here (each docstring repeats what applies):
+
+* ``pred`` is the prediction (model output, CAM, or the map under test); ``ref`` / ``gt`` is the
+  reference (empirical) map. Arrays are 2-D ``(H, W)``; values are unitless.
+* **Resizing rule**: when shapes differ, ``pred`` is resized to the reference shape with
+  nearest-neighbour interpolation (004: "heatmaps upscaled to the resolution of the GT ellipses
+  using nearest-neighbor interpolation"); the reference is never resized. ``resize="bilinear"``
+  is available where a metric takes it.
+* Degenerate inputs (an empty mask, a constant map) return ``nan`` unless the source code of the
+  paper defines a value (e.g. ricbl's IoU turns NaN into 0); the docstring says which.
+
+Sources: 000 = Pham et al. I-AI (UARK-AICV/IAI evaluator), 001 = Qiu (MT-UNet
+``hzhu_metrics_saliency.py`` and chapter 3), 002 = GG-CAM eq. 12, 003 = Karargyris/EGD U-Net
+(bootstrap CIs), 004 = Bigolin Lanfredi et al. (ricbl ``localization_score_fn``), MIT = the MIT/Tuebingen
+saliency benchmark MATLAB code (``code_forMetrics``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Literal, Sequence
+
+import numpy as np
+
+from gazeprep.errors import GazeprepError
+from gazeprep.evaluate.registry import register_metric
+
+EPS_MATLAB = 2.220446049250313e-16  # MATLAB ``eps`` (MIT benchmark)
+
+#: IoU thresholds of 004 (ricbl ``opts.py``), applied to max-normalised maps.
+THRESHOLDS_004: tuple[float, ...] = (
+    0.0, 0.001, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6,
+    0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.999,
+)  # fmt: skip
+
+ResizeMode = Literal["nearest", "bilinear"]
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _as2d(a: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2:
+        raise GazeprepError(f"{what}: expected a 2-D map, got shape {a.shape}")
+    return a
+
+
+def resize_nearest(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a 2-D array to ``shape`` (rows, cols).
+
+    Output pixel ``i`` samples input pixel ``floor((i + 0.5) * in / out)`` (pixel-centre mapping, as
+    ``torch.nn.functional.interpolate(mode="nearest-exact")`` and PIL ``NEAREST``). An integer
+    upscale factor therefore repeats every input pixel exactly ``factor`` times.
+    """
+    a = np.asarray(a)
+    h, w = a.shape[:2]
+    oh, ow = int(shape[0]), int(shape[1])
+    if (h, w) == (oh, ow):
+        return a
+    ri = np.minimum(((np.arange(oh) + 0.5) * h / oh).astype(np.int64), h - 1)
+    ci = np.minimum(((np.arange(ow) + 0.5) * w / ow).astype(np.int64), w - 1)
+    return a[ri[:, None], ci[None, :]]
+
+
+def resize_bilinear(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize (pixel-centre aligned, ``align_corners=False``, edge-clamped) of a 2-D array."""
+    a = np.asarray(a, dtype=np.float64)
+    h, w = a.shape
+    oh, ow = int(shape[0]), int(shape[1])
+    if (h, w) == (oh, ow):
+        return a
+
+    def coords(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        x0 = np.floor(x).astype(np.int64)
+        x1 = np.minimum(x0 + 1, n_in - 1)
+        return x0, x1, x - x0
+
+    r0, r1, fr = coords(h, oh)
+    c0, c1, fc = coords(w, ow)
+    top = a[r0][:, c0] * (1 - fc) + a[r0][:, c1] * fc
+    bot = a[r1][:, c0] * (1 - fc) + a[r1][:, c1] * fc
+    return top * (1 - fr[:, None]) + bot * fr[:, None]
+
+
+def match_shape(pred: np.ndarray, ref_shape: tuple[int, ...], resize: ResizeMode = "nearest") -> np.ndarray:
+    """``pred`` resized to ``ref_shape[:2]`` (the documented resizing rule), as float64."""
+    pred = _as2d(pred, "pred")
+    if pred.shape != tuple(ref_shape[:2]):
+        pred = resize_nearest(pred, ref_shape[:2]) if resize == "nearest" else resize_bilinear(pred, ref_shape[:2])
+    return np.asarray(pred, dtype=np.float64)
+
+
+def _sum_norm(a: np.ndarray) -> np.ndarray:
+    s = a.sum()
+    return a / s if s > 0 else a
+
+
+def _max_norm(a: np.ndarray) -> np.ndarray:
+    m = a.max() if a.size else 0.0
+    return a / m if m > 0 else np.zeros_like(a)
+
+
+def _minmax(a: np.ndarray) -> np.ndarray:
+    lo, hi = a.min(), a.max()
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _prep(pred, ref, resize: ResizeMode = "nearest") -> tuple[np.ndarray, np.ndarray]:
+    ref = np.asarray(_as2d(ref, "ref"), dtype=np.float64)
+    return match_shape(pred, ref.shape, resize), ref
+
+
+# --------------------------------------------------------------------------------------------------
+# geometry: ellipses and letterboxing
+
+
+def ellipse_mask(
+    h: int,
+    w: int,
+    ellipses: np.ndarray | Sequence[Sequence[float]],
+    *,
+    min_certainty: int = 3,
+) -> np.ndarray:
+    """Rasterise REFLACX ellipses into a boolean ``(h, w)`` mask (union over ellipses).
+
+    ``ellipses``: rows ``(xmin, ymin, xmax, ymax)`` or ``(xmin, ymin, xmax, ymax, certainty)`` in the
+    pixel coordinates of the ``(h, w)`` grid (the ellipse's axis-aligned bounding rectangle,
+    FORMATS 1.11). Rows with ``certainty < min_certainty`` are dropped (default 3, i.e. ricbl's
+    ``certainty > 2``: "Possibly" or higher). As ``skimage.draw.ellipse`` with centre = midpoints and
+    semi-axes = half the side lengths, pixel ``(r, c)`` is inside iff
+    ``((r - cy) / ry)**2 + ((c - cx) / rx)**2 < 1``. Degenerate ellipses (a zero semi-axis) are empty.
+    """
+    mask = np.zeros((int(h), int(w)), dtype=bool)
+    e = np.asarray(ellipses, dtype=np.float64)
+    if e.size == 0:
+        return mask
+    e = e.reshape(-1, e.shape[-1])
+    if e.shape[1] >= 5:
+        e = e[e[:, 4] >= min_certainty]
+    for xmin, ymin, xmax, ymax in e[:, :4]:
+        cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
+        rx, ry = abs(xmax - xmin) / 2, abs(ymax - ymin) / 2
+        if rx <= 0 or ry <= 0:
+            continue
+        r0, r1 = max(int(np.ceil(cy - ry)), 0), min(int(np.floor(cy + ry)), h - 1)
+        c0, c1 = max(int(np.ceil(cx - rx)), 0), min(int(np.floor(cx + rx)), w - 1)
+        if r1 < r0 or c1 < c0:
+            continue
+        rr = (np.arange(r0, r1 + 1)[:, None] - cy) / ry
+        cc = (np.arange(c0, c1 + 1)[None, :] - cx) / rx
+        mask[r0 : r1 + 1, c0 : c1 + 1] |= rr**2 + cc**2 < 1
+    return mask
+
+
+def box_mask(h: int, w: int, boxes: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """Boolean ``(h, w)`` mask of the union of boxes ``(xmin, ymin, xmax, ymax)`` (inclusive, as EGD-CXR's
+    ``x1 <= x <= x2 and y1 <= y <= y2``)."""
+    mask = np.zeros((int(h), int(w)), dtype=bool)
+    r = np.arange(h)[:, None]
+    c = np.arange(w)[None, :]
+    for xmin, ymin, xmax, ymax in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        mask |= (r >= ymin) & (r <= ymax) & (c >= xmin) & (c <= xmax)
+    return mask
+
+
+def letterbox_geometry(image_hw: tuple[int, int], size: int) -> tuple[float, float, float]:
+    """``(scale, offset_x, offset_y)`` mapping original-image pixels into a ``size x size`` letterboxed
+    grid (image scaled by ``size / max(H, W)`` and centred): ``x_grid = x * scale + offset_x``."""
+    h, w = image_hw
+    scale = size / max(h, w)
+    return scale, (size - w * scale) / 2.0, (size - h * scale) / 2.0
+
+
+def unletterbox(grid_map: np.ndarray, image_hw: tuple[int, int], resize: ResizeMode = "nearest") -> np.ndarray:
+    """Inverse of letterboxing: crop the image area out of a square map and resize it to ``image_hw``.
+
+    Used to compare a letterboxed heatmap (e.g. 512 x 512) with ellipses drawn on the original image
+    (004 upscales heatmaps to the ellipse resolution with nearest-neighbour interpolation).
+    """
+    g = _as2d(grid_map, "map")
+    size = g.shape[0]
+    scale, ox, oy = letterbox_geometry(image_hw, size)
+    h, w = image_hw
+    c0, r0 = int(round(ox)), int(round(oy))
+    c1, r1 = int(round(ox + w * scale)), int(round(oy + h * scale))
+    crop = g[max(r0, 0) : max(r1, r0 + 1), max(c0, 0) : max(c1, c0 + 1)]
+    return resize_nearest(crop, image_hw) if resize == "nearest" else resize_bilinear(crop, image_hw)
+
+
+# --------------------------------------------------------------------------------------------------
+# 004: IoU at thresholds (ricbl localization_score_fn)
+
+
+@register_metric("iou", kind="region", source="004 ricbl src/train.py localization_score_fn", threshold=0.15)
+def iou_at_threshold(pred, gt_mask, *, threshold: float = 0.15, resize: ResizeMode = "nearest") -> float:
+    """IoU of ``pred > threshold`` with a binary reference mask (004, ricbl ``localization_score_fn``).
+
+    ``inter = sum(bin(pred) * gt)``, ``union = sum(max(bin(pred), gt))``; an empty union (NaN in the
+    reference code) gives 0. ``pred`` is resized to the mask's shape (nearest) and thresholded as is:
+    pass a max-normalised map (004's heatmaps and decoder outputs are in [0, 1]).
+    """
+    p, g = _prep(pred, gt_mask, resize)
+    return float(iou_curve(p, g > 0.5, (threshold,))[0])
+
+
+def iou_curve(pred, gt_mask, thresholds: Sequence[float] = THRESHOLDS_004, resize: ResizeMode = "nearest") -> np.ndarray:
+    """IoU at every threshold (vectorised); shape ``(len(thresholds),)``. Same convention as
+    :func:`iou_at_threshold`."""
+    p, g = _prep(pred, gt_mask, resize)
+    g = g > 0.5
+    t = np.asarray(thresholds, dtype=np.float64)
+    pv = p.ravel()
+    order = np.sort(pv)
+    in_gt = np.sort(pv[g.ravel()])
+    n_gt = int(g.sum())
+    # pixels with pred > t: total and inside gt (counts via sorted arrays, no per-threshold pass)
+    above = pv.size - np.searchsorted(order, t, side="right")
+    above_in = in_gt.size - np.searchsorted(in_gt, t, side="right")
+    union = above + n_gt - above_in
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, above_in / np.maximum(union, 1), 0.0)
+    return iou.astype(np.float64)
+
+
+def best_thresholds(
+    iou_table: np.ndarray, thresholds: Sequence[float] = THRESHOLDS_004
+) -> tuple[float, float]:
+    """The threshold with the highest mean IoU over images (004: chosen per label on validation).
+
+    ``iou_table``: ``(n_images, n_thresholds)`` from :func:`iou_curve`. Returns ``(threshold,
+    mean IoU at it)``; ties go to the first (lowest) threshold, as ``np.argmax``.
+    """
+    tab = np.asarray(iou_table, dtype=np.float64).reshape(-1, len(thresholds))
+    if tab.shape[0] == 0:
+        return float("nan"), float("nan")
+    means = tab.mean(axis=0)
+    i = int(np.argmax(means))
+    return float(thresholds[i]), float(means[i])
+
+
+# --------------------------------------------------------------------------------------------------
+# 000: I-AI evaluator (binary IoUs from a 2-class confusion matrix; SSIM, PSNR, L1, L2)
+
+
+def binarize_iai(gt: np.ndarray) -> np.ndarray:
+    """I-AI's binary ground truth: ``gt > sorted(unique(gt))[len(unique) // 5]`` (a quantile of the
+    *unique* grey levels, not of the pixels; ``iai/utils/misc.py read_gt_heatmap``)."""
+    g = np.asarray(gt)
+    u = np.unique(g)
+    return g > u[len(u) // 5]
+
+
+def confusion_2class(pred_bin, gt_bin, resize: ResizeMode = "nearest") -> np.ndarray:
+    """2 x 2 pixel confusion matrix ``cm[gt, pred]`` (0 = background, 1 = foreground) as int64.
+
+    Sum these over a data set for the dataset-level IoUs of I-AI's evaluator."""
+    p, g = _prep(np.asarray(pred_bin, dtype=np.float64), np.asarray(gt_bin, dtype=np.float64), resize)
+    p, g = p > 0.5, g > 0.5
+    tp = int(np.count_nonzero(p & g))
+    fp = int(np.count_nonzero(p & ~g))
+    fn = int(np.count_nonzero(~p & g))
+    tn = int(p.size - tp - fp - fn)
+    return np.array([[tn, fp], [fn, tp]], dtype=np.int64)
+
+
+def ious_from_confusion(cm: np.ndarray) -> dict[str, float]:
+    """Per-class and frequency-weighted IoU from ``cm[gt, pred]`` (detectron2 ``SemSegEvaluator``
+    style, used by I-AI): ``IoU_c = tp_c / (gt_c + pred_c - tp_c)`` (NaN when the class is absent
+    from both), ``fwIoU = sum_c IoU_c * gt_c / sum(gt)`` over the classes with a defined IoU,
+    ``mIoU`` = mean of the defined IoUs. Fractions in [0, 1] (the paper prints them x 100)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    pos_gt = cm.sum(axis=1)
+    pos_pred = cm.sum(axis=0)
+    union = pos_gt + pos_pred - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+    valid = ~np.isnan(iou)
+    total = pos_gt.sum()
+    freq = pos_gt / total if total > 0 else np.zeros(2)
+    return {
+        "bgiou": float(iou[0]),
+        "fgiou": float(iou[1]),
+        "miou": float(np.nanmean(iou)) if valid.any() else float("nan"),
+        "fwiou": float((iou[valid] * freq[valid]).sum()) if valid.any() else float("nan"),
+    }
+
+
+def _binary_metric(key: str) -> Callable[..., float]:
+    def fn(pred_bin, gt_bin, *, resize: ResizeMode = "nearest") -> float:
+        return ious_from_confusion(confusion_2class(pred_bin, gt_bin, resize))[key]
+
+    fn.__name__ = key
+    fn.__doc__ = (
+        f"Per-image {key} of a binary prediction vs a binary reference (000, I-AI). See "
+        ":func:`ious_from_confusion`; the evaluator's default is the dataset-level form (confusion "
+        "matrices summed over images)."
+    )
+    return fn
+
+
+fg_iou = _binary_metric("fgiou")
+bg_iou = _binary_metric("bgiou")
+fw_iou = _binary_metric("fwiou")
+m_iou = _binary_metric("miou")
+for _k, _f in (("fgiou", fg_iou), ("bgiou", bg_iou), ("fwiou", fw_iou), ("miou", m_iou)):
+    register_metric(_k, kind="binary", source="000 I-AI iai/evaluator (2-class confusion matrix)")(_f)
+
+
+@register_metric("ssim", kind="map", source="000 I-AI (torchmetrics SSIM, data_range 1)")
+def ssim(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+    """Mean structural similarity (000's mSSIM per image).
+
+    Both maps are divided by their max first (I-AI: pred = channel / max, GT = soft PNG / max; an
+    all-zero map stays 0), unless ``normalize="none"``. ``skimage.metrics.structural_similarity`` with
+    Gaussian weights sigma 1.5 (11 x 11 support), K1 = 0.01, K2 = 0.03, population covariance,
+    ``data_range=1`` - the torchmetrics defaults I-AI used. Maps smaller than 11 x 11 are an error.
+    """
+    from skimage.metrics import structural_similarity
+
+    p, g = _prep(pred, gt, resize)
+    if normalize == "max":
+        p, g = _max_norm(p), _max_norm(g)
+    if min(g.shape) < 11:
+        raise GazeprepError(f"ssim needs maps of at least 11 x 11 pixels (Gaussian window), got {g.shape}")
+    return float(
+        structural_similarity(
+            p, g, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+        )
+    )
+
+
+@register_metric("psnr", kind="map", source="000 I-AI (torchmetrics PSNR, data_range 1)")
+def psnr(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+    """Peak signal-to-noise ratio in dB, ``10 log10(1 / MSE)`` (data range 1, after max-normalising both
+    maps as :func:`ssim`); identical maps give ``inf``."""
+    p, g = _prep(pred, gt, resize)
+    if normalize == "max":
+        p, g = _max_norm(p), _max_norm(g)
+    mse = float(np.mean((p - g) ** 2))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
+
+
+@register_metric("l1", kind="map", higher_is_better=False, source="000 I-AI (F.l1_loss)")
+def l1(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+    """Mean absolute difference (000's mL1 per image), both maps max-normalised as :func:`ssim`."""
+    p, g = _prep(pred, gt, resize)
+    if normalize == "max":
+        p, g = _max_norm(p), _max_norm(g)
+    return float(np.mean(np.abs(p - g)))
+
+
+@register_metric("l2", kind="map", higher_is_better=False, source="000 I-AI (F.mse_loss)")
+def l2(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+    """Mean squared difference (000's mL2 per image = ``F.mse_loss``), both maps max-normalised."""
+    p, g = _prep(pred, gt, resize)
+    if normalize == "max":
+        p, g = _max_norm(p), _max_norm(g)
+    return float(np.mean((p - g) ** 2))
+
+
+# --------------------------------------------------------------------------------------------------
+# 001 / MIT: distribution metrics
+
+
+@register_metric("kld", kind="map", higher_is_better=False, source="MIT KLdiv.m (001 reports KLD)")
+@register_metric(
+    "kld_mtunet", kind="map", higher_is_better=False, source="001 MT-UNet hzhu_metrics_saliency.py", convention="mtunet"
+)
+def kld(
+    pred,
+    gt,
+    *,
+    convention: Literal["mit", "mtunet"] = "mit",
+    eps: float = EPS_MATLAB,
+    resize: ResizeMode = "nearest",
+) -> float:
+    """KL divergence of the prediction from the empirical map ``gt`` (``gt`` is the reference P).
+
+    Both maps are sum-normalised first. ``convention="mit"`` (default, MIT ``KLdiv.m``):
+    ``sum(G * log(eps + G / (P + eps)))`` with eps = 2.2204e-16. ``convention="mtunet"`` (001's
+    reported numbers, ``F.kl_div(log P, G)``): ``sum(G * (log G - log(P + eps)))`` with ``0 log 0 = 0``.
+    Lower is better; 0 for identical maps. NaN when ``gt`` sums to 0.
+    """
+    p, g = _prep(pred, gt, resize)
+    if g.sum() <= 0:
+        return float("nan")
+    p, g = _sum_norm(p), _sum_norm(g)
+    if convention == "mit":
+        return float(np.sum(g * np.log(eps + g / (p + eps))))
+    pos = g > 0
+    return float(np.sum(g[pos] * (np.log(g[pos]) - np.log(p[pos] + eps))))
+
+
+@register_metric("cc", kind="map", source="MIT CC.m / 001 (scipy pearsonr)")
+def cc(pred, gt, *, resize: ResizeMode = "nearest") -> float:
+    """Pearson linear correlation of the two maps, flattened (symmetric; 001's PCC).
+
+    A constant ``gt`` gives NaN; a constant ``pred`` with a non-constant ``gt`` gives 0 (pysaliency)."""
+    p, g = _prep(pred, gt, resize)
+    if np.ptp(g) == 0:
+        return float("nan")
+    if np.ptp(p) == 0:
+        return 0.0
+    pz = (p - p.mean()) / p.std()
+    gz = (g - g.mean()) / g.std()
+    return float(np.mean(pz * gz))
+
+
+@register_metric("hs", kind="map", source="001 MT-UNet hzhu_metrics_saliency.py (histogram similarity)")
+def histogram_similarity(pred, gt, *, resize: ResizeMode = "nearest") -> float:
+    """001's histogram similarity: ``sum(min(P, G))`` with both maps sum-normalised (no min-max
+    step, unlike MIT SIM). 1 for identical maps, 0 for disjoint support. NaN if either sums to 0."""
+    p, g = _prep(pred, gt, resize)
+    if p.sum() <= 0 or g.sum() <= 0:
+        return float("nan")
+    return float(np.minimum(_sum_norm(p), _sum_norm(g)).sum())
+
+
+@register_metric("sim", kind="map", source="MIT similarity.m")
+def sim(pred, gt, *, resize: ResizeMode = "nearest") -> float:
+    """MIT similarity: min-max normalise each map, then sum-normalise, then ``sum(min(P, G))``.
+
+    (pysaliency subtracts the minimum only when it is negative; named deviation: use ``hs`` on
+    non-negative maps for that behaviour.) NaN when a map is constant."""
+    p, g = _prep(pred, gt, resize)
+    if np.ptp(p) == 0 or np.ptp(g) == 0:
+        return float("nan")
+    return float(np.minimum(_sum_norm(_minmax(p)), _sum_norm(_minmax(g))).sum())
+
+
+@register_metric("nss", kind="fixations", source="MIT NSS.m")
+def nss(pred, fixation_map, *, ddof: int = 1, count_duplicates: bool = False, resize: ResizeMode = "nearest") -> float:
+    """Normalised scanpath saliency: mean of the z-scored prediction at fixated pixels.
+
+    ``fixation_map``: binary map (MIT) or, with ``count_duplicates=True``, fixation counts per pixel
+    (pysaliency/Kuemmerer: every fixation counts). ``ddof=1`` is MATLAB's ``std`` (N - 1); ``ddof=0``
+    is pysaliency's. NaN with no fixation or a constant prediction.
+    """
+    p, f = _prep(pred, fixation_map, resize)
+    if not (f > 0).any() or np.ptp(p) == 0:
+        return float("nan")
+    z = (p - p.mean()) / p.std(ddof=ddof)
+    if count_duplicates:
+        return float(np.sum(z * f) / np.sum(f))
+    return float(z[f > 0].mean())
+
+
+@register_metric("auc_judd", kind="fixations", source="MIT AUC_Judd.m")
+def auc_judd(
+    pred,
+    fixation_map,
+    *,
+    jitter: bool = True,
+    seed: int = 0,
+    resize: ResizeMode = "nearest",
+) -> float:
+    """AUC-Judd (MIT ``AUC_Judd.m``): thresholds = the prediction's values at fixated pixels; true
+    positive rate over fixated pixels, false positive rate over the *other* pixels; trapezoid area.
+
+    With ``jitter`` (default, as MIT) uniform noise in ``[0, 1e-7)`` from ``np.random.default_rng(seed)``
+    breaks ties; then the map is min-max normalised. NaN without fixations.
+    """
+    p, f = _prep(pred, fixation_map, resize)
+    fix = (f > 0).ravel()
+    if not fix.any() or fix.all():
+        return float("nan")
+    s = p.ravel()
+    if jitter:
+        s = s + np.random.default_rng(seed).random(s.size) / 1e7
+    s = _minmax(s)
+    n_pix, n_fix = s.size, int(fix.sum())
+    th = np.sort(s[fix])[::-1]
+    sorted_all = np.sort(s)
+    above = n_pix - np.searchsorted(sorted_all, th, side="left")  # pixels with value >= threshold
+    i = np.arange(1, n_fix + 1)
+    tp = np.concatenate([[0.0], i / n_fix, [1.0]])
+    fp = np.concatenate([[0.0], (above - i) / (n_pix - n_fix), [1.0]])
+    return float(np.trapezoid(tp, fp))
+
+
+# --------------------------------------------------------------------------------------------------
+# 001 chapter 3: Grad-CAM quality; 002: interpretability
+
+
+@register_metric("diffgradcam", kind="region", source="001 ch. 3 (DiffGradCAM)")
+def diff_gradcam(
+    pred, mask, *, normalize: Literal["minmax", "none"] = "minmax", resize: ResizeMode = "nearest"
+) -> float:
+    """DiffGradCAM (001 ch. 3): mean CAM value inside the reference mask minus the mean outside.
+
+    The CAM is min-max normalised to [0, 1] first (as pytorch-grad-cam outputs), unless
+    ``normalize="none"``. NaN if the mask is empty or covers the whole map."""
+    p, m = _prep(pred, mask, resize)
+    m = m > 0.5
+    if not m.any() or m.all():
+        return float("nan")
+    if normalize == "minmax":
+        p = _minmax(p)
+    return float(p[m].mean() - p[~m].mean())
+
+
+@register_metric("ehr_auc", kind="region", source="001 ch. 3 / Wollek et al. 2022 (effective heat ratio)")
+def ehr_auc(
+    pred,
+    mask,
+    *,
+    n_thresholds: int = 100,
+    normalize: Literal["minmax", "none"] = "minmax",
+    resize: ResizeMode = "nearest",
+) -> float:
+    """Area under the effective-heat-ratio curve (001 ch. 3, after Wollek et al.).
+
+    The CAM is min-max normalised; at equidistant thresholds ``t_k = k / n_thresholds``,
+    ``k = 0 .. n_thresholds - 1``, ``EHR(t) = |{cam > t} & mask| / |{cam > t}|`` (0 when no pixel
+    passes); the score is the trapezoid area of EHR over ``t`` on ``[0, 1 - 1/n]``. An ideal CAM
+    (zero outside the mask) scores about 1; a CAM inside-out scores 0. NaN for an empty mask.
+    """
+    p, m = _prep(pred, mask, resize)
+    m = (m > 0.5).ravel()
+    if not m.any():
+        return float("nan")
+    if normalize == "minmax":
+        p = _minmax(p)
+    v = p.ravel()
+    t = np.arange(n_thresholds) / n_thresholds
+    all_sorted = np.sort(v)
+    in_sorted = np.sort(v[m])
+    above = v.size - np.searchsorted(all_sorted, t, side="right")
+    above_in = in_sorted.size - np.searchsorted(in_sorted, t, side="right")
+    ehr = np.where(above > 0, above_in / np.maximum(above, 1), 0.0)
+    return float(np.trapezoid(ehr, t))
+
+
+@register_metric("interpretability", kind="region", source="002 GG-CAM eq. 12")
+def interpretable(pred, organ_mask, *, ties: Literal["first", "any"] = "first") -> float:
+    """GG-CAM interpretability (002 eq. 12) for one image: 1.0 if the CAM's argmax lies inside the
+    organ mask, else 0.0; the rate is the mean over images.
+
+    As in the paper, the *mask* is scaled to the CAM's resolution (nearest), not the CAM to the mask.
+    ``ties="first"``: ``np.argmax`` (first maximum in row-major order); ``"any"``: any maximum inside.
+    """
+    p = np.asarray(_as2d(pred, "pred"), dtype=np.float64)
+    m = resize_nearest(np.asarray(_as2d(organ_mask, "mask")) > 0.5, p.shape)
+    if ties == "any":
+        return float(bool(m[p == p.max()].any()))
+    return float(bool(m.ravel()[int(np.argmax(p))]))
+
+
+# --------------------------------------------------------------------------------------------------
+# image-level AUC and bootstrap CIs (003 / 004)
+
+
+def roc_auc(y_true, y_score) -> float:
+    """Image-level ROC AUC (``sklearn.metrics.roc_auc_score``); NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y_true).astype(int).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if y.size == 0 or np.unique(y).size < 2:
+        return float("nan")
+    return float(roc_auc_score(y, s))
+
+
+register_metric("auc", kind="image", source="003/004 (sklearn roc_auc_score)")(roc_auc)
+
+
+def bootstrap_ci(
+    statistic: Callable[..., float],
+    *arrays: Iterable,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``(estimate, low, high)``: the statistic on the data and the percentile bootstrap interval.
+
+    Rows (axis 0 of every array, resampled together, with replacement) are drawn with
+    ``np.random.default_rng(seed)``; resamples where the statistic is NaN (e.g. one class only for an
+    AUC) are skipped. 003 used 30 resamples and the 2.5th / 97.5th percentiles (``n_boot=30``).
+    """
+    arrs = [np.asarray(a) for a in arrays]
+    n = len(arrs[0])
+    est = float(statistic(*arrs)) if n else float("nan")
+    if n == 0:
+        return est, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    vals = np.array([statistic(*(a[i] for a in arrs)) for i in idx], dtype=np.float64)
+    vals = vals[~np.isnan(vals)]
+    if vals.size == 0:
+        return est, float("nan"), float("nan")
+    alpha = (1.0 - ci) / 2.0
+    lo, hi = np.quantile(vals, [alpha, 1.0 - alpha])
+    return est, float(lo), float(hi)
+
+
+def bootstrap_auc(
+    y_true, y_score, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Image-level AUC with a seeded percentile-bootstrap CI (003/004): ``(auc, low, high)``."""
+    return bootstrap_ci(roc_auc, np.asarray(y_true), np.asarray(y_score), n_boot=n_boot, ci=ci, seed=seed)
+
+
+def _nanmean(v: np.ndarray) -> float:
+    v = np.asarray(v, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def bootstrap_mean(values, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of per-image values (NaNs ignored) with a seeded percentile-bootstrap CI."""
+    return bootstrap_ci(_nanmean, np.asarray(values, dtype=np.float64), n_boot=n_boot, ci=ci, seed=seed)

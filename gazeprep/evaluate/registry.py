@@ -1,0 +1,90 @@
+"""Metric registry: metrics are selected by name (``gazeprep evaluate --metrics kld,cc,nss``).
+
+A metric is a pure function ``fn(pred, ref, **options) -> float``. Its ``kind`` says what ``ref`` is,
+so that the evaluator knows what to pass:
+
+``map``
+    a continuous ground-truth map (rendered heatmap), e.g. KLD, CC, SIM, SSIM.
+``fixations``
+    a binary fixation map (fixations rounded to pixels), e.g. NSS, AUC-Judd.
+``region``
+    a binary region mask (ellipses, boxes, organ masks), e.g. IoU at a threshold, DiffGradCAM,
+    EHR-AUC, the GG-CAM interpretability rate.
+``binary``
+    a binary ground truth and a binarised prediction compared pixel by pixel (fg/bg/fw IoU); these
+    also have a dataset-level form (confusion matrices summed over images).
+``image``
+    image-level labels and scores (one value per image), e.g. ROC AUC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from gazeprep.errors import GazeprepError
+
+MetricKind = Literal["map", "fixations", "region", "binary", "image"]
+KINDS: tuple[str, ...] = ("map", "fixations", "region", "binary", "image")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: the function plus what the evaluator needs to know about it."""
+
+    name: str
+    fn: Callable[..., float]
+    kind: MetricKind
+    higher_is_better: bool
+    source: str
+    options: dict = field(default_factory=dict)
+
+    def __call__(self, pred, ref, **options) -> float:
+        return self.fn(pred, ref, **{**self.options, **options})
+
+
+_REGISTRY: dict[str, Metric] = {}
+
+
+def register_metric(
+    name: str,
+    *,
+    kind: MetricKind,
+    higher_is_better: bool = True,
+    source: str = "",
+    **options,
+) -> Callable[[Callable[..., float]], Callable[..., float]]:
+    """Decorator: register ``fn`` under ``name``.
+
+    ``options`` are default keyword arguments bound to this name, so one function can be registered
+    under several names with different conventions (e.g. ``kld`` and ``kld_mtunet``).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown metric kind {kind!r} (known: {', '.join(KINDS)})")
+
+    def deco(fn: Callable[..., float]) -> Callable[..., float]:
+        if name in _REGISTRY:
+            raise ValueError(f"metric {name!r} registered twice")
+        _REGISTRY[name] = Metric(name, fn, kind, higher_is_better, source, dict(options))
+        return fn
+
+    return deco
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric ``name``; a :class:`GazeprepError` listing the known names otherwise."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise GazeprepError(f"unknown metric {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+
+
+def list_metrics(kind: MetricKind | None = None) -> list[str]:
+    """Names of the registered metrics (of one ``kind`` if given), sorted."""
+    _ensure_loaded()
+    return sorted(n for n, m in _REGISTRY.items() if kind is None or m.kind == kind)
+
+
+def _ensure_loaded() -> None:
+    import gazeprep.evaluate.metrics  # noqa: F401  (registers the built-in metrics)
