@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gazeprep.errors import RecipeError
 from gazeprep.paths import default_pipelines_dir
@@ -106,32 +114,79 @@ class Sigma(_Strict):
 
 
 class RenderSpec(_Strict):
-    """How fixations become a map (see the rendering contract in DESIGN.md)."""
+    """How fixations become a map (see the rendering contract in DESIGN.md and gazeprep.heatmaps).
+
+    * ``source``: ``fixations`` (the ``fixations`` table) or ``gaze_samples`` (raw tracker samples,
+      point events at ``t_s``; only ``weight: count``, no shown rectangles).
+    * ``weight``: ``duration`` (full fixation duration), ``window_overlap`` (duration clipped to the
+      window, paper 004) or ``count`` (1 per fixation/sample, EGD-CXR and MT-UNet).
+    * ``clip_to_shown_rect``: each fixation's Gaussian is zero outside the part of the image that was
+      on screen for it (REFLACX ``*_shown_from_image`` columns, rounded as 004's ``get_gaussian``).
+    * ``drop_outside_image``: drop fixations whose position lies outside the image before rendering
+      (EGD-CXR's code and MT-UNet count only points inside the image). Otherwise an outside fixation
+      still contributes the tail of its density that falls on the image.
+    * ``position_rounding``: ``floor`` puts each point on the integer pixel it falls in, as count
+      images (``record[y, x] += 1`` after ``int()``) do; ``none`` keeps sub-pixel positions.
+    * ``normalize``: applied to each window's map when ``normalize_each_window`` (004: every sentence
+      map has max 1 before the max over mentions) and to the aggregate of a target's windows.
+    * ``aggregate``: how the windows of one target combine (``max``: 004's max over mentions).
+    * ``empty_window``: a window without any weight is ``skip``ped (a ``rejects`` row) or rendered as
+      ``zeros``; never a division by zero.
+    * ``truncate_sigmas``: minimum kernel half-width in sigmas; the renderer widens it when needed so
+      that the truncation error stays below 1e-6 of the map's peak.
+    """
 
     source: Literal["fixations", "gaze_samples"] = "fixations"
     sigma: Sigma
     weight: Literal["duration", "window_overlap", "count"] = "window_overlap"
     clip_to_shown_rect: bool = False
+    drop_outside_image: bool = False
+    position_rounding: Literal["none", "floor", "round"] = "none"
     normalize: Literal["sum", "max", "minmax", "none"] = "max"
+    normalize_each_window: bool = True
     aggregate: Literal["max", "sum"] = "max"  # over the windows of one target
     empty_window: Literal["skip", "zeros"] = "skip"
-    truncate_sigmas: float = Field(5.5, ge=3.0)  # kernel support; 5.5 sigma keeps the error < 1e-6 of the peak
+    truncate_sigmas: float = Field(6.0, ge=3.0, le=40.0)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.source == "gaze_samples":
+            if self.weight != "count":
+                raise ValueError("gaze samples are point events: weight must be 'count'")
+            if self.clip_to_shown_rect:
+                raise ValueError("gaze samples carry no shown rectangle: clip_to_shown_rect must be false")
+        return self
 
 
 class OutputSpec(_Strict):
-    """Output grid. ``size``: an int N renders N x N (letterboxed: the image is padded to a square,
-    centred, as in 004) or ``native`` (original image pixels)."""
+    """Output grid (see :class:`gazeprep.heatmaps.grid.OutputGrid`).
 
-    size: Union[int, Literal["native"]] = 512
+    ``size``: an int ``N`` (``N x N``), ``[height, width]``, or ``native`` (original image pixels).
+    ``letterbox``: keep the aspect ratio and pad centred (true) or stretch each axis (false).
+    ``letterbox_rule``: ``centre`` (exact centring) or ``ricbl`` (paper 004's
+    ``XRayResizerPadRound32(N)`` + ``Resize(N)`` geometry, square sizes only).
+    ``dtype``: storage type of the exported maps (rendering is always float32 in memory).
+    """
+
+    size: Union[StrictInt, tuple[StrictInt, StrictInt], Literal["native"]] = 512
     letterbox: bool = True
+    letterbox_rule: Literal["centre", "ricbl"] = "centre"
     dtype: Literal["float16", "float32"] = "float32"
 
     @field_validator("size")
     @classmethod
     def _positive(cls, v):
         if isinstance(v, int) and v <= 0:
-            raise ValueError("size must be a positive int or 'native'")
+            raise ValueError("size must be a positive int, [height, width] or 'native'")
+        if isinstance(v, tuple) and min(v) <= 0:
+            raise ValueError("size [height, width] must be positive")
         return v
+
+    @model_validator(mode="after")
+    def _square_rule(self):
+        if self.letterbox_rule == "ricbl" and isinstance(self.size, tuple) and self.size[0] != self.size[1]:
+            raise ValueError("letterbox_rule 'ricbl' needs a square size")
+        return self
 
 
 class AnatomyFilter(_Strict):

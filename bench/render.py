@@ -1,0 +1,119 @@
+"""Benchmark: the separable renderer against the naive reference on REFLACX-like inputs.
+
+``python -m bench.render`` prints the figures; :func:`run` returns them as a dict (used by
+``bench.run``). The inputs imitate one REFLACX reading: an image of ~2500 x 3000 pixels, ~300
+fixations with per-fixation sigmas of 60-100 px (1 degree at REFLACX zoom levels) and shown
+rectangles (zoom/pan crops). Both renderers evaluate the same contract (duration-weighted normalised
+Gaussians clipped to the shown rectangles); the naive one stamps one full-grid density per fixation
+in float64 (the approach of paper 004's ``get_gaussian``, itself ~10x faster than 004's scipy code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from gazeprep.heatmaps.grid import OutputGrid
+from gazeprep.heatmaps.render import naive_render, render_points
+
+
+def reflacx_like_inputs(n_fixations: int = 300, height: int = 3000, width: int = 2500, seed: int = 0) -> dict:
+    """Synthetic fixations of one reading (positions, sigmas, durations, shown rects), original pixels."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(width / 2, width / 5, n_fixations).clip(0, width - 1)
+    y = rng.normal(height / 2, height / 5, n_fixations).clip(0, height - 1)
+    ppd = rng.uniform(60, 100, n_fixations)  # px per degree varies with zoom
+    sx = ppd
+    sy = ppd * rng.uniform(0.97, 1.03, n_fixations)
+    dur = rng.uniform(0.05, 0.6, n_fixations)
+    # most fixations see the whole image; some a zoomed crop containing them
+    rects = np.tile([0.0, 0.0, float(width), float(height)], (n_fixations, 1))
+    zoomed = rng.random(n_fixations) < 0.3
+    half_w = rng.uniform(300, 900, n_fixations)
+    half_h = rng.uniform(300, 900, n_fixations)
+    rects[zoomed] = np.stack([
+        np.maximum(0, x - half_w), np.maximum(0, y - half_h),
+        np.minimum(width, x + half_w), np.minimum(height, y + half_h)], axis=1)[zoomed]
+    return {"x": x, "y": y, "sx": sx, "sy": sy, "w": dur, "rects": np.round(rects), "height": height, "width": width}
+
+
+def _time(fn, repeat: int) -> tuple[float, np.ndarray]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def run(n_fixations: int = 300, height: int = 3000, width: int = 2500, sizes=("native", 512),
+        naive_fixations: int | None = None, repeat: int = 3, seed: int = 0) -> dict:
+    """Time the fast renderer and the naive reference on the same inputs.
+
+    Parameters
+    ----------
+    n_fixations, height, width:
+        Size of the synthetic reading.
+    sizes:
+        Output grids to test: ``"native"`` or an int N (N x N letterbox).
+    naive_fixations:
+        Render only this many fixations with the naive reference (its time is linear in the number
+        of fixations; the reported naive time is scaled up to ``n_fixations``) and compare both
+        renderers on that subset. ``None``: all fixations (slow at native size, ~1 min).
+    repeat:
+        Best of ``repeat`` runs for the fast renderer.
+
+    Returns
+    -------
+    dict with, per size: ``fast_s``, ``naive_s`` (for all fixations), ``ratio``, ``max_abs_diff_rel_peak``.
+    """
+    d = reflacx_like_inputs(n_fixations, height, width, seed)
+    results: dict = {"n_fixations": n_fixations, "image": [height, width], "sizes": {}}
+    for size in sizes:
+        grid = (OutputGrid.native(height, width) if size == "native"
+                else OutputGrid.letterbox(height, width, int(size)))
+        fast_s, fast = _time(lambda: render_points(grid, d["x"], d["y"], d["sx"], d["sy"], d["w"], d["rects"]),
+                             repeat)
+        k = n_fixations if naive_fixations is None else min(naive_fixations, n_fixations)
+        t = time.perf_counter()
+        naive = naive_render(grid, d["x"][:k], d["y"][:k], d["sx"][:k], d["sy"][:k], d["w"][:k], d["rects"][:k])
+        naive_s = (time.perf_counter() - t) * n_fixations / k
+        if k < n_fixations:  # compare on the same subset
+            fast_sub = render_points(grid, d["x"][:k], d["y"][:k], d["sx"][:k], d["sy"][:k], d["w"][:k],
+                                     d["rects"][:k])
+        else:
+            fast_sub = fast
+        diff = float(np.abs(fast_sub.astype(np.float64) - naive).max() / naive.max())
+        results["sizes"][str(size)] = {
+            "grid": list(grid.shape),
+            "fast_s": fast_s,
+            "naive_s": naive_s,
+            "naive_fixations_timed": k,
+            "ratio": naive_s / fast_s,
+            "max_abs_diff_rel_peak": diff,
+        }
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fixations", type=int, default=300)
+    ap.add_argument("--naive-fixations", type=int, default=None,
+                    help="time the naive reference on this many fixations and scale (default: all)")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    a = ap.parse_args(argv)
+    r = run(n_fixations=a.fixations, naive_fixations=a.naive_fixations)
+    if a.json:
+        print(json.dumps(r, indent=2))
+        return
+    print(f"renderer vs naive reference: {r['n_fixations']} fixations, image {r['image'][0]}x{r['image'][1]}")
+    for size, s in r["sizes"].items():
+        print(f"  {size:>6} {s['grid'][0]}x{s['grid'][1]}: fast {s['fast_s'] * 1e3:8.1f} ms  naive "
+              f"{s['naive_s']:8.2f} s  ratio {s['ratio']:7.0f}x  max|diff|/peak {s['max_abs_diff_rel_peak']:.1e}")
+
+
+if __name__ == "__main__":
+    main()

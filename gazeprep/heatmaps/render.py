@@ -1,0 +1,486 @@
+"""Gaussian gaze heatmaps: the rendering contract of DESIGN.md, fast.
+
+Contract. Fixation ``i`` (grid position ``x_i, y_i``, per-axis sigmas ``sx_i, sy_i`` in grid pixels,
+weight ``w_i``) contributes the normalised 2-D Gaussian density at every integer pixel of the output
+grid::
+
+    H[r, c] = sum_i w_i / (2 pi sx_i sy_i) * exp(-((c - x_i)^2 / (2 sx_i^2) + (r - y_i)^2 / (2 sy_i^2)))
+
+Mass outside the image (and, when clipping, outside the fixation's shown rectangle) is dropped,
+never reflected. Positions and sigmas are scaled into the grid by :class:`OutputGrid`.
+
+How it is fast. The density is separable, and so is every clipping rectangle, so::
+
+    H = Gy^T diag(w) Gx,   Gy[i, r] = N1(r; y_i, sy_i) [r in rows_i],  Gx[i, c] = N1(c; x_i, sx_i) [c in cols_i]
+
+Each fixation costs one 1-D row profile and one 1-D column profile (``n x (H + W)`` exponentials
+instead of ``n x H x W``); the sum over fixations is one BLAS matrix product per band of output
+rows, restricted to the fixations whose truncated support reaches that band (and to the columns
+they cover). The profiles of a case are built once and shared by all its windows (a window only
+changes the weights). Profiles are cut at ``R`` sigmas with ``R`` chosen so that the dropped tails
+of all fixations together stay below ``1e-7`` of the largest single-fixation peak ``max_i w_i p_i``.
+
+:func:`naive_render` is the reference approach (one full density per fixation over the whole grid,
+float64, no truncation, a Python loop over fixations) used by the tests and the benchmark.
+:func:`render_case` is the entry point of the build pipeline: windows -> weights -> maps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from gazeprep.errors import GazeprepError
+from gazeprep.heatmaps.grid import OutputGrid
+from gazeprep.recipes import Recipe
+from gazeprep.schema import reject
+
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+_TAIL_TOL = 1e-7  # truncation budget relative to the largest single-fixation peak
+
+__all__ = [
+    "GaussianProfiles",
+    "RenderedMap",
+    "naive_render",
+    "normalize_map",
+    "render_case",
+    "render_points",
+    "truncation_radius",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation
+# ---------------------------------------------------------------------------------------------
+def normalize_map(heatmap: np.ndarray, how: str) -> np.ndarray | None:
+    """Normalise a map; ``None`` when it cannot be (all zeros, or constant for ``minmax``).
+
+    ``sum``: divide by the total (a probability map); ``max``: divide by the maximum;
+    ``minmax``: ``(H - min) / (max - min)``; ``none``: unchanged. Never divides by zero.
+    Returns float32 of the input shape.
+    """
+    h = np.asarray(heatmap, dtype=np.float32)
+    if how == "none":
+        return h
+    if how == "sum":
+        total = float(h.sum(dtype=np.float64))
+        return (h / np.float32(total)).astype(np.float32) if total > 0 and math.isfinite(total) else None
+    hi = float(h.max()) if h.size else 0.0
+    if how == "max":
+        return (h / np.float32(hi)).astype(np.float32) if hi > 0 and math.isfinite(hi) else None
+    if how == "minmax":
+        lo = float(h.min()) if h.size else 0.0
+        span = hi - lo
+        if not (span > 0 and math.isfinite(span)):
+            return None
+        return ((h - np.float32(lo)) / np.float32(span)).astype(np.float32)
+    raise ValueError(f"unknown normalisation {how!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the separable renderer
+# ---------------------------------------------------------------------------------------------
+def truncation_radius(n_points: int, min_sigmas: float = 6.0) -> float:
+    """Kernel half-width in sigmas: at least ``min_sigmas``, wide enough that ``n_points`` cut tails
+    (each at most ``exp(-R^2 / 2)`` of its own peak) stay below ``1e-7`` of the largest peak."""
+    need = math.sqrt(2.0 * math.log(max(int(n_points), 1) / _TAIL_TOL))
+    return max(float(min_sigmas), need)
+
+
+def _profiles_1d(centre: np.ndarray, sigma: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, radius: float):
+    """Row-wise 1-D normalised Gaussian profiles on ``0..n-1``, zero outside ``[start, stop)``.
+
+    ``centre``, ``sigma`` in grid pixels (shape (k,)); ``[lo, hi)`` the allowed pixel range
+    (clipping). Returns (profiles float32 (k, n), start (k,), stop (k,)) where ``[start, stop)`` is
+    the truncated, clipped support.
+    """
+    k = centre.shape[0]
+    start = np.maximum(lo, np.floor(centre - radius * sigma)).astype(np.int64)
+    stop = np.minimum(hi, np.ceil(centre + radius * sigma) + 1).astype(np.int64)
+    start = np.clip(start, 0, n)
+    stop = np.clip(stop, start, n)
+    idx = np.arange(n, dtype=np.float64)
+    d = (idx[None, :] - centre[:, None]) / sigma[:, None]
+    g = np.exp(-0.5 * d * d) / (_SQRT_2PI * sigma[:, None])
+    inside = (idx[None, :] >= start[:, None]) & (idx[None, :] < stop[:, None])
+    prof = np.where(inside, g, 0.0).astype(np.float32)
+    return prof.reshape(k, n), start, stop
+
+
+class GaussianProfiles:
+    """Per-point 1-D profiles on one grid; :meth:`render` sums any weighting of them.
+
+    Parameters
+    ----------
+    grid:
+        The output grid.
+    x_px, y_px:
+        Positions in original-image pixels, shape (n,).
+    sx_px, sy_px:
+        Per-axis sigmas in original-image pixels, shape (n,), > 0.
+    clip_rects:
+        Optional (n, 4) array ``[xmin, ymin, xmax, ymax]`` of integer original-pixel bounds
+        (``[xmin, xmax)`` columns, as 004's rounded shown rectangle); a row of NaN means no clip.
+    truncate_sigmas:
+        Minimum truncation half-width in sigmas (see :func:`truncation_radius`).
+    """
+
+    def __init__(self, grid: OutputGrid, x_px, y_px, sx_px, sy_px, clip_rects=None, *, truncate_sigmas: float = 6.0):
+        self.grid = grid
+        x_px = np.asarray(x_px, dtype=np.float64).ravel()
+        y_px = np.asarray(y_px, dtype=np.float64).ravel()
+        sx_px = np.broadcast_to(np.asarray(sx_px, dtype=np.float64), x_px.shape)
+        sy_px = np.broadcast_to(np.asarray(sy_px, dtype=np.float64), x_px.shape)
+        n = x_px.shape[0]
+        if y_px.shape[0] != n:
+            raise ValueError("x_px and y_px differ in length")
+        if n and not (np.all(sx_px > 0) and np.all(sy_px > 0)):
+            raise ValueError("sigmas must be positive")
+        self.n = n
+        xg, yg = grid.to_grid(x_px, y_px)
+        sxg = sx_px * grid.scale_x
+        syg = sy_px * grid.scale_y
+        # allowed ranges: the image area, intersected with the clip rectangle
+        x0, y0, x1, y1 = grid.image_box
+        col_lo = np.full(n, int(np.clip(math.ceil(x0), 0, grid.width)), dtype=np.int64)
+        col_hi = np.full(n, int(np.clip(math.ceil(x1), 0, grid.width)), dtype=np.int64)
+        row_lo = np.full(n, int(np.clip(math.ceil(y0), 0, grid.height)), dtype=np.int64)
+        row_hi = np.full(n, int(np.clip(math.ceil(y1), 0, grid.height)), dtype=np.int64)
+        if clip_rects is not None and n:
+            rects = np.asarray(clip_rects, dtype=np.float64).reshape(n, 4)
+            has = np.all(np.isfinite(rects), axis=1)
+            if has.any():
+                r = rects[has]
+                cs, ce = grid.pixel_range(r[:, 0], r[:, 2], "x")
+                rs, re_ = grid.pixel_range(r[:, 1], r[:, 3], "y")
+                col_lo[has] = np.maximum(col_lo[has], cs)
+                col_hi[has] = np.minimum(col_hi[has], ce)
+                row_lo[has] = np.maximum(row_lo[has], rs)
+                row_hi[has] = np.minimum(row_hi[has], re_)
+        self.radius = truncation_radius(n, truncate_sigmas)
+        self.gx, self.col_start, self.col_stop = _profiles_1d(xg, sxg, col_lo, col_hi, grid.width, self.radius)
+        self.gy, self.row_start, self.row_stop = _profiles_1d(yg, syg, row_lo, row_hi, grid.height, self.radius)
+
+    def render(self, weights) -> np.ndarray:
+        """``sum_i weights[i] * outer(gy[i], gx[i])`` as float32 (height, width); weights <= 0 are skipped."""
+        H, W = self.grid.height, self.grid.width
+        out = np.zeros((H, W), dtype=np.float32)
+        if self.n == 0:
+            return out
+        w = np.asarray(weights, dtype=np.float64).ravel()
+        if w.shape[0] != self.n:
+            raise ValueError(f"expected {self.n} weights, got {w.shape[0]}")
+        sel = np.flatnonzero((w > 0) & (self.row_stop > self.row_start) & (self.col_stop > self.col_start))
+        if sel.size == 0:
+            return out
+        rs, re_ = self.row_start[sel], self.row_stop[sel]
+        top, bottom = int(rs.min()), int(re_.max())
+        # bands of output rows; each band multiplies only the fixations whose support reaches it
+        band = max(32, -(-(bottom - top) // 8))
+        for b0 in range(top, bottom, band):
+            b1 = min(b0 + band, bottom)
+            hit = (rs < b1) & (re_ > b0)
+            if not hit.any():
+                continue
+            m = sel[hit]
+            c0, c1 = int(self.col_start[m].min()), int(self.col_stop[m].max())
+            a = self.gy[m, b0:b1]  # (k, band)
+            bmat = self.gx[m, c0:c1] * w[m, None].astype(np.float32)  # (k, cols)
+            out[b0:b1, c0:c1] = a.T @ bmat
+        return out
+
+
+def render_points(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects=None, *,
+                  truncate_sigmas: float = 6.0) -> np.ndarray:
+    """Render weighted Gaussians on ``grid`` (unnormalised), float32 (height, width).
+
+    Same arguments as :class:`GaussianProfiles` plus ``weights`` (n,). Positions and sigmas are in
+    original-image pixels.
+    """
+    prof = GaussianProfiles(grid, x_px, y_px, sx_px, sy_px, clip_rects, truncate_sigmas=truncate_sigmas)
+    return prof.render(weights)
+
+
+def naive_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects=None) -> np.ndarray:
+    """Reference renderer: one full 2-D density per fixation over the whole grid (float64).
+
+    This is the approach of paper 004's ``get_gaussian`` (one normalised PDF per fixation over the
+    shown area), evaluated at the grid pixels with positions and sigmas mapped into the grid; no
+    truncation, no separability. A grid pixel counts when its centre, mapped back to the original
+    image, lies in the image area ``[-0.5, W - 0.5) x [-0.5, H - 0.5)`` and, with ``clip_rects``,
+    in ``[xmin - 0.5, xmax - 0.5) x [ymin - 0.5, ymax - 0.5)``.
+    """
+    H, W = grid.height, grid.width
+    cols = np.arange(W, dtype=np.float64)
+    rows = np.arange(H, dtype=np.float64)
+    xo, _ = grid.from_grid(cols, 0.0)  # grid pixel centres in original coordinates
+    _, yo = grid.from_grid(0.0, rows)
+    col_in = (xo >= -0.5) & (xo < grid.image_width_px - 0.5)
+    row_in = (yo >= -0.5) & (yo < grid.image_height_px - 0.5)
+    x_px = np.asarray(x_px, dtype=np.float64).ravel()
+    y_px = np.asarray(y_px, dtype=np.float64).ravel()
+    n = x_px.shape[0]
+    sx_px = np.broadcast_to(np.asarray(sx_px, dtype=np.float64), (n,))
+    sy_px = np.broadcast_to(np.asarray(sy_px, dtype=np.float64), (n,))
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    rects = None if clip_rects is None else np.asarray(clip_rects, dtype=np.float64).reshape(n, 4)
+    out = np.zeros((H, W), dtype=np.float64)
+    for i in range(n):
+        if w[i] == 0:
+            continue
+        ci, ri = col_in, row_in
+        if rects is not None and np.all(np.isfinite(rects[i])):
+            xmin, ymin, xmax, ymax = rects[i]
+            ci = ci & (xo >= xmin - 0.5) & (xo < xmax - 0.5)
+            ri = ri & (yo >= ymin - 0.5) & (yo < ymax - 0.5)
+        cidx, ridx = np.flatnonzero(ci), np.flatnonzero(ri)
+        if cidx.size == 0 or ridx.size == 0:
+            continue
+        # the shown area is a rectangle of the grid: evaluate the full 2-D density over it
+        c0, c1, r0, r1 = cidx[0], cidx[-1] + 1, ridx[0], ridx[-1] + 1
+        xi, yi = grid.to_grid(x_px[i], y_px[i])
+        sx, sy = sx_px[i] * grid.scale_x, sy_px[i] * grid.scale_y
+        cc, rr = np.meshgrid(cols[c0:c1], rows[r0:r1])
+        dens = np.exp(-((cc - xi) ** 2 / (2 * sx * sx) + (rr - yi) ** 2 / (2 * sy * sy))) / (2 * np.pi * sx * sy)
+        out[r0:r1, c0:c1] += w[i] * dens
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# cases: windows -> weights -> maps
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RenderedMap:
+    """One target's heatmap.
+
+    Attributes
+    ----------
+    array:
+        float32 (height, width) on the output grid, normalised per the recipe.
+    n_fixations:
+        Distinct fixations (or gaze samples) with positive weight in the target's windows.
+    total_weight:
+        Sum of their weights over the target's windows, before normalisation (seconds for duration
+        weights, a count for ``count``).
+    target:
+        The target id (label id, ``"full"``, anatomy target or phrase id).
+    n_windows:
+        Windows that were rendered (empty windows skipped by policy excluded).
+    """
+
+    array: np.ndarray
+    n_fixations: int
+    total_weight: float
+    target: str = ""
+    n_windows: int = 0
+
+
+def _col(df: pl.DataFrame, name: str, default=np.nan) -> np.ndarray:
+    if name not in df.columns:
+        return np.full(df.height, default, dtype=np.float64)
+    return df.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy().astype(np.float64, copy=False)
+
+
+def _first_str(df: pl.DataFrame, name: str) -> str | None:
+    if name in df.columns and df.height:
+        v = df.get_column(name)[0]
+        return None if v is None else str(v)
+    return None
+
+
+def render_case(
+    fixations: pl.DataFrame,
+    windows: pl.DataFrame,
+    recipe: Recipe,
+    *,
+    image_height_px: int,
+    image_width_px: int,
+    masks: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, RenderedMap], list[dict]]:
+    """Render every target of one case.
+
+    Parameters
+    ----------
+    fixations:
+        The case's rows of the ``fixations`` table (``t_start_s``, ``t_end_s``, ``x_px``, ``y_px``,
+        ``px_per_deg_x/y``, ``shown_*_px``) or of ``gaze_samples`` (``t_s`` instead of the start/end
+        times: point events). Positions in original-image pixels.
+    windows:
+        The case's rows of the ``windows`` table (``target``, ``t_start_s``, ``t_end_s``; a null start
+        or end is open). A fixation belongs to a window when ``t_end > w_start and t_start <= w_end``
+        (004's rule); a point event when ``w_start <= t <= w_end``.
+    recipe:
+        Gives sigma, weighting, clipping, normalisation, aggregation, empty-window policy and grid.
+    image_height_px, image_width_px:
+        Original image size.
+    masks:
+        Optional ``{target: bool array (image_height_px, image_width_px)}``; fixations whose rounded
+        position is outside the target's mask (or outside the image) are dropped for that target.
+
+    Returns
+    -------
+    (maps, rejects):
+        ``maps[target]`` is a :class:`RenderedMap` on the recipe's output grid (insertion order = first
+        appearance in ``windows``); ``rejects`` are rows for the ``rejects`` table (stage ``render``):
+        empty windows skipped by policy, targets left without a map, fixations without pixels per
+        degree when sigma is in degrees.
+    """
+    spec = recipe.render
+    H, W = int(image_height_px), int(image_width_px)
+    grid = OutputGrid.from_spec(recipe.output, H, W)
+    dataset = _first_str(fixations, "dataset") or _first_str(windows, "dataset") or recipe.dataset
+    case_id = _first_str(fixations, "case_id") or _first_str(windows, "case_id")
+    rejects: list[dict] = []
+
+    def _reject(reason: str, file: str | None = None) -> None:
+        rejects.append(reject(dataset, case_id, "render", file, None, reason))
+
+    point_events = "t_s" in fixations.columns and "t_start_s" not in fixations.columns
+    if point_events:
+        t0 = t1 = _col(fixations, "t_s")
+    else:
+        t0, t1 = _col(fixations, "t_start_s"), _col(fixations, "t_end_s")
+    x, y = _col(fixations, "x_px"), _col(fixations, "y_px")
+    n_all = fixations.height
+    valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(t0) & np.isfinite(t1)
+    if spec.position_rounding == "floor":
+        x, y = np.floor(x), np.floor(y)
+    elif spec.position_rounding == "round":
+        x, y = np.rint(x), np.rint(y)
+    if spec.drop_outside_image:
+        valid &= (x >= 0) & (x < W) & (y >= 0) & (y < H)
+
+    if spec.sigma.unit == "deg":
+        sx = _col(fixations, "px_per_deg_x") * spec.sigma.value
+        sy = _col(fixations, "px_per_deg_y") * spec.sigma.value
+        bad = valid & ~((sx > 0) & (sy > 0) & np.isfinite(sx) & np.isfinite(sy))
+        if bad.any():
+            _reject(f"{int(bad.sum())} of {n_all} fixations have no pixels-per-degree; dropped (sigma in degrees)",
+                    "fixations")
+            valid &= ~bad
+    else:
+        sx = np.full(n_all, spec.sigma.value)
+        sy = np.full(n_all, spec.sigma.value)
+
+    clip = None
+    if spec.clip_to_shown_rect:
+        clip = np.stack([np.round(_col(fixations, c)) for c in
+                         ("shown_xmin_px", "shown_ymin_px", "shown_xmax_px", "shown_ymax_px")], axis=1)
+
+    # distinct point configurations; weights of duplicates add up (gaze samples repeat pixels)
+    idx = np.flatnonzero(valid)
+    keys = np.stack([x[idx], y[idx], sx[idx], sy[idx]], axis=1)
+    if clip is not None:
+        keys = np.concatenate([keys, clip[idx]], axis=1)
+    if idx.size:
+        keys = np.nan_to_num(keys, nan=-1e300)  # NaN clip rows compare equal
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        rep = idx[np.unique(inverse, return_index=True)[1]]  # one representative per distinct key
+    else:
+        inverse = np.zeros(0, dtype=np.int64)
+        rep = idx
+    profiles = GaussianProfiles(grid, x[rep], y[rep], sx[rep], sy[rep], None if clip is None else clip[rep],
+                                truncate_sigmas=spec.truncate_sigmas)
+    n_unique = rep.shape[0]
+
+    duration = np.maximum(t1 - t0, 0.0)
+    inside_mask_cache: dict[str, np.ndarray] = {}
+
+    def _mask_keep(target: str) -> np.ndarray | None:
+        if not masks or target not in masks:
+            return None
+        if target not in inside_mask_cache:
+            m = np.asarray(masks[target])
+            if m.shape != (H, W):
+                raise GazeprepError(f"case {case_id}: mask for target {target!r} has shape {m.shape}, "
+                                    f"expected the image size {(H, W)}")
+            rx, ry = np.rint(x), np.rint(y)
+            ok = np.isfinite(rx) & np.isfinite(ry) & (rx >= 0) & (rx < W) & (ry >= 0) & (ry < H)
+            keep = np.zeros(n_all, dtype=bool)
+            keep[ok] = m.astype(bool)[ry[ok].astype(np.int64), rx[ok].astype(np.int64)]
+            inside_mask_cache[target] = keep
+        return inside_mask_cache[target]
+
+    wt = windows
+    ws_all = _col(wt, "t_start_s", np.nan)
+    we_all = _col(wt, "t_end_s", np.nan)
+    ws_all = np.where(np.isnan(ws_all), -np.inf, ws_all)
+    we_all = np.where(np.isnan(we_all), np.inf, we_all)
+    targets = wt.get_column("target").cast(pl.Utf8).to_list() if "target" in wt.columns else []
+    window_idx = (wt.get_column("window_idx").to_list() if "window_idx" in wt.columns
+                  else list(range(wt.height)))
+
+    per_target: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    order: list[str] = []
+    cache: dict[tuple, tuple[np.ndarray | None, np.ndarray]] = {}
+    for k in range(wt.height):
+        target, ws, we = targets[k], float(ws_all[k]), float(we_all[k])
+        if target is None:
+            _reject(f"window row {k + 1} has no target; skipped", "windows")
+            continue
+        if target not in per_target:
+            per_target[target] = []
+            order.append(target)
+        keep = _mask_keep(target)
+        key = (ws, we, target if keep is not None else None)
+        if key not in cache:
+            if point_events:
+                sel = valid & (t0 >= ws) & (t0 <= we)
+            else:
+                sel = valid & (t1 > ws) & (t0 <= we)
+            if keep is not None:
+                sel &= keep
+            if spec.weight == "count":
+                w = sel.astype(np.float64)
+            elif spec.weight == "duration":
+                w = np.where(sel, duration, 0.0)
+            else:  # window_overlap
+                w = np.where(sel, np.maximum(np.minimum(t1, we) - np.maximum(t0, ws), 0.0), 0.0)
+            w_unique = np.bincount(inverse, weights=w[idx], minlength=n_unique) if n_unique else np.zeros(0)
+            raw = profiles.render(w_unique) if w_unique.sum() > 0 else None
+            if raw is not None and spec.normalize_each_window:
+                raw = normalize_map(raw, spec.normalize)  # None when nothing landed on the grid
+            elif raw is not None and not np.any(raw > 0):
+                raw = None
+            cache[key] = (raw, w)
+        raw, w = cache[key]
+        if raw is None:
+            if spec.empty_window == "skip":
+                _reject(f"target {target!r} window {window_idx[k]} [{ws:g}, {we:g}] s has no fixation weight "
+                        f"on the image; skipped", "windows")
+                continue
+            raw = np.zeros(grid.shape, dtype=np.float32)
+        per_target[target].append((raw, w))
+
+    maps: dict[str, RenderedMap] = {}
+    for target in order:
+        items = per_target[target]
+        if not items:
+            _reject(f"target {target!r}: every window is empty; no map")
+            continue
+        stack = [a for a, _ in items]
+        agg = stack[0].copy()
+        for a in stack[1:]:
+            if spec.aggregate == "max":
+                np.maximum(agg, a, out=agg)
+            else:
+                agg += a
+        weights = np.stack([w for _, w in items])
+        normed = normalize_map(agg, spec.normalize)
+        if normed is None:
+            if spec.empty_window == "skip":
+                _reject(f"target {target!r}: map is zero or constant, cannot normalise ({spec.normalize}); no map")
+                continue
+            normed = np.zeros(grid.shape, dtype=np.float32)
+        maps[target] = RenderedMap(
+            array=np.ascontiguousarray(normed, dtype=np.float32),
+            n_fixations=int(np.count_nonzero((weights > 0).any(axis=0))),
+            total_weight=float(weights.sum()),
+            target=target,
+            n_windows=len(items),
+        )
+    return maps, rejects
