@@ -1,0 +1,173 @@
+"""``make bench``: the performance figures of the README, measured in one run.
+
+1. Renderer vs the naive reference (one full-resolution density per fixation, as 004's code does)
+   on the same inputs: speed ratio and max |difference| relative to the peak (bench/render.py).
+2. Labeler: 10,000 reports on one core (bench/labeler.py).
+3. End-to-end ``build-heatmaps --recipe reflacx-label-specific`` on a 3000-case synthetic REFLACX
+   release at 512 (wall time, cases/s, peak memory of the process tree) and, on a subset, at native
+   size (native maps are ~30 MB each in float32, so the full native export would not fit this disk).
+
+Every figure is a ratio or a rate measured here in the same process; nothing is a timed unit test.
+Environment variables: ``BENCH_CASES`` (default 3000), ``BENCH_NATIVE_CASES`` (default 100),
+``BENCH_WORKERS`` (default: all cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "_data"
+OUT = HERE / "_out"
+
+
+def _gazeprep() -> list[str]:
+    return [sys.executable, "-m", "gazeprep"]
+
+
+def _tree_rss(proc) -> int:
+    import psutil
+
+    try:
+        p = psutil.Process(proc.pid)
+        procs = [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for q in procs:
+        try:
+            total += q.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_measured(cmd: list[str]) -> dict:
+    """Run ``cmd``; return wall time (s) and the peak summed RSS of its process tree (bytes)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(proc))
+            time.sleep(0.05)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    done.set()
+    th.join()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
+    return {"wall_s": wall, "peak_rss_bytes": peak, "stdout": out.strip()}
+
+
+def ensure_release(cases: int) -> Path:
+    root = DATA / f"reflacx-{cases}"
+    marker = root / ".complete"
+    if not marker.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        t0 = time.perf_counter()
+        subprocess.run(
+            [*_gazeprep(), "synth", "--dataset", "reflacx", "--out", str(root), "--cases", str(cases), "--seed", "11"],
+            check=True,
+        )
+        print(f"generated {cases}-case synthetic REFLACX release in {time.perf_counter() - t0:.1f} s")
+        marker.write_text("ok")
+    return root
+
+
+def bench_build(root: Path, size: str, workers: int, tag: str) -> dict:
+    out = OUT / tag
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [
+        *_gazeprep(),
+        "build-heatmaps",
+        "--dataset",
+        "reflacx",
+        "--root",
+        str(root),
+        "--recipe",
+        "reflacx-label-specific",
+        "--out",
+        str(out),
+        "--size",
+        size,
+        "--workers",
+        str(workers),
+    ]
+    res = run_measured(cmd)
+    from gazeprep import load_export
+
+    ex = load_export(out)
+    n_cases = ex.tables["cases"].height
+    res.update(
+        n_cases=n_cases,
+        n_heatmaps=ex.tables["heatmaps"].height,
+        cases_per_s=n_cases / res["wall_s"],
+        export_bytes=sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
+    )
+    return res
+
+
+def main() -> None:
+    cases = int(os.environ.get("BENCH_CASES", "3000"))
+    native_cases = int(os.environ.get("BENCH_NATIVE_CASES", "100"))
+    workers = int(os.environ.get("BENCH_WORKERS", str(os.cpu_count() or 1)))
+    report: dict = {"cores": os.cpu_count(), "workers": workers}
+
+    print("== renderer vs naive reference ==")
+    from bench import render as render_bench
+
+    report["renderer"] = render_bench.run()
+    print(json.dumps(report["renderer"], indent=2))
+
+    print("== labeler ==")
+    from bench import labeler as labeler_bench
+
+    report["labeler"] = labeler_bench.run()
+    print(json.dumps(report["labeler"], indent=2))
+
+    print(f"== build-heatmaps reflacx-label-specific, {cases} cases ==")
+    root = ensure_release(cases)
+    r512 = bench_build(root, "512", workers, "size512")
+    r512.pop("stdout")
+    report["build_512"] = r512
+    print(json.dumps(r512, indent=2))
+
+    sub = DATA / f"reflacx-{native_cases}"
+    if not (sub / ".complete").exists():
+        ensure_release(native_cases)
+    rn = bench_build(sub, "native", workers, "native")
+    rn.pop("stdout")
+    report["build_native_subset"] = rn
+    print(json.dumps(rn, indent=2))
+
+    ok_ratio = report["renderer"].get("speedup_native", 0) >= 100
+    ok_err = report["renderer"].get("max_rel_diff_native", 1) < 1e-5
+    ok_build = r512["wall_s"] < 60 if cases >= 3000 else None
+    report["targets"] = {
+        "renderer_100x_native": ok_ratio,
+        "renderer_error_below_1e-5": ok_err,
+        "build_3000_512_under_60s": ok_build,
+    }
+    print("== summary ==")
+    print(json.dumps(report["targets"], indent=2))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench_report.json").write_text(json.dumps(report, indent=2))
+    print(f"full report: {OUT / 'bench_report.json'}")
+
+
+if __name__ == "__main__":
+    main()

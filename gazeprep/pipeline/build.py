@@ -1,0 +1,287 @@
+"""``build-heatmaps``: the whole ETL for one dataset and one recipe.
+
+Per case (in a process pool): read the case (dataset adapter) -> sentences and word offsets ->
+mentions (rule-based labeler) -> windows (the recipe's window rule) -> optional anatomy masks ->
+render every target -> a :class:`~gazeprep.export.CaseResult` stored as a resumable part. Then the
+parts are assembled, sorted by case, into the export (Parquet tables, Zarr heatmaps, manifest).
+
+A case's part is keyed by a hash of its input tables, the recipe hash and the package version, so a
+rerun after a crash (or with more workers) recomputes only what is missing or changed and ends with
+byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+from tqdm import tqdm
+
+from gazeprep import __version__
+from gazeprep.errors import GazeprepError
+from gazeprep.recipes import Recipe
+
+# The state a forked worker needs; set in the parent before the pool starts (fork shares it).
+_STATE: "_BuildState | None" = None
+
+
+@dataclass
+class BuildOptions:
+    """Options of one build (CLI flags)."""
+
+    dataset: str
+    root: Path
+    out: Path
+    recipe: Recipe
+    workers: int = 0  # 0 = all cores
+    force: bool = False
+    anatomy_dir: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class BuildSummary:
+    out: Path
+    n_cases: int
+    n_heatmaps: int
+    n_rejects: int
+    n_reused: int
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class _BuildState:
+    release: object
+    recipe: Recipe
+    recipe_hash: str
+    dataset: str
+    out: Path
+    anatomy_dir: Path | None
+    force: bool
+
+
+def _hash_tables(tables: dict[str, pl.DataFrame], salt: str) -> str:
+    h = hashlib.sha256(salt.encode())
+    for name in sorted(tables):
+        df = tables[name]
+        h.update(name.encode())
+        h.update(df.write_csv().encode())
+    return h.hexdigest()
+
+
+def _case_input_hash(case_row: dict, data_tables: dict[str, pl.DataFrame], recipe_hash: str) -> str:
+    salt = f"{__version__}|{recipe_hash}|" + "|".join(f"{k}={case_row[k]}" for k in sorted(case_row))
+    return _hash_tables(data_tables, salt)
+
+
+def _process_case(case_id: str) -> tuple[str, bool, int]:
+    """Worker: build (or reuse) the part of one case. Returns (case_id, reused, n_maps)."""
+    from gazeprep.export import PartStore
+
+    st = _STATE
+    assert st is not None
+    store = PartStore(st.out, st.recipe_hash)
+    result, reused = _compute_case(st, case_id, store)
+    return case_id, reused, len(result.heatmaps)
+
+
+def _compute_case(st: _BuildState, case_id: str, store):
+    from gazeprep.export import CaseResult
+    from gazeprep.heatmaps import render_case
+    from gazeprep.schema import reject
+    from gazeprep.text import Labeler, build_sentences, compute_windows
+
+    release = st.release
+    case_row = release.cases.filter(pl.col("case_id") == case_id).row(0, named=True)
+    data = release.read_case(case_id)
+    input_hash = _case_input_hash(case_row, data.tables, st.recipe_hash)
+    if not st.force:
+        cached = store.get(case_id, input_hash)
+        if cached is not None:
+            return cached, True
+
+    ds = st.dataset
+    rejects: list[dict] = list(data.rejects)
+    tables: dict[str, pl.DataFrame] = {k: v for k, v in data.tables.items() if k != "gaze_samples"}
+    tables["cases"] = release.cases.filter(pl.col("case_id") == case_id)
+    labels = getattr(release, "case_labels", None)
+    if labels is not None and labels.height:
+        tables["case_labels"] = labels.filter(pl.col("case_id") == case_id)
+    heatmaps: dict = {}
+    index_rows: list[dict] = []
+
+    words = data.tables.get("words")
+    reports = data.tables.get("reports")
+    report_text = reports["text"][0] if reports is not None and reports.height else None
+    source = st.recipe.render.source
+    events = data.tables.get(source)
+    if events is None or events.height == 0:
+        rejects.append(reject(ds, case_id, "render", None, None, f"no {source} for this case"))
+    elif words is None or words.height == 0 and st.recipe.window.kind != "whole_recording":
+        rejects.append(reject(ds, case_id, "text", None, None, "empty transcript"))
+    else:
+        words_o, sentences, r = build_sentences(words, report_text, dataset=ds, case_id=case_id)
+        rejects.extend(r)
+        mentions = Labeler.from_rules().label_case(
+            sentences, words_o, report_text or "", dataset=ds, case_id=case_id
+        )
+        t_col = "t_end_s" if "t_end_s" in events.columns else "t_s"
+        recording_end = float(events[t_col].max())
+        windows = compute_windows(
+            st.recipe.window,
+            sentences=sentences,
+            words=words_o,
+            mentions=mentions,
+            recording_end_s=recording_end,
+            dataset=ds,
+            case_id=case_id,
+            recipe=st.recipe.name,
+        )
+        tables.update(words=words_o, sentences=sentences, mentions=mentions, windows=windows)
+        masks = None
+        if st.recipe.anatomy is not None:
+            from gazeprep.anatomy import load_anatomy_masks
+
+            adir = st.anatomy_dir or (st.out.parent / "anatomy")
+            try:
+                masks = load_anatomy_masks(
+                    adir,
+                    case_row["image_id"],
+                    (case_row["image_height_px"], case_row["image_width_px"]),
+                    **_anatomy_kwargs(st.recipe),
+                )
+            except GazeprepError as exc:
+                rejects.append(reject(ds, case_id, "anatomy", None, None, str(exc)))
+                masks = {}
+        maps, r = render_case(
+            events,
+            windows,
+            st.recipe,
+            image_height_px=int(case_row["image_height_px"]),
+            image_width_px=int(case_row["image_width_px"]),
+            masks=masks,
+        )
+        rejects.extend(r)
+        for target in sorted(maps):
+            m = maps[target]
+            heatmaps[target] = m.array
+            index_rows.append(
+                {
+                    "dataset": ds,
+                    "case_id": case_id,
+                    "target": target,
+                    "recipe": st.recipe.name,
+                    "height_px": int(m.array.shape[0]),
+                    "width_px": int(m.array.shape[1]),
+                    "n_fixations": int(m.n_fixations),
+                    "total_weight": float(m.total_weight),
+                }
+            )
+    if index_rows:
+        tables["heatmaps"] = pl.DataFrame(index_rows)
+    result = CaseResult(case_id=case_id, input_hash=input_hash, tables=tables, heatmaps=heatmaps, rejects=rejects)
+    store.put(result)
+    return result, False
+
+
+def _anatomy_kwargs(recipe: Recipe) -> dict:
+    a = recipe.anatomy
+    assert a is not None
+    return {"heart_cut_top": a.heart_from_mediastinum_cut_top, "overrides_dir": a.overrides_dir}
+
+
+def build_heatmaps(opts: BuildOptions) -> BuildSummary:
+    """Run the ETL for ``opts.dataset`` with ``opts.recipe`` and write the export to ``opts.out``.
+
+    Returns a :class:`BuildSummary` (counts). Raises :class:`GazeprepError` on whole-release
+    problems (missing root or metadata); per-case problems land in the ``rejects`` table.
+    """
+    global _STATE
+    from gazeprep.datasets import get_adapter
+    from gazeprep.export import PartStore, finalize
+
+    recipe = opts.recipe
+    if recipe.dataset != opts.dataset:
+        raise GazeprepError(f"recipe {recipe.name!r} is for dataset {recipe.dataset!r}, not {opts.dataset!r}")
+    if not opts.root.exists():
+        raise GazeprepError(f"release folder not found: {opts.root}")
+    adapter = get_adapter(opts.dataset)
+    release = adapter.open(opts.root, gaze_samples=recipe.render.source == "gaze_samples")
+    cases = release.cases
+    live = cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
+    _STATE = _BuildState(
+        release=release,
+        recipe=recipe,
+        recipe_hash=recipe.hash(),
+        dataset=opts.dataset,
+        out=opts.out,
+        anatomy_dir=opts.anatomy_dir,
+        force=opts.force,
+    )
+    opts.out.mkdir(parents=True, exist_ok=True)
+    workers = opts.workers or (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(live) or 1))
+    reused = 0
+    bar = tqdm(total=len(live), desc=f"{opts.dataset}: cases", unit="case", disable=not opts.progress, file=sys.stderr)
+    try:
+        if workers == 1:
+            store = PartStore(opts.out, _STATE.recipe_hash)
+            for cid in live:
+                _, was_reused = _compute_case(_STATE, cid, store)
+                reused += was_reused
+                bar.update()
+        else:
+            ctx = mp.get_context("fork")
+            with ctx.Pool(workers) as pool:
+                for _, was_reused, _ in pool.imap_unordered(_process_case, live, chunksize=4):
+                    reused += was_reused
+                    bar.update()
+    finally:
+        bar.close()
+    # discarded cases: a cases row and a rejects row, nothing to render
+    from gazeprep.export import CaseResult
+    from gazeprep.schema import reject
+
+    store = PartStore(opts.out, _STATE.recipe_hash)
+    discarded = cases.filter(pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
+    for cid in discarded:
+        store.put(
+            CaseResult(
+                case_id=cid,
+                input_hash="discarded",
+                tables={"cases": cases.filter(pl.col("case_id") == cid)},
+                heatmaps={},
+                rejects=[reject(opts.dataset, cid, "ingest", None, None, "eye-tracking data discarded in the release")],
+            )
+        )
+    extra_rejects = list(release.rejects)
+    manifest_extra = {
+        "dataset": opts.dataset,
+        "root_name": opts.root.resolve().name,
+        "command": "build-heatmaps",
+    }
+    path = finalize(
+        opts.out,
+        sorted(live + discarded),
+        store=store,
+        recipe=recipe,
+        dtype=recipe.output.dtype,
+        manifest_extra=manifest_extra,
+        extra_rejects=extra_rejects,
+    )
+    from gazeprep.export import load_export
+
+    ex = load_export(path)
+    _STATE = None
+    return BuildSummary(
+        out=path,
+        n_cases=len(live) + len(discarded),
+        n_heatmaps=ex.tables["heatmaps"].height,
+        n_rejects=ex.tables["rejects"].height,
+        n_reused=reused,
+    )
