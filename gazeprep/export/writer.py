@@ -1,0 +1,435 @@
+"""Assemble per-case results into an export, atomically and byte-reproducibly (:func:`finalize`).
+
+Reproducibility: cases are taken in sorted ``case_id`` order and maps in sorted ``target`` order,
+whatever order the workers finished in; Parquet files, zarr metadata and shards contain no
+timestamps, absolute paths or random names; ``manifest.json`` is JSON with sorted keys.
+
+Atomicity: the old ``manifest.json`` (the commit marker) is removed before anything else, all new
+files are written into ``OUT/.staging`` and fsynced, then ``tables/`` and ``heatmaps.zarr/`` are
+swapped into place and the new manifest is renamed in last. A build killed at any moment leaves an
+export without a manifest, which :func:`gazeprep.export.load_export` refuses, and rerunning
+:func:`finalize` gives the same bytes as an uninterrupted run.
+
+Shards are written directly following the zarr v3 ``sharding_indexed`` codec specification (chunks
+concatenated in order, then the index of ``(offset, nbytes)`` little-endian uint64 pairs, then its
+CRC32C), from chunks already encoded by the workers; the array metadata (``zarr.json``) is written
+by zarr itself. Tests check that the shards are byte-identical to the ones zarr writes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import google_crc32c
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import zarr
+from zarr.codecs import ZstdCodec
+
+import gazeprep
+from gazeprep import schema
+from gazeprep.errors import GazeprepError
+from gazeprep.export._io import (
+    ZSTD_LEVEL,
+    check_dtype,
+    decode_chunk,
+    encode_chunk,
+    fsync_dir,
+    remove_path,
+    sha256_bytes,
+    sha256_file,
+    write_file,
+)
+from gazeprep.export.layout import (
+    DIMENSION_NAMES,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    MANIFEST,
+    STAGING_DIR,
+    TABLES_DIR,
+    TRASH_DIR,
+    ZARR_DIR,
+    array_name,
+)
+from gazeprep.export.parts import PartStore, _ReaderCache
+from gazeprep.export.results import CaseResult
+from gazeprep.recipes import Recipe
+
+_MAX_U64 = np.uint64(2**64 - 1)
+_PARQUET_ROW_GROUP = 1 << 20
+
+
+# -- sources: one case, either in memory or in a part file ------------------------------------
+@dataclass
+class _Source:
+    case_id: str
+    input_hash: str
+    targets: list[str]
+    shapes: list[tuple[int, int]]
+    tables: dict[str, pl.DataFrame]
+    result: CaseResult | None = None  # in-memory source
+    part_dtype: str | None = None  # part source: dtype its chunks are encoded in
+
+    def chunk(self, i: int, dtype: str, readers: _ReaderCache | None) -> bytes:
+        """The i-th map encoded as a chunk of ``dtype``."""
+        if self.result is not None:
+            return encode_chunk(self.result.heatmaps[self.targets[i]], dtype)
+        reader = readers.get(self.case_id)
+        data = reader.encoded(i)
+        if self.part_dtype == dtype:
+            return data
+        return encode_chunk(decode_chunk(data, self.shapes[i], self.part_dtype), dtype)
+
+
+def _memory_sources(results: Iterable[CaseResult]) -> list[_Source]:
+    out = []
+    for r in results:
+        if not isinstance(r, CaseResult):
+            raise GazeprepError(f"finalize expects CaseResult objects, got {type(r).__name__}")
+        v = r.validated()
+        targets = sorted(v.heatmaps)
+        out.append(_Source(v.case_id, v.input_hash, targets, [v.heatmaps[t].shape for t in targets], v.tables, result=v))
+    return out
+
+
+def _part_sources(store: PartStore, case_ids: Iterable[str] | None) -> list[_Source]:
+    store.remove_temp_files()
+    ids = store.case_ids() if case_ids is None else list(case_ids)
+    out = []
+    for cid in ids:
+        reader = store.open(cid)
+        if reader is None:
+            raise GazeprepError(
+                f"no complete part for case {cid!r} of this recipe in {store.dir} (was the build interrupted? rerun it)"
+            )
+        with reader:
+            out.append(_Source(cid, reader.meta["input_hash"], reader.targets, reader.shapes, reader.tables(), part_dtype=reader.dtype))
+    return out
+
+
+# -- shards -------------------------------------------------------------------------------------
+def shard_bytes(chunks: list[bytes], shard_samples: int) -> bytes | None:
+    """One shard of a ``(N, H, W)`` array with chunks ``(1, H, W)`` (zarr v3 ``sharding_indexed``,
+    index at the end, index codecs ``bytes`` little endian + ``crc32c``).
+
+    ``chunks`` are the encoded chunks of the shard's samples in order (``b""`` = empty chunk, left
+    out); positions past ``len(chunks)`` (the last, partial shard) are empty. Returns None when every
+    chunk is empty (zarr writes no shard file then).
+    """
+    index = np.full((shard_samples, 1, 1, 2), _MAX_U64, dtype="<u8")
+    offset = 0
+    for i, c in enumerate(chunks):
+        if c:
+            index[i, 0, 0] = (offset, len(c))
+            offset += len(c)
+    if offset == 0:
+        return None
+    index_bytes = index.tobytes()
+    crc = struct.pack("<I", google_crc32c.value(index_bytes))
+    return b"".join([*(c for c in chunks if c), index_bytes, crc])
+
+
+def _parquet_bytes(df: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(
+        df.to_arrow(),
+        buf,
+        compression="zstd",
+        compression_level=3,
+        row_group_size=_PARQUET_ROW_GROUP,
+        write_statistics=True,
+    )
+    return buf.getvalue()
+
+
+def _versions() -> dict[str, str]:
+    out = {"gazeprep": gazeprep.__version__}
+    for pkg in ("numpy", "polars", "pyarrow", "zarr", "numcodecs"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:  # pragma: no cover
+            out[pkg] = "unknown"
+    return out
+
+
+def _json_bytes(obj) -> bytes:
+    try:
+        return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise GazeprepError(f"manifest is not plain JSON: {exc}") from None
+
+
+# -- tables -------------------------------------------------------------------------------------
+def _assemble_tables(
+    sources: list[_Source],
+    extra_tables: Mapping[str, pl.DataFrame] | None,
+    extra_rejects: Iterable[dict] | None,
+    recipe: Recipe | None,
+) -> dict[str, pl.DataFrame]:
+    frames: dict[str, list[pl.DataFrame]] = {name: [] for name in schema.TABLES}
+    for s in sources:
+        for name, df in s.tables.items():
+            frames[name].append(schema.conform(df, name))
+    for name, df in (extra_tables or {}).items():
+        if name not in schema.TABLES:
+            raise GazeprepError(f"extra table {name!r} is not a canonical table (known: {sorted(schema.TABLES)})")
+        if name == "heatmaps":
+            raise GazeprepError("the heatmaps index comes from the case results, not from extra_tables")
+        frames[name].append(schema.conform(df, name))
+    rej = list(extra_rejects or [])
+    if rej:
+        frames["rejects"].append(schema.rejects_frame(rej))
+    out: dict[str, pl.DataFrame] = {}
+    for name in schema.TABLES:
+        fs = [f for f in frames[name] if f.height]
+        df = pl.concat(fs, how="vertical") if fs else schema.empty(name)
+        if name == "rejects":
+            df = df.sort(list(df.columns), nulls_last=False, maintain_order=True)
+        elif name != "heatmaps":
+            df = df.sort("case_id", nulls_last=False, maintain_order=True)
+        out[name] = df
+    if recipe is not None:
+        out["heatmaps"] = out["heatmaps"].with_columns(
+            pl.col("recipe").fill_null(recipe.name), pl.col("dataset").fill_null(recipe.dataset)
+        )
+    return out
+
+
+# -- the commit ---------------------------------------------------------------------------------
+def _commit(out: Path, stage: Path) -> None:
+    """Swap the staged ``tables/`` and ``heatmaps.zarr/`` into place, then the manifest last."""
+    trash = out / TRASH_DIR
+    remove_path(trash)
+    trash.mkdir()
+    for name in (TABLES_DIR, ZARR_DIR):
+        if (out / name).exists():
+            os.replace(out / name, trash / name)
+        os.replace(stage / name, out / name)
+    fsync_dir(out)
+    os.replace(stage / MANIFEST, out / MANIFEST)
+    fsync_dir(out)
+    remove_path(trash)
+    remove_path(stage)
+
+
+def finalize(
+    out_dir: str | Path,
+    results: Iterable[CaseResult] | PartStore,
+    *,
+    recipe: Recipe | None,
+    dtype: str | None = None,
+    manifest_extra: Mapping | None = None,
+    shard_size: int = 64,
+    case_ids: Iterable[str] | None = None,
+    extra_tables: Mapping[str, pl.DataFrame] | None = None,
+    extra_rejects: Iterable[dict] | None = None,
+    kind: str = "ground_truth",
+    fsync: bool = True,
+    progress: bool = False,
+) -> Path:
+    """Write the export under ``out_dir`` and return the path of its ``manifest.json``.
+
+    Parameters
+    ----------
+    out_dir:
+        Export folder. Only ``manifest.json``, ``tables/``, ``heatmaps.zarr/`` (and the scratch
+        folders ``.staging``/``.trash``) are replaced; ``.parts`` and other files are left alone.
+    results:
+        The cases: :class:`CaseResult` objects (any order), or a :class:`PartStore` whose parts are
+        read (all of them, or those named by ``case_ids``). Case ids must be unique.
+    recipe:
+        The recipe the maps were built with (resolved into the manifest with its hash); ``None``
+        for exports that have no recipe (e.g. model predictions).
+    dtype:
+        ``float16`` or ``float32`` storage of the maps; default ``recipe.output.dtype`` (float32
+        without a recipe). float16 keeps about 3 significant digits and flushes values below about
+        6e-8 to zero: fine for max-normalised maps, lossy for sum-normalised large maps.
+    manifest_extra:
+        JSON-serialisable facts stored under ``"extra"`` in the manifest (no timestamps or
+        absolute paths, or reruns will differ).
+    shard_size:
+        Samples per Zarr shard (one shard file per ``shard_size`` maps of one shape).
+    case_ids:
+        With a :class:`PartStore`: the cases to export (default: every stored part).
+    extra_tables, extra_rejects:
+        Rows not tied to one case result (e.g. cases discarded at ingest, or rejects of shared
+        files), added to the tables of the same name.
+    kind:
+        ``ground_truth`` or ``prediction`` (recorded in the manifest).
+    fsync:
+        Flush every written file before the commit (durability against power loss).
+    progress:
+        Show a progress bar while writing shards.
+
+    Maps are stored in arrays named :func:`gazeprep.export.layout.array_name` (one per shape),
+    rows ordered by ``(case_id, target)``; the ``heatmaps`` table gives each map's array and row.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if dtype is None:
+        dtype = recipe.output.dtype if recipe is not None else "float32"
+    np_dtype = check_dtype(dtype)
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise GazeprepError(f"shard_size must be a positive int, got {shard_size!r}")
+    if kind not in ("ground_truth", "prediction"):
+        raise GazeprepError(f"kind must be 'ground_truth' or 'prediction', got {kind!r}")
+
+    # 1. the old commit marker goes first: from now on the folder is not a loadable export.
+    manifest_path = out / MANIFEST
+    if manifest_path.exists():
+        manifest_path.unlink()
+        fsync_dir(out)
+
+    # 2. sources in canonical order.
+    if isinstance(results, PartStore):
+        sources = _part_sources(results, case_ids)
+        readers: _ReaderCache | None = _ReaderCache(results)
+    else:
+        if case_ids is not None:
+            raise GazeprepError("case_ids selects parts of a PartStore; pass only the wanted results")
+        sources = _memory_sources(results)
+        readers = None
+    sources.sort(key=lambda s: s.case_id)
+    for a, b in zip(sources, sources[1:]):
+        if a.case_id == b.case_id:
+            raise GazeprepError(f"case {a.case_id!r} given twice to finalize")
+
+    try:
+        return _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, shard_size,
+                         extra_tables, extra_rejects, kind, fsync, progress)
+    finally:
+        if readers is not None:
+            readers.close()
+
+
+def _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, shard_size,
+              extra_tables, extra_rejects, kind, fsync, progress) -> Path:
+    # 3. tables and the map layout (array per shape; rows in (case_id, target) order).
+    tables = _assemble_tables(sources, extra_tables, extra_rejects, recipe)
+    entries: dict[str, list[tuple[_Source, int]]] = {}
+    arr_col: list[str] = []
+    row_col: list[int] = []
+    for s in sources:
+        for i, (h, w) in enumerate(s.shapes):
+            name = array_name(h, w)
+            rows = entries.setdefault(name, [])
+            arr_col.append(name)
+            row_col.append(len(rows))
+            rows.append((s, i))
+    index = tables["heatmaps"]
+    if index.height != len(arr_col):  # pragma: no cover - guarded by CaseResult.validated
+        raise GazeprepError(f"heatmaps index has {index.height} rows for {len(arr_col)} maps")
+    tables["heatmaps"] = index.with_columns(
+        pl.Series("array", arr_col, dtype=pl.Utf8), pl.Series("row", row_col, dtype=pl.Int64)
+    )
+    schema.validate(tables["heatmaps"], "heatmaps")
+
+    # 4. staging folder (a leftover of an interrupted run is discarded).
+    stage = out / STAGING_DIR
+    remove_path(stage)
+    remove_path(out / TRASH_DIR)
+    stage.mkdir()
+    files: dict[str, dict] = {}
+
+    def put(rel: str, data: bytes) -> None:
+        p = stage / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_file(p, data, fsync=fsync)
+        files[rel] = {"bytes": len(data), "sha256": sha256_bytes(data)}
+
+    # 5. tables.
+    for name in sorted(tables):
+        put(f"{TABLES_DIR}/{name}.parquet", _parquet_bytes(tables[name]))
+
+    # 6. heatmaps.zarr: metadata through zarr, shards from encoded chunks.
+    zroot = stage / ZARR_DIR
+    group = zarr.open_group(zarr.storage.LocalStore(zroot), mode="w", zarr_format=3,
+                            attributes={"gazeprep": {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+                                                     "index": f"{TABLES_DIR}/heatmaps.parquet"}})
+    arrays_meta = {}
+    n_shards = sum(-(-len(rows) // min(shard_size, len(rows))) for rows in entries.values())
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_shards, desc="writing heatmap shards", unit="shard")
+    pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+    try:
+        for name in sorted(entries):
+            rows = entries[name]
+            n = len(rows)
+            h, w = rows[0][0].shapes[rows[0][1]]
+            k = min(shard_size, n)
+            group.create_array(
+                name,
+                shape=(n, h, w),
+                chunks=(1, h, w),
+                shards=(k, h, w),
+                dtype=np_dtype,
+                compressors=ZstdCodec(level=ZSTD_LEVEL, checksum=False),
+                fill_value=0.0,
+                dimension_names=DIMENSION_NAMES,
+            )
+            arrays_meta[name] = {"shape": [n, h, w], "shard_samples": k, "count": n}
+            for j in range(-(-n // k)):
+                block = rows[j * k : (j + 1) * k]
+                if readers is None:  # in memory: encode in threads (zstd releases the GIL)
+                    chunks = list(pool.map(lambda e: e[0].chunk(e[1], dtype, None), block))
+                else:
+                    chunks = [s.chunk(i, dtype, readers) for s, i in block]
+                data = shard_bytes(chunks, k)
+                if data is not None:
+                    put(f"{ZARR_DIR}/{name}/c/{j}/0/0", data)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        pool.shutdown()
+        if bar is not None:
+            bar.close()
+    for p in sorted(zroot.rglob("zarr.json")):
+        rel = p.relative_to(stage).as_posix()
+        if fsync:
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+
+    # 7. manifest (the commit marker), then the swap.
+    counts = {name: tables[name].height for name in sorted(tables)}
+    manifest = {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_VERSION,
+        "kind": kind,
+        "created_by": f"gazeprep {gazeprep.__version__}",
+        "recipe": recipe.resolved() if recipe is not None else None,
+        "recipe_hash": recipe.hash() if recipe is not None else None,
+        "versions": _versions(),
+        "counts": counts,
+        "cases": len(sources),
+        "heatmaps": {
+            "store": ZARR_DIR,
+            "index": f"{TABLES_DIR}/heatmaps.parquet",
+            "count": len(arr_col),
+            "dtype": dtype,
+            "codec": {"name": "zstd", "level": ZSTD_LEVEL},
+            "shard_size": shard_size,
+            "arrays": arrays_meta,
+            "targets": sorted(set(tables["heatmaps"].get_column("target").to_list())),
+        },
+        "input_checksums": {s.case_id: s.input_hash for s in sources},
+        "files": dict(sorted(files.items())),
+        "extra": dict(manifest_extra or {}),
+    }
+    write_file(stage / MANIFEST, _json_bytes(manifest), fsync=fsync)
+    fsync_dir(stage)
+    _commit(out, stage)
+    return out / MANIFEST
+
