@@ -1,9 +1,110 @@
-"""CLI commands of this area (filled in by the area's implementation)."""
+"""CLI of the evaluation area: ``gazeprep evaluate``, ``gazeprep preview``, ``gazeprep sweep-windows``.
+
+Command bodies parse options and call :mod:`gazeprep.evaluate`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from gazeprep.errors import GazeprepError
+
+
+def _open_export(path: Path, what: str):
+    if not Path(path).exists():
+        raise GazeprepError(f"{what} export {path} does not exist")
+    try:
+        from gazeprep.export import load_export
+    except ImportError as exc:  # the export layer is missing from this installation
+        raise GazeprepError(f"cannot read exports: {exc}") from None
+    return load_export(path)
+
+
+def _parse_threshold(value: str) -> str | float:
+    if value == "validated":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise GazeprepError(f"--iou-threshold must be 'validated' or a number, got {value!r}") from None
+
+
+def evaluate_cmd(
+    pred: Path = typer.Option(..., "--pred", help="Export with the maps under test (model output or another ground truth)."),
+    gt: Path = typer.Option(..., "--gt", help="Reference export (ground-truth heatmaps, ellipses, fixations)."),
+    metrics: Optional[str] = typer.Option(
+        None, "--metrics", help="Comma-separated metric names (see --list-metrics). Default: every map metric, or iou with --gt-ellipses."
+    ),
+    by: str = typer.Option("label", "--by", help="'label': rows per target and overall; 'none': overall only."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the summary table here (.parquet or .csv)."),
+    pairs_out: Optional[Path] = typer.Option(None, "--pairs-out", help="Write the per-pair metric table here (.parquet or .csv)."),
+    gt_ellipses: bool = typer.Option(
+        False, "--gt-ellipses", help="Compare with the reference export's REFLACX ellipses (certainty > 2) instead of its maps (004 section 3.2)."
+    ),
+    targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated targets to evaluate (default: all paired)."),
+    gt_threshold: float = typer.Option(0.15, "--gt-threshold", help="Reference map > this is the region for IoU / DiffGradCAM / EHR-AUC / interpretability."),
+    pred_threshold: float = typer.Option(0.5, "--pred-threshold", help="Prediction > this is its foreground for fg/bg/fw IoU."),
+    gt_binarize: str = typer.Option("iai", "--gt-binarize", help="Reference foreground for fg/bg/fw IoU: 'iai' (unique-level quantile) or a threshold."),
+    iou_threshold: str = typer.Option("validated", "--iou-threshold", help="'validated' (004: best on validate, reported on test) or a fixed threshold."),
+    iou_average: str = typer.Option("dataset", "--iou-average", help="fg/bg/fw IoU: 'dataset' (confusion summed, I-AI) or 'image' (mean of per-image IoUs)."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95% CIs.", min=10),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    list_metrics_: bool = typer.Option(False, "--list-metrics", help="List the metric names and exit."),
+) -> None:
+    """Compare the maps of two exports: per-pair metrics, then mean and 95% bootstrap CI per label and overall."""
+    from gazeprep.evaluate import evaluator as E
+    from gazeprep.evaluate.registry import get_metric, list_metrics
+
+    if list_metrics_:
+        for n in list_metrics():
+            m = get_metric(n)
+            typer.echo(f"{n:18s} {m.kind:10s} {'higher' if m.higher_is_better else 'lower'} is better  ({m.source})")
+        raise typer.Exit()
+    if by not in ("label", "none"):
+        raise GazeprepError(f"--by must be 'label' or 'none', got {by!r}")
+    if iou_average not in ("dataset", "image"):
+        raise GazeprepError(f"--iou-average must be 'dataset' or 'image', got {iou_average!r}")
+    binarize: str | float = "iai"
+    if gt_binarize != "iai":
+        try:
+            binarize = float(gt_binarize)
+        except ValueError:
+            raise GazeprepError(f"--gt-binarize must be 'iai' or a number, got {gt_binarize!r}") from None
+    for p in (out, pairs_out):
+        if p is not None and p.suffix not in (".parquet", ".csv"):
+            raise GazeprepError(f"{p}: output must end in .parquet or .csv")
+    pe = _open_export(pred, "prediction")
+    ge = _open_export(gt, "reference")
+    res = E.evaluate_exports(
+        pe,
+        ge,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+        by=by,  # type: ignore[arg-type]
+        reference="ellipses" if gt_ellipses else "maps",
+        targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
+        gt_threshold=gt_threshold,
+        pred_threshold=pred_threshold,
+        gt_binarize=binarize,  # type: ignore[arg-type]
+        iou_threshold=_parse_threshold(iou_threshold),  # type: ignore[arg-type]
+        iou_average=iou_average,  # type: ignore[arg-type]
+        n_boot=n_boot,
+        seed=seed,
+        progress=True,
+    )
+    typer.echo(E.format_summary(res.summary))
+    typer.echo(f"{res.pairs.height} pairs; {res.unpaired.height} maps without a partner")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    if out is not None:
+        E.write_table(res.summary, out)
+        typer.echo(f"wrote {out}")
+    if pairs_out is not None:
+        E.write_table(res.pairs, pairs_out)
+        typer.echo(f"wrote {pairs_out}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
+    app.command("evaluate")(evaluate_cmd)

@@ -1,0 +1,594 @@
+"""Evaluate one export against another: pair maps, compute metrics per pair, aggregate with CIs.
+
+An *export* is anything with the interface of :func:`gazeprep.load_export`'s result:
+
+* ``tables``: mapping of table name -> polars frame (``heatmaps`` index with ``case_id``, ``target``;
+  optionally ``cases``, ``ellipses``, ``fixations``, ``windows``, ``masks``);
+* ``heatmap(case_id, target) -> float32 (H, W)``;
+* optionally ``manifest`` (a dict with the resolved ``recipe``), used to know the output grid.
+
+:class:`InMemoryExport` provides that interface for arrays already in memory (tests, the window
+sweep, notebooks).
+
+Pairing and references (what each metric kind compares the prediction with):
+
+* maps are paired by ``(case_id, target)``; pairs present on one side only are counted and listed
+  in the result's ``unpaired`` frame, never silently dropped;
+* ``map`` metrics: the ground-truth map itself; the prediction is resized to its shape
+  (nearest-neighbour, the rule of :mod:`gazeprep.evaluate.metrics`);
+* ``region`` metrics (IoU, DiffGradCAM, EHR-AUC, interpretability): ``gt > gt_threshold`` (default
+  0.15, 004's ET threshold), or, in ellipse mode, the REFLACX ellipses of that label with certainty
+  > 2, rasterised at the original image size, the prediction mapped back from its grid to the image
+  by nearest neighbour (004 section 2.9 / 3.2);
+* ``binary`` metrics (fg/bg/fw IoU): prediction ``> pred_threshold`` (default 0.5) against the
+  ground truth binarised by I-AI's unique-level quantile (``gt_binarize="iai"``) or a threshold;
+  aggregated at the dataset level (confusion matrices summed, as I-AI's evaluator), with the
+  per-image mean as option;
+* ``fixations`` metrics (NSS, AUC-Judd): the binary map of the ground-truth export's fixations that
+  overlap the target's windows (``t_end > w_start and t_start <= w_end``), rounded to grid pixels.
+
+IoU threshold (004): with ``iou_threshold="validated"`` (default) the threshold is chosen per label
+on the ``validate`` split (best mean IoU over ``THRESHOLDS_004``) and applied to the ``test`` split;
+when the data have no such split it is chosen on all pairs and the summary says so in its
+``threshold_from`` column. A number fixes the threshold.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Protocol, Sequence
+
+import numpy as np
+import polars as pl
+
+from gazeprep.errors import GazeprepError
+from gazeprep.evaluate import metrics as M
+from gazeprep.evaluate.registry import Metric, get_metric
+
+DEFAULT_MAP_METRICS = ("kld", "cc", "hs", "sim", "ssim", "psnr", "l1", "l2", "iou", "fgiou", "bgiou", "fwiou")
+DEFAULT_ELLIPSE_METRICS = ("iou",)
+CONFUSION_METRICS = ("fgiou", "bgiou", "fwiou", "miou")
+
+# REFLACX ellipse labels -> 004's labels (ricbl translate_et_to_label; REFERENCE_CODE section 1a).
+REFLACX_TO_004: dict[str, tuple[str, ...]] = {
+    "pulmonary edema": ("Edema", "Opacity"),
+    "lung nodule or mass": ("Lung Lesion", "Opacity"),
+    "nodule": ("Lung Lesion", "Opacity"),
+    "mass": ("Lung Lesion", "Opacity"),
+    "atelectasis": ("Atelectasis", "Opacity"),
+    "consolidation": ("Consolidation", "Opacity"),
+    "groundglass opacity": ("Opacity",),
+    "interstitial lung disease": ("Opacity",),
+    "fibrosis": ("Opacity",),
+    "pleural effusion": ("Pleural abnormality",),
+    "pleural thickening": ("Pleural abnormality",),
+    "pleural abnormality": ("Pleural abnormality",),
+    "acute fracture": ("Fracture",),
+    "fracture": ("Fracture",),
+    "enlarged cardiac silhouette": ("Cardiomegaly",),
+    "wide mediastinum": ("Abnormal Mediastinum Contour",),
+    "abnormal mediastinal contour": ("Abnormal Mediastinum Contour",),
+    "pneumothorax": ("Pneumothorax",),
+}
+
+
+class ExportLike(Protocol):
+    tables: Mapping[str, pl.DataFrame]
+
+    def heatmap(self, case_id: str, target: str) -> np.ndarray: ...
+
+
+@dataclass
+class InMemoryExport:
+    """An export held in memory: ``maps[(case_id, target)] -> (H, W)`` plus canonical tables.
+
+    The ``heatmaps`` index is built from ``maps`` when not given."""
+
+    maps: dict[tuple[str, str], np.ndarray]
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    manifest: dict | None = None
+
+    def __post_init__(self) -> None:
+        if "heatmaps" not in self.tables:
+            keys = sorted(self.maps)
+            self.tables = {
+                **self.tables,
+                "heatmaps": pl.DataFrame(
+                    {"case_id": [k[0] for k in keys], "target": [k[1] for k in keys]},
+                    schema={"case_id": pl.Utf8, "target": pl.Utf8},
+                ),
+            }
+
+    def heatmap(self, case_id: str, target: str) -> np.ndarray:
+        try:
+            return np.asarray(self.maps[(case_id, target)], dtype=np.float32)
+        except KeyError:
+            raise GazeprepError(f"no heatmap for case {case_id!r}, target {target!r}") from None
+
+
+@dataclass
+class EvalResult:
+    """``pairs``: one row per (case_id, target) with a column per metric; ``summary``: one row per
+    (group, metric) with n, mean, 95% bootstrap CI (and the IoU threshold); ``unpaired``: maps found
+    on one side only."""
+
+    pairs: pl.DataFrame
+    summary: pl.DataFrame
+    unpaired: pl.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def norm_label(s: str) -> str:
+    """Label ids compared loosely: lower case, runs of non-alphanumerics -> ``_``."""
+    return re.sub(r"[^0-9a-z]+", "_", str(s).lower()).strip("_")
+
+
+def _table(export: Any, name: str) -> pl.DataFrame | None:
+    t = getattr(export, "tables", {}) or {}
+    df = t.get(name) if hasattr(t, "get") else None
+    return df if isinstance(df, pl.DataFrame) else None
+
+
+def _case_info(export: Any) -> dict[str, dict]:
+    cases = _table(export, "cases")
+    if cases is None or cases.height == 0:
+        return {}
+    cols = [c for c in ("case_id", "split", "image_height_px", "image_width_px", "dataset") if c in cases.columns]
+    return {r["case_id"]: r for r in cases.select(cols).unique("case_id", keep="first").iter_rows(named=True)}
+
+
+def _recipe_output(export: Any):
+    man = getattr(export, "manifest", None)
+    if not isinstance(man, dict) or "recipe" not in man:
+        return None
+    try:
+        from gazeprep.recipes import Recipe
+
+        return Recipe.model_validate(man["recipe"]).output
+    except Exception:  # an older/foreign manifest: fall back to the shape rule
+        return None
+
+
+def grid_for(export: Any, case_id: str, shape: tuple[int, int], info: dict | None = None):
+    """The :class:`~gazeprep.heatmaps.grid.OutputGrid` a map of ``shape`` of this case lies on, or
+    ``None`` when the image size is unknown.
+
+    The manifest's recipe decides when present; otherwise a map of the image's size is native and
+    any other shape is taken as centred letterboxing (the recipes' default)."""
+    from gazeprep.heatmaps.grid import OutputGrid
+
+    info = info if info is not None else _case_info(export).get(case_id)
+    if not info or not info.get("image_height_px") or not info.get("image_width_px"):
+        return None
+    H, W = int(info["image_height_px"]), int(info["image_width_px"])
+    if tuple(shape) == (H, W):
+        return OutputGrid.native(H, W)
+    spec = _recipe_output(export)
+    if spec is not None:
+        g = OutputGrid.from_spec(spec, H, W)
+        if g.shape == tuple(shape):
+            return g
+    return OutputGrid.letterbox(H, W, int(shape[0]), int(shape[1]))
+
+
+def grid_to_image(grid_map: np.ndarray, grid) -> np.ndarray:
+    """Nearest-neighbour map from an output grid back to original-image pixels ``(H, W)``: image pixel
+    ``(r, c)`` takes the grid pixel nearest to ``grid.to_grid(c, r)`` (004 upscales heatmaps to the
+    ellipse resolution with nearest-neighbour interpolation)."""
+    H, W = grid.image_height_px, grid.image_width_px
+    gx, _ = grid.to_grid(np.arange(W), np.zeros(W))
+    _, gy = grid.to_grid(np.zeros(H), np.arange(H))
+    cols = np.clip(np.rint(gx).astype(np.int64), 0, grid.width - 1)
+    rows = np.clip(np.rint(gy).astype(np.int64), 0, grid.height - 1)
+    return np.asarray(grid_map)[rows[:, None], cols[None, :]]
+
+
+def fixation_map(
+    fixations: pl.DataFrame,
+    windows: pl.DataFrame | None,
+    grid,
+    *,
+    counts: bool = False,
+) -> np.ndarray:
+    """Binary (or count) fixation map on ``grid`` of the fixations overlapping any of ``windows``.
+
+    ``windows``: rows with ``t_start_s``/``t_end_s`` (null = open); ``None`` keeps every fixation.
+    Positions are mapped with ``grid.to_grid`` and rounded; points off the grid are dropped."""
+    out = np.zeros(grid.shape, dtype=np.float64)
+    if fixations.height == 0:
+        return out
+    x = fixations.get_column("x_px").cast(pl.Float64).fill_null(np.nan).to_numpy()
+    y = fixations.get_column("y_px").cast(pl.Float64).fill_null(np.nan).to_numpy()
+    keep = np.isfinite(x) & np.isfinite(y)
+    if windows is not None and windows.height and {"t_start_s", "t_end_s"} <= set(fixations.columns):
+        t0 = fixations.get_column("t_start_s").cast(pl.Float64).fill_null(np.nan).to_numpy()
+        t1 = fixations.get_column("t_end_s").cast(pl.Float64).fill_null(np.nan).to_numpy()
+        ws = windows.get_column("t_start_s").cast(pl.Float64).fill_null(-np.inf).to_numpy()
+        we = windows.get_column("t_end_s").cast(pl.Float64).fill_null(np.inf).to_numpy()
+        inside = ((t1[:, None] > ws[None, :]) & (t0[:, None] <= we[None, :])).any(axis=1)
+        keep &= inside
+    gx, gy = grid.to_grid(x[keep], y[keep])
+    c, r = np.rint(gx).astype(np.int64), np.rint(gy).astype(np.int64)
+    ok = (c >= 0) & (c < grid.width) & (r >= 0) & (r < grid.height)
+    np.add.at(out, (r[ok], c[ok]), 1.0)
+    return out if counts else (out > 0).astype(np.float64)
+
+
+def ellipse_labels_to_targets(source_labels: Sequence[str], targets: Sequence[str]) -> dict[str, list[str]]:
+    """Which targets each REFLACX ellipse label stands for: the target whose normalised id equals the
+    label, plus the 004 translation (e.g. ``Pulmonary edema`` -> ``Edema`` and ``Opacity``) when such
+    targets exist."""
+    by_norm = {norm_label(t): t for t in targets}
+    out: dict[str, list[str]] = {}
+    for s in source_labels:
+        hits = []
+        n = norm_label(s)
+        if n in by_norm:
+            hits.append(by_norm[n])
+        for lab in REFLACX_TO_004.get(str(s).lower(), ()):
+            t = by_norm.get(norm_label(lab))
+            if t is not None and t not in hits:
+                hits.append(t)
+        out[s] = hits
+    return out
+
+
+def _bootstrap_mean_fast(v: np.ndarray, n_boot: int, seed: int, ci: float = 0.95) -> tuple[float, float]:
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    a = (1 - ci) / 2
+    with np.errstate(invalid="ignore"):  # PSNR of identical maps is +inf
+        means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+        lo, hi = np.quantile(means, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def _bootstrap_confusion(cms: np.ndarray, key: str, n_boot: int, seed: int, ci: float = 0.95) -> tuple[float, float]:
+    if cms.shape[0] == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, cms.shape[0], size=(n_boot, cms.shape[0]))
+    vals = np.array([M.ious_from_confusion(cms[i].sum(axis=0))[key] for i in idx])
+    vals = vals[~np.isnan(vals)]
+    if vals.size == 0:
+        return float("nan"), float("nan")
+    a = (1 - ci) / 2
+    lo, hi = np.quantile(vals, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------------------------------
+# main entry
+
+
+def evaluate_exports(
+    pred: ExportLike,
+    gt: ExportLike,
+    *,
+    metrics: Sequence[str] | None = None,
+    by: Literal["label", "none"] = "label",
+    reference: Literal["maps", "ellipses"] = "maps",
+    targets: Sequence[str] | None = None,
+    gt_threshold: float = 0.15,
+    pred_threshold: float = 0.5,
+    gt_binarize: Literal["iai"] | float = "iai",
+    iou_threshold: Literal["validated"] | float = "validated",
+    iou_average: Literal["dataset", "image"] = "dataset",
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+) -> EvalResult:
+    """Compare the maps of ``pred`` with the ground truth ``gt`` (see the module docstring).
+
+    Parameters
+    ----------
+    metrics:
+        Registered metric names (default: :data:`DEFAULT_MAP_METRICS`, or ``("iou",)`` in ellipse mode).
+    by:
+        ``label``: summary rows per target and ``all``; ``none``: only ``all``.
+    reference:
+        ``maps``: the ground-truth export's heatmaps; ``ellipses``: its REFLACX ellipses (certainty > 2)
+        of the pair's label (004 section 3.2); only region metrics apply.
+    targets:
+        Restrict to these targets (default: all paired targets).
+    n_boot, seed:
+        Percentile-bootstrap resamples over pairs for the 95% CIs (seeded, reproducible).
+    """
+    names = list(metrics) if metrics else list(DEFAULT_ELLIPSE_METRICS if reference == "ellipses" else DEFAULT_MAP_METRICS)
+    mets: list[Metric] = [get_metric(n) for n in names]
+    notes: list[str] = []
+    if reference == "ellipses":
+        bad = [m.name for m in mets if m.kind != "region"]
+        if bad:
+            raise GazeprepError(f"ellipse mode compares maps with regions; not region metrics: {', '.join(bad)}")
+    image_kind = [m.name for m in mets if m.kind == "image"]
+    if image_kind:
+        raise GazeprepError(
+            f"{', '.join(image_kind)}: image-level metrics need classifier scores, not maps; "
+            "use gazeprep.evaluate.metrics.bootstrap_auc"
+        )
+
+    pidx = _table(pred, "heatmaps")
+    if pidx is None:
+        raise GazeprepError("prediction export has no 'heatmaps' table")
+    pkeys = pidx.select("case_id", "target").unique()
+    if reference == "maps":
+        gidx = _table(gt, "heatmaps")
+        if gidx is None:
+            raise GazeprepError("ground-truth export has no 'heatmaps' table")
+        gkeys = gidx.select("case_id", "target").unique()
+    else:
+        gkeys = _ellipse_keys(gt, pkeys)
+    if targets:
+        tset = set(targets)
+        pkeys = pkeys.filter(pl.col("target").is_in(tset))
+        gkeys = gkeys.filter(pl.col("target").is_in(tset))
+    paired = pkeys.join(gkeys, on=["case_id", "target"], how="inner").sort("case_id", "target")
+    unpaired = pl.concat(
+        [
+            pkeys.join(gkeys, on=["case_id", "target"], how="anti").with_columns(pl.lit("pred").alias("only_in")),
+            gkeys.join(pkeys, on=["case_id", "target"], how="anti").with_columns(pl.lit("gt").alias("only_in")),
+        ]
+    ).sort("only_in", "case_id", "target")
+    if paired.height == 0:
+        raise GazeprepError(
+            f"no (case_id, target) pair is present in both exports ({pkeys.height} predicted, {gkeys.height} reference)"
+        )
+
+    ginfo = _case_info(gt)
+    pinfo = _case_info(pred)
+    gfix = _table(gt, "fixations")
+    gwin = _table(gt, "windows")
+    need_fix = any(m.kind == "fixations" for m in mets)
+    if need_fix and gfix is None:
+        raise GazeprepError("NSS / AUC-Judd need the ground-truth export's 'fixations' table")
+    ell = _ellipse_frame(gt) if reference == "ellipses" else None
+    iou_sweep = any(m.name == "iou" for m in mets) and iou_threshold == "validated"
+
+    rows: list[dict] = []
+    curves: list[np.ndarray] = []
+    cms: list[np.ndarray] = []
+    it = paired.iter_rows()
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, total=paired.height, desc="evaluate", unit="map")
+    for case_id, target in it:
+        p = np.asarray(pred.heatmap(case_id, target), dtype=np.float64)
+        info = ginfo.get(case_id) or pinfo.get(case_id) or {}
+        row: dict[str, Any] = {"case_id": case_id, "target": target, "split": info.get("split")}
+        if reference == "ellipses":
+            grid = grid_for(pred, case_id, p.shape, info)
+            if grid is None:
+                raise GazeprepError(f"case {case_id!r}: image size unknown (cases table), cannot place ellipses")
+            p_img = grid_to_image(p, grid) if not grid.is_native else p
+            e = ell.filter((pl.col("case_id") == case_id) & (pl.col("target") == target))
+            region = M.ellipse_mask(
+                grid.image_height_px, grid.image_width_px,
+                e.select("xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty").to_numpy(),
+            )
+            ref_map = region.astype(np.float64)
+            p_use = p_img
+        else:
+            g = np.asarray(gt.heatmap(case_id, target), dtype=np.float64)
+            ref_map = g
+            region = g > gt_threshold
+            p_use = p
+        for m in mets:
+            if m.kind == "map":
+                row[m.name] = m(p_use, ref_map)
+            elif m.kind == "region":
+                if m.name == "iou" and iou_threshold != "validated":
+                    row[m.name] = m(p_use, region, threshold=float(iou_threshold))
+                elif m.name == "iou":
+                    continue
+                else:
+                    row[m.name] = m(p_use, region)
+            elif m.kind == "binary":
+                gb = M.binarize_iai(ref_map) if gt_binarize == "iai" else ref_map > float(gt_binarize)
+                pb = M.match_shape(p_use, gb.shape) > pred_threshold
+                row[m.name] = m(pb, gb)
+            elif m.kind == "fixations":
+                grid = grid_for(gt, case_id, ref_map.shape, info)
+                if grid is None:
+                    row[m.name] = float("nan")
+                    continue
+                fx = gfix.filter(pl.col("case_id") == case_id)
+                wins = None
+                if gwin is not None and target != "full":
+                    wins = gwin.filter((pl.col("case_id") == case_id) & (pl.col("target") == target))
+                    wins = wins if wins.height else None
+                row[m.name] = m(p_use, fixation_map(fx, wins, grid))
+        if iou_sweep:
+            curves.append(M.iou_curve(p_use, region))
+        if any(m.name in CONFUSION_METRICS for m in mets):
+            gb = M.binarize_iai(ref_map) if gt_binarize == "iai" else ref_map > float(gt_binarize)
+            cms.append(M.confusion_2class(M.match_shape(p_use, gb.shape) > pred_threshold, gb))
+        rows.append(row)
+
+    pairs = pl.DataFrame(rows, infer_schema_length=None)
+    thresholds: dict[str, tuple[float, str]] = {}
+    if iou_sweep:
+        pairs, thresholds, msg = _apply_validated_thresholds(pairs, np.stack(curves))
+        notes.extend(msg)
+    elif any(m.name == "iou" for m in mets):
+        thresholds = {t: (float(iou_threshold), "fixed") for t in pairs.get_column("target").unique().to_list()}
+    cm_arr = np.stack(cms) if cms else np.zeros((0, 2, 2), dtype=np.int64)
+    summary = _summarise(pairs, mets, by, thresholds, cm_arr, iou_average, n_boot, seed)
+    return EvalResult(pairs=pairs, summary=summary, unpaired=unpaired, notes=notes)
+
+
+def _ellipse_frame(gt: ExportLike) -> pl.DataFrame:
+    """The ground truth's ellipses with a ``target`` column (one row per ellipse and target)."""
+    e = _table(gt, "ellipses")
+    if e is None or e.height == 0:
+        raise GazeprepError("ellipse mode: the ground-truth export has no 'ellipses' rows")
+    idx = _table(gt, "heatmaps")
+    targets = idx.get_column("target").unique().to_list() if idx is not None else []
+    return _ellipses_with_targets(e, targets)
+
+
+def _ellipses_with_targets(e: pl.DataFrame, targets: Sequence[str]) -> pl.DataFrame:
+    labels = e.get_column("source_label").unique().to_list()
+    mapping = ellipse_labels_to_targets(labels, targets)
+    pairs = [(s, t) for s, ts in mapping.items() for t in ts]
+    if not pairs:
+        return e.with_columns(pl.lit(None, dtype=pl.Utf8).alias("target")).head(0)
+    mp = pl.DataFrame({"source_label": [a for a, _ in pairs], "target": [b for _, b in pairs]})
+    return e.join(mp, on="source_label", how="inner")
+
+
+def _ellipse_keys(gt: ExportLike, pkeys: pl.DataFrame) -> pl.DataFrame:
+    """(case_id, target) of the reference in ellipse mode: targets with at least one ellipse of
+    certainty > 2 (004 evaluates IoU only over images whose label has an ellipse)."""
+    e = _table(gt, "ellipses")
+    if e is None or e.height == 0:
+        raise GazeprepError("ellipse mode: the ground-truth export has no 'ellipses' rows")
+    targets = pkeys.get_column("target").unique().to_list()
+    e = _ellipses_with_targets(e.filter(pl.col("certainty") > 2), targets)
+    return e.select("case_id", "target").unique()
+
+
+def _apply_validated_thresholds(
+    pairs: pl.DataFrame, curves: np.ndarray
+) -> tuple[pl.DataFrame, dict[str, tuple[float, str]], list[str]]:
+    """004: per target, pick the threshold on ``validate`` pairs and report IoU on ``test`` pairs."""
+    notes: list[str] = []
+    split = pairs.get_column("split").to_list() if "split" in pairs.columns else [None] * pairs.height
+    target = pairs.get_column("target").to_list()
+    split_arr = np.array([s or "" for s in split])
+    tgt_arr = np.array(target)
+    iou = np.full(pairs.height, np.nan)
+    use = np.zeros(pairs.height, dtype=bool)
+    thresholds: dict[str, tuple[float, str]] = {}
+    for t in sorted(set(target)):
+        sel = tgt_arr == t
+        val = sel & (split_arr == "validate")
+        test = sel & (split_arr == "test")
+        if val.any() and test.any():
+            thr, _ = M.best_thresholds(curves[val])
+            where = "validate"
+            report = test
+        else:
+            thr, _ = M.best_thresholds(curves[sel])
+            where = "same data"
+            report = sel
+        k = M.THRESHOLDS_004.index(thr)
+        iou[sel] = curves[sel, k]
+        use |= report
+        thresholds[t] = (thr, where)
+    if any(w == "same data" for _, w in thresholds.values()):
+        notes.append(
+            "IoU threshold chosen on the evaluated pairs themselves for some labels (no validate + test "
+            "splits): optimistic; 004 chooses on validation and reports test"
+        )
+    pairs = pairs.with_columns(
+        pl.Series("iou", iou), pl.Series("iou_reported", use),
+        pl.Series("iou_threshold", [thresholds[t][0] for t in target]),
+    )
+    return pairs, thresholds, notes
+
+
+def _summarise(
+    pairs: pl.DataFrame,
+    mets: Sequence[Metric],
+    by: str,
+    thresholds: dict[str, tuple[float, str]],
+    cms: np.ndarray,
+    iou_average: str,
+    n_boot: int,
+    seed: int,
+) -> pl.DataFrame:
+    out: list[dict] = []
+    groups: list[tuple[str, np.ndarray]] = [("all", np.ones(pairs.height, dtype=bool))]
+    if by == "label":
+        tg = pairs.get_column("target").to_numpy()
+        groups += [(t, tg == t) for t in sorted(set(tg.tolist()))]
+    reported = pairs.get_column("iou_reported").to_numpy() if "iou_reported" in pairs.columns else None
+    for gname, sel in groups:
+        for m in mets:
+            if m.name not in pairs.columns:
+                continue
+            s = sel.copy()
+            thr, where = None, None
+            if m.name == "iou":
+                if reported is not None:
+                    s &= reported
+                if gname != "all":
+                    thr, where = thresholds.get(gname, (None, None))
+                else:
+                    fixed = {t for t, _ in thresholds.values()} if thresholds else set()
+                    where = "fixed" if reported is None else "per label"
+                    thr = next(iter(fixed)) if reported is None and len(fixed) == 1 else None
+            v = pairs.get_column(m.name).cast(pl.Float64).to_numpy()[s]
+            if m.name in CONFUSION_METRICS and iou_average == "dataset" and cms.shape[0] == pairs.height:
+                sub = cms[s]
+                mean = M.ious_from_confusion(sub.sum(axis=0))[m.name] if sub.shape[0] else float("nan")
+                lo, hi = _bootstrap_confusion(sub, m.name, min(n_boot, 300), seed)
+                avg = "dataset"
+            else:
+                finite = v[~np.isnan(v)]
+                mean = float(finite.mean()) if finite.size else float("nan")
+                lo, hi = _bootstrap_mean_fast(v, n_boot, seed)
+                avg = "image"
+            out.append({
+                "group": gname, "metric": m.name, "n": int((~np.isnan(v)).sum()), "mean": mean,
+                "ci_low": lo, "ci_high": hi, "higher_is_better": m.higher_is_better,
+                "average": avg, "threshold": thr, "threshold_from": where,
+            })
+    return pl.DataFrame(out, schema={
+        "group": pl.Utf8, "metric": pl.Utf8, "n": pl.Int64, "mean": pl.Float64, "ci_low": pl.Float64,
+        "ci_high": pl.Float64, "higher_is_better": pl.Boolean, "average": pl.Utf8, "threshold": pl.Float64,
+        "threshold_from": pl.Utf8,
+    })
+
+
+def format_summary(summary: pl.DataFrame) -> str:
+    """A plain-text table: one row per group, one column per metric, ``mean [low, high]``."""
+    if summary.height == 0:
+        return "(no results)"
+    metrics_order = list(dict.fromkeys(summary.get_column("metric").to_list()))
+    groups = list(dict.fromkeys(summary.get_column("group").to_list()))
+    cells: dict[tuple[str, str], str] = {}
+    ns: dict[str, int] = {}
+    for r in summary.iter_rows(named=True):
+        v = r["mean"]
+        txt = "nan" if v is None or np.isnan(v) else f"{v:.3f}"
+        if r["ci_low"] is not None and not np.isnan(r["ci_low"]):
+            txt += f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        if r["metric"] == "iou" and r["threshold"] is not None:
+            txt += f" @{r['threshold']:g}"
+        cells[(r["group"], r["metric"])] = txt
+        ns[r["group"]] = max(ns.get(r["group"], 0), r["n"])
+    arrows = {r["metric"]: ("↑" if r["higher_is_better"] else "↓") for r in summary.iter_rows(named=True)}
+    header = ["group", "n"] + [f"{m}{arrows[m]}" for m in metrics_order]
+    body = [[g, str(ns[g])] + [cells.get((g, m), "") for m in metrics_order] for g in groups]
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(lines)
+
+
+def write_table(df: pl.DataFrame, path) -> None:
+    """Write ``df`` as Parquet (``.parquet``) or CSV (``.csv``), atomically (temp file + rename)."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if p.suffix not in (".parquet", ".csv"):
+        raise GazeprepError(f"{p}: output must end in .parquet or .csv")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    if p.suffix == ".parquet":
+        df.write_parquet(tmp)
+    else:
+        df.write_csv(tmp)
+    os.replace(tmp, p)
