@@ -45,7 +45,7 @@ def write_prediction_export(
     fsync: bool = True,
     progress: bool = False,
 ) -> Path:
-    """Write predicted maps as an export and return its ``manifest.json`` path.
+    """Write predicted maps as an export and return ``out_dir`` (load it with ``load_export``).
 
     Parameters
     ----------

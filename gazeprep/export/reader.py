@@ -65,6 +65,8 @@ class Export:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.name == MANIFEST and self.path.is_file():
+            self.path = self.path.parent
         mpath = self.path / MANIFEST
         if not mpath.is_file():
             if (self.path / ".staging").exists() or (self.path / TABLES_DIR).exists() or (self.path / ZARR_DIR).exists():
@@ -217,6 +219,6 @@ class Export:
 
 
 def load_export(out_dir: str | Path) -> Export:
-    """Open the export in ``out_dir`` (refused with :class:`GazeprepError` when it has no
+    """Open the export in ``out_dir`` (or given by its ``manifest.json``) (refused with :class:`GazeprepError` when it has no
     ``manifest.json``, i.e. its build never committed, or when listed files are missing)."""
     return Export(out_dir)

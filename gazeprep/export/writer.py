@@ -90,30 +90,20 @@ class _Source:
         return encode_chunk(decode_chunk(data, self.shapes[i], self.part_dtype), dtype)
 
 
-def _memory_sources(results: Iterable[CaseResult]) -> list[_Source]:
-    out = []
-    for r in results:
-        if not isinstance(r, CaseResult):
-            raise GazeprepError(f"finalize expects CaseResult objects, got {type(r).__name__}")
-        v = r.validated()
-        targets = sorted(v.heatmaps)
-        out.append(_Source(v.case_id, v.input_hash, targets, [v.heatmaps[t].shape for t in targets], v.tables, result=v))
-    return out
+def _memory_source(r: CaseResult) -> _Source:
+    v = r.validated()
+    targets = sorted(v.heatmaps)
+    return _Source(v.case_id, v.input_hash, targets, [v.heatmaps[t].shape for t in targets], v.tables, result=v)
 
 
-def _part_sources(store: PartStore, case_ids: Iterable[str] | None) -> list[_Source]:
-    store.remove_temp_files()
-    ids = store.case_ids() if case_ids is None else list(case_ids)
-    out = []
-    for cid in ids:
-        reader = store.open(cid)
-        if reader is None:
-            raise GazeprepError(
-                f"no complete part for case {cid!r} of this recipe in {store.dir} (was the build interrupted? rerun it)"
-            )
-        with reader:
-            out.append(_Source(cid, reader.meta["input_hash"], reader.targets, reader.shapes, reader.tables(), part_dtype=reader.dtype))
-    return out
+def _part_source(store: PartStore, cid: str) -> _Source:
+    reader = store.open(cid)
+    if reader is None:
+        raise GazeprepError(
+            f"no complete part for case {cid!r} of this recipe in {store.dir} (was the build interrupted? rerun it)"
+        )
+    with reader:
+        return _Source(cid, reader.meta["input_hash"], reader.targets, reader.shapes, reader.tables(), part_dtype=reader.dtype)
 
 
 # -- shards -------------------------------------------------------------------------------------
@@ -223,9 +213,10 @@ def _commit(out: Path, stage: Path) -> None:
 
 def finalize(
     out_dir: str | Path,
-    results: Iterable[CaseResult] | PartStore,
+    results: Iterable[CaseResult | str] | PartStore,
     *,
     recipe: Recipe | None,
+    store: PartStore | None = None,
     dtype: str | None = None,
     manifest_extra: Mapping | None = None,
     shard_size: int = 64,
@@ -236,7 +227,8 @@ def finalize(
     fsync: bool = True,
     progress: bool = False,
 ) -> Path:
-    """Write the export under ``out_dir`` and return the path of its ``manifest.json``.
+    """Write the export under ``out_dir`` and return ``out_dir`` (as a Path; load it with
+    :func:`gazeprep.export.load_export`).
 
     Parameters
     ----------
@@ -244,8 +236,11 @@ def finalize(
         Export folder. Only ``manifest.json``, ``tables/``, ``heatmaps.zarr/`` (and the scratch
         folders ``.staging``/``.trash``) are replaced; ``.parts`` and other files are left alone.
     results:
-        The cases: :class:`CaseResult` objects (any order), or a :class:`PartStore` whose parts are
-        read (all of them, or those named by ``case_ids``). Case ids must be unique.
+        The cases, in any order: :class:`CaseResult` objects and/or case ids whose parts are read
+        from ``store``; or a :class:`PartStore` itself (all its parts, or those named by
+        ``case_ids``). Case ids must be unique.
+    store:
+        The :class:`PartStore` that case ids in ``results`` are read from.
     recipe:
         The recipe the maps were built with (resolved into the manifest with its hash); ``None``
         for exports that have no recipe (e.g. model predictions).
@@ -291,13 +286,24 @@ def finalize(
 
     # 2. sources in canonical order.
     if isinstance(results, PartStore):
-        sources = _part_sources(results, case_ids)
-        readers: _ReaderCache | None = _ReaderCache(results)
-    else:
-        if case_ids is not None:
-            raise GazeprepError("case_ids selects parts of a PartStore; pass only the wanted results")
-        sources = _memory_sources(results)
-        readers = None
+        if store is not None and store is not results:
+            raise GazeprepError("finalize: give the PartStore either as results or as store=, not both")
+        store, results = results, (case_ids if case_ids is not None else results.case_ids())
+    elif case_ids is not None:
+        raise GazeprepError("finalize: case_ids only goes with a PartStore")
+    if store is not None:
+        store.remove_temp_files()
+    sources = []
+    for item in results:
+        if isinstance(item, CaseResult):
+            sources.append(_memory_source(item))
+        elif isinstance(item, str):
+            if store is None:
+                raise GazeprepError(f"finalize: case id {item!r} given without a PartStore (store=) to read it from")
+            sources.append(_part_source(store, item))
+        else:
+            raise GazeprepError(f"finalize expects CaseResult objects or case ids, got {type(item).__name__}")
+    readers = _ReaderCache(store) if store is not None else None
     sources.sort(key=lambda s: s.case_id)
     for a, b in zip(sources, sources[1:]):
         if a.case_id == b.case_id:
@@ -382,7 +388,7 @@ def _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, sh
             arrays_meta[name] = {"shape": [n, h, w], "shard_samples": k, "count": n}
             for j in range(-(-n // k)):
                 block = rows[j * k : (j + 1) * k]
-                if readers is None:  # in memory: encode in threads (zstd releases the GIL)
+                if all(s.result is not None for s, _ in block):  # in memory: encode in threads
                     chunks = list(pool.map(lambda e: e[0].chunk(e[1], dtype, None), block))
                 else:
                     chunks = [s.chunk(i, dtype, readers) for s, i in block]
@@ -431,5 +437,5 @@ def _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, sh
     write_file(stage / MANIFEST, _json_bytes(manifest), fsync=fsync)
     fsync_dir(stage)
     _commit(out, stage)
-    return out / MANIFEST
+    return out
 
