@@ -1,9 +1,90 @@
-"""CLI commands of this area (filled in by the area's implementation)."""
+"""``gazeprep anatomy train|predict``: SAMed anatomy masks (paper 000).
+
+torch and segment_anything are imported inside the command bodies so that ``gazeprep --help``
+stays fast and works without the [ml] extra.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from gazeprep.errors import GazeprepError
+from gazeprep.paths import sample_data_dir
+
+anatomy_app = typer.Typer(
+    help="Anatomy masks with SAMed (SAM + LoRA): fine-tune on EGD-CXR masks, predict for REFLACX.",
+    no_args_is_help=True,
+)
+
+
+def _default_root(dataset: str, root: Optional[Path]) -> Path:
+    return root if root is not None else sample_data_dir() / dataset
+
+
+@anatomy_app.command("train")
+def train_cmd(
+    dataset: str = typer.Option("egd-cxr", "--dataset", help="Training masks: only egd-cxr ships them."),
+    root: Optional[Path] = typer.Option(None, "--root", help="EGD-CXR release folder (default: sample_data/egd-cxr)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Official SAM .pth (1024 px) to start from; local file."),
+    config: str = typer.Option("vit_b", "--config", help="Architecture: vit_b (needs --checkpoint), vit_l, vit_h, or tiny (random init, CPU seconds)."),
+    out: Path = typer.Option(..., "--out", help="Model folder to write (config.json, samed.pt, metrics.json)."),
+    epochs: int = typer.Option(20, "--epochs", min=0, help="Passes over the training cases."),
+    batch_size: int = typer.Option(12, "--batch-size", min=1, help="Images per step (SAMed: 12 per GPU)."),
+    lr: float = typer.Option(0.005, "--lr", help="Base learning rate (AdamW)."),
+    warmup: int = typer.Option(250, "--warmup-iters", min=0, help="Linear warm-up iterations (shortened on short runs)."),
+    rank: int = typer.Option(4, "--rank", min=1, help="LoRA rank on q and v."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9, help="Fraction of subjects held out for Dice/IoU."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (split, order, augmentation, init)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N cases (smoke runs)."),
+) -> None:
+    """Fine-tune SAMed on EGD-CXR masks; report Dice/IoU per structure on held-out subjects."""
+    if dataset != "egd-cxr":
+        raise GazeprepError(f"--dataset {dataset}: anatomy training needs EGD-CXR masks (use egd-cxr)")
+    from gazeprep.anatomy.train import TrainSettings, run_train
+
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, warmup_iters=warmup, seed=seed)
+    metrics = run_train(
+        _default_root(dataset, root), images or sample_data_dir() / "mimic-cxr", out,
+        checkpoint=checkpoint, config=config, settings=settings, lora_rank=rank, device=device,
+        val_fraction=val_fraction, limit=limit,
+    )
+    per = {k: {m: round(v[m], 4) for m in ("dice", "iou")} for k, v in metrics["per_structure"].items()}
+    typer.echo(f"held-out cases: {metrics['n_cases']}, mean Dice {metrics['mean_dice']:.4f}, mean IoU {metrics['mean_iou']:.4f}")
+    typer.echo(json.dumps(per))
+    typer.echo(f"model written to {out}")
+
+
+@anatomy_app.command("predict")
+def predict_cmd(
+    model: Path = typer.Option(..., "--model", help="Model folder written by `gazeprep anatomy train`."),
+    dataset: str = typer.Option("reflacx", "--dataset", help="reflacx or egd-cxr."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Release folder (default: sample_data/<dataset>)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
+    out: Path = typer.Option(..., "--out", help="Anatomy folder (masks.zarr + masks.parquet); reruns resume."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
+    mask_size: int = typer.Option(512, "--mask-size", min=8, help="Stored mask grid (square, whole image)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),
+) -> None:
+    """Predict anatomy masks for every image of a release (batched, resumable)."""
+    from gazeprep.anatomy.predict import run_predict
+
+    stats = run_predict(
+        model, dataset, _default_root(dataset, root), images or sample_data_dir() / "mimic-cxr", out,
+        batch_size=batch_size, device=device, mask_size=mask_size, limit=limit,
+    )
+    typer.echo(
+        f"{stats['segmented']} segmented, {stats['skipped_done']} already done, {stats['rejected']} rejected "
+        f"({stats['images_per_s']} img/s on {stats['device']}); masks in {out}"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to app."""
+    """Add ``gazeprep anatomy ...`` to ``app``."""
+    app.add_typer(anatomy_app, name="anatomy")

@@ -1,0 +1,173 @@
+"""Anatomy masks at the original image size, for the renderer's mask filter (no torch).
+
+* :func:`heart_from_mediastinum` - paper 000: the heart mask is the mediastinum mask with the top
+  part of its vertical extent cut (default one third).
+* :func:`load_anatomy_masks` - masks of one image from an anatomy folder (SAMed predictions, see
+  :mod:`gazeprep.anatomy.store`), with manual overrides taking precedence.
+* :class:`AnatomyMasks` - the same driven by a recipe's :class:`~gazeprep.recipes.AnatomyFilter`
+  (``masks: samed`` reads predictions, ``masks: egd_masks`` the EGD-CXR release PNGs).
+
+Overrides: ``<overrides_dir>/<image_id>/<structure>.png`` (any size, > 0 = inside; resized
+nearest). An override of ``heart`` replaces the derived heart; an override of ``mediastinum``
+changes the mediastinum and therefore the derived heart (unless the heart is overridden too).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from gazeprep.anatomy.data import load_egd_masks, read_mask_png, resize_labels
+from gazeprep.anatomy.store import OVERRIDES_DIR, MaskStore
+from gazeprep.errors import GazeprepError
+from gazeprep.paths import safe_component
+
+DEFAULT_TARGET_STRUCTURES: tuple[str, ...] = ("heart", "left_lung", "right_lung")
+HEART_CUT_TOP = 1.0 / 3.0
+
+
+class MissingMaskError(GazeprepError):
+    """No mask (prediction or override) for an image/structure."""
+
+
+def heart_from_mediastinum(mediastinum: np.ndarray, cut_top: float = HEART_CUT_TOP) -> np.ndarray:
+    """The mediastinum mask (H, W) bool with its top ``cut_top`` fraction removed.
+
+    With ``top``/``bottom`` the first/last rows holding mask pixels and ``extent = bottom - top + 1``,
+    rows ``r < top + cut_top * extent`` are cleared (for extent 9 and 1/3: the top 3 rows). An empty
+    mask stays empty; ``cut_top = 0`` returns a copy.
+    """
+    if not 0.0 <= cut_top < 1.0:
+        raise GazeprepError(f"heart cut fraction must be in [0, 1), got {cut_top}")
+    m = np.asarray(mediastinum, dtype=bool)
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return m.copy()
+    top, bottom = int(rows[0]), int(rows[-1])
+    keep_from = top + cut_top * (bottom - top + 1)
+    keep_rows = np.arange(m.shape[0]) >= keep_from - 1e-9
+    return m & keep_rows[:, None]
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest resize of a bool mask to ``shape`` (H, W) (pixel centres, as :func:`resize_labels`)."""
+    return resize_labels(np.asarray(mask, dtype=bool), (int(shape[0]), int(shape[1])))
+
+
+def read_overrides(overrides_dir: str | Path | None, image_id: str) -> dict[str, np.ndarray]:
+    """Manual masks of ``image_id``: {structure: bool} from ``<overrides_dir>/<image_id>/*.png``."""
+    if overrides_dir is None:
+        return {}
+    folder = Path(overrides_dir) / safe_component(image_id)
+    if not folder.is_dir():
+        return {}
+    return {p.stem: read_mask_png(p) for p in sorted(folder.glob("*.png"))}
+
+
+def _compose(base: dict[str, np.ndarray], overrides: dict[str, np.ndarray], image_shape: tuple[int, int],
+             structures: tuple[str, ...], heart_cut_top: float, image_id: str, where: str) -> dict[str, np.ndarray]:
+    shape = (int(image_shape[0]), int(image_shape[1]))
+    merged = {k: resize_mask(v, shape) for k, v in base.items()}
+    merged.update({k: resize_mask(v, shape) for k, v in overrides.items()})  # overrides win
+    out: dict[str, np.ndarray] = {}
+    for s in structures:
+        if s in merged and (s != "heart" or "heart" in overrides):
+            out[s] = merged[s]
+        elif s == "heart" and "mediastinum" in merged:
+            out[s] = heart_from_mediastinum(merged["mediastinum"], heart_cut_top)
+        elif s in merged:
+            out[s] = merged[s]
+        else:
+            raise MissingMaskError(f"{where}: no {s} mask for image {image_id}")
+    return out
+
+
+@lru_cache(maxsize=8)
+def _store(folder: str, index_mtime: float) -> MaskStore:
+    return MaskStore(folder)
+
+
+def open_store(anatomy_dir: str | Path) -> MaskStore:
+    """A cached :class:`MaskStore` (re-opened when ``masks.parquet`` changes)."""
+    p = Path(anatomy_dir)
+    ip = p / "masks.parquet"
+    return _store(str(p.resolve()), ip.stat().st_mtime if ip.is_file() else 0.0)
+
+
+def load_anatomy_masks(
+    anatomy_dir: str | Path,
+    image_id: str,
+    image_shape: tuple[int, int],
+    *,
+    structures: tuple[str, ...] = DEFAULT_TARGET_STRUCTURES,
+    heart_cut_top: float = HEART_CUT_TOP,
+    overrides_dir: str | Path | None = None,
+) -> dict[str, np.ndarray]:
+    """Masks of ``image_id`` at ``image_shape`` = (height, width) of the original image, bool.
+
+    Reads the predictions of ``anatomy_dir`` (written by ``gazeprep anatomy predict``), applies the
+    overrides of ``overrides_dir`` (default ``<anatomy_dir>/overrides``), and derives ``heart`` from
+    the mediastinum (:func:`heart_from_mediastinum`) unless it is overridden.
+
+    Raises :class:`MissingMaskError` (a :class:`GazeprepError`) when a requested structure has
+    neither a prediction nor an override.
+    """
+    folder = Path(anatomy_dir)
+    if overrides_dir is None:
+        overrides_dir = folder / OVERRIDES_DIR
+    overrides = read_overrides(overrides_dir, image_id)
+    try:
+        base = open_store(folder).read(image_id)
+    except GazeprepError:
+        if not overrides:
+            raise
+        base = {}
+    return _compose(base, overrides, image_shape, structures, heart_cut_top, image_id, str(folder))
+
+
+def load_egd_anatomy_masks(
+    egd_root: str | Path,
+    image_id: str,
+    image_shape: tuple[int, int],
+    *,
+    structures: tuple[str, ...] = DEFAULT_TARGET_STRUCTURES,
+    heart_cut_top: float = HEART_CUT_TOP,
+    overrides_dir: str | Path | None = None,
+) -> dict[str, np.ndarray]:
+    """As :func:`load_anatomy_masks`, from the EGD-CXR release's own PNG masks."""
+    base = load_egd_masks(egd_root, image_id)
+    overrides = read_overrides(overrides_dir, image_id)
+    return _compose(base, overrides, image_shape, structures, heart_cut_top, image_id, str(egd_root))
+
+
+class AnatomyMasks:
+    """Masks per recipe target, configured by a recipe's ``anatomy`` section.
+
+    Parameters
+    ----------
+    anatomy_filter:
+        :class:`gazeprep.recipes.AnatomyFilter`.
+    default_dir:
+        Where the masks are when ``anatomy_filter.model_dir`` is None: the anatomy folder
+        (``masks: samed``, usually ``<out>/anatomy``) or the EGD-CXR root (``masks: egd_masks``).
+    """
+
+    def __init__(self, anatomy_filter, default_dir: str | Path | None = None):
+        self.filter = anatomy_filter
+        d = anatomy_filter.model_dir or default_dir
+        if d is None:
+            raise GazeprepError("recipe anatomy filter: no mask folder (set anatomy.model_dir or pass one)")
+        self.folder = Path(d)
+        self.structures = tuple(dict.fromkeys(anatomy_filter.target_structures.values()))
+
+    def for_image(self, image_id: str, image_shape: tuple[int, int]) -> dict[str, np.ndarray]:
+        """{target: bool mask (H, W)} for every target of ``target_structures``."""
+        f = self.filter
+        loader = load_egd_anatomy_masks if f.masks == "egd_masks" else load_anatomy_masks
+        by_structure = loader(
+            self.folder, image_id, image_shape, structures=self.structures,
+            heart_cut_top=f.heart_from_mediastinum_cut_top, overrides_dir=f.overrides_dir,
+        )
+        return {t: by_structure[s] for t, s in f.target_structures.items()}
