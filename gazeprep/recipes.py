@@ -161,16 +161,20 @@ class RenderSpec(_Strict):
 class OutputSpec(_Strict):
     """Output grid (see :class:`gazeprep.heatmaps.grid.OutputGrid`).
 
-    ``size``: an int ``N`` (``N x N``), ``[height, width]``, or ``native`` (original image pixels).
-    ``letterbox``: keep the aspect ratio and pad centred (true) or stretch each axis (false).
-    ``letterbox_rule``: ``centre`` (exact centring) or ``ricbl`` (paper 004's
-    ``XRayResizerPadRound32(N)`` + ``Resize(N)`` geometry, square sizes only).
-    ``dtype``: storage type of the exported maps (rendering is always float32 in memory).
+    * ``size``: an int ``N`` (``N x N``), ``[height, width]``, or ``native`` (original image pixels;
+      ``fit`` is then ignored).
+    * ``fit``: ``letterbox`` keeps the aspect ratio and pads centred; ``stretch`` resizes each axis;
+      ``pad_crop_stride`` centre-pads/crops the original image to ``size * stride`` pixels and samples
+      every ``stride``-th pixel (MT-UNet: 3200 x 2560, stride 5 -> 640 x 512).
+    * ``letterbox_rule``: ``centre`` (exact centring) or ``ricbl`` (paper 004's
+      ``XRayResizerPadRound32(N)`` + ``Resize(N)`` geometry, square sizes only).
+    * ``dtype``: storage type of the exported maps (rendering is always float32 in memory).
     """
 
     size: Union[StrictInt, tuple[StrictInt, StrictInt], Literal["native"]] = 512
-    letterbox: bool = True
+    fit: Literal["letterbox", "stretch", "pad_crop_stride"] = "letterbox"
     letterbox_rule: Literal["centre", "ricbl"] = "centre"
+    stride: StrictInt = Field(1, ge=1)
     dtype: Literal["float16", "float32"] = "float32"
 
     @field_validator("size")
@@ -183,10 +187,19 @@ class OutputSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _square_rule(self):
+    def _consistent(self):
         if self.letterbox_rule == "ricbl" and isinstance(self.size, tuple) and self.size[0] != self.size[1]:
             raise ValueError("letterbox_rule 'ricbl' needs a square size")
+        if self.stride != 1 and self.fit != "pad_crop_stride":
+            raise ValueError("stride applies to fit 'pad_crop_stride' only")
         return self
+
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the grid, ``None`` for native size."""
+        if self.size == "native":
+            return None
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
 
 
 class AnatomyFilter(_Strict):
@@ -252,8 +265,11 @@ def load_recipe(name_or_path: str | Path, pipelines_dir: str | Path | None = Non
     if not isinstance(data, dict):
         raise RecipeError(f"{p}: a recipe must be a mapping")
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
         raise RecipeError(f"{p}: {loc}: {first['msg']}") from None
+    if recipe.name != p.stem:
+        raise RecipeError(f"{p}: name: {recipe.name!r} differs from the file name {p.stem!r}")
+    return recipe

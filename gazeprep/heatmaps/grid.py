@@ -27,6 +27,8 @@ Grids:
   before and ``ceil`` after, and the ``L x L`` square is resized to ``N x N``. The two rules differ by
   less than one output pixel (at 512: ~0.5 px of offset on the short axis).
 * :meth:`OutputGrid.stretch` - resize each axis independently (no padding).
+* :meth:`OutputGrid.pad_crop_stride` - MT-UNet/Qiu: centre pad/crop to a fixed canvas, then keep
+  every ``stride``-th pixel (a sampling, so grid pixel ``g`` sits on canvas pixel ``stride * g``).
 """
 
 from __future__ import annotations
@@ -118,17 +120,34 @@ class OutputGrid:
         return cls(out_h, out_w, sx, sy, 0.5 * sx - 0.5, 0.5 * sy - 0.5, H, W)
 
     @classmethod
+    def pad_crop_stride(cls, image_height_px: int, image_width_px: int, out_h: int, out_w: int,
+                        stride: int) -> "OutputGrid":
+        """MT-UNet's grid: centre-pad/crop the image to ``out_h * stride x out_w * stride`` pixels
+        (``floor`` of the difference before, negative = crop) and keep every ``stride``-th pixel
+        (``canvas[0::stride, 0::stride]``, no anti-aliasing): ``x_grid = (x + pad_left) / stride``."""
+        H, W = int(image_height_px), int(image_width_px)
+        _check_size(H, W)
+        _check_size(out_h, out_w)
+        if stride < 1:
+            raise ValueError("stride must be >= 1")
+        pad_top = math.floor((out_h * stride - H) / 2)
+        pad_left = math.floor((out_w * stride - W) / 2)
+        s = 1.0 / stride
+        return cls(out_h, out_w, s, s, pad_left * s, pad_top * s, H, W)
+
+    @classmethod
     def from_spec(cls, spec, image_height_px: int, image_width_px: int) -> "OutputGrid":
         """The grid an :class:`gazeprep.recipes.OutputSpec` describes for an image of this size."""
         if spec.size == "native":
             return cls.native(image_height_px, image_width_px)
-        if isinstance(spec.size, int):
-            out_h = out_w = spec.size
-        else:
-            out_h, out_w = spec.size
-        if spec.letterbox:
+        out_h, out_w = spec.shape
+        if spec.fit == "letterbox":
             return cls.letterbox(image_height_px, image_width_px, out_h, out_w, rule=spec.letterbox_rule)
-        return cls.stretch(image_height_px, image_width_px, out_h, out_w)
+        if spec.fit == "stretch":
+            return cls.stretch(image_height_px, image_width_px, out_h, out_w)
+        if spec.fit == "pad_crop_stride":
+            return cls.pad_crop_stride(image_height_px, image_width_px, out_h, out_w, spec.stride)
+        raise ValueError(f"unknown fit {spec.fit!r}")
 
     # ----------------------------------------------------------------- maps
     @property
