@@ -1,0 +1,128 @@
+"""What every dataset adapter returns: a :class:`Release` (case list, labels) and per-case :class:`CaseData`.
+
+The build pipeline calls, for any registered dataset::
+
+    adapter = get_adapter("reflacx")
+    release = adapter.open(root, gaze_samples=False)
+    release.cases, release.case_labels, release.rejects
+    data = release.read_case(case_id)      # in forked worker processes
+
+Data problems never raise from :meth:`Release.read_case`: they come back as ``rejects`` rows (see
+:func:`gazeprep.schema.reject`) and the affected rows or tables are left out. Whole-release
+problems (missing root, missing or malformed metadata file) raise
+:class:`~gazeprep.errors.InputFormatError` from :meth:`DatasetAdapter.open`.
+
+Reject reasons end with what was done about it: ``row dropped``, ``case skipped`` (all tables of
+the case are empty), or ``<tables> left empty`` (the rest of the case is kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import polars as pl
+
+from gazeprep import schema
+from gazeprep.errors import GazeprepError, InputFormatError
+
+CASE_SKIPPED = "case skipped"
+ROW_DROPPED = "row dropped"
+
+
+@dataclass
+class CaseData:
+    """Per-case canonical tables (name -> frame conforming to :data:`gazeprep.schema.TABLES`)."""
+
+    case_id: str
+    tables: dict[str, pl.DataFrame]
+    rejects: list[dict] = field(default_factory=list)
+
+
+class Release:
+    """An opened dataset release.
+
+    Attributes
+    ----------
+    dataset:
+        Registered dataset name.
+    root:
+        The release folder.
+    cases:
+        Table ``cases`` (all cases, discarded ones included).
+    case_labels:
+        Table ``case_labels``.
+    rejects:
+        ``rejects`` rows found while opening (bad metadata rows, calibration rows, ...).
+    tables:
+        Names of the per-case tables :meth:`read_case` returns for this release.
+    stats:
+        Counters (e.g. ``calibration_rows``) for reports and tests.
+    """
+
+    dataset: str = ""
+    tables: tuple[str, ...] = ()
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.cases: pl.DataFrame = schema.empty("cases")
+        self.case_labels: pl.DataFrame = schema.empty("case_labels")
+        self.rejects: list[dict] = []
+        self.stats: dict[str, int] = {}
+
+    # ---- helpers shared by adapters -------------------------------------------------------
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the release root, as a posix string (used in rejects and tables)."""
+        try:
+            return Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def reject(self, case_id: str | None, file: Path | str | None, row: int | None, reason: str) -> dict:
+        """A rejects row of stage ``ingest`` for this dataset."""
+        f = self.rel(file) if isinstance(file, Path) else file
+        return schema.reject(self.dataset, case_id, "ingest", f, row, reason)
+
+    def empty_case(self, case_id: str, rejects: list[dict]) -> CaseData:
+        """The CaseData of a skipped case: every table empty."""
+        return CaseData(case_id, {t: schema.empty(t) for t in self.tables}, rejects)
+
+    def case_ids(self) -> list[str]:
+        """All case ids in ``cases`` order."""
+        return self.cases["case_id"].to_list()
+
+    def read_case(self, case_id: str) -> CaseData:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_known(self, case_id: str) -> None:
+        if case_id not in self._index:
+            raise GazeprepError(f"{self.dataset}: unknown case id {case_id!r}")
+
+    @property
+    def _index(self) -> dict[str, Any]:
+        idx = self.__dict__.get("_case_index")
+        if idx is None:
+            idx = {c: i for i, c in enumerate(self.cases["case_id"].to_list())}
+            self.__dict__["_case_index"] = idx
+        return idx
+
+
+class DatasetAdapter:
+    """Base class of a dataset adapter; subclasses set ``name``/``description`` and implement ``open``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def open(self, root: Path, *, gaze_samples: bool = False, **kwargs: Any) -> Release:  # pragma: no cover
+        raise NotImplementedError
+
+    @staticmethod
+    def check_root(root: Path | str) -> Path:
+        """Return ``root`` as a Path; raise InputFormatError if it is not an existing folder."""
+        p = Path(root)
+        if not p.exists():
+            raise InputFormatError(p, "release folder not found")
+        if not p.is_dir():
+            raise InputFormatError(p, "release root is not a folder")
+        return p

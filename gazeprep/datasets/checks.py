@@ -1,0 +1,91 @@
+"""Row checks shared by the adapters: durations, time order, positions far off the image."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+import numpy as np
+import polars as pl
+
+
+def ordered_keep_mask(t: np.ndarray) -> np.ndarray:
+    """Boolean mask of the largest set of rows whose times are non-decreasing in file order.
+
+    Rows outside that set are the out-of-order ones: one swapped pair drops one row, a single
+    wild timestamp drops only that row (a running maximum would drop everything after it).
+    O(n log n); returns all-True at once when ``t`` is already sorted.
+    """
+    n = len(t)
+    if n < 2 or bool(np.all(t[1:] >= t[:-1])):
+        return np.ones(n, dtype=bool)
+    # longest non-decreasing subsequence (patience sorting with predecessor links)
+    tails: list[float] = []
+    tail_idx: list[int] = []
+    prev = np.full(n, -1, dtype=np.int64)
+    for i, v in enumerate(t.tolist()):
+        k = bisect_right(tails, v)
+        if k == len(tails):
+            tails.append(v)
+            tail_idx.append(i)
+        else:
+            tails[k] = v
+            tail_idx[k] = i
+        prev[i] = tail_idx[k - 1] if k > 0 else -1
+    keep = np.zeros(n, dtype=bool)
+    i = tail_idx[-1]
+    while i >= 0:
+        keep[i] = True
+        i = prev[i]
+    return keep
+
+
+def time_problems(
+    df: pl.DataFrame, start: str, end: str | None, *, start_label: str, end_label: str | None = None
+) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+    """Drop rows with ``end < start`` (negative duration) and rows whose ``start`` goes backwards.
+
+    Parameters
+    ----------
+    df:
+        Frame with float columns ``start`` (and ``end``) in seconds and ``source_row``.
+    start_label, end_label:
+        Column names as written in the file, used in the messages.
+
+    Returns
+    -------
+    (kept rows, [(source_row, reason), ...])
+    """
+    bad: list[tuple[int, str]] = []
+    if end is not None:
+        neg = df.filter(pl.col(end) < pl.col(start))
+        for r, s, e in neg.select("source_row", start, end).iter_rows():
+            bad.append((int(r), f"negative duration: {end_label} {e:g} is before {start_label} {s:g}"))
+        if neg.height:
+            df = df.filter(pl.col(end) >= pl.col(start))
+    t = df.get_column(start).to_numpy()
+    keep = ordered_keep_mask(t)
+    if not keep.all():
+        rows = df.get_column("source_row").to_numpy()
+        last_kept = -1
+        for i in range(len(t)):
+            if keep[i]:
+                last_kept = i
+                continue
+            ref = (
+                f"earlier than row {rows[last_kept]} ({t[last_kept]:g})"
+                if last_kept >= 0
+                else "earlier than the rows that follow"
+            )
+            bad.append((int(rows[i]), f"timestamps out of order: {start_label} {t[i]:g} is {ref}"))
+        df = df.filter(pl.Series(keep))
+    bad.sort()
+    return df, bad
+
+
+def far_outside(x: pl.Expr, y: pl.Expr, width: pl.Expr | float, height: pl.Expr | float) -> pl.Expr:
+    """True where a position is more than one image size beyond the border (corrupt value).
+
+    Off-image gaze on a real screen stays within about a quarter of the image size of its border
+    (REFLACX control strip, EGD letterbox), so anything this far off cannot be a gaze position.
+    """
+    return (x < -width) | (x > 2 * width) | (y < -height) | (y > 2 * height)

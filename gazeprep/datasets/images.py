@@ -1,0 +1,176 @@
+"""Locate and load MIMIC-CXR images named by the releases.
+
+* REFLACX ``image``: ``physionet.org/files/mimic-cxr/2.0.0/files/pXX/p<subject>/s<study>/<dicom_id>.dcm``
+* EGD-CXR ``path``: ``files/pXX/p<subject>/s<study>/<dicom_id>.dcm``
+
+:func:`resolve_image` finds the ``.dcm`` or ``.jpg`` of such a path under a MIMIC root laid out as
+``files/pXX/...`` (MIMIC-CXR or MIMIC-CXR-JPG), also when the root holds the ``physionet.org/...``
+prefix. :func:`load_image` returns a float32 (H, W) array in [0, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gazeprep.errors import GazeprepError, InputFormatError
+from gazeprep.paths import safe_join
+
+_PREFIXES = ("", "physionet.org/files/mimic-cxr/2.0.0", "physionet.org/files/mimic-cxr-jpg/2.0.0")
+_EXTS = (".dcm", ".jpg")
+
+
+def _files_part(image_path: str) -> str:
+    """The ``files/pXX/...`` tail of a release image path (the path itself if it has none)."""
+    p = image_path.replace("\\", "/").strip()
+    idx = p.rfind("files/")
+    while idx > 0 and p[idx - 1] != "/":  # 'files/' must start a component
+        idx = p.rfind("files/", 0, idx)
+    return p[idx:] if idx >= 0 else p
+
+
+def image_candidates(images_root: str | Path, image_path: str) -> list[Path]:
+    """Every location :func:`resolve_image` tries, in order (all inside ``images_root``)."""
+    root = Path(images_root)
+    tail = _files_part(image_path)
+    stem, dot, ext = tail.rpartition(".")
+    base = stem if dot and ("." + ext.lower()) in _EXTS + (".png", ".jpeg") else tail
+    given = ("." + ext.lower()) if dot else ""
+    exts = ([given] if given in _EXTS else []) + [e for e in _EXTS if e != given]
+    out: list[Path] = []
+    for prefix in _PREFIXES:
+        for e in exts:
+            parts = [prefix, base + e] if prefix else [base + e]
+            out.append(safe_join(root, *parts))
+    return out
+
+
+def resolve_image(images_root: str | Path, image_path: str) -> Path:
+    """Find the image file of a release ``image_path`` under ``images_root``.
+
+    Parameters
+    ----------
+    images_root:
+        A MIMIC-CXR(-JPG) folder holding ``files/pXX/p<subject>/s<study>/<dicom_id>.{dcm,jpg}``,
+        or a folder holding ``physionet.org/files/mimic-cxr[-jpg]/2.0.0/files/...``.
+    image_path:
+        The REFLACX ``image`` value or the EGD-CXR ``path`` value (or any path ending in
+        ``files/pXX/...``). The extension written there is tried first, then the other one.
+
+    Returns
+    -------
+    Path
+        The existing file.
+
+    Raises
+    ------
+    GazeprepError
+        ``image_path`` would leave ``images_root`` (``..``, absolute path), or no file exists.
+    """
+    root = Path(images_root)
+    if not root.is_dir():
+        raise GazeprepError(f"image root not found: {root}")
+    cands = image_candidates(root, image_path)
+    for c in cands:
+        if c.is_file():
+            return c
+    raise GazeprepError(f"image {image_path!r} not found under {root} (tried .dcm and .jpg under files/ and physionet.org/...)")
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) in pixels from the file header (DICOM Rows/Columns, or the PNG/JPG size)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".dcm":
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return int(ds.Rows), int(ds.Columns)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+        return int(h), int(w)
+    except FileNotFoundError:
+        raise InputFormatError(path, "file not found") from None
+    except Exception as exc:  # pydicom / PIL raise many types on corrupt headers
+        raise InputFormatError(path, f"cannot read image header ({type(exc).__name__}: {exc})") from None
+
+
+def _window(x: np.ndarray, center: float, width: float) -> np.ndarray:
+    """DICOM linear VOI window (PS3.3 C.11.2.1.2.1) to [0, 1]."""
+    width = max(float(width), 1.0)
+    c = float(center) - 0.5
+    w = width - 1.0
+    if w <= 0:
+        return (x > c).astype(np.float32)
+    y = (x - c) / w + 0.5
+    return np.clip(y, 0.0, 1.0)
+
+
+def _first(v) -> float:
+    try:
+        return float(v[0])  # MultiValue
+    except (TypeError, IndexError):
+        return float(v)
+
+
+def load_dicom(path: Path) -> np.ndarray:
+    """DICOM -> float32 (H, W) in [0, 1]: modality rescale, VOI window if given (else the stored
+    bit range), MONOCHROME1 inverted so that 1 is always bright."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    arr = ds.pixel_array
+    if arr.ndim != 2:
+        raise InputFormatError(path, f"expected a single-frame grayscale image, got pixel array shape {arr.shape}")
+    x = arr.astype(np.float64)
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    x = x * slope + intercept
+    wc, ww = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
+    if wc is not None and ww is not None:
+        out = _window(x, _first(wc), _first(ww))
+    else:
+        bits = int(getattr(ds, "BitsStored", 0) or arr.dtype.itemsize * 8)
+        signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
+        lo = -(2 ** (bits - 1)) if signed else 0
+        hi = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+        lo, hi = lo * slope + intercept, hi * slope + intercept
+        out = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        out = 1.0 - out
+    return out.astype(np.float32)
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Load a chest X-ray as float32 (H, W) in [0, 1] (1 = bright).
+
+    DICOM (``.dcm``): see :func:`load_dicom`. JPG/PNG: converted to 8- or 16-bit grayscale and
+    divided by the type's maximum.
+
+    Raises
+    ------
+    InputFormatError
+        The file is missing or cannot be decoded (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFormatError(path, "image file not found")
+    try:
+        if path.suffix.lower() == ".dcm":
+            return load_dicom(path)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                a = np.asarray(im, dtype=np.float64)
+                return np.clip(a / 65535.0, 0, 1).astype(np.float32)
+            a = np.asarray(im.convert("L"), dtype=np.float32)
+        return a / np.float32(255.0)
+    except InputFormatError:
+        raise
+    except Exception as exc:  # decoder errors come in many types
+        raise InputFormatError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,489 @@
+"""REFLACX adapter (PhysioNet ``reflacx-xray-localization`` 1.0.0, all three phases).
+
+Layout (FORMATS.md section 1)::
+
+    <root>/main_data/metadata_phase_{1,2,3}.csv
+    <root>/main_data/<id>/{fixations.csv, timestamps_transcription.csv, transcription.txt,
+                           chest_bounding_box.csv, anomaly_location_ellipses.csv}
+    <root>/gaze_data/<id>/gaze.csv
+
+Mapping to the canonical tables:
+
+* ``cases``: one row per metadata row; ``study_id`` from the ``s<study>`` component of ``image``;
+  ``image_path`` = the ``image`` column as written; size = ``image_size_y`` x ``image_size_x``;
+  chest box from ``chest_bounding_box.csv`` (read at open time; null when that file is broken).
+* ``case_labels`` (source ``reflacx_metadata``): abnormality labels 0..5 (``5`` or ``5.0``),
+  ``Support devices`` / ``Quality issue`` as 0/1, ``Other`` as text (value null).
+* per case: ``fixations``, ``reports`` (transcription.txt), ``words`` (one token per row,
+  punctuation separate; char offsets left null), ``ellipses`` (one row per ellipse and True label),
+  ``gaze_samples`` when requested. Discarded cases only have ``ellipses``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from gazeprep import schema
+from gazeprep.datasets import mimic
+from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release
+from gazeprep.datasets.checks import far_outside, time_problems
+from gazeprep.datasets.csvio import Col, read_bytes, read_checked_csv
+from gazeprep.datasets.registry import register_dataset
+from gazeprep.errors import InputFormatError
+from gazeprep.paths import safe_join
+
+DATASET = "reflacx"
+SOURCE = "reflacx_metadata"
+
+PHASE1_LABELS = (
+    "Airway wall thickening", "Atelectasis", "Consolidation", "Emphysema", "Enlarged cardiac silhouette",
+    "Fibrosis", "Fracture", "Groundglass opacity", "Mass", "Nodule", "Other", "Pleural effusion",
+    "Pleural thickening", "Pneumothorax", "Pulmonary edema", "Quality issue", "Support devices",
+    "Wide mediastinum",
+)  # fmt: skip
+PHASE23_LABELS = (
+    "Abnormal mediastinal contour", "Acute fracture", "Atelectasis", "Consolidation",
+    "Enlarged cardiac silhouette", "Enlarged hilum", "Groundglass opacity", "Hiatal hernia",
+    "High lung volume / emphysema", "Interstitial lung disease", "Lung nodule or mass", "Other",
+    "Pleural abnormality", "Pneumothorax", "Pulmonary edema", "Support devices",
+)  # fmt: skip
+LABELS_BY_PHASE = {1: PHASE1_LABELS, 2: PHASE23_LABELS, 3: PHASE23_LABELS}
+BOOL_LABELS = frozenset({"Support devices", "Quality issue"})
+TEXT_LABELS = frozenset({"Other"})
+
+ID_RE = re.compile(r"^P([123])\d{2}R\d{6}$")
+IMAGE_RE = re.compile(r"(?:^|/)files/p(\d{2})/p(\d+)/s(\d+)/([^/]+)\.dcm$")
+SPLITS = ("train", "validate", "test")
+
+META_COLS = {
+    "id": Col("str"),
+    "split": Col("str"),
+    "eye_tracking_data_discarded": Col("bool"),
+    "image": Col("str"),
+    "dicom_id": Col("str"),
+    "subject_id": Col("int", lo=0),
+    "image_size_x": Col("int", lo=1),
+    "image_size_y": Col("int", lo=1),
+}
+FIX_COLS = {
+    "timestamp_start_fixation": Col(),
+    "timestamp_end_fixation": Col(),
+    "x_position": Col(),
+    "y_position": Col(),
+    "pupil_area_normalized": Col(required=False),
+    "angular_resolution_x_pixels_per_degree": Col(lo=0),
+    "angular_resolution_y_pixels_per_degree": Col(lo=0),
+    "window_width": Col(required=False),
+    "window_level": Col(required=False),
+    "xmin_shown_from_image": Col(),
+    "ymin_shown_from_image": Col(),
+    "xmax_shown_from_image": Col(),
+    "ymax_shown_from_image": Col(),
+    "xmin_in_screen_coordinates": Col(required=False),
+    "ymin_in_screen_coordinates": Col(required=False),
+    "xmax_in_screen_coordinates": Col(required=False),
+    "ymax_in_screen_coordinates": Col(required=False),
+}
+GAZE_COLS = {
+    "timestamp_sample": Col(),
+    "x_position": Col(required=False),
+    "y_position": Col(required=False),
+    "angular_resolution_x_pixels_per_degree": Col(required=False, lo=0),
+    "angular_resolution_y_pixels_per_degree": Col(required=False, lo=0),
+}
+WORD_COLS = {"word": Col("str"), "timestamp_start_word": Col(), "timestamp_end_word": Col()}
+ELLIPSE_BASE = {"xmin": Col("int"), "ymin": Col("int"), "xmax": Col("int"), "ymax": Col("int"), "certainty": Col("int", lo=1, hi=5)}
+CHEST_HEADER = ["xmin", "ymin", "xmax", "ymax"]
+
+
+def find_main_data(root: Path) -> Path:
+    """``<root>/main_data``, also when ``root`` holds the ``physionet.org/...`` prefix."""
+    for cand in (root / "main_data", root / "physionet.org/files/reflacx-xray-localization/1.0.0/main_data"):
+        if cand.is_dir():
+            return cand
+    raise InputFormatError(root / "main_data", "folder not found (expected <root>/main_data/metadata_phase_{1,2,3}.csv)")
+
+
+def _read_chest_box(path: Path) -> tuple[tuple[float, float, float, float] | None, int | None, str | None]:
+    """Parse chest_bounding_box.csv: (box, bad_row, reason). Tiny file: csv module, no polars overhead."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None, None, "file missing"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, None, f"unreadable ({exc})"
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+    if not rows:
+        return None, None, "empty file (no header line)"
+    if [h.strip() for h in rows[0]] != CHEST_HEADER:
+        return None, None, f"wrong header {rows[0]}, expected {CHEST_HEADER}"
+    if len(rows) != 2:
+        return None, None, f"expected 1 data row, found {len(rows) - 1}"
+    if len(rows[1]) != 4:
+        return None, 1, f"has {len(rows[1])} fields, the header has 4 (truncated or malformed row)"
+    try:
+        vals = tuple(float(v) for v in rows[1])
+    except ValueError:
+        return None, 1, f"not a number in {rows[1]}"
+    if not all(np.isfinite(vals)):
+        return None, 1, f"non-finite value in {rows[1]}"
+    if vals[0] > vals[2] or vals[1] > vals[3]:
+        return None, 1, f"min > max in {rows[1]}"
+    return vals, None, None  # type: ignore[return-value]
+
+
+class ReflacxRelease(Release):
+    """An opened REFLACX release (see module docstring)."""
+
+    dataset = DATASET
+
+    def __init__(self, root: Path, *, gaze_samples: bool = False, mimic_root: Path | None = None):
+        super().__init__(root)
+        self.gaze_samples = gaze_samples
+        self.tables = ("fixations", "reports", "words", "ellipses") + (("gaze_samples",) if gaze_samples else ())
+        self.main_data = find_main_data(self.root)
+        self.gaze_root = self.main_data.parent / "gaze_data"
+        # plain-python per-case info for read_case (cheap to fork/pickle)
+        self._info: dict[str, tuple[int, bool, int, int]] = {}
+        case_frames: list[pl.DataFrame] = []
+        label_rows: list[dict] = []
+        seen: dict[str, str] = {}
+        for phase in (1, 2, 3):
+            path = self.main_data / f"metadata_phase_{phase}.csv"
+            frame, labels = self._read_metadata(path, phase, seen)
+            case_frames.append(frame)
+            label_rows.extend(labels)
+        cases = pl.concat(case_frames, how="vertical") if case_frames else schema.empty("cases")
+        cases = self._add_chest_boxes(cases)
+        self.cases = schema.conform(cases, "cases")
+        self.case_labels = (
+            schema.conform(pl.DataFrame(label_rows, schema=schema.CASE_LABELS), "case_labels")
+            if label_rows
+            else schema.empty("case_labels")
+        )
+        if mimic_root is not None:
+            extra = mimic.labels_for_cases(Path(mimic_root), DATASET, self.cases, self.rejects)
+            self.case_labels = pl.concat([self.case_labels, extra], how="vertical")
+        self.stats = {
+            "cases": self.cases.height,
+            "discarded": int(self.cases["discarded"].sum()),
+            "rejected_metadata_rows": sum(1 for r in self.rejects if r["file"] and "metadata_phase" in r["file"]),
+        }
+
+    # ---- open ---------------------------------------------------------------------------
+    def _read_metadata(self, path: Path, phase: int, seen: dict[str, str]) -> tuple[pl.DataFrame, list[dict]]:
+        labels = LABELS_BY_PHASE[phase]
+        cols = dict(META_COLS)
+        cols.update({lab: Col("str", required=False) for lab in labels})
+        table = read_checked_csv(path, cols)
+        rel = self.rel(path)
+        header_extra = _extra_columns(path, cols)
+        if header_extra:
+            raise InputFormatError(path, f"wrong header: unexpected column(s) {header_extra} for phase {phase}")
+        for b in table.bad:
+            self.rejects.append(self.reject(None, rel, b.row, f"{b.reason}; {CASE_SKIPPED}"))
+        rows_out: list[dict] = []
+        label_rows: list[dict] = []
+        for rec in table.df.iter_rows(named=True):
+            row = rec["source_row"]
+            cid = rec["id"].strip()
+            problem = None
+            m = ID_RE.match(cid)
+            im = IMAGE_RE.search(rec["image"].strip())
+            if not m:
+                problem = f"column 'id': {cid!r} is not a REFLACX id (P<phase><trial>R<6 digits>)"
+            elif int(m.group(1)) != phase:
+                problem = f"column 'id': {cid!r} belongs to phase {m.group(1)}, not {phase}"
+            elif cid in seen:
+                problem = f"duplicate id {cid!r} (first in {seen[cid]})"
+            elif rec["split"].strip() not in SPLITS:
+                problem = f"column 'split': {rec['split']!r} is not one of {list(SPLITS)}"
+            elif im is None:
+                problem = f"column 'image': {rec['image']!r} is not a MIMIC-CXR path files/pXX/p<subject>/s<study>/<dicom_id>.dcm"
+            elif im.group(4) != rec["dicom_id"].strip():
+                problem = f"column 'dicom_id': {rec['dicom_id']!r} does not match the image path ({im.group(4)!r})"
+            elif int(im.group(2)) != int(rec["subject_id"]) or im.group(2)[:2] != im.group(1):
+                problem = f"column 'subject_id': {int(rec['subject_id'])} does not match the image path ({im.group(0)!r})"
+            if problem:
+                self.rejects.append(self.reject(cid or None, rel, row, f"{problem}; {CASE_SKIPPED}"))
+                continue
+            seen[cid] = f"{rel} row {row}"
+            w, h = int(rec["image_size_x"]), int(rec["image_size_y"])
+            discarded = bool(rec["eye_tracking_data_discarded"])
+            self._info[cid] = (phase, discarded, w, h)
+            rows_out.append(
+                {
+                    "dataset": DATASET,
+                    "case_id": cid,
+                    "image_id": rec["dicom_id"].strip(),
+                    "subject_id": int(rec["subject_id"]),
+                    "study_id": int(im.group(3)),
+                    "split": rec["split"].strip(),
+                    "image_path": rec["image"].strip(),
+                    "image_height_px": h,
+                    "image_width_px": w,
+                    "phase": phase,
+                    "discarded": discarded,
+                }
+            )
+            for lab in labels:
+                value, text, err = _label_value(lab, rec[lab])
+                if err:
+                    self.rejects.append(self.reject(cid, rel, row, f"column '{lab}': {err}; label left out"))
+                    continue
+                label_rows.append(
+                    {"dataset": DATASET, "case_id": cid, "source": SOURCE, "source_label": lab, "value": value, "text": text}
+                )
+        frame = pl.DataFrame(
+            rows_out,
+            schema={k: schema.CASES[k] for k in ("dataset", "case_id", "image_id", "subject_id", "study_id", "split", "image_path", "image_height_px", "image_width_px", "phase", "discarded")},
+        )
+        return frame, label_rows
+
+    def _add_chest_boxes(self, cases: pl.DataFrame) -> pl.DataFrame:
+        boxes: dict[str, list[float | None]] = {k: [] for k in ("chest_xmin_px", "chest_ymin_px", "chest_xmax_px", "chest_ymax_px")}
+        for cid in cases["case_id"].to_list():
+            path = self.main_data / cid / "chest_bounding_box.csv"
+            box, row, reason = _read_chest_box(path)
+            if box is None:
+                self.rejects.append(self.reject(cid, path, row, f"{reason}; chest box left empty"))
+                box = (None, None, None, None)
+            for k, v in zip(boxes, box):
+                boxes[k].append(v)
+        return cases.with_columns([pl.Series(k, v, dtype=pl.Float64) for k, v in boxes.items()])
+
+    # ---- per case -----------------------------------------------------------------------
+    def read_case(self, case_id: str) -> CaseData:
+        """Read the per-case files of ``case_id`` (see module docstring). Never raises on bad data."""
+        self._check_known(case_id)
+        phase, discarded, w, h = self._info[case_id]
+        rejects: list[dict] = []
+        folder = safe_join(self.main_data, case_id)
+        if not folder.is_dir():
+            rejects.append(self.reject(case_id, folder, None, f"case folder missing; {CASE_SKIPPED}"))
+            return self.empty_case(case_id, rejects)
+        tables: dict[str, pl.DataFrame] = {t: schema.empty(t) for t in self.tables}
+        try:
+            tables["ellipses"] = self._ellipses(case_id, folder / "anomaly_location_ellipses.csv", phase, rejects)
+        except InputFormatError as exc:
+            rejects.append(self.reject(case_id, folder / "anomaly_location_ellipses.csv", exc.row, f"{exc.reason}; ellipses left empty"))
+        if discarded:
+            return CaseData(case_id, tables, rejects)
+        fix_path = folder / "fixations.csv"
+        try:
+            tables["fixations"] = self._fixations(case_id, fix_path, w, h, rejects)
+        except InputFormatError as exc:
+            rejects.append(self.reject(case_id, fix_path, exc.row, f"{exc.reason}; {CASE_SKIPPED}"))
+            return self.empty_case(case_id, rejects)
+        self._text(case_id, folder, tables, rejects)
+        if self.gaze_samples:
+            gpath = safe_join(self.gaze_root, case_id, "gaze.csv")
+            try:
+                tables["gaze_samples"] = self._gaze(case_id, gpath, w, h, rejects)
+            except InputFormatError as exc:
+                rejects.append(self.reject(case_id, gpath, exc.row, f"{exc.reason}; gaze samples left empty"))
+        return CaseData(case_id, tables, rejects)
+
+    def _bad_rows(self, case_id: str, path: Path, bad: list[Any], rejects: list[dict]) -> None:
+        for b in bad:
+            row, reason = (b.row, b.reason) if hasattr(b, "row") else b
+            rejects.append(self.reject(case_id, path, row, f"{reason}; {ROW_DROPPED}"))
+
+    def _fixations(self, case_id: str, path: Path, w: int, h: int, rejects: list[dict]) -> pl.DataFrame:
+        t = read_checked_csv(path, FIX_COLS)
+        self._bad_rows(case_id, path, t.bad, rejects)
+        df = t.df
+        shown_bad = df.filter(
+            (pl.col("xmin_shown_from_image") > pl.col("xmax_shown_from_image"))
+            | (pl.col("ymin_shown_from_image") > pl.col("ymax_shown_from_image"))
+        )
+        if shown_bad.height:
+            self._bad_rows(case_id, path, [(r, "shown rectangle has min > max") for r in shown_bad["source_row"]], rejects)
+            df = df.filter(~pl.col("source_row").is_in(shown_bad["source_row"].implode()))
+        far = df.filter(far_outside(pl.col("x_position"), pl.col("y_position"), w, h))
+        if far.height:
+            self._bad_rows(
+                case_id, path,
+                [(r, f"position ({x:g}, {y:g}) is far outside the {w}x{h} image (corrupt value)") for r, x, y in far.select("source_row", "x_position", "y_position").iter_rows()],
+                rejects,
+            )  # fmt: skip
+            df = df.filter(~far_outside(pl.col("x_position"), pl.col("y_position"), w, h))
+        df, tbad = time_problems(
+            df, "timestamp_start_fixation", "timestamp_end_fixation",
+            start_label="timestamp_start_fixation", end_label="timestamp_end_fixation",
+        )  # fmt: skip
+        self._bad_rows(case_id, path, tbad, rejects)
+        if df.height == 0:
+            raise InputFormatError(path, "no valid fixation rows" if t.n_rows else "no data rows (header only)")
+        x, y = pl.col("x_position"), pl.col("y_position")
+        out = df.select(
+            pl.lit(DATASET).alias("dataset"),
+            pl.lit(case_id).alias("case_id"),
+            pl.int_range(0, pl.len(), dtype=pl.Int32).alias("fixation_idx"),
+            pl.col("timestamp_start_fixation").alias("t_start_s"),
+            pl.col("timestamp_end_fixation").alias("t_end_s"),
+            x.alias("x_px"),
+            y.alias("y_px"),
+            pl.col("angular_resolution_x_pixels_per_degree").alias("px_per_deg_x"),
+            pl.col("angular_resolution_y_pixels_per_degree").alias("px_per_deg_y"),
+            pl.col("xmin_shown_from_image").alias("shown_xmin_px"),
+            pl.col("ymin_shown_from_image").alias("shown_ymin_px"),
+            pl.col("xmax_shown_from_image").alias("shown_xmax_px"),
+            pl.col("ymax_shown_from_image").alias("shown_ymax_px"),
+            pl.col("pupil_area_normalized").alias("pupil_area"),
+            pl.col("window_width"),
+            pl.col("window_level"),
+            ((x >= 0) & (x < w) & (y >= 0) & (y < h)).alias("in_image"),
+            pl.col("source_row"),
+        )
+        return schema.conform(out, "fixations")
+
+    def _gaze(self, case_id: str, path: Path, w: int, h: int, rejects: list[dict]) -> pl.DataFrame:
+        t = read_checked_csv(path, GAZE_COLS)
+        self._bad_rows(case_id, path, t.bad, rejects)
+        df = t.df
+        far = df.filter(far_outside(pl.col("x_position"), pl.col("y_position"), w, h).fill_null(False))
+        if far.height:
+            self._bad_rows(case_id, path, [(r, f"position far outside the {w}x{h} image (corrupt value)") for r in far["source_row"]], rejects)
+            df = df.filter(~far_outside(pl.col("x_position"), pl.col("y_position"), w, h).fill_null(False))
+        df, tbad = time_problems(df, "timestamp_sample", None, start_label="timestamp_sample")
+        self._bad_rows(case_id, path, tbad, rejects)
+        x, y = pl.col("x_position"), pl.col("y_position")
+        out = df.select(
+            pl.lit(DATASET).alias("dataset"),
+            pl.lit(case_id).alias("case_id"),
+            pl.int_range(0, pl.len(), dtype=pl.Int32).alias("sample_idx"),
+            pl.col("timestamp_sample").alias("t_s"),
+            x.alias("x_px"),
+            y.alias("y_px"),
+            pl.col("angular_resolution_x_pixels_per_degree").alias("px_per_deg_x"),
+            pl.col("angular_resolution_y_pixels_per_degree").alias("px_per_deg_y"),
+            ((x >= 0) & (x < w) & (y >= 0) & (y < h)).alias("in_image"),
+            pl.col("source_row"),
+        )
+        return schema.conform(out, "gaze_samples")
+
+    def _text(self, case_id: str, folder: Path, tables: dict[str, pl.DataFrame], rejects: list[dict]) -> None:
+        txt_path = folder / "transcription.txt"
+        words_path = folder / "timestamps_transcription.csv"
+        try:
+            raw = read_bytes(txt_path)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputFormatError(txt_path, "not UTF-8 text") from None
+            text = text.rstrip("\r\n")
+            if not text.strip():
+                raise InputFormatError(txt_path, "empty transcript")
+            t = read_checked_csv(words_path, WORD_COLS)
+            self._bad_rows(case_id, words_path, t.bad, rejects)
+            df, tbad = time_problems(
+                t.df, "timestamp_start_word", "timestamp_end_word",
+                start_label="timestamp_start_word", end_label="timestamp_end_word",
+            )  # fmt: skip
+            self._bad_rows(case_id, words_path, tbad, rejects)
+            if df.height == 0:
+                raise InputFormatError(words_path, "empty transcript (no word rows)")
+        except InputFormatError as exc:
+            rejects.append(self.reject(case_id, Path(exc.path), exc.row, f"{exc.reason}; reports and words left empty"))
+            return
+        tables["reports"] = schema.conform(
+            pl.DataFrame({"dataset": [DATASET], "case_id": [case_id], "text": [text]}), "reports"
+        )
+        tables["words"] = schema.conform(
+            df.select(
+                pl.lit(DATASET).alias("dataset"),
+                pl.lit(case_id).alias("case_id"),
+                pl.int_range(0, pl.len(), dtype=pl.Int32).alias("word_idx"),
+                pl.col("word"),
+                pl.col("timestamp_start_word").alias("t_start_s"),
+                pl.col("timestamp_end_word").alias("t_end_s"),
+            ),
+            "words",
+        )
+
+    def _ellipses(self, case_id: str, path: Path, phase: int, rejects: list[dict]) -> pl.DataFrame:
+        labels = LABELS_BY_PHASE[phase]
+        cols = dict(ELLIPSE_BASE)
+        cols.update({lab: Col("bool") for lab in labels})
+        t = read_checked_csv(path, cols)
+        self._bad_rows(case_id, path, t.bad, rejects)
+        df = t.df
+        if df.height == 0:
+            return schema.empty("ellipses")
+        bad: list[tuple[int, str]] = []
+        keep = []
+        for rec in df.iter_rows(named=True):
+            if rec["xmin"] > rec["xmax"] or rec["ymin"] > rec["ymax"]:
+                bad.append((rec["source_row"], "ellipse bounding box has min > max"))
+            elif not any(rec[lab] for lab in labels):
+                bad.append((rec["source_row"], "no label column is True"))
+            else:
+                keep.append(rec)
+        self._bad_rows(case_id, path, bad, rejects)
+        rows = []
+        for idx, rec in enumerate(keep):
+            for lab in labels:
+                if rec[lab]:
+                    rows.append(
+                        {
+                            "dataset": DATASET, "case_id": case_id, "ellipse_idx": idx,
+                            "xmin_px": rec["xmin"], "ymin_px": rec["ymin"], "xmax_px": rec["xmax"], "ymax_px": rec["ymax"],
+                            "certainty": int(rec["certainty"]), "source_label": lab,
+                        }
+                    )  # fmt: skip
+        return pl.DataFrame(rows, schema=schema.ELLIPSES) if rows else schema.empty("ellipses")
+
+
+def _extra_columns(path: Path, cols: dict[str, Col]) -> list[str]:
+    first = read_bytes(path).split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace").lstrip("\ufeff")
+    return [h for h in next(csv.reader([first])) if h not in cols]
+
+
+def _label_value(label: str, raw: str | None) -> tuple[float | None, str | None, str | None]:
+    """(value, text, error) for one REFLACX metadata label cell."""
+    if label in TEXT_LABELS:
+        return None, (raw if raw not in (None, "") else None), None
+    if raw is None or raw.strip() == "":
+        return None, None, "empty value"
+    s = raw.strip()
+    if label in BOOL_LABELS:
+        if s in ("True", "true", "1", "1.0"):
+            return 1.0, None, None
+        if s in ("False", "false", "0", "0.0"):
+            return 0.0, None, None
+        return None, None, f"not a boolean: {raw!r}"
+    try:
+        v = float(s)
+    except ValueError:
+        return None, None, f"not a number: {raw!r}"
+    if not np.isfinite(v) or v != int(v) or not 0 <= v <= 5:
+        return None, None, f"out of range 0..5: {raw!r}"
+    return v, None, None
+
+
+@register_dataset
+class ReflacxAdapter(DatasetAdapter):
+    """REFLACX: 3 phases of dictated readings of MIMIC-CXR images with EyeLink gaze and ellipses."""
+
+    name = DATASET
+    description = "REFLACX (PhysioNet reflacx-xray-localization 1.0.0): fixations, dictation, ellipses, 3 phases"
+
+    def open(
+        self, root: Path, *, gaze_samples: bool = False, mimic_root: Path | None = None, **kwargs: Any
+    ) -> ReflacxRelease:
+        """Open a REFLACX release folder (reads the three metadata files and the chest boxes).
+
+        ``mimic_root`` (optional): a MIMIC-CXR(-JPG) folder whose chexpert/negbio tables add
+        ``mimic_chexpert``/``mimic_negbio`` rows to ``case_labels``.
+        """
+        if kwargs:
+            raise TypeError(f"unexpected options for {DATASET}: {sorted(kwargs)}")
+        return ReflacxRelease(self.check_root(root), gaze_samples=gaze_samples, mimic_root=mimic_root)

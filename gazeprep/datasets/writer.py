@@ -1,0 +1,110 @@
+"""``ingest``: open a release, read every case and write the canonical tables as Parquet."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from tqdm import tqdm
+
+from gazeprep import schema
+from gazeprep.datasets.base import CaseData, Release
+from gazeprep.datasets.registry import get_adapter
+
+_RELEASE: Release | None = None  # set in the parent before forking workers
+
+
+def _read(case_id: str) -> CaseData:
+    assert _RELEASE is not None
+    return _RELEASE.read_case(case_id)
+
+
+def _write_parquet(df: pl.DataFrame, path: Path) -> None:
+    """Write atomically: a temporary file renamed over ``path`` (a killed run leaves no half file)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    df.write_parquet(tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def ingest(
+    adapter_name: str,
+    root: str | Path,
+    out: str | Path,
+    gaze_samples: bool = False,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    **open_kwargs: Any,
+) -> dict[str, int]:
+    """Ingest one release folder into Parquet tables.
+
+    Parameters
+    ----------
+    adapter_name:
+        Registered dataset name (``reflacx``, ``egd-cxr``, ``mimic-cxr``).
+    root:
+        The release folder.
+    out:
+        Output folder; receives ``cases.parquet``, ``case_labels.parquet``, one file per per-case
+        table of the dataset (``fixations``, ``reports``, ``words``, ...) and ``rejects.parquet``,
+        each zstd-compressed and conforming to :data:`gazeprep.schema.TABLES`.
+    gaze_samples:
+        Also read the raw tracker samples (``gaze_samples.parquet``; large).
+    workers:
+        Worker processes for reading cases (fork); 1 reads in this process.
+    progress:
+        Show a tqdm progress bar on stderr.
+    open_kwargs:
+        Passed to the adapter's ``open`` (e.g. ``mimic_root``).
+
+    Returns
+    -------
+    dict
+        Row count of every written table (name -> rows).
+    """
+    global _RELEASE
+    adapter = get_adapter(adapter_name)
+    release = adapter.open(Path(root), gaze_samples=gaze_samples, **open_kwargs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts: dict[str, list[pl.DataFrame]] = {t: [] for t in release.tables}
+    rejects: list[dict] = list(release.rejects)
+    ids = release.case_ids()
+    bar = tqdm(total=len(ids), desc=f"ingest {adapter_name}", unit="case", disable=not progress, file=sys.stderr)
+    if workers > 1 and len(ids) > 1:
+        import multiprocessing as mp
+
+        _RELEASE = release
+        try:
+            with mp.get_context("fork").Pool(workers) as pool:
+                results = pool.imap(_read, ids, chunksize=16)
+                for cd in results:
+                    _collect(cd, parts, rejects)
+                    bar.update(1)
+        finally:
+            _RELEASE = None
+    else:
+        for cid in ids:
+            _collect(release.read_case(cid), parts, rejects)
+            bar.update(1)
+    bar.close()
+    counts: dict[str, int] = {}
+    tables = {"cases": release.cases, "case_labels": release.case_labels}
+    for name, frames in parts.items():
+        tables[name] = pl.concat(frames, how="vertical") if frames else schema.empty(name)
+    tables["rejects"] = schema.rejects_frame(rejects)
+    for name, df in tables.items():
+        df = schema.conform(df, name)
+        _write_parquet(df, out / f"{name}.parquet")
+        counts[name] = df.height
+    return counts
+
+
+def _collect(cd: CaseData, parts: dict[str, list[pl.DataFrame]], rejects: list[dict]) -> None:
+    for name, df in cd.tables.items():
+        if df.height:
+            parts.setdefault(name, []).append(df)
+    rejects.extend(cd.rejects)
