@@ -105,6 +105,37 @@ def evaluate_cmd(
         typer.echo(f"wrote {pairs_out}")
 
 
+def preview_cmd(
+    export: Path = typer.Option(..., "--export", help="Export folder to look at."),
+    case: Optional[list[str]] = typer.Option(None, "--case", help="Case id (repeatable). Default with --html: every case."),
+    html: bool = typer.Option(False, "--html", help="Write an HTML contact sheet (index.html) with thumbnails per case x target."),
+    out: Path = typer.Option(Path("previews"), "--out", help="Output folder."),
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="MIMIC-CXR(-JPG) root holding files/pXX/...; without it (or if missing) a grey canvas is used."
+    ),
+    target: Optional[list[str]] = typer.Option(None, "--target", help="Only these targets (repeatable)."),
+    size: int = typer.Option(640, "--size", help="Longer side of each PNG in pixels.", min=64),
+    max_cases: Optional[int] = typer.Option(None, "--max-cases", help="With --html: only the first N cases (sorted ids).", min=1),
+) -> None:
+    """Draw PNG overlays (X-ray, heatmap per target, numbered fixations, ellipses/boxes, masks)."""
+    from gazeprep.evaluate import preview as P
+
+    ex = _open_export(export, "preview")
+    if html:
+        ids = list(case) if case else None
+        if ids is None and max_cases is not None:
+            ids = sorted(ex.tables["heatmaps"].get_column("case_id").unique().to_list())[:max_cases]
+        page = P.contact_sheet(ex, out, case_ids=ids, images_root=images, full=size)
+        typer.echo(f"wrote {page}")
+        return
+    if not case:
+        raise GazeprepError("give --case ID (or --html for a contact sheet of the whole export)")
+    for cid in case:
+        for p in P.preview_case(ex, cid, out, targets=target, images_root=images, size=size):
+            typer.echo(f"wrote {p}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
     app.command("evaluate")(evaluate_cmd)
+    app.command("preview")(preview_cmd)

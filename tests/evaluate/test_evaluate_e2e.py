@@ -111,3 +111,14 @@ def test_cli_bad_input_one_line(exports, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "bogus"]) == 1
     assert "unknown metric 'bogus'" in capsys.readouterr().err
+
+
+def test_cli_preview_png_and_html(exports, tmp_path, capsys):
+    gt, _ = exports
+    assert run(["preview", "--export", str(gt), "--case", "t1", "--out", str(tmp_path), "--size", "200"]) == 0
+    png = tmp_path / "t1" / "pleural_abnormality.png"
+    assert png.is_file()
+    assert run(["preview", "--export", str(gt), "--html", "--out", str(tmp_path / "sheet"), "--size", "200"]) == 0
+    assert (tmp_path / "sheet" / "index.html").read_text().count("<img") == 4
+    assert run(["preview", "--export", str(gt), "--out", str(tmp_path)]) == 1
+    assert "--case" in capsys.readouterr().err
