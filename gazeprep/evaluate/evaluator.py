@@ -35,6 +35,7 @@ when the data have no such split it is chosen on all pairs and the summary says 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Protocol, Sequence
@@ -219,19 +220,40 @@ def fixation_map(
     return out if counts else (out > 0).astype(np.float64)
 
 
+@functools.lru_cache(maxsize=1)
+def _rules_closure() -> dict[str, tuple[str, ...]] | None:
+    """REFLACX source label -> canonical ids with their implications, from ``rules/labels.yaml``."""
+    try:
+        from gazeprep.paths import default_rules_dir
+        from gazeprep.text.rules import load_label_defs
+
+        defs = load_label_defs(default_rules_dir())
+    except Exception:  # rules not shipped with this installation: built-in 004 table only
+        return None
+    out: dict[str, tuple[str, ...]] = {}
+    for sl, (ids, _kind) in defs.sources.get("reflacx_metadata", {}).items():
+        closure: list[str] = []
+        for i in ids:
+            closure += [x for x in defs.closure(i) if x not in closure]
+        out[sl.lower()] = tuple(closure)
+    return out
+
+
 def ellipse_labels_to_targets(source_labels: Sequence[str], targets: Sequence[str]) -> dict[str, list[str]]:
-    """Which targets each REFLACX ellipse label stands for: the target whose normalised id equals the
-    label, plus the 004 translation (e.g. ``Pulmonary edema`` -> ``Edema`` and ``Opacity``) when such
-    targets exist."""
+    """Which targets each REFLACX ellipse label stands for.
+
+    A target matches when its id equals (loosely: case and punctuation ignored) the label, one of the
+    canonical ids ``rules/labels.yaml`` maps it to, or one those imply (e.g. ``Pleural effusion`` ->
+    ``pleural_effusion`` -> ``pleural_abnormality``), or one of 004's translations
+    (:data:`REFLACX_TO_004`, e.g. ``Pulmonary edema`` -> ``Edema``, ``Opacity``)."""
     by_norm = {norm_label(t): t for t in targets}
+    rules = _rules_closure() or {}
     out: dict[str, list[str]] = {}
     for s in source_labels:
-        hits = []
-        n = norm_label(s)
-        if n in by_norm:
-            hits.append(by_norm[n])
-        for lab in REFLACX_TO_004.get(str(s).lower(), ()):
-            t = by_norm.get(norm_label(lab))
+        hits: list[str] = []
+        key = str(s).lower()
+        for cand in (str(s), *rules.get(key, ()), *REFLACX_TO_004.get(key, ())):
+            t = by_norm.get(norm_label(cand))
             if t is not None and t not in hits:
                 hits.append(t)
         out[s] = hits
