@@ -1,0 +1,112 @@
+"""PartStore: keyed by input hash and recipe, pickle-free, safe file names."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import polars as pl
+import pytest
+
+from gazeprep.errors import GazeprepError
+from gazeprep.export import CaseResult, PartStore, finalize, hash_inputs
+from export_testlib import case_result, recipe
+
+
+def test_get_round_trips_and_checks_the_input_hash(tmp_path):
+    r = case_result("P001R0001", {"full": (6, 7), "edema": (6, 7)}, seed=3)
+    store = PartStore(tmp_path, "recipe-A")
+    store.put(r)
+    got = store.get("P001R0001", r.input_hash)
+    assert got is not None and got.case_id == r.case_id and got.input_hash == r.input_hash
+    assert sorted(got.heatmaps) == ["edema", "full"]
+    for t in r.heatmaps:
+        assert np.array_equal(got.heatmaps[t], r.heatmaps[t])
+    assert got.tables["fixations"].equals(r.validated().tables["fixations"])
+    assert got.rejects == r.rejects
+    assert store.get("P001R0001", "another-hash") is None
+    assert store.get("P999R0000", r.input_hash) is None
+    assert PartStore(tmp_path, "recipe-B").get("P001R0001", r.input_hash) is None
+    assert store.has("P001R0001", r.input_hash) and not store.has("P001R0001", "x")
+    assert store.input_hash("P001R0001") == r.input_hash
+
+
+def test_float16_parts_return_float16_values_as_float32(tmp_path):
+    r = case_result("C1", {"full": (5, 5)}, seed=1)
+    got = PartStore(tmp_path, "h", dtype="float16")
+    got.put(r)
+    m = got.get("C1", r.input_hash).heatmaps["full"]
+    assert m.dtype == np.float32
+    assert np.array_equal(m, r.heatmaps["full"].astype(np.float16).astype(np.float32))
+
+
+@pytest.mark.parametrize("bad", ["../evil", "/etc/passwd", "a/b", "", ".", "..", ".hidden", "x y"])
+def test_unsafe_case_ids_are_rejected(tmp_path, bad):
+    store = PartStore(tmp_path, "h")
+    r = CaseResult(bad, "h", {}, {"full": np.ones((2, 2), np.float32)}, [])
+    with pytest.raises(GazeprepError, match="unsafe"):
+        store.put(r)
+    with pytest.raises(GazeprepError, match="unsafe"):
+        store.get(bad, "h")
+    with pytest.raises(GazeprepError, match="unsafe"):
+        finalize(tmp_path / "o", [r], recipe=recipe())
+    assert not any(p.name != ".parts" for p in tmp_path.iterdir() if p.name != "o")
+    assert list(store.dir.iterdir()) == []
+
+
+def test_parts_contain_no_pickles(tmp_path):
+    r = case_result("C1", {"full": (5, 5)}, seed=1)
+    p = PartStore(tmp_path, "h").put(r)
+    with zipfile.ZipFile(p) as zf:
+        names = zf.namelist()
+        assert all(n.endswith(".npy") for n in names)
+    with np.load(p, allow_pickle=False) as z:  # loads every member without pickle
+        for k in z.files:
+            assert z[k].dtype == np.uint8
+
+
+def test_prune_clear_and_case_ids(tmp_path):
+    store = PartStore(tmp_path, "h")
+    for cid in ["B", "A", "C"]:
+        store.put(CaseResult(cid, "h", {}, {}, []))
+    assert store.case_ids() == ["A", "B", "C"]
+    assert store.prune(["A", "C"]) == ["B"]
+    assert store.case_ids() == ["A", "C"]
+    store.clear()
+    assert store.case_ids() == []
+
+
+def test_put_replaces_an_older_part(tmp_path):
+    store = PartStore(tmp_path, "h")
+    r1 = CaseResult("A", "v1", {}, {"full": np.ones((3, 3), np.float32)}, [])
+    r2 = CaseResult("A", "v2", {}, {"full": np.full((3, 3), 2.0, np.float32)}, [])
+    store.put(r1)
+    store.put(r2)
+    assert store.get("A", "v1") is None
+    assert store.get("A", "v2").heatmaps["full"][0, 0] == 2.0
+    assert [p.name for p in store.dir.iterdir()] == ["A.part.npz"]
+
+
+def test_hash_inputs(tmp_path):
+    a = tmp_path / "rel1" / "x"
+    a.mkdir(parents=True)
+    (a / "fixations.csv").write_text("1,2\n")
+    (a / "t.csv").write_text("hello\n")
+    h1 = hash_inputs(tmp_path / "rel1", ["x/fixations.csv", "x/t.csv"], "recipe1")
+    assert h1 == hash_inputs(tmp_path / "rel1", [a / "t.csv", a / "fixations.csv"], "recipe1")  # order, abs paths
+    assert h1 != hash_inputs(tmp_path / "rel1", ["x/fixations.csv", "x/t.csv"], "recipe2")
+    b = tmp_path / "moved"
+    (a.parent).rename(b)
+    assert hash_inputs(b, ["x/fixations.csv", "x/t.csv"], "recipe1") == h1  # folder moved: same
+    (b / "x" / "t.csv").write_text("hellO\n")
+    assert hash_inputs(b, ["x/fixations.csv", "x/t.csv"], "recipe1") != h1
+    assert hash_inputs(b, ["x/missing.csv"]) != hash_inputs(b, [])
+
+
+def test_index_rows_without_heatmaps_table_are_synthesised(tmp_path):
+    r = CaseResult("A", "h", {"fixations": pl.DataFrame({"case_id": ["A"]})}, {"b": np.ones((2, 3)), "a": np.ones((2, 3))}, [])
+    v = r.validated(recipe_name="rx", dataset="egd-cxr")
+    idx = v.tables["heatmaps"]
+    assert idx["target"].to_list() == ["a", "b"]
+    assert idx["recipe"].to_list() == ["rx", "rx"] and idx["dataset"].to_list() == ["egd-cxr"] * 2
+    assert idx["height_px"].to_list() == [2, 2] and idx["width_px"].to_list() == [3, 3]
