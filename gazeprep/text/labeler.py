@@ -107,6 +107,7 @@ class Labeler:
         trig.add("TERM", docs(rules.negation["termination"]))
         trig.add("NPRE", docs(rules.negation["preceding"]))
         trig.add("NPSEUDO", docs(rules.negation["pseudo"]))
+        trig.add("NFOL", docs(rules.negation["following"]))
         trig.add("UPRE", docs(rules.uncertainty_preceding))
         trig.add("UFOL", docs(rules.uncertainty_following))
         for i, entry in enumerate(rules.neutral):
@@ -259,6 +260,39 @@ class Labeler:
                     seen.add(k)
                     out.append(Mention(x, span.text, sidx, span.start_char, span.end_char, negated, uncertain))
         out.sort(key=lambda m: (m.char_start, m.char_end))
+        return out
+
+    def negated_spans(self, text: str, spans: list[tuple[int, int]]) -> list[bool]:
+        """Whether each character span ``[start, end)`` of ``text`` lies in a negation scope (a
+        preceding negation trigger before it or a following one after it, same sentence and scope,
+        pseudo triggers ignored). Used for keyword sentences (paper 000 windows)."""
+        doc = self.nlp.make_doc(text or "")
+        for name, proc in self.nlp.pipeline:
+            if name == "sentencizer":
+                doc = proc(doc)
+        strings = self.nlp.vocab.strings
+        groups: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for mid, s, e in self._trig(doc):
+            groups[strings[mid]].append((s, e))
+        sent_starts = [s.start for s in doc.sents]
+        bounds = sorted(set(sent_starts) | {s for s, _ in groups["TERM"]})
+        pseudo = groups["NPSEUDO"]
+
+        def real(triggers):
+            return [(s, e) for s, e in triggers if not any(ps <= s <= pe for ps, pe in pseudo)]
+
+        npre, nfol = real(groups["NPRE"]), real(groups["NFOL"])
+        out = []
+        for cs, ce in spans:
+            span = doc.char_span(cs, ce, alignment_mode="expand")
+            if span is None:
+                out.append(False)
+                continue
+            sg = bisect_right(bounds, span.start) - 1
+            neg = any(e <= span.start and bisect_right(bounds, s) - 1 == sg for s, e in npre) or any(
+                s >= span.end and bisect_right(bounds, s) - 1 == sg for s, _ in nfol
+            )
+            out.append(neg)
         return out
 
     # ------------------------------------------------------------------ per case

@@ -1,0 +1,158 @@
+"""Sentences from timestamped dictation, with character offsets into the report text.
+
+REFLACX (``timestamps_transcription.csv``): one row per token, punctuation as its own token; a
+sentence is the tokens up to and including a ``'.'`` token (paper 004's code); it starts at the start
+of its first token and ends at the end of its ``'.'``. Tokens rebuild ``transcription.txt`` when
+joined with spaces, without a space before ``.`` and ``,``; a mismatch is reported as a ``rejects``
+row and the offsets are still assigned token by token (best effort).
+
+EGD-CXR (``transcript.json``): one row per transcript phrase, punctuation attached; a phrase with a
+sentence-ending ``'.'`` (a period not between two digits, so "3.5 cm" does not end a sentence) ends
+its sentence. Offsets point into ``full_text``.
+
+Tokens after the last period form a final sentence (the reference code drops them; keeping them
+loses nothing and keeps every mention inside some sentence).
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from gazeprep.schema import SENTENCES, WORDS, conform, empty, reject
+
+_NO_SPACE_BEFORE = {".", ","}
+_SENTENCE_PERIOD = re.compile(r"(?<!\d)\.|\.(?!\d)")
+
+
+def rebuild_reflacx_text(tokens: list[str]) -> str:
+    """The report text REFLACX tokens stand for: joined with spaces, none before ``.`` and ``,``."""
+    parts: list[str] = []
+    for tok in tokens:
+        if parts and tok not in _NO_SPACE_BEFORE:
+            parts.append(" ")
+        parts.append(tok)
+    return "".join(parts)
+
+
+def _align(tokens: list[str], text: str) -> tuple[list[int | None], list[int | None], list[int]]:
+    """Find each token in ``text`` left to right (case-insensitive). Returns starts, ends and the
+    indices of tokens that could not be placed (their offsets are None)."""
+    low = text.lower()
+    cursor = 0
+    starts: list[int | None] = []
+    ends: list[int | None] = []
+    missing: list[int] = []
+    for i, tok in enumerate(tokens):
+        t = (tok or "").strip().lower()
+        if not t:
+            starts.append(None)
+            ends.append(None)
+            missing.append(i)
+            continue
+        p = low.find(t, cursor)
+        # accept only if what is skipped is short (whitespace or a small edit), so one missing
+        # token does not make the search jump far ahead
+        if p < 0 or ((p - cursor) > max(20, 2 * len(t)) and low[cursor:p].strip()):
+            starts.append(None)
+            ends.append(None)
+            missing.append(i)
+            continue
+        starts.append(p)
+        ends.append(p + len(t))
+        cursor = p + len(t)
+    return starts, ends, missing
+
+
+def _ends_sentence(dataset: str, word: str) -> bool:
+    if dataset == "reflacx":
+        return word == "."
+    return bool(_SENTENCE_PERIOD.search(word or ""))
+
+
+def build_sentences(
+    words: pl.DataFrame,
+    report_text: str | None,
+    *,
+    dataset: str,
+    case_id: str,
+) -> tuple[pl.DataFrame, pl.DataFrame, list[dict]]:
+    """Sentences of one case from its timestamped words.
+
+    Parameters
+    ----------
+    words:
+        The case's ``words`` rows (:data:`gazeprep.schema.WORDS`; ``char_start``/``char_end`` may be
+        null). Rows are taken in ``word_idx`` order.
+    report_text:
+        REFLACX ``transcription.txt`` or EGD-CXR ``full_text``. ``None``: the text rebuilt from the
+        words is used (REFLACX rule for both datasets) and a rejects row says so.
+    dataset:
+        ``"reflacx"`` (tokens; a sentence ends at a ``'.'`` token) or ``"egd-cxr"`` (phrases; a
+        phrase containing a sentence period ends a sentence).
+
+    Returns
+    -------
+    (words, sentences, rejects):
+        ``words`` with ``char_start``/``char_end`` filled (offsets into ``report_text``, ``[start,
+        end)``, null for a word that could not be found), ``sentences``
+        (:data:`gazeprep.schema.SENTENCES`: times in seconds from the words, text =
+        ``report_text[char_start:char_end]``), and a list of :func:`gazeprep.schema.reject` rows
+        (stage ``text``) for mismatches.
+    """
+    rejects: list[dict] = []
+    file = "timestamps_transcription.csv" if dataset == "reflacx" else "transcript.json"
+    if words.height == 0:
+        return conform(words, "words") if words.columns else empty("words"), empty("sentences"), rejects
+    w = words.sort("word_idx") if "word_idx" in words.columns else words
+    tokens = [t if t is not None else "" for t in w["word"].to_list()]
+    rebuilt = rebuild_reflacx_text(tokens) if dataset == "reflacx" else " ".join(tokens)
+    if report_text is None:
+        rejects.append(reject(dataset, case_id, "text", file, None,
+                              "no report text; offsets refer to the text rebuilt from the words"))
+        text = rebuilt
+    else:
+        text = report_text
+        if dataset == "reflacx" and rebuilt != text.strip():
+            k = next((i for i, (a, b) in enumerate(zip(rebuilt, text)) if a != b), min(len(rebuilt), len(text)))
+            rejects.append(reject(
+                dataset, case_id, "text", "transcription.txt", None,
+                f"tokens do not rebuild the transcription (first difference at character {k}: "
+                f"{text[max(0, k - 15):k + 15]!r} vs tokens {rebuilt[max(0, k - 15):k + 15]!r}); "
+                "offsets assigned token by token",
+            ))
+    starts, ends, missing = _align(tokens, text)
+    for i in missing:
+        row = w["word_idx"][i] if "word_idx" in w.columns else i
+        rejects.append(reject(dataset, case_id, "text", file, int(row) + 1 if row is not None else None,
+                              f"word {tokens[i]!r} not found in the report text; no character offsets"))
+    w = w.with_columns(
+        pl.Series("char_start", starts, dtype=pl.Int32),
+        pl.Series("char_end", ends, dtype=pl.Int32),
+    )
+    w = conform(w, "words")
+
+    t0 = w["t_start_s"].to_list()
+    t1 = w["t_end_s"].to_list()
+    rows = []
+    first = 0
+    n = len(tokens)
+    for i in range(n):
+        last = i == n - 1
+        if _ends_sentence(dataset, tokens[i]) or last:
+            cs = next((starts[k] for k in range(first, i + 1) if starts[k] is not None), None)
+            ce = next((ends[k] for k in range(i, first - 1, -1) if ends[k] is not None), None)
+            rows.append({
+                "dataset": dataset,
+                "case_id": case_id,
+                "sentence_idx": len(rows),
+                "text": text[cs:ce] if cs is not None and ce is not None else None,
+                "t_start_s": t0[first],
+                "t_end_s": t1[i],
+                "char_start": cs,
+                "char_end": ce,
+            })
+            first = i + 1
+    sentences = pl.DataFrame(rows, schema=SENTENCES) if rows else empty("sentences")
+    return w, sentences, rejects

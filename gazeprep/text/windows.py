@@ -1,0 +1,259 @@
+"""Accumulation windows: which time interval of a reading feeds each target's heatmap.
+
+One function, :func:`compute_windows`, for every window rule of :mod:`gazeprep.recipes`:
+
+* :class:`~gazeprep.recipes.SentenceWindow` (paper 004, section 2.8): one window per sentence that
+  holds a selected mention (status in ``rule.mentions``), shared by every label selected in it::
+
+      t_start = max(anchor(rule.start) - rule.lag_s, floor(rule.not_before))
+      t_end   = anchor(rule.end)
+
+  Anchors: ``sentence_start`` / ``sentence_end`` (first word start / final '.' end),
+  ``first_mention`` / ``last_mention`` (start of the word in which the sentence's first / last
+  selected mention begins, any label, by character position), ``previous_sentence_start`` /
+  ``previous_sentence_end`` (0 for the first sentence), ``report_start`` (start of the first word),
+  ``recording_start`` (0). Floor ``none`` means no floor. A window whose end is before its start is
+  not emitted (004 only kept combinations with a duration of 0 s or more); it is reported in
+  ``rejects`` when a list is given.
+* :class:`~gazeprep.recipes.KeywordWindow` (paper 000): per target (heart, left_lung, right_lung),
+  ``[0, end of the rightmost sentence containing a keyword of the target]``; keyword sets are
+  ``rules/<rule.keywords>.yaml``. Negated keyword sentences count by default, as 000's plain keyword
+  search does (``count_negated`` in the YAML).
+* :class:`~gazeprep.recipes.WholeRecordingWindow`: target ``full``, ``[0, recording end]`` or
+  ``[0, end of the last word]``.
+* :class:`~gazeprep.recipes.PhraseWindow`: one window per word/phrase (targets ``phrase_0000``...),
+  ``[start - lag_s, end]`` of that word.
+
+All times are seconds on the case's clock (REFLACX: from the audio start; EGD-CXR: from the image
+onset). ``window_idx`` numbers the windows of one target 0, 1, ... in time order.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_right
+from pathlib import Path
+
+import polars as pl
+
+from gazeprep.errors import RecipeError
+from gazeprep.recipes import KeywordWindow, PhraseWindow, SentenceWindow, WholeRecordingWindow
+from gazeprep.schema import WINDOWS, empty, reject
+from gazeprep.text.rules import load_keyword_sets
+
+
+def _status_expr() -> pl.Expr:
+    return (
+        pl.when(pl.col("negated")).then(pl.lit("negative"))
+        .when(pl.col("uncertain")).then(pl.lit("uncertain"))
+        .otherwise(pl.lit("positive"))
+    )
+
+
+def _frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=WINDOWS) if rows else empty("windows")
+
+
+def compute_windows(
+    rule: SentenceWindow | KeywordWindow | WholeRecordingWindow | PhraseWindow,
+    *,
+    sentences: pl.DataFrame,
+    words: pl.DataFrame,
+    mentions: pl.DataFrame,
+    recording_end_s: float,
+    dataset: str,
+    case_id: str,
+    recipe: str,
+    rejects: list[dict] | None = None,
+    rules_dir: str | Path | None = None,
+) -> pl.DataFrame:
+    """The ``windows`` rows (:data:`gazeprep.schema.WINDOWS`) of one case under ``rule``.
+
+    Parameters
+    ----------
+    sentences, words, mentions:
+        The case's tables (from :func:`~gazeprep.text.sentences.build_sentences` and
+        :meth:`~gazeprep.text.labeler.Labeler.label_case`).
+    recording_end_s:
+        End of the reading in seconds (e.g. the last fixation or gaze sample end).
+    recipe:
+        Recipe name written into the ``recipe`` column.
+    rejects:
+        If given, windows that cannot be formed are appended to it as rejects rows (stage ``windows``).
+    rules_dir:
+        Where KeywordWindow looks for its keyword file (default rules folder).
+    """
+    ctx = dict(dataset=dataset, case_id=case_id, recipe=recipe)
+    if isinstance(rule, SentenceWindow):
+        return _sentence_windows(rule, sentences, words, mentions, ctx, rejects)
+    if isinstance(rule, KeywordWindow):
+        return _keyword_windows(rule, sentences, ctx, rules_dir)
+    if isinstance(rule, WholeRecordingWindow):
+        if rule.end == "recording_end":
+            end = recording_end_s
+        else:
+            ends = [t for t in words["t_end_s"].to_list() if t is not None] if words.height else []
+            end = max(ends) if ends else None
+        if end is None or (isinstance(end, float) and math.isnan(end)):
+            if rejects is not None:
+                rejects.append(reject(dataset, case_id, "windows", None, None, "no end time for the whole-recording window"))
+            return empty("windows")
+        return _frame([{**ctx, "target": "full", "window_idx": 0, "sentence_idx": None,
+                        "t_start_s": 0.0, "t_end_s": float(end)}])
+    if isinstance(rule, PhraseWindow):
+        return _phrase_windows(rule, sentences, words, ctx)
+    raise RecipeError(f"unknown window rule {type(rule).__name__}")
+
+
+def _sentence_windows(rule, sentences, words, mentions, ctx, rejects) -> pl.DataFrame:
+    if sentences.height == 0 or mentions.height == 0:
+        return empty("windows")
+    sel = mentions.with_columns(_status_expr().alias("_status")).filter(
+        pl.col("_status").is_in(list(rule.mentions)) & pl.col("sentence_idx").is_not_null()
+    )
+    if sel.height == 0:
+        return empty("windows")
+    s = sentences.sort("sentence_idx")
+    s_idx = s["sentence_idx"].to_list()
+    s_t0 = s["t_start_s"].to_list()
+    s_t1 = s["t_end_s"].to_list()
+    w_t0 = [t for t in words["t_start_s"].to_list() if t is not None] if words.height else []
+    report_start = min(w_t0) if w_t0 else (s_t0[0] if s_t0 else 0.0)
+    pos = {k: i for i, k in enumerate(s_idx)}
+    rows: list[dict] = []
+    counts: dict[str, int] = {}
+    by_sentence = {}
+    for rec in sel.sort(["sentence_idx", "char_start"]).iter_rows(named=True):
+        by_sentence.setdefault(rec["sentence_idx"], []).append(rec)
+    for sidx in sorted(by_sentence):
+        recs = by_sentence[sidx]
+        if sidx not in pos:
+            if rejects is not None:
+                rejects.append(reject(ctx["dataset"], ctx["case_id"], "windows", None, None,
+                                      f"mention in unknown sentence {sidx}"))
+            continue
+        i = pos[sidx]
+        prev_start = s_t0[i - 1] if i > 0 else 0.0
+        prev_end = s_t1[i - 1] if i > 0 else 0.0
+        timed = [r for r in recs if r["t_start_s"] is not None]
+        first_m = timed[0]["t_start_s"] if timed else None
+        # the mention that begins last (largest char_start); ties keep the later word start
+        last_m = max(timed, key=lambda r: (r["char_start"], r["t_start_s"]))["t_start_s"] if timed else None
+        anchors = {
+            "sentence_start": s_t0[i],
+            "sentence_end": s_t1[i],
+            "first_mention": first_m,
+            "last_mention": last_m,
+            "previous_sentence_start": prev_start,
+            "previous_sentence_end": prev_end,
+            "report_start": report_start,
+            "recording_start": 0.0,
+        }
+        floors = {
+            "previous_sentence_start": prev_start,
+            "previous_sentence_end": prev_end,
+            "report_start": report_start,
+            "recording_start": 0.0,
+            "none": -math.inf,
+        }
+        a0, a1 = anchors[rule.start], anchors[rule.end]
+        if a0 is None or a1 is None:
+            if rejects is not None:
+                rejects.append(reject(ctx["dataset"], ctx["case_id"], "windows", None, None,
+                                      f"sentence {sidx}: mention without word times; no window"))
+            continue
+        t_start = max(a0 - rule.lag_s, floors[rule.not_before])
+        t_end = a1
+        if t_end < t_start:
+            if rejects is not None:
+                rejects.append(reject(ctx["dataset"], ctx["case_id"], "windows", None, None,
+                                      f"sentence {sidx}: window end {t_end:.3f} s before start {t_start:.3f} s; no window"))
+            continue
+        targets: list[str] = []
+        for r in recs:
+            if r["label"] not in targets:
+                targets.append(r["label"])
+        for t in targets:
+            rows.append({**ctx, "target": t, "window_idx": counts.get(t, 0), "sentence_idx": sidx,
+                         "t_start_s": float(t_start), "t_end_s": float(t_end)})
+            counts[t] = counts.get(t, 0) + 1
+    return _frame(rows)
+
+
+def _term_pattern(term: str) -> re.Pattern:
+    return re.compile(r"(?<![a-z0-9])" + r"\s+".join(re.escape(p) for p in term.split()) + r"(?![a-z0-9])")
+
+
+_TERM_CACHE: dict[str, re.Pattern] = {}
+
+
+def keyword_spans(text: str, alternatives: tuple[tuple[str, ...], ...]) -> list[tuple[int, int]]:
+    """Character spans of the keyword terms that make ``text`` a keyword sentence (empty if none):
+    the union of the spans of every alternative whose terms all occur (whole words, any case)."""
+    low = (text or "").lower()
+    spans: list[tuple[int, int]] = []
+    for alt in alternatives:
+        found = []
+        for term in alt:
+            pat = _TERM_CACHE.get(term)
+            if pat is None:
+                pat = _TERM_CACHE[term] = _term_pattern(term)
+            m = [(x.start(), x.end()) for x in pat.finditer(low)]
+            if not m:
+                found = None
+                break
+            found += m
+        if found:
+            spans += found
+    return sorted(set(spans))
+
+
+def _keyword_windows(rule: KeywordWindow, sentences, ctx, rules_dir) -> pl.DataFrame:
+    ks = load_keyword_sets(rule.keywords, rules_dir)
+    unknown = [t for t in rule.targets if t not in ks.targets]
+    if unknown:
+        raise RecipeError(f"keyword set {rule.keywords!r} has no target(s) {unknown} (has {sorted(ks.targets)})")
+    if sentences.height == 0:
+        return empty("windows")
+    labeler = None
+    if not ks.count_negated:
+        from gazeprep.text.labeler import Labeler
+
+        labeler = Labeler.from_rules(rules_dir)
+    rows = []
+    s = sentences.sort("sentence_idx")
+    for target in rule.targets:
+        chosen = None
+        for rec in s.iter_rows(named=True):
+            spans = keyword_spans(rec["text"] or "", ks.targets[target])
+            if not spans:
+                continue
+            if labeler is not None and all(labeler.negated_spans(rec["text"], spans)):
+                continue
+            if chosen is None or rec["t_end_s"] >= chosen["t_end_s"]:
+                chosen = rec  # rightmost = latest sentence
+        if chosen is not None:
+            rows.append({**ctx, "target": target, "window_idx": 0, "sentence_idx": chosen["sentence_idx"],
+                         "t_start_s": 0.0, "t_end_s": float(chosen["t_end_s"])})
+    return _frame(rows)
+
+
+def _phrase_windows(rule: PhraseWindow, sentences, words, ctx) -> pl.DataFrame:
+    if words.height == 0:
+        return empty("windows")
+    w = words.sort("word_idx")
+    s = sentences.sort("sentence_idx") if sentences.height else sentences
+    s_end = s["char_end"].to_list() if s.height else []
+    s_idx = s["sentence_idx"].to_list() if s.height else []
+    rows = []
+    for i, rec in enumerate(w.iter_rows(named=True)):
+        if rec["t_start_s"] is None or rec["t_end_s"] is None:
+            continue
+        sidx = None
+        if rec["char_start"] is not None and s_end:
+            k = bisect_right([e if e is not None else -1 for e in s_end], rec["char_start"])
+            sidx = s_idx[k] if k < len(s_idx) else None
+        rows.append({**ctx, "target": f"phrase_{i:04d}", "window_idx": 0, "sentence_idx": sidx,
+                     "t_start_s": float(rec["t_start_s"]) - rule.lag_s, "t_end_s": float(rec["t_end_s"])})
+    return _frame(rows)
