@@ -41,6 +41,10 @@ import numpy as np
 
 LetterboxRule = Literal["centre", "ricbl"]
 
+#: Tolerance (grid pixels) when deciding whether a pixel centre lies inside a bound: a centre at
+#: ``bound - EDGE_EPS`` or above counts as at/after the bound, for lower and upper bounds alike.
+EDGE_EPS = 1e-6
+
 
 @dataclass(frozen=True)
 class OutputGrid:
@@ -183,7 +187,8 @@ class OutputGrid:
         return float(x0), float(y0), float(x1), float(y1)
 
     def pixel_range(self, lo_px, hi_px, axis: Literal["x", "y"]):
-        """Grid pixel index ranges ``[start, stop)`` whose centres map into ``[lo_px - 0.5, hi_px - 0.5)``.
+        """Grid pixel index ranges ``[start, stop)`` whose centres map into ``[lo_px - 0.5, hi_px - 0.5)``
+        (up to :data:`EDGE_EPS`).
 
         ``lo_px``/``hi_px`` are integer original-pixel bounds (``[lo, hi)`` pixel indices, e.g. a
         rounded shown rectangle); arrays broadcast. The result is clipped to the grid.
@@ -198,8 +203,9 @@ class OutputGrid:
             _, g_lo = self.to_grid(0.0, lo)
             _, g_hi = self.to_grid(0.0, hi)
             n = self.height
-        start = np.clip(np.ceil(g_lo), 0, n).astype(np.int64)
-        stop = np.clip(np.ceil(g_hi), 0, n).astype(np.int64)
+        # a centre within EDGE_EPS of a bound counts as on it (exact ties are common with rational scales)
+        start = np.clip(np.ceil(g_lo - EDGE_EPS), 0, n).astype(np.int64)
+        stop = np.clip(np.ceil(g_hi - EDGE_EPS), 0, n).astype(np.int64)
         return start, np.maximum(stop, start)
 
     def describe(self) -> dict:

@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from gazeprep.errors import GazeprepError
-from gazeprep.heatmaps.grid import OutputGrid
+from gazeprep.heatmaps.grid import EDGE_EPS, OutputGrid
 from gazeprep.recipes import Recipe
 from gazeprep.schema import reject
 
@@ -170,12 +170,11 @@ class GaussianProfiles:
         xg, yg = grid.to_grid(x_px, y_px)
         sxg = sx_px * grid.scale_x
         syg = sy_px * grid.scale_y
-        # allowed ranges: the image area, intersected with the clip rectangle
-        x0, y0, x1, y1 = grid.image_box
-        col_lo = np.full(n, int(np.clip(math.ceil(x0), 0, grid.width)), dtype=np.int64)
-        col_hi = np.full(n, int(np.clip(math.ceil(x1), 0, grid.width)), dtype=np.int64)
-        row_lo = np.full(n, int(np.clip(math.ceil(y0), 0, grid.height)), dtype=np.int64)
-        row_hi = np.full(n, int(np.clip(math.ceil(y1), 0, grid.height)), dtype=np.int64)
+        # allowed ranges: the image area [0, W) x [0, H), intersected with the clip rectangle
+        cs, ce = grid.pixel_range(0, grid.image_width_px, "x")
+        rs, re_ = grid.pixel_range(0, grid.image_height_px, "y")
+        col_lo, col_hi = np.full(n, int(cs), dtype=np.int64), np.full(n, int(ce), dtype=np.int64)
+        row_lo, row_hi = np.full(n, int(rs), dtype=np.int64), np.full(n, int(re_), dtype=np.int64)
         if clip_rects is not None and n:
             rects = np.asarray(clip_rects, dtype=np.float64).reshape(n, 4)
             has = np.all(np.isfinite(rects), axis=1)
@@ -245,8 +244,9 @@ def naive_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects
     rows = np.arange(H, dtype=np.float64)
     xo, _ = grid.from_grid(cols, 0.0)  # grid pixel centres in original coordinates
     _, yo = grid.from_grid(0.0, rows)
-    col_in = (xo >= -0.5) & (xo < grid.image_width_px - 0.5)
-    row_in = (yo >= -0.5) & (yo < grid.image_height_px - 0.5)
+    ex, ey = EDGE_EPS / grid.scale_x, EDGE_EPS / grid.scale_y  # the grid's tie tolerance, in original pixels
+    col_in = (xo >= -0.5 - ex) & (xo < grid.image_width_px - 0.5 - ex)
+    row_in = (yo >= -0.5 - ey) & (yo < grid.image_height_px - 0.5 - ey)
     x_px = np.asarray(x_px, dtype=np.float64).ravel()
     y_px = np.asarray(y_px, dtype=np.float64).ravel()
     n = x_px.shape[0]
@@ -261,8 +261,8 @@ def naive_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects
         ci, ri = col_in, row_in
         if rects is not None and np.all(np.isfinite(rects[i])):
             xmin, ymin, xmax, ymax = rects[i]
-            ci = ci & (xo >= xmin - 0.5) & (xo < xmax - 0.5)
-            ri = ri & (yo >= ymin - 0.5) & (yo < ymax - 0.5)
+            ci = ci & (xo >= xmin - 0.5 - ex) & (xo < xmax - 0.5 - ex)
+            ri = ri & (yo >= ymin - 0.5 - ey) & (yo < ymax - 0.5 - ey)
         cidx, ridx = np.flatnonzero(ci), np.flatnonzero(ri)
         if cidx.size == 0 or ridx.size == 0:
             continue
@@ -477,10 +477,10 @@ def _render_case(fixations, windows, recipe, H, W, masks):
                 w = np.where(sel, np.maximum(np.minimum(t1, we) - np.maximum(t0, ws), 0.0), 0.0)
             w_unique = np.bincount(inverse, weights=w[idx], minlength=n_unique) if n_unique else np.zeros(0)
             raw = profiles.render(w_unique) if w_unique.sum() > 0 else None
+            if raw is not None and not np.any(raw > 0):
+                raw = None  # every fixation's mass fell outside the image / its shown rectangle
             if raw is not None and spec.normalize_each_window:
-                raw = normalize_map(raw, spec.normalize)  # None when nothing landed on the grid
-            elif raw is not None and not np.any(raw > 0):
-                raw = None
+                raw = normalize_map(raw, spec.normalize)  # None: cannot be normalised (e.g. constant)
             cache[key] = (raw, w)
         raw, w = cache[key]
         if raw is None:
