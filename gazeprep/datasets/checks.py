@@ -12,30 +12,41 @@ def ordered_keep_mask(t: np.ndarray) -> np.ndarray:
     """Boolean mask of the largest set of rows whose times are non-decreasing in file order.
 
     Rows outside that set are the out-of-order ones: one swapped pair drops one row, a single
-    wild timestamp drops only that row (a running maximum would drop everything after it).
-    O(n log n); returns all-True at once when ``t`` is already sorted.
+    wild timestamp drops only that row (a running maximum would drop everything after it). Among
+    equally large sets the one keeping the earliest rows wins, so the row that breaks the order
+    is the one reported. O(n log n); returns all-True at once when ``t`` is already sorted.
     """
     n = len(t)
     if n < 2 or bool(np.all(t[1:] >= t[:-1])):
         return np.ones(n, dtype=bool)
-    # longest non-decreasing subsequence (patience sorting with predecessor links)
+    vals = t.tolist()
+    end_len = [0] * n  # longest non-decreasing run of kept rows ending at i
     tails: list[float] = []
-    tail_idx: list[int] = []
-    prev = np.full(n, -1, dtype=np.int64)
-    for i, v in enumerate(t.tolist()):
+    for i, v in enumerate(vals):
         k = bisect_right(tails, v)
+        end_len[i] = k + 1
         if k == len(tails):
             tails.append(v)
-            tail_idx.append(i)
         else:
             tails[k] = v
-            tail_idx[k] = i
-        prev[i] = tail_idx[k - 1] if k > 0 else -1
+    start_len = [0] * n  # ... starting at i (non-increasing when read backwards)
+    tails = []
+    for i in range(n - 1, -1, -1):
+        v = -vals[i]
+        k = bisect_right(tails, v)
+        start_len[i] = k + 1
+        if k == len(tails):
+            tails.append(v)
+        else:
+            tails[k] = v
+    best = max(end_len)
     keep = np.zeros(n, dtype=bool)
-    i = tail_idx[-1]
-    while i >= 0:
-        keep[i] = True
-        i = prev[i]
+    level, last = 1, -np.inf
+    for i in range(n):
+        if end_len[i] == level and end_len[i] + start_len[i] - 1 == best and vals[i] >= last:
+            keep[i] = True
+            level += 1
+            last = vals[i]
     return keep
 
 

@@ -91,6 +91,8 @@ def _header(data: bytes, path: Path) -> list[str]:
     if not data.strip():
         raise InputFormatError(path, "empty file (no header line)")
     first = data.split(b"\n", 1)[0].rstrip(b"\r")
+    if b"\x00" in data[:4096]:
+        raise InputFormatError(path, "binary file (NUL bytes), not CSV text")
     try:
         text = first.decode("utf-8")
     except UnicodeDecodeError:

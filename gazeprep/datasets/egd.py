@@ -523,7 +523,7 @@ class EgdAdapter(DatasetAdapter):
         headers), the split, and ``mimic_chexpert``/``mimic_negbio`` case labels.
         """
         if kwargs:
-            raise TypeError(f"unexpected options for {DATASET}: {sorted(kwargs)}")
+            raise GazeprepError(f"dataset {DATASET!r} does not take the option(s) {sorted(kwargs)}")
         return EgdRelease(self.check_root(root), gaze_samples=gaze_samples, mimic_root=mimic_root)
 
 

@@ -18,7 +18,7 @@ from gazeprep import schema
 from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release
 from gazeprep.datasets.csvio import Col, read_checked_csv
 from gazeprep.datasets.registry import register_dataset
-from gazeprep.errors import InputFormatError
+from gazeprep.errors import GazeprepError, InputFormatError
 
 DATASET = "mimic-cxr"
 VERSION = "2.0.0"
@@ -218,7 +218,7 @@ class MimicAdapter(DatasetAdapter):
     def open(self, root: Path, *, gaze_samples: bool = False, **kwargs: Any) -> MimicRelease:
         """Open a MIMIC-CXR-JPG folder holding ``mimic-cxr-2.0.0-*.csv[.gz]`` (metadata is required)."""
         if kwargs:
-            raise TypeError(f"unexpected options for {DATASET}: {sorted(kwargs)}")
+            raise GazeprepError(f"dataset {DATASET!r} does not take the option(s) {sorted(kwargs)}")
         return MimicRelease(self.check_root(root))
 
 

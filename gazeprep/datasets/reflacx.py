@@ -36,7 +36,7 @@ from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetA
 from gazeprep.datasets.checks import far_outside, time_problems
 from gazeprep.datasets.csvio import Col, read_bytes, read_checked_csv
 from gazeprep.datasets.registry import register_dataset
-from gazeprep.errors import InputFormatError
+from gazeprep.errors import GazeprepError, InputFormatError
 from gazeprep.paths import safe_join
 
 DATASET = "reflacx"
@@ -485,5 +485,5 @@ class ReflacxAdapter(DatasetAdapter):
         ``mimic_chexpert``/``mimic_negbio`` rows to ``case_labels``.
         """
         if kwargs:
-            raise TypeError(f"unexpected options for {DATASET}: {sorted(kwargs)}")
+            raise GazeprepError(f"dataset {DATASET!r} does not take the option(s) {sorted(kwargs)}")
         return ReflacxRelease(self.check_root(root), gaze_samples=gaze_samples, mimic_root=mimic_root)
