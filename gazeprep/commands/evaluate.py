@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import polars as pl
 import typer
 
 from gazeprep.errors import GazeprepError
@@ -135,7 +136,45 @@ def preview_cmd(
             typer.echo(f"wrote {p}")
 
 
+def sweep_windows_cmd(
+    dataset: str = typer.Option("reflacx", "--dataset", help="Dataset (REFLACX: sentence timings and ellipses)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Release folder (default: the bundled sample_data/reflacx)."),
+    stage: str = typer.Option("both", "--stage", help="004 section 2.8 grid: '1' (start/end options), '2' (fine lags), 'both'."),
+    size: int = typer.Option(128, "--size", help="Render and compare on an N x N letterboxed grid.", min=16),
+    workers: int = typer.Option(0, "--workers", help="Processes (0 = all cores)."),
+    recipe: str = typer.Option("reflacx-label-specific", "--recipe", help="Recipe whose window is varied (name or YAML path)."),
+    max_cases: Optional[int] = typer.Option(None, "--max-cases", help="Only the first N cases (sorted ids).", min=1),
+    top: int = typer.Option(20, "--top", help="Rules to print.", min=1),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the full ranking here (.parquet or .csv)."),
+    rows_out: Optional[Path] = typer.Option(None, "--rows-out", help="Write per (rule, case, label) IoU curves here (.parquet or .csv)."),
+) -> None:
+    """Rerun 004's window search: every start/end rule and lag vs the radiologists' ellipses, ranked by IoU."""
+    from gazeprep.evaluate import evaluator as E
+    from gazeprep.evaluate import sweep as S
+    from gazeprep.paths import sample_data_dir
+
+    for p in (out, rows_out):
+        if p is not None and p.suffix not in (".parquet", ".csv"):
+            raise GazeprepError(f"{p}: output must end in .parquet or .csv")
+    root = root if root is not None else sample_data_dir() / dataset
+    res = S.run_sweep(root, dataset=dataset, stage=stage, size=size, workers=workers, recipe=recipe,
+                      max_cases=max_cases, progress=True)
+    typer.echo(S.format_ranking(res.ranking, top))
+    default = res.ranking.filter(pl.col("rule").str.starts_with("max(sentence_start - 1.5 s, previous_sentence_start) -> last_mention"))
+    base = res.ranking.filter(pl.col("rule") == S.BASELINE)
+    if default.height and base.height:
+        typer.echo(f"004 default rule: rank {default['rank'][0]} (IoU {default['iou'][0]:.3f}); "
+                   f"whole recording: rank {base['rank'][0]} (IoU {base['iou'][0]:.3f})")
+    if out is not None:
+        E.write_table(res.ranking, out)
+        typer.echo(f"wrote {out}")
+    if rows_out is not None:
+        E.write_table(res.rows, rows_out)
+        typer.echo(f"wrote {rows_out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
     app.command("evaluate")(evaluate_cmd)
     app.command("preview")(preview_cmd)
+    app.command("sweep-windows")(sweep_windows_cmd)

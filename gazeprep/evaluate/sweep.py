@@ -1,0 +1,290 @@
+"""Window sweep (paper 004 section 2.8): which sentence window makes label-specific gaze maps agree
+best with the radiologists' ellipses?
+
+For every REFLACX case the transcript is parsed and labelled once; then, for every window rule of the
+grid, the label-specific maps are rendered (the ``reflacx-label-specific`` recipe with its window
+replaced, on a small letterboxed grid for speed) and compared with the case's ellipses of certainty > 2
+by IoU over 004's thresholds. A label with an ellipse but no map under a rule (e.g. an empty window)
+scores IoU 0 at every threshold, as 004's reference code would (NaN -> 0).
+
+Ranking: per rule and label, the threshold with the best mean IoU on the ``validate`` split (all
+cases when the split is absent) is chosen and that mean IoU kept; the rule's score is the mean over
+labels (004 averages labels). 004 found ``max(sentence start - 1.5 s, previous sentence start)`` to
+the last mention best (IoU 0.233 on its validation set).
+
+Grid (004 section 2.8):
+
+* stage 1 starts: ``max(anchor - T, previous sentence start)`` for anchors sentence start, first
+  mention, sentence end and T in {2.5, 5, 7.5} s; and the unlagged start of the report, previous
+  sentence start, previous sentence end, mention sentence start, recording start;
+  ends: mention sentence start, sentence end, first mention, last mention;
+* stage 2: ``max(sentence start - T, previous sentence start)`` -> last mention for
+  T in {0.5, 0.75, ..., 5} s;
+* baseline: the whole-recording map (target ``full``) used for every label.
+
+Comparison grid (a documented deviation for speed): ellipses are rasterised on the heatmap's output
+grid (their bounding boxes mapped with the grid's affine map) instead of upscaling each heatmap to the
+DICOM resolution; at 128 px the difference is a fraction of a grid pixel along the ellipse border.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+from gazeprep.errors import GazeprepError
+from gazeprep.evaluate import metrics as M
+from gazeprep.recipes import Recipe, SentenceWindow, WholeRecordingWindow
+
+STAGE1_LAGS_S = (2.5, 5.0, 7.5)
+STAGE2_LAGS_S = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
+ENDS = ("sentence_start", "sentence_end", "first_mention", "last_mention")
+BASELINE = "whole recording (full map for every label)"
+
+
+@dataclass(frozen=True)
+class SweepRule:
+    """One window rule of the grid: ``window`` None is the whole-recording baseline."""
+
+    name: str
+    window: SentenceWindow | None
+
+
+def rule_name(w: SentenceWindow) -> str:
+    """Readable name, e.g. ``max(sentence_start - 1.5 s, previous_sentence_start) -> last_mention``."""
+    if w.lag_s > 0 or w.not_before != "none":
+        floor = "" if w.not_before == "none" else f", {w.not_before}"
+        start = f"max({w.start} - {w.lag_s:g} s{floor})" if w.lag_s > 0 else f"max({w.start}{floor})"
+    else:
+        start = w.start
+    return f"{start} -> {w.end}"
+
+
+def window_grid(stage: str = "both") -> list[SweepRule]:
+    """The rules of 004 section 2.8 (``stage`` ``1``, ``2`` or ``both``), plus the baseline."""
+    rules: dict[str, SweepRule] = {}
+
+    def add(w: SentenceWindow) -> None:
+        rules.setdefault(rule_name(w), SweepRule(rule_name(w), w))
+
+    if stage in ("1", "both"):
+        for end in ENDS:
+            for anchor in ("sentence_start", "first_mention", "sentence_end"):
+                for lag in STAGE1_LAGS_S:
+                    add(SentenceWindow(start=anchor, lag_s=lag, not_before="previous_sentence_start", end=end))
+            for anchor in ("report_start", "previous_sentence_start", "previous_sentence_end", "sentence_start",
+                           "recording_start"):
+                add(SentenceWindow(start=anchor, lag_s=0.0, not_before="none", end=end))
+    if stage in ("2", "both"):
+        for lag in STAGE2_LAGS_S:
+            add(SentenceWindow(start="sentence_start", lag_s=lag, not_before="previous_sentence_start",
+                               end="last_mention"))
+    if stage not in ("1", "2", "both"):
+        raise GazeprepError(f"--stage must be 1, 2 or both, got {stage!r}")
+    return [*rules.values(), SweepRule(BASELINE, None)]
+
+
+def _recipe_for(base: Recipe, window, size: int) -> Recipe:
+    d = base.resolved()
+    d["window"] = window.model_dump(mode="json")
+    d["output"] = {**d["output"], "size": int(size), "fit": "letterbox", "letterbox_rule": "centre", "stride": 1}
+    d["name"] = f"{base.name}-sweep"
+    return Recipe.model_validate(d)
+
+
+def _label_defs():
+    try:
+        from gazeprep.paths import default_rules_dir
+        from gazeprep.text.rules import load_label_defs
+
+        return load_label_defs(default_rules_dir())
+    except Exception:
+        return None
+
+
+def _label_map(maps: dict, target: str, closure: dict[str, tuple[str, ...]]) -> np.ndarray | None:
+    """The map of ``target``: its own, else the max over maps of labels implying it (a
+    ``pleural_effusion`` map counts for ``pleural_abnormality``, as 004's label translation)."""
+    if target in maps:
+        return maps[target].array
+    found = [m.array for t, m in maps.items() if target in closure.get(t, (t,))]
+    if not found:
+        return None
+    out = found[0].copy()
+    for a in found[1:]:
+        np.maximum(out, a, out=out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ worker
+_STATE: dict | None = None  # set in the parent before forking the pool
+
+
+def _sweep_case(case_id: str) -> list[dict]:
+    """Every rule for one case: rows (rule, case_id, target, split, has_map, iou_0 .. iou_25)."""
+    from gazeprep.evaluate.evaluator import ellipse_labels_to_targets
+    from gazeprep.heatmaps import render_case
+    from gazeprep.heatmaps.grid import OutputGrid
+    from gazeprep.text import Labeler, build_sentences, compute_windows
+
+    st = _STATE
+    assert st is not None
+    release, rules, size = st["release"], st["rules"], st["size"]
+    case_row = release.cases.filter(pl.col("case_id") == case_id).row(0, named=True)
+    data = release.read_case(case_id)
+    fx = data.tables.get("fixations")
+    words = data.tables.get("words")
+    ell = data.tables.get("ellipses")
+    if fx is None or fx.height == 0 or words is None or words.height == 0 or ell is None or ell.height == 0:
+        return []
+    ell = ell.filter(pl.col("certainty") > 2)
+    if ell.height == 0:
+        return []
+    H, W = int(case_row["image_height_px"]), int(case_row["image_width_px"])
+    grid = OutputGrid.letterbox(H, W, size)
+    labels = st["labels"]
+    mapping = ellipse_labels_to_targets(ell.get_column("source_label").unique().to_list(), labels)
+    regions: dict[str, np.ndarray] = {}
+    for r in ell.iter_rows(named=True):
+        x0, y0 = grid.to_grid(r["xmin_px"], r["ymin_px"])
+        x1, y1 = grid.to_grid(r["xmax_px"], r["ymax_px"])
+        m = M.ellipse_mask(size, size, [(float(x0), float(y0), float(x1), float(y1))])
+        for t in mapping.get(r["source_label"], []):
+            regions[t] = regions.get(t, np.zeros((size, size), bool)) | m
+    if not regions:
+        return []
+
+    reports = data.tables.get("reports")
+    text = reports["text"][0] if reports is not None and reports.height else None
+    words_o, sentences, _ = build_sentences(words, text, dataset="reflacx", case_id=case_id)
+    if "labeler" not in st:
+        st["labeler"] = Labeler.from_rules()
+    mentions = st["labeler"].label_case(sentences, words_o, text or "", dataset="reflacx", case_id=case_id)
+    rec_end = float(fx["t_end_s"].max())
+    split = case_row.get("split")
+    rows: list[dict] = []
+    n_t = len(M.THRESHOLDS_004)
+    for rule in rules:
+        wrule = rule.window if rule.window is not None else WholeRecordingWindow()
+        recipe = st["recipes"][rule.name]
+        windows = compute_windows(wrule, sentences=sentences, words=words_o, mentions=mentions,
+                                  recording_end_s=rec_end, dataset="reflacx", case_id=case_id, recipe=recipe.name)
+        maps, _ = render_case(fx, windows, recipe, image_height_px=H, image_width_px=W)
+        for t, region in sorted(regions.items()):
+            if rule.window is None:
+                m = maps["full"].array if "full" in maps else None
+            else:
+                m = _label_map(maps, t, st["closure"])
+            curve = M.iou_curve(m, region) if m is not None else np.zeros(n_t)
+            rows.append({"rule": rule.name, "case_id": case_id, "target": t, "split": split,
+                         "has_map": m is not None, **{f"iou_{k}": float(curve[k]) for k in range(n_t)}})
+    return rows
+
+
+@dataclass
+class SweepResult:
+    """``rows``: one row per (rule, case, target) with the IoU at every 004 threshold; ``ranking``:
+    one row per rule, best first."""
+
+    rows: pl.DataFrame
+    ranking: pl.DataFrame
+
+
+def rank_rules(rows: pl.DataFrame, *, split: str = "validate") -> pl.DataFrame:
+    """Score every rule: per label the best-threshold mean IoU on ``split`` (all rows if that split is
+    absent), then the mean over labels. Columns: rank, rule, iou, n_labels, n_pairs, coverage
+    (fraction of pairs with a map), split."""
+    if rows.height == 0:
+        raise GazeprepError("the sweep found no case with both labelled mentions and ellipses of certainty > 2")
+    use = rows.filter(pl.col("split") == split) if (rows.get_column("split") == split).any() else rows
+    used_split = split if use.height < rows.height or (rows.get_column("split") == split).all() else "all"
+    cols = [f"iou_{k}" for k in range(len(M.THRESHOLDS_004))]
+    out = []
+    for (rule,), g in use.group_by(["rule"], maintain_order=True):
+        per_label = []
+        for (_t,), gl in g.group_by(["target"], maintain_order=True):
+            _, best = M.best_thresholds(gl.select(cols).to_numpy())
+            per_label.append(best)
+        out.append({"rule": rule, "iou": float(np.mean(per_label)), "n_labels": len(per_label),
+                    "n_pairs": g.height, "coverage": float(g.get_column("has_map").mean()), "split": used_split})
+    rank = pl.DataFrame(out).sort(["iou", "rule"], descending=[True, False])
+    return rank.with_columns(pl.int_range(1, rank.height + 1).alias("rank")).select(
+        "rank", "rule", "iou", "n_labels", "n_pairs", "coverage", "split"
+    )
+
+
+def run_sweep(
+    root: str | Path,
+    *,
+    dataset: str = "reflacx",
+    stage: str = "both",
+    size: int = 128,
+    workers: int = 0,
+    recipe: str | Path = "reflacx-label-specific",
+    rules: Sequence[SweepRule] | None = None,
+    max_cases: int | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Run the sweep over a REFLACX release in ``root`` (see the module docstring)."""
+    global _STATE
+    from tqdm import tqdm
+
+    from gazeprep.datasets import get_adapter
+    from gazeprep.recipes import load_recipe
+
+    if dataset != "reflacx":
+        raise GazeprepError("the window sweep needs REFLACX (sentence timings and ellipses)")
+    root = Path(root)
+    if not root.exists():
+        raise GazeprepError(f"release folder not found: {root}")
+    base = load_recipe(recipe)
+    rules = list(rules) if rules is not None else window_grid(stage)
+    release = get_adapter(dataset).open(root)
+    ids = release.cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
+    if max_cases:
+        ids = ids[:max_cases]
+    recipes = {r.name: _recipe_for(base, r.window if r.window is not None else WholeRecordingWindow(), size)
+               for r in rules}
+    defs = _label_defs()
+    if defs is None or not defs.groups.get("lanfredi2023"):
+        raise GazeprepError("rules/labels.yaml with the group 'lanfredi2023' is needed to compare with the ellipses")
+    _STATE = {"release": release, "rules": rules, "size": size, "recipes": recipes,
+              "labels": list(defs.groups["lanfredi2023"]), "closure": {k: defs.closure(k) for k in defs.names}}
+    workers = max(1, min(workers or (os.cpu_count() or 1), len(ids) or 1))
+    rows: list[dict] = []
+    bar = tqdm(total=len(ids), desc=f"sweep: {len(rules)} rules", unit="case", disable=not progress, file=sys.stderr)
+    try:
+        if workers == 1:
+            for cid in ids:
+                rows.extend(_sweep_case(cid))
+                bar.update()
+        else:
+            with mp.get_context("fork").Pool(workers) as pool:
+                for part in pool.imap_unordered(_sweep_case, ids, chunksize=1):
+                    rows.extend(part)
+                    bar.update()
+    finally:
+        bar.close()
+        _STATE = None
+    schema = {"rule": pl.Utf8, "case_id": pl.Utf8, "target": pl.Utf8, "split": pl.Utf8, "has_map": pl.Boolean,
+              **{f"iou_{k}": pl.Float64 for k in range(len(M.THRESHOLDS_004))}}
+    df = pl.DataFrame(rows, schema=schema).sort("rule", "case_id", "target")
+    return SweepResult(rows=df, ranking=rank_rules(df))
+
+
+def format_ranking(ranking: pl.DataFrame, top: int | None = 20) -> str:
+    """Plain-text ranking table (best first)."""
+    r = ranking if top is None else ranking.head(top)
+    width = max(len(x) for x in r.get_column("rule").to_list() + ["rule"])
+    lines = [f"{'rank':>4}  {'rule':<{width}}  {'IoU':>6}  {'labels':>6}  {'pairs':>6}  {'maps':>5}"]
+    for row in r.iter_rows(named=True):
+        lines.append(f"{row['rank']:>4}  {row['rule']:<{width}}  {row['iou']:6.3f}  {row['n_labels']:>6}  "
+                     f"{row['n_pairs']:>6}  {row['coverage']:5.0%}")
+    return "\n".join(lines)
