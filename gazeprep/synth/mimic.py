@@ -153,7 +153,7 @@ def generate_mimic(out: str | Path, cases: int, seed: int) -> SynthMimic:
         stored = (4095 - mono2).astype(np.uint16) if photometric == "MONOCHROME1" else mono2
         _write_dicom(out / img.dcm_path, img, stored)
         disp = display_8bit(stored, photometric, wc, ww)
-        Image.fromarray(disp, mode="L").save(out / img.jpg_path, format="JPEG", quality=90)
+        Image.fromarray(disp).save(out / img.jpg_path, format="JPEG", quality=90)
         images.append(img)
         key = (img.subject_id, img.study_id)
         chexpert[key] = _study_labels(rng, findings)

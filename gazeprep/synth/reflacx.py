@@ -310,7 +310,7 @@ def _generate_case(rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_
         return case
 
     # dictation
-    silent = rng.uniform(30, 70) if long_mode else rng.uniform(2.0, 6.0)
+    silent = rng.uniform(40, 85) if long_mode else rng.uniform(2.0, 6.0)
     pause = (0.8, 3.5) if long_mode else (0.4, 2.0)
     timing = time_tokens(rng, sentences, silent, pause)
     tokens = [t for s in sentences for t in s.tokens]
