@@ -127,8 +127,12 @@ class EgdRelease(Release):
         t = read_checked_csv(path, MASTER_COLS, aliases=OLD_PAD_NAMES)
         rel = self.rel(path)
         self._all_master_ids: set[str] = set()
+        if t.bad:  # name the case of a dropped row; its gaze rows are then reported as such
+            raw_ids = self._raw_ids(path, [b.row for b in t.bad], column="dicom_id")
+            self._all_master_ids.update(v.strip() for v in raw_ids.values())
         for b in t.bad:
-            self.rejects.append(self.reject(None, rel, b.row, f"{b.reason}; {CASE_SKIPPED}"))
+            cid = raw_ids.get(b.row)
+            self.rejects.append(self.reject(cid.strip() if cid else None, rel, b.row, f"{b.reason}; {CASE_SKIPPED}"))
         sizes = self._mimic_sizes()
         splits = self._mimic_splits()
         rows, labels = [], []
@@ -252,14 +256,14 @@ class EgdRelease(Release):
         return {k[0]: v for k, v in df.partition_by("DICOM_ID", as_dict=True, maintain_order=True).items()} if df.height else {}
 
     @staticmethod
-    def _raw_ids(path: Path, rows: list[int]) -> dict[int, str]:
-        """DICOM_ID text of some data rows (to attach bad rows of a shared file to their case)."""
+    def _raw_ids(path: Path, rows: list[int], column: str = "DICOM_ID") -> dict[int, str]:
+        """Id text of some data rows (to attach bad rows of a shared file to their case)."""
         try:
             raw = (
                 pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True)
                 .with_row_index("r", offset=1)
                 .filter(pl.col("r").is_in(rows))
-                .select("r", "DICOM_ID")
+                .select("r", column)
                 .collect()
             )
             return {int(r): d for r, d in raw.iter_rows() if d}
