@@ -10,7 +10,7 @@ import pytest
 from scipy.special import ndtr
 
 from gazeprep.heatmaps import OutputGrid, naive_render, normalize_map, render_case, render_points
-from gazeprep.heatmaps.render import GaussianProfiles, truncation_radius
+from gazeprep.heatmaps.render import GaussianProfiles, blas_threads, truncation_radius
 from gazeprep.recipes import Recipe
 
 
@@ -345,8 +345,10 @@ def test_render_speed_at_512():
     s = rng.uniform(60, 100, n)
     g = OutputGrid.letterbox(H, W, 512)
     best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        render_points(g, x, y, s, s, rng.uniform(0, 1, n))
-        best = min(best, time.perf_counter() - t)
-    assert best < 0.25
+    with blas_threads(1):
+        for _ in range(3):
+            t = time.perf_counter()
+            render_points(g, x, y, s, s, rng.uniform(0, 1, n))
+            best = min(best, time.perf_counter() - t)
+    # typically ~3 ms; the naive reference takes seconds. Generous for loaded CI machines.
+    assert best < 1.0
