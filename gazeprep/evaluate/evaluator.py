@@ -50,6 +50,7 @@ from gazeprep.evaluate.registry import Metric, get_metric
 DEFAULT_MAP_METRICS = ("kld", "cc", "hs", "sim", "ssim", "psnr", "l1", "l2", "iou", "fgiou", "bgiou", "fwiou")
 DEFAULT_ELLIPSE_METRICS = ("iou",)
 CONFUSION_METRICS = ("fgiou", "bgiou", "fwiou", "miou")
+LABEL_MEAN = "mean over labels"  # summary group: unweighted mean of the per-label means (n = labels)
 
 # REFLACX ellipse labels -> 004's labels (ricbl translate_et_to_label; REFERENCE_CODE section 1a).
 REFLACX_TO_004: dict[str, tuple[str, ...]] = {
@@ -565,6 +566,15 @@ def _summarise(
                 "ci_low": lo, "ci_high": hi, "higher_is_better": m.higher_is_better,
                 "average": avg, "threshold": thr, "threshold_from": where,
             })
+    if by == "label" and len(groups) > 2:  # 004 reports IoU averaged over labels
+        for m in mets:
+            vals = [r["mean"] for r in out if r["metric"] == m.name and r["group"] != "all" and not np.isnan(r["mean"])]
+            if vals:
+                out.append({
+                    "group": LABEL_MEAN, "metric": m.name, "n": len(vals), "mean": float(np.mean(vals)),
+                    "ci_low": None, "ci_high": None, "higher_is_better": m.higher_is_better,
+                    "average": "labels", "threshold": None, "threshold_from": None,
+                })
     return pl.DataFrame(out, schema={
         "group": pl.Utf8, "metric": pl.Utf8, "n": pl.Int64, "mean": pl.Float64, "ci_low": pl.Float64,
         "ci_high": pl.Float64, "higher_is_better": pl.Boolean, "average": pl.Utf8, "threshold": pl.Float64,
@@ -589,6 +599,9 @@ def format_summary(summary: pl.DataFrame) -> str:
             txt += f" @{r['threshold']:g}"
         cells[(r["group"], r["metric"])] = txt
         ns[r["group"]] = max(ns.get(r["group"], 0), r["n"])
+    for r in summary.iter_rows(named=True):  # say so where a metric used fewer pairs than its row
+        if r["n"] < ns[r["group"]]:
+            cells[(r["group"], r["metric"])] += f" (n={r['n']})"
     arrows = {r["metric"]: ("↑" if r["higher_is_better"] else "↓") for r in summary.iter_rows(named=True)}
     header = ["group", "n"] + [f"{m}{arrows[m]}" for m in metrics_order]
     body = [[g, str(ns[g])] + [cells.get((g, m), "") for m in metrics_order] for g in groups]

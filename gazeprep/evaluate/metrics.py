@@ -215,17 +215,35 @@ def iou_curve(pred, gt_mask, thresholds: Sequence[float] = THRESHOLDS_004, resiz
     p, g = _prep(pred, gt_mask, resize)
     g = g > 0.5
     t = np.asarray(thresholds, dtype=np.float64)
-    pv = p.ravel()
-    order = np.sort(pv)
-    in_gt = np.sort(pv[g.ravel()])
-    n_gt = int(g.sum())
-    # pixels with pred > t: total and inside gt (counts via sorted arrays, no per-threshold pass)
-    above = pv.size - np.searchsorted(order, t, side="right")
-    above_in = in_gt.size - np.searchsorted(in_gt, t, side="right")
-    union = above + n_gt - above_in
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, above_in / np.maximum(union, 1), 0.0)
-    return iou.astype(np.float64)
+    above, above_in = _count_above(p.ravel(), g.ravel(), t)
+    union = above + int(g.sum()) - above_in
+    return np.where(union > 0, above_in / np.maximum(union, 1), 0.0).astype(np.float64)
+
+
+def _count_above(values: np.ndarray, inside: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every threshold ``t``: how many ``values > t``, and how many of those are ``inside``.
+
+    One pass: each value's bin among the sorted thresholds (``searchsorted``) then cumulative counts,
+    O(N log T) instead of one pass per threshold or a full sort of the values."""
+    order = np.argsort(thresholds, kind="stable")
+    ts = thresholds[order]
+    n = ts.size
+    if n <= 64:  # a few vectorised comparisons beat a binary search per value
+        k = np.zeros(values.shape, dtype=np.uint8)
+        for t in ts:
+            k += values > t
+    else:
+        k = np.searchsorted(ts, values, side="left")  # number of thresholds strictly below each value
+    tot = np.bincount(k, minlength=n + 1)
+    ins = np.bincount(k[inside], minlength=n + 1)
+    # value > ts[j]  <=>  k > j  -> counts of bins j+1..n
+    above_sorted = np.cumsum(tot[::-1])[::-1][1:]
+    in_sorted = np.cumsum(ins[::-1])[::-1][1:]
+    above = np.empty(n, dtype=np.int64)
+    above_in = np.empty(n, dtype=np.int64)
+    above[order] = above_sorted
+    above_in[order] = in_sorted
+    return above, above_in
 
 
 def best_thresholds(
@@ -528,12 +546,8 @@ def ehr_auc(
         return float("nan")
     if normalize == "minmax":
         p = _minmax(p)
-    v = p.ravel()
     t = np.arange(n_thresholds) / n_thresholds
-    all_sorted = np.sort(v)
-    in_sorted = np.sort(v[m])
-    above = v.size - np.searchsorted(all_sorted, t, side="right")
-    above_in = in_sorted.size - np.searchsorted(in_sorted, t, side="right")
+    above, above_in = _count_above(p.ravel(), m, t)
     ehr = np.where(above > 0, above_in / np.maximum(above, 1), 0.0)
     return float(np.trapezoid(ehr, t))
 

@@ -162,3 +162,17 @@ def test_errors_are_one_line():
         E.evaluate_exports(a, a, metrics=["auc"])
     with pytest.raises(GazeprepError, match="fixations"):
         E.evaluate_exports(a, a, metrics=["nss"])
+
+
+def test_label_mean_row_is_unweighted_mean_of_labels():
+    # label a: 3 pairs with l1 = .1 each... built as constant maps: |p - g| after max-norm
+    g = np.ones((4, 4))
+    p_half = np.ones((4, 4)); p_half[:2] = 0.5  # noqa: E702  max-norm keeps it: l1 = .25
+    gt = E.InMemoryExport({("c1", "a"): g, ("c2", "a"): g, ("c3", "a"): g, ("c1", "b"): g})
+    pred = E.InMemoryExport({("c1", "a"): g, ("c2", "a"): g, ("c3", "a"): g, ("c1", "b"): p_half})
+    res = E.evaluate_exports(pred, gt, metrics=["l1"], n_boot=20)
+    by = {r["group"]: r for r in res.summary.iter_rows(named=True)}
+    assert by["a"]["mean"] == 0 and by["b"]["mean"] == pytest.approx(0.25)
+    assert by["all"]["mean"] == pytest.approx(0.25 / 4)  # pooled over 4 pairs
+    assert by[E.LABEL_MEAN]["mean"] == pytest.approx(0.125) and by[E.LABEL_MEAN]["n"] == 2
+    assert "(n=2)" not in E.format_summary(res.summary.filter(pl.col("group") != E.LABEL_MEAN))
