@@ -1,9 +1,102 @@
-"""CLI commands of this area (filled in by the area's implementation)."""
+"""CLI commands of the text area: ``gazeprep label-reports``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import polars as pl
 import typer
+
+from gazeprep.errors import GazeprepError, InputFormatError
+
+MENTION_ROWS_SCHEMA = {
+    "id": pl.Utf8,
+    "label": pl.Utf8,
+    "phrase": pl.Utf8,
+    "sentence_idx": pl.Int32,
+    "char_start": pl.Int32,
+    "char_end": pl.Int32,
+    "negated": pl.Boolean,
+    "uncertain": pl.Boolean,
+}
+SUMMARY_SCHEMA = {"id": pl.Utf8, "label": pl.Utf8, "status": pl.Utf8}
+
+
+def label_reports(
+    input_csv: Path,
+    id_column: str,
+    text_column: str,
+    rules_dir: Path | None = None,
+    batch_size: int = 512,
+    progress: bool = True,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Label free-text reports of a CSV file.
+
+    Returns ``(mentions, summary)``: one row per mention (id, label, phrase, sentence_idx,
+    char_start, char_end, negated, uncertain; offsets into that row's text, sentence_idx counted in
+    that text), and one row per report and emittable label (id, label, status in positive /
+    uncertain / negative / absent). Empty texts have no mentions (every label absent).
+    """
+    from tqdm import tqdm
+
+    from gazeprep.text.labeler import Labeler, report_status
+
+    if not input_csv.is_file():
+        raise GazeprepError(f"{input_csv}: file not found")
+    try:
+        df = pl.read_csv(input_csv, infer_schema_length=0)  # every column as text
+    except Exception as exc:  # polars raises several error types for malformed CSV
+        raise InputFormatError(input_csv, f"not a readable CSV file: {exc}") from None
+    for col in (id_column, text_column):
+        if col not in df.columns:
+            raise InputFormatError(input_csv, f"no column {col!r} (columns: {', '.join(df.columns)})", column=col)
+    ids = df[id_column].to_list()
+    texts = df[text_column].to_list()
+    for i, x in enumerate(ids):
+        if x is None or x == "":
+            raise InputFormatError(input_csv, "empty id", row=i + 1, column=id_column)
+    labeler = Labeler.from_rules(rules_dir)
+    label_ids = labeler.label_ids
+    m_rows: list[dict] = []
+    s_rows: list[dict] = []
+    bar = tqdm(total=len(texts), desc="label-reports", unit="report", disable=not progress)
+    for k in range(0, len(texts), batch_size):
+        chunk_ids = ids[k:k + batch_size]
+        chunk = [t or "" for t in texts[k:k + batch_size]]
+        for rid, ms in zip(chunk_ids, labeler.label_texts(chunk)):
+            for m in ms:
+                m_rows.append({"id": rid, "label": m.label, "phrase": m.phrase, "sentence_idx": m.sentence_idx,
+                               "char_start": m.char_start, "char_end": m.char_end,
+                               "negated": m.negated, "uncertain": m.uncertain})
+            st = report_status(ms)
+            s_rows.extend({"id": rid, "label": lab, "status": st.get(lab, "absent")} for lab in label_ids)
+        bar.update(len(chunk))
+    bar.close()
+    return pl.DataFrame(m_rows, schema=MENTION_ROWS_SCHEMA), pl.DataFrame(s_rows, schema=SUMMARY_SCHEMA)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
+
+    @app.command("label-reports")
+    def label_reports_cmd(
+        input_csv: Path = typer.Argument(..., help="CSV file with one report per row."),
+        id_column: str = typer.Option(..., "--id-column", help="Column holding the report id."),
+        text_column: str = typer.Option(..., "--text-column", help="Column holding the report text."),
+        out: Path = typer.Option(..., "--out", help="Parquet file for the mentions (one row per mention)."),
+        summary: Path | None = typer.Option(
+            None, "--summary", help="Parquet file for the report-level status of every label."
+        ),
+        rules: Path | None = typer.Option(None, "--rules", help="Rules folder (default: the bundled rules/)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Label free-text reports with the rule-based labeler (mentions, negation, uncertainty)."""
+        mentions, summ = label_reports(input_csv, id_column, text_column, rules_dir=rules, progress=not quiet)
+        for path, frame in ((out, mentions), (summary, summ)):
+            if path is None:
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            frame.write_parquet(tmp, compression="zstd")
+            tmp.replace(path)
+        typer.echo(f"{mentions.height} mentions in {summ['id'].n_unique() if summ.height else 0} reports -> {out}")

@@ -170,6 +170,7 @@ class RuleSet:
     uncertainty_preceding: tuple[str, ...]
     uncertainty_following: tuple[str, ...]
     uncertainty_reach: int
+    uncertainty_stops: tuple[str, ...] = (",", ";", ":")
 
 
 def _phrase_dir(rules_dir: Path, sub: str, labels: LabelDefs) -> dict[str, tuple[str, ...]]:
@@ -243,6 +244,7 @@ def load_rules(rules_dir: str | Path | None = None) -> RuleSet:
         uncertainty_preceding=_phrases(ud.get("preceding", []), upath, "preceding"),
         uncertainty_following=_phrases(ud.get("following", []), upath, "following"),
         uncertainty_reach=int(ud.get("following_reach_tokens", 4)),
+        uncertainty_stops=tuple(str(x) for x in ud.get("following_stops", [",", ";", ":"])),
     )
 
 

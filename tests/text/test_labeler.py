@@ -135,3 +135,10 @@ def test_bad_rule_file_names_the_file(tmp_path):
     (d / "mention" / "not_a_label.txt").write_text("x\n")
     with pytest.raises(RecipeError, match="not_a_label"):
         Labeler.from_rules(d)
+
+
+def test_following_uncertainty_stops_at_comma(lab):
+    got = status(lab, "small right effusion, possible atelectasis.")
+    assert got["pleural_effusion"] == "positive"
+    assert got["atelectasis"] == "uncertain"
+    assert status(lab, "pneumonia is possible.")["pneumonia"] == "uncertain"
