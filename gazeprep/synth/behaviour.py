@@ -188,3 +188,27 @@ def scanpath(
         px, py = _uniform_in_boxes(rng, np.asarray(segments[si].boxes, dtype=np.float64), int(sel.sum()))
         x[sel], y[sel] = px, py
     return {"start": start, "end": end, "x": x, "y": y, "segment": seg_idx}
+
+
+def search_visits(
+    rng: np.random.Generator,
+    t_from: float,
+    t_to: float,
+    targets: list[tuple[int, list[tuple[float, float, float, float]]]],
+) -> list[FocusSegment]:
+    """Visits (1-2.5 s each, probability 0.8 per target) to the regions of positive findings during
+    the silent viewing before the dictation, in random order, all inside [t_from, t_to]. Abnormal
+    regions attract the search, so the first sentence's window (which starts at 0) is informative too."""
+    out: list[FocusSegment] = []
+    t = t_from
+    for k in rng.permutation(len(targets)):
+        m, boxes = targets[int(k)]
+        if rng.random() > 0.8:
+            continue
+        d = rng.uniform(1.0, 2.5)
+        s = t + rng.uniform(0.3, 2.0)
+        if s + d > t_to - 0.2:
+            break
+        out.append(FocusSegment(s, s + d, boxes, m))
+        t = s + d
+    return out

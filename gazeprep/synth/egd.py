@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from gazeprep.synth.behaviour import focus_segments, scanpath, time_tokens
+from gazeprep.synth.behaviour import focus_segments, scanpath, search_visits, time_tokens
 from gazeprep.synth.findings import EGD_GRANULAR, CHEXPERT_LABELS, KINDS, label_for, plan_sentences, sample_reading_findings
 from gazeprep.synth.images import ImageRef, invent_images, load_mimic_images, _read_table
 from gazeprep.synth.io import write_csv, write_text
@@ -305,7 +305,7 @@ def _generate_case(rng, out: Path, img: ImageRef, sid: int, st: dict, chx_table)
     pads = resize_pad(H, W)
     findings = sample_reading_findings(rng, image_findings)
     sentences = plan_sentences(rng, findings)
-    timing = time_tokens(rng, sentences, rng.uniform(1.0, 3.0), (0.3, 1.2))
+    timing = time_tokens(rng, sentences, rng.uniform(2.0, 5.0), (0.3, 1.2))
     tokens = [t for s in sentences for t in s.tokens]
     sent_start = set(int(x) for x in timing.sentence_token_start)
     words, wb, we, tok2 = _phrases(rng, tokens, timing.start, timing.end, sent_start)
@@ -347,7 +347,10 @@ def _generate_case(rng, out: Path, img: ImageRef, sid: int, st: dict, chx_table)
     t_end = float(we[-1]) + rng.uniform(0.5, 1.5)
     t = _sample_times(rng, t_end)
     wander = [boxes["right lung"], boxes["left lung"], boxes["cardiac silhouette"], boxes["upper mediastinum"], (0.0, 0.0, float(W), float(H))]
-    sp = scanpath(rng, rng.uniform(0.02, 0.3), float(t[-1]), segs, wander, [0.38, 0.38, 0.12, 0.06, 0.06], mean_duration=0.28)
+    targets = [(i, bom[i]) for i, m in enumerate(mentions) if not m.negated and bom[i]]
+    t_first = rng.uniform(0.02, 0.3)
+    segs = sorted(search_visits(rng, t_first, segs[0].t_start if segs else float(wb[0]), targets) + segs, key=lambda g: g.t_start)
+    sp = scanpath(rng, t_first, float(t[-1]), segs, wander, [0.38, 0.38, 0.12, 0.06, 0.06], mean_duration=0.28)
     top, bottom, left, right = pads
     Wp, Hp = W + W % 2, H + H % 2
     ex = left + sp["x"] * (SCREEN_W - left - right) / Wp

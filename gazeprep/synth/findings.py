@@ -271,11 +271,14 @@ def _zone_of(regions: tuple[str, ...]) -> str:
 
 
 def sample_reading_findings(
-    rng: np.random.Generator, image_findings: tuple[ImageFinding, ...], allow_uncertain: bool = True
+    rng: np.random.Generator,
+    image_findings: tuple[ImageFinding, ...],
+    allow_uncertain: bool = True,
+    negatives: tuple[int, int] = (1, 3),
 ) -> list[ReadingFinding]:
     """One radiologist's findings for an image: each image finding is reported with probability 0.85
     (certainty 5/4/3/2 with p 0.6/0.2/0.15/0.05), sometimes a doubtful extra opacity is added, and 1-3
-    negative statements about common findings that are absent. Order: devices, lungs, pleura,
+    negative statements (``negatives`` range) about common findings that are absent. Order: devices, lungs, pleura,
     heart/mediastinum, bones/other (the usual dictation order)."""
     out: list[ReadingFinding] = []
     present = {f.kind for f in image_findings}
@@ -292,7 +295,7 @@ def sample_reading_findings(
             out.append(ReadingFinding(kind, side, regs, 0.3, int(rng.choice([3, 2])), False, int(rng.integers(0, 1 << 16))))
     reported = {f.kind for f in out}
     neg_pool = [k for k in ("pneumothorax", "pleural_effusion", "consolidation", "pulmonary_edema", "cardiomegaly") if k not in present and k not in reported]
-    n_neg = min(len(neg_pool), int(rng.integers(1, 4)))
+    n_neg = min(len(neg_pool), int(rng.integers(negatives[0], negatives[1] + 1)))
     for i in sorted(rng.choice(len(neg_pool), size=n_neg, replace=False).tolist()) if n_neg else []:
         k = neg_pool[i]
         out.append(ReadingFinding(k, "", KINDS[k].negative_regions, 0.0, None, True, int(rng.integers(0, 1 << 16))))

@@ -7,7 +7,7 @@ Layout written under ``out``::
     files/pXX/p<subject>/s<study>/<dicom_id>.jpg     the displayed 8-bit version
     mimic-cxr-2.0.0-{chexpert,negbio,metadata,split}.csv.gz
 
-One frontal image per study (some subjects have two studies). Images are small (280-400 rows) so
+One frontal image per study (some subjects have two studies). Images are small (240-320 rows) so
 the bundled sample stays a few MB. The JPG is what a viewer shows: the VOI window when the tags are
 present (else the full 12-bit range) and inverted for MONOCHROME1, so in both files bright = dense.
 """
@@ -125,7 +125,7 @@ def generate_mimic(out: str | Path, cases: int, seed: int) -> SynthMimic:
     chexpert: dict[tuple[int, int], dict[str, float]] = {}
     negbio: dict[tuple[int, int], dict[str, float]] = {}
     for i, did in enumerate(ids):
-        h = int(rng.integers(280, 401))
+        h = int(rng.integers(240, 321))
         landscape = rng.random() < 1 / 6
         w = int(round(h * (rng.uniform(1.1, 1.25) if landscape else rng.uniform(0.78, 0.9))))
         params, findings = params_for_image(did)

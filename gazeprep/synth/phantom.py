@@ -375,11 +375,17 @@ def render_phantom(
     rib_wave = np.sin(2 * np.pi * ((v + 0.06 * ((u - p.midline_u) / 0.3) ** 2) / p.rib_spacing + p.rib_phase))
     ribs = 0.07 * (rib_wave > 0.55)
     # lung texture: smooth random field
-    coarse = rng.normal(size=(max(2, H // 12), max(2, W // 12)))
-    rows = np.minimum((np.arange(H) * coarse.shape[0]) // H, coarse.shape[0] - 1)
-    cols = np.minimum((np.arange(W) * coarse.shape[1]) // W, coarse.shape[1] - 1)
-    texture = coarse[rows][:, cols]
-    lung_val = 0.18 + 0.025 * texture + ribs
+    coarse = rng.normal(size=(max(2, H // 10), max(2, W // 10)))
+    ri = np.linspace(0, coarse.shape[0] - 1, H)
+    ci = np.linspace(0, coarse.shape[1] - 1, W)
+    r0 = np.minimum(ri.astype(int), coarse.shape[0] - 2)
+    c0 = np.minimum(ci.astype(int), coarse.shape[1] - 2)
+    fr, fc = (ri - r0)[:, None], (ci - c0)[None, :]
+    texture = (  # bilinear upsampling of the coarse field
+        coarse[r0][:, c0] * (1 - fr) * (1 - fc) + coarse[r0 + 1][:, c0] * fr * (1 - fc)
+        + coarse[r0][:, c0 + 1] * (1 - fr) * fc + coarse[r0 + 1][:, c0 + 1] * fr * fc
+    )
+    lung_val = 0.18 + 0.04 * texture + ribs
     img = np.where(lungs, lung_val, img)
     img = np.where(med, 0.72, img)
     img = np.where(masks["aortic_knob"], 0.78, img)
@@ -393,6 +399,9 @@ def render_phantom(
     # findings
     for f in findings:
         img = _draw_finding(img, f, p, H, W, u, v, lungs)
+    from scipy.ndimage import gaussian_filter
+
+    img = gaussian_filter(img, sigma=max(0.6, H / 300.0))  # soft anatomical edges
     img = img * p.exposure + rng.normal(0.0, p.noise, size=(H, W))
     return np.clip(img, 0.0, 1.0)
 

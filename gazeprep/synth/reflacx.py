@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gazeprep.synth.behaviour import focus_segments, scanpath, time_tokens
+from gazeprep.synth.behaviour import focus_segments, scanpath, search_visits, time_tokens
 from gazeprep.synth.findings import (
     KINDS,
     REFLACX_P1_LABELS,
@@ -259,7 +259,7 @@ def _generate_case(rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_
     chest = tuple(int(round(v)) for v in np.array(cb) + jit)
     chest = (min(chest[0], chest[2] - 1), min(chest[1], chest[3] - 1), max(chest[2], chest[0] + 1), max(chest[3], chest[1] + 1))
 
-    findings = sample_reading_findings(rng, image_findings)
+    findings = sample_reading_findings(rng, image_findings, negatives=(2, 4) if long_mode else (1, 3))
     quality = phase == 1 and rng.random() < 0.05
     sentences = plan_sentences(rng, findings)
     if quality:
@@ -310,8 +310,8 @@ def _generate_case(rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_
         return case
 
     # dictation
-    silent = rng.uniform(40, 85) if long_mode else rng.uniform(2.0, 6.0)
-    pause = (0.8, 3.5) if long_mode else (0.4, 2.0)
+    silent = rng.uniform(10.0, 22.0) if long_mode else rng.uniform(2.0, 6.0)
+    pause = (7.0, 15.0) if long_mode else (0.4, 2.0)
     timing = time_tokens(rng, sentences, silent, pause)
     tokens = [t for s in sentences for t in s.tokens]
     mentions: list[Mention] = []
@@ -351,7 +351,10 @@ def _generate_case(rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_
     t0 = -rng.uniform(0.005, 0.25) if negative_start else rng.uniform(0.05, 0.4)
     t_stop = float(timing.end[-1]) + rng.uniform(0.5, 2.5)
     wander = [boxes["right lung"], boxes["left lung"], boxes["cardiac silhouette"], boxes["upper mediastinum"], (0.0, 0.0, float(W), float(H))]
-    sp = scanpath(rng, t0, t_stop, segs, wander, [0.38, 0.38, 0.12, 0.06, 0.06])
+    targets = [(i, boxes_of_mention[i]) for i, m in enumerate(mentions) if not m.negated and boxes_of_mention[i]]
+    visits = search_visits(rng, max(t0, 0.0), segs[0].t_start if segs else silent, targets)
+    sp = scanpath(rng, t0, t_stop, sorted(visits + segs, key=lambda g: g.t_start), wander, [0.38, 0.38, 0.12, 0.06, 0.06])
+    segs = sorted(visits + segs, key=lambda g: g.t_start)
     n = len(sp["start"])
     target = np.where(sp["segment"] >= 0, np.array([s.mention for s in segs] + [-1])[sp["segment"]], -1)
 
