@@ -343,7 +343,7 @@ class Labeler:
         self,
         sentences: pl.DataFrame,
         words: pl.DataFrame,
-        report_text: str,
+        report_text: str | None,
         *,
         dataset: str,
         case_id: str,
@@ -351,18 +351,25 @@ class Labeler:
         """Mentions of one case as a ``mentions`` table (:data:`gazeprep.schema.MENTIONS`).
 
         ``sentences`` and ``words`` come from :func:`gazeprep.text.sentences.build_sentences` (char
-        offsets into ``report_text``). A mention's ``sentence_idx`` is the sentence whose character
+        offsets into ``report_text``; pass the same text as to ``build_sentences``; ``None`` means
+        the text rebuilt from the words, as ``build_sentences`` does). A mention's ``sentence_idx`` is the sentence whose character
         range holds its first character (else the first sentence ending after it, as 004's code
         does); ``t_start_s`` is the start of the word in which it begins and ``t_end_s`` the end of
         the word in which it ends (null when no word covers it).
         """
+        if report_text is None and words.height:
+            from gazeprep.text.sentences import rebuild_reflacx_text
+
+            toks = [t or "" for t in words.sort("word_idx")["word"].to_list()]
+            report_text = rebuild_reflacx_text(toks) if dataset == "reflacx" else " ".join(toks)
         if not report_text:
             return empty("mentions")
         mentions = self.label_text(report_text)
         if not mentions:
             return empty("mentions")
-        s_end = sentences["char_end"].to_list() if sentences.height else []
-        s_idx = sentences["sentence_idx"].to_list() if sentences.height else []
+        s_ok = sentences.filter(pl.col("char_end").is_not_null()).sort("char_end") if sentences.height else sentences
+        s_end = s_ok["char_end"].to_list() if s_ok.height else []
+        s_idx = s_ok["sentence_idx"].to_list() if s_ok.height else []
         w = words.filter(pl.col("char_start").is_not_null() & pl.col("char_end").is_not_null()).sort("char_start")
         w_start = w["char_start"].to_list()
         w_end = w["char_end"].to_list()

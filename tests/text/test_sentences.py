@@ -105,3 +105,10 @@ def test_empty_words():
 
     w, s, rej = build_sentences(empty("words"), "", dataset="reflacx", case_id="C1")
     assert w.height == 0 and s.height == 0 and rej == []
+
+
+def test_label_case_without_report_text_uses_rebuilt_text():
+    w, s, _ = build_sentences(words_frame(REFLACX_TOKENS), None, dataset="reflacx", case_id="C1")
+    m = Labeler.from_rules().label_case(s, w, None, dataset="reflacx", case_id="C1")
+    eff = m.filter(pl.col("label") == "pleural_effusion").row(0, named=True)
+    assert eff["t_start_s"] == pytest.approx(3.6)
