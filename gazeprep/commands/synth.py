@@ -23,7 +23,7 @@ def synth(
         "Without it, image ids and sizes are invented and no image files exist.",
     ),
     gaze_cases: int = typer.Option(
-        2, "--gaze-cases", min=0,
+        1, "--gaze-cases", min=0,
         help="reflacx only: how many readings get a 1 kHz gaze_data/<id>/gaze.csv (each is 1-5 MB).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

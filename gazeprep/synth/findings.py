@@ -362,6 +362,9 @@ def _fill(template: str, kind: str, side: str, zone: str, severity: float) -> tu
             start = None
     if kind == "pleural_effusion" and side == "bilateral":
         tokens = [("effusions" if t == "effusion" else t) for t in tokens]
+        if tokens[:3] == ["there", "is", "a"]:
+            tokens = ["there", "are"] + tokens[3:]
+            spans = [(a - 1, b - 1) for a, b in spans]
     return tokens, spans
 
 
@@ -399,9 +402,11 @@ def plan_sentences(rng: np.random.Generator, findings: list[ReadingFinding]) -> 
             sentences.append(PlannedSentence(tuple(tokens) + (".",), tuple(mentions)))
             continue
         choices = list(kind.templates)
+        pre, post = CERTAINTY_WORDS[f.certainty or 5]
+        if pre:  # "possible ..." needs a template that starts with the finding, not "the"/"there is"
+            choices = [t for t in choices if not t.startswith(("the ", "there ", "findings "))] or choices
         tpl = choices[f.template % len(choices)]
         tokens, spans = _fill(tpl, f.kind, f.side, _zone_of(f.regions), f.severity)
-        pre, post = CERTAINTY_WORDS[f.certainty or 5]
         shift = len(pre)
         tokens = list(pre) + tokens + list(post)
         a, b = spans[0]

@@ -124,7 +124,7 @@ def generate_reflacx(
     cases: int,
     seed: int,
     mimic_root: str | Path | None = None,
-    gaze_cases: int = 2,
+    gaze_cases: int = 1,
     progress: bool = False,
 ) -> SynthReflacx:
     """Write a synthetic REFLACX release with ``cases`` readings under ``out``.
