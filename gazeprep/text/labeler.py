@@ -352,12 +352,12 @@ class Labeler:
 
         ``sentences`` and ``words`` come from :func:`gazeprep.text.sentences.build_sentences` (char
         offsets into ``report_text``; pass the same text as to ``build_sentences``; ``None`` means
-        the text rebuilt from the words, as ``build_sentences`` does). A mention's ``sentence_idx`` is the sentence whose character
+        the text rebuilt from the words, as ``build_sentences`` does; so does ``""``). A mention's ``sentence_idx`` is the sentence whose character
         range holds its first character (else the first sentence ending after it, as 004's code
         does); ``t_start_s`` is the start of the word in which it begins and ``t_end_s`` the end of
         the word in which it ends (null when no word covers it).
         """
-        if report_text is None and words.height:
+        if not report_text and words.height:
             from gazeprep.text.sentences import rebuild_reflacx_text
 
             toks = [t or "" for t in words.sort("word_idx")["word"].to_list()]

@@ -36,6 +36,7 @@ CANONICAL_LABELS_SCHEMA = {
     "label": pl.Utf8,
     "status": pl.Utf8,  # positive / uncertain / negative / absent
     "present": pl.Boolean,  # positive, or uncertain counted as present under the thresholds
+    "value": pl.Float64,  # 1.0 present, 0.0 mentioned but not present, null absent
 }
 
 
@@ -102,9 +103,9 @@ def map_case_labels(
     Returns
     -------
     One row per (dataset, case_id, canonical label) reached by a mapped source label:
-    ``dataset, case_id, label, status, present``. ``present`` is true for ``positive`` and for
-    ``uncertain`` (REFLACX values in ``[min, positive)``; CheXpert -1 only when
-    ``chexpert_uncertain_present``).
+    ``dataset, case_id, label, status, present, value``. ``present`` is true for ``positive`` and
+    for ``uncertain`` (REFLACX values in ``[min, positive)``; CheXpert -1 only when
+    ``chexpert_uncertain_present``); ``value`` is 1.0 when present, 0.0 when not, null when absent.
     """
     defs = label_defs(rules_dir)
     th = {"reflacx_min_certainty": 3, "reflacx_positive_certainty": 4, "chexpert_uncertain_present": True}
@@ -134,7 +135,8 @@ def map_case_labels(
                 else:
                     best[key] = (st if _RANK[st] < _RANK[old[0]] else old[0], present or old[1])
     rows = [
-        {"dataset": d, "case_id": c, "label": lab, "status": st, "present": pres}
+        {"dataset": d, "case_id": c, "label": lab, "status": st, "present": pres,
+         "value": None if st == "absent" else float(pres)}
         for (d, c, lab), (st, pres) in best.items()
     ]
     order = {lab: i for i, lab in enumerate(defs.names)}

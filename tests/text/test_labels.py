@@ -87,3 +87,13 @@ def test_egd_master_columns():
     assert _get(df, "d", "opacity") == ("positive", True)
     assert _get(df, "d", "pleural_abnormality") == ("uncertain", True)
     assert set(df["label"]) == {"edema", "opacity", "pleural_other", "pleural_abnormality"}
+
+
+def test_value_column():
+    df = map_case_labels(_rows([
+        ("reflacx", "C", "mimic_chexpert", "Edema", 1.0),
+        ("reflacx", "C", "mimic_chexpert", "Fracture", 0.0),
+        ("reflacx", "C", "mimic_chexpert", "Pneumonia", None),
+    ]))
+    v = {r["label"]: r["value"] for r in df.iter_rows(named=True)}
+    assert v["edema"] == 1.0 and v["opacity"] == 1.0 and v["fracture"] == 0.0 and v["pneumonia"] is None
