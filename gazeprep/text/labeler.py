@@ -148,7 +148,6 @@ class Labeler:
     def from_rules(cls, rules_dir: str | Path | None = None) -> "Labeler":
         """The labeler of a rules folder (default ``gazeprep.paths.default_rules_dir()``), built once
         per process and folder."""
-        rules = None
         key = str(Path(rules_dir).resolve()) if rules_dir is not None else "<default>"
         with _CACHE_LOCK:
             lab = _CACHE.get(key)

@@ -12,7 +12,6 @@ Two scores per label:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import yaml
