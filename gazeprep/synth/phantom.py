@@ -246,6 +246,19 @@ def _knob_mask(p: PhantomParams, u: np.ndarray, v: np.ndarray, aspect: float) ->
     return ((u - p.knob_cu) ** 2 + ((v - p.knob_cv) * aspect) ** 2) <= p.knob_r**2
 
 
+def _boxed(H: int, W: int, box: tuple[float, float, float, float], fn) -> np.ndarray:
+    """Evaluate ``fn(u, v)`` only on the pixels whose centres can fall in ``box`` (u0, v0, u1, v1)."""
+    u0, v0, u1, v1 = box
+    r0, r1 = max(0, int(np.floor(v0 * H)) - 1), min(H, int(np.ceil(v1 * H)) + 1)
+    c0, c1 = max(0, int(np.floor(u0 * W)) - 1), min(W, int(np.ceil(u1 * W)) + 1)
+    out = np.zeros((H, W), dtype=bool)
+    if r1 > r0 and c1 > c0:
+        u = ((np.arange(c0, c1, dtype=np.float64) + 0.5) / W)[None, :]
+        v = ((np.arange(r0, r1, dtype=np.float64) + 0.5) / H)[:, None]
+        out[r0:r1, c0:c1] = fn(u, v)
+    return out
+
+
 def phantom_masks(params: PhantomParams, H: int, W: int) -> dict[str, np.ndarray]:
     """Boolean anatomy masks of the phantom at image size H x W.
 
@@ -255,16 +268,32 @@ def phantom_masks(params: PhantomParams, H: int, W: int) -> dict[str, np.ndarray
         ``{"left_lung", "right_lung", "mediastinum", "aortic_knob"}`` -> bool arrays of shape (H, W).
         ``left_lung`` is the patient's left lung, i.e. on the **image right**. The lungs exclude the
         heart and mediastinum; the mediastinum includes the heart (as in EGD-CXR, where the heart is
-        the lower part of the mediastinum mask).
+        the lower part of the mediastinum mask). A pixel belongs to a structure when its centre
+        ((col + 0.5) / W, (row + 0.5) / H) lies inside it. Only each structure's bounding box is
+        evaluated, so full-size (3000 x 2500) masks take tens of milliseconds.
     """
-    u, v = _grid(H, W)
-    med = _mediastinum_mask(params, u, v)
-    heart_grown = _heart_mask(params, u, v, grow=0.005)
+    p = params
+    g = 0.005
+    heart_box = (p.heart_cu - p.heart_au - g, p.heart_cv - p.heart_av - g, p.heart_cu + p.heart_au + g, p.heart_cv + p.heart_av + g)
+    heart = _boxed(H, W, heart_box, lambda u, v: _heart_mask(p, u, v))
+    heart_grown = _boxed(H, W, heart_box, lambda u, v: _heart_mask(p, u, v, grow=g))
+    mw = p.mediastinum_half_width
+    band = _boxed(
+        H, W, (p.midline_u - mw, p.lung_top_v - 0.06, p.midline_u + mw, p.heart_cv),
+        lambda u, v: (np.abs(u - p.midline_u) <= mw) & (v >= p.lung_top_v - 0.06) & (v <= p.heart_cv),
+    )
+    med = band | heart
     out = {}
     for side in ("left", "right"):
-        out[f"{side}_lung"] = _lung_mask(params, side, u, v) & ~med & ~heart_grown
-    out["mediastinum"] = np.broadcast_to(med, (H, W)).copy()
-    out["aortic_knob"] = np.broadcast_to(_knob_mask(params, u, v, H / W), (H, W)).copy()
+        cu, au = p.lung_center_u(side), p.lung_half_width(side)
+        box = (cu - au, p.lung_top_v, cu + au, p.lung_bottom_v(side))
+        out[f"{side}_lung"] = _boxed(H, W, box, lambda u, v, s=side: _lung_mask(p, s, u, v)) & ~med & ~heart_grown
+    out["mediastinum"] = med
+    rv = p.knob_r * W / H
+    out["aortic_knob"] = _boxed(
+        H, W, (p.knob_cu - p.knob_r, p.knob_cv - rv, p.knob_cu + p.knob_r, p.knob_cv + rv),
+        lambda u, v: _knob_mask(p, u, v, H / W),
+    )
     return {k: out[k] for k in MASK_STRUCTURES}
 
 

@@ -148,3 +148,20 @@ def test_cli(tmp_path, capsys):
     assert "wrote synthetic reflacx: 7 readings" in out
     assert (tmp_path / "r" / "main_data" / "metadata_phase_3.csv").exists()
     assert (tmp_path / "e" / "master_sheet.csv").exists()
+
+
+def test_boxed_masks_equal_dense_evaluation():
+    from gazeprep.synth import phantom as ph
+
+    rng = np.random.default_rng(5)
+    for H, W in ((301, 257), (240, 300)):
+        p = ph.sample_params(rng, cardiomegaly=bool(rng.random() < 0.5))
+        m = ph.phantom_masks(p, H, W)
+        u, v = ph._grid(H, W)
+        med = np.broadcast_to(ph._mediastinum_mask(p, u, v), (H, W))
+        heart = np.broadcast_to(ph._heart_mask(p, u, v, grow=0.005), (H, W))
+        for side in ("left", "right"):
+            dense = np.broadcast_to(ph._lung_mask(p, side, u, v), (H, W)) & ~med & ~heart
+            np.testing.assert_array_equal(m[f"{side}_lung"], dense)
+        np.testing.assert_array_equal(m["mediastinum"], med)
+        np.testing.assert_array_equal(m["aortic_knob"], np.broadcast_to(ph._knob_mask(p, u, v, H / W), (H, W)))
