@@ -159,6 +159,12 @@ class OutputGrid:
         return (self.height, self.width)
 
     @property
+    def scale(self) -> tuple[float, float]:
+        """``(scale_y, scale_x)``: grid pixels per original pixel along rows / columns (a sigma of
+        ``s`` original pixels is ``s * scale`` grid pixels)."""
+        return (self.scale_y, self.scale_x)
+
+    @property
     def is_native(self) -> bool:
         return (self.scale_x, self.scale_y, self.offset_x, self.offset_y) == (1.0, 1.0, 0.0, 0.0) and (
             self.height, self.width) == (self.image_height_px, self.image_width_px)
