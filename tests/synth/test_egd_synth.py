@@ -163,3 +163,5 @@ def test_transcripts_and_masks(egd):
         assert cols.mean() > c.image_width / 2
         for m in c.mentions:
             assert m.t_start_s == c.word_start_s[m.token_start]
+        assert len(c.fixation_target) == len(c.fixations["CNT"])
+        assert (c.fixation_target >= 0).mean() > 0.2

@@ -235,3 +235,19 @@ def test_rejects_bad_case_count(tmp_path, bad):
 
     with pytest.raises(ValueError):
         generate_reflacx(tmp_path, bad, 1)
+
+
+def test_fixation_targets_lie_in_their_regions(reflacx_big):
+    from _window_check import in_boxes
+
+    hits = total = 0
+    for c in reflacx_big.cases:
+        if c.discarded:
+            continue
+        assert len(c.fixation_target) == len(c.fixations["x_position"])
+        for i in np.unique(c.fixation_target[c.fixation_target >= 0]):
+            sel = c.fixation_target == i
+            inside = in_boxes(c.fixations["x_position"][sel], c.fixations["y_position"][sel], c.mentions[i].boxes_px)
+            hits += int(inside.sum())
+            total += int(sel.sum())
+    assert total > 500 and hits / total > 0.9
