@@ -132,8 +132,10 @@ class RenderSpec(_Strict):
     * ``aggregate``: how the windows of one target combine (``max``: 004's max over mentions).
     * ``empty_window``: a window without any weight is ``skip``ped (a ``rejects`` row) or rendered as
       ``zeros``; never a division by zero.
-    * ``truncate_sigmas``: minimum kernel half-width in sigmas; the renderer widens it when needed so
-      that the truncation error stays below 1e-6 of the map's peak.
+    * ``position_rounding``: ``round`` snaps to the nearest pixel instead.
+    * ``truncate_sigmas``: minimum kernel half-width in sigmas; the renderer widens it with the number
+      of fixations so that all cut tails together stay below 1e-7 of the largest single-fixation peak
+      (well inside the contract's 1e-6 of the peak).
     """
 
     source: Literal["fixations", "gaze_samples"] = "fixations"

@@ -467,7 +467,7 @@ def _render_case(fixations, windows, recipe, H, W, masks):
         keys = np.concatenate([keys, clip[idx]], axis=1)
     if idx.size:
         keys = np.nan_to_num(keys, nan=-1e300)  # NaN clip rows compare equal
-        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        _, inverse = np.unique(keys, axis=0, return_inverse=True)
         inverse = inverse.ravel()
         rep = idx[np.unique(inverse, return_index=True)[1]]  # one representative per distinct key
     else:
