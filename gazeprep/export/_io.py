@@ -7,11 +7,9 @@ same input gives the same bytes (no timestamps, no random names in outputs, fixe
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import uuid
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,6 @@ ZSTD_LEVEL = 1
 _ZSTD = Zstd.from_config({"level": ZSTD_LEVEL, "checksum": False})
 
 DTYPES = ("float16", "float32")
-
-# Fixed metadata for zip members, so that a container written twice has the same bytes.
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def check_dtype(dtype: str) -> np.dtype:
@@ -101,19 +96,21 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and ".tmp-" in name
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
+def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, (fsync,) ``os.replace``.
 
-    A reader (or a crash) sees either the old file or the complete new one, never a prefix.
+    A reader (or a killed process) sees either the old file or the complete new one, never a
+    prefix; ``fsync`` adds durability against power loss.
     """
     tmp = temp_name(path)
     try:
-        write_file(tmp, data, fsync=True)
+        write_file(tmp, data, fsync=fsync)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if fsync:
+        fsync_dir(path.parent)
 
 
 def remove_path(path: Path) -> None:
@@ -122,26 +119,3 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
-
-
-def npz_bytes(members: dict[str, np.ndarray]) -> bytes:
-    """A ``.npz`` container (readable with ``np.load(..., allow_pickle=False)``) with fixed zip
-    metadata, members in the given order, stored uncompressed (payloads are compressed already)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for key, arr in members.items():
-            arr = np.asarray(arr)
-            if arr.dtype.hasobject:
-                raise TypeError(f"npz member {key!r}: object arrays are not allowed")
-            payload = io.BytesIO()
-            np.lib.format.write_array(payload, arr, allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_STORED
-            info.external_attr = 0o644 << 16
-            info.create_system = 3
-            zf.writestr(info, payload.getvalue())
-    return buf.getvalue()
-
-
-def as_u8(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype=np.uint8)

@@ -166,9 +166,9 @@ def _assemble_tables(
     recipe: Recipe | None,
 ) -> dict[str, pl.DataFrame]:
     frames: dict[str, list[pl.DataFrame]] = {name: [] for name in schema.TABLES}
-    for s in sources:
+    for s in sources:  # already conformed (CaseResult.validated / parts): concatenated as they are
         for name, df in s.tables.items():
-            frames[name].append(schema.conform(df, name))
+            frames[name].append(df)
     for name, df in (extra_tables or {}).items():
         if name not in schema.TABLES:
             raise GazeprepError(f"extra table {name!r} is not a canonical table (known: {sorted(schema.TABLES)})")
@@ -181,7 +181,7 @@ def _assemble_tables(
     out: dict[str, pl.DataFrame] = {}
     for name in schema.TABLES:
         fs = [f for f in frames[name] if f.height]
-        df = pl.concat(fs, how="vertical") if fs else schema.empty(name)
+        df = schema.conform(pl.concat(fs, how="vertical_relaxed"), name) if fs else schema.empty(name)
         if name == "rejects":
             df = df.sort(list(df.columns), nulls_last=False, maintain_order=True)
         elif name != "heatmaps":
@@ -192,6 +192,40 @@ def _assemble_tables(
             pl.col("recipe").fill_null(recipe.name), pl.col("dataset").fill_null(recipe.dataset)
         )
     return out
+
+
+class _StagedWriter:
+    """Writes staged files in a background thread (overlapping disk time with assembling the next
+    shard), recording each file's size and SHA-256. At most ``max_pending`` writes are queued."""
+
+    def __init__(self, stage: Path, fsync: bool, max_pending: int = 8):
+        self.stage = stage
+        self.fsync = fsync
+        self.max_pending = max_pending
+        self.files: dict[str, dict] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: list = []
+
+    def _write(self, rel: str, data: bytes) -> None:
+        p = self.stage / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_file(p, data, fsync=self.fsync)
+        self.files[rel] = {"bytes": len(data), "sha256": sha256_bytes(data)}
+
+    def put(self, rel: str, data: bytes) -> None:
+        while len(self._pending) >= self.max_pending:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self._write, rel, data))
+
+    def drain(self) -> None:
+        """Wait for every queued write; re-raises the first failure."""
+        while self._pending:
+            self._pending.pop(0).result()
+
+    def close(self) -> None:
+        for f in self._pending:
+            f.cancel()
+        self._pool.shutdown(wait=True)
 
 
 # -- the commit ---------------------------------------------------------------------------------
@@ -344,13 +378,18 @@ def _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, sh
     remove_path(stage)
     remove_path(out / TRASH_DIR)
     stage.mkdir()
-    files: dict[str, dict] = {}
+    writer = _StagedWriter(stage, fsync)
+    try:
+        return _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col, recipe, dtype,
+                             np_dtype, manifest_extra, shard_size, kind, fsync, progress)
+    finally:
+        writer.close()
 
-    def put(rel: str, data: bytes) -> None:
-        p = stage / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        write_file(p, data, fsync=fsync)
-        files[rel] = {"bytes": len(data), "sha256": sha256_bytes(data)}
+
+def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col, recipe, dtype, np_dtype,
+                  manifest_extra, shard_size, kind, fsync, progress) -> Path:
+    files = writer.files
+    put = writer.put
 
     # 5. tables.
     for name in sorted(tables):
@@ -401,6 +440,7 @@ def _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, sh
         pool.shutdown()
         if bar is not None:
             bar.close()
+    writer.drain()
     for p in sorted(zroot.rglob("zarr.json")):
         rel = p.relative_to(stage).as_posix()
         if fsync:

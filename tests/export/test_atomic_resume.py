@@ -56,7 +56,7 @@ def test_half_written_part_is_ignored_and_cleaned(tmp_path, monkeypatch):
         store.put(results[3])
     monkeypatch.undo()
     # simulate the hard kill that leaves the temp file behind (put cleans up on exceptions)
-    stray = store.dir / f".{results[3].case_id}.part.npz.tmp-999-deadbeef"
+    stray = store.dir / f".{results[3].case_id}.part.tmp-999-deadbeef"
     stray.write_bytes(store.path(results[0].case_id).read_bytes()[:100])
     assert store.get(results[3].case_id, results[3].input_hash) is None
     assert store.case_ids() == sorted(r.case_id for r in results[:3])
@@ -139,7 +139,7 @@ def test_finalize_killed_while_writing_files(tmp_path, monkeypatch, kill_at):
     with pytest.raises(Crash):
         finalize(out, results, recipe=rec, shard_size=2)
     monkeypatch.undo()
-    assert n["k"] == kill_at
+    assert n["k"] >= kill_at  # writes run in a background thread: a few more may have started
     with pytest.raises(GazeprepError, match="incomplete export"):
         load_export(out)
     finalize(out, results, recipe=rec, shard_size=2)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
-
 import numpy as np
 import polars as pl
 import pytest
@@ -54,15 +52,35 @@ def test_unsafe_case_ids_are_rejected(tmp_path, bad):
     assert list(store.dir.iterdir()) == []
 
 
-def test_parts_contain_no_pickles(tmp_path):
-    r = case_result("C1", {"full": (5, 5)}, seed=1)
-    p = PartStore(tmp_path, "h").put(r)
-    with zipfile.ZipFile(p) as zf:
-        names = zf.namelist()
-        assert all(n.endswith(".npy") for n in names)
-    with np.load(p, allow_pickle=False) as z:  # loads every member without pickle
-        for k in z.files:
-            assert z[k].dtype == np.uint8
+def test_part_container_is_plain_bytes_and_checked(tmp_path):
+    import json
+    import struct
+
+    r = case_result("C1", {"full": (5, 5), "x": (5, 5)}, seed=1)
+    store = PartStore(tmp_path, "h")
+    p = store.put(r)
+    raw = p.read_bytes()
+    assert raw[:8] == b"GZPPART1"
+    (n,) = struct.unpack("<Q", raw[8:16])
+    header = json.loads(raw[16 : 16 + n])  # plain JSON header, raw members: nothing to unpickle
+    assert header["case_id"] == "C1" and header["targets"] == ["full", "x"]
+    names = [m[0] for m in header["members"]]
+    assert names == ["table__cases", "table__fixations", "table__heatmaps", "table__rejects", "map__0", "map__1"]
+    assert 16 + n + sum(m[2] for m in header["members"]) == len(raw)
+    # one flipped byte in a map: the CRC check makes the part count as missing
+    off, size = header["members"][-1][1:3]
+    bad = bytearray(raw)
+    bad[16 + n + off + size // 2] ^= 0xFF
+    p.write_bytes(bytes(bad))
+    assert store.has("C1", r.input_hash)  # the header is intact
+    assert store.get("C1", r.input_hash) is None  # but the data is not
+    with pytest.raises(GazeprepError, match="damaged"):
+        finalize(tmp_path, store, recipe=recipe())
+    # garbage and empty files
+    p.write_bytes(b"")
+    assert store.get("C1", r.input_hash) is None and store.input_hash("C1") is None
+    p.write_bytes(b"GZPPART1" + struct.pack("<Q", 2**40))
+    assert store.get("C1", r.input_hash) is None
 
 
 def test_prune_clear_and_case_ids(tmp_path):
@@ -84,7 +102,7 @@ def test_put_replaces_an_older_part(tmp_path):
     store.put(r2)
     assert store.get("A", "v1") is None
     assert store.get("A", "v2").heatmaps["full"][0, 0] == 2.0
-    assert [p.name for p in store.dir.iterdir()] == ["A.part.npz"]
+    assert [p.name for p in store.dir.iterdir()] == ["A.part"]
 
 
 def test_hash_inputs(tmp_path):
