@@ -269,6 +269,43 @@ class GaussianProfiles:
         return out
 
 
+class _ChunkedProfiles:
+    """Same interface as :class:`GaussianProfiles` for point sets too large to keep all profiles in
+    memory (e.g. 1 kHz gaze samples at native size): each :meth:`render` builds the profiles of the
+    points it needs, ``chunk`` at a time."""
+
+    def __init__(self, grid: OutputGrid, x_px, y_px, sx_px, sy_px, clip_rects, *, truncate_sigmas: float,
+                 chunk: int):
+        self.grid, self.n, self.chunk = grid, len(x_px), max(1, int(chunk))
+        self.x, self.y, self.sx, self.sy, self.clip = x_px, y_px, sx_px, sy_px, clip_rects
+        # the tail budget is for all points together, not per chunk
+        self.truncate = truncation_radius(self.n, truncate_sigmas)
+
+    def render(self, weights) -> np.ndarray:
+        w = np.asarray(weights, dtype=np.float64).ravel()
+        sel = np.flatnonzero(w > 0)
+        out = np.zeros(self.grid.shape, dtype=np.float32)
+        for s0 in range(0, sel.size, self.chunk):
+            m = sel[s0:s0 + self.chunk]
+            prof = GaussianProfiles(self.grid, self.x[m], self.y[m], self.sx[m], self.sy[m],
+                                    None if self.clip is None else self.clip[m], truncate_sigmas=self.truncate)
+            out += prof.render(w[m])
+        return out
+
+
+#: Largest profile store kept for a case (float32 elements, n_points x (height + width)); 256 MiB.
+PROFILE_BUDGET = 64 * 1024 * 1024
+
+
+def _profiles_for(grid: OutputGrid, x, y, sx, sy, clip, truncate_sigmas: float):
+    n = len(x)
+    per_point = grid.height + grid.width
+    if n * per_point <= PROFILE_BUDGET:
+        return GaussianProfiles(grid, x, y, sx, sy, clip, truncate_sigmas=truncate_sigmas)
+    return _ChunkedProfiles(grid, x, y, sx, sy, clip, truncate_sigmas=truncate_sigmas,
+                            chunk=PROFILE_BUDGET // (4 * per_point))
+
+
 def render_points(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects=None, *,
                   truncate_sigmas: float = 6.0) -> np.ndarray:
     """Render weighted Gaussians on ``grid`` (unnormalised), float32 (height, width).
@@ -473,8 +510,8 @@ def _render_case(fixations, windows, recipe, H, W, masks):
     else:
         inverse = np.zeros(0, dtype=np.int64)
         rep = idx
-    profiles = GaussianProfiles(grid, x[rep], y[rep], sx[rep], sy[rep], None if clip is None else clip[rep],
-                                truncate_sigmas=spec.truncate_sigmas)
+    profiles = _profiles_for(grid, x[rep], y[rep], sx[rep], sy[rep], None if clip is None else clip[rep],
+                             spec.truncate_sigmas)
     n_unique = rep.shape[0]
 
     duration = np.maximum(t1 - t0, 0.0)

@@ -352,3 +352,20 @@ def test_render_speed_at_512():
             best = min(best, time.perf_counter() - t)
     # typically ~3 ms; the naive reference takes seconds. Generous for loaded CI machines.
     assert best < 1.0
+
+
+def test_large_point_sets_render_in_chunks(monkeypatch):
+    import gazeprep.heatmaps.render as R
+
+    rng = np.random.default_rng(9)
+    n, H, W = 300, 50, 60
+    samples = pl.DataFrame({"dataset": "egd-cxr", "case_id": "d1", "sample_idx": np.arange(n, dtype=np.int32),
+                            "t_s": np.arange(n) / 60.0, "x_px": rng.uniform(0, W, n), "y_px": rng.uniform(0, H, n)})
+    rec = _recipe(source="gaze_samples", weight="count", normalize="sum")
+    win = _win([("full", None, None), ("early", 0.0, 2.0)])
+    whole, _ = render_case(samples, win, rec, image_height_px=H, image_width_px=W)
+    monkeypatch.setattr(R, "PROFILE_BUDGET", 37 * (H + W))  # force chunks of 9 points
+    chunked, _ = render_case(samples, win, rec, image_height_px=H, image_width_px=W)
+    for t in ("full", "early"):
+        assert np.abs(whole[t].array - chunked[t].array).max() < 1e-6 * whole[t].array.max()
+        assert whole[t].n_fixations == chunked[t].n_fixations
