@@ -20,6 +20,15 @@ they cover). The profiles of a case are built once and shared by all its windows
 changes the weights). Profiles are cut at ``R`` sigmas with ``R`` chosen so that the dropped tails
 of all fixations together stay below ``1e-7`` of the largest single-fixation peak ``max_i w_i p_i``.
 
+Arithmetic is float32 (profiles computed with the centre split into integer and fraction so that
+``index - centre`` keeps ~1e-7 px); measured against the float64 reference the maps agree to
+< 1e-6 of the peak (6e-7 with 300 fixations at 3000 x 2500). Output arrays are float32, C order.
+
+Clipping to the shown rectangle follows 004's ``get_gaussian``: the rectangle's bounds are rounded to
+integer pixels ``[xmin, xmax) x [ymin, ymax)``; on a resized grid a pixel belongs to the rectangle
+when its centre maps into ``[xmin - 0.5, xmax - 0.5) x [ymin - 0.5, ymax - 0.5)`` (the original pixel
+areas). A fixation without a shown rectangle (null columns) is clipped to the image only.
+
 :func:`naive_render` is the reference approach (one full density per fixation over the whole grid,
 float64, no truncation, a Python loop over fixations) used by the tests and the benchmark.
 :func:`render_case` is the entry point of the build pipeline: windows -> weights -> maps.
