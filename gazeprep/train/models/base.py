@@ -1,0 +1,143 @@
+"""Shared pieces of the papers' models: the model/objective interface and weight loading.
+
+Every model is a :class:`GazeModel` (an ``nn.Module``) and is trained through an *objective*: an
+``nn.Module`` called as ``objective(model, batch) -> LossOutput``. The batch is a dict collated from
+:class:`gazeprep.train.data.GazeDataset` items. Keeping the loss outside the network lets one model
+serve several of a paper's loss variants (e.g. 003's heatmap-loss sets) and lets trainable loss
+parameters (002's sigmas) live in the objective and be checkpointed with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gazeprep.errors import GazeprepError
+
+
+@dataclass
+class LossOutput:
+    """What an objective returns for one batch.
+
+    ``total``: scalar loss to minimise; ``parts``: named float components for logging;
+    ``pred_maps``/``target_maps``: (N, h, w) predicted maps in [0, 1] and their targets at the same
+    resolution for the maps the loss supervised (None for classifiers), used for per-epoch metrics.
+    """
+
+    total: torch.Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+    pred_maps: torch.Tensor | None = None
+    target_maps: torch.Tensor | None = None
+
+
+class GazeModel(nn.Module):
+    """Base class: a network with named outputs, optional heatmap predictions and training stages.
+
+    Subclasses set ``map_names`` (the channels of :meth:`predict_heatmaps`) and ``class_names``.
+    Multi-stage models (001, 000) list their stages in ``stage_names``; :meth:`set_stage` freezes what
+    that stage does not train (frozen parts stay in eval mode, so their batch-norm statistics do not
+    move).
+    """
+
+    stage_names: tuple[str, ...] = ("main",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage = self.stage_names[0]
+        self.map_names: list[str] = []
+        self.class_names: list[str] = []
+        self._frozen: list[nn.Module] = []
+
+    # -- stages ---------------------------------------------------------------------------------
+    def trainable_modules(self, stage: str) -> list[nn.Module]:
+        """Modules trained in ``stage`` (default: the whole model)."""
+        return [self]
+
+    def set_stage(self, stage: str) -> None:
+        """Switch to ``stage``: only :meth:`trainable_modules` keep ``requires_grad``."""
+        if stage not in self.stage_names:
+            raise GazeprepError(f"{type(self).__name__} has stages {list(self.stage_names)}, not {stage!r}")
+        self.stage = stage
+        train_mods = self.trainable_modules(stage)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for m in train_mods:
+            for p in m.parameters():
+                p.requires_grad_(True)
+        trainable_ids = {id(p) for m in train_mods for p in m.parameters()}
+        self._frozen = [
+            m for m in self.children() if not any(id(p) in trainable_ids for p in m.parameters()) and any(True for _ in m.parameters())
+        ]
+        self.train(self.training)
+
+    def train(self, mode: bool = True):  # keep frozen parts in eval mode
+        super().train(mode)
+        for m in getattr(self, "_frozen", []):
+            m.eval()
+        return self
+
+    # -- outputs --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_heatmaps(self, image: torch.Tensor) -> torch.Tensor | None:
+        """Predicted maps (B, len(map_names), h, w) in [0, 1], or None for pure classifiers."""
+        return None
+
+
+def load_weights(module: nn.Module, path: str | Path, prefix_strip: tuple[str, ...] = ("module.", "model.", "backbone.")) -> tuple[int, int]:
+    """Load a local state dict (``torch.load(..., weights_only=True)``) into ``module``.
+
+    Accepts a bare state dict or one under ``state_dict``/``model``. Keys are matched after stripping
+    common prefixes; tensors whose shape differs (e.g. an ImageNet classifier head) are skipped.
+    Raises :class:`GazeprepError` when the file is missing or fewer than half of ``module``'s tensors
+    match (wrong architecture). Returns (matched, total).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise GazeprepError(f"{p}: weight file not found (gazeprep never downloads weights; give a local file)")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise GazeprepError(f"{p}: not a state dict")
+    own = module.state_dict()
+    clean: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        kk = k
+        changed = True
+        while changed:
+            changed = False
+            for pre in prefix_strip:
+                if kk.startswith(pre) and kk not in own:
+                    kk = kk[len(pre) :]
+                    changed = True
+        if kk in own and tuple(own[kk].shape) == tuple(v.shape):
+            clean[kk] = v
+    if len(clean) < 0.5 * len(own):
+        raise GazeprepError(f"{p}: only {len(clean)} of {len(own)} tensors match {type(module).__name__}; wrong architecture?")
+    module.load_state_dict(clean, strict=False)
+    return len(clean), len(own)
+
+
+def timm_model(name: str, weights: str | Path | None = None, **kwargs) -> nn.Module:
+    """A timm model with random init (``pretrained=False``), optionally loading local ``weights``."""
+    from gazeprep._torchvision_compat import ensure_torchvision
+
+    ensure_torchvision()
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    except RuntimeError as exc:  # unknown model name
+        raise GazeprepError(f"unknown backbone {name!r}: {exc}") from None
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+def masked_or_none(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor | None:
+    """Rows of ``x`` where ``keep`` (bool) is true, or None when there are none."""
+    return x[keep] if bool(keep.any()) else None

@@ -1,0 +1,101 @@
+"""Label-specific ET-heatmap supervision with MIL (paper 004, Bigolin Lanfredi et al.).
+
+* Encoder E (section 2.4, Figure 3): ResNet-50 whose average pooling and linear layer are replaced by
+  "CNN Block 5" = conv, batch norm, ReLU, conv. Multi-resolution: the stride-16 map of layer 3 and the
+  upsampled stride-32 map of layer 4 are concatenated, so Block 5 sees 32 x 32 maps at 512 px input
+  and outputs a 32 x 32 grid of per-label logits ``g_jk``.
+* Image-level output: the soft OR of eq. 1 over the grid (with balanced range normalisation).
+* Decoder D (section 2.3): three blocks of bilinear x2 upsampling, convolution and batch norm, one
+  output channel per label (256 x 256 at 512 px input), the interpretability output.
+* Loss (section 2.5, eq. 7): ``L = L_I + lambda_T L_T`` with the MIL term L_I (eqs. 2-5,
+  ``lambda_A = 3``) and the decoder cross-entropy L_T (eq. 6, ``lambda_T = 300``). ET maps are
+  max-pooled to the grid (004 code ``ResizeHeatmap``) and thresholded at 0.15 (section 2.8).
+  Images without ET data (weak supervision from MIMIC-CXR labels) enter through L_U+ / L_U-.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gazeprep.train.losses import mil_image_probability, mil_loss, multitask_heatmap_bce, pool_to
+from gazeprep.train.models.base import GazeModel, LossOutput, timm_model
+
+
+class LanfrediMIL(GazeModel):
+    """Multi-resolution ResNet encoder with a MIL grid head and a heatmap decoder.
+
+    Parameters
+    ----------
+    label_names: the K labels (004 Table 2 order by default in the registry).
+    backbone: timm ResNet name (``resnet50``; tiny ``test_resnet``).
+    hidden: channels of Block 5 and of the decoder.
+    weights: optional local backbone state dict.
+    normalization: factor normalisation for eq. 1 (``brn``, ``li``, ``none``).
+    """
+
+    def __init__(self, label_names, backbone: str = "resnet50", hidden: int = 512, weights: str | None = None, normalization: str = "brn"):
+        super().__init__()
+        self.class_names = list(label_names)
+        self.map_names = list(label_names)
+        k = len(self.class_names)
+        self.encoder = timm_model(backbone, weights=weights, features_only=True, out_indices=(3, 4))
+        c3, c4 = self.encoder.feature_info.channels()
+        self.block5 = nn.Sequential(
+            nn.Conv2d(c3 + c4, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, k, 1),
+        )
+        blocks = []
+        ch = c3 + c4
+        for i in range(3):
+            out_ch = k if i == 2 else hidden
+            blocks += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch)]
+            if i < 2:
+                blocks.append(nn.ReLU(inplace=True))
+            ch = out_ch
+        self.decoder = nn.Sequential(*blocks)
+        self.normalization = normalization
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        f3, f4 = self.encoder(image)
+        f4 = F.interpolate(f4, size=f3.shape[-2:], mode="bilinear", align_corners=False)
+        feats = torch.cat([f3, f4], 1)
+        grid = self.block5(feats)
+        prob = mil_image_probability(grid, self.normalization)
+        return {"grid_logits": grid, "prob": prob, "logits": torch.logit(prob.clamp(1e-6, 1 - 1e-6)), "decoder_logits": self.decoder(feats)}
+
+    @torch.no_grad()
+    def predict_heatmaps(self, image: torch.Tensor) -> torch.Tensor:
+        """Decoder output ``sigmoid(D(x))``: (B, K, H/2, W/2)."""
+        return torch.sigmoid(self.forward(image)["decoder_logits"])
+
+
+class LanfrediObjective(nn.Module):
+    """``L_I + lambda_T L_T`` (eqs. 5-7). Batch heatmap channels must follow the model's labels."""
+
+    def __init__(self, lambda_a: float = 3.0, lambda_t: float = 300.0, threshold: float = 0.15, normalization: str = "brn"):
+        super().__init__()
+        self.lambda_a, self.lambda_t, self.threshold, self.normalization = lambda_a, lambda_t, threshold, normalization
+
+    def forward(self, model: LanfrediMIL, batch: dict) -> LossOutput:
+        out = model(batch["image"])
+        heat = batch["heatmaps"]
+        grid = out["grid_logits"]
+        annotated = batch["annotated"].to(torch.bool)
+        labels = batch["labels"].to(grid.dtype)
+        cells = pool_to(heat, tuple(grid.shape[-2:]), "max") > self.threshold
+        l_i = mil_loss(grid, cells, annotated, labels, self.lambda_a, self.normalization)
+        dec = out["decoder_logits"]
+        dec_target = pool_to(heat, tuple(dec.shape[-2:]), "max")
+        pos_ann = annotated[:, None] & (torch.nan_to_num(labels, nan=0.0) > 0.5) & batch["heatmap_valid"]
+        l_t = multitask_heatmap_bce(dec, dec_target > self.threshold, pos_ann)
+        total = l_i + self.lambda_t * l_t
+        pred_maps = target_maps = None
+        if bool(pos_ann.any()):
+            with torch.no_grad():
+                pred_maps = torch.sigmoid(dec)[pos_ann]
+                target_maps = dec_target[pos_ann]
+        return LossOutput(total, {"mil": float(l_i.detach()), "decoder": float(l_t.detach())}, pred_maps, target_maps)
