@@ -5,7 +5,7 @@ name them by a path relative to the MIMIC-CXR release (``files/pXX/p<subject>/s<
 REFLACX prefixes ``physionet.org/files/mimic-cxr/2.0.0/``); :func:`resolve_image` accepts both and
 falls back from ``.dcm`` to ``.jpg`` and back.
 
-TODO(ingest): switch to ``gazeprep.datasets.images`` once it exists; this is a minimal local loader.
+Image lookup and decoding are the ingest stage's (:mod:`gazeprep.datasets.images`).
 """
 
 from __future__ import annotations
@@ -38,64 +38,20 @@ class ImageRecord:
 # --------------------------------------------------------------------------- images
 
 
-def _relative_candidates(rel_path: str) -> list[str]:
-    rel = rel_path.replace("\\", "/").lstrip("/") if not Path(rel_path).is_absolute() else rel_path
-    cands = [rel]
-    marker = "files/"
-    if marker in rel and not rel.startswith(marker):
-        cands.append(rel[rel.rindex(marker):])
-    out: list[str] = []
-    for c in cands:
-        stem, dot, ext = c.rpartition(".")
-        out.append(c)
-        if dot and ext.lower() in ("dcm", "jpg", "jpeg", "png"):
-            for alt in ("dcm", "jpg", "png"):
-                if alt != ext.lower():
-                    out.append(f"{stem}.{alt}")
-    return list(dict.fromkeys(out))
-
-
 def resolve_image(images_root: str | Path, rel_path: str) -> Path:
-    """The image file of ``rel_path`` under ``images_root`` (DICOM or JPG, either spelling of the prefix).
+    """The image file of a release path under the MIMIC root (``.dcm`` or ``.jpg``, with or without
+    the ``physionet.org/...`` prefix); see :func:`gazeprep.datasets.images.resolve_image`."""
+    from gazeprep.datasets.images import resolve_image as _resolve
 
-    Raises :class:`GazeprepError` naming what was tried when nothing exists.
-    """
-    root = Path(images_root)
-    tried = []
-    for cand in _relative_candidates(rel_path):
-        p = safe_join(root, cand)
-        tried.append(str(p))
-        if p.is_file():
-            return p
-    raise GazeprepError(f"image {rel_path!r} not found under {str(root)!r} (tried {tried[0]} and .jpg/.dcm variants)")
+    return _resolve(images_root, rel_path)
 
 
 def load_gray(path: str | Path) -> np.ndarray:
-    """A grey image as float32 (H, W) scaled to [0, 1].
+    """A grey image as float32 (H, W) in [0, 1], 1 = bright (DICOM VOI window / bit range,
+    MONOCHROME1 inverted; JPG / 255); see :func:`gazeprep.datasets.images.load_image`."""
+    from gazeprep.datasets.images import load_image
 
-    DICOM: ``pixel_array`` (MONOCHROME1 inverted), min-max scaled. Other formats: PIL ``L`` / 255.
-    """
-    p = Path(path)
-    if p.suffix.lower() == ".dcm":
-        import pydicom
-
-        try:
-            ds = pydicom.dcmread(p)
-            arr = ds.pixel_array.astype(np.float32)
-        except Exception as exc:  # noqa: BLE001 - any decoding failure names the file
-            raise InputFormatError(p, f"cannot decode DICOM ({type(exc).__name__}: {exc})") from None
-        if arr.ndim == 3:  # colour or multi-frame: take the first frame / channel mean
-            arr = arr[0] if arr.shape[-1] not in (3, 4) else arr[..., :3].mean(-1)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-        if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-            arr = 1.0 - arr
-        return arr.astype(np.float32)
-    try:
-        with Image.open(p) as im:
-            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except (OSError, ValueError) as exc:
-        raise InputFormatError(p, f"cannot read image ({exc})") from None
+    return load_image(path)
 
 
 def resize_float(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
