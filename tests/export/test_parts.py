@@ -128,3 +128,22 @@ def test_index_rows_without_heatmaps_table_are_synthesised(tmp_path):
     assert idx["target"].to_list() == ["a", "b"]
     assert idx["recipe"].to_list() == ["rx", "rx"] and idx["dataset"].to_list() == ["egd-cxr"] * 2
     assert idx["height_px"].to_list() == [2, 2] and idx["width_px"].to_list() == [3, 3]
+
+
+def test_float16_conversion_is_bit_identical_to_numpy():
+    """The fast float16 path (exact integer rounding of values that become float16 subnormals)
+    gives the same bits as numpy's cast, over random float32 bit patterns and the edge cases."""
+    from gazeprep.export._io import to_dtype
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2**32, 400_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    a = a[np.isfinite(a) & (np.abs(a) <= 65504)]
+    tiny = (rng.random(200_000) * 2.0**-13).astype(np.float32) * rng.choice([-1, 1], 200_000).astype(np.float32)
+    f = np.float32
+    edge = np.array(
+        [2**-25, -(2**-25), np.nextafter(f(2**-25), f(1)), 2**-24, 3 * 2**-26, 5 * 2**-26, 0.0, -0.0, 1e-45,
+         2**-14, np.nextafter(f(2**-14), f(0)), 1023.5 * 2**-24, 65504.0], dtype=np.float32)
+    for x in (a, tiny, edge):
+        assert np.array_equal(to_dtype(x, "float16").view(np.uint16), x.astype(np.float16).view(np.uint16))
+    with pytest.raises(GazeprepError, match="float16"):
+        to_dtype(np.array([1.0, 70000.0], np.float32), "float16")
