@@ -53,8 +53,10 @@ _TAIL_TOL = 1e-7  # truncation budget relative to the largest single-fixation pe
 
 __all__ = [
     "GaussianProfiles",
-    "blas_threads",
+    "PROFILE_BUDGET",
     "RenderedMap",
+    "blas_threads",
+    "keep_freed_memory",
     "naive_render",
     "normalize_map",
     "render_case",
@@ -392,6 +394,8 @@ class RenderedMap:
         The target id (label id, ``"full"``, anatomy target or phrase id).
     n_windows:
         Windows that were rendered (empty windows skipped by policy excluded).
+    grid:
+        The :class:`OutputGrid` of ``array`` (maps original-image pixels to it and back).
     """
 
     array: np.ndarray
@@ -399,6 +403,7 @@ class RenderedMap:
     total_weight: float
     target: str = ""
     n_windows: int = 0
+    grid: OutputGrid | None = None
 
 
 def _col(df: pl.DataFrame, name: str, default=np.nan) -> np.ndarray:
@@ -633,5 +638,6 @@ def _render_case(fixations, windows, recipe, H, W, masks):
             total_weight=float(weights.sum()),
             target=target,
             n_windows=len(items),
+            grid=grid,
         )
     return maps, rejects

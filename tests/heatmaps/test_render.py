@@ -369,3 +369,14 @@ def test_large_point_sets_render_in_chunks(monkeypatch):
     for t in ("full", "early"):
         assert np.abs(whole[t].array - chunked[t].array).max() < 1e-6 * whole[t].array.max()
         assert whole[t].n_fixations == chunked[t].n_fixations
+
+
+def test_rendered_map_carries_its_grid():
+    fx = _fix([{"t0": 0.0, "t1": 1.0, "x": 20.0, "y": 10.0}])
+    maps, _ = render_case(fx, _win([("full", None, None)]), _recipe(output={"size": 32}), image_height_px=40,
+                          image_width_px=80)
+    g = maps["full"].grid
+    assert g == OutputGrid.letterbox(40, 80, 32) and maps["full"].array.shape == g.shape
+    r, c = np.unravel_index(np.argmax(maps["full"].array), g.shape)
+    gx, gy = g.to_grid(20.0, 10.0)
+    assert (c, r) == (round(float(gx)), round(float(gy)))
