@@ -13,6 +13,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from gazeprep.anatomy.data import (
     ImageRecord,
+    egd_mask_paths,
     labels_from_masks,
     list_egd_cases,
     load_egd_masks,
@@ -112,7 +114,7 @@ class TrainSettings:
 
 def _to_input(gray: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, S, S) float array in [0, 1] -> (B, 3, S, S) float32 tensor (grey repeated)."""
-    x = torch.as_tensor(np.asarray(gray, dtype=np.float32), device=device)
+    x = torch.as_tensor(np.asarray(gray, dtype=np.float32), device=device)  # float16 storage -> float32
     return x[:, None].expand(-1, 3, -1, -1).contiguous()
 
 
@@ -217,18 +219,21 @@ def split_by_subject(records: list[ImageRecord], val_fraction: float, seed: int)
     return train, val
 
 
-def evaluate(model: Samed, cases: list[tuple[np.ndarray, np.ndarray]], device: torch.device,
+def evaluate(model: Samed, cases: Iterable[tuple[np.ndarray, np.ndarray]], device: torch.device,
              batch_size: int = 8) -> dict:
     """Dice and IoU per structure over held-out cases at each case's mask resolution.
 
-    ``cases``: (image float (H, W), labels uint8 (H', W')) pairs. Returns ``{"per_structure":
-    {name: {dice, iou, dice_std, iou_std}}, "mean_dice", "mean_iou", "n_cases"}``.
+    ``cases``: an iterable (consumed in batches, so a lazy generator keeps memory bounded) of
+    (image float (H, W) in [0, 1] at any size, labels uint8 (H', W') at the mask size) pairs.
+    Returns ``{"per_structure": {name: {dice, iou, dice_std, iou_std}}, "mean_dice", "mean_iou",
+    "n_cases"}``.
     """
     classes = model.config.classes
     s = model.config.image_size
     scores: dict[str, dict[str, list[float]]] = {c: {"dice": [], "iou": []} for c in classes[1:]}
-    for start in range(0, len(cases), batch_size):
-        chunk = cases[start:start + batch_size]
+    n_cases = 0
+
+    def _score(chunk):
         x = np.stack([resize_float(img, s) for img, _ in chunk])
         logits = predict_logits(model, x, device)
         for j, (_, truth) in enumerate(chunk):
@@ -236,6 +241,16 @@ def evaluate(model: Samed, cases: list[tuple[np.ndarray, np.ndarray]], device: t
             for name, d in per_structure_scores(pred, truth, classes).items():
                 scores[name]["dice"].append(d["dice"])
                 scores[name]["iou"].append(d["iou"])
+
+    chunk: list[tuple[np.ndarray, np.ndarray]] = []
+    for case in cases:
+        chunk.append(case)
+        n_cases += 1
+        if len(chunk) == batch_size:
+            _score(chunk)
+            chunk = []
+    if chunk:
+        _score(chunk)
     per = {
         name: {
             "dice": float(np.mean(v["dice"])) if v["dice"] else float("nan"),
@@ -247,9 +262,9 @@ def evaluate(model: Samed, cases: list[tuple[np.ndarray, np.ndarray]], device: t
     }
     return {
         "per_structure": per,
-        "mean_dice": float(np.mean([p["dice"] for p in per.values()])) if cases else float("nan"),
-        "mean_iou": float(np.mean([p["iou"] for p in per.values()])) if cases else float("nan"),
-        "n_cases": len(cases),
+        "mean_dice": float(np.mean([p["dice"] for p in per.values()])) if n_cases else float("nan"),
+        "mean_iou": float(np.mean([p["iou"] for p in per.values()])) if n_cases else float("nan"),
+        "n_cases": n_cases,
     }
 
 
@@ -283,25 +298,59 @@ def run_train(
     if limit is not None:
         records = records[:limit]
     rejects: list[dict] = []
-    loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for rec in tqdm(records, desc="anatomy load", unit="img", disable=not progress):
+
+    def _reject(rec: ImageRecord, reason: str) -> None:
+        rejects.append(reject("egd-cxr", rec.image_id, "anatomy", rec.source_file, rec.source_row, reason))
+
+    # cheap checks first (files exist), so the split is made over usable cases only
+    usable: list[ImageRecord] = []
+    for rec in records:
         try:
-            loaded[rec.image_id] = load_training_case(rec, root, images_root, cfg.classes)
+            missing = [c for c in cfg.classes[1:] if c not in egd_mask_paths(root, rec.image_id)]
+            if missing:
+                raise GazeprepError(f"missing mask(s) {missing}")
+            resolve_image(images_root, rec.image_path)
         except GazeprepError as exc:
-            rejects.append(reject("egd-cxr", rec.image_id, "anatomy", rec.source_file, rec.source_row, str(exc)))
-    usable = [r for r in records if r.image_id in loaded]
+            _reject(rec, str(exc))
+            continue
+        usable.append(rec)
     if len(usable) < 2:
         raise GazeprepError(f"{root}: fewer than 2 EGD-CXR cases with image and all masks ({len(rejects)} rejected)")
     train_recs, val_recs = split_by_subject(usable, val_fraction, settings.seed)
     s = cfg.image_size
-    x = np.stack([resize_float(loaded[r.image_id][0], s) for r in train_recs]).astype(np.float32)
-    y = np.stack([resize_labels(loaded[r.image_id][1], s) for r in train_recs])
+    # training arrays at the model size only (float16: 0.5 MB per 512 px image)
+    xs, ys, kept = [], [], []
+    for rec in tqdm(train_recs, desc="anatomy load", unit="img", disable=not progress):
+        try:
+            img, lab = load_training_case(rec, root, images_root, cfg.classes)
+        except GazeprepError as exc:
+            _reject(rec, str(exc))
+            continue
+        xs.append(resize_float(img, s).astype(np.float16))
+        ys.append(resize_labels(lab, s))
+        kept.append(rec)
+    if not kept:
+        raise GazeprepError(f"{root}: no readable training case ({len(rejects)} rejected)")
+    train_recs = kept
+    x, y = np.stack(xs), np.stack(ys)
+    del xs, ys
+    held_out: list[str] = []
+
+    def _held_out_cases():  # loaded lazily, one batch at a time (full-size masks can be large)
+        for rec in val_recs:
+            try:
+                img, lab = load_training_case(rec, root, images_root, cfg.classes)
+            except GazeprepError as exc:
+                _reject(rec, str(exc))
+                continue
+            held_out.append(rec.image_id)
+            yield resize_float(img, s), lab
 
     model = build_samed(cfg, checkpoint)
     t0 = time.time()
     losses = train_samed(model, x, y, settings, dev, progress=progress)
     train_s = time.time() - t0
-    metrics = evaluate(model, [loaded[r.image_id] for r in val_recs], dev)
+    metrics = evaluate(model, _held_out_cases(), dev)
     k = max(len(losses) // 10, 1)
     metrics.update(
         {
@@ -312,7 +361,7 @@ def run_train(
             "device": str(dev),
             "n_train": len(train_recs),
             "n_rejected": len(rejects),
-            "held_out_image_ids": [r.image_id for r in val_recs],
+            "held_out_image_ids": held_out,
             "loss_first": float(np.mean(losses[:k])) if losses else None,
             "loss_last": float(np.mean(losses[-k:])) if losses else None,
             "iterations": len(losses),

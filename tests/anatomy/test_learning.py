@@ -116,3 +116,18 @@ def test_train_without_checkpoint_for_vit_b_is_a_user_error(releases, tmp_path):
 
     with pytest.raises(GazeprepError, match="--checkpoint"):
         run_train(releases["egd"], releases["mimic"], tmp_path / "m", config="vit_b", progress=False)
+
+
+def test_train_rejects_cases_without_masks_and_goes_on(releases, tmp_path):
+    from gazeprep.anatomy.train import run_train
+
+    egd = tmp_path / "egd"
+    shutil.copytree(releases["egd"], egd)
+    victim = releases["egd_ids"][3]
+    (egd / "audio_segmentation_transcripts" / victim / "left_lung.png").unlink()
+    metrics = run_train(egd, releases["mimic"], tmp_path / "m", config="tiny",
+                        settings=TrainSettings(epochs=1, batch_size=8), device="cpu", progress=False)
+    rej = pl.read_parquet(tmp_path / "m" / "rejects.parquet")
+    assert rej["case_id"].to_list() == [victim]
+    assert "left_lung" in rej["reason"][0] and rej["row"][0] == 4  # 4th data row of master_sheet.csv
+    assert metrics["n_train"] + metrics["n_cases"] == 15 and metrics["n_rejected"] == 1
