@@ -188,6 +188,11 @@ class PartStore:
         self.dir = self.out_dir / PARTS_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
 
+    @classmethod
+    def for_recipe(cls, out_dir: str | Path, recipe, *, fsync: bool = False) -> "PartStore":
+        """The store of ``recipe`` (keyed by its hash, maps encoded in ``recipe.output.dtype``)."""
+        return cls(out_dir, recipe.hash(), dtype=recipe.output.dtype, fsync=fsync)
+
     # -- names ---------------------------------------------------------------------------------
     def path(self, case_id: str) -> Path:
         """The part file of ``case_id`` (raises :class:`GazeprepError` for an unsafe id)."""

@@ -196,15 +196,17 @@ def _assemble_tables(
 
 class _StagedWriter:
     """Writes staged files in a background thread (overlapping disk time with assembling the next
-    shard), recording each file's size and SHA-256. At most ``max_pending`` writes are queued."""
+    shard), recording each file's size and SHA-256. At most ``max_pending_bytes`` (or one file, if
+    larger) wait in the queue, which bounds memory for native-size maps."""
 
-    def __init__(self, stage: Path, fsync: bool, max_pending: int = 8):
+    def __init__(self, stage: Path, fsync: bool, max_pending_bytes: int = 256 << 20):
         self.stage = stage
         self.fsync = fsync
-        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self.files: dict[str, dict] = {}
         self._pool = ThreadPoolExecutor(max_workers=1)
-        self._pending: list = []
+        self._pending: list = []  # (future, nbytes)
+        self._pending_bytes = 0
 
     def _write(self, rel: str, data: bytes) -> None:
         p = self.stage / rel
@@ -212,18 +214,24 @@ class _StagedWriter:
         write_file(p, data, fsync=self.fsync)
         self.files[rel] = {"bytes": len(data), "sha256": sha256_bytes(data)}
 
+    def _wait_one(self) -> None:
+        fut, n = self._pending.pop(0)
+        self._pending_bytes -= n
+        fut.result()
+
     def put(self, rel: str, data: bytes) -> None:
-        while len(self._pending) >= self.max_pending:
-            self._pending.pop(0).result()
-        self._pending.append(self._pool.submit(self._write, rel, data))
+        while self._pending and self._pending_bytes + len(data) > self.max_pending_bytes:
+            self._wait_one()
+        self._pending.append((self._pool.submit(self._write, rel, data), len(data)))
+        self._pending_bytes += len(data)
 
     def drain(self) -> None:
         """Wait for every queued write; re-raises the first failure."""
         while self._pending:
-            self._pending.pop(0).result()
+            self._wait_one()
 
     def close(self) -> None:
-        for f in self._pending:
+        for f, _ in self._pending:
             f.cancel()
         self._pool.shutdown(wait=True)
 

@@ -147,3 +147,13 @@ def test_float16_conversion_is_bit_identical_to_numpy():
         assert np.array_equal(to_dtype(x, "float16").view(np.uint16), x.astype(np.float16).view(np.uint16))
     with pytest.raises(GazeprepError, match="float16"):
         to_dtype(np.array([1.0, 70000.0], np.float32), "float16")
+
+
+def test_for_recipe_uses_hash_and_dtype(tmp_path):
+    rec = recipe("float16")
+    store = PartStore.for_recipe(tmp_path, rec)
+    assert store.recipe_hash == rec.hash() and store.dtype == "float16"
+    r = case_result("C1", {"full": (4, 4)}, seed=2)
+    store.put(r)
+    assert PartStore(tmp_path, rec.hash()).get("C1", r.input_hash) is not None
+    assert PartStore.for_recipe(tmp_path, recipe("float16", name="other")).get("C1", r.input_hash) is None
