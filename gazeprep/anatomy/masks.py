@@ -142,6 +142,35 @@ def load_egd_anatomy_masks(
     return _compose(base, overrides, image_shape, structures, heart_cut_top, image_id, str(egd_root))
 
 
+def export_mask_pngs(
+    anatomy_dir: str | Path,
+    out: str | Path,
+    *,
+    image_ids: list[str] | None = None,
+    structures: tuple[str, ...] = ("heart", "left_lung", "right_lung", "mediastinum", "aortic_knob"),
+    heart_cut_top: float = HEART_CUT_TOP,
+) -> int:
+    """Write ``<out>/<image_id>/<structure>.png`` (uint8 0/255 at the original image size, overrides
+    applied) for every stored image (or ``image_ids``); the files have the override layout, so a
+    corrected copy can go straight into ``<anatomy_dir>/overrides``. Returns the number of files."""
+    from PIL import Image
+
+    store = open_store(anatomy_dir)
+    ids = image_ids if image_ids is not None else sorted(store.done_images())
+    n = 0
+    for image_id in ids:
+        shape = store.image_shape(image_id)
+        if shape is None:
+            raise MissingMaskError(f"{anatomy_dir}: no masks for image {image_id}")
+        masks = load_anatomy_masks(anatomy_dir, image_id, shape, structures=structures, heart_cut_top=heart_cut_top)
+        folder = Path(out) / safe_component(image_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, m in masks.items():
+            Image.fromarray(m.astype(np.uint8) * 255).save(folder / f"{safe_component(name)}.png")
+            n += 1
+    return n
+
+
 class AnatomyMasks:
     """Masks per recipe target, configured by a recipe's ``anatomy`` section.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +41,15 @@ def run_predict(
     device: str = "auto",
     mask_size: int = 512,
     limit: int | None = None,
+    workers: int = 2,
     progress: bool = True,
 ) -> dict:
     """Segment every image of ``dataset`` under ``root`` (images from ``images_root``) into ``out``.
 
     Images already in ``out/masks.parquet`` are skipped (resume). Images that cannot be read are
     listed in ``out/rejects.parquet`` (stage ``anatomy``) and the rest goes on. Masks are stored on a
-    ``mask_size`` x ``mask_size`` grid covering the whole image. Returns counts and timing.
+    ``mask_size`` x ``mask_size`` grid covering the whole image. ``workers`` threads decode the
+    images of coming batches while the model runs. Returns counts and timing.
     """
     model_dir, out = Path(model_dir), Path(out)
     if mask_size <= 0:
@@ -73,24 +77,39 @@ def run_predict(
     t0 = time.time()
     bar = tqdm(total=len(todo), desc="anatomy predict", unit="img", disable=not progress)
     s = cfg.image_size
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        imgs, meta_rows = [], []
-        for rec in chunk:
-            try:
-                g = load_gray(resolve_image(images_root, rec.image_path))
-            except GazeprepError as exc:
-                rejects.append(reject(dataset, rec.image_id, "anatomy", rec.source_file, rec.source_row, str(exc)))
-                continue
-            imgs.append(resize_float(g, s))
-            meta_rows.append((rec.image_id, int(g.shape[0]), int(g.shape[1])))
-        if imgs:
-            with torch.no_grad():
-                logits = predict_logits(model, np.stack(imgs), dev)
-            labels = logits_to_labels(logits, (mask_size, mask_size))
-            store.append(dataset, meta_rows, labels, cfg.classes)
-            n_done += len(imgs)
-        bar.update(len(chunk))
+
+    def _load(rec: ImageRecord):
+        """(record, model-size image, original shape) or (record, None, error message)."""
+        try:
+            g = load_gray(resolve_image(images_root, rec.image_path))
+        except GazeprepError as exc:
+            return rec, None, str(exc)
+        return rec, resize_float(g, s), (int(g.shape[0]), int(g.shape[1]))
+
+    chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    # image decoding (DICOM) overlaps with the forward pass: the next batch loads in threads
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        ahead: deque = deque()
+        next_chunk = 0
+        while ahead or next_chunk < len(chunks):
+            while next_chunk < len(chunks) and len(ahead) < 2:  # at most 2 batches in memory
+                ahead.append([pool.submit(_load, rec) for rec in chunks[next_chunk]])
+                next_chunk += 1
+            loaded = [f.result() for f in ahead.popleft()]
+            imgs, meta_rows = [], []
+            for rec, img, info in loaded:
+                if img is None:
+                    rejects.append(reject(dataset, rec.image_id, "anatomy", rec.source_file, rec.source_row, info))
+                    continue
+                imgs.append(img)
+                meta_rows.append((rec.image_id, *info))
+            if imgs:
+                with torch.no_grad():
+                    logits = predict_logits(model, np.stack(imgs), dev)
+                labels = logits_to_labels(logits, (mask_size, mask_size))
+                store.append(dataset, meta_rows, labels, cfg.classes)
+                n_done += len(imgs)
+            bar.update(len(loaded))
     bar.close()
     elapsed = time.time() - t0
     rej_path = out / REJECTS_FILE

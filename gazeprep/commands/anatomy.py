@@ -71,18 +71,39 @@ def predict_cmd(
     mask_size: int = typer.Option(512, "--mask-size", min=8, help="Stored mask grid (square, whole image)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding the next batches' images."),
 ) -> None:
     """Predict anatomy masks for every image of a release (batched, resumable)."""
     from gazeprep.anatomy.predict import run_predict
 
     stats = run_predict(
         model, dataset, _default_root(dataset, root), images or sample_data_dir() / "mimic-cxr", out,
-        batch_size=batch_size, device=device, mask_size=mask_size, limit=limit,
+        batch_size=batch_size, device=device, mask_size=mask_size, limit=limit, workers=workers,
     )
     typer.echo(
         f"{stats['segmented']} segmented, {stats['skipped_done']} already done, {stats['rejected']} rejected "
         f"({stats['images_per_s']} img/s on {stats['device']}); masks in {out}"
     )
+
+
+@anatomy_app.command("export-masks")
+def export_masks_cmd(
+    anatomy_dir: Path = typer.Option(..., "--anatomy-dir", help="Folder written by `gazeprep anatomy predict`."),
+    out: Path = typer.Option(..., "--out", help="Where to write <image_id>/<structure>.png (0/255, original size)."),
+    image_id: Optional[list[str]] = typer.Option(None, "--image-id", help="Only these images (repeatable)."),
+    structures: str = typer.Option("heart,left_lung,right_lung,mediastinum,aortic_knob", "--structures",
+                                   help="Comma-separated structures to write (heart is derived)."),
+    heart_cut_top: float = typer.Option(1.0 / 3.0, "--heart-cut-top", min=0.0, max=0.99,
+                                        help="Fraction of the mediastinum's height cut from the top for the heart."),
+) -> None:
+    """Write masks (overrides applied) as PNGs at the original image size, e.g. to correct them by hand
+    and copy the fixed files into <anatomy-dir>/overrides/<image_id>/."""
+    from gazeprep.anatomy.masks import export_mask_pngs
+
+    n = export_mask_pngs(anatomy_dir, out, image_ids=image_id or None,
+                         structures=tuple(s.strip() for s in structures.split(",") if s.strip()),
+                         heart_cut_top=heart_cut_top)
+    typer.echo(f"wrote {n} PNG masks to {out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -200,3 +200,21 @@ def test_resolve_image_prefixes_and_extension_fallback(tmp_path):
         resolve_image(tmp_path, "files/p10/p10000001/s5/zzz.dcm")
     with pytest.raises(GazeprepError):
         resolve_image(tmp_path, "../../etc/passwd")
+
+
+def test_export_mask_pngs_round_trips_through_overrides(tmp_path):
+    from gazeprep.anatomy.masks import export_mask_pngs
+
+    grid = np.zeros((8, 8), np.uint8)
+    grid[2:8, 3:5] = 3
+    grid[1:7, 5:7] = 1
+    grid[1:7, 1:3] = 2
+    _store_with(tmp_path, grid, shape=(40, 30))
+    n = export_mask_pngs(tmp_path / "anat", tmp_path / "png", structures=("heart", "left_lung", "right_lung"))
+    assert n == 3
+    direct = load_anatomy_masks(tmp_path / "anat", "img-1", (40, 30))
+    png = read_mask_png(tmp_path / "png" / "img-1" / "heart.png")
+    assert png.shape == (40, 30) and (png == direct["heart"]).all()
+    # the exported files are valid overrides: using them as the overrides folder changes nothing
+    again = load_anatomy_masks(tmp_path / "anat", "img-1", (40, 30), overrides_dir=tmp_path / "png")
+    assert all((again[k] == direct[k]).all() for k in direct)
