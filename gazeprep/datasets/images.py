@@ -119,10 +119,14 @@ def _first(v) -> float:
 def load_dicom(path: Path) -> np.ndarray:
     """DICOM -> float32 (H, W) in [0, 1]: modality rescale, VOI window if given (else the stored
     bit range), MONOCHROME1 inverted so that 1 is always bright."""
+    import warnings
+
     import pydicom
 
-    ds = pydicom.dcmread(path)
-    arr = ds.pixel_array
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns on sloppy headers; decoding errors still raise
+        ds = pydicom.dcmread(path)
+        arr = ds.pixel_array
     if arr.ndim != 2:
         raise InputFormatError(path, f"expected a single-frame grayscale image, got pixel array shape {arr.shape}")
     x = arr.astype(np.float64)

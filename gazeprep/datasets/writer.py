@@ -14,7 +14,12 @@ from gazeprep import schema
 from gazeprep.datasets.base import CaseData, Release
 from gazeprep.datasets.registry import get_adapter
 
-_RELEASE: Release | None = None  # set in the parent before forking workers
+_RELEASE: Release | None = None  # the release in a worker process (set by _init_worker)
+
+
+def _init_worker(release: Release) -> None:
+    global _RELEASE
+    _RELEASE = release
 
 
 def _read(case_id: str) -> CaseData:
@@ -54,7 +59,8 @@ def ingest(
     gaze_samples:
         Also read the raw tracker samples (``gaze_samples.parquet``; large).
     workers:
-        Worker processes for reading cases (fork); 1 reads in this process.
+        Worker processes for reading cases (spawned; the release is pickled into each); 1 reads
+        in this process.
     progress:
         Show a tqdm progress bar on stderr.
     open_kwargs:
@@ -65,7 +71,6 @@ def ingest(
     dict
         Row count of every written table (name -> rows).
     """
-    global _RELEASE
     adapter = get_adapter(adapter_name)
     release = adapter.open(Path(root), gaze_samples=gaze_samples, **open_kwargs)
     out = Path(out)
@@ -77,15 +82,12 @@ def ingest(
     if workers > 1 and len(ids) > 1:
         import multiprocessing as mp
 
-        _RELEASE = release
-        try:
-            with mp.get_context("fork").Pool(workers) as pool:
-                results = pool.imap(_read, ids, chunksize=16)
-                for cd in results:
-                    _collect(cd, parts, rejects)
-                    bar.update(1)
-        finally:
-            _RELEASE = None
+        # spawn, not fork: polars deadlocks in a forked child once the parent has used its thread
+        # pool (every collect() hangs). The release is pickled once into each worker.
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(release,)) as pool:
+            for cd in pool.imap(_read, ids, chunksize=16):
+                _collect(cd, parts, rejects)
+                bar.update(1)
     else:
         for cid in ids:
             _collect(release.read_case(cid), parts, rejects)
