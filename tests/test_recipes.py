@@ -25,10 +25,10 @@ def test_every_shipped_recipe_loads():
         r = load_recipe(name)
         assert r.name == name
         assert r.dataset in {"reflacx", "egd-cxr"}
-        # the YAML spells out every field: resolving adds nothing the file did not say
-        raw = yaml.safe_load((default_pipelines_dir() / f"{name}.yaml").read_text())
-        assert set(raw["render"]) == set(r.resolved()["render"]), name
-        assert set(raw["output"]) == set(r.resolved()["output"]), name
+        if name in SHIPPED:  # these spell out every render/output field, each with its source
+            raw = yaml.safe_load((default_pipelines_dir() / f"{name}.yaml").read_text())
+            assert set(raw["render"]) == set(r.resolved()["render"]), name
+            assert set(raw["output"]) == set(r.resolved()["output"]), name
 
 
 def test_documented_parameters():
