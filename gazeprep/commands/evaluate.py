@@ -160,6 +160,8 @@ def sweep_windows_cmd(
     res = S.run_sweep(root, dataset=dataset, stage=stage, size=size, workers=workers, recipe=recipe,
                       max_cases=max_cases, progress=True)
     typer.echo(S.format_ranking(res.ranking, top))
+    typer.echo(f"{res.ranking.height} rules, {res.rows['case_id'].n_unique()} cases with ellipses; "
+               f"thresholds validated per label on split: {res.ranking['split'][0]}")
     default = res.ranking.filter(pl.col("rule").str.starts_with("max(sentence_start - 1.5 s, previous_sentence_start) -> last_mention"))
     base = res.ranking.filter(pl.col("rule") == S.BASELINE)
     if default.height and base.height:

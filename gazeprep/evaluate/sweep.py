@@ -124,7 +124,32 @@ def _label_map(maps: dict, target: str, closure: dict[str, tuple[str, ...]]) -> 
 
 
 # ------------------------------------------------------------------------------------------ worker
-_STATE: dict | None = None  # set in the parent before forking the pool
+_STATE: dict | None = None  # per process: set by _init_worker (pool initializer, or in-process)
+
+
+def _init_worker(params: dict) -> None:
+    """Open the release and prepare the recipes in this process.
+
+    Workers are started with ``spawn`` (not ``fork``): forking a process whose polars thread pool is
+    running can deadlock the child, so every worker opens the release itself."""
+    global _STATE
+    from gazeprep.datasets import get_adapter
+    from gazeprep.recipes import load_recipe
+
+    base = load_recipe(params["recipe"])
+    rules = params["rules"]
+    defs = _label_defs()
+    if defs is None or not defs.groups.get("lanfredi2023"):
+        raise GazeprepError("rules/labels.yaml with the group 'lanfredi2023' is needed to compare with the ellipses")
+    _STATE = {
+        "release": get_adapter(params["dataset"]).open(Path(params["root"])),
+        "rules": rules,
+        "size": params["size"],
+        "recipes": {r.name: _recipe_for(base, r.window if r.window is not None else WholeRecordingWindow(), params["size"])
+                    for r in rules},
+        "labels": list(defs.groups["lanfredi2023"]),
+        "closure": {k: defs.closure(k) for k in defs.names},
+    }
 
 
 def _sweep_case(case_id: str) -> list[dict]:
@@ -244,29 +269,25 @@ def run_sweep(
     root = Path(root)
     if not root.exists():
         raise GazeprepError(f"release folder not found: {root}")
-    base = load_recipe(recipe)
+    load_recipe(recipe)  # fail early on a bad recipe name
     rules = list(rules) if rules is not None else window_grid(stage)
     release = get_adapter(dataset).open(root)
     ids = release.cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
     if max_cases:
         ids = ids[:max_cases]
-    recipes = {r.name: _recipe_for(base, r.window if r.window is not None else WholeRecordingWindow(), size)
-               for r in rules}
-    defs = _label_defs()
-    if defs is None or not defs.groups.get("lanfredi2023"):
-        raise GazeprepError("rules/labels.yaml with the group 'lanfredi2023' is needed to compare with the ellipses")
-    _STATE = {"release": release, "rules": rules, "size": size, "recipes": recipes,
-              "labels": list(defs.groups["lanfredi2023"]), "closure": {k: defs.closure(k) for k in defs.names}}
-    workers = max(1, min(workers or (os.cpu_count() or 1), len(ids) or 1))
+    params = {"dataset": dataset, "root": str(root), "rules": rules, "size": int(size), "recipe": str(recipe)}
+    # spawning a worker costs seconds (imports, labeler); keep at least 8 cases per worker
+    workers = max(1, min(workers or (os.cpu_count() or 1), -(-len(ids) // 8) or 1))
     rows: list[dict] = []
     bar = tqdm(total=len(ids), desc=f"sweep: {len(rules)} rules", unit="case", disable=not progress, file=sys.stderr)
     try:
         if workers == 1:
+            _init_worker(params)
             for cid in ids:
                 rows.extend(_sweep_case(cid))
                 bar.update()
         else:
-            with mp.get_context("fork").Pool(workers) as pool:
+            with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(params,)) as pool:
                 for part in pool.imap_unordered(_sweep_case, ids, chunksize=1):
                     rows.extend(part)
                     bar.update()
