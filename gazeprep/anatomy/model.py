@@ -265,7 +265,11 @@ def build_samed(config: SamedConfig, checkpoint: str | Path | None = None) -> Sa
     if checkpoint is not None:
         state = load_state_dict_file(checkpoint)
         adapted = adapt_sam_state_dict(state, config)
-        missing, unexpected = sam.load_state_dict(adapted, strict=False)
+        try:
+            missing, unexpected = sam.load_state_dict(adapted, strict=False)
+        except RuntimeError as exc:  # tensor shape mismatch: another encoder size
+            first = str(exc).split("\n")[1].strip() if "\n" in str(exc) else str(exc)
+            raise GazeprepError(f"{checkpoint}: not a SAM {config.name} checkpoint ({first[:200]})") from None
         allowed_missing = ("mask_decoder.mask_tokens", "mask_decoder.output_hypernetworks_mlps",
                            "mask_decoder.iou_prediction_head")
         bad_missing = [k for k in missing if not k.startswith(allowed_missing)]

@@ -239,3 +239,13 @@ def test_lr_schedule_warmup_then_poly():
 def test_downsample_labels_takes_pixel_centres():
     y = torch.arange(16).reshape(1, 4, 4)
     assert downsample_labels(y, 2).tolist() == [[[5, 7], [13, 15]]]
+
+
+def test_checkpoint_of_another_size_is_a_one_line_error(tmp_path):
+    small = build_sam(preset("tiny"))
+    p = tmp_path / "tiny_sam.pth"
+    torch.save(small.state_dict(), p)
+    other = preset("tiny", encoder_embed_dim=32)
+    with pytest.raises(GazeprepError, match="not a SAM tiny checkpoint"):
+        build_samed(other, p)
+    assert build_samed(preset("tiny"), p) is not None  # same size loads
