@@ -292,6 +292,8 @@ def run_train(
     root, images_root, out = Path(root), Path(images_root), Path(out)
     if checkpoint is None and config != "tiny":
         raise GazeprepError(f"--config {config} needs --checkpoint SAM.pth (only 'tiny' trains from random init)")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise GazeprepError(f"checkpoint {str(checkpoint)!r} not found")
     cfg = preset(config, lora_rank=lora_rank)
     dev = resolve_device(device)
     records = list_egd_cases(root)
