@@ -52,6 +52,12 @@ def evaluate_cmd(
     iou_average: str = typer.Option("dataset", "--iou-average", help="fg/bg/fw IoU: 'dataset' (confusion summed, I-AI) or 'image' (mean of per-image IoUs)."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95% CIs.", min=10),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    pred_target: Optional[str] = typer.Option(
+        None, "--pred-target", help="Use this map of each predicted case (e.g. 'full') for every reference target."
+    ),
+    gt_target: Optional[str] = typer.Option(
+        None, "--gt-target", help="Use this map of each reference case (e.g. 'full') for every predicted target."
+    ),
     list_metrics_: bool = typer.Option(False, "--list-metrics", help="List the metric names and exit."),
 ) -> None:
     """Compare the maps of two exports: per-pair metrics, then mean and 95% bootstrap CI per label and overall."""
@@ -92,6 +98,8 @@ def evaluate_cmd(
         iou_average=iou_average,  # type: ignore[arg-type]
         n_boot=n_boot,
         seed=seed,
+        pred_target=pred_target,
+        gt_target=gt_target,
         progress=True,
     )
     typer.echo(E.format_summary(res.summary))

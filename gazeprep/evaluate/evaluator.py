@@ -109,6 +109,31 @@ class InMemoryExport:
             raise GazeprepError(f"no heatmap for case {case_id!r}, target {target!r}") from None
 
 
+class _OneTargetForAll:
+    """View of an export where the map of ``source_target`` stands for every target in ``targets``
+    (e.g. the whole-recording map ``full`` compared with each label's reference)."""
+
+    def __init__(self, export: Any, source_target: str, targets: Sequence[str]):
+        self._ex = export
+        self._src = source_target
+        idx = _table(export, "heatmaps")
+        if idx is None:
+            raise GazeprepError("export has no 'heatmaps' table")
+        cases = idx.filter(pl.col("target") == source_target).get_column("case_id").unique().sort().to_list()
+        if not cases:
+            have = sorted(idx.get_column("target").unique().to_list())[:10]
+            raise GazeprepError(f"no map for target {source_target!r} (targets: {have})")
+        ts = sorted(set(targets))
+        heat = pl.DataFrame({"case_id": [c for c in cases for _ in ts], "target": [t for _ in cases for t in ts]},
+                            schema={"case_id": pl.Utf8, "target": pl.Utf8})
+        self.tables = {**{k: _table(export, k) for k in ("cases", "fixations", "windows", "ellipses", "boxes", "masks")
+                          if _table(export, k) is not None}, "heatmaps": heat}
+        self.manifest = getattr(export, "manifest", None)
+
+    def heatmap(self, case_id: str, target: str) -> np.ndarray:
+        return self._ex.heatmap(case_id, self._src)
+
+
 @dataclass
 class EvalResult:
     """``pairs``: one row per (case_id, target) with a column per metric; ``summary``: one row per
@@ -306,6 +331,8 @@ def evaluate_exports(
     iou_average: Literal["dataset", "image"] = "dataset",
     n_boot: int = 1000,
     seed: int = 0,
+    pred_target: str | None = None,
+    gt_target: str | None = None,
     progress: bool = False,
 ) -> EvalResult:
     """Compare the maps of ``pred`` with the ground truth ``gt`` (see the module docstring).
@@ -323,10 +350,14 @@ def evaluate_exports(
         Restrict to these targets (default: all paired targets).
     n_boot, seed:
         Percentile-bootstrap resamples over pairs for the 95% CIs (seeded, reproducible).
+    pred_target, gt_target:
+        Use that one map of each case (e.g. ``full``, the whole-recording map) for every target of
+        the other side: the baseline of 004's window comparison, or label maps vs the full map.
     """
     names = list(metrics) if metrics else list(DEFAULT_ELLIPSE_METRICS if reference == "ellipses" else DEFAULT_MAP_METRICS)
     mets: list[Metric] = [get_metric(n) for n in names]
     notes: list[str] = []
+
     if reference == "ellipses":
         bad = [m.name for m in mets if m.kind != "region"]
         if bad:
@@ -338,6 +369,20 @@ def evaluate_exports(
             "use gazeprep.evaluate.metrics.bootstrap_auc"
         )
 
+    if pred_target is not None:
+        if reference == "ellipses":
+            e = _table(gt, "ellipses")
+            labels = e.get_column("source_label").unique().to_list() if e is not None else []
+            ref_targets = sorted({t for ts in ellipse_labels_to_targets(labels, _default_labels()).values() for t in ts})
+        else:
+            gi = _table(gt, "heatmaps")
+            ref_targets = gi.get_column("target").unique().to_list() if gi is not None else []
+        pred = _OneTargetForAll(pred, pred_target, ref_targets)
+        notes.append(f"prediction map {pred_target!r} used for every reference target")
+    if gt_target is not None:
+        pi = _table(pred, "heatmaps")
+        gt = _OneTargetForAll(gt, gt_target, pi.get_column("target").unique().to_list() if pi is not None else [])
+        notes.append(f"reference map {gt_target!r} used for every predicted target")
     pidx = _table(pred, "heatmaps")
     if pidx is None:
         raise GazeprepError("prediction export has no 'heatmaps' table")
@@ -372,7 +417,7 @@ def evaluate_exports(
     need_fix = any(m.kind == "fixations" for m in mets)
     if need_fix and gfix is None:
         raise GazeprepError("NSS / AUC-Judd need the ground-truth export's 'fixations' table")
-    ell = _ellipse_frame(gt) if reference == "ellipses" else None
+    ell = _ellipse_frame(gt, paired.get_column("target").unique().to_list()) if reference == "ellipses" else None
     iou_sweep = any(m.name == "iou" for m in mets) and iou_threshold == "validated"
 
     rows: list[dict] = []
@@ -448,13 +493,22 @@ def evaluate_exports(
     return EvalResult(pairs=pairs, summary=summary, unpaired=unpaired, notes=notes)
 
 
-def _ellipse_frame(gt: ExportLike) -> pl.DataFrame:
+def _default_labels() -> list[str]:
+    """Canonical label ids of ``rules/labels.yaml`` (empty when the rules are unavailable)."""
+    try:
+        from gazeprep.paths import default_rules_dir
+        from gazeprep.text.rules import load_label_defs
+
+        return list(load_label_defs(default_rules_dir()).names)
+    except Exception:
+        return []
+
+
+def _ellipse_frame(gt: ExportLike, targets: Sequence[str]) -> pl.DataFrame:
     """The ground truth's ellipses with a ``target`` column (one row per ellipse and target)."""
     e = _table(gt, "ellipses")
     if e is None or e.height == 0:
         raise GazeprepError("ellipse mode: the ground-truth export has no 'ellipses' rows")
-    idx = _table(gt, "heatmaps")
-    targets = idx.get_column("target").unique().to_list() if idx is not None else []
     return _ellipses_with_targets(e, targets)
 
 

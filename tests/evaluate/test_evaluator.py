@@ -176,3 +176,18 @@ def test_label_mean_row_is_unweighted_mean_of_labels():
     assert by["all"]["mean"] == pytest.approx(0.25 / 4)  # pooled over 4 pairs
     assert by[E.LABEL_MEAN]["mean"] == pytest.approx(0.125) and by[E.LABEL_MEAN]["n"] == 2
     assert "(n=2)" not in E.format_summary(res.summary.filter(pl.col("group") != E.LABEL_MEAN))
+
+
+def test_pred_target_full_stands_for_every_label():
+    g = np.zeros((8, 8)); g[2:6, 2:6] = 1  # noqa: E702
+    full = np.zeros((8, 8)); full[2:6, 2:4] = 1  # noqa: E702  half of the square
+    gt = E.InMemoryExport({("a", "x"): g, ("a", "y"): g, ("b", "x"): g})
+    pred = E.InMemoryExport({("a", "full"): full, ("b", "full"): g})
+    res = E.evaluate_exports(pred, gt, metrics=["iou"], iou_threshold=0.5, pred_target="full", n_boot=20)
+    got = {(r["case_id"], r["target"]): r["iou"] for r in res.pairs.iter_rows(named=True)}
+    assert got == {("a", "x"): 0.5, ("a", "y"): 0.5, ("b", "x"): 1.0}
+    assert any("'full'" in n for n in res.notes)
+    res2 = E.evaluate_exports(gt, pred, metrics=["iou"], iou_threshold=0.5, gt_target="full", n_boot=20)
+    assert res2.pairs.height == 3
+    with pytest.raises(GazeprepError, match="no map for target"):
+        E.evaluate_exports(pred, gt, pred_target="nope")

@@ -288,6 +288,10 @@ def test_bootstrap_auc_seeded_and_brackets():
     assert a[1] <= a[0] <= a[2]
     assert a[0] == pytest.approx(M.roc_auc(y, s))
     assert math.isnan(M.bootstrap_auc([1, 1, 1], [0.1, 0.2, 0.3], n_boot=10)[0])
+    # the rank formula used inside the bootstrap equals sklearn's, ties included
+    yt = rng.integers(0, 2, 60)
+    st = np.round(rng.random(60), 1)  # many ties
+    assert M._auc_ranks(yt, st) == pytest.approx(M.roc_auc(yt, st))
 
 
 def test_bootstrap_mean_width_matches_normal_theory():
