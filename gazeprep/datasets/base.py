@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import polars as pl
 
 from gazeprep import schema
@@ -29,6 +30,30 @@ from gazeprep.errors import GazeprepError, InputFormatError
 
 CASE_SKIPPED = "case skipped"
 ROW_DROPPED = "row dropped"
+
+
+def build_table(name: str, n: int, values: dict[str, Any]) -> pl.DataFrame:
+    """A frame of table ``name`` with ``n`` rows, built column by column (no query engine: the
+    per-case hot path stays at a few microseconds per column).
+
+    ``values`` maps column -> polars Series, numpy array, list, or a scalar broadcast to ``n`` rows;
+    absent columns are null. Every column is cast to the schema dtype.
+    """
+    cols = []
+    for col, dtype in schema.TABLES[name].items():
+        v = values.get(col)
+        if v is None:
+            s = pl.Series(col, [None] * n, dtype=dtype)
+        elif isinstance(v, pl.Series):
+            s = v.alias(col)
+        elif isinstance(v, (np.ndarray, list)):
+            s = pl.Series(col, v)
+        else:
+            s = pl.Series(col, [v] * n)
+        if s.dtype != dtype:
+            s = s.cast(dtype)
+        cols.append(s)
+    return pl.DataFrame(cols)
 
 
 @dataclass

@@ -64,22 +64,25 @@ def time_problems(
 
     Returns
     -------
-    (kept rows, [(source_row, reason), ...])
+    (kept rows, [(source_row, reason), ...]) sorted by row.
     """
-    bad: list[tuple[int, str]] = []
-    if end is not None:
-        neg = df.filter(pl.col(end) < pl.col(start))
-        for r, s, e in neg.select("source_row", start, end).iter_rows():
-            bad.append((int(r), f"negative duration: {end_label} {e:g} is before {start_label} {s:g}"))
-        if neg.height:
-            df = df.filter(pl.col(end) >= pl.col(start))
     t = df.get_column(start).to_numpy()
-    keep = ordered_keep_mask(t)
-    if not keep.all():
-        rows = df.get_column("source_row").to_numpy()
+    rows = df.get_column("source_row").to_numpy()
+    bad: list[tuple[int, str]] = []
+    ok = np.ones(len(t), dtype=bool)
+    if end is not None:
+        e = df.get_column(end).to_numpy()
+        neg = e < t
+        if neg.any():
+            for i in np.flatnonzero(neg):
+                bad.append((int(rows[i]), f"negative duration: {end_label} {e[i]:g} is before {start_label} {t[i]:g}"))
+            ok &= ~neg
+    idx = np.flatnonzero(ok)
+    keep_sub = ordered_keep_mask(t[idx])
+    if not keep_sub.all():
         last_kept = -1
-        for i in range(len(t)):
-            if keep[i]:
+        for j, i in enumerate(idx):
+            if keep_sub[j]:
                 last_kept = i
                 continue
             ref = (
@@ -88,8 +91,10 @@ def time_problems(
                 else "earlier than the rows that follow"
             )
             bad.append((int(rows[i]), f"timestamps out of order: {start_label} {t[i]:g} is {ref}"))
-        df = df.filter(pl.Series(keep))
-    bad.sort()
+        ok[idx[~keep_sub]] = False
+    if bad:
+        df = df.filter(pl.Series(ok))
+        bad.sort()
     return df, bad
 
 

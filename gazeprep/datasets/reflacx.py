@@ -32,8 +32,8 @@ import polars as pl
 
 from gazeprep import schema
 from gazeprep.datasets import mimic
-from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release
-from gazeprep.datasets.checks import far_outside, time_problems
+from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release, build_table
+from gazeprep.datasets.checks import time_problems
 from gazeprep.datasets.csvio import Col, read_bytes, read_checked_csv
 from gazeprep.datasets.registry import register_dataset
 from gazeprep.errors import GazeprepError, InputFormatError
@@ -300,75 +300,76 @@ class ReflacxRelease(Release):
         t = read_checked_csv(path, FIX_COLS)
         self._bad_rows(case_id, path, t.bad, rejects)
         df = t.df
-        shown_bad = df.filter(
-            (pl.col("xmin_shown_from_image") > pl.col("xmax_shown_from_image"))
-            | (pl.col("ymin_shown_from_image") > pl.col("ymax_shown_from_image"))
+        col = lambda c: df.get_column(c).to_numpy()  # noqa: E731
+        x, y = col("x_position"), col("y_position")
+        rows = col("source_row")
+        bad: list[tuple[int, str]] = []
+        shown_bad = (col("xmin_shown_from_image") > col("xmax_shown_from_image")) | (
+            col("ymin_shown_from_image") > col("ymax_shown_from_image")
         )
-        if shown_bad.height:
-            self._bad_rows(case_id, path, [(r, "shown rectangle has min > max") for r in shown_bad["source_row"]], rejects)
-            df = df.filter(~pl.col("source_row").is_in(shown_bad["source_row"].implode()))
-        far = df.filter(far_outside(pl.col("x_position"), pl.col("y_position"), w, h))
-        if far.height:
-            self._bad_rows(
-                case_id, path,
-                [(r, f"position ({x:g}, {y:g}) is far outside the {w}x{h} image (corrupt value)") for r, x, y in far.select("source_row", "x_position", "y_position").iter_rows()],
-                rejects,
-            )  # fmt: skip
-            df = df.filter(~far_outside(pl.col("x_position"), pl.col("y_position"), w, h))
+        far = _far(x, y, w, h)
+        for i in np.flatnonzero(shown_bad | far):
+            bad.append(
+                (int(rows[i]), "shown rectangle has min > max")
+                if shown_bad[i]
+                else (int(rows[i]), f"position ({x[i]:g}, {y[i]:g}) is far outside the {w}x{h} image (corrupt value)")
+            )
+        if bad:
+            df = df.filter(pl.Series(~(shown_bad | far)))
         df, tbad = time_problems(
             df, "timestamp_start_fixation", "timestamp_end_fixation",
             start_label="timestamp_start_fixation", end_label="timestamp_end_fixation",
         )  # fmt: skip
-        self._bad_rows(case_id, path, tbad, rejects)
-        if df.height == 0:
+        self._bad_rows(case_id, path, sorted(bad + tbad), rejects)
+        n = df.height
+        if n == 0:
             raise InputFormatError(path, "no valid fixation rows" if t.n_rows else "no data rows (header only)")
-        x, y = pl.col("x_position"), pl.col("y_position")
-        out = df.select(
-            pl.lit(DATASET).alias("dataset"),
-            pl.lit(case_id).alias("case_id"),
-            pl.int_range(0, pl.len(), dtype=pl.Int32).alias("fixation_idx"),
-            pl.col("timestamp_start_fixation").alias("t_start_s"),
-            pl.col("timestamp_end_fixation").alias("t_end_s"),
-            x.alias("x_px"),
-            y.alias("y_px"),
-            pl.col("angular_resolution_x_pixels_per_degree").alias("px_per_deg_x"),
-            pl.col("angular_resolution_y_pixels_per_degree").alias("px_per_deg_y"),
-            pl.col("xmin_shown_from_image").alias("shown_xmin_px"),
-            pl.col("ymin_shown_from_image").alias("shown_ymin_px"),
-            pl.col("xmax_shown_from_image").alias("shown_xmax_px"),
-            pl.col("ymax_shown_from_image").alias("shown_ymax_px"),
-            pl.col("pupil_area_normalized").alias("pupil_area"),
-            pl.col("window_width"),
-            pl.col("window_level"),
-            ((x >= 0) & (x < w) & (y >= 0) & (y < h)).alias("in_image"),
-            pl.col("source_row"),
-        )
-        return schema.conform(out, "fixations")
+        x, y = df.get_column("x_position").to_numpy(), df.get_column("y_position").to_numpy()
+        g = df.get_column
+        return build_table(
+            "fixations", n,
+            {
+                "dataset": DATASET, "case_id": case_id, "fixation_idx": np.arange(n, dtype=np.int32),
+                "t_start_s": g("timestamp_start_fixation"), "t_end_s": g("timestamp_end_fixation"),
+                "x_px": g("x_position"), "y_px": g("y_position"),
+                "px_per_deg_x": g("angular_resolution_x_pixels_per_degree"),
+                "px_per_deg_y": g("angular_resolution_y_pixels_per_degree"),
+                "shown_xmin_px": g("xmin_shown_from_image"), "shown_ymin_px": g("ymin_shown_from_image"),
+                "shown_xmax_px": g("xmax_shown_from_image"), "shown_ymax_px": g("ymax_shown_from_image"),
+                "pupil_area": g("pupil_area_normalized"), "window_width": g("window_width"),
+                "window_level": g("window_level"),
+                "in_image": (x >= 0) & (x < w) & (y >= 0) & (y < h), "source_row": g("source_row"),
+            },
+        )  # fmt: skip
 
     def _gaze(self, case_id: str, path: Path, w: int, h: int, rejects: list[dict]) -> pl.DataFrame:
         t = read_checked_csv(path, GAZE_COLS)
         self._bad_rows(case_id, path, t.bad, rejects)
         df = t.df
-        far = df.filter(far_outside(pl.col("x_position"), pl.col("y_position"), w, h).fill_null(False))
-        if far.height:
-            self._bad_rows(case_id, path, [(r, f"position far outside the {w}x{h} image (corrupt value)") for r in far["source_row"]], rejects)
-            df = df.filter(~far_outside(pl.col("x_position"), pl.col("y_position"), w, h).fill_null(False))
+        x, y = df.get_column("x_position").to_numpy(), df.get_column("y_position").to_numpy()
+        far = _far(x, y, w, h)  # NaN (blink) compares False
+        if far.any():
+            rows = df.get_column("source_row").to_numpy()
+            self._bad_rows(case_id, path, [(int(r), f"position far outside the {w}x{h} image (corrupt value)") for r in rows[far]], rejects)
+            df = df.filter(pl.Series(~far))
         df, tbad = time_problems(df, "timestamp_sample", None, start_label="timestamp_sample")
         self._bad_rows(case_id, path, tbad, rejects)
-        x, y = pl.col("x_position"), pl.col("y_position")
-        out = df.select(
-            pl.lit(DATASET).alias("dataset"),
-            pl.lit(case_id).alias("case_id"),
-            pl.int_range(0, pl.len(), dtype=pl.Int32).alias("sample_idx"),
-            pl.col("timestamp_sample").alias("t_s"),
-            x.alias("x_px"),
-            y.alias("y_px"),
-            pl.col("angular_resolution_x_pixels_per_degree").alias("px_per_deg_x"),
-            pl.col("angular_resolution_y_pixels_per_degree").alias("px_per_deg_y"),
-            ((x >= 0) & (x < w) & (y >= 0) & (y < h)).alias("in_image"),
-            pl.col("source_row"),
-        )
-        return schema.conform(out, "gaze_samples")
+        n = df.height
+        xs, ys = df.get_column("x_position"), df.get_column("y_position")
+        x, y = xs.to_numpy(), ys.to_numpy()
+        inside = pl.Series("in_image", (x >= 0) & (x < w) & (y >= 0) & (y < h))
+        inside = pl.Series("in_image", inside).set(xs.is_null() | ys.is_null(), None) if n else inside
+        g = df.get_column
+        return build_table(
+            "gaze_samples", n,
+            {
+                "dataset": DATASET, "case_id": case_id, "sample_idx": np.arange(n, dtype=np.int32),
+                "t_s": g("timestamp_sample"), "x_px": xs, "y_px": ys,
+                "px_per_deg_x": g("angular_resolution_x_pixels_per_degree"),
+                "px_per_deg_y": g("angular_resolution_y_pixels_per_degree"),
+                "in_image": inside, "source_row": g("source_row"),
+            },
+        )  # fmt: skip
 
     def _text(self, case_id: str, folder: Path, tables: dict[str, pl.DataFrame], rejects: list[dict]) -> None:
         txt_path = folder / "transcription.txt"
@@ -394,20 +395,16 @@ class ReflacxRelease(Release):
         except InputFormatError as exc:
             rejects.append(self.reject(case_id, Path(exc.path), exc.row, f"{exc.reason}; reports and words left empty"))
             return
-        tables["reports"] = schema.conform(
-            pl.DataFrame({"dataset": [DATASET], "case_id": [case_id], "text": [text]}), "reports"
-        )
-        tables["words"] = schema.conform(
-            df.select(
-                pl.lit(DATASET).alias("dataset"),
-                pl.lit(case_id).alias("case_id"),
-                pl.int_range(0, pl.len(), dtype=pl.Int32).alias("word_idx"),
-                pl.col("word"),
-                pl.col("timestamp_start_word").alias("t_start_s"),
-                pl.col("timestamp_end_word").alias("t_end_s"),
-            ),
-            "words",
-        )
+        n = df.height
+        tables["reports"] = build_table("reports", 1, {"dataset": DATASET, "case_id": case_id, "text": text})
+        tables["words"] = build_table(
+            "words", n,
+            {
+                "dataset": DATASET, "case_id": case_id, "word_idx": np.arange(n, dtype=np.int32),
+                "word": df.get_column("word"), "t_start_s": df.get_column("timestamp_start_word"),
+                "t_end_s": df.get_column("timestamp_end_word"),
+            },
+        )  # fmt: skip
 
     def _ellipses(self, case_id: str, path: Path, phase: int, rejects: list[dict]) -> pl.DataFrame:
         labels = LABELS_BY_PHASE[phase]
@@ -428,18 +425,22 @@ class ReflacxRelease(Release):
             else:
                 keep.append(rec)
         self._bad_rows(case_id, path, bad, rejects)
-        rows = []
+        out: dict[str, list] = {k: [] for k in ("ellipse_idx", "xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty", "source_label")}
         for idx, rec in enumerate(keep):
             for lab in labels:
                 if rec[lab]:
-                    rows.append(
-                        {
-                            "dataset": DATASET, "case_id": case_id, "ellipse_idx": idx,
-                            "xmin_px": rec["xmin"], "ymin_px": rec["ymin"], "xmax_px": rec["xmax"], "ymax_px": rec["ymax"],
-                            "certainty": int(rec["certainty"]), "source_label": lab,
-                        }
-                    )  # fmt: skip
-        return pl.DataFrame(rows, schema=schema.ELLIPSES) if rows else schema.empty("ellipses")
+                    for k, v in zip(out, (idx, rec["xmin"], rec["ymin"], rec["xmax"], rec["ymax"], int(rec["certainty"]), lab)):
+                        out[k].append(v)
+        n = len(out["ellipse_idx"])
+        if n == 0:
+            return schema.empty("ellipses")
+        return build_table("ellipses", n, {"dataset": DATASET, "case_id": case_id, **out})
+
+
+def _far(x: np.ndarray, y: np.ndarray, w: float, h: float) -> np.ndarray:
+    """Positions more than one image size beyond the border (see :func:`checks.far_outside`)."""
+    with np.errstate(invalid="ignore"):
+        return (x < -w) | (x > 2 * w) | (y < -h) | (y > 2 * h)
 
 
 def _extra_columns(path: Path, cols: dict[str, Col]) -> list[str]:
