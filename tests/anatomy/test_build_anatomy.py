@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 from gazeprep.anatomy.masks import load_anatomy_masks  # noqa: E402
 from gazeprep.cli import main  # noqa: E402
 from gazeprep.heatmaps.render import render_case  # noqa: E402
+from gazeprep.paths import sample_data_dir  # noqa: E402
 from gazeprep.recipes import load_recipe  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -28,16 +29,23 @@ def _run(args):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
-    sd = base / "sd"
-    _run(["synth", "--dataset", "mimic-cxr", "--out", sd / "mimic-cxr", "--cases", 12, "--seed", 7])
-    _run(["synth", "--dataset", "reflacx", "--out", sd / "reflacx", "--cases", 12, "--seed", 7, "--mimic-root", sd / "mimic-cxr"])
-    _run(["synth", "--dataset", "egd-cxr", "--out", sd / "egd-cxr", "--cases", 8, "--seed", 7, "--mimic-root", sd / "mimic-cxr"])
+    bundled = sample_data_dir()
+    if all((bundled / d).is_dir() for d in ("reflacx", "egd-cxr", "mimic-cxr")):
+        sd = bundled  # the bundled sample data, through the commands' default --root / --images
+        roots = {"egd": [], "reflacx": []}
+    else:  # not generated yet: the same releases as `make sample-data`, in tmp
+        sd = base / "sd"
+        _run(["synth", "--dataset", "mimic-cxr", "--out", sd / "mimic-cxr", "--cases", 12, "--seed", 7])
+        _run(["synth", "--dataset", "reflacx", "--out", sd / "reflacx", "--cases", 12, "--seed", 7, "--mimic-root", sd / "mimic-cxr"])
+        _run(["synth", "--dataset", "egd-cxr", "--out", sd / "egd-cxr", "--cases", 8, "--seed", 7, "--mimic-root", sd / "mimic-cxr"])
+        roots = {"egd": ["--root", sd / "egd-cxr", "--images", sd / "mimic-cxr"],
+                 "reflacx": ["--root", sd / "reflacx", "--images", sd / "mimic-cxr"]}
     model = base / "model"
-    _run(["anatomy", "train", "--dataset", "egd-cxr", "--root", sd / "egd-cxr", "--images", sd / "mimic-cxr",
+    _run(["anatomy", "train", "--dataset", "egd-cxr", *roots["egd"],
           "--config", "tiny", "--out", model, "--epochs", 3, "--batch-size", 4, "--device", "cpu"])
     anatomy = base / "anatomy"
-    _run(["anatomy", "predict", "--model", model, "--dataset", "reflacx", "--root", sd / "reflacx", "--images",
-          sd / "mimic-cxr", "--out", anatomy, "--batch-size", 4, "--mask-size", 128, "--device", "cpu"])
+    _run(["anatomy", "predict", "--model", model, "--dataset", "reflacx", *roots["reflacx"],
+          "--out", anatomy, "--batch-size", 4, "--mask-size", 128, "--device", "cpu"])
     # manual corrections for every image: a heart box and a left-lung half (they take precedence)
     ids = pl.read_parquet(anatomy / "masks.parquet").select("image_id", "image_height_px", "image_width_px").unique()
     for image_id, h, w in ids.iter_rows():
