@@ -38,6 +38,10 @@ def register(app: typer.Typer) -> None:
         anatomy_dir: Optional[Path] = typer.Option(
             None, "--anatomy-dir", help="Masks written by `gazeprep anatomy predict` (anatomy recipes)"
         ),
+        executor: str = typer.Option("local", "--executor", help="local (process pool) or ray"),
+        ray_address: Optional[str] = typer.Option(
+            None, "--ray-address", help="Ray cluster address (auto, ray://host:10001); default: start Ray here"
+        ),
     ) -> None:
         """Build gaze heatmaps for a dataset with a recipe: Parquet tables + Zarr heatmaps + manifest."""
         from gazeprep.paths import sample_data_dir
@@ -56,9 +60,19 @@ def register(app: typer.Typer) -> None:
         out = out or Path("out") / f"{dataset}-{rec.name}"
         summary = build_heatmaps(
             BuildOptions(
-                dataset=dataset, root=root, out=out, recipe=rec, workers=workers, force=force, anatomy_dir=anatomy_dir
+                dataset=dataset,
+                root=root,
+                out=out,
+                recipe=rec,
+                workers=workers,
+                force=force,
+                anatomy_dir=anatomy_dir,
+                executor=executor,
+                ray_address=ray_address,
             )
         )
+        for ev in summary.extra.get("executor_events", []):
+            typer.echo(f"retried block at {ev['block_start']} (attempt {ev['attempt']}): {ev['error']}", err=True)
         typer.echo(
             f"wrote {summary.out}: {summary.n_cases} cases, {summary.n_heatmaps} heatmaps, "
             f"{summary.n_rejects} rejects ({summary.n_reused} cases reused from a previous run)"

@@ -1,6 +1,6 @@
 """``build-heatmaps``: the whole ETL for one dataset and one recipe.
 
-Per case (in a process pool): read the case (dataset adapter) -> sentences and word offsets ->
+Per case (in a pool of spawned worker processes, or on Ray): read the case (dataset adapter) -> sentences and word offsets ->
 mentions (rule-based labeler) -> windows (the recipe's window rule) -> optional anatomy masks ->
 render every target -> a :class:`~gazeprep.export.CaseResult` stored as a resumable part. Then the
 parts are assembled, sorted by case, into the export (Parquet tables, Zarr heatmaps, manifest).
@@ -26,7 +26,7 @@ from gazeprep import __version__
 from gazeprep.errors import GazeprepError
 from gazeprep.recipes import Recipe
 
-# The state a forked worker needs; set in the parent before the pool starts (fork shares it).
+# The build state of the driver process (workers rebuild theirs from a BuildSpec).
 _STATE: "_BuildState | None" = None
 
 
@@ -42,6 +42,9 @@ class BuildOptions:
     force: bool = False
     anatomy_dir: Path | None = None
     progress: bool = True
+    executor: str = "local"  # local (process pool) or ray
+    ray_address: str | None = None
+    ray_block_size: int = 32
 
 
 @dataclass
@@ -79,15 +82,29 @@ def _case_input_hash(case_row: dict, data_tables: dict[str, pl.DataFrame], recip
     return _hash_tables(data_tables, salt)
 
 
-def _process_case(case_id: str) -> tuple[str, bool, int]:
-    """Worker: build (or reuse) the part of one case. Returns (case_id, reused, n_maps)."""
-    from gazeprep.export import PartStore
+def _compute_case_safely(st: "_BuildState", case_id: str, store):
+    """:func:`_compute_case`, turning an unexpected error of one case into a ``rejects`` row.
 
-    st = _STATE
-    assert st is not None
-    store = PartStore(st.out, st.recipe_hash)
-    result, reused = _compute_case(st, case_id, store)
-    return case_id, reused, len(result.heatmaps)
+    Data problems are already rejects; this catches bugs or corrupt inputs that escaped the
+    checks, so that one bad case never stops a build of thousands. The part written for such a case
+    holds only the rejects row and is recomputed on the next run (its input hash is marked failed).
+    """
+    from gazeprep.export import CaseResult
+    from gazeprep.schema import reject
+
+    try:
+        return _compute_case(st, case_id, store)
+    except Exception as exc:  # noqa: BLE001 - recorded, not swallowed
+        msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        result = CaseResult(
+            case_id=case_id,
+            input_hash="failed",
+            tables={"cases": st.release.cases.filter(pl.col("case_id") == case_id)},
+            heatmaps={},
+            rejects=[reject(st.dataset, case_id, "build", None, None, f"case failed: {msg}")],
+        )
+        store.put(result)
+        return result, False
 
 
 def _compute_case(st: _BuildState, case_id: str, store):
@@ -228,26 +245,66 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
     workers = max(1, min(workers, len(live) or 1))
     reused = 0
     bar = tqdm(total=len(live), desc=f"{opts.dataset}: cases", unit="case", disable=not opts.progress, file=sys.stderr)
+    events: list[dict] = []
     try:
-        if workers == 1:
-            store = PartStore(opts.out, _STATE.recipe_hash)
+        if opts.executor == "ray":
+            from gazeprep.pipeline.distributed import BuildSpec, run_on_ray
+
+            spec = BuildSpec(
+                dataset=opts.dataset,
+                root=str(opts.root),
+                out=str(opts.out),
+                recipe_json=recipe.model_dump_json(),
+                anatomy_dir=str(opts.anatomy_dir) if opts.anatomy_dir else None,
+                force=opts.force,
+            )
+            run = run_on_ray(
+                spec,
+                live,
+                address=opts.ray_address,
+                num_cpus=workers,
+                block_size=opts.ray_block_size,
+                progress=bar,
+            )
+            reused = sum(r for _, r, _ in run.outcomes)
+            events = run.events
+        elif opts.executor != "local":
+            raise GazeprepError(f"unknown executor {opts.executor!r}; use local or ray")
+        elif workers == 1:
+            store = PartStore(opts.out, _STATE.recipe_hash, dtype=recipe.output.dtype)
             for cid in live:
-                _, was_reused = _compute_case(_STATE, cid, store)
+                _, was_reused = _compute_case_safely(_STATE, cid, store)
                 reused += was_reused
                 bar.update()
         else:
-            ctx = mp.get_context("fork")
+            # spawn, not fork: polars' thread pool does not survive a fork safely. Each worker
+            # opens the release once (see distributed._state_for) and processes blocks of cases.
+            from functools import partial
+
+            from gazeprep.pipeline.distributed import BuildSpec, process_block
+
+            spec = BuildSpec(
+                dataset=opts.dataset,
+                root=str(opts.root),
+                out=str(opts.out),
+                recipe_json=recipe.model_dump_json(),
+                anatomy_dir=str(opts.anatomy_dir) if opts.anatomy_dir else None,
+                force=opts.force,
+            )
+            block = max(1, min(16, len(live) // (workers * 4) or 1))
+            blocks = [live[i : i + block] for i in range(0, len(live), block)]
+            ctx = mp.get_context("spawn")
             with ctx.Pool(workers) as pool:
-                for _, was_reused, _ in pool.imap_unordered(_process_case, live, chunksize=4):
-                    reused += was_reused
-                    bar.update()
+                for results in pool.imap_unordered(partial(process_block, spec), blocks):
+                    reused += sum(r for _, r, _ in results)
+                    bar.update(len(results))
     finally:
         bar.close()
     # discarded cases: a cases row and a rejects row, nothing to render
     from gazeprep.export import CaseResult
     from gazeprep.schema import reject
 
-    store = PartStore(opts.out, _STATE.recipe_hash)
+    store = PartStore(opts.out, _STATE.recipe_hash, dtype=recipe.output.dtype)
     discarded = cases.filter(pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
     for cid in discarded:
         store.put(
@@ -284,4 +341,5 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
         n_heatmaps=ex.tables["heatmaps"].height,
         n_rejects=ex.tables["rejects"].height,
         n_reused=reused,
+        extra={"executor_events": events},
     )
