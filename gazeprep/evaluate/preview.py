@@ -229,8 +229,13 @@ def render_preview(
                 strong = (r.get("certainty") or 0) > 2
                 draw.ellipse([float(x0), float(y0), float(x1), float(y1)],
                              outline=_ELLIPSE_COLOURS[0 if strong else 1] + (255,), width=3 if strong else 1)
-                draw.text((float(x0) + 3, float(y0) + 3), f"{r['source_label']} ({r.get('certainty')})",
-                          fill=_ELLIPSE_COLOURS[0] + (255,), font=small)
+                if size < 400:  # thumbnails: no text on the image
+                    continue
+                fs = max(10, size // 50)
+                ty = float(y0) - fs - 3 if float(y0) > fs + 3 else float(y1) + 2  # above, else below
+                draw.text((float(x0), ty), f"{r['source_label']} (certainty {r.get('certainty')})",
+                          fill=_ELLIPSE_COLOURS[0 if strong else 1] + (255,), font=small,
+                          stroke_width=1, stroke_fill=(0, 0, 0, 255))
 
     # boxes (EGD-CXR)
     boxes = _table(export, "boxes")
@@ -268,6 +273,8 @@ def render_preview(
     caption = f"{case_id} | {target} | {recipe} | max {heat.max():.3g} | {n_fix} fix" + (
         "" if image is not None else " | no image"
     )
+    if size < 400:  # thumbnails: the contact sheet's row names the case
+        caption = f"{target} | {n_fix} fix"
     draw.text((6, dh + 6), caption, fill=(235, 235, 235, 255), font=_font(max(11, min(16, size // 40))))
     return canvas
 
