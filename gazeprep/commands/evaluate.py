@@ -44,6 +44,9 @@ def evaluate_cmd(
     gt_ellipses: bool = typer.Option(
         False, "--gt-ellipses", help="Compare with the reference export's REFLACX ellipses (certainty > 2) instead of its maps (004 section 3.2)."
     ),
+    ellipse_grid: bool = typer.Option(
+        False, "--ellipse-grid", help="With --gt-ellipses: rasterise ellipses on the map's grid instead of upscaling maps to the image (faster)."
+    ),
     targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated targets to evaluate (default: all paired)."),
     gt_threshold: float = typer.Option(0.15, "--gt-threshold", help="Reference map > this is the region for IoU / DiffGradCAM / EHR-AUC / interpretability."),
     pred_threshold: float = typer.Option(0.5, "--pred-threshold", help="Prediction > this is its foreground for fg/bg/fw IoU."),
@@ -100,6 +103,7 @@ def evaluate_cmd(
         seed=seed,
         pred_target=pred_target,
         gt_target=gt_target,
+        ellipse_resolution="grid" if ellipse_grid else "image",
         progress=True,
     )
     typer.echo(E.format_summary(res.summary))
@@ -123,6 +127,9 @@ def preview_cmd(
         None, "--images", help="MIMIC-CXR(-JPG) root holding files/pXX/...; without it (or if missing) a grey canvas is used."
     ),
     target: Optional[list[str]] = typer.Option(None, "--target", help="Only these targets (repeatable)."),
+    anatomy_dir: Optional[Path] = typer.Option(
+        None, "--anatomy-dir", help="Masks written by `gazeprep anatomy predict`: outlines of heart and lungs."
+    ),
     size: int = typer.Option(640, "--size", help="Longer side of each PNG in pixels.", min=64),
     max_cases: Optional[int] = typer.Option(None, "--max-cases", help="With --html: only the first N cases (sorted ids).", min=1),
 ) -> None:
@@ -134,13 +141,13 @@ def preview_cmd(
         ids = list(case) if case else None
         if ids is None and max_cases is not None:
             ids = sorted(ex.tables["heatmaps"].get_column("case_id").unique().to_list())[:max_cases]
-        page = P.contact_sheet(ex, out, case_ids=ids, images_root=images, full=size)
+        page = P.contact_sheet(ex, out, case_ids=ids, images_root=images, full=size, anatomy_dir=anatomy_dir)
         typer.echo(f"wrote {page}")
         return
     if not case:
         raise GazeprepError("give --case ID (or --html for a contact sheet of the whole export)")
     for cid in case:
-        for p in P.preview_case(ex, cid, out, targets=target, images_root=images, size=size):
+        for p in P.preview_case(ex, cid, out, targets=target, images_root=images, size=size, anatomy_dir=anatomy_dir):
             typer.echo(f"wrote {p}")
 
 

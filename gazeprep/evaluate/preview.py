@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from gazeprep.errors import GazeprepError
+from gazeprep.evaluate import metrics as M
 from gazeprep.paths import safe_component, safe_join
 
 # An inferno-like ramp (dark purple -> orange -> pale yellow), linear between these stops.
@@ -163,11 +164,14 @@ def render_preview(
     image: np.ndarray | None = None,
     size: int = 640,
     numbers: bool = True,
+    masks: dict[str, np.ndarray] | None = None,
 ):
     """A PIL RGB image: the case's X-ray with ``target``'s heatmap and annotations (module docstring).
 
     ``image`` (float (H, W) in [0, 1]) overrides loading from ``images_root``. ``size``: longer
-    side of the drawing in pixels. ``numbers``: label fixations with their order."""
+    side of the drawing in pixels. ``numbers``: label fixations with their order. ``masks``:
+    ``{structure: bool (H, W)}`` at the original image size (e.g. from
+    :func:`gazeprep.anatomy.load_anatomy_masks`), drawn as outlines."""
     from PIL import Image, ImageDraw
 
     from gazeprep.evaluate.evaluator import ellipse_labels_to_targets, grid_for
@@ -196,13 +200,26 @@ def render_preview(
     def to_disp(x, y):
         return (np.asarray(x, dtype=np.float64) + 0.5) * s - 0.5, (np.asarray(y, dtype=np.float64) + 0.5) * s - 0.5
 
-    # anatomy mask outlines
-    masks = _table(export, "masks")
-    if masks is not None and masks.height:
+    # anatomy mask outlines: arrays given by the caller, then files listed in the masks table
+    for k, (name, mk) in enumerate(sorted((masks or {}).items())):
+        m = np.asarray(mk).astype(bool)
+        if m.shape != (H, W) or not m.any():
+            continue
+        md = M.resize_nearest(m, (dh, dw))
+        inner = md.copy()
+        inner[1:-1, 1:-1] = md[1:-1, 1:-1] & md[:-2, 1:-1] & md[2:, 1:-1] & md[1:-1, :-2] & md[1:-1, 2:]
+        ys, xs = np.nonzero(md & ~inner)
+        col = _MASK_COLOURS[k % len(_MASK_COLOURS)]
+        draw.point(list(zip(xs.tolist(), ys.tolist())), fill=col + (230,))
+        if size >= 400 and xs.size:
+            draw.text((int(xs.mean()), int(ys.min()) + 2), name, fill=col + (255,), font=small,
+                      stroke_width=1, stroke_fill=(0, 0, 0, 255))
+    mtab = _table(export, "masks")
+    if mtab is not None and mtab.height:
         from PIL import ImageFilter
 
         base = Path(getattr(export, "path", "."))
-        for k, m in enumerate(masks.filter(pl.col("case_id") == case_id).iter_rows(named=True)):
+        for k, m in enumerate(mtab.filter(pl.col("case_id") == case_id).iter_rows(named=True)):
             p = Path(m["path"]) if Path(m["path"]).is_absolute() else base / m["path"]
             try:
                 with Image.open(p) as im:
@@ -279,6 +296,21 @@ def render_preview(
     return canvas
 
 
+def case_masks(export: Any, case_id: str, anatomy_dir: str | Path | None) -> dict[str, np.ndarray] | None:
+    """Anatomy masks of the case from ``gazeprep anatomy predict`` output (None when unavailable)."""
+    if anatomy_dir is None:
+        return None
+    row = _case_row(export, case_id)
+    if not row.get("image_id") or not row.get("image_height_px"):
+        return None
+    try:
+        from gazeprep.anatomy import load_anatomy_masks
+
+        return load_anatomy_masks(anatomy_dir, row["image_id"], (int(row["image_height_px"]), int(row["image_width_px"])))
+    except (GazeprepError, ImportError, OSError):
+        return None
+
+
 def _targets_of(export: Any, case_id: str) -> list[str]:
     idx = _table(export, "heatmaps")
     if idx is None:
@@ -294,17 +326,19 @@ def preview_case(
     targets: Sequence[str] | None = None,
     images_root: str | Path | None = None,
     size: int = 640,
+    anatomy_dir: str | Path | None = None,
 ) -> list[Path]:
     """Write ``<out_dir>/<case_id>/<target>.png`` for every target of the case; returns the paths."""
     tg = list(targets) if targets else _targets_of(export, case_id)
     if not tg:
         raise GazeprepError(f"case {case_id!r} has no heatmap in this export")
     image = load_case_image(export, case_id, images_root)
+    masks = case_masks(export, case_id, anatomy_dir)
     paths = []
     for t in tg:
         p = safe_join(Path(out_dir), safe_component(case_id), f"{safe_component(t)}.png")
         p.parent.mkdir(parents=True, exist_ok=True)
-        render_preview(export, case_id, t, image=image, size=size).save(p, optimize=True)
+        render_preview(export, case_id, t, image=image, size=size, masks=masks).save(p, optimize=True)
         paths.append(p)
     return paths
 
@@ -318,6 +352,7 @@ def contact_sheet(
     thumb: int = 220,
     full: int = 640,
     progress: bool = True,
+    anatomy_dir: str | Path | None = None,
 ) -> Path:
     """Write ``<out_dir>/index.html``: one row per case, one thumbnail per target (click: full size).
 
@@ -337,6 +372,7 @@ def contact_sheet(
     rows_html = []
     for cid in it:
         image = load_case_image(export, cid, images_root)
+        masks = case_masks(export, cid, anatomy_dir)
         have = set(_targets_of(export, cid))
         cells = [f"<th>{html.escape(cid)}</th>"]
         for t in all_targets:
@@ -348,7 +384,9 @@ def contact_sheet(
             for rel, sz in ((rel_full, full), (rel_thumb, thumb)):
                 p = safe_join(out, *rel.parts)
                 p.parent.mkdir(parents=True, exist_ok=True)
-                render_preview(export, cid, t, image=image, size=sz, numbers=sz >= 400).save(p, optimize=True)
+                render_preview(export, cid, t, image=image, size=sz, numbers=sz >= 400, masks=masks).save(
+                    p, optimize=True
+                )
             cells.append(
                 f'<td><a href="{html.escape(rel_full.as_posix())}"><img loading="lazy" '
                 f'src="{html.escape(rel_thumb.as_posix())}" title="{html.escape(cid + " / " + t)}"></a></td>'

@@ -118,6 +118,9 @@ def test_ellipse_mode_letterboxed_prediction():
     assert ours > 0.8
     with pytest.raises(GazeprepError, match="region"):
         E.evaluate_exports(pred, gt, reference="ellipses", metrics=["kld"])
+    # on the grid: the prediction is the ellipse drawn on the grid itself -> IoU 1
+    res_g = E.evaluate_exports(pred, gt, reference="ellipses", iou_threshold=0.5, n_boot=20, ellipse_resolution="grid")
+    assert res_g.pairs["iou"].to_list() == [1.0, 1.0]
 
 
 def test_fixation_metrics_use_windowed_fixations():

@@ -80,3 +80,18 @@ def test_preview_case_and_contact_sheet(tmp_path):
     bad = E.InMemoryExport({("../x", "t"): np.ones((4, 4))})
     with pytest.raises(GazeprepError, match="unsafe"):
         P.preview_case(bad, "../x", tmp_path)
+
+
+def test_mask_outline_drawn_from_arrays():
+    ex, _ = _export()
+    m = np.zeros((20, 40), bool)
+    m[4:16, 4:16] = True
+    plain = np.asarray(P.render_preview(ex, "c1", "pneumothorax", image=np.zeros((20, 40), np.float32), size=400))
+    drawn = np.asarray(P.render_preview(ex, "c1", "pneumothorax", image=np.zeros((20, 40), np.float32), size=400,
+                                        masks={"heart": m}))
+    red = (drawn[..., 0] > 200) & (drawn[..., 1] < 130) & (drawn[..., 2] < 130)
+    red_plain = (plain[..., 0] > 200) & (plain[..., 1] < 130) & (plain[..., 2] < 130)
+    # outline pixels at the mask border (display scale 10): column 40 between rows 40..160
+    assert red.sum() > red_plain.sum() + 100
+    assert red[100, 40] or red[100, 39] or red[100, 41]
+    assert not red[100, 100]  # the inside is not filled
