@@ -330,3 +330,5 @@ def test_pysaliency_parity():
     # pysaliency's NSS is per fixation with np.std (ddof 0); with unique pixels the mean matches
     assert M.nss(pred, fix, ddof=0) == pytest.approx(np.mean(ps.metrics.NSS(pred, xs, ys)))
     assert M.kld(pred, gt) == pytest.approx(ps.metrics.MIT_KLDiv(pred, gt), rel=1e-6)
+    # pysaliency's SIM keeps a positive floor (no min-max): on non-negative maps it is our ``hs``
+    assert M.histogram_similarity(pred, gt) == pytest.approx(ps.metrics.SIM(pred, gt))
