@@ -220,8 +220,16 @@ def _fast_path(data: bytes, header: list[str], columns: dict[str, Col]) -> pl.Da
         df = pl.read_csv(data, schema=schema, has_header=True, truncate_ragged_lines=False, raise_if_empty=False)
     except Exception:
         return None
+    if df.width != len(header):
+        return None
+    return _check_typed(df, columns)
+
+
+def _check_typed(df: pl.DataFrame, columns: dict[str, Col]) -> pl.DataFrame | None:
+    """Check a typed read (numeric columns Float64, others Utf8) against ``columns`` with numpy;
+    the result frame (``source_row`` first, bools converted), or None when any row breaks a rule."""
     n = df.height
-    if df.width != len(header) or n == 0:
+    if n == 0:
         return None
     out: dict[str, pl.Series] = {"source_row": pl.Series("source_row", np.arange(1, n + 1, dtype=np.int64))}
     for name, spec in columns.items():
@@ -355,6 +363,23 @@ def scan_checked_csv(path: Path, columns: dict[str, Col]) -> CheckedTable:
     missing = [c for c in columns if c not in header]
     if missing:
         raise InputFormatError(path, f"wrong header: missing column(s) {missing}; expected {list(columns)}, found {header}")
+    try:  # fast path: typed scan of the needed columns only
+        typed = (
+            pl.scan_csv(
+                path,
+                infer_schema=False,
+                schema_overrides={c: pl.Float64 for c, s in columns.items() if s.kind in ("float", "int")},
+                truncate_ragged_lines=False,
+                raise_if_empty=False,
+            )
+            .select(list(columns))
+            .collect()
+        )
+        checked = _check_typed(typed, columns)
+        if checked is not None:
+            return CheckedTable(checked, [], checked.height)
+    except Exception:
+        pass
     try:
         strings = (
             pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=False, raise_if_empty=False)
