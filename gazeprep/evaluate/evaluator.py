@@ -14,8 +14,10 @@ Pairing and references (what each metric kind compares the prediction with):
 
 * maps are paired by ``(case_id, target)``; pairs present on one side only are counted and listed
   in the result's ``unpaired`` frame, never silently dropped;
-* ``map`` metrics: the ground-truth map itself; the prediction is resized to its shape
-  (nearest-neighbour, the rule of :mod:`gazeprep.evaluate.metrics`);
+* ``map`` metrics: the ground-truth map itself. When the two maps differ in shape and the image
+  size is known (``cases`` table), the prediction is resampled from its grid to the reference's
+  through the image geometry (:func:`regrid`, nearest; letterbox padding is not stretched);
+  otherwise it is resized to the reference shape (nearest, the rule of :mod:`gazeprep.evaluate.metrics`);
 * ``region`` metrics (IoU, DiffGradCAM, EHR-AUC, interpretability): ``gt > gt_threshold`` (default
   0.15, 004's ET threshold), or, in ellipse mode, the REFLACX ellipses of that label with certainty
   > 2, rasterised at the original image size, the prediction mapped back from its grid to the image
@@ -213,6 +215,25 @@ def grid_to_image(grid_map: np.ndarray, grid) -> np.ndarray:
     cols = np.clip(np.rint(gx).astype(np.int64), 0, grid.width - 1)
     rows = np.clip(np.rint(gy).astype(np.int64), 0, grid.height - 1)
     return np.asarray(grid_map)[rows[:, None], cols[None, :]]
+
+
+def regrid(a: np.ndarray, src, dst) -> np.ndarray:
+    """Resample a map from output grid ``src`` to output grid ``dst`` of the same image (nearest):
+    each ``dst`` pixel takes the ``src`` pixel nearest to the same image position; positions off
+    ``src`` (e.g. its letterbox padding) read 0. Used when two exports of one case differ in grid
+    (e.g. 512 letterboxed vs native), where a plain resize would misalign the padding."""
+    x_img, _ = dst.from_grid(np.arange(dst.width), np.zeros(dst.width))
+    _, y_img = dst.from_grid(np.zeros(dst.height), np.arange(dst.height))
+    gx, _ = src.to_grid(x_img, np.zeros_like(x_img))
+    _, gy = src.to_grid(np.zeros_like(y_img), y_img)
+    c = np.rint(gx).astype(np.int64)
+    r = np.rint(gy).astype(np.int64)
+    okc = (c >= 0) & (c < src.width)
+    okr = (r >= 0) & (r < src.height)
+    out = np.asarray(a)[np.clip(r, 0, src.height - 1)[:, None], np.clip(c, 0, src.width - 1)[None, :]].astype(np.float64)
+    out[~okr, :] = 0.0
+    out[:, ~okc] = 0.0
+    return out
 
 
 def fixation_map(
@@ -457,6 +478,11 @@ def evaluate_exports(
             ref_map = g
             region = g > gt_threshold
             p_use = p
+            if p.shape != g.shape:  # same image, different grids: map through the image geometry
+                pg = grid_for(pred, case_id, p.shape, pinfo.get(case_id) or info)
+                gg = grid_for(gt, case_id, g.shape, info)
+                if pg is not None and gg is not None:
+                    p_use = regrid(p, pg, gg)
         for m in mets:
             if m.kind == "map":
                 row[m.name] = m(p_use, ref_map)

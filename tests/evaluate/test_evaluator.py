@@ -194,3 +194,19 @@ def test_pred_target_full_stands_for_every_label():
     assert res2.pairs.height == 3
     with pytest.raises(GazeprepError, match="no map for target"):
         E.evaluate_exports(pred, gt, pred_target="nope")
+
+
+def test_regrid_letterboxed_prediction_onto_native_reference():
+    # image 10 x 20 (h x w); prediction on a 20 x 20 letterbox grid (scale 1, rows 5..14 hold the image)
+    H, W = 10, 20
+    g = np.zeros((H, W)); g[2:5, 3:9] = 1  # noqa: E702
+    lb = OutputGrid.letterbox(H, W, 20)
+    p = np.zeros((20, 20)); p[7:10, 3:9] = 1  # noqa: E702  the same square, shifted by the padding
+    np.testing.assert_array_equal(E.regrid(p, lb, OutputGrid.native(H, W)), g)
+    cases = pl.DataFrame({"case_id": ["a"], "image_height_px": [H], "image_width_px": [W]})
+    res = E.evaluate_exports(E.InMemoryExport({("a", "t"): p}, {"cases": cases}),
+                             E.InMemoryExport({("a", "t"): g}, {"cases": cases}), metrics=["cc", "l1"], n_boot=20)
+    assert res.pairs["cc"][0] == pytest.approx(1.0) and res.pairs["l1"][0] == 0
+    # without the image size a plain resize is all that can be done: misaligned
+    res2 = E.evaluate_exports(E.InMemoryExport({("a", "t"): p}), E.InMemoryExport({("a", "t"): g}), metrics=["cc"], n_boot=20)
+    assert res2.pairs["cc"][0] < 0.9
