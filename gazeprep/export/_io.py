@@ -109,10 +109,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` (no atomicity: for files inside a staging folder)."""
+def write_file(path: Path, data: bytes | list[bytes], *, fsync: bool = True) -> None:
+    """Write ``data`` (bytes, or pieces written back to back) to ``path`` (no atomicity: for files
+    inside a staging folder or temporary files)."""
     with open(path, "wb") as f:
-        f.write(data)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            f.write(data)
+        else:
+            f.writelines(data)
         if fsync:
             f.flush()
             os.fsync(f.fileno())

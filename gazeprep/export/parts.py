@@ -6,13 +6,13 @@ Layout: ``<out>/.parts/<case_id>.part``, a small container of raw byte members::
     <u8 little endian>           length of the header
     header                       UTF-8 JSON: {format, version, case_id, input_hash, recipe_hash,
                                  dtype, codec, targets, shapes, tables,
-                                 members: [[name, offset, nbytes, crc32], ...]}
+                                 members: [[name, offset, nbytes, crc32c], ...]}
     members                      back to back, offsets relative to the end of the header
 
 Members: ``table__<name>`` is one canonical table of the case as an Arrow IPC file; ``map__<i>`` is
 the i-th map (targets sorted) already encoded as its zarr chunk (cast to the export dtype, zstd).
 Encoding in the worker keeps parts small and makes assembling the Zarr store a copy of bytes; an
-all-zero map is an empty member. Every member carries a CRC-32 that is checked on reading.
+all-zero map is an empty member. Every member carries a CRC-32C that is checked on reading.
 
 A part is written to a temporary file in the same folder and renamed into place, so a crash
 leaves either no part or a complete one (plus perhaps a stray temporary file, ignored and cleaned
@@ -25,11 +25,11 @@ from __future__ import annotations
 import io
 import json
 import struct
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -54,6 +54,7 @@ PART_FORMAT = "gazeprep-part"
 PART_VERSION = 1
 _MAGIC = b"GZPPART1"
 _MAX_HEADER = 1 << 26
+_CACHE_BODY_BELOW = 32 << 20  # a region (tables / maps) smaller than this is read in one go
 
 
 class DamagedPart(ValueError):
@@ -71,7 +72,7 @@ def part_bytes(meta: dict, members: list[tuple[str, bytes]]) -> bytes:
     """Serialise a part: ``meta`` (JSON-able, without ``members``) and named byte members."""
     table, offset = [], 0
     for name, data in members:
-        table.append([name, offset, len(data), zlib.crc32(data)])
+        table.append([name, offset, len(data), google_crc32c.value(data)])
         offset += len(data)
     header = json.dumps({**meta, "members": table}, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return b"".join([_MAGIC, struct.pack("<Q", len(header)), header, *(d for _, d in members)])
@@ -92,6 +93,7 @@ class PartReader:
             raw = f.read(n)
             self._data_start = 16 + n
             self._size = f.seek(0, 2)
+        self._regions: dict[int, bytes] = {}
         if len(raw) != n:
             raise DamagedPart(f"{path}: truncated header")
         try:
@@ -102,17 +104,31 @@ class PartReader:
             raise DamagedPart(f"{path}: not a gazeprep part of version {PART_VERSION}")
         self._members = {m[0]: (int(m[1]), int(m[2]), int(m[3])) for m in self.meta["members"]}
         end = max((o + n for o, n, _ in self._members.values()), default=0)
+        self._maps_start = min((o for k, (o, _, _) in self._members.items() if k.startswith("map__")), default=end)
         if self._data_start + end != self._size:
             raise DamagedPart(f"{path}: {self._size} bytes, header describes {self._data_start + end}")
+
+    def _read(self, offset: int, n: int) -> bytes:
+        """Bytes ``[offset, offset + n)`` of the body. The body has two regions, tables then maps;
+        a region below ``_CACHE_BODY_BELOW`` is read whole on first use and kept."""
+        region = 0 if offset < self._maps_start else 1
+        lo, hi = (0, self._maps_start) if region == 0 else (self._maps_start, self._size - self._data_start)
+        if hi - lo <= _CACHE_BODY_BELOW:
+            if region not in self._regions:
+                with open(self.path, "rb") as f:
+                    f.seek(self._data_start + lo)
+                    self._regions[region] = f.read(hi - lo)
+            return self._regions[region][offset - lo : offset - lo + n]
+        with open(self.path, "rb") as f:
+            f.seek(self._data_start + offset)
+            return f.read(n)
 
     def member(self, name: str) -> bytes:
         """The bytes of member ``name``; raises :class:`DamagedPart` on a CRC mismatch."""
         offset, n, crc = self._members[name]
-        with open(self.path, "rb") as f:
-            f.seek(self._data_start + offset)
-            data = f.read(n)
-        if len(data) != n or zlib.crc32(data) != crc:
-            raise DamagedPart(f"{self.path}: member {name!r} is damaged (CRC-32 mismatch)")
+        data = self._read(offset, n)
+        if len(data) != n or google_crc32c.value(data) != crc:
+            raise DamagedPart(f"{self.path}: member {name!r} is damaged (CRC-32C mismatch)")
         return data
 
     @property
@@ -131,12 +147,18 @@ class PartReader:
     def dtype(self) -> str:
         return self.meta["dtype"]
 
-    def table(self, name: str) -> pl.DataFrame:
+    def arrow_table(self, name: str) -> pa.Table:
         data = self.member(f"table__{name}")
-        return pl.from_arrow(pa_ipc.open_file(pa.py_buffer(data)).read_all())
+        return pa_ipc.open_file(pa.py_buffer(data)).read_all()
+
+    def table(self, name: str) -> pl.DataFrame:
+        return pl.from_arrow(self.arrow_table(name))
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {name: self.table(name) for name in self.meta["tables"]}
+
+    def arrow_tables(self) -> dict[str, pa.Table]:
+        return {name: self.arrow_table(name) for name in self.meta["tables"]}
 
     def encoded(self, i: int) -> bytes:
         """The i-th map's chunk bytes, encoded in :attr:`dtype` (CRC-checked)."""
@@ -175,7 +197,7 @@ class PartStore:
     fsync:
         fsync each part before renaming it into place. Off by default: a kill of the process
         cannot leave a partial part either way (the rename is atomic), and after a power cut a part
-        whose data did not reach the disk fails its size/CRC-32 checks on reading and counts as
+        whose data did not reach the disk fails its size/CRC-32C checks on reading and counts as
         missing, so it is recomputed; fsync would only cost ~5-10 ms per case.
     """
 
@@ -229,8 +251,6 @@ class PartStore:
     def open(self, case_id: str) -> PartReader | None:
         """Open the part of ``case_id`` if it exists, is readable and belongs to this recipe."""
         path = self.path(case_id)
-        if not path.is_file():
-            return None
         try:
             reader = PartReader(path)
         except (OSError, ValueError, KeyError, TypeError, IndexError):

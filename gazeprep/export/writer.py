@@ -18,6 +18,7 @@ by zarr itself. Tests check that the shards are byte-identical to the ones zarr 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -31,6 +32,7 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import ZstdCodec
@@ -45,7 +47,6 @@ from gazeprep.export._io import (
     encode_chunk,
     fsync_dir,
     remove_path,
-    sha256_bytes,
     sha256_file,
     write_file,
 )
@@ -75,7 +76,7 @@ class _Source:
     input_hash: str
     targets: list[str]
     shapes: list[tuple[int, int]]
-    tables: dict[str, pl.DataFrame]
+    tables: dict[str, pl.DataFrame | pa.Table]  # conformed (parts: as Arrow tables)
     result: CaseResult | None = None  # in-memory source
     part_dtype: str | None = None  # part source: dtype its chunks are encoded in
 
@@ -103,13 +104,14 @@ def _part_source(store: PartStore, cid: str) -> _Source:
             f"no complete part for case {cid!r} of this recipe in {store.dir} (was the build interrupted? rerun it)"
         )
     with reader:
-        return _Source(cid, reader.meta["input_hash"], reader.targets, reader.shapes, reader.tables(), part_dtype=reader.dtype)
+        return _Source(cid, reader.meta["input_hash"], reader.targets, reader.shapes, reader.arrow_tables(), part_dtype=reader.dtype)
 
 
 # -- shards -------------------------------------------------------------------------------------
-def shard_bytes(chunks: list[bytes], shard_samples: int) -> bytes | None:
+def shard_pieces(chunks: list[bytes], shard_samples: int) -> list[bytes] | None:
     """One shard of a ``(N, H, W)`` array with chunks ``(1, H, W)`` (zarr v3 ``sharding_indexed``,
-    index at the end, index codecs ``bytes`` little endian + ``crc32c``).
+    index at the end, index codecs ``bytes`` little endian + ``crc32c``), as a list of byte pieces
+    to be written back to back.
 
     ``chunks`` are the encoded chunks of the shard's samples in order (``b""`` = empty chunk, left
     out); positions past ``len(chunks)`` (the last, partial shard) are empty. Returns None when every
@@ -125,7 +127,13 @@ def shard_bytes(chunks: list[bytes], shard_samples: int) -> bytes | None:
         return None
     index_bytes = index.tobytes()
     crc = struct.pack("<I", google_crc32c.value(index_bytes))
-    return b"".join([*(c for c in chunks if c), index_bytes, crc])
+    return [*(c for c in chunks if c), index_bytes, crc]
+
+
+def shard_bytes(chunks: list[bytes], shard_samples: int) -> bytes | None:
+    """:func:`shard_pieces` joined into one ``bytes``."""
+    pieces = shard_pieces(chunks, shard_samples)
+    return None if pieces is None else b"".join(pieces)
 
 
 def _parquet_bytes(df: pl.DataFrame) -> bytes:
@@ -166,9 +174,17 @@ def _assemble_tables(
     recipe: Recipe | None,
 ) -> dict[str, pl.DataFrame]:
     frames: dict[str, list[pl.DataFrame]] = {name: [] for name in schema.TABLES}
+    arrow: dict[str, list[pa.Table]] = {name: [] for name in schema.TABLES}
     for s in sources:  # already conformed (CaseResult.validated / parts): concatenated as they are
         for name, df in s.tables.items():
-            frames[name].append(df)
+            if isinstance(df, pa.Table):
+                arrow[name].append(df)
+            else:
+                frames[name].append(df)
+    for name, tabs in arrow.items():  # one conversion per table rather than one per case
+        tabs = [t for t in tabs if t.num_rows]
+        if tabs:
+            frames[name].insert(0, pl.from_arrow(pa.concat_tables(tabs, promote_options="permissive")))
     for name, df in (extra_tables or {}).items():
         if name not in schema.TABLES:
             raise GazeprepError(f"extra table {name!r} is not a canonical table (known: {sorted(schema.TABLES)})")
@@ -184,8 +200,12 @@ def _assemble_tables(
         df = schema.conform(pl.concat(fs, how="vertical_relaxed"), name) if fs else schema.empty(name)
         if name == "rejects":
             df = df.sort(list(df.columns), nulls_last=False, maintain_order=True)
-        elif name != "heatmaps":
-            df = df.sort("case_id", nulls_last=False, maintain_order=True)
+        elif name == "heatmaps":  # the order of the maps in the arrays
+            df = df.sort(["case_id", "target"], maintain_order=True)
+        else:
+            ids = df.get_column("case_id")
+            if ids.null_count() or not ids.is_sorted():  # skip the sort when already in order
+                df = df.sort("case_id", nulls_last=False, maintain_order=True)
         out[name] = df
     if recipe is not None:
         out["heatmaps"] = out["heatmaps"].with_columns(
@@ -195,35 +215,41 @@ def _assemble_tables(
 
 
 class _StagedWriter:
-    """Writes staged files in a background thread (overlapping disk time with assembling the next
-    shard), recording each file's size and SHA-256. At most ``max_pending_bytes`` (or one file, if
-    larger) wait in the queue, which bounds memory for native-size maps."""
+    """Writes staged files in background threads (overlapping disk time and hashing with
+    assembling the next shard), recording each file's size and SHA-256. At most
+    ``max_pending_bytes`` (or one file, if larger) wait in the queue, which bounds memory for
+    native-size maps. A file is given as bytes or as a list of pieces written back to back."""
 
-    def __init__(self, stage: Path, fsync: bool, max_pending_bytes: int = 256 << 20):
+    def __init__(self, stage: Path, fsync: bool, max_pending_bytes: int = 256 << 20, threads: int = 2):
         self.stage = stage
         self.fsync = fsync
         self.max_pending_bytes = max_pending_bytes
         self.files: dict[str, dict] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pool = ThreadPoolExecutor(max_workers=threads)
         self._pending: list = []  # (future, nbytes)
         self._pending_bytes = 0
 
-    def _write(self, rel: str, data: bytes) -> None:
+    def _write(self, rel: str, pieces: list[bytes]) -> None:
         p = self.stage / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        write_file(p, data, fsync=self.fsync)
-        self.files[rel] = {"bytes": len(data), "sha256": sha256_bytes(data)}
+        h = hashlib.sha256()
+        for piece in pieces:
+            h.update(piece)
+        write_file(p, pieces, fsync=self.fsync)
+        self.files[rel] = {"bytes": sum(len(x) for x in pieces), "sha256": h.hexdigest()}
 
     def _wait_one(self) -> None:
         fut, n = self._pending.pop(0)
         self._pending_bytes -= n
         fut.result()
 
-    def put(self, rel: str, data: bytes) -> None:
-        while self._pending and self._pending_bytes + len(data) > self.max_pending_bytes:
+    def put(self, rel: str, data: bytes | list[bytes]) -> None:
+        pieces = [data] if isinstance(data, bytes) else list(data)
+        n = sum(len(x) for x in pieces)
+        while self._pending and self._pending_bytes + n > self.max_pending_bytes:
             self._wait_one()
-        self._pending.append((self._pool.submit(self._write, rel, data), len(data)))
-        self._pending_bytes += len(data)
+        self._pending.append((self._pool.submit(self._write, rel, pieces), n))
+        self._pending_bytes += n
 
     def drain(self) -> None:
         """Wait for every queued write; re-raises the first failure."""
@@ -439,7 +465,7 @@ def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col
                     chunks = list(pool.map(lambda e: e[0].chunk(e[1], dtype, None), block))
                 else:
                     chunks = [s.chunk(i, dtype, readers) for s, i in block]
-                data = shard_bytes(chunks, k)
+                data = shard_pieces(chunks, k)
                 if data is not None:
                     put(f"{ZARR_DIR}/{name}/c/{j}/0/0", data)
                 if bar is not None:

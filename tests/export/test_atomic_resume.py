@@ -131,7 +131,8 @@ def test_finalize_killed_while_writing_files(tmp_path, monkeypatch, kill_at):
     def dying(path, data, **kw):
         n["k"] += 1
         if n["k"] == kill_at:
-            path.write_bytes(data[: len(data) // 2])  # half a file, then the kill
+            blob = data if isinstance(data, bytes) else b"".join(data)
+            path.write_bytes(blob[: len(blob) // 2])  # half a file, then the kill
             raise Crash("killed")
         return real(path, data, **kw)
 
