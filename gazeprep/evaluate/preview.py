@@ -52,6 +52,9 @@ def colormap(v: np.ndarray) -> np.ndarray:
     return np.rint(_STOPS[i0] * (1 - f) + _STOPS[i0 + 1] * f).astype(np.uint8)
 
 
+_LUT = colormap(np.linspace(0.0, 1.0, 256)).astype(np.float32)  # 8-bit lookup table of the ramp
+
+
 def overlay_heatmap(gray: np.ndarray, heat: np.ndarray, *, max_alpha: float = 0.65) -> np.ndarray:
     """Blend a heatmap over a grey image. ``gray``: (H, W) in [0, 1]; ``heat``: (H, W) >= 0.
 
@@ -63,9 +66,10 @@ def overlay_heatmap(gray: np.ndarray, heat: np.ndarray, *, max_alpha: float = 0.
     m = float(h.max()) if h.size else 0.0
     if m <= 0:
         return np.rint(base).astype(np.uint8)
-    v = np.clip(h / m, 0, 1)
-    a = (max_alpha * v)[..., None]
-    return np.rint(base * (1 - a) + colormap(v).astype(np.float64) * a).astype(np.uint8)
+    v = np.clip(h / m, 0, 1).astype(np.float32)
+    a = (np.float32(max_alpha) * v)[..., None]
+    col = _LUT[np.rint(v * 255).astype(np.uint8)]  # 256-level quantisation of the colour only
+    return np.rint(base.astype(np.float32) * (1 - a) + col * a).astype(np.uint8)
 
 
 def _font(size: int):
@@ -338,7 +342,7 @@ def preview_case(
     for t in tg:
         p = safe_join(Path(out_dir), safe_component(case_id), f"{safe_component(t)}.png")
         p.parent.mkdir(parents=True, exist_ok=True)
-        render_preview(export, case_id, t, image=image, size=size, masks=masks).save(p, optimize=True)
+        render_preview(export, case_id, t, image=image, size=size, masks=masks).save(p, compress_level=6)
         paths.append(p)
     return paths
 
@@ -385,7 +389,7 @@ def contact_sheet(
                 p = safe_join(out, *rel.parts)
                 p.parent.mkdir(parents=True, exist_ok=True)
                 render_preview(export, cid, t, image=image, size=sz, numbers=sz >= 400, masks=masks).save(
-                    p, optimize=True
+                    p, compress_level=6
                 )
             cells.append(
                 f'<td><a href="{html.escape(rel_full.as_posix())}"><img loading="lazy" '
