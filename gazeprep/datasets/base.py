@@ -42,14 +42,13 @@ def build_table(name: str, n: int, values: dict[str, Any]) -> pl.DataFrame:
     cols = []
     for col, dtype in schema.TABLES[name].items():
         v = values.get(col)
-        if v is None:
-            s = pl.Series(col, [None] * n, dtype=dtype)
-        elif isinstance(v, pl.Series):
+        if isinstance(v, pl.Series):
             s = v.alias(col)
         elif isinstance(v, (np.ndarray, list)):
             s = pl.Series(col, v)
-        else:
-            s = pl.Series(col, [v] * n)
+        else:  # scalar or None: one value repeated (no Python list of n items)
+            one = pl.Series(col, [v], dtype=dtype)
+            s = one.new_from_index(0, n) if n else one.clear()
         if s.dtype != dtype:
             s = s.cast(dtype)
         cols.append(s)
@@ -90,7 +89,7 @@ class Release:
     tables: tuple[str, ...] = ()
 
     def __init__(self, root: Path):
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # absolute, so that rel() also works for safe_join paths
         self.cases: pl.DataFrame = schema.empty("cases")
         self.case_labels: pl.DataFrame = schema.empty("case_labels")
         self.rejects: list[dict] = []

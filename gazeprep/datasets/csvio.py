@@ -100,6 +100,15 @@ def _header(data: bytes, path: Path) -> list[str]:
     return next(csv.reader([text]))
 
 
+def _check_header(path: Path, header: list[str], columns: dict[str, Col]) -> None:
+    missing = [c for c in columns if c not in header]
+    if not missing:
+        return
+    if len(missing) == len(columns):
+        raise InputFormatError(path, f"wrong header {header[:20]}; expected {list(columns)}")
+    raise InputFormatError(path, f"wrong header: missing column(s) {missing}; found {header}")
+
+
 def _fallback_strings(data: bytes, path: Path, header: list[str]) -> tuple[pl.DataFrame, list[BadRow]]:
     """Tokenise with the csv module; rows with a wrong number of fields become BadRows."""
     text = data.decode("utf-8", errors="replace")
@@ -301,12 +310,7 @@ def read_checked_csv(
     header = _header(data, path)
     if aliases:
         header = [aliases.get(h, h) if aliases.get(h) not in header else h for h in header]
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise InputFormatError(
-            path,
-            f"wrong header: missing column(s) {missing}; expected {list(columns)}, found {header}",
-        )
+    _check_header(path, header, columns)
     dup = sorted({h for h in header if header.count(h) > 1 and h in columns})
     if dup:
         raise InputFormatError(path, f"wrong header: duplicate column(s) {dup}")
@@ -360,9 +364,7 @@ def scan_checked_csv(path: Path, columns: dict[str, Col]) -> CheckedTable:
     except OSError as exc:
         raise InputFormatError(path, f"cannot read file ({exc.strerror or exc})") from None
     header = _header(head, path)
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise InputFormatError(path, f"wrong header: missing column(s) {missing}; expected {list(columns)}, found {header}")
+    _check_header(path, header, columns)
     try:  # fast path: typed scan of the needed columns only
         typed = (
             pl.scan_csv(
