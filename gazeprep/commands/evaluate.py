@@ -33,8 +33,8 @@ def _parse_threshold(value: str) -> str | float:
 
 
 def evaluate_cmd(
-    pred: Path = typer.Option(..., "--pred", help="Export with the maps under test (model output or another ground truth)."),
-    gt: Path = typer.Option(..., "--gt", help="Reference export (ground-truth heatmaps, ellipses, fixations)."),
+    pred: Optional[Path] = typer.Option(None, "--pred", help="Export with the maps under test (model output or another ground truth)."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Reference export (ground-truth heatmaps, ellipses, fixations)."),
     metrics: Optional[str] = typer.Option(
         None, "--metrics", help="Comma-separated metric names (see --list-metrics). Default: every map metric, or iou with --gt-ellipses."
     ),
@@ -72,6 +72,8 @@ def evaluate_cmd(
             m = get_metric(n)
             typer.echo(f"{n:18s} {m.kind:10s} {'higher' if m.higher_is_better else 'lower'} is better  ({m.source})")
         raise typer.Exit()
+    if pred is None or gt is None:
+        raise GazeprepError("give --pred EXPORT and --gt EXPORT (or --list-metrics)")
     if by not in ("label", "none"):
         raise GazeprepError(f"--by must be 'label' or 'none', got {by!r}")
     if iou_average not in ("dataset", "image"):

@@ -1,6 +1,13 @@
-"""Evaluation and visual QA: the papers' metrics (:mod:`gazeprep.evaluate.metrics`, selected by name
-through :mod:`gazeprep.evaluate.registry`), export-vs-export evaluation
-(:mod:`gazeprep.evaluate.evaluator`) and preview overlays (:mod:`gazeprep.evaluate.preview`)."""
+"""Evaluation and visual QA.
+
+* :mod:`gazeprep.evaluate.metrics` - the papers' metrics as pure array-in, float-out functions
+  (IoU sweep of 004, I-AI's fg/bg/fw IoU, SSIM, PSNR, L1, L2, KLD, CC, HS, MIT NSS/SIM/AUC-Judd,
+  DiffGradCAM, EHR-AUC, GG-CAM interpretability, image AUC with bootstrap CIs), selected by name
+  through :mod:`gazeprep.evaluate.registry` (``get_metric``, ``list_metrics``, ``register_metric``);
+* :mod:`gazeprep.evaluate.evaluator` - one export against another (``gazeprep evaluate``);
+* :mod:`gazeprep.evaluate.preview` - PNG overlays and HTML contact sheets (``gazeprep preview``);
+* :mod:`gazeprep.evaluate.sweep` - 004's window search (``gazeprep sweep-windows``).
+"""
 
 from __future__ import annotations
 

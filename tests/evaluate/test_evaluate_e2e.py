@@ -122,3 +122,11 @@ def test_cli_preview_png_and_html(exports, tmp_path, capsys):
     assert (tmp_path / "sheet" / "index.html").read_text().count("<img") == 4
     assert run(["preview", "--export", str(gt), "--out", str(tmp_path)]) == 1
     assert "--case" in capsys.readouterr().err
+
+
+def test_cli_list_metrics(capsys):
+    assert run(["evaluate", "--list-metrics"]) == 0
+    out = capsys.readouterr().out
+    for name in ("kld", "nss", "auc_judd", "ehr_auc", "interpretability", "fwiou"):
+        assert name in out
+    assert run(["evaluate", "--pred", "x"]) == 1
