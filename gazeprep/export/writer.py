@@ -23,6 +23,7 @@ import io
 import json
 import os
 import struct
+import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ from gazeprep.recipes import Recipe
 
 _MAX_U64 = np.uint64(2**64 - 1)
 _PARQUET_ROW_GROUP = 1 << 20
+_CODEC = {"name": "zstd", "level": ZSTD_LEVEL}
 
 
 # -- sources: one case, either in memory or in a part file ------------------------------------
@@ -79,6 +81,7 @@ class _Source:
     tables: dict[str, pl.DataFrame | pa.Table]  # conformed (parts: as Arrow tables)
     result: CaseResult | None = None  # in-memory source
     part_dtype: str | None = None  # part source: dtype its chunks are encoded in
+    part_codec: dict | None = None  # part source: codec its chunks are encoded with
 
     def chunk(self, i: int, dtype: str, readers: _ReaderCache | None) -> bytes:
         """The i-th map encoded as a chunk of ``dtype``."""
@@ -86,7 +89,7 @@ class _Source:
             return encode_chunk(self.result.heatmaps[self.targets[i]], dtype)
         reader = readers.get(self.case_id)
         data = reader.encoded(i)
-        if self.part_dtype == dtype:
+        if self.part_dtype == dtype and self.part_codec == _CODEC:
             return data
         return encode_chunk(decode_chunk(data, self.shapes[i], self.part_dtype), dtype)
 
@@ -104,7 +107,8 @@ def _part_source(store: PartStore, cid: str) -> _Source:
             f"no complete part for case {cid!r} of this recipe in {store.dir} (was the build interrupted? rerun it)"
         )
     with reader:
-        return _Source(cid, reader.meta["input_hash"], reader.targets, reader.shapes, reader.arrow_tables(), part_dtype=reader.dtype)
+        return _Source(cid, reader.meta["input_hash"], reader.targets, reader.shapes, reader.arrow_tables(),
+                       part_dtype=reader.dtype, part_codec=reader.meta.get("codec"))
 
 
 # -- shards -------------------------------------------------------------------------------------
@@ -314,8 +318,9 @@ def finalize(
         for exports that have no recipe (e.g. model predictions).
     dtype:
         ``float16`` or ``float32`` storage of the maps; default ``recipe.output.dtype`` (float32
-        without a recipe). float16 keeps about 3 significant digits and flushes values below about
-        6e-8 to zero: fine for max-normalised maps, lossy for sum-normalised large maps.
+        without a recipe). float16 keeps about 3 significant digits down to 6.1e-5, fewer below, and
+        values below 3e-8 become 0: fine for max-normalised maps, lossy for sum-normalised large
+        maps (a 512 x 512 sum = 1 map averages 3.8e-6). Values above 65504 are refused.
     manifest_extra:
         JSON-serialisable facts stored under ``"extra"`` in the manifest (no timestamps or
         absolute paths, or reruns will differ).
@@ -343,6 +348,12 @@ def finalize(
     np_dtype = check_dtype(dtype)
     if not isinstance(shard_size, int) or shard_size < 1:
         raise GazeprepError(f"shard_size must be a positive int, got {shard_size!r}")
+    if dtype == "float16" and recipe is not None and recipe.render.normalize in ("sum", "none"):
+        warnings.warn(
+            f"recipe {recipe.name!r} normalises with {recipe.render.normalize!r}: its small values lose "
+            "precision in float16 (values below 6.1e-5 keep fewer than 10 bits); float32 is safer",
+            stacklevel=2,
+        )
     if kind not in ("ground_truth", "prediction"):
         raise GazeprepError(f"kind must be 'ground_truth' or 'prediction', got {kind!r}")
 
@@ -392,16 +403,18 @@ def _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, sh
     entries: dict[str, list[tuple[_Source, int]]] = {}
     arr_col: list[str] = []
     row_col: list[int] = []
+    keys: list[tuple[str, str]] = []
     for s in sources:
         for i, (h, w) in enumerate(s.shapes):
+            keys.append((s.case_id, s.targets[i]))
             name = array_name(h, w)
             rows = entries.setdefault(name, [])
             arr_col.append(name)
             row_col.append(len(rows))
             rows.append((s, i))
     index = tables["heatmaps"]
-    if index.height != len(arr_col):  # pragma: no cover - guarded by CaseResult.validated
-        raise GazeprepError(f"heatmaps index has {index.height} rows for {len(arr_col)} maps")
+    if list(zip(index.get_column("case_id"), index.get_column("target"))) != keys:  # pragma: no cover
+        raise GazeprepError("heatmaps index rows do not match the maps (a part was changed during finalize?)")
     tables["heatmaps"] = index.with_columns(
         pl.Series("array", arr_col, dtype=pl.Utf8), pl.Series("row", row_col, dtype=pl.Int64)
     )
@@ -499,7 +512,7 @@ def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col
             "index": f"{TABLES_DIR}/heatmaps.parquet",
             "count": len(arr_col),
             "dtype": dtype,
-            "codec": {"name": "zstd", "level": ZSTD_LEVEL},
+            "codec": dict(_CODEC),
             "shard_size": shard_size,
             "arrays": arrays_meta,
             "targets": sorted(set(tables["heatmaps"].get_column("target").to_list())),

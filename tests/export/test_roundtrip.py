@@ -189,3 +189,9 @@ def test_package_level_load_export_and_pickling(tmp_path):
     a = ex.heatmap(cid, "full")
     ex2 = pickle.loads(pickle.dumps(ex))  # DataLoader workers get a copy that reopens lazily
     assert np.array_equal(ex2.heatmap(cid, "full"), a)
+
+
+def test_float16_with_sum_normalisation_warns(tmp_path):
+    rec = recipe("float16").model_copy(update={"render": recipe().render.model_copy(update={"normalize": "sum"})})
+    with pytest.warns(UserWarning, match="float16"):
+        finalize(tmp_path / "o", standard_results(1), recipe=rec)
