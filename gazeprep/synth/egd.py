@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 
 from gazeprep.synth.behaviour import focus_segments, scanpath, search_visits, time_tokens
-from gazeprep.synth.findings import EGD_GRANULAR, CHEXPERT_LABELS, KINDS, label_for, plan_sentences, sample_reading_findings
-from gazeprep.synth.images import ImageRef, invent_images, load_mimic_images, _read_table
+from gazeprep.synth.findings import CHEXPERT_LABELS, EGD_GRANULAR, label_for, plan_sentences, sample_reading_findings
+from gazeprep.synth.images import ImageRef, invent_images, load_mimic_images, read_mimic_table
 from gazeprep.synth.io import write_csv, write_text
 from gazeprep.synth.phantom import EGD_BBOX_NAMES, params_for_image, phantom_masks, region_boxes
 from gazeprep.synth.truth import EgdCalibration, EgdCase, Mention, Sentence, SynthEgd
@@ -143,7 +143,7 @@ def generate_egd(
         pool = load_mimic_images(mimic_root)
         order = rng.permutation(len(pool))
         images = [pool[int(i)] for i in order[:cases]]
-        chx = _read_table(Path(mimic_root), "mimic-cxr-2.0.0-chexpert")
+        chx = read_mimic_table(Path(mimic_root), "mimic-cxr-2.0.0-chexpert")
         for row in chx.iter_rows(named=True):
             chx_table[(int(row["subject_id"]), int(row["study_id"]))] = {
                 k: float(v) for k, v in row.items() if k not in ("subject_id", "study_id") and v not in (None, "")

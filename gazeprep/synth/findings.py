@@ -232,7 +232,6 @@ def sample_image_findings(rng: np.random.Generator) -> tuple[ImageFinding, ...]:
             side = str(rng.choice(kind.sides))
             zone = str(rng.choice(kind.zones))
             found.append(ImageFinding(kind.key, side, regions_for(kind.key, side, zone), float(rng.uniform(0.1, 1.0))))
-            # remember the zone through the region names; the side through `side`
     if rng.random() < 0.25:
         found.append(ImageFinding("support_devices", "", ("trachea",), 1.0))
     return tuple(found)

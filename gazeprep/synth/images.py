@@ -13,7 +13,7 @@ import polars as pl
 from gazeprep.errors import GazeprepError
 from gazeprep.synth.io import dicom_ids
 
-__all__ = ["ImageRef", "load_mimic_images", "invent_images", "split_for_subject"]
+__all__ = ["ImageRef", "invent_images", "load_mimic_images", "read_mimic_table", "split_for_subject"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class ImageRef:
         return f"files/p{s[:2]}/p{s}/s{self.study_id}/{self.dicom_id}.dcm"
 
 
-def _read_table(root: Path, stem: str) -> pl.DataFrame:
+def read_mimic_table(root: Path, stem: str) -> pl.DataFrame:
+    """Read ``<stem>.csv.gz`` (or ``.csv``) of a MIMIC root as all-string columns."""
     for name in (f"{stem}.csv.gz", f"{stem}.csv"):
         p = root / name
         if p.exists():
@@ -49,8 +50,8 @@ def load_mimic_images(root: str | Path) -> list[ImageRef]:
     """Frontal (PA/AP) images listed in ``mimic-cxr-2.0.0-metadata.csv(.gz)`` of ``root`` whose
     ``.dcm`` exists, with the split from ``mimic-cxr-2.0.0-split.csv(.gz)``, in metadata order."""
     root = Path(root)
-    meta = _read_table(root, "mimic-cxr-2.0.0-metadata")
-    split = _read_table(root, "mimic-cxr-2.0.0-split")
+    meta = read_mimic_table(root, "mimic-cxr-2.0.0-metadata")
+    split = read_mimic_table(root, "mimic-cxr-2.0.0-split")
     split_of = dict(zip(split["dicom_id"].to_list(), split["split"].to_list()))
     out = []
     for row in meta.iter_rows(named=True):
