@@ -98,10 +98,12 @@ def time_problems(
     return df, bad
 
 
-def far_outside(x: pl.Expr, y: pl.Expr, width: pl.Expr | float, height: pl.Expr | float) -> pl.Expr:
-    """True where a position is more than one image size beyond the border (corrupt value).
+def far_outside(x: np.ndarray, y: np.ndarray, width: float, height: float) -> np.ndarray:
+    """True where a position is more than one image size beyond the border (a corrupt value).
 
     Off-image gaze on a real screen stays within about a quarter of the image size of its border
     (REFLACX control strip, EGD letterbox), so anything this far off cannot be a gaze position.
+    NaN (lost track) gives False.
     """
-    return (x < -width) | (x > 2 * width) | (y < -height) | (y > 2 * height)
+    with np.errstate(invalid="ignore"):
+        return (x < -width) | (x > 2 * width) | (y < -height) | (y > 2 * height)

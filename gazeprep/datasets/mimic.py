@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from gazeprep import schema
-from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release
+from gazeprep.datasets.base import ROW_DROPPED, CaseData, DatasetAdapter, Release
 from gazeprep.datasets.csvio import Col, read_checked_csv
 from gazeprep.datasets.registry import register_dataset
 from gazeprep.errors import GazeprepError, InputFormatError
@@ -223,7 +223,6 @@ class MimicAdapter(DatasetAdapter):
 
 
 __all__ = [
-    "CASE_SKIPPED",
     "CHEXPERT_LABELS",
     "find_table",
     "image_relpath",

@@ -33,7 +33,7 @@ import polars as pl
 from gazeprep import schema
 from gazeprep.datasets import mimic
 from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release, build_table
-from gazeprep.datasets.checks import time_problems
+from gazeprep.datasets.checks import far_outside, time_problems
 from gazeprep.datasets.csvio import Col, read_bytes, read_checked_csv
 from gazeprep.datasets.registry import register_dataset
 from gazeprep.errors import GazeprepError, InputFormatError
@@ -307,7 +307,7 @@ class ReflacxRelease(Release):
         shown_bad = (col("xmin_shown_from_image") > col("xmax_shown_from_image")) | (
             col("ymin_shown_from_image") > col("ymax_shown_from_image")
         )
-        far = _far(x, y, w, h)
+        far = far_outside(x, y, w, h)
         for i in np.flatnonzero(shown_bad | far):
             bad.append(
                 (int(rows[i]), "shown rectangle has min > max")
@@ -347,7 +347,7 @@ class ReflacxRelease(Release):
         self._bad_rows(case_id, path, t.bad, rejects)
         df = t.df
         x, y = df.get_column("x_position").to_numpy(), df.get_column("y_position").to_numpy()
-        far = _far(x, y, w, h)  # NaN (blink) compares False
+        far = far_outside(x, y, w, h)  # NaN (blink) compares False
         if far.any():
             rows = df.get_column("source_row").to_numpy()
             self._bad_rows(case_id, path, [(int(r), f"position far outside the {w}x{h} image (corrupt value)") for r in rows[far]], rejects)
@@ -435,12 +435,6 @@ class ReflacxRelease(Release):
         if n == 0:
             return schema.empty("ellipses")
         return build_table("ellipses", n, {"dataset": DATASET, "case_id": case_id, **out})
-
-
-def _far(x: np.ndarray, y: np.ndarray, w: float, h: float) -> np.ndarray:
-    """Positions more than one image size beyond the border (see :func:`checks.far_outside`)."""
-    with np.errstate(invalid="ignore"):
-        return (x < -w) | (x > 2 * w) | (y < -h) | (y > 2 * h)
 
 
 def _extra_columns(path: Path, cols: dict[str, Col]) -> list[str]:

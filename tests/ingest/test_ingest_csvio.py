@@ -152,3 +152,10 @@ def test_swapped_pair_drops_the_later_row_and_negative_duration():
         (4, "negative duration: end 3 is before start 4"),
     ]
     assert kept["source_row"].to_list() == [1, 2, 5]
+
+
+def test_utf8_bom_and_lf_line_endings(tmp_path):
+    p = tmp_path / "bom.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + ("\n".join(GOOD) + "\n").encode())
+    t = read_checked_csv(p, COLS)
+    assert t.bad == [] and t.df["t"].to_list() == [0.5, 1.5, 2.0]

@@ -307,3 +307,18 @@ def test_missing_eye_gaze_when_requested(egd):
     rel = open_(root, mroot, gaze_samples=True)
     assert any(r["file"] == "eye_gaze.csv" and "gaze samples left empty" in r["reason"] for r in rel.rejects)
     assert rel.read_case(ids["real"]).tables["fixations"].height == 3
+
+
+def test_image_size_from_dicom_header_under_mimic_root(tmp_path):
+    """No metadata row for the image: its size comes from the DICOM header found under mimic_root."""
+    import numpy as np
+    from test_ingest_images import write_dicom
+
+    ids = write_egd(tmp_path / "egd")
+    write_mimic(tmp_path / "mimic", [])  # tables without this image
+    dcm = tmp_path / "mimic" / f"files/p15/p15628804/s58573295/{ids['real']}.dcm"
+    write_dicom(dcm, np.zeros((3056, 2544), np.uint16))
+    rel = open_(tmp_path / "egd", tmp_path / "mimic")
+    c = rel.cases.filter(pl.col("case_id") == ids["real"]).row(0, named=True)
+    assert (c["image_height_px"], c["image_width_px"]) == (3056, 2544)
+    assert [int(v) for v in rel.read_case(ids["real"]).tables["fixations"]["x_px"]] == REAL_X

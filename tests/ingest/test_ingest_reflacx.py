@@ -329,3 +329,19 @@ def test_read_case_pickles(rx):
     assert cd.tables["fixations"].height == 3
     rel2 = pickle.loads(pickle.dumps(rel))
     assert rel2.read_case(C1).tables["words"].height == 6
+
+
+def test_duplicate_id(rx):
+    p1 = rx / "main_data" / "metadata_phase_1.csv"
+    row = p1.read_bytes().decode().split("\r\n")[1]
+    p1.write_bytes(p1.read_bytes() + (row + "\r\n").encode())
+    rel = open_(rx)
+    assert rel.cases["case_id"].to_list().count(C1) == 1
+    (r,) = rel.rejects
+    assert r["row"] == 2 and f"duplicate id '{C1}' (first in main_data/metadata_phase_1.csv row 1)" in r["reason"]
+
+
+def test_root_with_physionet_prefix(tmp_path):
+    root = tmp_path / "dl"
+    write_reflacx(root / "physionet.org/files/reflacx-xray-localization/1.0.0")
+    assert open_(root).cases.height == 3
