@@ -341,7 +341,7 @@ def _generate_case(rng, out: Path, img: ImageRef, sid: int, st: dict, chx_table)
     from PIL import Image
 
     for name, m in phantom_masks(params, H, W).items():
-        Image.fromarray(m.astype(np.uint8) * 255).save(folder / MASK_FILES[name], format="PNG")
+        Image.fromarray(m.astype(np.uint8) * 255).save(folder / MASK_FILES[name], format="PNG", compress_level=1)
 
     # gaze
     t_end = float(we[-1]) + rng.uniform(0.5, 1.5)
