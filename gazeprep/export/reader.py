@@ -39,6 +39,9 @@ class _Tables(Mapping):
             self._cache[name] = schema.conform(df, name) if name in schema.TABLES else df
         return self._cache[name]
 
+    def __contains__(self, name: object) -> bool:  # without reading the file
+        return name in self._names
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
 
