@@ -8,6 +8,11 @@ returned truth objects (:mod:`gazeprep.synth.truth`) hold every value as written
 * :func:`generate_reflacx` - REFLACX release (optionally on the images of a MIMIC root).
 * :func:`generate_egd` - EGD-CXR release (optionally on the images of a MIMIC root).
 * :func:`phantom_masks` - the anatomy masks of a phantom (also used by the anatomy area).
+
+The phantom behind an image depends only on its dicom id: ``params, findings =
+params_for_image(dicom_id)``; ``phantom_masks(params, H, W)`` then gives the exact masks that the
+EGD-CXR PNGs hold and that the rendered DICOM/JPG show, and ``region_boxes(params, H, W)`` the named
+anatomical boxes (EGD ``bounding_boxes.csv`` names and the regions findings are placed in).
 """
 
 from __future__ import annotations
