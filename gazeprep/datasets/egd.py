@@ -116,9 +116,9 @@ class EgdRelease(Release):
         self.mimic_root = Path(mimic_root) if mimic_root is not None else None
         self._info: dict[str, dict] = {}
         self._read_master()
-        self._fix = self._read_gaze_file(root / "fixations.csv", required=True)
-        self._gaze = self._read_gaze_file(root / "eye_gaze.csv", required=False) if gaze_samples else {}
-        self._boxes = self._read_boxes(root / "bounding_boxes.csv")
+        self._fix = self._read_gaze_file(self.root / "fixations.csv", required=True)
+        self._gaze = self._read_gaze_file(self.root / "eye_gaze.csv", required=False) if gaze_samples else {}
+        self._boxes = self._read_boxes(self.root / "bounding_boxes.csv")
         self.stats["cases"] = self.cases.height
 
     # ---- open ---------------------------------------------------------------------------

@@ -322,3 +322,13 @@ def test_image_size_from_dicom_header_under_mimic_root(tmp_path):
     c = rel.cases.filter(pl.col("case_id") == ids["real"]).row(0, named=True)
     assert (c["image_height_px"], c["image_width_px"]) == (3056, 2544)
     assert [int(v) for v in rel.read_case(ids["real"]).tables["fixations"]["x_px"]] == REAL_X
+
+
+def test_relative_root_gives_root_relative_reject_paths(egd, monkeypatch):
+    root, _, ids = egd
+    monkeypatch.chdir(root.parent)
+    rel = open_(Path(root.name))
+    assert {r["file"] for r in rel.rejects if r["case_id"] == ids["calibration"]} == {"fixations.csv"}
+    (root / "audio_segmentation_transcripts" / ids["landscape"] / "transcript.json").write_text("{")
+    (r,) = rel.read_case(ids["landscape"]).rejects
+    assert r["file"] == f"audio_segmentation_transcripts/{ids['landscape']}/transcript.json"
