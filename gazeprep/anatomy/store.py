@@ -13,7 +13,8 @@ Masks are stored on a fixed square grid (default 512 x 512) that covers the whol
 is stretched to the grid, not letterboxed); :mod:`gazeprep.anatomy.masks` resizes them back to the
 original image size. An image counts as done only once its rows are in ``masks.parquet``, which is
 replaced atomically after the Zarr write, so a killed run resumes cleanly (rows past the index's
-last row are overwritten).
+last row are overwritten). One writer at a time per folder (``gazeprep anatomy predict`` is the
+writer); any number of readers.
 """
 
 from __future__ import annotations
