@@ -32,6 +32,54 @@ def _parse_threshold(value: str) -> str | float:
         raise GazeprepError(f"--iou-threshold must be 'validated' or a number, got {value!r}") from None
 
 
+def _parse_organ_map(text: str) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise GazeprepError(f"--organ-map: expected target=structure[+structure], got {item.strip()!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = tuple(x.strip() for x in v.split("+") if x.strip())
+    return out
+
+
+def _organ_loader(export, folder: Path, source: str, omap):
+    """``case_id -> {structure: bool (H, W)}`` from anatomy predictions or EGD-CXR masks (None if missing)."""
+    from gazeprep.evaluate.evaluator import DEFAULT_ORGAN_MAP
+
+    if source not in ("anatomy", "egd"):
+        raise GazeprepError(f"--organ-source must be 'anatomy' or 'egd', got {source!r}")
+    if not folder.exists():
+        raise GazeprepError(f"organ masks folder {folder} does not exist")
+    cases = export.tables["cases"] if "cases" in export.tables else None
+    if cases is None or "image_id" not in cases.columns:
+        raise GazeprepError("organ mode needs the reference export's cases table (image_id, image size)")
+    info = {r["case_id"]: r for r in cases.select("case_id", "image_id", "image_height_px", "image_width_px").iter_rows(named=True)}
+    structures = tuple(sorted({x for v in (omap or DEFAULT_ORGAN_MAP).values() for x in v}))
+
+    def load(case_id: str):
+        from gazeprep.anatomy import load_anatomy_masks, load_egd_anatomy_masks
+
+        r = info.get(case_id)
+        if not r or not r["image_id"] or not r["image_height_px"]:
+            return None
+        fn = load_anatomy_masks if source == "anatomy" else load_egd_anatomy_masks
+        shape = (int(r["image_height_px"]), int(r["image_width_px"]))
+        try:
+            return fn(folder, r["image_id"], shape, structures=structures)
+        except GazeprepError:  # some structures missing: take what there is, one by one
+            got = {}
+            for st in structures:
+                try:
+                    got.update(fn(folder, r["image_id"], shape, structures=(st,)))
+                except GazeprepError:
+                    pass
+            return got or None
+
+    return load
+
+
 def evaluate_cmd(
     pred: Optional[Path] = typer.Option(None, "--pred", help="Export with the maps under test (model output or another ground truth)."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="Reference export (ground-truth heatmaps, ellipses, fixations)."),
@@ -46,6 +94,13 @@ def evaluate_cmd(
     ),
     ellipse_grid: bool = typer.Option(
         False, "--ellipse-grid", help="With --gt-ellipses: rasterise ellipses on the map's grid instead of upscaling maps to the image (faster)."
+    ),
+    organ_masks: Optional[Path] = typer.Option(
+        None, "--organ-masks", help="002 organ mode: anatomy masks (`gazeprep anatomy predict` output, or the EGD-CXR root with --organ-source egd); CAMs vs the organ of each label."
+    ),
+    organ_source: str = typer.Option("anatomy", "--organ-source", help="'anatomy' (predicted masks) or 'egd' (the EGD-CXR release's PNG masks)."),
+    organ_map: Optional[str] = typer.Option(
+        None, "--organ-map", help="Target -> structures, e.g. 'enlarged_cardiac_silhouette=heart,pneumonia=left_lung+right_lung' (default: 002's)."
     ),
     targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated targets to evaluate (default: all paired)."),
     gt_threshold: float = typer.Option(0.15, "--gt-threshold", help="Reference map > this is the region for IoU / DiffGradCAM / EHR-AUC / interpretability."),
@@ -89,12 +144,18 @@ def evaluate_cmd(
             raise GazeprepError(f"{p}: output must end in .parquet or .csv")
     pe = _open_export(pred, "prediction")
     ge = _open_export(gt, "reference")
+    omap = _parse_organ_map(organ_map) if organ_map else None
+    masks_fn = _organ_loader(ge, organ_masks, organ_source, omap) if organ_masks is not None else None
+    if organ_masks is not None and gt_ellipses:
+        raise GazeprepError("--organ-masks and --gt-ellipses are different references; give one")
     res = E.evaluate_exports(
         pe,
         ge,
         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
         by=by,  # type: ignore[arg-type]
-        reference="ellipses" if gt_ellipses else "maps",
+        reference="ellipses" if gt_ellipses else ("organs" if organ_masks is not None else "maps"),
+        organ_masks=masks_fn,
+        organ_map=omap,
         targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
         gt_threshold=gt_threshold,
         pred_threshold=pred_threshold,

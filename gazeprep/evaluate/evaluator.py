@@ -22,6 +22,8 @@ Pairing and references (what each metric kind compares the prediction with):
   0.15, 004's ET threshold), or, in ellipse mode, the REFLACX ellipses of that label with certainty
   > 2, rasterised at the original image size, the prediction mapped back from its grid to the image
   by nearest neighbour (004 section 2.9 / 3.2);
+* in organ mode (002), ``region`` metrics use the anatomy mask of the organ each label belongs to
+  (cardiomegaly -> heart, pneumonia -> lungs), mapped onto the prediction's grid;
 * ``binary`` metrics (fg/bg/fw IoU): prediction ``> pred_threshold`` (default 0.5) against the
   ground truth binarised by I-AI's unique-level quantile (``gt_binarize="iai"``) or a threshold;
   aggregated at the dataset level (confusion matrices summed, as I-AI's evaluator), with the
@@ -40,7 +42,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Protocol, Sequence
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 import polars as pl
@@ -51,6 +53,16 @@ from gazeprep.evaluate.registry import Metric, get_metric
 
 DEFAULT_MAP_METRICS = ("kld", "cc", "hs", "sim", "ssim", "psnr", "l1", "l2", "iou", "fgiou", "bgiou", "fwiou")
 DEFAULT_ELLIPSE_METRICS = ("iou",)
+DEFAULT_ORGAN_METRICS = ("interpretability", "diffgradcam", "ehr_auc")
+# 002 (GG-CAM eq. 12): the organ each label belongs to; targets -> anatomy structures.
+DEFAULT_ORGAN_MAP: dict[str, tuple[str, ...]] = {
+    "enlarged_cardiac_silhouette": ("heart",),
+    "cardiomegaly": ("heart",),
+    "pneumonia": ("left_lung", "right_lung"),
+    "heart": ("heart",),
+    "left_lung": ("left_lung",),
+    "right_lung": ("right_lung",),
+}
 CONFUSION_METRICS = ("fgiou", "bgiou", "fwiou", "miou")
 LABEL_MEAN = "mean over labels"  # summary group: unweighted mean of the per-label means (n = labels)
 
@@ -217,6 +229,13 @@ def grid_to_image(grid_map: np.ndarray, grid) -> np.ndarray:
     return np.asarray(grid_map)[rows[:, None], cols[None, :]]
 
 
+def _native_grid(shape: tuple[int, int]):
+    """The native grid of an image of ``shape`` (height, width)."""
+    from gazeprep.heatmaps.grid import OutputGrid
+
+    return OutputGrid.native(int(shape[0]), int(shape[1]))
+
+
 def regrid(a: np.ndarray, src, dst) -> np.ndarray:
     """Resample a map from output grid ``src`` to output grid ``dst`` of the same image (nearest):
     each ``dst`` pixel takes the ``src`` pixel nearest to the same image position; positions off
@@ -343,7 +362,7 @@ def evaluate_exports(
     *,
     metrics: Sequence[str] | None = None,
     by: Literal["label", "none"] = "label",
-    reference: Literal["maps", "ellipses"] = "maps",
+    reference: Literal["maps", "ellipses", "organs"] = "maps",
     targets: Sequence[str] | None = None,
     gt_threshold: float = 0.15,
     pred_threshold: float = 0.5,
@@ -355,6 +374,8 @@ def evaluate_exports(
     pred_target: str | None = None,
     gt_target: str | None = None,
     ellipse_resolution: Literal["image", "grid"] = "image",
+    organ_masks: Callable[[str], dict[str, np.ndarray] | None] | None = None,
+    organ_map: Mapping[str, Sequence[str]] | None = None,
     progress: bool = False,
 ) -> EvalResult:
     """Compare the maps of ``pred`` with the ground truth ``gt`` (see the module docstring).
@@ -376,18 +397,28 @@ def evaluate_exports(
         ``image`` (004): ellipses rasterised at the original image size, the prediction mapped up to
         it (nearest); ``grid``: ellipses mapped onto the prediction's grid (much faster on DICOM-size
         images; differs only along the ellipse borders).
+    organ_masks, organ_map:
+        ``reference="organs"`` (002): ``organ_masks(case_id)`` gives ``{structure: bool (H, W)}`` at the
+        original image size (e.g. :func:`gazeprep.anatomy.load_anatomy_masks`); ``organ_map`` says
+        which structures each target belongs to (default :data:`DEFAULT_ORGAN_MAP`: cardiomegaly ->
+        heart, pneumonia -> both lungs). The mask is mapped onto the prediction's grid (002 scales the
+        organ coordinates to the CAM); default metrics interpretability, DiffGradCAM, EHR-AUC.
     pred_target, gt_target:
         Use that one map of each case (e.g. ``full``, the whole-recording map) for every target of
         the other side: the baseline of 004's window comparison, or label maps vs the full map.
     """
-    names = list(metrics) if metrics else list(DEFAULT_ELLIPSE_METRICS if reference == "ellipses" else DEFAULT_MAP_METRICS)
+    defaults = {"ellipses": DEFAULT_ELLIPSE_METRICS, "organs": DEFAULT_ORGAN_METRICS}.get(reference, DEFAULT_MAP_METRICS)
+    names = list(metrics) if metrics else list(defaults)
     mets: list[Metric] = [get_metric(n) for n in names]
     notes: list[str] = []
 
-    if reference == "ellipses":
+    if reference in ("ellipses", "organs"):
         bad = [m.name for m in mets if m.kind != "region"]
         if bad:
-            raise GazeprepError(f"ellipse mode compares maps with regions; not region metrics: {', '.join(bad)}")
+            raise GazeprepError(f"{reference} mode compares maps with regions; not region metrics: {', '.join(bad)}")
+    if reference == "organs" and organ_masks is None:
+        raise GazeprepError("organ mode needs organ masks (organ_masks=, CLI --organ-masks DIR)")
+    omap = {k: tuple(v) for k, v in (organ_map or DEFAULT_ORGAN_MAP).items()}
     image_kind = [m.name for m in mets if m.kind == "image"]
     if image_kind:
         raise GazeprepError(
@@ -418,6 +449,8 @@ def evaluate_exports(
         if gidx is None:
             raise GazeprepError("ground-truth export has no 'heatmaps' table")
         gkeys = gidx.select("case_id", "target").unique()
+    elif reference == "organs":
+        gkeys = pkeys.filter(pl.col("target").is_in(list(omap)))
     else:
         gkeys = _ellipse_keys(gt, pkeys)
     if targets:
@@ -447,6 +480,8 @@ def evaluate_exports(
     iou_sweep = any(m.name == "iou" for m in mets) and iou_threshold == "validated"
 
     rows: list[dict] = []
+    organ_cache: dict[str, dict] = {}
+    missing_masks = 0
     curves: list[np.ndarray] = []
     cms: list[np.ndarray] = []
     it = paired.iter_rows()
@@ -473,6 +508,26 @@ def evaluate_exports(
                 region = M.ellipse_mask(grid.image_height_px, grid.image_width_px, boxes)
                 p_use = grid_to_image(p, grid) if not grid.is_native else p
             ref_map = region.astype(np.float64)
+        elif reference == "organs":
+            grid = grid_for(pred, case_id, p.shape, info)
+            if grid is None:
+                raise GazeprepError(f"case {case_id!r}: image size unknown (cases table), cannot place organ masks")
+            if case_id not in organ_cache:
+                organ_cache.clear()
+                organ_cache[case_id] = organ_masks(case_id)  # type: ignore[misc]
+            masks = organ_cache[case_id] or {}
+            want = [masks[k] for k in omap[target] if k in masks]
+            if not want:
+                for m in mets:
+                    row[m.name] = float("nan")
+                rows.append(row)
+                missing_masks += 1
+                continue
+            union = np.logical_or.reduce([np.asarray(x, dtype=bool) for x in want])
+            # 002: the organ coordinates are scaled to the CAM's resolution (the CAM is not resized)
+            region = regrid(union, _native_grid(union.shape), grid) > 0.5 if not grid.is_native else union
+            ref_map = region.astype(np.float64)
+            p_use = p
         else:
             g = np.asarray(gt.heatmap(case_id, target), dtype=np.float64)
             ref_map = g
@@ -515,6 +570,8 @@ def evaluate_exports(
             cms.append(M.confusion_2class(M.match_shape(p_use, gb.shape) > pred_threshold, gb))
         rows.append(row)
 
+    if missing_masks:
+        notes.append(f"{missing_masks} pairs without an organ mask (metrics NaN, left out of the means)")
     pairs = pl.DataFrame(rows, infer_schema_length=None)
     thresholds: dict[str, tuple[float, str]] = {}
     if iou_sweep:

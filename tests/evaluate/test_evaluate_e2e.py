@@ -130,3 +130,19 @@ def test_cli_list_metrics(capsys):
     for name in ("kld", "nss", "auc_judd", "ehr_auc", "interpretability", "fwiou"):
         assert name in out
     assert run(["evaluate", "--pred", "x"]) == 1
+
+
+def test_cli_organ_mode_errors_and_map_parsing(exports, tmp_path, capsys):
+    from gazeprep.commands.evaluate import _parse_organ_map
+
+    assert _parse_organ_map("a=heart, b=left_lung+right_lung") == {"a": ("heart",), "b": ("left_lung", "right_lung")}
+    gt, pred = exports
+    assert run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path), "--organ-map", "x"]) == 1
+    assert "target=structure" in capsys.readouterr().err
+    # masks folder without masks for these images: every pair NaN, reported, no crash
+    code = run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path),
+                "--organ-map", "pleural_abnormality=left_lung", "--n-boot", "20"])
+    out = capsys.readouterr().out
+    assert code == 0 and "without an organ mask" in out

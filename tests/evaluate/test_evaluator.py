@@ -210,3 +210,36 @@ def test_regrid_letterboxed_prediction_onto_native_reference():
     # without the image size a plain resize is all that can be done: misaligned
     res2 = E.evaluate_exports(E.InMemoryExport({("a", "t"): p}), E.InMemoryExport({("a", "t"): g}), metrics=["cc"], n_boot=20)
     assert res2.pairs["cc"][0] < 0.9
+
+
+def test_organ_mode_interpretability_rate():
+    # image 20 x 40, CAMs on a 10 x 10 letterbox grid (scale .25, image rows 2.5..7.5 of the grid)
+    H, W = 20, 40
+    heart = np.zeros((H, W), bool); heart[8:20, 16:28] = True  # noqa: E702
+    lungs = np.zeros((H, W), bool); lungs[0:16, 0:12] = True  # noqa: E702
+    grid = OutputGrid.letterbox(H, W, 10)
+    def cam_at(x_px, y_px):
+        gx, gy = grid.to_grid(x_px, y_px)
+        c = np.zeros((10, 10)); c[int(round(float(gy))), int(round(float(gx)))] = 1.0  # noqa: E702
+        return c
+    maps = {
+        ("a", "enlarged_cardiac_silhouette"): cam_at(22, 14),  # peak in the heart -> 1
+        ("b", "enlarged_cardiac_silhouette"): cam_at(4, 4),  # peak in the lung -> 0
+        ("a", "pneumonia"): cam_at(4, 4),  # lung -> 1
+        ("a", "fracture"): cam_at(4, 4),  # no organ for this label: not evaluated
+    }
+    cases = pl.DataFrame({"case_id": ["a", "b"], "image_height_px": [H, H], "image_width_px": [W, W]})
+    pred = E.InMemoryExport(maps, {"cases": cases})
+    res = E.evaluate_exports(pred, pred, reference="organs", organ_masks=lambda cid: {"heart": heart, "left_lung": lungs},
+                             metrics=["interpretability"], n_boot=20)
+    got = {(r["case_id"], r["target"]): r["interpretability"] for r in res.pairs.iter_rows(named=True)}
+    assert got == {("a", "enlarged_cardiac_silhouette"): 1.0, ("b", "enlarged_cardiac_silhouette"): 0.0,
+                   ("a", "pneumonia"): 1.0}
+    s = {r["group"]: r["mean"] for r in res.summary.iter_rows(named=True)}
+    assert s["enlarged_cardiac_silhouette"] == 0.5 and s["pneumonia"] == 1.0
+    # a case without masks: NaN and a note, not a crash
+    res2 = E.evaluate_exports(pred, pred, reference="organs", organ_masks=lambda cid: None,
+                              metrics=["interpretability"], n_boot=20)
+    assert res2.pairs["interpretability"].is_nan().all() and any("organ mask" in n for n in res2.notes)
+    with pytest.raises(GazeprepError, match="organ masks"):
+        E.evaluate_exports(pred, pred, reference="organs")
