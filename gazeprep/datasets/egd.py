@@ -75,9 +75,10 @@ MASTER_COLS = {
     "study_id": Col("int", lo=0),
     "patient_id": Col("int", lo=0),
     **{p: Col("int", lo=0) for p in PADS},
-    **{c: Col("int", required=False, lo=0, hi=1) for c in CLASS_LABELS + FINDING_LABELS},
-    **{c: Col("int", required=False, lo=-1, hi=1) for c in CHX_LABELS},
+    # labels are checked one by one (a bad label drops that label, not the case)
+    **{c: Col("str", required=False) for c in CLASS_LABELS + FINDING_LABELS + CHX_LABELS},
 }
+LABEL_VALUES = {**{c: (0.0, 1.0) for c in CLASS_LABELS + FINDING_LABELS}, **{c: (-1.0, 0.0, 1.0) for c in CHX_LABELS}}
 GAZE_COLS = {
     "SESSION_ID": Col("int"),
     "DICOM_ID": Col("str"),
@@ -169,8 +170,18 @@ class EgdRelease(Release):
                     "pad_top_px": pads[0], "pad_bottom_px": pads[1], "pad_left_px": pads[2], "pad_right_px": pads[3],
                 }
             )  # fmt: skip
-            for c in CLASS_LABELS + FINDING_LABELS + CHX_LABELS:
-                labels.append({"dataset": DATASET, "case_id": did, "source": SOURCE, "source_label": c, "value": rec[c]})
+            for c, allowed in LABEL_VALUES.items():
+                raw = rec[c]
+                value = None
+                if raw is not None and raw.strip():
+                    try:
+                        value = float(raw)
+                    except ValueError:
+                        value = float("nan")
+                    if value not in allowed:
+                        self.rejects.append(self.reject(did, rel, row, f"column '{c}': {raw!r} is not one of {[int(a) for a in allowed]}; label left out"))
+                        continue
+                labels.append({"dataset": DATASET, "case_id": did, "source": SOURCE, "source_label": c, "value": value})
         self.cases = schema.conform(pl.DataFrame(rows, schema={k: schema.CASES[k] for k in rows[0]}) if rows else schema.empty("cases"), "cases")
         self.case_labels = schema.conform(pl.DataFrame(labels, schema={k: schema.CASE_LABELS[k] for k in ("dataset", "case_id", "source", "source_label", "value")}), "case_labels") if labels else schema.empty("case_labels")
         if self.mimic_root is not None:

@@ -191,9 +191,12 @@ class MimicRelease(Release):
             "subject_id",
             "study_id",
             "split",
-            pl.struct("subject_id", "study_id", "dicom_id")
-            .map_elements(lambda r: image_relpath(r["subject_id"], r["study_id"], r["dicom_id"]), return_dtype=pl.Utf8)
-            .alias("image_path"),
+            pl.concat_str(  # image_relpath(), vectorised
+                pl.lit("files/p"), pl.col("subject_id").cast(pl.Utf8).str.slice(0, 2),
+                pl.lit("/p"), pl.col("subject_id").cast(pl.Utf8),
+                pl.lit("/s"), pl.col("study_id").cast(pl.Utf8),
+                pl.lit("/"), pl.col("dicom_id"), pl.lit(".jpg"),
+            ).alias("image_path"),  # fmt: skip
             pl.col("Rows").alias("image_height_px"),
             pl.col("Columns").alias("image_width_px"),
             pl.lit(False).alias("discarded"),

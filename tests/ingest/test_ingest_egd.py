@@ -332,3 +332,16 @@ def test_relative_root_gives_root_relative_reject_paths(egd, monkeypatch):
     (root / "audio_segmentation_transcripts" / ids["landscape"] / "transcript.json").write_text("{")
     (r,) = rel.read_case(ids["landscape"]).rejects
     assert r["file"] == f"audio_segmentation_transcripts/{ids['landscape']}/transcript.json"
+
+
+def test_bad_master_label_drops_only_that_label(egd):
+    root, _, ids = egd
+    p = root / "master_sheet.csv"
+    # the real row's Normal,CHF,pneumonia = 0,1,0 -> CHF = 7
+    p.write_bytes(p.read_bytes().replace(b",,,0,0,1,0,0,1,", b",,,0,0,7,0,0,1,", 1))
+    rel = open_(root)
+    (r,) = [r for r in rel.rejects if r["file"] == "master_sheet.csv"]
+    assert r["case_id"] == ids["real"] and r["row"] == 1 and "column 'CHF': '7' is not one of [0, 1]; label left out" in r["reason"]
+    assert ids["real"] in rel.cases["case_id"].to_list()
+    lab = rel.case_labels.filter(pl.col("case_id") == ids["real"])["source_label"].to_list()
+    assert "CHF" not in lab and "Normal" in lab and len(lab) == 28
