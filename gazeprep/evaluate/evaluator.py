@@ -520,6 +520,8 @@ def evaluate_exports(
             if not want:
                 for m in mets:
                     row[m.name] = float("nan")
+                if iou_sweep:
+                    curves.append(np.full(len(M.THRESHOLDS_004), np.nan))
                 rows.append(row)
                 missing_masks += 1
                 continue
@@ -648,6 +650,9 @@ def _apply_validated_thresholds(
             thr, _ = M.best_thresholds(curves[sel])
             where = "same data"
             report = sel
+        if np.isnan(thr):  # no valid reference for this label
+            thresholds[t] = (float("nan"), where)
+            continue
         k = M.THRESHOLDS_004.index(thr)
         iou[sel] = curves[sel, k]
         use |= report

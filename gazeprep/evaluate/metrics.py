@@ -252,9 +252,11 @@ def best_thresholds(
     """The threshold with the highest mean IoU over images (004: chosen per label on validation).
 
     ``iou_table``: ``(n_images, n_thresholds)`` from :func:`iou_curve`. Returns ``(threshold,
-    mean IoU at it)``; ties go to the first (lowest) threshold, as ``np.argmax``.
+    mean IoU at it)``; ties go to the first (lowest) threshold, as ``np.argmax``. Rows with NaN are
+    ignored; with no valid row the result is ``(nan, nan)``.
     """
     tab = np.asarray(iou_table, dtype=np.float64).reshape(-1, len(thresholds))
+    tab = tab[~np.isnan(tab).any(axis=1)]  # images without a reference (NaN rows) do not vote
     if tab.shape[0] == 0:
         return float("nan"), float("nan")
     means = tab.mean(axis=0)

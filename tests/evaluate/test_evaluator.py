@@ -243,3 +243,16 @@ def test_organ_mode_interpretability_rate():
     assert res2.pairs["interpretability"].is_nan().all() and any("organ mask" in n for n in res2.notes)
     with pytest.raises(GazeprepError, match="organ masks"):
         E.evaluate_exports(pred, pred, reference="organs")
+
+
+def test_organ_mode_iou_with_missing_masks_does_not_crash():
+    H, W = 10, 10
+    heart = np.zeros((H, W), bool); heart[2:6, 2:6] = True  # noqa: E702
+    cam = heart.astype(float)
+    cases = pl.DataFrame({"case_id": ["a", "b"], "image_height_px": [H, H], "image_width_px": [W, W]})
+    pred = E.InMemoryExport({("a", "heart"): cam, ("b", "heart"): cam}, {"cases": cases})
+    res = E.evaluate_exports(pred, pred, reference="organs", metrics=["iou"], n_boot=20,
+                             organ_masks=lambda cid: {"heart": heart} if cid == "a" else None)
+    got = dict(zip(res.pairs["case_id"], res.pairs["iou"]))
+    assert got["a"] == 1.0 and np.isnan(got["b"])
+    assert np.isnan(M.best_thresholds(np.full((2, len(M.THRESHOLDS_004)), np.nan))[0])
