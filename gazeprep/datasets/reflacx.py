@@ -304,18 +304,22 @@ class ReflacxRelease(Release):
         x, y = col("x_position"), col("y_position")
         rows = col("source_row")
         bad: list[tuple[int, str]] = []
-        shown_bad = (col("xmin_shown_from_image") > col("xmax_shown_from_image")) | (
-            col("ymin_shown_from_image") > col("ymax_shown_from_image")
+        shown_bad = (col("xmin_shown_from_image") >= col("xmax_shown_from_image")) | (
+            col("ymin_shown_from_image") >= col("ymax_shown_from_image")
         )
+        res_bad = (col("angular_resolution_x_pixels_per_degree") <= 0) | (col("angular_resolution_y_pixels_per_degree") <= 0)
         far = far_outside(x, y, w, h)
-        for i in np.flatnonzero(shown_bad | far):
-            bad.append(
-                (int(rows[i]), "shown rectangle has min > max")
-                if shown_bad[i]
-                else (int(rows[i]), f"position ({x[i]:g}, {y[i]:g}) is far outside the {w}x{h} image (corrupt value)")
-            )
+        drop = shown_bad | res_bad | far
+        for i in np.flatnonzero(drop):
+            if shown_bad[i]:
+                reason = "shown rectangle is empty or has min > max"
+            elif res_bad[i]:
+                reason = "angular resolution (pixels per degree) must be > 0"
+            else:
+                reason = f"position ({x[i]:g}, {y[i]:g}) is far outside the {w}x{h} image (corrupt value)"
+            bad.append((int(rows[i]), reason))
         if bad:
-            df = df.filter(pl.Series(~(shown_bad | far)))
+            df = df.filter(pl.Series(~drop))
         df, tbad = time_problems(
             df, "timestamp_start_fixation", "timestamp_end_fixation",
             start_label="timestamp_start_fixation", end_label="timestamp_end_fixation",

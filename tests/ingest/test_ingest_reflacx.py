@@ -189,6 +189,8 @@ def test_broken_chest_box_keeps_case(rx):
         ("7.0,7.05,1200,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160", "timestamps out of order: timestamp_start_fixation 7 is earlier than row 1 (7.08)"),
         ("7.4,7.9,90000,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160", "far outside the 2544x3056 image"),
         ("7.4,7.9,1200,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160,99", "has 18 fields"),
+        ("7.4,7.9,1200,1500,1.05,0,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160", "angular resolution (pixels per degree) must be > 0"),
+        ("7.4,7.9,1200,1500,1.05,94,94,0.99829,0.49841,2521,303,0,2463,661,0,3180,2160", "shown rectangle is empty or has min > max"),
     ],
 )
 def test_bad_fixation_row_dropped_rest_kept(rx, bad_row, needle):
