@@ -171,6 +171,49 @@ def export_mask_pngs(
     return n
 
 
+def masks_table(anatomy_dir: str | Path, overrides_dir: str | Path | None = None) -> "pl.DataFrame":
+    """The anatomy folder as rows of the canonical ``masks`` table (:data:`gazeprep.schema.MASKS`).
+
+    Predictions: ``source = "samed"``, ``path = "<anatomy_dir>/masks.zarr/<array>#<row>"``;
+    overrides: ``source = "override"``, ``path`` = the PNG (``case_id`` is the image id). Derived heart
+    masks are not listed (they are computed by :func:`load_anatomy_masks`).
+    """
+    import polars as pl
+
+    from gazeprep.schema import MASKS
+
+    folder = Path(anatomy_dir)
+    store = open_store(folder)
+    idx = store.index
+    pred = idx.select(
+        "dataset", pl.col("image_id").alias("case_id"), "structure", pl.lit("samed").alias("source"),
+        (pl.lit(f"{folder}/masks.zarr/") + pl.col("array") + pl.lit("#") + pl.col("row").cast(pl.Utf8)).alias("path"),
+    )
+    ov_dir = Path(overrides_dir) if overrides_dir is not None else folder / OVERRIDES_DIR
+    dataset = store.meta.get("dataset")
+    ov_rows = [
+        {"dataset": dataset, "case_id": p.parent.name, "structure": p.stem, "source": "override", "path": str(p)}
+        for p in sorted(ov_dir.glob("*/*.png"))
+    ] if ov_dir.is_dir() else []
+    ov = pl.DataFrame(ov_rows, schema=MASKS)
+    return pl.concat([pred.cast(MASKS), ov]).sort("case_id", "structure", "source")  # type: ignore[arg-type]
+
+
+def egd_masks_table(egd_root: str | Path, image_ids: list[str]) -> "pl.DataFrame":
+    """EGD-CXR's own mask PNGs of ``image_ids`` as rows of the ``masks`` table (``source = "egd_png"``)."""
+    import polars as pl
+
+    from gazeprep.anatomy.data import egd_mask_paths
+    from gazeprep.schema import MASKS
+
+    rows = [
+        {"dataset": "egd-cxr", "case_id": i, "structure": s, "source": "egd_png", "path": str(p)}
+        for i in image_ids
+        for s, p in egd_mask_paths(egd_root, i).items()
+    ]
+    return pl.DataFrame(rows, schema=MASKS)
+
+
 class AnatomyMasks:
     """Masks per recipe target, configured by a recipe's ``anatomy`` section.
 

@@ -218,3 +218,29 @@ def test_export_mask_pngs_round_trips_through_overrides(tmp_path):
     # the exported files are valid overrides: using them as the overrides folder changes nothing
     again = load_anatomy_masks(tmp_path / "anat", "img-1", (40, 30), overrides_dir=tmp_path / "png")
     assert all((again[k] == direct[k]).all() for k in direct)
+
+
+def test_masks_table_lists_predictions_and_overrides(tmp_path):
+    import polars as pl
+
+    from gazeprep.anatomy.masks import egd_masks_table, masks_table
+    from gazeprep.schema import validate
+
+    grid = np.zeros((8, 8), np.uint8)
+    grid[1:7, 5:7] = 1
+    _store_with(tmp_path, grid)
+    ov = tmp_path / "anat" / "overrides" / "img-1"
+    ov.mkdir(parents=True)
+    Image.fromarray(np.full((4, 4), 255, np.uint8)).save(ov / "heart.png")
+    t = masks_table(tmp_path / "anat")
+    validate(t, "masks")
+    assert t.height == 5
+    assert t.filter(pl.col("source") == "override")["structure"].to_list() == ["heart"]
+    row = t.filter(pl.col("structure") == "left_lung").row(0, named=True)
+    assert row["source"] == "samed" and row["path"].endswith("masks.zarr/masks_8x8#0")
+    folder = tmp_path / "egd" / "audio_segmentation_transcripts" / "d1"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(folder / "mediastanum.png")
+    e = egd_masks_table(tmp_path / "egd", ["d1"])
+    validate(e, "masks")
+    assert e.rows()[0][2:4] == ("mediastinum", "egd_png")
