@@ -219,8 +219,8 @@ class Samed(nn.Module):
     """SAM + LoRA for multi-class segmentation without prompts.
 
     ``forward(images)``: ``images`` float (B, 3, S, S) in [0, 1] with S = ``config.image_size``;
-    returns logits (B, num_classes + 1, S/4 ... ) at the decoder's low resolution
-    (``config.low_res_size`` px per side, 128 for S = 512).
+    returns logits (B, num_classes + 1, L, L) at the decoder's low resolution
+    L = ``config.low_res_size`` = 4 S / patch_size (128 for S = 512, patch 16); channel 0 = background.
     """
 
     def __init__(self, config: SamedConfig, sam: Sam | None = None):
