@@ -70,7 +70,9 @@ def test_render_preview_draws_layers():
 def test_preview_case_and_contact_sheet(tmp_path):
     ex, _ = _export()
     paths = P.preview_case(ex, "c1", tmp_path, size=160)
-    assert [p.name for p in paths] == ["pneumothorax.png"] and Image.open(paths[0]).size[0] == 160
+    assert [p.name for p in paths] == ["pneumothorax.png"]
+    with Image.open(paths[0]) as im:
+        assert im.size[0] == 160
     page = P.contact_sheet(ex, tmp_path / "sheet", thumb=80, full=160, progress=False)
     text = page.read_text()
     assert text.count("<img") == 1 and "thumbs/c1/pneumothorax.png" in text
