@@ -232,7 +232,7 @@ def fit(model: nn.Module, objective: nn.Module, data: Dataset, config: TrainConf
             if res.pred_maps is not None:
                 preds.append(res.pred_maps.detach().cpu())
                 tgts.append(res.target_maps.detach().cpu())
-            bar.set_postfix(loss=f"{float(res.total):.4g}")
+            bar.set_postfix(loss=f"{float(res.total.detach()):.4g}")
         if cfg.recalibrate_bn:
             recalibrate_batchnorm(model, DataLoader(data, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate), device)
         rec: dict[str, Any] = {"stage": stage, "epoch": e + 1}

@@ -43,6 +43,7 @@ def make_synthetic_export(n_cases: int = 24, height: int = 48, width: int = 40, 
         img += 0.6 * obj.astype(np.float32)
         images[cid] = np.clip(img, 0, 1).astype(np.float32)
         heat = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2)).astype(np.float32)
+        heat[heat < 1e-3] = 0.0  # a truncated kernel, as rendered maps have
         heat /= heat.max()
         cases.append({"dataset": "synthetic", "case_id": cid, "image_id": cid, "subject_id": i // 2, "split": None,
                       "image_path": None, "image_height_px": height, "image_width_px": width, "discarded": False})

@@ -148,10 +148,11 @@ register(ModelSpec(
                     "loss": {"lambdas": [1.0, 1.0, 1.0]},
                     "data": {"size": 224, "targets": ["full"], "labels": EGD_CLASSES, "augment": None},
                     "train": {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "adamw"}},
-        "tiny": {"model": {"clip": "tiny", "adapter_dim": 48, "adapter_depth": 4, "adapter_heads": 4, "mlp_hidden": 32, "image_size": 64},
+        "tiny": {"model": {"clip": "tiny", "adapter_dim": 48, "adapter_depth": 4, "adapter_heads": 4, "mlp_hidden": 32, "image_size": 64,
+                           "finetune_classifier_encoder": False},
                  "loss": {"lambdas": [1.0, 1.0, 1.0]},
                  "data": {"size": 64, "targets": ["full"], "labels": EGD_CLASSES, "augment": None},
-                 "train": dict(TINY_TRAIN, epochs=6)},
+                 "train": dict(TINY_TRAIN, epochs=6, stage_lr={"classifier": 1e-2})},
     },
 ))
 

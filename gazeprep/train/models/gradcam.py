@@ -1,0 +1,106 @@
+"""Grad-CAM family baselines: a plain CNN classifier explained post hoc with ``pytorch-grad-cam``.
+
+Papers 001 (chapter 3, Grad-CAM quality across architectures) and 003 (Grad-CAM versus the U-Net
+decoder maps) compare gaze maps with Grad-CAM explanations of an ordinary classifier. The classifier
+is a timm backbone with global average pooling and a linear layer, trained with cross-entropy; its
+maps come from ``pytorch_grad_cam`` (``gradcam``, ``gradcam++``, ``xgradcam``, ``eigencam``,
+``layercam``, ``hirescam``, ``scorecam``) on the last convolutional stage, for the predicted class (or a
+given one), min-max normalised to [0, 1] by the library.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gazeprep.errors import GazeprepError
+from gazeprep.train.models.base import GazeModel, LossOutput, timm_model
+
+METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam", "hirescam", "scorecam")
+
+
+def cam_class(method: str):
+    """The ``pytorch_grad_cam`` class for ``method``."""
+    from gazeprep._torchvision_compat import ensure_torchvision
+
+    ensure_torchvision()
+    import pytorch_grad_cam as pgc
+
+    table = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM, "eigencam": pgc.EigenCAM,
+             "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "scorecam": pgc.ScoreCAM}
+    if method not in table:
+        raise GazeprepError(f"unknown CAM method {method!r}; use one of {', '.join(METHODS)}")
+    return table[method]
+
+
+class CAMBaseline(GazeModel):
+    """timm classifier + a Grad-CAM-family explainer.
+
+    Parameters
+    ----------
+    class_names: classes; backbone: timm name (``resnet50``, ``densenet201``, ...; tiny ``test_resnet``);
+    method: CAM method (see :data:`METHODS`); weights: optional local state dict.
+    """
+
+    def __init__(self, class_names=("normal", "chf", "pneumonia"), backbone: str = "resnet50", method: str = "gradcam", weights: str | None = None):
+        super().__init__()
+        self.class_names = list(class_names)
+        self.map_names = ["full"]
+        self.method = method
+        cam_class(method)  # validate early
+        self.net = timm_model(backbone, weights=weights, num_classes=len(self.class_names))
+        last = self.net.feature_info[-1]["module"]
+        self._target_layer_name = last
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.net(image)}
+
+    def target_layer(self) -> nn.Module:
+        return self.net.get_submodule(self._target_layer_name)
+
+    def explain(self, image: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """CAM maps (B, H, W) in [0, 1] for ``classes`` (default: the predicted class)."""
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        was = self.training
+        self.eval()
+        wrapped = _LogitsOnly(self.net)
+        targets = None if classes is None else [ClassifierOutputTarget(int(c)) for c in classes]
+        with cam_class(self.method)(model=wrapped, target_layers=[self.target_layer()]) as cam:
+            maps = cam(input_tensor=image, targets=targets)
+        self.train(was)
+        return torch.as_tensor(maps, dtype=torch.float32, device=image.device)
+
+    def predict_heatmaps(self, image: torch.Tensor) -> torch.Tensor:  # needs gradients: no no_grad here
+        with torch.enable_grad():
+            return self.explain(image)[:, None]
+
+
+class _LogitsOnly(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ClassifierObjective(nn.Module):
+    """Cross-entropy on single-class samples (multi-label BCE when ``multilabel``)."""
+
+    def __init__(self, multilabel: bool = False):
+        super().__init__()
+        self.multilabel = multilabel
+
+    def forward(self, model: CAMBaseline, batch: dict) -> LossOutput:
+        logits = model(batch["image"])["logits"]
+        if self.multilabel:
+            labels = batch["labels"].to(logits.dtype)
+            known = ~torch.isnan(labels)
+            loss = F.binary_cross_entropy_with_logits(logits[known], labels[known])
+        else:
+            y = batch["class_index"]
+            known = y >= 0
+            loss = F.cross_entropy(logits[known], y[known]) if bool(known.any()) else logits.sum() * 0
+        return LossOutput(loss, {"ce": float(loss.detach())})
