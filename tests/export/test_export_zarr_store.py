@@ -60,7 +60,7 @@ def test_shard_layout_by_hand():
 
 def test_store_is_a_handful_of_files(tmp_path):
     n, k = 300, 64
-    out = finalize(tmp_path / "o", _many(n), recipe=recipe("float16"), shard_size=k)
+    out = finalize(tmp_path / "o", _many(n), recipe=recipe("float16"), shard_size=k, progress=True)
     files = [p for p in (out / "heatmaps.zarr").rglob("*") if p.is_file()]
     shards = [p for p in files if p.name != "zarr.json"]
     assert len(shards) == -(-n // k) == 5
