@@ -88,7 +88,7 @@ def ensure_release(cases: int) -> Path:
     return root
 
 
-def bench_build(root: Path, size: str, workers: int, tag: str) -> dict:
+def bench_build(root: Path, size: str, workers: int, tag: str, executor: str = "local") -> dict:
     out = OUT / tag
     shutil.rmtree(out, ignore_errors=True)
     cmd = [
@@ -106,6 +106,8 @@ def bench_build(root: Path, size: str, workers: int, tag: str) -> dict:
         size,
         "--workers",
         str(workers),
+        "--executor",
+        executor,
     ]
     res = run_measured(cmd)
     from gazeprep import load_export
@@ -119,6 +121,18 @@ def bench_build(root: Path, size: str, workers: int, tag: str) -> dict:
         export_bytes=sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
     )
     return res
+
+
+def _tree_digest(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root).as_posix()
+        if f.is_file() and not rel.startswith((".parts", ".staging", ".trash")):
+            h.update(rel.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def main() -> None:
@@ -146,6 +160,20 @@ def main() -> None:
     report["build_512"] = r512
     print(json.dumps(r512, indent=2))
 
+    try:
+        import ray  # noqa: F401
+
+        print(f"== same build on Ray (local cluster, {workers} CPUs) ==")
+        rray = bench_build(root, "512", workers, "size512_ray", executor="ray")
+        rray.pop("stdout")
+        rray["overhead_vs_local"] = rray["wall_s"] / r512["wall_s"]
+        same = _tree_digest(OUT / "size512") == _tree_digest(OUT / "size512_ray")
+        rray["byte_identical_to_local"] = same
+        report["build_512_ray"] = rray
+        print(json.dumps(rray, indent=2))
+    except ImportError:
+        print("ray not installed (pip install 'gazeprep[distributed]'): Ray overhead not measured")
+
     sub = DATA / f"reflacx-{native_cases}"
     if not (sub / ".complete").exists():
         ensure_release(native_cases)
@@ -157,6 +185,8 @@ def main() -> None:
     ok_ratio = report["renderer"].get("speedup_native", 0) >= 100
     ok_err = report["renderer"].get("max_rel_diff_native", 1) < 1e-5
     ok_build = r512["wall_s"] < 60 if cases >= 3000 else None
+    if "build_512_ray" in report:
+        report["targets_ray_overhead_under_1.3x"] = report["build_512_ray"]["overhead_vs_local"] < 1.3
     report["targets"] = {
         "renderer_100x_native": ok_ratio,
         "renderer_error_below_1e-5": ok_err,
