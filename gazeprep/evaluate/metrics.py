@@ -117,7 +117,7 @@ def _prep(pred, ref, resize: ResizeMode = "nearest") -> tuple[np.ndarray, np.nda
 
 
 # --------------------------------------------------------------------------------------------------
-# geometry: ellipses and letterboxing
+# geometry: ellipses and boxes (grids of exported maps: gazeprep.heatmaps.grid.OutputGrid)
 
 
 def ellipse_mask(
@@ -167,30 +167,6 @@ def box_mask(h: int, w: int, boxes: np.ndarray | Sequence[Sequence[float]]) -> n
     for xmin, ymin, xmax, ymax in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
         mask |= (r >= ymin) & (r <= ymax) & (c >= xmin) & (c <= xmax)
     return mask
-
-
-def letterbox_geometry(image_hw: tuple[int, int], size: int) -> tuple[float, float, float]:
-    """``(scale, offset_x, offset_y)`` mapping original-image pixels into a ``size x size`` letterboxed
-    grid (image scaled by ``size / max(H, W)`` and centred): ``x_grid = x * scale + offset_x``."""
-    h, w = image_hw
-    scale = size / max(h, w)
-    return scale, (size - w * scale) / 2.0, (size - h * scale) / 2.0
-
-
-def unletterbox(grid_map: np.ndarray, image_hw: tuple[int, int], resize: ResizeMode = "nearest") -> np.ndarray:
-    """Inverse of letterboxing: crop the image area out of a square map and resize it to ``image_hw``.
-
-    Used to compare a letterboxed heatmap (e.g. 512 x 512) with ellipses drawn on the original image
-    (004 upscales heatmaps to the ellipse resolution with nearest-neighbour interpolation).
-    """
-    g = _as2d(grid_map, "map")
-    size = g.shape[0]
-    scale, ox, oy = letterbox_geometry(image_hw, size)
-    h, w = image_hw
-    c0, r0 = int(round(ox)), int(round(oy))
-    c1, r1 = int(round(ox + w * scale)), int(round(oy + h * scale))
-    crop = g[max(r0, 0) : max(r1, r0 + 1), max(c0, 0) : max(c1, c0 + 1)]
-    return resize_nearest(crop, image_hw) if resize == "nearest" else resize_bilinear(crop, image_hw)
 
 
 # --------------------------------------------------------------------------------------------------

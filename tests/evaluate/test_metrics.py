@@ -115,15 +115,6 @@ def test_box_mask_inclusive():
     assert m.sum() == 4 and m[0, 1] and m[1, 2] and not m[2, 1]
 
 
-def test_letterbox_roundtrip():
-    assert M.letterbox_geometry((2, 4), 4) == (1.0, 0.0, 1.0)
-    grid = np.zeros((4, 4))
-    grid[1:3] = np.arange(8).reshape(2, 4)
-    np.testing.assert_array_equal(M.unletterbox(grid, (2, 4)), np.arange(8).reshape(2, 4))
-    # a 4x8 image letterboxed to 4: scale .5, rows 1..2; unletterbox doubles every pixel
-    np.testing.assert_array_equal(M.unletterbox(grid, (4, 8)), M.resize_nearest(grid[1:3], (4, 8)))
-
-
 # ------------------------------------------------------------------------------------------ 000
 def _cm_case():
     gt = np.zeros((3, 3), int)
