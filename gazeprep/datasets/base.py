@@ -89,7 +89,7 @@ class Release:
     tables: tuple[str, ...] = ()
 
     def __init__(self, root: Path):
-        self.root = Path(root).resolve()  # absolute, so that rel() also works for safe_join paths
+        self.root = Path(root).absolute()  # absolute (symlinks kept) so that rel() works for every path built from it
         self.cases: pl.DataFrame = schema.empty("cases")
         self.case_labels: pl.DataFrame = schema.empty("case_labels")
         self.rejects: list[dict] = []
@@ -116,7 +116,22 @@ class Release:
         """All case ids in ``cases`` order."""
         return self.cases["case_id"].to_list()
 
-    def read_case(self, case_id: str) -> CaseData:  # pragma: no cover - abstract
+    def read_case(self, case_id: str) -> CaseData:
+        """Per-case canonical tables of ``case_id``.
+
+        Raises GazeprepError only for an id that is not in ``cases``. Data problems come back as
+        rejects; an error escaping the adapter's reader on malformed data (unreadable file, path
+        leaving the root, a parser error) skips the case with a rejects row naming it.
+        """
+        self._check_known(case_id)
+        try:
+            return self._read_case(case_id)
+        except (GazeprepError, OSError, ValueError, pl.exceptions.PolarsError) as exc:
+            path = getattr(exc, "path", None) or getattr(exc, "filename", None)
+            msg = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            return self.empty_case(case_id, [self.reject(case_id, Path(path) if path else None, getattr(exc, "row", None), f"{msg}; {CASE_SKIPPED}")])
+
+    def _read_case(self, case_id: str) -> CaseData:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _check_known(self, case_id: str) -> None:

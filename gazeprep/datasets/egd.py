@@ -47,7 +47,7 @@ from gazeprep.datasets.csvio import BadRow, Col, read_checked_csv, scan_checked_
 from gazeprep.datasets.images import image_size, resolve_image
 from gazeprep.datasets.registry import register_dataset
 from gazeprep.errors import GazeprepError, InputFormatError
-from gazeprep.paths import safe_component, safe_join
+from gazeprep.paths import safe_component
 
 DATASET = "egd-cxr"
 SOURCE = "egd_master"
@@ -311,9 +311,8 @@ class EgdRelease(Release):
         return {k[0]: v for k, v in out.partition_by("case_id", as_dict=True, maintain_order=True).items()} if out.height else {}
 
     # ---- per case -----------------------------------------------------------------------
-    def read_case(self, case_id: str) -> CaseData:
+    def _read_case(self, case_id: str) -> CaseData:
         """Per-case tables of ``case_id`` (a dicom_id). Never raises on bad data."""
-        self._check_known(case_id)
         info = self._info[case_id]
         rejects: list[dict] = []
         tables: dict[str, pl.DataFrame] = {t: schema.empty(t) for t in self.tables}
@@ -333,7 +332,7 @@ class EgdRelease(Release):
                 tables["gaze_samples"] = self._map_positions(case_id, graw, info, self.root / "eye_gaze.csv", rejects, fixations=False)
         if case_id in self._boxes:
             tables["boxes"] = schema.conform(self._boxes[case_id], "boxes")
-        folder = safe_join(self.root, TRANSCRIPTS, case_id)
+        folder = self.root / TRANSCRIPTS / safe_component(case_id)
         self._transcript(case_id, folder / "transcript.json", tables, rejects)
         tables["masks"] = self._masks(case_id, folder, rejects)
         return CaseData(case_id, tables, rejects)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gazeprep.errors import GazeprepError, InputFormatError
-from gazeprep.paths import safe_join
+from gazeprep.paths import safe_component
 
 _PREFIXES = ("", "physionet.org/files/mimic-cxr/2.0.0", "physionet.org/files/mimic-cxr-jpg/2.0.0")
 _EXTS = (".dcm", ".jpg")
@@ -41,9 +41,23 @@ def image_candidates(images_root: str | Path, image_path: str) -> list[Path]:
     out: list[Path] = []
     for prefix in _PREFIXES:
         for e in exts:
-            parts = [prefix, base + e] if prefix else [base + e]
-            out.append(safe_join(root, *parts))
+            out.append(_join_checked(root, f"{prefix}/{base}{e}" if prefix else f"{base}{e}"))
     return out
+
+
+def _join_checked(root: Path, rel: str) -> Path:
+    """``root / rel`` where every component of ``rel`` (from data) must be a plain name.
+
+    Checked lexically with :func:`gazeprep.paths.safe_component` (no absolute path, no ``..``, no
+    odd characters), so a data path can never leave ``root``, while symlinks *inside* the root
+    (e.g. ``files/`` on another disk) are followed as the user set them up.
+    """
+    if rel.startswith("/"):
+        raise GazeprepError(f"absolute path from data is not allowed: {rel!r}")
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    for p in parts:
+        safe_component(p)
+    return root.joinpath(*parts)
 
 
 def resolve_image(images_root: str | Path, image_path: str) -> Path:
@@ -57,6 +71,8 @@ def resolve_image(images_root: str | Path, image_path: str) -> Path:
     image_path:
         The REFLACX ``image`` value or the EGD-CXR ``path`` value (or any path ending in
         ``files/pXX/...``). The extension written there is tried first, then the other one.
+        Every component must be a plain name (no ``..``, no absolute path): data never leaves
+        ``images_root``; symlinks inside the root are followed.
 
     Returns
     -------

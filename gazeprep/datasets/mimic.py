@@ -205,9 +205,8 @@ class MimicRelease(Release):
         self.case_labels = labels_for_cases(root, DATASET, self.cases, self.rejects)
         self.stats = {"cases": self.cases.height}
 
-    def read_case(self, case_id: str) -> CaseData:
+    def _read_case(self, case_id: str) -> CaseData:
         """No per-case files: an empty CaseData."""
-        self._check_known(case_id)
         return CaseData(case_id, {}, [])
 
 

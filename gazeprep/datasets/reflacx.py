@@ -37,7 +37,7 @@ from gazeprep.datasets.checks import far_outside, time_problems
 from gazeprep.datasets.csvio import Col, read_bytes, read_checked_csv
 from gazeprep.datasets.registry import register_dataset
 from gazeprep.errors import GazeprepError, InputFormatError
-from gazeprep.paths import safe_join
+from gazeprep.paths import safe_component
 
 DATASET = "reflacx"
 SOURCE = "reflacx_metadata"
@@ -260,12 +260,11 @@ class ReflacxRelease(Release):
         return cases.with_columns([pl.Series(k, v, dtype=pl.Float64) for k, v in boxes.items()])
 
     # ---- per case -----------------------------------------------------------------------
-    def read_case(self, case_id: str) -> CaseData:
+    def _read_case(self, case_id: str) -> CaseData:
         """Read the per-case files of ``case_id`` (see module docstring). Never raises on bad data."""
-        self._check_known(case_id)
         phase, discarded, w, h = self._info[case_id]
         rejects: list[dict] = []
-        folder = safe_join(self.main_data, case_id)
+        folder = self.main_data / safe_component(case_id)  # ids are validated; symlinked folders are fine
         if not folder.is_dir():
             rejects.append(self.reject(case_id, folder, None, f"case folder missing; {CASE_SKIPPED}"))
             return self.empty_case(case_id, rejects)
@@ -284,7 +283,7 @@ class ReflacxRelease(Release):
             return self.empty_case(case_id, rejects)
         self._text(case_id, folder, tables, rejects)
         if self.gaze_samples:
-            gpath = safe_join(self.gaze_root, case_id, "gaze.csv")
+            gpath = self.gaze_root / safe_component(case_id) / "gaze.csv"
             try:
                 tables["gaze_samples"] = self._gaze(case_id, gpath, w, h, rejects)
             except InputFormatError as exc:

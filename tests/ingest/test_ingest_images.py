@@ -68,7 +68,16 @@ def test_resolve_under_physionet_prefix(tmp_path, stored):
     assert resolve_image(tmp_path, EGD_PATH) == dcm.resolve()
 
 
-@pytest.mark.parametrize("bad", ["../../etc/passwd", "files/../../secret.dcm", "/etc/passwd"])
+def test_resolve_follows_symlinks_inside_root(tmp_path, stored):
+    disk = tmp_path / "other_disk"
+    dcm = disk / "p10/p10000032/s50414267" / f"{DICOM}.dcm"
+    write_dicom(dcm, stored)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "files").symlink_to(disk, target_is_directory=True)
+    assert resolve_image(tmp_path / "root", EGD_PATH) == tmp_path / "root" / EGD_PATH
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "files/../../secret.dcm", "/etc/passwd", "files/p10/../../../x.dcm"])
 def test_resolve_never_leaves_root(tmp_path, bad):
     (tmp_path / "root").mkdir()
     with pytest.raises(GazeprepError):

@@ -347,3 +347,27 @@ def test_root_with_physionet_prefix(tmp_path):
     root = tmp_path / "dl"
     write_reflacx(root / "physionet.org/files/reflacx-xray-localization/1.0.0")
     assert open_(root).cases.height == 3
+
+
+def test_symlinked_case_folder_is_followed(rx, tmp_path):
+    """Ids are validated, so a case folder the user symlinked elsewhere is read normally."""
+    import shutil
+
+    outside = tmp_path / "elsewhere"
+    shutil.move(str(rx / "main_data" / C2), outside)
+    (rx / "main_data" / C2).symlink_to(outside, target_is_directory=True)
+    cd = open_(rx).read_case(C2)
+    assert cd.rejects == [] and cd.tables["fixations"].height == 3
+
+
+def test_reader_errors_skip_the_case_not_the_run(rx, monkeypatch):
+    rel = open_(rx)
+
+    def boom(*a, **k):
+        raise OSError(5, "Input/output error", "main_data/x")
+
+    monkeypatch.setattr(rel, "_fixations", boom)
+    cd = rel.read_case(C1)
+    (r,) = cd.rejects
+    assert r["case_id"] == C1 and "Input/output error" in r["reason"] and r["reason"].endswith("case skipped")
+    assert all(df.height == 0 for df in cd.tables.values())
