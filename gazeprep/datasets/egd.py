@@ -128,6 +128,7 @@ class EgdRelease(Release):
         t = read_checked_csv(path, MASTER_COLS, aliases=OLD_PAD_NAMES)
         rel = self.rel(path)
         self._all_master_ids: set[str] = set()
+        raw_ids: dict[int, str] = {}
         if t.bad:  # name the case of a dropped row; its gaze rows are then reported as such
             raw_ids = self._raw_ids(path, [b.row for b in t.bad], column="dicom_id")
             self._all_master_ids.update(v.strip() for v in raw_ids.values())

@@ -182,7 +182,7 @@ class MimicRelease(Release):
         dup = meta.filter(pl.col("dicom_id").is_duplicated())
         if dup.height:
             for d in dup["dicom_id"].unique().to_list():
-                self.rejects.append(schema.reject(DATASET, d, "ingest", "metadata", None, f"duplicate dicom_id; later rows {ROW_DROPPED}"))
+                self.rejects.append(schema.reject(DATASET, d, "ingest", find_table(root, "metadata").name, None, f"duplicate dicom_id; later rows {ROW_DROPPED}"))
             meta = meta.unique("dicom_id", keep="first", maintain_order=True)
         cases = meta.join(split.unique("dicom_id", keep="first"), on="dicom_id", how="left").select(
             pl.lit(DATASET).alias("dataset"),
