@@ -63,9 +63,62 @@ class _BuildState:
     recipe: Recipe
     recipe_hash: str
     dataset: str
+    root: Path
     out: Path
     anatomy_dir: Path | None
     force: bool
+
+    def __post_init__(self) -> None:
+        self.masks = None  # AnatomyMasks provider for recipes with an anatomy filter
+        a = self.recipe.anatomy
+        if a is not None:
+            from gazeprep.anatomy.masks import AnatomyMasks
+
+            # SAMed masks: --anatomy-dir, else <out>/../anatomy; EGD-CXR masks: the release itself
+            default = self.root if a.masks == "egd_masks" else (self.anatomy_dir or self.out.parent / "anatomy")
+            self.masks = AnatomyMasks(a, default_dir=default)
+
+
+def make_state(spec: "BuildSpec", release=None) -> _BuildState:
+    """Build state from a picklable :class:`BuildSpec` (driver, spawned workers and Ray tasks)."""
+    from gazeprep.datasets import get_adapter
+
+    recipe = Recipe.model_validate_json(spec.recipe_json)
+    if release is None:
+        release = get_adapter(spec.dataset).open(Path(spec.root), gaze_samples=recipe.render.source == "gaze_samples")
+    return _BuildState(
+        release=release,
+        recipe=recipe,
+        recipe_hash=recipe.hash(),
+        dataset=spec.dataset,
+        root=Path(spec.root),
+        out=Path(spec.out),
+        anatomy_dir=Path(spec.anatomy_dir) if spec.anatomy_dir else None,
+        force=spec.force,
+    )
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything a worker needs to rebuild the build state (picklable, hashable, no open files)."""
+
+    dataset: str
+    root: str
+    out: str
+    recipe_json: str  # the resolved recipe, JSON
+    anatomy_dir: str | None
+    force: bool
+
+    @classmethod
+    def from_options(cls, opts: "BuildOptions") -> "BuildSpec":
+        return cls(
+            dataset=opts.dataset,
+            root=str(opts.root),
+            out=str(opts.out),
+            recipe_json=opts.recipe.model_dump_json(),
+            anatomy_dir=str(opts.anatomy_dir) if opts.anatomy_dir else None,
+            force=opts.force,
+        )
 
 
 def _hash_tables(tables: dict[str, pl.DataFrame], salt: str) -> str:
@@ -77,8 +130,15 @@ def _hash_tables(tables: dict[str, pl.DataFrame], salt: str) -> str:
     return h.hexdigest()
 
 
-def _case_input_hash(case_row: dict, data_tables: dict[str, pl.DataFrame], recipe_hash: str) -> str:
+def _case_input_hash(
+    case_row: dict, data_tables: dict[str, pl.DataFrame], recipe_hash: str, masks: dict | None = None
+) -> str:
+    """Hash of everything a case's outputs depend on: package version, recipe, its metadata row,
+    its input tables and (anatomy recipes) its masks."""
     salt = f"{__version__}|{recipe_hash}|" + "|".join(f"{k}={case_row[k]}" for k in sorted(case_row))
+    for target in sorted(masks or {}):
+        m = masks[target]
+        salt += f"|mask:{target}:{m.shape}:" + hashlib.sha256(m.tobytes()).hexdigest()
     return _hash_tables(data_tables, salt)
 
 
@@ -116,7 +176,13 @@ def _compute_case(st: _BuildState, case_id: str, store):
     release = st.release
     case_row = release.cases.filter(pl.col("case_id") == case_id).row(0, named=True)
     data = release.read_case(case_id)
-    input_hash = _case_input_hash(case_row, data.tables, st.recipe_hash)
+    masks, mask_error = None, None
+    if st.masks is not None:
+        try:
+            masks = st.masks.for_image(case_row["image_id"], (case_row["image_height_px"], case_row["image_width_px"]))
+        except GazeprepError as exc:
+            mask_error = str(exc)
+    input_hash = _case_input_hash(case_row, data.tables, st.recipe_hash, masks)
     if not st.force:
         cached = store.get(case_id, input_hash)
         if cached is not None:
@@ -160,21 +226,10 @@ def _compute_case(st: _BuildState, case_id: str, store):
             recipe=st.recipe.name,
         )
         tables.update(words=words_o, sentences=sentences, mentions=mentions, windows=windows)
-        masks = None
-        if st.recipe.anatomy is not None:
-            from gazeprep.anatomy import load_anatomy_masks
-
-            adir = st.anatomy_dir or (st.out.parent / "anatomy")
-            try:
-                masks = load_anatomy_masks(
-                    adir,
-                    case_row["image_id"],
-                    (case_row["image_height_px"], case_row["image_width_px"]),
-                    **_anatomy_kwargs(st.recipe),
-                )
-            except GazeprepError as exc:
-                rejects.append(reject(ds, case_id, "anatomy", None, None, str(exc)))
-                masks = {}
+        if mask_error is not None:
+            # an anatomy recipe without masks must not fall back to unfiltered maps
+            rejects.append(reject(ds, case_id, "anatomy", None, None, mask_error))
+            windows = windows.clear()
         maps, r = render_case(
             events,
             windows,
@@ -206,12 +261,6 @@ def _compute_case(st: _BuildState, case_id: str, store):
     return result, False
 
 
-def _anatomy_kwargs(recipe: Recipe) -> dict:
-    a = recipe.anatomy
-    assert a is not None
-    return {"heart_cut_top": a.heart_from_mediastinum_cut_top, "overrides_dir": a.overrides_dir}
-
-
 def build_heatmaps(opts: BuildOptions) -> BuildSummary:
     """Run the ETL for ``opts.dataset`` with ``opts.recipe`` and write the export to ``opts.out``.
 
@@ -231,15 +280,8 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
     release = adapter.open(opts.root, gaze_samples=recipe.render.source == "gaze_samples")
     cases = release.cases
     live = cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
-    _STATE = _BuildState(
-        release=release,
-        recipe=recipe,
-        recipe_hash=recipe.hash(),
-        dataset=opts.dataset,
-        out=opts.out,
-        anatomy_dir=opts.anatomy_dir,
-        force=opts.force,
-    )
+    spec = BuildSpec.from_options(opts)
+    _STATE = make_state(spec, release)
     opts.out.mkdir(parents=True, exist_ok=True)
     workers = opts.workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, len(live) or 1))
@@ -248,16 +290,8 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
     events: list[dict] = []
     try:
         if opts.executor == "ray":
-            from gazeprep.pipeline.distributed import BuildSpec, run_on_ray
+            from gazeprep.pipeline.distributed import run_on_ray
 
-            spec = BuildSpec(
-                dataset=opts.dataset,
-                root=str(opts.root),
-                out=str(opts.out),
-                recipe_json=recipe.model_dump_json(),
-                anatomy_dir=str(opts.anatomy_dir) if opts.anatomy_dir else None,
-                force=opts.force,
-            )
             run = run_on_ray(
                 spec,
                 live,
@@ -281,16 +315,8 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
             # opens the release once (see distributed._state_for) and processes blocks of cases.
             from functools import partial
 
-            from gazeprep.pipeline.distributed import BuildSpec, process_block
+            from gazeprep.pipeline.distributed import process_block
 
-            spec = BuildSpec(
-                dataset=opts.dataset,
-                root=str(opts.root),
-                out=str(opts.out),
-                recipe_json=recipe.model_dump_json(),
-                anatomy_dir=str(opts.anatomy_dir) if opts.anatomy_dir else None,
-                force=opts.force,
-            )
             block = max(1, min(16, len(live) // (workers * 4) or 1))
             blocks = [live[i : i + block] for i in range(0, len(live), block)]
             ctx = mp.get_context("spawn")

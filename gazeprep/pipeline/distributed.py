@@ -26,22 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gazeprep.errors import GazeprepError
+from gazeprep.pipeline.build import BuildSpec, make_state
 
 #: Test hook: when set to a file path that does not exist yet, the first block to run creates the
 #: file and raises, so that tests can show a failed block is retried and recorded.
 FAULT_ENV = "GAZEPREP_FAULT_ONCE"
-
-
-@dataclass(frozen=True)
-class BuildSpec:
-    """Everything a Ray worker needs to rebuild the build state (picklable, no open files)."""
-
-    dataset: str
-    root: str
-    out: str
-    recipe_json: str  # the resolved recipe, JSON (keeps the spec hashable)
-    anatomy_dir: str | None
-    force: bool
 
 
 @dataclass
@@ -57,25 +46,9 @@ _WORKER_STATE: dict = {}
 
 def _state_for(spec: BuildSpec):
     """Open the release once per worker process and keep it (keyed by the spec)."""
-    from gazeprep.datasets import get_adapter
-    from gazeprep.pipeline.build import _BuildState
-    from gazeprep.recipes import Recipe
-
     st = _WORKER_STATE.get(spec)
     if st is None:
-        recipe = Recipe.model_validate_json(spec.recipe_json)
-        release = get_adapter(spec.dataset).open(
-            Path(spec.root), gaze_samples=recipe.render.source == "gaze_samples"
-        )
-        st = _BuildState(
-            release=release,
-            recipe=recipe,
-            recipe_hash=recipe.hash(),
-            dataset=spec.dataset,
-            out=Path(spec.out),
-            anatomy_dir=Path(spec.anatomy_dir) if spec.anatomy_dir else None,
-            force=spec.force,
-        )
+        st = make_state(spec)
         _WORKER_STATE.clear()
         _WORKER_STATE[spec] = st
     return st
