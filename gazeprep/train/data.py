@@ -7,9 +7,9 @@ An *export* is anything with the interface of :func:`gazeprep.load_export`'s res
 * ``manifest``: dict.
 
 Images come from ``export.image(case_id)`` when the export has that method (the in-memory
-:class:`MemoryExport` used in tests does), else through ``gazeprep.datasets.images``
-(``resolve_image``/``load_image``) when that module is present, else from ``cases.image_path``
-resolved against ``image_root`` (PNG/JPG with PIL, DICOM with pydicom, MONOCHROME1 inverted).
+:class:`MemoryExport` used in tests does), else from ``cases.image_path`` under ``image_root`` (the
+MIMIC-CXR folder): the file itself when it exists there, else ``gazeprep.datasets.images.resolve_image``
+(MIMIC layout), loaded with ``gazeprep.datasets.images.load_image`` (windowing, MONOCHROME1).
 
 Geometry follows paper 004 (section 2.8; ``XRayResizerPadRound32``): each image is letterboxed to a
 square (longest side scaled to ``size``, the rest zero-padded, centred) and heatmaps and masks go
@@ -389,24 +389,23 @@ class GazeDataset(Dataset):
         if hasattr(self.export, "image"):
             return np.asarray(self.export.image(cid), dtype=np.float32)
         row = self.cases.row(index, named=True)
-        try:  # the ingest area's loader (windowing, MONOCHROME1), when present
-            from gazeprep.datasets import images as _images  # type: ignore[attr-defined]
-
-            path = _images.resolve_image(self.export, row) if self.image_root is None else _images.resolve_image(self.image_root, row)
-            arr = np.asarray(_images.load_image(path), dtype=np.float32)
-            if arr.max() > 1.0:
-                arr = arr / float(arr.max())
-            return arr
-        except (ImportError, AttributeError, TypeError):
-            pass
         rel = row.get("image_path")
         if not rel:
             raise GazeprepError(f"case {cid}: no image_path in the cases table")
         root = self.image_root
         if root is None:
             manifest = getattr(self.export, "manifest", None) or {}
-            root = Path(manifest.get("image_root", "."))
-        return _load_image_file(Path(root) / rel)
+            root = manifest.get("images_root")
+        if root is None:
+            raise GazeprepError(f"case {cid}: give the folder of the images (--images-root, the MIMIC-CXR root)")
+        direct = Path(root) / rel
+        try:  # the ingest area's loader (MIMIC layout, windowing, MONOCHROME1)
+            from gazeprep.datasets.images import load_image, resolve_image
+
+            path = direct if direct.is_file() else resolve_image(root, rel)
+            return np.asarray(load_image(path), dtype=np.float32)
+        except ImportError:
+            return _load_image_file(direct)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         cid = self.case_ids[index]
