@@ -159,3 +159,34 @@ def test_utf8_bom_and_lf_line_endings(tmp_path):
     p.write_bytes(b"\xef\xbb\xbf" + ("\n".join(GOOD) + "\n").encode())
     t = read_checked_csv(p, COLS)
     assert t.bad == [] and t.df["t"].to_list() == [0.5, 1.5, 2.0]
+
+
+# ---- property: anything the csv module writes in the declared kinds reads back exactly ---------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_row = st.tuples(
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.integers(0, 5),
+    st.booleans(),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=8).filter(lambda s: s.strip() == s and s),
+    st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=64)),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_row, min_size=1, max_size=20), st.sampled_from(["\r\n", "\n"]))
+def test_written_values_read_back_exactly(tmp_path_factory, rows, eol):
+    import csv
+    import io
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator=eol)
+    w.writerow(list(COLS))
+    for t, n, flag, name, opt in rows:
+        w.writerow([repr(t), n, flag, name, "" if opt is None else repr(opt)])
+    p = tmp_path_factory.mktemp("prop") / "f.csv"
+    p.write_bytes(buf.getvalue().encode())
+    got = read_checked_csv(p, COLS)
+    assert got.bad == []
+    assert got.df.select("t", "n", "flag", "name", "opt").rows() == [(t, float(n), f, s, o) for t, n, f, s, o in rows]
