@@ -30,6 +30,37 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def load_record(rec: ImageRecord, images_root: str | Path, size: int):
+    """(record, model-size image, original shape) or (record, None, error message)."""
+    try:
+        g = load_gray(resolve_image(images_root, rec.image_path))
+    except GazeprepError as exc:
+        return rec, None, str(exc)
+    return rec, resize_float(g, size), (int(g.shape[0]), int(g.shape[1]))
+
+
+def segment_loaded(model, dev, loaded: list, mask_size: int, dataset: str):
+    """Run the model on one batch of :func:`load_record` results.
+
+    Returns ``(meta_rows, labels, rejects)``: ``meta_rows`` = (image_id, H, W) per segmented image,
+    ``labels`` = uint8 class maps (B, mask_size, mask_size) or None, ``rejects`` rows for unreadable
+    images. The local loop and the Ray actors both call this, so their outputs are identical.
+    """
+    imgs, meta_rows, rejects = [], [], []
+    for rec, img, info in loaded:
+        if img is None:
+            rejects.append(reject(dataset, rec.image_id, "anatomy", rec.source_file, rec.source_row, info))
+            continue
+        imgs.append(img)
+        meta_rows.append((rec.image_id, *info))
+    labels = None
+    if imgs:
+        with torch.no_grad():
+            logits = predict_logits(model, np.stack(imgs), dev)
+        labels = logits_to_labels(logits, (mask_size, mask_size))
+    return meta_rows, labels, rejects
+
+
 def run_predict(
     model_dir: str | Path,
     dataset: str,
@@ -43,20 +74,24 @@ def run_predict(
     limit: int | None = None,
     workers: int = 2,
     progress: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Segment every image of ``dataset`` under ``root`` (images from ``images_root``) into ``out``.
 
     Images already in ``out/masks.parquet`` are skipped (resume). Images that cannot be read are
     listed in ``out/rejects.parquet`` (stage ``anatomy``) and the rest goes on. Masks are stored on a
     ``mask_size`` x ``mask_size`` grid covering the whole image. ``workers`` threads decode the
-    images of coming batches while the model runs. Returns counts and timing.
+    images of coming batches while the model runs. ``executor="ray"`` runs the batches on Ray actors
+    instead (one per GPU when the cluster has GPUs), written in the same order into the same store.
+    Returns counts and timing.
     """
     model_dir, out = Path(model_dir), Path(out)
     if mask_size <= 0:
         raise GazeprepError("--mask-size must be positive")
     model = load_model(model_dir)
     cfg = model.config
-    dev = resolve_device(device)
+    dev = resolve_device(device if executor == "local" else "cpu")
     model.to(dev).eval()
     meta = {
         "dataset": dataset,
@@ -78,38 +113,23 @@ def run_predict(
     bar = tqdm(total=len(todo), desc="anatomy predict", unit="img", disable=not progress)
     s = cfg.image_size
 
-    def _load(rec: ImageRecord):
-        """(record, model-size image, original shape) or (record, None, error message)."""
-        try:
-            g = load_gray(resolve_image(images_root, rec.image_path))
-        except GazeprepError as exc:
-            return rec, None, str(exc)
-        return rec, resize_float(g, s), (int(g.shape[0]), int(g.shape[1]))
-
     chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    # image decoding (DICOM) overlaps with the forward pass: the next batch loads in threads
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        ahead: deque = deque()
-        next_chunk = 0
-        while ahead or next_chunk < len(chunks):
-            while next_chunk < len(chunks) and len(ahead) < 2:  # at most 2 batches in memory
-                ahead.append([pool.submit(_load, rec) for rec in chunks[next_chunk]])
-                next_chunk += 1
-            loaded = [f.result() for f in ahead.popleft()]
-            imgs, meta_rows = [], []
-            for rec, img, info in loaded:
-                if img is None:
-                    rejects.append(reject(dataset, rec.image_id, "anatomy", rec.source_file, rec.source_row, info))
-                    continue
-                imgs.append(img)
-                meta_rows.append((rec.image_id, *info))
-            if imgs:
-                with torch.no_grad():
-                    logits = predict_logits(model, np.stack(imgs), dev)
-                labels = logits_to_labels(logits, (mask_size, mask_size))
-                store.append(dataset, meta_rows, labels, cfg.classes)
-                n_done += len(imgs)
-            bar.update(len(loaded))
+    if executor == "ray":
+        from gazeprep.anatomy.distributed import segment_on_ray
+
+        batches = segment_on_ray(
+            model_dir, chunks, images_root, dataset=dataset, mask_size=mask_size, device=device, address=ray_address
+        )
+    elif executor == "local":
+        batches = _segment_local(model, dev, chunks, images_root, s, mask_size, dataset, workers)
+    else:
+        raise GazeprepError(f"unknown executor {executor!r}; use local or ray")
+    for chunk, (meta_rows, labels, rej) in zip(chunks, batches):
+        rejects.extend(rej)
+        if labels is not None:
+            store.append(dataset, meta_rows, labels, cfg.classes)
+            n_done += len(meta_rows)
+        bar.update(len(chunk))
     bar.close()
     elapsed = time.time() - t0
     rej_path = out / REJECTS_FILE
@@ -124,3 +144,17 @@ def run_predict(
         "images_per_s": round(n_done / elapsed, 3) if n_done and elapsed > 0 else None,
         "device": str(dev),
     }
+
+
+def _segment_local(model, dev, chunks, images_root, size, mask_size, dataset, workers):
+    """Yield :func:`segment_loaded` results per chunk; image decoding of the next batches
+    overlaps with the forward pass (at most 2 batches in memory)."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        ahead: deque = deque()
+        next_chunk = 0
+        while ahead or next_chunk < len(chunks):
+            while next_chunk < len(chunks) and len(ahead) < 2:
+                ahead.append([pool.submit(load_record, rec, images_root, size) for rec in chunks[next_chunk]])
+                next_chunk += 1
+            loaded = [f.result() for f in ahead.popleft()]
+            yield segment_loaded(model, dev, loaded, mask_size, dataset)

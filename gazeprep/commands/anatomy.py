@@ -72,6 +72,8 @@ def predict_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding the next batches' images."),
+    executor: str = typer.Option("local", "--executor", help="local, or ray (actors, one per GPU when present)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: start Ray here)."),
 ) -> None:
     """Predict anatomy masks for every image of a release (batched, resumable)."""
     from gazeprep.anatomy.predict import run_predict
@@ -79,6 +81,7 @@ def predict_cmd(
     stats = run_predict(
         model, dataset, _default_root(dataset, root), images or sample_data_dir() / "mimic-cxr", out,
         batch_size=batch_size, device=device, mask_size=mask_size, limit=limit, workers=workers,
+        executor=executor, ray_address=ray_address,
     )
     typer.echo(
         f"{stats['segmented']} segmented, {stats['skipped_done']} already done, {stats['rejected']} rejected "

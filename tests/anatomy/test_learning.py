@@ -131,3 +131,29 @@ def test_train_rejects_cases_without_masks_and_goes_on(releases, tmp_path):
     assert rej["case_id"].to_list() == [victim]
     assert "left_lung" in rej["reason"][0] and rej["row"][0] == 4  # 4th data row of master_sheet.csv
     assert metrics["n_train"] + metrics["n_cases"] == 15 and metrics["n_rejected"] == 1
+
+
+def test_predict_on_ray_writes_the_same_store_as_local(releases, tmp_path):
+    ray = pytest.importorskip("ray")
+    import hashlib
+
+    from gazeprep.anatomy.model import save_model
+    from gazeprep.anatomy.predict import run_predict
+
+    torch.manual_seed(1)
+    save_model(build_samed(preset("tiny")), tmp_path / "m")
+    common = dict(batch_size=2, device="cpu", mask_size=32, progress=False)
+    local = run_predict(tmp_path / "m", "reflacx", releases["reflacx"], releases["mimic"], tmp_path / "local", **common)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        dist = run_predict(tmp_path / "m", "reflacx", releases["reflacx"], releases["mimic"], tmp_path / "ray",
+                           executor="ray", **common)
+    finally:
+        ray.shutdown()
+    assert local["segmented"] == dist["segmented"] == 5
+
+    def digests(root):
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert digests(tmp_path / "local") == digests(tmp_path / "ray")
