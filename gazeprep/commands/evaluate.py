@@ -225,6 +225,8 @@ def sweep_windows_cmd(
     top: int = typer.Option(20, "--top", help="Rules to print.", min=1),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the full ranking here (.parquet or .csv)."),
     rows_out: Optional[Path] = typer.Option(None, "--rows-out", help="Write per (rule, case, label) IoU curves here (.parquet or .csv)."),
+    executor: str = typer.Option("local", "--executor", help="local (process pool) or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: start Ray here)."),
 ) -> None:
     """Rerun 004's window search: every start/end rule and lag vs the radiologists' ellipses, ranked by IoU."""
     from gazeprep.evaluate import evaluator as E
@@ -236,7 +238,7 @@ def sweep_windows_cmd(
             raise GazeprepError(f"{p}: output must end in .parquet or .csv")
     root = root if root is not None else sample_data_dir() / dataset
     res = S.run_sweep(root, dataset=dataset, stage=stage, size=size, workers=workers, recipe=recipe,
-                      max_cases=max_cases, progress=True)
+                      max_cases=max_cases, progress=True, executor=executor, ray_address=ray_address)
     typer.echo(S.format_ranking(res.ranking, top))
     typer.echo(f"{res.ranking.height} rules, {res.rows['case_id'].n_unique()} cases with ellipses; "
                f"thresholds validated per label on split: {res.ranking['split'][0]}")

@@ -222,6 +222,41 @@ class SweepResult:
     ranking: pl.DataFrame
 
 
+def _sweep_block(params: dict, ids: list[str]) -> list[dict]:
+    """Every rule for a block of cases (a Ray task): the same per-case function as the pool."""
+    global _STATE
+    if _STATE is None or _STATE.get("params_key") != repr(params):
+        _init_worker(params)
+        _STATE["params_key"] = repr(params)
+    rows: list[dict] = []
+    for cid in ids:
+        rows.extend(_sweep_case(cid))
+    return rows
+
+
+def _sweep_on_ray(params: dict, ids: list[str], *, workers: int, address: str | None, bar) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise GazeprepError("--executor ray needs the distributed extra: pip install 'gazeprep[distributed]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(max_retries=3, retry_exceptions=True)(_sweep_block)
+        block = max(1, min(16, len(ids) // (4 * workers) or 1))
+        refs = {task.remote(params, ids[i:i + block]): len(ids[i:i + block]) for i in range(0, len(ids), block)}
+        rows: list[dict] = []
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            rows.extend(ray.get(done[0]))
+            bar.update(refs.pop(done[0]))
+        return rows
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def rank_rules(rows: pl.DataFrame, *, split: str = "validate") -> pl.DataFrame:
     """Score every rule: per label the best-threshold mean IoU on ``split`` (all rows if that split is
     absent), then the mean over labels. Columns: rank, rule, iou, n_labels, n_pairs, coverage
@@ -256,6 +291,8 @@ def run_sweep(
     rules: Sequence[SweepRule] | None = None,
     max_cases: int | None = None,
     progress: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> SweepResult:
     """Run the sweep over a REFLACX release in ``root`` (see the module docstring)."""
     global _STATE
@@ -281,7 +318,11 @@ def run_sweep(
     rows: list[dict] = []
     bar = tqdm(total=len(ids), desc=f"sweep: {len(rules)} rules", unit="case", disable=not progress, file=sys.stderr)
     try:
-        if workers == 1:
+        if executor == "ray":
+            rows = _sweep_on_ray(params, ids, workers=workers, address=ray_address, bar=bar)
+        elif executor != "local":
+            raise GazeprepError(f"unknown executor {executor!r}; use local or ray")
+        elif workers == 1:
             _init_worker(params)
             for cid in ids:
                 rows.extend(_sweep_case(cid))

@@ -86,3 +86,12 @@ def test_cli_sweep_windows(reflacx_root, tmp_path, capsys):
     rank = pl.read_csv(out)
     assert rank.height == 14 and rank["rank"].to_list() == list(range(1, 15))
     assert rank["iou"].is_sorted(descending=True)
+
+
+def test_sweep_on_ray_equals_local(reflacx_root):
+    pytest.importorskip("ray")
+    rules = [r for r in S.window_grid("2") if r.name.startswith("max(sentence_start - 1.5 s")] + [S.window_grid("2")[-1]]
+    local = S.run_sweep(reflacx_root, rules=rules, size=48, workers=1, progress=False)
+    dist = S.run_sweep(reflacx_root, rules=rules, size=48, workers=2, progress=False, executor="ray")
+    assert dist.rows.equals(local.rows)
+    assert dist.ranking.equals(local.ranking)
