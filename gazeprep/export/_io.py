@@ -44,23 +44,31 @@ def to_dtype(heatmap: np.ndarray, dtype: str) -> np.ndarray:
     continuous with the normal range at 2**-14); the result is bit-identical to ``astype``.
     Values beyond the float16 range raise :class:`GazeprepError` instead of becoming infinite.
     """
+    return _cast(heatmap, dtype)[0]
+
+
+def _cast(heatmap: np.ndarray, dtype: str) -> tuple[np.ndarray, bool]:
+    """(:func:`to_dtype` of ``heatmap``, whether every cast value is zero)."""
     target = check_dtype(dtype)
     a = np.asarray(heatmap)
     if target.itemsize != 2 or a.dtype == target:
-        return np.ascontiguousarray(a, dtype=target)
+        out = np.ascontiguousarray(a, dtype=target)
+        return out, not out.any()
     a = np.asarray(a, dtype=np.float32)
     mag = np.abs(a)
-    if float(mag.max(initial=0.0)) > 65504.0:
+    top = float(mag.max(initial=0.0))
+    if top > 65504.0:
         from gazeprep.errors import GazeprepError
 
-        raise GazeprepError(f"heatmap values up to {float(mag.max()):.6g} do not fit in float16 (max 65504); use float32")
+        raise GazeprepError(f"heatmap values up to {top:.6g} do not fit in float16 (max 65504); use float32")
+    empty = top <= 2.0**-25  # everything rounds to (signed) zero
     small = mag < _F16_MIN_NORMAL
     if not small.any():
-        return np.ascontiguousarray(a, dtype=target)
+        return np.ascontiguousarray(a, dtype=target), empty
     out = np.ascontiguousarray(np.where(small, np.float32(0), a), dtype=target)
     m = np.rint(mag[small] * np.float32(2.0**24)).astype(np.uint16)
     out.view(np.uint16)[small] = m | (np.signbit(a[small]).astype(np.uint16) << np.uint16(15))
-    return out
+    return out, empty
 
 
 def encode_chunk(heatmap: np.ndarray, dtype: str) -> bytes:
@@ -69,8 +77,8 @@ def encode_chunk(heatmap: np.ndarray, dtype: str) -> bytes:
     Returns ``b""`` when the cast map is all zeros: such a chunk is left out of its shard and reads
     back as the fill value 0 (zarr's own ``write_empty_chunks=False`` behaviour).
     """
-    a = to_dtype(heatmap, dtype)
-    if not a.any():
+    a, empty = _cast(heatmap, dtype)
+    if empty:
         return b""
     return bytes(_ZSTD.encode(a))
 

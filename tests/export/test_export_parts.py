@@ -157,3 +157,17 @@ def test_for_recipe_uses_hash_and_dtype(tmp_path):
     store.put(r)
     assert PartStore(tmp_path, rec.hash()).get("C1", r.input_hash) is not None
     assert PartStore.for_recipe(tmp_path, recipe("float16", name="other")).get("C1", r.input_hash) is None
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_empty_chunk_rule(dtype):
+    """A chunk is left out exactly when every value casts to (signed) zero."""
+    from gazeprep.export._io import encode_chunk
+
+    assert encode_chunk(np.zeros((3, 3), np.float32), dtype) == b""
+    assert encode_chunk(np.full((3, 3), -0.0, np.float32), dtype) == b""
+    tiny = np.zeros((3, 3), np.float32)
+    tiny[1, 1] = 2.0**-25  # rounds to 0 in float16 (tie to even), not in float32
+    assert (encode_chunk(tiny, dtype) == b"") == (dtype == "float16")
+    tiny[1, 1] = np.nextafter(np.float32(2.0**-25), np.float32(1))  # rounds up to 2**-24
+    assert encode_chunk(tiny, dtype) != b""
