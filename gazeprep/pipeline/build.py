@@ -142,8 +142,8 @@ def _case_input_hash(
     return _hash_tables(data_tables, salt)
 
 
-def _compute_case_safely(st: "_BuildState", case_id: str, store):
-    """:func:`_compute_case`, turning an unexpected error of one case into a ``rejects`` row.
+def _compute_case_safely(st: "_BuildState", case_id: str, store) -> tuple[int, bool]:
+    """:func:`_compute_case` (returns the number of maps and whether the part was reused), turning an unexpected error of one case into a ``rejects`` row.
 
     Data problems are already rejects; this catches bugs or corrupt inputs that escaped the
     checks, so that one bad case never stops a build of thousands. The part written for such a case
@@ -164,7 +164,7 @@ def _compute_case_safely(st: "_BuildState", case_id: str, store):
             rejects=[reject(st.dataset, case_id, "build", None, None, f"case failed: {msg}")],
         )
         store.put(result)
-        return result, False
+        return 0, False
 
 
 def _compute_case(st: _BuildState, case_id: str, store):
@@ -184,9 +184,10 @@ def _compute_case(st: _BuildState, case_id: str, store):
             mask_error = str(exc)
     input_hash = _case_input_hash(case_row, data.tables, st.recipe_hash, masks)
     if not st.force:
-        cached = store.get(case_id, input_hash)
-        if cached is not None:
-            return cached, True
+        reader = store.open(case_id) if store.has(case_id, input_hash) else None  # header only
+        if reader is not None:
+            with reader:
+                return len(reader.targets), True
 
     ds = st.dataset
     rejects: list[dict] = list(data.rejects)
@@ -258,7 +259,7 @@ def _compute_case(st: _BuildState, case_id: str, store):
         tables["heatmaps"] = pl.DataFrame(index_rows)
     result = CaseResult(case_id=case_id, input_hash=input_hash, tables=tables, heatmaps=heatmaps, rejects=rejects)
     store.put(result)
-    return result, False
+    return len(heatmaps), False
 
 
 def build_heatmaps(opts: BuildOptions) -> BuildSummary:
@@ -332,6 +333,7 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
 
     store = PartStore(opts.out, _STATE.recipe_hash, dtype=recipe.output.dtype)
     discarded = cases.filter(pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
+    store.prune(live + discarded)  # parts of cases no longer in the release
     for cid in discarded:
         store.put(
             CaseResult(

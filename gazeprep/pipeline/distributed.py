@@ -67,8 +67,8 @@ def process_block(spec: BuildSpec, case_ids: list[str]) -> list[tuple[str, bool,
     store = PartStore(st.out, st.recipe_hash, dtype=st.recipe.output.dtype)
     out = []
     for cid in case_ids:
-        result, reused = _compute_case_safely(st, cid, store)
-        out.append((cid, reused, len(result.heatmaps)))
+        n_maps, reused = _compute_case_safely(st, cid, store)
+        out.append((cid, reused, n_maps))
     return out
 
 
