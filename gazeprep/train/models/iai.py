@@ -72,9 +72,11 @@ def build_clip(kind: str = "tiny", clip_dir: str | Path | None = None, image_siz
             raise GazeprepError(f"BiomedCLIP needs model.clip_dir: a local folder with open_clip_config.json (got {clip_dir!r}); gazeprep never downloads it")
         name = f"local-dir:{clip_dir}"
         try:
-            model = open_clip.create_model(name, pretrained=None, load_weights=True) if False else open_clip.create_model(name)
-        except ImportError as exc:
-            raise GazeprepError(f"BiomedCLIP's BERT text tower needs the 'transformers' package: {exc}") from None
+            model = open_clip.create_model(name)  # loads the weight file found in the folder, if any
+        except (ImportError, RuntimeError) as exc:
+            if "transformers" not in str(exc):
+                raise
+            raise GazeprepError(f"BiomedCLIP's BERT text tower needs the 'transformers' package (pip install transformers): {exc}") from None
         tokenizer = open_clip.get_tokenizer(name)
     elif kind == "tiny":
         with tempfile.TemporaryDirectory() as d:
