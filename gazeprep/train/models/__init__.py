@@ -24,11 +24,18 @@ from torch import nn
 from gazeprep.errors import GazeprepError
 
 EGD_CLASSES = ["normal", "chf", "pneumonia"]
-#: Paper 004's ten labels (its list_labels order), as canonical ids.
+#: Paper 004's ten labels in its list_labels order, as canonical ids of rules/labels.yaml (group
+#: ``lanfredi2023``; read from the rules when the text area is installed).
 REFLACX_LABELS = [
     "edema", "opacity", "pneumothorax", "pleural_abnormality", "lung_lesion",
-    "atelectasis", "consolidation", "fracture", "cardiomegaly", "abnormal_mediastinum_contour",
+    "atelectasis", "consolidation", "fracture", "enlarged_cardiac_silhouette", "abnormal_mediastinal_contour",
 ]
+try:
+    from gazeprep.text.labels import label_groups as _label_groups
+
+    REFLACX_LABELS = list(_label_groups().get("lanfredi2023", REFLACX_LABELS))
+except Exception:  # noqa: BLE001 - rules/text area unavailable: keep the copy above
+    pass
 
 
 @dataclass
