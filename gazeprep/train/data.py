@@ -318,7 +318,10 @@ class GazeDataset(Dataset):
     augment: :class:`AugmentConfig` (or dict/True) for training; ``None`` for evaluation.
     label_matrix: optional (n_cases, L) array overriding labels from ``case_labels``.
     mask_structures: anatomy structures to return as masks (needs ``export.mask``).
-    image_root: folder that ``cases.image_path`` is relative to, for the fallback loader.
+    image_root: folder that ``cases.image_path`` is relative to (the MIMIC-CXR root).
+    masks_root: folder that the ``masks`` table's paths are relative to (the dataset release root),
+        used when the export has no ``mask()`` method; PNG values > 0 are inside. Sources are preferred
+        in the order override, samed, egd_png.
     seed: base seed of the augmentation draws.
     """
 
@@ -334,6 +337,7 @@ class GazeDataset(Dataset):
         mask_structures: Sequence[str] = (),
         image_root: str | Path | None = None,
         seed: int = 0,
+        masks_root: str | Path | None = None,
     ):
         self.export = export
         cases = export.tables["cases"]
@@ -369,6 +373,14 @@ class GazeDataset(Dataset):
         self.augment = augment if isinstance(augment, AugmentConfig) or augment is None else AugmentConfig.from_dict(augment)
         self.mask_structures = list(mask_structures)
         self.image_root = Path(image_root) if image_root is not None else None
+        self.masks_root = Path(masks_root) if masks_root is not None else None
+        self._mask_paths: dict[tuple[str, str], str] = {}
+        mt = export.tables.get("masks") if hasattr(export.tables, "get") else None
+        if self.mask_structures and mt is not None and mt.height and not hasattr(export, "mask"):
+            rank = {"override": 0, "samed": 1, "egd_png": 2}
+            rows = sorted(mt.select("case_id", "structure", "source", "path").iter_rows(), key=lambda r: rank.get(r[2], 9))
+            for cid, struct, _src, path in rows:
+                self._mask_paths.setdefault((cid, struct), path)
         self.seed = int(seed)
         self.epoch = 0
         self._subjects = (
@@ -407,6 +419,18 @@ class GazeDataset(Dataset):
         except ImportError:
             return _load_image_file(direct)
 
+    def _load_mask(self, case_id: str, structure: str) -> np.ndarray | None:
+        rel = self._mask_paths.get((case_id, structure))
+        if rel is None:
+            return None
+        p = Path(rel) if self.masks_root is None else self.masks_root / rel
+        if not p.is_file():
+            raise GazeprepError(f"{p}: mask of case {case_id} ({structure}) not found; pass masks_root (the release folder)")
+        from PIL import Image
+
+        with Image.open(p) as im:
+            return np.asarray(im.convert("L")) > 0
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         cid = self.case_ids[index]
         img = self.load_image(index)
@@ -425,7 +449,7 @@ class GazeDataset(Dataset):
         heat = torch.stack(maps) if maps else torch.zeros((0, self.size, self.size))
         masks = []
         for s in self.mask_structures:
-            m = self.export.mask(cid, s) if hasattr(self.export, "mask") else None
+            m = self.export.mask(cid, s) if hasattr(self.export, "mask") else self._load_mask(cid, s)
             masks.append(torch.zeros((self.size, self.size)) if m is None else _fit_like_image(m.astype(np.float32), hw, self.size, "nearest")[0])
         mask_t = torch.stack(masks) if masks else torch.zeros((0, self.size, self.size))
         if self.augment is not None:

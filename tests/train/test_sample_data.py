@@ -48,3 +48,18 @@ def test_reflacx_sample_lanfredi_labels_from_release(tmp_path):
     assert np.isfinite(ds.label_matrix).any()  # canonical labels were mapped from the release's columns
     s = ds[0]
     assert s["image"].shape == (3, 48, 48) and s["heatmaps"].shape == (len(REFLACX_LABELS), 48, 48)
+
+
+def test_egd_sample_masks_follow_the_image(tmp_path):
+    from gazeprep.export import load_export
+    from gazeprep.train.data import GazeDataset
+
+    export = load_export(_build("egd-cxr", tmp_path / "egd"))
+    ds = GazeDataset(export, targets=["full"], labels=[], size=48, image_root=SAMPLE / "mimic-cxr",
+                     mask_structures=["left_lung", "right_lung"], masks_root=SAMPLE / "egd-cxr")
+    s = ds[0]
+    left, right = s["masks"][0].numpy(), s["masks"][1].numpy()
+    assert left.sum() > 20 and right.sum() > 20 and float((left * right).sum()) == 0  # two disjoint lungs
+    # the patient's left lung is on the image's right side
+    cols = np.arange(48, dtype=np.float32)
+    assert float((left.sum(0) * cols).sum() / left.sum()) > float((right.sum(0) * cols).sum() / right.sum())
