@@ -6,7 +6,7 @@ from PIL import Image
 
 from gazeprep import schema
 from gazeprep.cli import main
-from gazeprep.train.synthetic import CLASSES, make_synthetic_export
+from gazeprep.train.synthetic import make_synthetic_export
 
 
 def _cli(args) -> int:
