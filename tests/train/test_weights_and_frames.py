@@ -38,3 +38,26 @@ def test_map_to_frame_undoes_the_letterbox():
     # a square ground truth of a non-square image is already letterboxed: resize only
     sq = map_to_frame(boxed, (h, w), size, (size, size))
     assert np.unravel_index(np.argmax(sq), sq.shape) == np.unravel_index(np.argmax(boxed), boxed.shape)
+
+
+def test_densenet_weights_with_torchvision_legacy_names(tmp_path):
+    import re
+
+    from gazeprep._torchvision_compat import ensure_torchvision
+
+    ensure_torchvision()
+    from torchvision.models import DenseNet
+
+    from gazeprep.train.models.qiu import DenseNetEncoder
+
+    torch.manual_seed(0)
+    net = DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16)
+    legacy = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))(\d)", r"\1.\2", k): v for k, v in net.state_dict().items()}
+    assert any(".norm.1." in k for k in legacy)
+    torch.save(legacy, tmp_path / "dn.pt")
+    enc = DenseNetEncoder("tiny", 3, tmp_path / "dn.pt")
+    names = [n for n, _ in net.features.named_children()]
+    ref = net.features.state_dict()
+    for k, v in enc.features.state_dict().items():
+        idx, rest = k.split(".", 1)
+        assert torch.equal(v, ref[f"{names[int(idx)]}.{rest}"]), k

@@ -86,11 +86,12 @@ class GazeModel(nn.Module):
         return None
 
 
-def load_weights(module: nn.Module, path: str | Path, prefix_strip: tuple[str, ...] = ("module.", "model.", "backbone.")) -> tuple[int, int]:
+def load_weights(module: nn.Module, path: str | Path, prefix_strip: tuple[str, ...] = ("module.", "model.", "backbone."), key_map=None) -> tuple[int, int]:
     """Load a local state dict (``torch.load(..., weights_only=True)``) into ``module``.
 
     Accepts a bare state dict or one under ``state_dict``/``model``. Keys are matched after stripping
-    common prefixes; tensors whose shape differs (e.g. an ImageNet classifier head) are skipped.
+    common prefixes (and ``key_map(key)`` when given); tensors whose shape differs (e.g. an ImageNet
+    classifier head) are skipped.
     Raises :class:`GazeprepError` when the file is missing or fewer than half of ``module``'s tensors
     match (wrong architecture). Returns (matched, total).
     """
@@ -106,7 +107,7 @@ def load_weights(module: nn.Module, path: str | Path, prefix_strip: tuple[str, .
     own = module.state_dict()
     clean: dict[str, torch.Tensor] = {}
     for k, v in state.items():
-        kk = k
+        kk = key_map(k) if key_map is not None else k
         changed = True
         while changed:
             changed = False

@@ -75,12 +75,18 @@ class DenseNetEncoder(nn.Module):
         else:
             raise GazeprepError(f"unknown densenet variant {variant!r}; use densenet201 or tiny")
         if weights:
-            load_weights(net, weights)
+            import re
+
+            # torchvision's published DenseNet files use the legacy names "norm.1", "conv.2", ...
+            legacy = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+            load_weights(net, weights, key_map=lambda k: legacy.sub(r"\1\2", k))
         names = [n for n, _ in net.features.named_children()]
         cut = names.index("denseblock4")
         self.features = nn.Sequential(*[m for n, m in net.features.named_children()][:cut])
+        self.features.eval()  # probe the width without touching batch-norm statistics
         with torch.no_grad():
             self.out_channels = int(self.features(torch.zeros(1, 3, 64, 64)).shape[1])
+        self.features.train()
         self.classifier = nn.Linear(self.out_channels, num_classes)
         self.embed = nn.Linear(self.out_channels, embed_dim)
 
