@@ -135,7 +135,7 @@ def expected_004_map(fix, window=(1.5, 5.0)) -> np.ndarray:
 
 
 def _native_recipe():
-    return load_recipe("reflacx-label-specific").with_overrides(size="native")
+    return load_recipe("reflacx-label-specific").with_overrides(size="native", dtype="float32")
 
 
 def _file_digests(root: Path) -> dict[str, str]:
