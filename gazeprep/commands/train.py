@@ -11,6 +11,19 @@ from typing import Optional
 import typer
 
 
+def _images_root(images_root: Optional[Path]) -> Optional[Path]:
+    """The given folder, else the bundled sample MIMIC-CXR images (said on stderr), else None."""
+    if images_root is not None:
+        return images_root
+    from gazeprep.paths import sample_data_dir
+
+    sample = sample_data_dir() / "mimic-cxr"
+    if sample.is_dir():
+        typer.echo(f"no --images-root given: reading images from the bundled sample data in {sample}", err=True)
+        return sample
+    return None
+
+
 def register(app: typer.Typer) -> None:
     """Add the trainer's commands to ``app``."""
 
@@ -23,7 +36,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
         epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per stage (overrides the config)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Run folder (checkpoints, history, model.pt). Default runs/<model>."),
-        images_root: Optional[Path] = typer.Option(None, "--images-root", help="Folder the cases' image paths are relative to (MIMIC-CXR root)."),
+        images_root: Optional[Path] = typer.Option(None, "--images-root", help="Folder the cases' image paths are relative to (MIMIC-CXR root; default: the bundled sample images)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Train one of the papers' models on an export; rerunning with the same --out resumes."""
@@ -33,7 +46,7 @@ def register(app: typer.Typer) -> None:
         if preset is not None:
             cfg["preset"] = preset
         run_dir = out or Path("runs") / model
-        history = train_run(model, export, run_dir, cfg, device=device, epochs=epochs, images_root=images_root, progress=not quiet)
+        history = train_run(model, export, run_dir, cfg, device=device, epochs=epochs, images_root=_images_root(images_root), progress=not quiet)
         last = history[-1] if history else {}
         summary = " ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
         typer.echo(f"trained {model}: {len(history)} epochs recorded in {run_dir}" + (f" (last: {summary})" if summary else ""))
@@ -51,7 +64,7 @@ def register(app: typer.Typer) -> None:
         """Write a trained model's heatmaps for every case of an export as a prediction export."""
         from gazeprep.train.run import predict_run
 
-        path = predict_run(model_dir, export, out, device=device, images_root=images_root, batch_size=batch_size, progress=not quiet)
+        path = predict_run(model_dir, export, out, device=device, images_root=_images_root(images_root), batch_size=batch_size, progress=not quiet)
         typer.echo(f"wrote predictions to {path}")
 
     @app.command("models")
