@@ -69,6 +69,7 @@ class SentenceWindow(_Strict):
     not_before: StartFloor = "previous_sentence_start"
     end: EndAnchor = "last_mention"
     mentions: tuple[MentionStatus, ...] = ("positive", "uncertain")
+    label_group: str | None = None  # keep only the targets of this group of rules/labels.yaml (None: all)
 
 
 class KeywordWindow(_Strict):

@@ -232,6 +232,11 @@ def _compute_case(st: _BuildState, case_id: str, store):
             case_id=case_id,
             recipe=st.recipe.name,
         )
+        group = getattr(st.recipe.window, "label_group", None)
+        if group is not None:
+            from gazeprep.text import label_groups
+
+            windows = windows.filter(pl.col("target").is_in(list(label_groups()[group])))
         tables.update(words=words_o, sentences=sentences, mentions=mentions, windows=windows)
         if mask_error is not None:
             # an anatomy recipe without masks must not fall back to unfiltered maps

@@ -166,8 +166,10 @@ def test_hand_built_case_reproduces_004(tmp_path):
         got = ex.heatmap(info["case"], target)
         assert got.shape == (H, W)
         assert np.abs(got - expected).max() < 1e-5
-    # sentence 0 ("heart size is normal") is negated: no cardiac map
-    assert "enlarged_cardiac_silhouette" not in set(ex.tables["heatmaps"]["target"].to_list())
+    # sentence 0 ("heart size is normal") is negated: no cardiac map; targets are 004's ten labels
+    targets = set(ex.tables["heatmaps"]["target"].to_list())
+    assert "enlarged_cardiac_silhouette" not in targets
+    assert targets == {"pleural_abnormality", "atelectasis", "opacity"}
 
 
 def test_workers_and_resume_are_byte_identical(tmp_path, monkeypatch):
