@@ -176,7 +176,7 @@ def _compute_case_safely(st: "_BuildState", case_id: str, store) -> tuple[int, b
 def _compute_case(st: _BuildState, case_id: str, store):
     from gazeprep.export import CaseResult
     from gazeprep.heatmaps import render_case
-    from gazeprep.schema import reject
+    from gazeprep.schema import empty, reject
     from gazeprep.text import Labeler, build_sentences, compute_windows
 
     release = st.release
@@ -210,16 +210,23 @@ def _compute_case(st: _BuildState, case_id: str, store):
     report_text = reports["text"][0] if reports is not None and reports.height else None
     source = st.recipe.render.source
     events = data.tables.get(source)
+    has_words = words is not None and words.height > 0
+    # a whole-recording window ending at the recording's end needs no transcript
+    whole = st.recipe.window.kind == "whole_recording" and st.recipe.window.end == "recording_end"
     if events is None or events.height == 0:
         rejects.append(reject(ds, case_id, "render", None, None, f"no {source} for this case"))
-    elif words is None or words.height == 0 and st.recipe.window.kind != "whole_recording":
-        rejects.append(reject(ds, case_id, "text", None, None, "empty transcript"))
+    elif not has_words and not whole:
+        rejects.append(reject(ds, case_id, "text", None, None, "empty transcript: no window can be placed"))
     else:
-        words_o, sentences, r = build_sentences(words, report_text, dataset=ds, case_id=case_id)
-        rejects.extend(r)
-        mentions = Labeler.from_rules().label_case(
-            sentences, words_o, report_text or "", dataset=ds, case_id=case_id
-        )
+        if has_words:
+            words_o, sentences, r = build_sentences(words, report_text, dataset=ds, case_id=case_id)
+            rejects.extend(r)
+            mentions = Labeler.from_rules().label_case(
+                sentences, words_o, report_text or "", dataset=ds, case_id=case_id
+            )
+        else:  # whole-recording maps need no transcript
+            words_o, sentences, mentions = empty("words"), empty("sentences"), empty("mentions")
+            rejects.append(reject(ds, case_id, "text", None, None, "empty transcript: map built without text"))
         t_col = "t_end_s" if "t_end_s" in events.columns else "t_s"
         recording_end = float(events[t_col].max())
         windows = compute_windows(

@@ -239,3 +239,29 @@ def test_cli_error_is_one_line(tmp_path):
     assert proc.stderr.strip().startswith("error:")
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_whole_recording_map_survives_a_missing_transcript(tmp_path):
+    """EGD-CXR static maps need no text: a case whose transcript.json is missing still gets its
+    map, with a rejects row saying the transcript was empty; a label-specific recipe would skip it."""
+    import shutil
+
+    from gazeprep.paths import sample_data_dir
+
+    src = sample_data_dir() / "egd-cxr"
+    if not src.exists():
+        pytest.skip("sample data not generated")
+    root = tmp_path / "egd"
+    shutil.copytree(src, root)
+    victim_dir = sorted(p for p in (root / "audio_segmentation_transcripts").iterdir() if p.is_dir())[0]
+    (victim_dir / "transcript.json").unlink()
+    victim = victim_dir.name
+    recipe = load_recipe("egd-static").with_overrides(size=32)
+    s = build_heatmaps(BuildOptions(dataset="egd-cxr", root=root, out=tmp_path / "out", recipe=recipe, workers=1, progress=False))
+    from gazeprep import load_export
+
+    ex = load_export(s.out)
+    assert victim in set(ex.tables["heatmaps"]["case_id"].to_list())
+    assert ex.heatmap(victim, "full").max() == pytest.approx(1.0)
+    rej = ex.tables["rejects"].filter(ex.tables["rejects"]["case_id"] == victim)
+    assert any("transcript" in r for r in rej["reason"].to_list())
