@@ -376,6 +376,7 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
         dtype=recipe.output.dtype,
         manifest_extra=manifest_extra,
         extra_rejects=extra_rejects,
+        progress=opts.progress,
     )
     from gazeprep.export import load_export
 
