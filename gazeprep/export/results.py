@@ -133,13 +133,25 @@ def _index_for(
     return idx.sort("target")
 
 
+def _relative_input(base: Path, f: str | Path) -> str:
+    """``f`` relative to ``base``; a file outside the release folder is a :class:`GazeprepError`."""
+    p = Path(f)
+    try:
+        rel = p.relative_to(base) if p.is_absolute() else p
+    except ValueError:
+        raise GazeprepError(f"input file {str(f)!r} is outside the release folder {str(base)!r}") from None
+    if ".." in rel.parts:
+        raise GazeprepError(f"input file {str(f)!r} leaves the release folder {str(base)!r}")
+    return str(rel)
+
+
 def hash_inputs(root: str | Path, files: Iterable[str | Path], *extra: str) -> str:
     """SHA-256 over the named input files (relative name, size and content) and ``extra`` strings
     (e.g. the recipe hash). Names are taken relative to ``root`` so moving the release folder does
     not invalidate stored parts. Files are hashed in sorted order of their relative names."""
     base = Path(root)
     h = hashlib.sha256()
-    rels = sorted({str(Path(f).relative_to(base) if Path(f).is_absolute() else Path(f)) for f in files})
+    rels = sorted({_relative_input(base, f) for f in files})
     for rel in rels:
         p = base / rel
         h.update(rel.encode() + b"\0")

@@ -171,3 +171,16 @@ def test_empty_chunk_rule(dtype):
     assert (encode_chunk(tiny, dtype) == b"") == (dtype == "float16")
     tiny[1, 1] = np.nextafter(np.float32(2.0**-25), np.float32(1))  # rounds up to 2**-24
     assert encode_chunk(tiny, dtype) != b""
+
+
+def test_hash_inputs_refuses_files_outside_the_release(tmp_path):
+    import pytest as _pytest
+
+    from gazeprep.errors import GazeprepError
+    from gazeprep.export import hash_inputs
+
+    (tmp_path / "a.csv").write_text("x")
+    assert len(hash_inputs(tmp_path, [tmp_path / "a.csv"])) == 64
+    for bad in ("/etc/hostname", "../a.csv", "sub/../../a.csv"):
+        with _pytest.raises(GazeprepError, match="release folder"):
+            hash_inputs(tmp_path, [bad])
