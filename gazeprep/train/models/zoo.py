@@ -149,10 +149,12 @@ register(ModelSpec(
                     "data": {"size": 224, "targets": ["full"], "labels": EGD_CLASSES, "augment": None},
                     "train": {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "adamw"}},
         "tiny": {"model": {"clip": "tiny", "adapter_dim": 48, "adapter_depth": 4, "adapter_heads": 4, "mlp_hidden": 32, "image_size": 64,
-                           "finetune_classifier_encoder": False},
+                           "finetune_classifier_encoder": False, "classifier_norm": True},
                  "loss": {"lambdas": [1.0, 1.0, 1.0]},
                  "data": {"size": 64, "targets": ["full"], "labels": EGD_CLASSES, "augment": None},
-                 "train": dict(TINY_TRAIN, epochs=6, stage_lr={"classifier": 1e-2})},
+                 # no BN recalibration: the only batch norm (classifier_norm) sits behind the frozen encoder and
+                 # averages its statistics over all training batches, also when the objective masks with targets
+                 "train": dict(TINY_TRAIN, epochs=6, stage_lr={"classifier": 1e-2}, recalibrate_bn=False)},
     },
 ))
 
