@@ -112,7 +112,6 @@ class MaskStore:
         ``images``: (image_id, original height, original width) per image; ``label_maps`` uint8
         (B, H, W) with class indices into ``classes`` (0 = background, not stored).
         """
-        import zarr
         from zarr.codecs import ZstdCodec
 
         b, h, w = label_maps.shape

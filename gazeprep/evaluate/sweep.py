@@ -224,7 +224,6 @@ class SweepResult:
 
 def _sweep_block(params: dict, ids: list[str]) -> list[dict]:
     """Every rule for a block of cases (a Ray task): the same per-case function as the pool."""
-    global _STATE
     if _STATE is None or _STATE.get("params_key") != repr(params):
         _init_worker(params)
         _STATE["params_key"] = repr(params)

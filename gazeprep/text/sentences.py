@@ -20,7 +20,7 @@ import re
 
 import polars as pl
 
-from gazeprep.schema import SENTENCES, WORDS, conform, empty, reject
+from gazeprep.schema import SENTENCES, conform, empty, reject
 
 _NO_SPACE_BEFORE = {".", ","}
 _SENTENCE_PERIOD = re.compile(r"(?<!\d)\.|\.(?!\d)")
