@@ -94,7 +94,8 @@ def build_clip(kind: str = "tiny", clip_dir: str | Path | None = None, image_siz
             raise GazeprepError(f"BiomedCLIP needs model.clip_dir: a local folder with open_clip_config.json (got {clip_dir!r}); gazeprep never downloads it")
         name = f"local-dir:{clip_dir}"
         try:
-            model = open_clip.create_model(name)  # loads the weight file found in the folder, if any
+            # the CLIP weight file in the folder, if any, holds both towers: never fetch BERT weights
+            model = open_clip.create_model(name, pretrained_text=False)
         except (ImportError, RuntimeError) as exc:
             if "transformers" not in str(exc):
                 raise
