@@ -26,8 +26,6 @@ from gazeprep import __version__
 from gazeprep.errors import GazeprepError
 from gazeprep.recipes import Recipe
 
-# The build state of the driver process (workers rebuild theirs from a BuildSpec).
-_STATE: "_BuildState | None" = None
 
 
 @dataclass
@@ -67,6 +65,27 @@ class _BuildState:
     out: Path
     anatomy_dir: Path | None
     force: bool
+
+    def store(self):
+        """The resumable part store of this build (``<out>/.parts``)."""
+        from gazeprep.export import PartStore
+
+        return PartStore(self.out, self.recipe_hash, dtype=self.recipe.output.dtype)
+
+    def put_rejected(self, case_id: str, input_hash: str, stage: str, reason: str, store=None) -> None:
+        """Store the part of a case that produces no maps: its ``cases`` row and one rejects row."""
+        from gazeprep.export import CaseResult
+        from gazeprep.schema import reject
+
+        (store or self.store()).put(
+            CaseResult(
+                case_id=case_id,
+                input_hash=input_hash,
+                tables={"cases": self.release.cases.filter(pl.col("case_id") == case_id)},
+                heatmaps={},
+                rejects=[reject(self.dataset, case_id, stage, None, None, reason)],
+            )
+        )
 
     def __post_init__(self) -> None:
         self.masks = None  # AnatomyMasks provider for recipes with an anatomy filter
@@ -155,21 +174,11 @@ def _compute_case_safely(st: "_BuildState", case_id: str, store) -> tuple[int, b
     checks, so that one bad case never stops a build of thousands. The part written for such a case
     holds only the rejects row and is recomputed on the next run (its input hash is marked failed).
     """
-    from gazeprep.export import CaseResult
-    from gazeprep.schema import reject
-
     try:
         return _compute_case(st, case_id, store)
     except Exception as exc:  # noqa: BLE001 - recorded, not swallowed
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        result = CaseResult(
-            case_id=case_id,
-            input_hash="failed",
-            tables={"cases": st.release.cases.filter(pl.col("case_id") == case_id)},
-            heatmaps={},
-            rejects=[reject(st.dataset, case_id, "build", None, None, f"case failed: {msg}")],
-        )
-        store.put(result)
+        st.put_rejected(case_id, "failed", "build", f"case failed: {msg}", store)
         return 0, False
 
 
@@ -286,9 +295,8 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
     Returns a :class:`BuildSummary` (counts). Raises :class:`GazeprepError` on whole-release
     problems (missing root or metadata); per-case problems land in the ``rejects`` table.
     """
-    global _STATE
     from gazeprep.datasets import get_adapter
-    from gazeprep.export import PartStore, finalize
+    from gazeprep.export import finalize
 
     recipe = opts.recipe
     if recipe.dataset != opts.dataset:
@@ -300,7 +308,7 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
     cases = release.cases
     live = cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
     spec = BuildSpec.from_options(opts)
-    _STATE = make_state(spec, release)
+    state = make_state(spec, release)  # the driver's; workers rebuild theirs from the spec
     opts.out.mkdir(parents=True, exist_ok=True)
     workers = opts.workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, len(live) or 1))
@@ -321,12 +329,14 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
             )
             reused = sum(r for _, r, _ in run.outcomes)
             events = run.events
+            for cid, reason in run.failed:
+                state.put_rejected(cid, "failed", "build", f"case failed on every attempt: {reason}")
         elif opts.executor != "local":
             raise GazeprepError(f"unknown executor {opts.executor!r}; use local or ray")
         elif workers == 1:
-            store = PartStore(opts.out, _STATE.recipe_hash, dtype=recipe.output.dtype)
+            store = state.store()
             for cid in live:
-                _, was_reused = _compute_case_safely(_STATE, cid, store)
+                _, was_reused = _compute_case_safely(state, cid, store)
                 reused += was_reused
                 bar.update()
         else:
@@ -346,22 +356,11 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
     finally:
         bar.close()
     # discarded cases: a cases row and a rejects row, nothing to render
-    from gazeprep.export import CaseResult
-    from gazeprep.schema import reject
-
-    store = PartStore(opts.out, _STATE.recipe_hash, dtype=recipe.output.dtype)
+    store = state.store()
     discarded = cases.filter(pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
     store.prune(live + discarded)  # parts of cases no longer in the release
     for cid in discarded:
-        store.put(
-            CaseResult(
-                case_id=cid,
-                input_hash="discarded",
-                tables={"cases": cases.filter(pl.col("case_id") == cid)},
-                heatmaps={},
-                rejects=[reject(opts.dataset, cid, "ingest", None, None, "eye-tracking data discarded in the release")],
-            )
-        )
+        state.put_rejected(cid, "discarded", "ingest", "eye-tracking data discarded in the release", store)
     extra_rejects = list(release.rejects)
     manifest_extra = {
         "dataset": opts.dataset,
@@ -381,7 +380,6 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
     from gazeprep.export import load_export
 
     ex = load_export(path)
-    _STATE = None
     return BuildSummary(
         out=path,
         n_cases=len(live) + len(discarded),

@@ -10,8 +10,9 @@ Fault tolerance:
 * Ray itself restarts tasks whose worker process died (``max_retries``);
 * a block that raises is resubmitted by the driver up to ``block_retries`` times, each failure
   recorded in :attr:`RayRun.events`;
-* a block that keeps failing is split into single-case tasks; a case that still fails is written
-  as a part holding only a ``rejects`` row, so the rest of the build goes on;
+* a block that keeps failing is split into single-case tasks; a case that still fails is returned
+  in :attr:`RayRun.failed` and the driver writes its part with only a ``rejects`` row, so the rest
+  of the build goes on;
 * a rerun after a crash resumes from the parts already written (same input hashes as local).
 
 Start a local cluster with ``ray start --head`` (or let gazeprep call ``ray.init()`` in-process when
@@ -39,6 +40,7 @@ class RayRun:
 
     outcomes: list[tuple[str, bool, int]] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (case_id, reason) failing every attempt
 
 
 _WORKER_STATE: dict = {}
@@ -56,7 +58,6 @@ def _state_for(spec: BuildSpec):
 
 def process_block(spec: BuildSpec, case_ids: list[str]) -> list[tuple[str, bool, int]]:
     """Process one block of cases (runs inside a Ray task; also callable locally)."""
-    from gazeprep.export import PartStore
     from gazeprep.pipeline.build import _compute_case_safely
 
     marker = os.environ.get(FAULT_ENV)
@@ -64,7 +65,7 @@ def process_block(spec: BuildSpec, case_ids: list[str]) -> list[tuple[str, bool,
         Path(marker).write_text("failed once\n")
         raise RuntimeError(f"injected fault for block starting at {case_ids[0]}")
     st = _state_for(spec)
-    store = PartStore(st.out, st.recipe_hash, dtype=st.recipe.output.dtype)
+    store = st.store()
     out = []
     for cid in case_ids:
         n_maps, reused = _compute_case_safely(st, cid, store)
@@ -140,7 +141,7 @@ def run_on_ray(
                         pending[remote.remote(spec, [cid])] = ([cid], attempt + 1)
                 else:
                     run.outcomes.append((block[0], False, 0))
-                    _record_failed_case(spec, block[0], reason)
+                    run.failed.append((block[0], reason))  # the driver writes its rejects part
                     if progress is not None:
                         progress.update(1)
                 continue
@@ -152,22 +153,3 @@ def run_on_ray(
             ray.shutdown()
     return run
 
-
-def _record_failed_case(spec: BuildSpec, case_id: str, reason: str) -> None:
-    """Write the part of a case that failed on every attempt: only a rejects row."""
-    import polars as pl
-
-    from gazeprep.export import CaseResult, PartStore
-    from gazeprep.schema import reject
-
-    st = _state_for(spec)
-    store = PartStore(st.out, st.recipe_hash, dtype=st.recipe.output.dtype)
-    store.put(
-        CaseResult(
-            case_id=case_id,
-            input_hash="failed",
-            tables={"cases": st.release.cases.filter(pl.col("case_id") == case_id)},
-            heatmaps={},
-            rejects=[reject(spec.dataset, case_id, "build", None, None, f"case failed on every attempt: {reason}")],
-        )
-    )
