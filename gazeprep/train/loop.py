@@ -138,6 +138,18 @@ def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device) -> Non
     model.train(was)
 
 
+
+def _accumulate(res, b: int, sums: dict, preds: list, tgts: list) -> int:
+    """Add one batch of ``b`` samples to the running loss sums (batch-size weighted) and collect its
+    predicted/target maps for the epoch metrics; returns ``b``."""
+    sums["loss"] = sums.get("loss", 0.0) + float(res.total.detach()) * b
+    for k, v in res.parts.items():
+        sums[k] = sums.get(k, 0.0) + v * b
+    if res.pred_maps is not None:
+        preds.append(res.pred_maps.detach().cpu())
+        tgts.append(res.target_maps.detach().cpu())
+    return b
+
 def evaluate(model: nn.Module, objective: nn.Module, data: Dataset, cfg: TrainConfig, device: torch.device | None = None) -> dict[str, float]:
     """Mean loss, its parts and map metrics (CC, KLD, IoU) over ``data`` in eval mode."""
     device = device or resolve_device(cfg.device)
@@ -151,14 +163,7 @@ def evaluate(model: nn.Module, objective: nn.Module, data: Dataset, cfg: TrainCo
     for batch in loader:
         with grad_ctx():
             res = objective(model, _to(batch, device))
-        b = len(batch["case_id"])
-        sums["loss"] = sums.get("loss", 0.0) + float(res.total.detach()) * b
-        for k, v in res.parts.items():
-            sums[k] = sums.get(k, 0.0) + v * b
-        n += b
-        if res.pred_maps is not None:
-            preds.append(res.pred_maps.detach().cpu())
-            tgts.append(res.target_maps.detach().cpu())
+        n += _accumulate(res, len(batch["case_id"]), sums, preds, tgts)
     model.train(was)
     out = {k: v / max(n, 1) for k, v in sums.items()}
     if preds:
@@ -224,14 +229,7 @@ def fit(model: nn.Module, objective: nn.Module, data: Dataset, config: TrainConf
             optimizer.zero_grad(set_to_none=True)
             res.total.backward()
             optimizer.step()
-            b = len(batch["case_id"])
-            sums["loss"] = sums.get("loss", 0.0) + float(res.total.detach()) * b
-            for k, v in res.parts.items():
-                sums[k] = sums.get(k, 0.0) + v * b
-            n += b
-            if res.pred_maps is not None:
-                preds.append(res.pred_maps.detach().cpu())
-                tgts.append(res.target_maps.detach().cpu())
+            n += _accumulate(res, len(batch["case_id"]), sums, preds, tgts)
             bar.set_postfix(loss=f"{float(res.total.detach()):.4g}")
         if cfg.recalibrate_bn:
             recalibrate_batchnorm(model, DataLoader(data, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate), device)
