@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from gazeprep.errors import GazeprepError
 from gazeprep.pipeline.build import BuildSpec, make_state
@@ -61,9 +60,13 @@ def process_block(spec: BuildSpec, case_ids: list[str]) -> list[tuple[str, bool,
     from gazeprep.pipeline.build import _compute_case_safely
 
     marker = os.environ.get(FAULT_ENV)
-    if marker and not Path(marker).exists():
-        Path(marker).write_text("failed once\n")
-        raise RuntimeError(f"injected fault for block starting at {case_ids[0]}")
+    if marker:
+        try:  # O_EXCL: exactly one block among concurrent workers creates the marker and fails
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            raise RuntimeError(f"injected fault for block starting at {case_ids[0]}")
     st = _state_for(spec)
     store = st.store()
     out = []
