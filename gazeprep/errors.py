@@ -44,3 +44,39 @@ class InputFormatError(GazeprepError):
 
 class RecipeError(GazeprepError):
     """A recipe or rule file is invalid."""
+
+
+class StorageError(GazeprepError):
+    """An I/O fault (disk full, file too large, permission, device error, a file that vanished).
+
+    Never a per-case reject: the build stops, names the file and commits nothing (no manifest).
+
+    Parameters
+    ----------
+    path:
+        The file or folder the operation failed on.
+    message:
+        What failed (usually ``os.strerror`` of the errno).
+    """
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: str | Path | None = None) -> "StorageError":
+        """Wrap an :class:`OSError`, naming its file (``exc.filename`` unless ``path`` is given)."""
+        where = path if path is not None else (exc.filename if exc.filename is not None else "<unknown file>")
+        return cls(where, exc.strerror or type(exc).__name__)
+
+
+class LockedError(GazeprepError):
+    """Another process holds the output folder's writer lock."""
+
+
+class ExportReplacedError(GazeprepError):
+    """An export was replaced (or removed) by another build while it was being read."""
+
+
+class MissingExtraError(GazeprepError):
+    """An optional dependency group (``pip install 'gazeprep[EXTRA]'``) is not installed."""
