@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "gazeprep.commands.anatomy",
     "gazeprep.commands.evaluate",
     "gazeprep.commands.train",
+    "gazeprep.commands.inspect",
 )
 
 app = typer.Typer(
