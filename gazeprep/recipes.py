@@ -13,6 +13,19 @@ Window rules are typed, never parsed from strings:
 * :class:`KeywordWindow` - paper 000's ``[0, end of the rightmost sentence containing a keyword]``;
 * :class:`WholeRecordingWindow` - all fixations of the reading;
 * :class:`PhraseWindow` - one window per transcript phrase/word (EGD-CXR temporal maps).
+
+Bounds. Every number must be finite (``.nan``/``.inf`` are rejected) and within the limits below,
+so that a typo cannot ask for terabytes or hours of work (errors are
+one-line :class:`~gazeprep.errors.RecipeError` naming the file and the field):
+
+* output size: ``1..MAX_OUTPUT_SIDE_PX`` (16384) pixels per side, ``stride`` ``1..MAX_STRIDE`` (64);
+* one map in memory: ``height * width * MAP_BYTES_PER_PIXEL`` (4: rendering is float32 whatever the
+  stored dtype) at most :data:`MAX_MAP_BYTES` (512 MiB, e.g. 11585 x 11585 pixels). A fixed size is
+  checked when the recipe is loaded or overridden (``--size``); a ``native`` size is checked per case
+  when it is rendered (a case whose image is larger is a ``rejects`` row naming the case and its
+  size; the other cases go on), see :func:`map_size_problem`;
+* sigma: ``0 < value <= MAX_SIGMA_PX`` (5000 original pixels) or ``MAX_SIGMA_DEG`` (20 degrees);
+* ``truncate_sigmas``: 3..40 sigmas; window lags: ``0..MAX_LAG_S`` (600 s).
 """
 
 from __future__ import annotations
@@ -36,9 +49,59 @@ from pydantic import (
 from gazeprep.errors import RecipeError
 from gazeprep.paths import default_pipelines_dir
 
+#: Largest output side (pixels) a recipe or ``--size`` may ask for.
+MAX_OUTPUT_SIDE_PX = 16384
+#: Largest ``stride`` of the ``pad_crop_stride`` fit.
+MAX_STRIDE = 64
+#: Bytes per pixel of one map while it is computed (float32, whatever the stored dtype).
+MAP_BYTES_PER_PIXEL = 4
+#: Memory limit of one map: ``height * width * MAP_BYTES_PER_PIXEL`` bytes (512 MiB). The renderer
+#: holds a few maps of this size per worker at a time.
+MAX_MAP_BYTES = 512 * 2**20
+#: Largest sigma in original-image pixels (wider than any chest X-ray).
+MAX_SIGMA_PX = 5000.0
+#: Largest sigma in degrees of visual angle (about the whole image at REFLACX's ~94 px/degree).
+MAX_SIGMA_DEG = 20.0
+#: Largest window lag in seconds (longer than any dictation).
+MAX_LAG_S = 600.0
+
+
+# recipe hash -> the file it was loaded from (to name the file in errors about overrides)
+_LOADED_FROM: dict[str, str] = {}
+
+
+def _first_error(exc: ValidationError) -> str:
+    """``<field>: <message>`` of a pydantic error, on one line."""
+    first = exc.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"])
+    msg = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
+    return f"{loc}: {msg}"
+
+
+def map_bytes(height: int, width: int) -> int:
+    """Bytes one ``height x width`` map takes while it is rendered (float32)."""
+    return int(height) * int(width) * MAP_BYTES_PER_PIXEL
+
+
+def map_size_problem(height: int, width: int) -> str | None:
+    """Why a ``height x width`` map cannot be rendered (``None`` when it can).
+
+    The same rule applies to a recipe's fixed size (checked when it is loaded) and to each case of a
+    ``native``-size recipe (checked by the renderer, which rejects that case with this reason).
+    """
+    if height < 1 or width < 1:
+        return f"a {height} x {width} map has no pixels"
+    need = map_bytes(height, width)
+    if need > MAX_MAP_BYTES:
+        return (
+            f"one {height} x {width} map needs {need / 2**20:.0f} MiB of float32 memory, over the "
+            f"limit of {MAX_MAP_BYTES // 2**20} MiB (gazeprep.recipes.MAX_MAP_BYTES)"
+        )
+    return None
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 StartAnchor = Literal[
@@ -65,7 +128,7 @@ class SentenceWindow(_Strict):
 
     kind: Literal["sentence"] = "sentence"
     start: StartAnchor = "sentence_start"
-    lag_s: float = Field(1.5, ge=0.0)
+    lag_s: float = Field(1.5, ge=0.0, le=MAX_LAG_S)
     not_before: StartFloor = "previous_sentence_start"
     end: EndAnchor = "last_mention"
     mentions: tuple[MentionStatus, ...] = ("positive", "uncertain")
@@ -98,7 +161,7 @@ class PhraseWindow(_Strict):
     """One window per transcript word/phrase (targets ``"phrase_0000"``, ...)."""
 
     kind: Literal["phrase"] = "phrase"
-    lag_s: float = Field(0.0, ge=0.0)
+    lag_s: float = Field(0.0, ge=0.0, le=MAX_LAG_S)
 
 
 WindowRule = Annotated[
@@ -112,6 +175,13 @@ class Sigma(_Strict):
 
     value: float = Field(gt=0.0)
     unit: Literal["deg", "px"]
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        top = MAX_SIGMA_PX if self.unit == "px" else MAX_SIGMA_DEG
+        if self.value > top:
+            raise ValueError(f"sigma {self.value:g} {self.unit} is above the maximum of {top:g} {self.unit}")
+        return self
 
 
 class RenderSpec(_Strict):
@@ -177,16 +247,22 @@ class OutputSpec(_Strict):
     size: Union[StrictInt, tuple[StrictInt, StrictInt], Literal["native"]] = 512
     fit: Literal["letterbox", "stretch", "pad_crop_stride"] = "letterbox"
     letterbox_rule: Literal["centre", "ricbl"] = "centre"
-    stride: StrictInt = Field(1, ge=1)
+    stride: StrictInt = Field(1, ge=1, le=MAX_STRIDE)
     dtype: Literal["float16", "float32"] = "float32"
 
     @field_validator("size")
     @classmethod
     def _positive(cls, v):
-        if isinstance(v, int) and v <= 0:
-            raise ValueError("size must be a positive int, [height, width] or 'native'")
-        if isinstance(v, tuple) and min(v) <= 0:
-            raise ValueError("size [height, width] must be positive")
+        sides = (v,) if isinstance(v, int) else v if isinstance(v, tuple) else ()
+        if any(s <= 0 or s > MAX_OUTPUT_SIDE_PX for s in sides):
+            raise ValueError(
+                f"size {list(v) if isinstance(v, tuple) else v} is out of range: each side must be "
+                f"1..{MAX_OUTPUT_SIDE_PX} pixels (an int N, [height, width] or 'native')"
+            )
+        if sides:
+            problem = map_size_problem(*((v, v) if isinstance(v, int) else v))
+            if problem:
+                raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -240,9 +316,23 @@ class Recipe(_Strict):
         return hashlib.sha256(blob).hexdigest()
 
     def with_overrides(self, **output_overrides) -> "Recipe":
-        """A copy with fields of ``output`` replaced (e.g. ``size="native"``)."""
-        out = self.output.model_copy(update={k: v for k, v in output_overrides.items() if v is not None})
-        return Recipe.model_validate({**self.resolved(), "output": out.model_dump(mode="json")})
+        """A copy with fields of ``output`` replaced (e.g. ``size="native"``; ``None`` keeps the
+        recipe's value). The result passes the same validation as a recipe file.
+
+        Raises :class:`RecipeError` (one line naming the recipe and the field) for an invalid value.
+        """
+        update = {k: v for k, v in output_overrides.items() if v is not None}
+        unknown = sorted(set(update) - set(OutputSpec.model_fields))
+        if unknown:
+            raise RecipeError(f"recipe {self.name!r}: unknown output field(s) {unknown}")
+        if isinstance(update.get("size"), list):
+            update["size"] = tuple(update["size"])
+        try:
+            return Recipe.model_validate({**self.resolved(), "output": {**self.resolved()["output"], **update}})
+        except ValidationError as exc:
+            given = ", ".join(f"{k}={v!r}" for k, v in update.items())
+            src = _LOADED_FROM.get(self.hash(), f"recipe {self.name!r}")
+            raise RecipeError(f"{src}: overridden with {given}: {_first_error(exc)}") from None
 
 
 def list_recipes(pipelines_dir: str | Path | None = None) -> list[str]:
@@ -270,9 +360,8 @@ def load_recipe(name_or_path: str | Path, pipelines_dir: str | Path | None = Non
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        raise RecipeError(f"{p}: {loc}: {first['msg']}") from None
+        raise RecipeError(f"{p}: {_first_error(exc)}") from None
     if recipe.name != p.stem:
         raise RecipeError(f"{p}: name: {recipe.name!r} differs from the file name {p.stem!r}")
+    _LOADED_FROM[recipe.hash()] = str(p)
     return recipe

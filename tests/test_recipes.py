@@ -130,3 +130,99 @@ def test_recipe_allows_an_anatomy_filter_stage():
     d["anatomy"] = {"masks": "samed", "heart_from_mediastinum_cut_top": 0.3333}
     r = Recipe.model_validate(d)
     assert r.anatomy is not None and r.resolved()["anatomy"]["masks"] == "samed"
+
+
+# ----------------------------------------------------------------------------- bounds (issue 11.5)
+@pytest.mark.parametrize(
+    "mutate, field, needle",
+    [
+        (lambda d: d["output"].update(size=1_000_000), "output.size", "1..16384"),
+        (lambda d: d["output"].update(size=[512, 16385]), "output.size", "1..16384"),
+        (lambda d: d["output"].update(size=-3), "output.size", "1..16384"),
+        # each side legal, the map too big: 16384 * 16384 * 4 B = 1024 MiB > 512 MiB
+        (lambda d: d["output"].update(size=16384, fit="stretch"), "output.size", "1024 MiB"),
+        (lambda d: d["output"].update(size=[11586, 11586], fit="stretch"), "output.size", "MAX_MAP_BYTES"),
+        (lambda d: d["output"].update(size=[640, 512], fit="pad_crop_stride", stride=65), "output.stride", "64"),
+        (lambda d: d["render"]["sigma"].update(value=0.0), "render.sigma.value", "greater than 0"),
+        (lambda d: d["render"]["sigma"].update(value=float("nan")), "render.sigma.value", "finite"),
+        (lambda d: d["render"]["sigma"].update(value=float("inf")), "render.sigma.value", "finite"),
+        (lambda d: d["render"]["sigma"].update(value=20.5, unit="deg"), "render.sigma", "maximum of 20 deg"),
+        (lambda d: d["render"]["sigma"].update(value=5001.0, unit="px"), "render.sigma", "maximum of 5000 px"),
+        (lambda d: d["render"].update(truncate_sigmas=1e9), "render.truncate_sigmas", "40"),
+        (lambda d: d["render"].update(truncate_sigmas=float("nan")), "render.truncate_sigmas", "finite"),
+        (lambda d: d.update(window={"kind": "phrase", "lag_s": float("inf")}), "window.phrase.lag_s", "finite"),
+        (lambda d: d.update(window={"kind": "phrase", "lag_s": 601.0}), "window.phrase.lag_s", "600"),
+    ],
+)
+def test_absurd_values_are_one_line_errors_naming_file_and_field(tmp_path, mutate, field, needle):
+    d = copy.deepcopy(_base())
+    mutate(d)
+    p = _write(tmp_path, d)
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(p)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p}: {field}: "), msg
+    assert needle in msg and "\n" not in msg
+
+
+def test_legal_edges_load(tmp_path):
+    from gazeprep.recipes import MAX_MAP_BYTES, MAX_OUTPUT_SIDE_PX, map_bytes
+
+    # 16384 x 8192 float32 = exactly 512 MiB: at the limit, allowed
+    assert map_bytes(16384, 8192) == MAX_MAP_BYTES == 512 * 1024 * 1024
+    for size, fit in (([MAX_OUTPUT_SIDE_PX, 8192], "stretch"), (1, "letterbox"), ([1, MAX_OUTPUT_SIDE_PX], "letterbox")):
+        d = copy.deepcopy(_base())
+        d["output"].update(size=size, fit=fit)
+        assert load_recipe(_write(tmp_path, d)).output.size == (tuple(size) if isinstance(size, list) else size)
+    d = copy.deepcopy(_base())
+    d["output"].update(size=[640, 512], fit="pad_crop_stride", stride=64)
+    d["render"]["sigma"].update(value=20.0, unit="deg")
+    d["render"]["truncate_sigmas"] = 40.0
+    r = load_recipe(_write(tmp_path, d))
+    assert (r.output.stride, r.render.sigma.value, r.render.truncate_sigmas) == (64, 20.0, 40.0)
+    d["render"]["sigma"].update(value=5000.0, unit="px")
+    assert load_recipe(_write(tmp_path, d)).render.sigma.value == 5000.0
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"size": 1_000_000}, "output.size: size 1000000 is out of range"),
+        ({"size": 0}, "output.size"),
+        ({"size": 16384}, "1024 MiB"),
+        ({"dtype": "float64"}, "output.dtype"),
+        ({"size": "huge"}, "output.size"),
+    ],
+)
+def test_overrides_pass_the_same_validation(overrides, needle):
+    r = load_recipe("reflacx-label-specific")
+    with pytest.raises(RecipeError) as exc:
+        r.with_overrides(**overrides)
+    msg = str(exc.value)
+    assert "reflacx-label-specific.yaml" in msg and needle in msg and "\n" not in msg
+    assert r.with_overrides(size=8192).output.size == 8192  # a legal override still works
+
+
+def test_native_size_checked_per_case_at_render_time():
+    """A native-size recipe rejects (not crashes on) a case whose image map would exceed the limit;
+    a normal-size case of the same recipe renders."""
+    import polars as pl
+
+    from gazeprep.heatmaps import render_case
+
+    r = load_recipe("reflacx-official")
+    assert r.output.size == "native"
+    fx = pl.DataFrame({
+        "dataset": ["reflacx"], "case_id": ["P1R1"], "fixation_idx": [0], "t_start_s": [0.0], "t_end_s": [1.0],
+        "x_px": [5.0], "y_px": [5.0], "px_per_deg_x": [2.0], "px_per_deg_y": [2.0],
+        "shown_xmin_px": [0.0], "shown_ymin_px": [0.0], "shown_xmax_px": [20.0], "shown_ymax_px": [20.0],
+    })
+    win = pl.DataFrame({"dataset": ["reflacx"], "case_id": ["P1R1"], "target": ["full"], "recipe": ["t"],
+                        "window_idx": [0], "sentence_idx": [None], "t_start_s": [None], "t_end_s": [None]},
+                       schema_overrides={"t_start_s": pl.Float64, "t_end_s": pl.Float64, "sentence_idx": pl.Int32})
+    maps, rej = render_case(fx, win, r, image_height_px=1_000_000, image_width_px=1_000_000)
+    assert maps == {}
+    assert len(rej) == 1 and rej[0]["case_id"] == "P1R1"
+    assert "1000000 x 1000000" in rej[0]["reason"] and "MAX_MAP_BYTES" in rej[0]["reason"]
+    maps, rej = render_case(fx, win, r, image_height_px=20, image_width_px=20)
+    assert maps["full"].array.shape == (20, 20) and rej == []

@@ -45,7 +45,7 @@ import polars as pl
 
 from gazeprep.errors import GazeprepError
 from gazeprep.heatmaps.grid import EDGE_EPS, OutputGrid
-from gazeprep.recipes import Recipe
+from gazeprep.recipes import Recipe, map_size_problem
 from gazeprep.schema import reject
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -478,6 +478,11 @@ def _render_case(fixations, windows, recipe, H, W, masks):
 
     def _reject(reason: str, file: str | None = None) -> None:
         rejects.append(reject(dataset, case_id, "render", file, None, reason))
+
+    too_big = map_size_problem(*grid.shape)  # native size: the recipe's memory limit, per case
+    if too_big:
+        _reject(f"image of {H} x {W} px: {too_big}; case not rendered")
+        return {}, rejects
 
     point_events = "t_s" in fixations.columns and "t_start_s" not in fixations.columns
     if point_events:
