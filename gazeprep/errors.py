@@ -41,6 +41,9 @@ class InputFormatError(GazeprepError):
             where += f", column {column!r}"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self):  # picklable across worker processes (args holds the formatted message only)
+        return (type(self), (self.path, self.reason, self.row, self.column))
+
 
 class RecipeError(GazeprepError):
     """A recipe or rule file is invalid."""
@@ -61,7 +64,11 @@ class StorageError(GazeprepError):
 
     def __init__(self, path: str | Path, message: str):
         self.path = str(path)
+        self.reason = message
         super().__init__(f"{self.path}: {message}")
+
+    def __reduce__(self):  # picklable across worker processes (args holds the formatted message only)
+        return (type(self), (self.path, self.reason))
 
     @classmethod
     def from_os_error(cls, exc: OSError, path: str | Path | None = None) -> "StorageError":
