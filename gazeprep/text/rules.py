@@ -3,6 +3,20 @@
 Everything here is data parsing only; no matching. Phrase files hold one phrase per line, ``#``
 comments, and ``{a|b|}`` alternatives (an empty alternative drops the slot), e.g.
 ``{left |right |}pleural effusion{|s}``. See ``rules/README.md``.
+
+Phrase expansion is bounded, and every bound is checked from the line's text *before* anything is
+expanded, so that a hostile or mistyped rule file fails at once instead of running for ever:
+
+* at most :data:`MAX_PHRASE_VARIANTS` (256) combinations per line (the product of the numbers of
+  alternatives of its groups; a hyphenated phrase then adds its spaced and joined forms);
+* at most :data:`MAX_PHRASE_CHARS` (200) characters in the longest expansion (literal text plus the
+  longest alternative of each group, before whitespace is collapsed);
+* braces are not nested (depth at most 1) and every ``{`` is closed on its line;
+* at most :data:`MAX_PHRASES_PER_FILE` (10000) distinct phrases per phrase file or YAML phrase list.
+
+A violation is a :class:`~gazeprep.errors.RecipeError` naming the file and the 1-based line
+(``rules/mention/x.txt, line 3: ...``); in YAML files the line is that of the list item (the files
+are still read with ``yaml.SafeLoader``, whose sequences here also remember their items' lines).
 """
 
 from __future__ import annotations
@@ -17,57 +31,153 @@ import yaml
 from gazeprep.errors import RecipeError
 from gazeprep.paths import default_rules_dir
 
+#: Most combinations of alternatives one phrase line may describe.
+MAX_PHRASE_VARIANTS = 256
+#: Longest phrase (characters) one line may expand to.
+MAX_PHRASE_CHARS = 200
+#: Most distinct phrases in one phrase file (or one YAML phrase list).
+MAX_PHRASES_PER_FILE = 10_000
+
 _BRACES = re.compile(r"\{([^{}]*)\}")
 
 
-def expand_phrase(line: str) -> list[str]:
+def _where(source: str | Path | None, line_no: int | None) -> str:
+    if source is None:
+        return "phrase" if line_no is None else f"line {line_no}"
+    return f"{source}" if line_no is None else f"{source}, line {line_no}"
+
+
+def _check_braces(line: str, where: str) -> None:
+    depth = 0
+    for ch in line:
+        if ch == "{":
+            depth += 1
+            if depth > 1:
+                raise RecipeError(f"{where}: nested braces are not supported ({{a|b}} groups only): {line[:80]!r}")
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                raise RecipeError(f"{where}: '}}' without an opening '{{': {line[:80]!r}")
+    if depth:
+        raise RecipeError(f"{where}: '{{' is not closed on its line: {line[:80]!r}")
+
+
+def expand_phrase(line: str, *, source: str | Path | None = None, line_no: int | None = None) -> list[str]:
     """All phrases described by one phrase-file line (``{a|b|}`` alternatives, whitespace collapsed).
 
     Hyphenated phrases also yield their spaced and joined forms ("ground-glass" -> "ground glass",
-    "groundglass"), since dictation writes all three.
+    "groundglass"), since dictation writes all three. The result is lower case, in expansion order,
+    without duplicates.
+
+    Parameters
+    ----------
+    line:
+        One phrase (comments already removed).
+    source, line_no:
+        The rule file and 1-based line, used in error messages.
+
+    Raises
+    ------
+    RecipeError
+        Unbalanced or nested braces, more than :data:`MAX_PHRASE_VARIANTS` combinations or an
+        expansion longer than :data:`MAX_PHRASE_CHARS` characters (checked before expanding).
     """
+    where = _where(source, line_no)
+    _check_braces(line, where)
     parts = _BRACES.split(line)
     # even indices: literal text, odd indices: alternatives
     choices = [[p] if i % 2 == 0 else p.split("|") for i, p in enumerate(parts)]
-    out: list[str] = []
+    n_combos = 1
+    for c in choices:  # stop counting once over the bound (a huge line would make a huge integer)
+        n_combos *= len(c)
+        if n_combos > MAX_PHRASE_VARIANTS:
+            n_groups = len(choices) // 2
+            raise RecipeError(
+                f"{where}: the phrase's {n_groups} {{a|b}} groups give more than {MAX_PHRASE_VARIANTS} "
+                f"combinations (gazeprep.text.rules.MAX_PHRASE_VARIANTS); split it into several lines"
+            )
+    longest = sum(max(len(a) for a in c) for c in choices)
+    if longest > MAX_PHRASE_CHARS:
+        raise RecipeError(
+            f"{where}: the phrase expands to up to {longest} characters, more than {MAX_PHRASE_CHARS} "
+            f"(gazeprep.text.rules.MAX_PHRASE_CHARS)"
+        )
+    out: dict[str, None] = {}  # insertion-ordered set
     for combo in itertools.product(*choices):
         phrase = " ".join("".join(combo).split()).lower()
         if not phrase:
             continue
-        variants = [phrase]
+        out[phrase] = None
         if "-" in phrase and phrase != "-":
-            variants += [" ".join(phrase.replace("-", " ").split()), phrase.replace("-", "")]
-        for v in variants:
-            if v and v not in out:
-                out.append(v)
-    return out
+            for v in (" ".join(phrase.replace("-", " ").split()), phrase.replace("-", "")):
+                if v:
+                    out[v] = None
+    return list(out)
+
+
+def _add_phrases(out: dict[str, None], phrases: list[str], where: str) -> None:
+    for p in phrases:
+        out[p] = None
+    if len(out) > MAX_PHRASES_PER_FILE:
+        raise RecipeError(
+            f"{where}: more than {MAX_PHRASES_PER_FILE} distinct phrases (gazeprep.text.rules.MAX_PHRASES_PER_FILE)"
+        )
 
 
 def read_phrase_file(path: Path) -> list[str]:
-    """Phrases of one phrase file, expanded, in file order without duplicates."""
+    """Phrases of one phrase file, expanded, in file order without duplicates.
+
+    Raises :class:`RecipeError` naming the file and 1-based line for a phrase over a bound (see the
+    module docstring) or an unreadable file.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read rule file: {exc}") from None
-    out: list[str] = []
-    for line in text.splitlines():
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text") from None
+    out: dict[str, None] = {}
+    for i, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        for p in expand_phrase(line):
-            if p not in out:
-                out.append(p)
-    return out
+        _add_phrases(out, expand_phrase(line, source=path, line_no=i), _where(path, i))
+    return list(out)
+
+
+class _LineList(list):
+    """A YAML sequence that remembers the 1-based line of each item (``item_lines``)."""
+
+    item_lines: list[int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (same tags, same safety) whose sequences are :class:`_LineList`."""
+
+
+def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode):
+    data = _LineList()
+    data.item_lines = [n.start_mark.line + 1 for n in node.value]
+    yield data
+    data.extend(loader.construct_sequence(node))
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
 def read_yaml(path: Path) -> dict:
-    """A rule YAML file (``yaml.safe_load``), which must be a mapping."""
+    """A rule YAML file (safe loading: ``yaml.SafeLoader``), which must be a mapping.
+
+    Lists in the result remember the 1-based line of each item (``item_lines``) for error messages.
+    """
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - a SafeLoader
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read rule file: {exc}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+        raise RecipeError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a rule file must be a mapping")
     return data
@@ -186,13 +296,15 @@ def _phrase_dir(rules_dir: Path, sub: str, labels: LabelDefs) -> dict[str, tuple
 
 
 def _phrases(value, path: Path, where: str) -> tuple[str, ...]:
+    """Expanded phrases of a YAML list ``value`` (found at ``where`` in ``path``); errors name the
+    item's line."""
     if not isinstance(value, list):
         raise RecipeError(f"{path}: {where} must be a list of phrases")
-    out: list[str] = []
-    for v in value:
-        for p in expand_phrase(str(v)):
-            if p not in out:
-                out.append(p)
+    lines = getattr(value, "item_lines", None) or [None] * len(value)
+    out: dict[str, None] = {}
+    for i, (v, line_no) in enumerate(zip(value, lines)):
+        src = f"{path} ({where}[{i}])"
+        _add_phrases(out, expand_phrase(str(v), source=src, line_no=line_no), _where(src, line_no))
     return tuple(out)
 
 
