@@ -148,7 +148,9 @@ class Labeler:
     def from_rules(cls, rules_dir: str | Path | None = None) -> "Labeler":
         """The labeler of a rules folder (default ``gazeprep.paths.default_rules_dir()``), built once
         per process and folder."""
-        key = str(Path(rules_dir).resolve()) if rules_dir is not None else "<default>"
+        from gazeprep.paths import default_rules_dir  # the default honours $GAZEPREP_RULES_DIR
+
+        key = str(default_rules_dir(rules_dir).resolve())
         with _CACHE_LOCK:
             lab = _CACHE.get(key)
             if lab is None:
