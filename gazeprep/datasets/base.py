@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from gazeprep import schema
-from gazeprep.errors import GazeprepError, InputFormatError
+from gazeprep.errors import GazeprepError, InputFormatError, StorageError
 
 CASE_SKIPPED = "case skipped"
 ROW_DROPPED = "row dropped"
@@ -120,16 +120,30 @@ class Release:
         """Per-case canonical tables of ``case_id``.
 
         Raises GazeprepError only for an id that is not in ``cases``. Data problems come back as
-        rejects; an error escaping the adapter's reader on malformed data (unreadable file, path
+        rejects; an error escaping the adapter's reader on malformed data (undecodable file, path
         leaving the root, a parser error) skips the case with a rejects row naming it.
+
+        I/O faults are not data problems and propagate: an :class:`OSError` carrying an ``errno``
+        (EACCES, EIO, ENOSPC, a file that vanished after it was listed) and
+        :class:`~gazeprep.errors.StorageError`. The build stops on them instead of recording a reject.
         """
         self._check_known(case_id)
         try:
             return self._read_case(case_id)
-        except (GazeprepError, OSError, ValueError, pl.exceptions.PolarsError) as exc:
-            path = getattr(exc, "path", None) or getattr(exc, "filename", None)
-            msg = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-            return self.empty_case(case_id, [self.reject(case_id, Path(path) if path else None, getattr(exc, "row", None), f"{msg}; {CASE_SKIPPED}")])
+        except StorageError:
+            raise
+        except OSError as exc:
+            if exc.errno is not None:  # an I/O fault, see above
+                raise
+            return self._skip_on_error(case_id, exc)
+        except (GazeprepError, ValueError, pl.exceptions.PolarsError) as exc:
+            return self._skip_on_error(case_id, exc)
+
+    def _skip_on_error(self, case_id: str, exc: BaseException) -> CaseData:
+        """The skipped case for an error on malformed data, with a rejects row naming the file."""
+        path = getattr(exc, "path", None) or getattr(exc, "filename", None)
+        msg = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        return self.empty_case(case_id, [self.reject(case_id, Path(path) if path else None, getattr(exc, "row", None), f"{msg}; {CASE_SKIPPED}")])
 
     def _read_case(self, case_id: str) -> CaseData:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -148,13 +162,46 @@ class Release:
 
 
 class DatasetAdapter:
-    """Base class of a dataset adapter; subclasses set ``name``/``description`` and implement ``open``."""
+    """Base class of a dataset adapter; subclasses set ``name``/``description`` and implement ``open``.
+
+    Every adapter's ``open`` takes the same keywords:
+
+    ``gaze_samples``
+        Also read the raw gaze samples (large files).
+    ``images_root``
+        The MIMIC-CXR root: the folder holding ``files/pXX/p<subject>/s<study>/<dicom_id>.dcm``
+        (MIMIC-CXR) or ``.jpg`` (MIMIC-CXR-JPG, with its ``mimic-cxr-2.0.0-*.csv.gz`` tables), the
+        ``--images`` option of the CLI. Adapters use it for what their release lacks (EGD-CXR: the
+        image sizes; all: the MIMIC split and CheXpert/NegBio labels when its tables are there) and
+        ignore it otherwise. ``mimic_root`` is accepted as an old name of the same option.
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
 
-    def open(self, root: Path, *, gaze_samples: bool = False, **kwargs: Any) -> Release:  # pragma: no cover
+    def open(
+        self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None, **kwargs: Any
+    ) -> Release:  # pragma: no cover
         raise NotImplementedError
+
+    def images_option(self, images_root: Path | str | None, kwargs: dict[str, Any]) -> Path | None:
+        """``images_root`` (or its old name ``mimic_root``, popped from ``kwargs``) as a Path.
+
+        Raises GazeprepError when both names are given with different folders, when the folder
+        does not exist, or when ``kwargs`` holds any other (unknown) option.
+        """
+        old = kwargs.pop("mimic_root", None)
+        if kwargs:
+            raise GazeprepError(f"dataset {self.name!r} does not take the option(s) {sorted(kwargs)}")
+        if old is not None and images_root is not None and Path(old) != Path(images_root):
+            raise GazeprepError(f"two MIMIC-CXR roots given: images_root={str(images_root)!r}, mimic_root={str(old)!r}")
+        chosen = images_root if images_root is not None else old
+        if chosen is None:
+            return None
+        p = Path(chosen)
+        if not p.is_dir():
+            raise GazeprepError(f"MIMIC-CXR images folder not found: {p}")
+        return p
 
     @staticmethod
     def check_root(root: Path | str) -> Path:

@@ -21,9 +21,26 @@ sizes before scaling), so ``int(x_px) == X_ORIGINAL`` for gaze on the image. Gaz
 keeps its true (negative or too large) position with ``in_image`` False, where the release wrote
 a small negative number.
 
-The image size (not in the release) comes from, in order: the MIMIC metadata ``Rows``/``Columns``
-(``mimic_root``), the DICOM header under ``mimic_root``, the size of the case's mask PNGs. With
-none of them, ``X_ORIGINAL``/``Y_ORIGINAL`` are used as positions and a rejects row says so.
+Image sizes (not in the release; every rendered case needs one) come from, in order:
+
+1. the image header under ``images_root`` (the MIMIC-CXR root, CLI ``--images``): DICOM
+   ``Rows``/``Columns`` read with ``stop_before_pixels``, or the JPG header (MIMIC-CXR-JPG keeps
+   the DICOM resolution); only headers are read (~0.25 ms per DICOM, ~35 us per JPG);
+2. the ``Rows``/``Columns`` of ``mimic-cxr-2.0.0-metadata.csv[.gz]`` under ``images_root`` (the
+   same DICOM values, for images that are not on disk);
+3. the header of the case's first readable mask PNG (EGD-CXR masks are drawn at image size).
+
+A case with none of them is skipped at open time: it is left out of ``cases`` and a rejects row
+(``master_sheet.csv`` and its row, or the unreadable mask PNG) says ``image size unknown`` and names
+everything looked for (the mask PNGs, the image paths under ``images_root``, the metadata table).
+So ``cases.image_height_px`` / ``image_width_px`` are never null.
+
+Mask PNGs are checked (header only) by :meth:`EgdRelease.read_case`: a missing-signature, empty
+(0 bytes) or corrupt PNG is a rejects row naming the PNG, and the mask is left out of ``masks``.
+When a mask's size differs from the image header's (or metadata's), the image wins: a rejects row
+names the PNG and both sizes, the case is kept and the mask is resized (nearest) to the image when
+an anatomy recipe uses it. An :class:`OSError` with an ``errno`` (EACCES, EIO, ...) on an existing
+file is an I/O fault and propagates; it is never a reject.
 
 Calibration rows (``DICOM_ID`` not in master_sheet, a 39-character prefix of a real id) are
 dropped and counted: one rejects row per calibration id, with the row count in the reason, and
@@ -44,7 +61,7 @@ from gazeprep.datasets import mimic
 from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release
 from gazeprep.datasets.checks import time_problems
 from gazeprep.datasets.csvio import BadRow, Col, read_checked_csv, scan_checked_csv
-from gazeprep.datasets.images import image_size, resolve_image
+from gazeprep.datasets.images import image_candidates, image_size
 from gazeprep.datasets.registry import register_dataset
 from gazeprep.errors import GazeprepError, InputFormatError
 from gazeprep.paths import safe_component
@@ -97,7 +114,8 @@ MASK_FILES = {
     "mediastinum": ("mediastanum.png", "mediastinum.png"),
     "aortic_knob": ("aortic_knob.png",),
 }
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+#: where a case's image size came from (``release.stats["size_from_<source>"]`` counts them)
+SIZE_SOURCES = ("image", "metadata", "masks")
 
 
 def is_calibration_id(dicom_id: str, known: set[str]) -> bool:
@@ -110,12 +128,14 @@ class EgdRelease(Release):
 
     dataset = DATASET
 
-    def __init__(self, root: Path, *, gaze_samples: bool = False, mimic_root: Path | None = None):
+    def __init__(self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None):
         super().__init__(root)
         self.gaze_samples = gaze_samples
         self.tables = ("fixations", "reports", "words", "boxes", "masks") + (("gaze_samples",) if gaze_samples else ())
-        self.mimic_root = Path(mimic_root) if mimic_root is not None else None
+        self.images_root = Path(images_root) if images_root is not None else None
         self._info: dict[str, dict] = {}
+        self._meta_path: Path | None = None  # the MIMIC metadata table, when images_root has one
+        self.stats.update({f"size_from_{k}": 0 for k in SIZE_SOURCES}, size_unknown=0)
         self._read_master()
         self._fix = self._read_gaze_file(self.root / "fixations.csv", required=True)
         self._gaze = self._read_gaze_file(self.root / "eye_gaze.csv", required=False) if gaze_samples else {}
@@ -161,8 +181,15 @@ class EgdRelease(Release):
             if problem:
                 self.rejects.append(self.reject(did or None, rel, row, f"{problem}; {CASE_SKIPPED}"))
                 continue
-            h, w = self._image_size(did, tail, sizes)
-            self._info[did] = {"pads": pads, "h": h, "w": w}
+            size, source, missing, bad_png = self._image_size(did, tail, sizes)
+            if size is None:
+                self.stats["size_unknown"] += 1
+                where, at = (bad_png, None) if bad_png is not None else (rel, row)
+                self.rejects.append(self.reject(did, where, at, f"image size unknown: {'; '.join(missing)}; {CASE_SKIPPED}"))
+                continue
+            self.stats[f"size_from_{source.split()[0]}"] += 1
+            h, w = size
+            self._info[did] = {"pads": pads, "h": h, "w": w, "size_source": source}
             rows.append(
                 {
                     "dataset": DATASET, "case_id": did, "image_id": did, "subject_id": int(rec["patient_id"]),
@@ -185,48 +212,92 @@ class EgdRelease(Release):
                 labels.append({"dataset": DATASET, "case_id": did, "source": SOURCE, "source_label": c, "value": value})
         self.cases = schema.conform(pl.DataFrame(rows, schema={k: schema.CASES[k] for k in rows[0]}) if rows else schema.empty("cases"), "cases")
         self.case_labels = schema.conform(pl.DataFrame(labels, schema={k: schema.CASE_LABELS[k] for k in ("dataset", "case_id", "source", "source_label", "value")}), "case_labels") if labels else schema.empty("case_labels")
-        if self.mimic_root is not None:
-            extra = mimic.labels_for_cases(self.mimic_root, DATASET, self.cases, self.rejects)
+        if self.images_root is not None:
+            extra = mimic.labels_for_cases(self.images_root, DATASET, self.cases, self.rejects)
             self.case_labels = pl.concat([self.case_labels, extra], how="vertical")
 
     def _mimic_sizes(self) -> dict[str, tuple[int, int]]:
-        if self.mimic_root is None:
+        """dicom_id -> (Rows, Columns) of the MIMIC metadata table under ``images_root``.
+
+        A MIMIC-CXR (DICOM) root has no such table: then nothing is returned and nothing is
+        reported here (a case whose size stays unknown names the table in its reject). A table
+        that exists but is malformed is a rejects row.
+        """
+        if self.images_root is None:
             return {}
         try:
-            meta = mimic.read_metadata(self.mimic_root)
+            self._meta_path = mimic.find_table(self.images_root, "metadata")
+            meta = mimic.read_metadata(self.images_root)
         except InputFormatError as exc:
-            self.rejects.append(self.reject(None, exc.path, exc.row, f"{exc.reason}; image sizes taken from the images"))
+            if self._meta_path is not None:
+                self.rejects.append(self.reject(None, exc.path, exc.row, f"{exc.reason}; image sizes taken from the images"))
             return {}
         return {d: (int(r), int(c)) for d, r, c in meta.select("dicom_id", "Rows", "Columns").iter_rows()}
 
     def _mimic_splits(self) -> dict[str, str]:
-        if self.mimic_root is None:
+        if self.images_root is None:
             return {}
         try:
-            sp = mimic.read_split(self.mimic_root)
+            sp = mimic.read_split(self.images_root)
         except InputFormatError as exc:
             self.rejects.append(self.reject(None, exc.path, exc.row, f"{exc.reason}; split left empty"))
             return {}
         return dict(sp.select("dicom_id", "split").iter_rows())
 
-    def _image_size(self, did: str, image_path: str, sizes: dict[str, tuple[int, int]]) -> tuple[int | None, int | None]:
-        if did in sizes:
-            return sizes[did]
-        if self.mimic_root is not None:
-            try:
-                p = resolve_image(self.mimic_root, image_path)
-                return image_size(p)
-            except GazeprepError:
-                pass
-        folder = self.root / TRANSCRIPTS / did
+    def _image_size(
+        self, did: str, image_path: str, meta_sizes: dict[str, tuple[int, int]]
+    ) -> tuple[tuple[int, int] | None, str, list[str], Path | None]:
+        """(size, source, missing, bad_png) of one case (order: module docstring).
+
+        ``size`` = (height, width) px or None; ``source`` = ``"image <file>"``, ``"metadata <file>"``
+        or ``"masks <file>"``; when ``size`` is None, ``missing`` says what was looked for and why
+        it gave no size, and ``bad_png`` is the first unreadable mask PNG (None if there was none).
+        Only headers are read. An I/O fault (OSError with errno) propagates.
+        """
+        missing: list[str] = []
+        root = self.images_root
+        if root is None:
+            missing.append("no MIMIC-CXR root given (--images MIMIC_ROOT reads it from the image's DICOM or JPG header)")
+        else:
+            cands = image_candidates(root, image_path)
+            found = next((c for c in cands if c.is_file()), None)
+            if found is not None:
+                try:
+                    return image_size(found), f"image {found}", [], None
+                except InputFormatError as exc:
+                    missing.append(f"unreadable image header: {exc}")
+            else:
+                first = cands[0].with_suffix("")
+                missing.append(
+                    f"no image under {root}: looked for {first}.dcm and {first}.jpg "
+                    "(also under physionet.org/files/mimic-cxr[-jpg]/2.0.0/)"
+                )
+            if did in meta_sizes:
+                return meta_sizes[did], f"metadata {self._meta_path}", [], None
+            if self._meta_path is not None:
+                missing.append(f"no row for this dicom_id in {self._meta_path}")
+            else:
+                missing.append(f"no mimic-cxr-{mimic.VERSION}-metadata.csv[.gz] in {root}")
+        folder = self.root / TRANSCRIPTS / safe_component(did)
+        bad: list[str] = []
+        bad_png: Path | None = None
         for names in MASK_FILES.values():
             for n in names:
-                if (folder / n).is_file():
-                    try:
-                        return image_size(folder / n)
-                    except InputFormatError:
-                        continue
-        return None, None
+                p = folder / n
+                if not p.is_file():
+                    continue
+                try:
+                    return image_size(p, require_format="PNG"), f"masks {self.rel(p)}", [], None
+                except InputFormatError as exc:
+                    bad.append(f"{self.rel(p)} ({exc.reason})")
+                    bad_png = bad_png or p
+                break  # the other spelling of the same structure is not tried after a bad file
+        if bad:
+            missing.append(f"unreadable mask PNG(s): {', '.join(bad)}")
+        else:
+            looked = ", ".join(" or ".join(names) for names in MASK_FILES.values())
+            missing.append(f"no mask PNG in {self.rel(folder)}/ (looked for {looked})")
+        return None, "", missing, bad_png
 
     def _read_gaze_file(self, path: Path, *, required: bool) -> dict[str, pl.DataFrame]:
         """Read fixations.csv / eye_gaze.csv once; split by DICOM_ID; drop calibration and unknown ids."""
@@ -279,7 +350,7 @@ class EgdRelease(Release):
                 .collect()
             )
             return {int(r): d for r, d in raw.iter_rows() if d}
-        except Exception:
+        except (pl.exceptions.PolarsError, ValueError):  # ids are a courtesy: a file polars cannot parse gives none
             return {}
 
     def _read_boxes(self, path: Path) -> dict[str, pl.DataFrame]:
@@ -298,7 +369,8 @@ class EgdRelease(Release):
         df = df.filter((pl.col("x1") <= pl.col("x2")) & (pl.col("y1") <= pl.col("y2")))
         unknown = df.filter(~pl.col("dicom_id").is_in(list(self._info)))
         for did, n, first in unknown.group_by("dicom_id", maintain_order=True).agg(pl.len(), pl.col("source_row").min()).iter_rows():
-            self.rejects.append(self.reject(did, rel, first, f"dicom_id not in master_sheet.csv: {n} box rows dropped"))
+            why = "the master_sheet.csv row of this dicom_id was rejected" if did in self._all_master_ids else "dicom_id not in master_sheet.csv"
+            self.rejects.append(self.reject(did, rel, first, f"{why}: {n} box rows dropped"))
         df = df.filter(pl.col("dicom_id").is_in(list(self._info)))
         out = df.select(
             pl.lit(DATASET).alias("dataset"),
@@ -335,7 +407,7 @@ class EgdRelease(Release):
             tables["boxes"] = schema.conform(self._boxes[case_id], "boxes")
         folder = self.root / TRANSCRIPTS / safe_component(case_id)
         self._transcript(case_id, folder / "transcript.json", tables, rejects)
-        tables["masks"] = self._masks(case_id, folder, rejects)
+        tables["masks"] = self._masks(case_id, folder, info, rejects)
         return CaseData(case_id, tables, rejects)
 
     def _map_positions(
@@ -357,33 +429,26 @@ class EgdRelease(Release):
         for r, fx, fy in df.filter(far).select("source_row", "FPOGX", "FPOGY").iter_rows():
             rejects.append(self.reject(case_id, path, r, f"FPOGX/FPOGY ({fx:g}, {fy:g}) far outside the screen (corrupt value); {ROW_DROPPED}"))
         df = df.filter(~far)
-        if h is not None and w is not None:
-            we, he = w + (w % 2), h + (h % 2)
-            eye_x = pl.col("FPOGX") * SCREEN_W
-            eye_y = pl.col("FPOGY") * SCREEN_H
-            x = we / (SCREEN_W - left - right) * (eye_x - left)
-            y = he / (SCREEN_H - top - bottom) * (eye_y - top)
-            df = df.with_columns(x.alias("__x"), y.alias("__y"))
-            inside_screen = (eye_x > left) & (eye_x < SCREEN_W - right) & (eye_y > top) & (eye_y < SCREEN_H - bottom)
-            mism = df.filter(
-                inside_screen
-                & (((pl.col("__x").floor() - pl.col("X_ORIGINAL")).abs() > 1) | ((pl.col("__y").floor() - pl.col("Y_ORIGINAL")).abs() > 1))
-            )
-            if mism.height:
-                rejects.append(
-                    self.reject(
-                        case_id, path, int(mism["source_row"][0]),
-                        f"X_ORIGINAL/Y_ORIGINAL disagree with the padding mapping of the {w}x{h} image in {mism.height} "
-                        "rows (first shown); wrong image size or pads? positions from FPOGX/FPOGY kept",
-                    )
-                )  # fmt: skip
-            in_image = (pl.col("__x") >= 0) & (pl.col("__x") < w) & (pl.col("__y") >= 0) & (pl.col("__y") < h)
-        else:
+        we, he = w + (w % 2), h + (h % 2)
+        eye_x = pl.col("FPOGX") * SCREEN_W
+        eye_y = pl.col("FPOGY") * SCREEN_H
+        x = we / (SCREEN_W - left - right) * (eye_x - left)
+        y = he / (SCREEN_H - top - bottom) * (eye_y - top)
+        df = df.with_columns(x.alias("__x"), y.alias("__y"))
+        inside_screen = (eye_x > left) & (eye_x < SCREEN_W - right) & (eye_y > top) & (eye_y < SCREEN_H - bottom)
+        mism = df.filter(
+            inside_screen
+            & (((pl.col("__x").floor() - pl.col("X_ORIGINAL")).abs() > 1) | ((pl.col("__y").floor() - pl.col("Y_ORIGINAL")).abs() > 1))
+        )
+        if mism.height:
             rejects.append(
-                self.reject(case_id, None, None, "image size unknown (no MIMIC metadata, DICOM or mask PNG): positions taken from X_ORIGINAL/Y_ORIGINAL (integers)")
-            )
-            df = df.with_columns(pl.col("X_ORIGINAL").alias("__x"), pl.col("Y_ORIGINAL").alias("__y"))
-            in_image = (pl.col("__x") >= 0) & (pl.col("__y") >= 0)
+                self.reject(
+                    case_id, path, int(mism["source_row"][0]),
+                    f"X_ORIGINAL/Y_ORIGINAL disagree with the padding mapping of the {w}x{h} image in {mism.height} "
+                    "rows (first shown); wrong image size or pads? positions from FPOGX/FPOGY kept",
+                )
+            )  # fmt: skip
+        in_image = (pl.col("__x") >= 0) & (pl.col("__x") < w) & (pl.col("__y") >= 0) & (pl.col("__y") < h)
         base = [pl.lit(DATASET).alias("dataset"), pl.lit(case_id).alias("case_id")]
         if fixations:
             out = df.select(
@@ -393,10 +458,10 @@ class EgdRelease(Release):
                 (pl.col("FPOGS") + pl.col("FPOGD")).alias("t_end_s"),
                 pl.col("__x").alias("x_px"),
                 pl.col("__y").alias("y_px"),
-                pl.lit(0.0).alias("shown_xmin_px") if w else pl.lit(None, pl.Float64).alias("shown_xmin_px"),
-                pl.lit(0.0).alias("shown_ymin_px") if h else pl.lit(None, pl.Float64).alias("shown_ymin_px"),
-                pl.lit(float(w) if w else None, pl.Float64).alias("shown_xmax_px"),
-                pl.lit(float(h) if h else None, pl.Float64).alias("shown_ymax_px"),
+                pl.lit(0.0).alias("shown_xmin_px"),
+                pl.lit(0.0).alias("shown_ymin_px"),
+                pl.lit(float(w)).alias("shown_xmax_px"),
+                pl.lit(float(h)).alias("shown_ymax_px"),
                 in_image.alias("in_image"),
                 pl.col("source_row"),
             )
@@ -440,23 +505,33 @@ class EgdRelease(Release):
             "words",
         )
 
-    def _masks(self, case_id: str, folder: Path, rejects: list[dict]) -> pl.DataFrame:
+    def _masks(self, case_id: str, folder: Path, info: dict, rejects: list[dict]) -> pl.DataFrame:
+        """``masks`` rows of the case's PNGs; headers checked (signature, size), pixels not decoded.
+
+        A bad PNG (empty, not a PNG, corrupt header) is a rejects row naming it and the mask is
+        left out. A PNG whose size differs from the case's image size is kept with a rejects row
+        naming both sizes (the image size wins; see the module docstring).
+        """
         rows = []
+        h, w = info["h"], info["w"]
         for structure, names in MASK_FILES.items():
             for n in names:
                 p = folder / n
                 if not p.is_file():
                     continue
                 try:
-                    with p.open("rb") as fh:
-                        sig = fh.read(8)
-                except OSError as exc:
-                    sig, err = b"", str(exc)
-                else:
-                    err = "not a PNG file (bad signature)"
-                if sig != _PNG_SIG:
-                    rejects.append(self.reject(case_id, p, None, f"{err}; mask left out"))
-                    continue
+                    mh, mw = image_size(p, require_format="PNG")
+                except InputFormatError as exc:
+                    rejects.append(self.reject(case_id, p, None, f"{exc.reason}; mask left out"))
+                    break
+                if (mh, mw) != (h, w):
+                    rejects.append(
+                        self.reject(
+                            case_id, p, None,
+                            f"mask PNG is {mw}x{mh} px but the image is {w}x{h} px (from the {info['size_source']}): "
+                            "image size kept, the mask is resized to it when used",
+                        )
+                    )  # fmt: skip
                 rows.append({"dataset": DATASET, "case_id": case_id, "structure": structure, "source": "egd_png", "path": self.rel(p)})
                 break
         return pl.DataFrame(rows, schema=schema.MASKS) if rows else schema.empty("masks")
@@ -474,14 +549,17 @@ def parse_transcript(path: Path) -> tuple[str, list[dict], list[BadRow]]:
     Raises
     ------
     InputFormatError
-        Missing/unreadable file, malformed JSON (with its line), wrong structure, empty text.
+        Missing file, malformed JSON (with its line), wrong structure, empty text.
+    OSError
+        An I/O fault reading the existing file (EACCES, EIO, ...): not a data problem, propagated.
     """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise InputFormatError(path, "file missing") from None
-    except OSError as exc:
-        raise InputFormatError(path, f"cannot read file ({exc})") from None
+    except IsADirectoryError:
+        raise InputFormatError(path, "is a folder, not a file") from None
+    # any other OSError (EACCES, EIO, ...) is an I/O fault and propagates
     try:
         doc = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -530,16 +608,17 @@ class EgdAdapter(DatasetAdapter):
     description = "EGD-CXR (PhysioNet egd-cxr 1.0.0): fixations mapped to image pixels, transcripts, boxes, masks"
 
     def open(
-        self, root: Path, *, gaze_samples: bool = False, mimic_root: Path | None = None, **kwargs: Any
+        self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None, **kwargs: Any
     ) -> EgdRelease:
         """Open an EGD-CXR release folder.
 
-        ``mimic_root`` (optional): MIMIC-CXR(-JPG) folder; gives image sizes (metadata or DICOM
-        headers), the split, and ``mimic_chexpert``/``mimic_negbio`` case labels.
+        ``images_root`` (optional; old name ``mimic_root``): the MIMIC-CXR(-JPG) root. Gives the
+        image sizes (DICOM/JPG headers, else its metadata table), the split, and
+        ``mimic_chexpert``/``mimic_negbio`` case labels. Without it, sizes come from the mask PNGs
+        and cases without masks are skipped (rejects rows name what is missing).
         """
-        if kwargs:
-            raise GazeprepError(f"dataset {DATASET!r} does not take the option(s) {sorted(kwargs)}")
-        return EgdRelease(self.check_root(root), gaze_samples=gaze_samples, mimic_root=mimic_root)
+        images = self.images_option(images_root, kwargs)
+        return EgdRelease(self.check_root(root), gaze_samples=gaze_samples, images_root=images)
 
 
 __all__ = ["EgdAdapter", "EgdRelease", "is_calibration_id", "parse_transcript"]

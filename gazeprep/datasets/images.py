@@ -17,6 +17,7 @@ import numpy as np
 from gazeprep.errors import GazeprepError, InputFormatError
 from gazeprep.paths import safe_component
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PREFIXES = ("", "physionet.org/files/mimic-cxr/2.0.0", "physionet.org/files/mimic-cxr-jpg/2.0.0")
 _EXTS = (".dcm", ".jpg")
 
@@ -94,24 +95,139 @@ def resolve_image(images_root: str | Path, image_path: str) -> Path:
     raise GazeprepError(f"image {image_path!r} not found under {root} (tried .dcm and .jpg under files/ and physionet.org/...)")
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) in pixels from the file header (DICOM Rows/Columns, or the PNG/JPG size)."""
+def is_io_fault(exc: OSError) -> bool:
+    """True for an operating-system I/O failure (EACCES, EIO, ENOSPC, a vanished file, ...).
+
+    Such errors carry an ``errno``; decoders (PIL, gzip) raise plain ``OSError`` without one for
+    bad bytes (``cannot identify image file``, ``image file is truncated``). I/O faults are never
+    turned into per-case rejects: callers re-raise them so that the build stops.
+    """
+    return exc.errno is not None
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """Exception types PIL and pydicom raise on malformed bytes (OSError is handled separately)."""
+    import struct
+    import zlib
+
+    from PIL import Image
+    from pydicom.errors import InvalidDicomError
+
+    return (
+        ValueError, TypeError, AttributeError, KeyError, IndexError, EOFError, SyntaxError, NotImplementedError,
+        RuntimeError, OverflowError, MemoryError, struct.error, zlib.error, InvalidDicomError, Image.DecompressionBombError,
+    )  # fmt: skip
+
+
+def _empty_file_problem(path: Path) -> str | None:
+    """``"empty file (0 bytes)"`` for a 0-byte file (a clearer message than the decoder's)."""
+    return "empty file (0 bytes)" if path.stat().st_size == 0 else None
+
+
+def image_size(path: str | Path, *, require_format: str | None = None) -> tuple[int, int]:
+    """(height, width) in pixels from the file header only; the pixel data is never decoded.
+
+    DICOM (``.dcm``): the ``Rows`` / ``Columns`` elements, read with pydicom's
+    ``stop_before_pixels`` (about 0.25 ms per file on the bundled sample). Any other extension
+    (JPG, PNG): PIL's lazy ``Image.open``, which parses the header only (about 35 us per JPG).
+    ``require_format`` (a PIL format name such as ``"PNG"``): the file must hold that format.
+
+    Raises
+    ------
+    InputFormatError
+        The file is missing, empty, not a readable image header, or has no positive size; the
+        message names the file.
+    OSError
+        An I/O fault while reading an existing file (EACCES, EIO, ...): propagated, not a reject.
+    """
     path = Path(path)
     try:
-        if path.suffix.lower() == ".dcm":
-            import pydicom
-
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            return int(ds.Rows), int(ds.Columns)
-        from PIL import Image
-
-        with Image.open(path) as im:
-            w, h = im.size
-        return int(h), int(w)
+        problem = _empty_file_problem(path)
     except FileNotFoundError:
         raise InputFormatError(path, "file not found") from None
-    except Exception as exc:  # pydicom / PIL raise many types on corrupt headers
+    if problem:
+        raise InputFormatError(path, f"{problem}, no image header")
+    if require_format == "PNG":
+        with path.open("rb") as fh:
+            if fh.read(8) != _PNG_SIGNATURE:
+                raise InputFormatError(path, "not a PNG file (bad signature)")
+    try:
+        if path.suffix.lower() == ".dcm":
+            import warnings
+
+            import pydicom
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom warns on sloppy headers
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+            rows, cols = ds.get("Rows"), ds.get("Columns")
+            if rows is None or cols is None:
+                raise InputFormatError(path, "DICOM header has no Rows/Columns")
+            h, w = int(rows), int(cols)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                w, h = im.size
+                fmt = im.format
+            if require_format is not None and fmt != require_format:
+                raise InputFormatError(path, f"not a {require_format} file ({fmt or 'unknown'} data)")
+    except InputFormatError:
+        raise
+    except OSError as exc:
+        if is_io_fault(exc):
+            raise
+        raise InputFormatError(path, f"cannot read image header ({exc})") from None
+    except _decode_errors() as exc:
         raise InputFormatError(path, f"cannot read image header ({type(exc).__name__}: {exc})") from None
+    if h <= 0 or w <= 0:
+        raise InputFormatError(path, f"image header gives a size of {w}x{h} (width x height) pixels")
+    return int(h), int(w)
+
+
+def read_mask_png(path: str | Path) -> np.ndarray:
+    """A mask PNG as bool (H, W): any channel value > 0 is inside (FORMATS.md 2.1).
+
+    Raises
+    ------
+    InputFormatError
+        Missing, empty (0 bytes), not a PNG, or corrupt (truncated, bad chunk CRC): the message
+        names the PNG. The caller records it as a reject.
+    OSError
+        An I/O fault while reading an existing file (EACCES, EIO, ...): propagated, not a reject.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        problem = _empty_file_problem(path)
+    except FileNotFoundError:
+        raise InputFormatError(path, "mask PNG not found") from None
+    if problem:
+        raise InputFormatError(path, f"{problem}, not a mask PNG")
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise InputFormatError(path, f"not a PNG file ({im.format or 'unknown'} data)")
+            arr = np.asarray(im)
+    except InputFormatError:
+        raise
+    except OSError as exc:
+        if is_io_fault(exc):
+            raise
+        raise InputFormatError(path, f"cannot read mask PNG ({_short(exc, path)})") from None
+    except _decode_errors() as exc:
+        raise InputFormatError(path, f"cannot read mask PNG ({type(exc).__name__}: {_short(exc, path)})") from None
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(-1) if arr.shape[-1] >= 3 else arr[..., 0]
+    if arr.ndim != 2:
+        raise InputFormatError(path, f"expected a 2-D mask image, got shape {arr.shape}")
+    return arr > 0
+
+
+def _short(exc: BaseException, path: Path) -> str:
+    """A decoder message without the repeated file name (PIL writes it into its own message)."""
+    return str(exc).replace(f" {str(path)!r}", "").replace(str(path), "the file")
 
 
 def _window(x: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -174,6 +290,8 @@ def load_image(path: str | Path) -> np.ndarray:
     ------
     InputFormatError
         The file is missing or cannot be decoded (the message names it).
+    OSError
+        An I/O fault while reading an existing file (EACCES, EIO, ...): propagated, not a reject.
     """
     path = Path(path)
     if not path.is_file():
@@ -192,5 +310,9 @@ def load_image(path: str | Path) -> np.ndarray:
         return a / np.float32(255.0)
     except InputFormatError:
         raise
-    except Exception as exc:  # decoder errors come in many types
-        raise InputFormatError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        if is_io_fault(exc):
+            raise  # EACCES, EIO, ...: an I/O fault, not a bad image
+        raise InputFormatError(path, f"cannot decode image ({_short(exc, path)})") from None
+    except _decode_errors() as exc:
+        raise InputFormatError(path, f"cannot decode image ({type(exc).__name__}: {_short(exc, path)})") from None

@@ -85,23 +85,23 @@ def test_calibration_rows_dropped_and_counted(egd):
 
 
 def test_unknown_dicom_id_rows_dropped(egd):
-    root, _, ids = egd
+    root, mroot, ids = egd
     write_fixations(root, [*EGD_REAL_ROWS, egd_row(3, "ffffffff-ffffffff-ffffffff-ffffffff-ffffffff", 0.5, 0.5, 0.5, 0.1, 0.4, 1, 1)])
-    rel = open_(root)
+    rel = open_(root, mroot)
     (r,) = [r for r in rel.rejects if r["file"] == "fixations.csv"]
     assert r["row"] == 4 and "DICOM_ID not in master_sheet.csv: 1 fixation rows dropped" in r["reason"]
 
 
 def test_master_sheet_quirks(egd, tmp_path):
-    root, _, ids = egd
-    rel = open_(root)
+    root, mroot, ids = egd
+    rel = open_(root, mroot)
     # multi-line quoted indication and quoted dx text do not split rows
     assert rel.cases.height == 2
     c = rel.cases.filter(pl.col("case_id") == ids["real"]).row(0, named=True)
     assert (c["pad_top_px"], c["pad_bottom_px"], c["pad_left_px"], c["pad_right_px"]) == (0, 0, 534, 534)
     assert c["subject_id"] == 15628804 and c["study_id"] == 58573295
     assert c["image_path"] == f"files/p15/p15628804/s58573295/{ids['real']}.dcm"
-    assert c["image_height_px"] is None  # no MIMIC root and no masks for this case
+    assert (c["image_height_px"], c["image_width_px"]) == (3056, 2544)  # MIMIC metadata (no image file, no masks)
     land = rel.cases.filter(pl.col("case_id") == ids["landscape"]).row(0, named=True)
     assert (land["image_height_px"], land["image_width_px"]) == (30, 40)  # from the mask PNGs
     lab = {(r["case_id"], r["source_label"]): r["value"] for r in rel.case_labels.iter_rows(named=True)}
@@ -110,14 +110,24 @@ def test_master_sheet_quirks(egd, tmp_path):
     # old pad column names are accepted
     p = root / "master_sheet.csv"
     p.write_bytes(p.read_bytes().replace(b"image_top_pad,image_bottom_pad,image_left_pad,image_right_pad", b"image_top,image_bottom,image_left,image_right", 1))
-    assert open_(root).cases["pad_left_px"].to_list() == [534, 448]
+    assert open_(root, mroot).cases["pad_left_px"].to_list() == [534, 448]
 
 
-def test_unknown_image_size_falls_back_to_x_original(egd):
+def test_unknown_image_size_skips_case(egd):
+    """No MIMIC root and no mask PNG: the size is unknown, so the case is left out of ``cases``
+    (never a null size) and its reject names what was looked for."""
     root, _, ids = egd
-    cd = open_(root).read_case(ids["real"])
-    assert cd.tables["fixations"]["x_px"].to_list() == [float(v) for v in REAL_X]
-    assert any("image size unknown" in r["reason"] for r in cd.rejects)
+    rel = open_(root)
+    assert rel.cases["case_id"].to_list() == [ids["landscape"]]
+    assert rel.cases["image_height_px"].null_count() == 0
+    (r,) = [r for r in rel.rejects if r["case_id"] == ids["real"] and r["file"] == "master_sheet.csv"]
+    assert r["row"] == 1 and r["reason"].startswith("image size unknown: no MIMIC-CXR root given (--images MIMIC_ROOT")
+    assert f"no mask PNG in audio_segmentation_transcripts/{ids['real']}/" in r["reason"]
+    assert "left_lung.png, right_lung.png, mediastanum.png or mediastinum.png, aortic_knob.png" in r["reason"]
+    assert r["reason"].endswith("case skipped")
+    assert rel.stats["size_unknown"] == 1 and rel.stats["size_from_masks"] == 1
+    gone = [r for r in rel.rejects if r["case_id"] == ids["real"] and r["file"] == "fixations.csv"]
+    assert "master_sheet.csv row of this DICOM_ID was rejected: 3 fixation rows dropped" in gone[0]["reason"]
 
 
 def test_x_original_disagreement_is_reported(tmp_path):
@@ -247,9 +257,9 @@ def test_bad_fixation_rows(egd, row, needle):
 
 
 def test_truncated_fixations_csv(egd):
-    root, _, ids = egd
+    root, mroot, ids = egd
     write_fixations(root, [*EGD_REAL_ROWS, egd_row(2, ids["landscape"], 0.6, 0.5, 0.5, 0.2, 0.4, 20, 15)[:60]])
-    rel = open_(root)
+    rel = open_(root, mroot)
     (r,) = [r for r in rel.rejects if r["file"] == "fixations.csv"]
     assert r["row"] == 4 and r["case_id"] == ids["landscape"]
     cd = rel.read_case(ids["landscape"])
@@ -272,14 +282,14 @@ def test_whole_release_files(egd, tmp_path):
 
 
 def test_bad_master_row_skips_that_case(egd):
-    root, _, ids = egd
+    root, mroot, ids = egd
     lines = [
         EGD_MASTER_HEADER,
         master_row(ids["real"], 15628804, 58573295, (0, 0, 534, 534), "x"),
         master_row(ids["landscape"], 19462352, 51900589, (86, 86, 448, 448), "y").replace(",86,86,448,", ",86,eighty,448,", 1),
     ]
     (root / "master_sheet.csv").write_text("\n".join(lines) + "\n")
-    rel = open_(root)
+    rel = open_(root, mroot)
     assert rel.cases["case_id"].to_list() == [ids["real"]]
     r = [r for r in rel.rejects if r["file"] == "master_sheet.csv"][0]
     assert r["row"] == 2 and "column 'image_bottom_pad': not a number: 'eighty'" in r["reason"]
@@ -288,14 +298,14 @@ def test_bad_master_row_skips_that_case(egd):
 
 
 def test_bad_boxes(egd):
-    root, _, ids = egd
+    root, mroot, ids = egd
     (root / "bounding_boxes.csv").write_text(
         "dicom_id,bbox_name,x1,x2,y1,y2\n"
         f"{ids['real']},trachea,10.0,5.0,1.0,9.0\n"
         f"{ids['real']},left lung,1.0,5.0,1.0,\n"
         f"{ids['real']},right lung,1.0,5.0,1.0,9.0\n"
     )
-    rel = open_(root)
+    rel = open_(root, mroot)
     rows = {r["row"]: r["reason"] for r in rel.rejects if r["file"] == "bounding_boxes.csv"}
     assert "x1 > x2" in rows[1] and "column 'y2': empty value" in rows[2]
     assert rel.read_case(ids["real"]).tables["boxes"]["box_name"].to_list() == ["right lung"]
@@ -335,13 +345,13 @@ def test_relative_root_gives_root_relative_reject_paths(egd, monkeypatch):
 
 
 def test_bad_master_label_drops_only_that_label(egd):
-    root, _, ids = egd
+    root, mroot, ids = egd
     p = root / "master_sheet.csv"
     # the real row's Normal,CHF,pneumonia = 0,1,0 -> CHF = 7
     p.write_bytes(p.read_bytes().replace(b",,,0,0,1,0,0,1,", b",,,0,0,7,0,0,1,", 1))
-    rel = open_(root)
+    rel = open_(root, mroot)
     (r,) = [r for r in rel.rejects if r["file"] == "master_sheet.csv"]
     assert r["case_id"] == ids["real"] and r["row"] == 1 and "column 'CHF': '7' is not one of [0, 1]; label left out" in r["reason"]
     assert ids["real"] in rel.cases["case_id"].to_list()
-    lab = rel.case_labels.filter(pl.col("case_id") == ids["real"])["source_label"].to_list()
+    lab = rel.case_labels.filter((pl.col("case_id") == ids["real"]) & (pl.col("source") == "egd_master"))["source_label"].to_list()
     assert "CHF" not in lab and "Normal" in lab and len(lab) == 28
