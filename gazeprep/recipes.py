@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
 from pydantic import (
@@ -204,9 +204,36 @@ class RenderSpec(_Strict):
     * ``empty_window``: a window without any weight is ``skip``ped (a ``rejects`` row) or rendered as
       ``zeros``; never a division by zero.
     * ``position_rounding``: ``round`` snaps to the nearest pixel instead.
-    * ``truncate_sigmas``: minimum kernel half-width in sigmas; the renderer widens it with the number
-      of fixations so that all cut tails together stay below 1e-7 of the largest single-fixation peak
-      (well inside the contract's 1e-6 of the peak).
+    * ``truncate_sigmas``: with ``kernel: density``, the minimum kernel half-width in sigmas; the
+      renderer widens it with the number of fixations so that all cut tails together stay below 1e-7
+      of the largest single-fixation peak (well inside the contract's 1e-6 of the peak). With
+      ``kernel: discrete``, the exact half-width: ``int(truncate_sigmas * sigma + 0.5)`` original
+      pixels, scipy.ndimage's rule (EGD-CXR: 4).
+
+    Rules that reproduce a paper's code (defaults keep the rendering contract of DESIGN.md):
+
+    * ``kernel``: ``density`` is the contract's normalised Gaussian density; ``discrete`` is the kernel
+      of ``scipy.ndimage.gaussian_filter`` and ``cv2.GaussianBlur``: ``exp(-d^2 / (2 sigma^2))``
+      sampled at the integer pixel offsets ``|d| <= radius`` and divided by its sum over them.
+    * ``kernel_size``: an odd full width in original pixels (OpenCV's ``ksize``; radius
+      ``(kernel_size - 1) / 2``), instead of ``truncate_sigmas``; ``kernel: discrete`` only.
+    * ``border``: what happens to kernel mass beyond the image border: ``drop`` (the contract),
+      ``reflect`` (scipy's ``mode='reflect'``, mirrored about the pixel edge: ``d c b a | a b c d |
+      d c b a``) or ``reflect101`` (OpenCV's ``BORDER_REFLECT_101``, mirrored about the edge pixel:
+      ``d c b | a b c d | c b a``); reflected mass is folded back exactly, repeatedly when the kernel
+      is wider than the image. Not with ``clip_to_shown_rect``.
+    * ``pad_to_even``: EGD-CXR's canvas: an odd image height (width) gets one more row (column) at the
+      bottom (right) before counting, blurring (the border is the padded edge) and normalising (over
+      the padded array); a native-size map is cropped back to the image afterwards.
+    * ``point_filter``: which points are counted. ``contract`` follows ``drop_outside_image``;
+      ``egd-cxr`` is ``process_eye_gaze_table``'s test (on the padded canvas, a point counts when
+      ``0 < x < W`` and ``int(y) > 0``); ``mt-unet`` is ``get_gaze_dot``'s (``0 <= int(x) < W``,
+      ``0 <= int(y) < H`` on the release's integer positions, where gaze off the image's screen area
+      became ``int(-W' / screen_width_px)``, i.e. pixel (0, 0) on an image smaller than its screen
+      area; needs the case's screen layout).
+    * ``int8_count_wrap``: MT-UNet stores its per-pixel sample counts as int8, so 128 or more samples
+      on one pixel wrap negative. Off by default (counts are exact; a ``rejects`` row warns when a
+      map would have differed); on reproduces the wrap.
     """
 
     source: Literal["fixations", "gaze_samples"] = "fixations"
@@ -220,6 +247,12 @@ class RenderSpec(_Strict):
     aggregate: Literal["max", "sum"] = "max"  # over the windows of one target
     empty_window: Literal["skip", "zeros"] = "skip"
     truncate_sigmas: float = Field(6.0, ge=3.0, le=40.0)
+    kernel: Literal["density", "discrete"] = "density"
+    kernel_size: Optional[StrictInt] = Field(None, ge=3, le=20001)
+    border: Literal["drop", "reflect", "reflect101"] = "drop"
+    pad_to_even: bool = False
+    point_filter: Literal["contract", "egd-cxr", "mt-unet"] = "contract"
+    int8_count_wrap: bool = False
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -228,6 +261,15 @@ class RenderSpec(_Strict):
                 raise ValueError("gaze samples are point events: weight must be 'count'")
             if self.clip_to_shown_rect:
                 raise ValueError("gaze samples carry no shown rectangle: clip_to_shown_rect must be false")
+        if self.kernel_size is not None:
+            if self.kernel != "discrete":
+                raise ValueError("kernel_size is OpenCV's sampled kernel: it needs kernel: discrete")
+            if self.kernel_size % 2 == 0:
+                raise ValueError("kernel_size must be odd (OpenCV's ksize)")
+        if self.border != "drop" and self.clip_to_shown_rect:
+            raise ValueError("border reflect/reflect101 cannot be combined with clip_to_shown_rect")
+        if self.int8_count_wrap and (self.weight != "count" or self.position_rounding == "none"):
+            raise ValueError("int8_count_wrap applies to per-pixel counts: weight count with position_rounding")
         return self
 
 

@@ -37,8 +37,10 @@ float64, no truncation, a Python loop over fixations) used by the tests and the 
 from __future__ import annotations
 
 import contextlib
+import warnings
+from collections.abc import Mapping
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -53,10 +55,12 @@ _TAIL_TOL = 1e-7  # truncation budget relative to the largest single-fixation pe
 
 __all__ = [
     "GaussianProfiles",
+    "KernelRule",
     "PROFILE_BUDGET",
     "RenderedMap",
     "blas_threads",
     "keep_freed_memory",
+    "mirror_copies",
     "naive_render",
     "normalize_map",
     "render_case",
@@ -191,6 +195,166 @@ def _profiles_1d(centre: np.ndarray, sigma: np.ndarray, lo: np.ndarray, hi: np.n
     return d, start, stop
 
 
+@dataclass(frozen=True)
+class KernelRule:
+    """The kernel and border rule of a render (see :class:`gazeprep.recipes.RenderSpec`).
+
+    Attributes
+    ----------
+    kernel:
+        ``density`` (the contract: the normalised Gaussian density, cut where all tails together are
+        below 1e-7 of the peak) or ``discrete`` (scipy.ndimage / OpenCV: ``exp(-d^2 / (2 sigma^2))``
+        at the integer offsets ``|d| <= radius``, divided by its sum over them).
+    border:
+        ``drop``, ``reflect`` (mirror about the pixel edges ``-0.5`` and ``N - 0.5``, scipy) or
+        ``reflect101`` (mirror about the edge pixels ``0`` and ``N - 1``, OpenCV).
+    truncate_sigmas:
+        ``density``: minimum half-width in sigmas; ``discrete``: radius ``int(truncate_sigmas *
+        sigma + 0.5)`` original pixels (scipy's rule).
+    kernel_size:
+        ``discrete`` only: OpenCV's odd ``ksize``; radius ``(kernel_size - 1) // 2``.
+    """
+
+    kernel: str = "density"
+    border: str = "drop"
+    truncate_sigmas: float = 6.0
+    kernel_size: int | None = None
+
+    @classmethod
+    def from_spec(cls, spec) -> "KernelRule":
+        """The rule a :class:`gazeprep.recipes.RenderSpec` describes."""
+        return cls(spec.kernel, spec.border, float(spec.truncate_sigmas), spec.kernel_size)
+
+    @property
+    def is_contract(self) -> bool:
+        """True for the contract's rule (dropped border mass, continuous density)."""
+        return self.kernel == "density" and self.border == "drop"
+
+    def radius_px(self, sigma_px: np.ndarray, n_points: int) -> np.ndarray:
+        """Kernel half-width in original pixels per point (float array)."""
+        sigma_px = np.asarray(sigma_px, dtype=np.float64)
+        if self.kernel == "discrete":
+            if self.kernel_size is not None:
+                return np.full(sigma_px.shape, float((int(self.kernel_size) - 1) // 2))
+            return np.floor(self.truncate_sigmas * sigma_px + 0.5)  # scipy: int(truncate * sd + 0.5)
+        return truncation_radius(n_points, self.truncate_sigmas) * sigma_px
+
+    def norm(self, sigma_px: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
+        """Factor of ``exp(-d^2 / (2 sigma^2))`` per point: ``1 / (sqrt(2 pi) sigma)`` for the density,
+        ``1 / sum_{|d| <= radius} exp(-d^2 / (2 sigma^2))`` (sum over integer ``d``) for the discrete
+        kernel."""
+        sigma_px = np.asarray(sigma_px, dtype=np.float64)
+        if self.kernel != "discrete":
+            return 1.0 / (_SQRT_2PI * sigma_px)
+        out = np.empty(sigma_px.shape, dtype=np.float64)
+        pairs = np.stack([sigma_px, radius_px], axis=1) if sigma_px.size else np.zeros((0, 2))
+        uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
+        inv = inv.ravel()
+        for u, (sd, r) in enumerate(uniq):
+            d = np.arange(-int(r), int(r) + 1, dtype=np.float64)
+            out[inv == u] = 1.0 / np.exp(-0.5 / (sd * sd) * d * d).sum()
+        return out
+
+
+def mirror_copies(pos: np.ndarray, radius: np.ndarray, extent: int, border: str) -> tuple[np.ndarray, np.ndarray]:
+    """Where the reflected copies of each point lie, along one axis.
+
+    A point at ``p`` (original pixels) on an axis of ``extent`` pixels ``[0, extent)`` has, under
+    ``reflect`` (mirrors at ``-0.5`` and ``extent - 0.5``, period ``P = 2 extent``), the images
+    ``p + P t`` and ``-1 - p + P t``; under ``reflect101`` (mirrors at ``0`` and ``extent - 1``,
+    ``P = 2 (extent - 1)``) the images ``p + P t`` and ``-p + P t``, each position once (at an edge
+    pixel both families coincide). Folding the mass beyond the border back into the image is the same
+    as adding the kernels of all images that reach the image (``|image - pixel| <= radius``), however
+    many reflections that takes. ``drop`` has the point itself only. A one-pixel axis under
+    ``reflect101`` (OpenCV reads its only pixel for every tap) behaves as ``reflect``.
+
+    Returns ``(owner, position)``: the point index (sorted, ascending) and the image position of
+    every copy, original pixels.
+    """
+    pos = np.asarray(pos, dtype=np.float64).ravel()
+    k = pos.shape[0]
+    if border == "drop" or k == 0:
+        return np.arange(k), pos.copy()
+    if border == "reflect" or extent == 1:
+        period, mirror = 2.0 * extent, -1.0
+    elif border == "reflect101":
+        period, mirror = 2.0 * (extent - 1), 0.0
+    else:
+        raise ValueError(f"unknown border {border!r}")
+    radius = np.broadcast_to(np.asarray(radius, dtype=np.float64), (k,))
+    reach_lo, reach_hi = -0.5 - radius, extent - 0.5 + radius
+    owners, images = [], []
+    for fam, base in enumerate((pos, mirror - pos)):
+        tmin = np.ceil((reach_lo - base) / period)
+        tmax = np.floor((reach_hi - base) / period)
+        count = np.maximum(tmax - tmin + 1, 0).astype(np.int64)
+        if fam == 1 and border == "reflect101" and extent > 1:
+            # an edge-pixel point is its own mirror image: its second family repeats the first
+            r = np.mod(2.0 * pos, period)
+            count[(np.minimum(r, period - r) < 1e-9)] = 0
+        own = np.repeat(np.arange(k), count)
+        first = np.cumsum(count) - count
+        t = tmin[own] + (np.arange(own.shape[0]) - first[own])
+        owners.append(own)
+        images.append(base[own] + period * t)
+    owner = np.concatenate(owners)
+    image = np.concatenate(images)
+    order = np.argsort(owner, kind="stable")
+    return owner[order], image[order]
+
+
+def _rule_profiles_1d(pos, sigma, lo, hi, n: int, scale: float, offset: float, extent: int, rule: KernelRule,
+                      n_points: int):
+    """Per-point 1-D profiles on a grid axis under a :class:`KernelRule` (border folding, kernels).
+
+    ``pos``, ``sigma`` in original pixels (k,); grid position ``g = scale * u + offset``; ``[lo, hi)``
+    the allowed grid pixels per point (the image, clipped); ``extent`` the image size along the axis
+    (original pixels, where the border reflects). Each copy of :func:`mirror_copies` adds
+    ``norm * exp(-d^2 / (2 sigma^2)) / scale`` at the grid pixels within its radius (``d`` in original
+    pixels; ``1 / scale`` makes it a density per grid pixel, as the contract's profiles).
+    Returns (profiles float32 (k, n), start (k,), stop (k,)).
+    """
+    k = pos.shape[0]
+    radius = rule.radius_px(sigma, n_points)
+    norm = rule.norm(sigma, radius) / scale
+    owner, image = mirror_copies(pos, radius, extent, rule.border)
+    cg = scale * image + offset
+    sg = sigma[owner] * scale
+    half = radius[owner] * scale
+    # discrete kernels stop exactly at |d| = radius (integer offsets; EDGE_EPS absorbs rounding)
+    start = np.maximum(lo[owner], np.ceil(cg - half - EDGE_EPS)).astype(np.int64)
+    stop = np.minimum(hi[owner], np.floor(cg + half + EDGE_EPS) + 1).astype(np.int64)
+    start = np.clip(start, 0, n)
+    stop = np.clip(stop, start, n)
+    c_int = np.floor(cg)
+    c_frac = (cg - c_int).astype(np.float32)
+    d = np.arange(n, dtype=np.float32)[None, :] - c_int.astype(np.float32)[:, None]
+    d -= c_frac[:, None]
+    d *= (1.0 / sg).astype(np.float32)[:, None]
+    d *= d
+    d *= np.float32(-0.5)
+    np.exp(d, out=d)
+    d *= norm[owner].astype(np.float32)[:, None]
+    pix = np.arange(n)
+    d[(pix[None, :] < start[:, None]) | (pix[None, :] >= stop[:, None])] = 0.0
+    if owner.shape[0] == k and np.array_equal(owner, np.arange(k)):
+        return d, start, stop
+    prof = np.zeros((k, n), dtype=np.float32)
+    p_start = np.full(k, n, dtype=np.int64)
+    p_stop = np.full(k, n, dtype=np.int64)
+    if owner.shape[0]:
+        firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        who = owner[firsts]
+        prof[who] = np.add.reduceat(d, firsts, axis=0)
+        empty = stop <= start  # copies that miss the grid do not widen the support
+        s_eff = np.where(empty, n, start)
+        e_eff = np.where(empty, 0, stop)
+        p_start[who] = np.minimum.reduceat(s_eff, firsts)
+        p_stop[who] = np.maximum.reduceat(e_eff, firsts)
+    p_stop = np.maximum(p_stop, p_start)
+    return prof, p_start, p_stop
+
+
 class GaussianProfiles:
     """Per-point 1-D profiles on one grid; :meth:`render` sums any weighting of them.
 
@@ -207,9 +371,14 @@ class GaussianProfiles:
         (``[xmin, xmax)`` columns, as 004's rounded shown rectangle); a row of NaN means no clip.
     truncate_sigmas:
         Minimum truncation half-width in sigmas (see :func:`truncation_radius`).
+    rule:
+        A :class:`KernelRule` (border folding, discrete kernels); ``None`` or the contract's rule
+        keeps the contract's arithmetic bit for bit (``truncate_sigmas`` applies). The border
+        reflects at the image edges ``grid.image_width_px`` / ``grid.image_height_px``.
     """
 
-    def __init__(self, grid: OutputGrid, x_px, y_px, sx_px, sy_px, clip_rects=None, *, truncate_sigmas: float = 6.0):
+    def __init__(self, grid: OutputGrid, x_px, y_px, sx_px, sy_px, clip_rects=None, *, truncate_sigmas: float = 6.0,
+                 rule: KernelRule | None = None):
         self.grid = grid
         x_px = np.asarray(x_px, dtype=np.float64).ravel()
         y_px = np.asarray(y_px, dtype=np.float64).ravel()
@@ -240,19 +409,29 @@ class GaussianProfiles:
                 col_hi[has] = np.minimum(col_hi[has], ce)
                 row_lo[has] = np.maximum(row_lo[has], rs)
                 row_hi[has] = np.minimum(row_hi[has], re_)
-        self.radius = truncation_radius(n, truncate_sigmas)
-        self.gx, self.col_start, self.col_stop = _profiles_1d(xg, sxg, col_lo, col_hi, grid.width, self.radius)
-        self.gy, self.row_start, self.row_stop = _profiles_1d(yg, syg, row_lo, row_hi, grid.height, self.radius)
+        if rule is None or rule.is_contract:
+            self.radius = truncation_radius(n, truncate_sigmas)
+            self.gx, self.col_start, self.col_stop = _profiles_1d(xg, sxg, col_lo, col_hi, grid.width, self.radius)
+            self.gy, self.row_start, self.row_stop = _profiles_1d(yg, syg, row_lo, row_hi, grid.height, self.radius)
+        else:
+            self.radius = truncation_radius(n, rule.truncate_sigmas) if rule.kernel == "density" else None
+            self.gx, self.col_start, self.col_stop = _rule_profiles_1d(
+                x_px, np.asarray(sx_px, dtype=np.float64), col_lo, col_hi, grid.width, grid.scale_x, grid.offset_x,
+                grid.image_width_px, rule, n)
+            self.gy, self.row_start, self.row_stop = _rule_profiles_1d(
+                y_px, np.asarray(sy_px, dtype=np.float64), row_lo, row_hi, grid.height, grid.scale_y, grid.offset_y,
+                grid.image_height_px, rule, n)
 
     def render(self, weights) -> np.ndarray:
-        """``sum_i weights[i] * outer(gy[i], gx[i])`` as float32 (height, width); weights <= 0 are skipped."""
+        """``sum_i weights[i] * outer(gy[i], gx[i])`` as float32 (height, width); zero weights are skipped
+        (weights are >= 0 except for MT-UNet's wrapped int8 counts)."""
         H, W = self.grid.height, self.grid.width
         if self.n == 0:
             return np.zeros((H, W), dtype=np.float32)
         w = np.asarray(weights, dtype=np.float64).ravel()
         if w.shape[0] != self.n:
             raise ValueError(f"expected {self.n} weights, got {w.shape[0]}")
-        sel = np.flatnonzero((w > 0) & (self.row_stop > self.row_start) & (self.col_stop > self.col_start))
+        sel = np.flatnonzero((w != 0) & (self.row_stop > self.row_start) & (self.col_stop > self.col_start))
         if sel.size == 0:
             return np.zeros((H, W), dtype=np.float32)
         # every output element is written exactly once (no zero-fill pass: the maps are memory-bound)
@@ -286,11 +465,14 @@ class _ChunkedProfiles:
     points it needs, ``chunk`` at a time."""
 
     def __init__(self, grid: OutputGrid, x_px, y_px, sx_px, sy_px, clip_rects, *, truncate_sigmas: float,
-                 chunk: int):
+                 chunk: int, rule: KernelRule | None = None):
         self.grid, self.n, self.chunk = grid, len(x_px), max(1, int(chunk))
         self.x, self.y, self.sx, self.sy, self.clip = x_px, y_px, sx_px, sy_px, clip_rects
         # the tail budget is for all points together, not per chunk
-        self.truncate = truncation_radius(self.n, truncate_sigmas)
+        self.truncate = truncation_radius(self.n, truncate_sigmas if rule is None else rule.truncate_sigmas)
+        self.rule = rule
+        if rule is not None and rule.kernel == "density":
+            self.rule = replace(rule, truncate_sigmas=self.truncate)
 
     def render(self, weights) -> np.ndarray:
         w = np.asarray(weights, dtype=np.float64).ravel()
@@ -299,7 +481,8 @@ class _ChunkedProfiles:
         for s0 in range(0, sel.size, self.chunk):
             m = sel[s0:s0 + self.chunk]
             prof = GaussianProfiles(self.grid, self.x[m], self.y[m], self.sx[m], self.sy[m],
-                                    None if self.clip is None else self.clip[m], truncate_sigmas=self.truncate)
+                                    None if self.clip is None else self.clip[m], truncate_sigmas=self.truncate,
+                                    rule=self.rule)
             out += prof.render(w[m])
         return out
 
@@ -308,23 +491,23 @@ class _ChunkedProfiles:
 PROFILE_BUDGET = 64 * 1024 * 1024
 
 
-def _profiles_for(grid: OutputGrid, x, y, sx, sy, clip, truncate_sigmas: float):
+def _profiles_for(grid: OutputGrid, x, y, sx, sy, clip, truncate_sigmas: float, rule: KernelRule | None = None):
     n = len(x)
     per_point = grid.height + grid.width
     if n * per_point <= PROFILE_BUDGET:
-        return GaussianProfiles(grid, x, y, sx, sy, clip, truncate_sigmas=truncate_sigmas)
+        return GaussianProfiles(grid, x, y, sx, sy, clip, truncate_sigmas=truncate_sigmas, rule=rule)
     return _ChunkedProfiles(grid, x, y, sx, sy, clip, truncate_sigmas=truncate_sigmas,
-                            chunk=PROFILE_BUDGET // (4 * per_point))
+                            chunk=PROFILE_BUDGET // (4 * per_point), rule=rule)
 
 
 def render_points(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects=None, *,
-                  truncate_sigmas: float = 6.0) -> np.ndarray:
+                  truncate_sigmas: float = 6.0, rule: KernelRule | None = None) -> np.ndarray:
     """Render weighted Gaussians on ``grid`` (unnormalised), float32 (height, width).
 
     Same arguments as :class:`GaussianProfiles` plus ``weights`` (n,). Positions and sigmas are in
     original-image pixels.
     """
-    prof = GaussianProfiles(grid, x_px, y_px, sx_px, sy_px, clip_rects, truncate_sigmas=truncate_sigmas)
+    prof = GaussianProfiles(grid, x_px, y_px, sx_px, sy_px, clip_rects, truncate_sigmas=truncate_sigmas, rule=rule)
     return prof.render(weights)
 
 
@@ -432,6 +615,7 @@ def render_case(
     image_width_px: int,
     masks: dict[str, np.ndarray] | None = None,
     blas_threads_limit: int | None = 1,
+    case: Mapping | None = None,
 ) -> tuple[dict[str, RenderedMap], list[dict]]:
     """Render every target of one case.
 
@@ -455,6 +639,10 @@ def render_case(
     blas_threads_limit:
         BLAS threads while rendering (default 1: right for a process pool; ``None`` leaves the
         setting alone). See :func:`blas_threads`.
+    case:
+        The case's row of the ``cases`` table (a mapping). Only ``point_filter: mt-unet`` reads it:
+        the EGD-CXR screen layout (``pad_*_px``) decides where MT-UNet's code put gaze that was off the
+        image's screen area.
 
     Returns
     -------
@@ -466,12 +654,42 @@ def render_case(
     """
     keep_freed_memory()
     with blas_threads(blas_threads_limit):
-        return _render_case(fixations, windows, recipe, int(image_height_px), int(image_width_px), masks)
+        return _render_case(fixations, windows, recipe, int(image_height_px), int(image_width_px), masks, case)
 
 
-def _render_case(fixations, windows, recipe, H, W, masks):
+def _mtunet_off_area_pixel(case: Mapping | None, H: int, W: int) -> tuple[bool, tuple[int, int] | None]:
+    """``(layout_known, pixel)``: where MT-UNet's ``get_gaze_dot`` puts gaze that was off the image's
+    screen area (``None``: it drops it).
+
+    EGD-CXR's release wrote ``X_ORIGINAL = int(W' / screen_w * -1)`` for such gaze (``W'`` the width
+    padded to even, ``screen_w = 1920 - left - right`` the image's width on screen; the same for y
+    with 1080), and ``get_gaze_dot`` keeps ``0 <= X < W``: an image smaller than its screen area in
+    both axes gets all its off-area gaze at pixel (0, 0)."""
+    if case is None:
+        return False, None
+    from gazeprep.datasets.egd import SCREEN_H, SCREEN_W
+
+    try:
+        top, bottom = int(case["pad_top_px"]), int(case["pad_bottom_px"])
+        left, right = int(case["pad_left_px"]), int(case["pad_right_px"])
+    except (KeyError, TypeError, ValueError):
+        return False, None
+    sw, sh = SCREEN_W - left - right, SCREEN_H - top - bottom
+    if sw <= 0 or sh <= 0:
+        return False, None
+    px = int((W + W % 2) / sw * -1)  # int() truncates towards zero, as the release's code
+    py = int((H + H % 2) / sh * -1)
+    return True, ((px, py) if (0 <= px < W and 0 <= py < H) else None)
+
+
+def _render_case(fixations, windows, recipe, H, W, masks, case=None):
     spec = recipe.render
-    grid = OutputGrid.from_spec(recipe.output, H, W)
+    rule = KernelRule.from_spec(spec)
+    # EGD-CXR's canvas: odd sizes padded by one zero row/column at the bottom/right (its l.258-261)
+    Hc, Wc = (H + H % 2, W + W % 2) if spec.pad_to_even else (H, W)
+    grid = OutputGrid.from_spec(recipe.output, Hc, Wc)
+    crop = spec.pad_to_even and recipe.output.size == "native" and (Hc, Wc) != (H, W)
+    out_grid = OutputGrid.native(H, W) if crop else grid
     dataset = _first_str(fixations, "dataset") or _first_str(windows, "dataset") or recipe.dataset
     case_id = _first_str(fixations, "case_id") or _first_str(windows, "case_id")
     rejects: list[dict] = []
@@ -492,12 +710,37 @@ def _render_case(fixations, windows, recipe, H, W, masks):
     x, y = _col(fixations, "x_px"), _col(fixations, "y_px")
     n_all = fixations.height
     valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(t0) & np.isfinite(t1)
+    # the codes' point tests read the unrounded positions (gazeprep's EGD positions are the release's
+    # mapping before int(), on the width/height padded to even)
+    He, We = H + H % 2, W + W % 2
+    on_area = (x > 0) & (x < We) & (y > 0) & (y < He)  # EGD-CXR: strictly inside the shown image area
+    if spec.point_filter == "egd-cxr":
+        # process_eye_gaze_table: off-area gaze becomes int(-H'/h) <= 0 and `if y_original_in_pixels > 0`
+        # drops it, and the image's first row with it; x may land in the padded column
+        valid &= on_area & (np.floor(y) >= 1)
+        if not spec.pad_to_even:
+            valid &= (x < W) & (y < H)
+    elif spec.point_filter == "mt-unet":
+        # get_gaze_dot: 0 <= int(X_ORIGINAL) < W, 0 <= int(Y_ORIGINAL) < H on the release's integers
+        moved = valid & ~on_area
+        n_valid = int(valid.sum())
+        valid &= on_area & (np.floor(x) < W) & (np.floor(y) < H)
+        if moved.any():
+            known, off_px = _mtunet_off_area_pixel(case, H, W)
+            if off_px is not None:
+                x, y = x.copy(), y.copy()
+                x[moved], y[moved] = float(off_px[0]), float(off_px[1])
+                valid |= moved
+            elif not known:
+                _reject(f"{int(moved.sum())} of {n_valid} samples are off the image's screen area and the screen "
+                        "layout is unknown; dropped (MT-UNet's code counts them at pixel (0, 0) when the image is "
+                        "smaller than its screen area)")
     if spec.position_rounding == "floor":
         x, y = np.floor(x), np.floor(y)
     elif spec.position_rounding == "round":
         x, y = np.rint(x), np.rint(y)
-    if spec.drop_outside_image:
-        valid &= (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    if spec.drop_outside_image and spec.point_filter == "contract":
+        valid &= (x >= 0) & (x < Wc) & (y >= 0) & (y < Hc)
 
     if spec.sigma.unit == "deg":
         sx = _col(fixations, "px_per_deg_x") * spec.sigma.value
@@ -530,8 +773,12 @@ def _render_case(fixations, windows, recipe, H, W, masks):
         inverse = np.zeros(0, dtype=np.int64)
         rep = idx
     profiles = _profiles_for(grid, x[rep], y[rep], sx[rep], sy[rep], None if clip is None else clip[rep],
-                             spec.truncate_sigmas)
+                             spec.truncate_sigmas, None if rule.is_contract else rule)
     n_unique = rep.shape[0]
+    # MT-UNet's count image is int8: per-pixel counts of 128 or more wrap negative
+    int8_counts = spec.weight == "count" and spec.position_rounding != "none" and (
+        spec.int8_count_wrap or spec.point_filter == "mt-unet")
+    wrapped_pixels = 0
 
     duration = np.maximum(t1 - t0, 0.0)
     inside_mask_cache: dict[str, np.ndarray] = {}
@@ -588,7 +835,12 @@ def _render_case(fixations, windows, recipe, H, W, masks):
             else:  # window_overlap
                 w = np.where(sel, np.maximum(np.minimum(t1, we) - np.maximum(t0, ws), 0.0), 0.0)
             w_unique = np.bincount(inverse, weights=w[idx], minlength=n_unique) if n_unique else np.zeros(0)
-            raw = profiles.render(w_unique) if w_unique.sum() > 0 else None
+            if int8_counts:
+                over = w_unique >= 128
+                wrapped_pixels = max(wrapped_pixels, int(over.sum()))
+                if spec.int8_count_wrap and over.any():
+                    w_unique = np.mod(w_unique + 128.0, 256.0) - 128.0  # numpy's int8 cast of the counts
+            raw = profiles.render(w_unique) if np.any(w_unique != 0) else None
             if raw is not None:
                 peak = float(raw.max())
                 if not peak > 0:
@@ -637,12 +889,23 @@ def _render_case(fixations, windows, recipe, H, W, masks):
                 _reject(f"target {target!r}: map is zero or constant, cannot normalise ({spec.normalize}); no map")
                 continue
             normed = np.zeros(grid.shape, dtype=np.float32)
+        if crop:  # normalised over EGD-CXR's padded canvas, returned at the image's size
+            normed = normed[:H, :W]
         maps[target] = RenderedMap(
             array=np.ascontiguousarray(normed, dtype=np.float32),
             n_fixations=int(np.count_nonzero((weights > 0).any(axis=0))),
             total_weight=float(weights.sum()),
             target=target,
             n_windows=len(items),
-            grid=grid,
+            grid=out_grid,
         )
+    if wrapped_pixels:
+        if spec.int8_count_wrap:
+            msg = (f"{wrapped_pixels} pixels hold 128 or more samples; their counts wrapped negative as in MT-UNet's "
+                   "int8 count image (render.int8_count_wrap: true)")
+        else:
+            msg = (f"{wrapped_pixels} pixels hold 128 or more samples; MT-UNet's int8 count image would wrap them "
+                   "negative and change the map; counted exactly (render.int8_count_wrap: false)")
+        _reject(msg)
+        warnings.warn(f"case {case_id}: {msg}", RuntimeWarning, stacklevel=3)
     return maps, rejects
