@@ -31,6 +31,11 @@ Pairing and references (what each metric kind compares the prediction with):
 * ``fixations`` metrics (NSS, AUC-Judd): the binary map of the ground-truth export's fixations that
   overlap the target's windows (``t_end > w_start and t_start <= w_end``), rounded to grid pixels.
 
+Bad values: a map holding NaN or +-inf (in either export) stops the evaluation with one
+:class:`~gazeprep.errors.GazeprepError` naming the export, the case, the target and which side
+(prediction or ground truth) - no metric is defined on it, and averaging finite numbers computed from
+it would hide the fault.
+
 IoU threshold (004): with ``iou_threshold="validated"`` (default) the threshold is chosen per label
 on the ``validate`` split (best mean IoU over ``THRESHOLDS_004``) and applied to the ``test`` split;
 when the data have no such split it is chosen on all pairs and the summary says so in its
@@ -143,6 +148,12 @@ class _OneTargetForAll:
         self.tables = {**{k: _table(export, k) for k in ("cases", "fixations", "windows", "ellipses", "boxes", "masks")
                           if _table(export, k) is not None}, "heatmaps": heat}
         self.manifest = getattr(export, "manifest", None)
+        self.path = getattr(export, "path", None)
+
+    @property
+    def source_target(self) -> str:
+        """The stored target whose map stands for every target."""
+        return self._src
 
     def heatmap(self, case_id: str, target: str) -> np.ndarray:
         return self._ex.heatmap(case_id, self._src)
@@ -183,16 +194,49 @@ def _case_info(export: Any) -> dict[str, dict]:
     return {r["case_id"]: r for r in cases.select(cols).unique("case_id", keep="first").iter_rows(named=True)}
 
 
+def export_label(export: Any) -> str:
+    """How messages name an export: its folder, or ``(in memory)`` for one without a ``path``."""
+    path = getattr(export, "path", None)
+    return str(path) if path is not None else "(in memory)"
+
+
+def require_finite_map(a: np.ndarray, export: Any, side: str, case_id: str, target: str) -> np.ndarray:
+    """Return ``a`` if every value is finite, else raise one :class:`GazeprepError` line naming the
+    export (:func:`export_label`), ``side`` (``"prediction"`` / ``"ground truth"``), the case and the
+    stored target (with the compared target when a single map stands for every target)."""
+    bad = M.non_finite_counts(a)
+    if bad is None:
+        return a
+    stored = getattr(export, "source_target", None)
+    tgt = f"target {target!r}" if stored is None or stored == target else f"target {stored!r} (compared as {target!r})"
+    raise GazeprepError(
+        f"{side} export {export_label(export)}: case {case_id!r}, {tgt}: "
+        f"{M.describe_non_finite(*bad, int(np.asarray(a).size))}; no metric is defined on non-finite "
+        "values, fix or rebuild that map"
+    )
+
+
 def _recipe_output(export: Any):
+    """The output spec of the recipe in ``export``'s manifest, or ``None`` when it has no recipe.
+
+    A recipe that does not validate is an error naming the export (guessing its grid instead would
+    misplace every map)."""
+    from pydantic import ValidationError
+
+    from gazeprep.recipes import Recipe
+
     man = getattr(export, "manifest", None)
     if not isinstance(man, dict) or "recipe" not in man:
         return None
     try:
-        from gazeprep.recipes import Recipe
-
         return Recipe.model_validate(man["recipe"]).output
-    except Exception:  # an older/foreign manifest: fall back to the shape rule
-        return None
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ())) or "recipe"
+        raise GazeprepError(
+            f"{export_label(export)}: the recipe in its manifest is not valid for this gazeprep version "
+            f"({where}: {first.get('msg', exc)}); cannot place its maps on the image grid"
+        ) from None
 
 
 def grid_for(export: Any, case_id: str, shape: tuple[int, int], info: dict | None = None):
@@ -287,15 +331,14 @@ def fixation_map(
 
 
 @functools.lru_cache(maxsize=1)
-def _rules_closure() -> dict[str, tuple[str, ...]] | None:
-    """REFLACX source label -> canonical ids with their implications, from ``rules/labels.yaml``."""
-    try:
-        from gazeprep.paths import default_rules_dir
-        from gazeprep.text.rules import load_label_defs
+def _rules_closure() -> dict[str, tuple[str, ...]]:
+    """REFLACX source label -> canonical ids with their implications, from ``rules/labels.yaml``
+    (the shipped rules, or the folder ``GAZEPREP_RULES_DIR`` names); a missing or invalid rules
+    folder is the :class:`GazeprepError` of :mod:`gazeprep.paths` / :mod:`gazeprep.text.rules`."""
+    from gazeprep.paths import default_rules_dir
+    from gazeprep.text.rules import load_label_defs
 
-        defs = load_label_defs(default_rules_dir())
-    except Exception:  # rules not shipped with this installation: built-in 004 table only
-        return None
+    defs = load_label_defs(default_rules_dir())
     out: dict[str, tuple[str, ...]] = {}
     for sl, (ids, _kind) in defs.sources.get("reflacx_metadata", {}).items():
         closure: list[str] = []
@@ -313,7 +356,7 @@ def ellipse_labels_to_targets(source_labels: Sequence[str], targets: Sequence[st
     ``pleural_effusion`` -> ``pleural_abnormality``), or one of 004's translations
     (:data:`REFLACX_TO_004`, e.g. ``Pulmonary edema`` -> ``Edema``, ``Opacity``)."""
     by_norm = {norm_label(t): t for t in targets}
-    rules = _rules_closure() or {}
+    rules = _rules_closure()
     out: dict[str, list[str]] = {}
     for s in source_labels:
         hits: list[str] = []
@@ -491,6 +534,7 @@ def evaluate_exports(
         it = tqdm(it, total=paired.height, desc="evaluate", unit="map")
     for case_id, target in it:
         p = np.asarray(pred.heatmap(case_id, target), dtype=np.float64)
+        require_finite_map(p, pred, "prediction", case_id, target)
         info = ginfo.get(case_id) or pinfo.get(case_id) or {}
         row: dict[str, Any] = {"case_id": case_id, "target": target, "split": info.get("split")}
         if reference == "ellipses":
@@ -532,6 +576,7 @@ def evaluate_exports(
             p_use = p
         else:
             g = np.asarray(gt.heatmap(case_id, target), dtype=np.float64)
+            require_finite_map(g, gt, "ground truth", case_id, target)
             ref_map = g
             region = g > gt_threshold
             p_use = p
@@ -587,14 +632,11 @@ def evaluate_exports(
 
 
 def _default_labels() -> list[str]:
-    """Canonical label ids of ``rules/labels.yaml`` (empty when the rules are unavailable)."""
-    try:
-        from gazeprep.paths import default_rules_dir
-        from gazeprep.text.rules import load_label_defs
+    """Canonical label ids of ``rules/labels.yaml`` (errors as :func:`_rules_closure`)."""
+    from gazeprep.paths import default_rules_dir
+    from gazeprep.text.rules import load_label_defs
 
-        return list(load_label_defs(default_rules_dir()).names)
-    except Exception:
-        return []
+    return list(load_label_defs(default_rules_dir()).names)
 
 
 def _ellipse_frame(gt: ExportLike, targets: Sequence[str]) -> pl.DataFrame:

@@ -10,6 +10,11 @@ Conventions shared by every function here (each docstring repeats what applies):
   is available where a metric takes it.
 * Degenerate inputs (an empty mask, a constant map) return ``nan`` unless the source code of the
   paper defines a value (e.g. ricbl's IoU turns NaN into 0); the docstring says which.
+* **Non-finite values are refused**: a map holding NaN or +-inf raises :class:`NonFiniteMapError`
+  (a :class:`~gazeprep.errors.GazeprepError` and a :class:`ValueError`) naming which argument. No
+  metric is defined on such a map, and the normalisations below would otherwise hide it (``max`` of a
+  map with NaN is NaN, and a NaN maximum turns the whole map into zeros). Callers that know where a
+  map came from (:mod:`gazeprep.evaluate.evaluator`) check first and name the export, case and target.
 
 Sources: 000 = Pham et al. I-AI (UARK-AICV/IAI evaluator), 001 = Qiu (MT-UNet
 ``hzhu_metrics_saliency.py`` and chapter 3), 002 = GG-CAM eq. 12, 003 = Karargyris/EGD U-Net
@@ -41,13 +46,56 @@ ResizeMode = Literal["nearest", "bilinear"]
 # helpers
 
 
+class NonFiniteMapError(GazeprepError, ValueError):
+    """A map given to a metric holds NaN or +-inf values.
+
+    Attributes: ``what`` (which argument, e.g. ``"prediction"``), ``n_nan``, ``n_posinf``,
+    ``n_neginf`` (pixel counts) and ``size`` (pixels in the map)."""
+
+    def __init__(self, what: str, n_nan: int, n_posinf: int, n_neginf: int, size: int):
+        self.what, self.n_nan, self.n_posinf, self.n_neginf, self.size = what, n_nan, n_posinf, n_neginf, size
+        super().__init__(f"{what}: {describe_non_finite(n_nan, n_posinf, n_neginf, size)}")
+
+
+def describe_non_finite(n_nan: int, n_posinf: int, n_neginf: int, size: int) -> str:
+    """``"map holds 3 NaN and 1 +inf values (of 1024 pixels)"``: the counts that are not zero."""
+    parts = [f"{n} {name}" for n, name in ((n_nan, "NaN"), (n_posinf, "+inf"), (n_neginf, "-inf")) if n]
+    return f"map holds {' and '.join(parts)} value{'s' if n_nan + n_posinf + n_neginf > 1 else ''} (of {size} pixels)"
+
+
+def non_finite_counts(a: np.ndarray) -> tuple[int, int, int] | None:
+    """``None`` when every value of ``a`` is finite (one ``np.isfinite`` pass), else the counts
+    ``(n_nan, n_posinf, n_neginf)``. Boolean and integer arrays are always finite."""
+    a = np.asarray(a)
+    if a.dtype.kind in "biu" or bool(np.isfinite(a).all()):
+        return None
+    return int(np.isnan(a).sum()), int(np.isposinf(a).sum()), int(np.isneginf(a).sum())
+
+
+def check_finite(a: np.ndarray, what: str) -> np.ndarray:
+    """Return ``a`` unchanged if every value is finite, else raise :class:`NonFiniteMapError` naming
+    ``what`` and how many NaN / +inf / -inf values it holds."""
+    bad = non_finite_counts(a)
+    if bad is not None:
+        raise NonFiniteMapError(what, *bad, int(np.asarray(a).size))
+    return a
+
+
 def _as2d(a: np.ndarray, what: str) -> np.ndarray:
+    """``a`` as a 2-D array (a leading axis of length 1 is dropped), checked finite."""
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 2:
         raise GazeprepError(f"{what}: expected a 2-D map, got shape {a.shape}")
-    return a
+    return check_finite(a, what)
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """Trapezoid-rule area under ``y(x)`` (``np.trapezoid``, which only exists from NumPy 2.0 on)."""
+    y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
 
 
 def resize_nearest(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -89,8 +137,10 @@ def resize_bilinear(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def match_shape(pred: np.ndarray, ref_shape: tuple[int, ...], resize: ResizeMode = "nearest") -> np.ndarray:
-    """``pred`` resized to ``ref_shape[:2]`` (the documented resizing rule), as float64."""
-    pred = _as2d(pred, "pred")
+    """``pred`` resized to ``ref_shape[:2]`` (the documented resizing rule), as float64.
+
+    Raises :class:`NonFiniteMapError` when ``pred`` holds NaN or inf."""
+    pred = _as2d(pred, "prediction")
     if pred.shape != tuple(ref_shape[:2]):
         pred = resize_nearest(pred, ref_shape[:2]) if resize == "nearest" else resize_bilinear(pred, ref_shape[:2])
     return np.asarray(pred, dtype=np.float64)
@@ -102,6 +152,7 @@ def _sum_norm(a: np.ndarray) -> np.ndarray:
 
 
 def _max_norm(a: np.ndarray) -> np.ndarray:
+    # callers pass finite maps only (_prep checks): with a NaN the maximum would be NaN and the map 0
     m = a.max() if a.size else 0.0
     return a / m if m > 0 else np.zeros_like(a)
 
@@ -112,7 +163,8 @@ def _minmax(a: np.ndarray) -> np.ndarray:
 
 
 def _prep(pred, ref, resize: ResizeMode = "nearest") -> tuple[np.ndarray, np.ndarray]:
-    ref = np.asarray(_as2d(ref, "ref"), dtype=np.float64)
+    """``(pred, ref)`` as float64 2-D maps of the reference's shape, both checked finite."""
+    ref = np.asarray(_as2d(ref, "reference"), dtype=np.float64)
     return match_shape(pred, ref.shape, resize), ref
 
 
@@ -182,14 +234,18 @@ def iou_at_threshold(pred, gt_mask, *, threshold: float = 0.15, resize: ResizeMo
     pass a max-normalised map (004's heatmaps and decoder outputs are in [0, 1]).
     """
     p, g = _prep(pred, gt_mask, resize)
-    return float(iou_curve(p, g > 0.5, (threshold,))[0])
+    return float(_iou_curve(p, g > 0.5, (threshold,))[0])
 
 
 def iou_curve(pred, gt_mask, thresholds: Sequence[float] = THRESHOLDS_004, resize: ResizeMode = "nearest") -> np.ndarray:
     """IoU at every threshold (vectorised); shape ``(len(thresholds),)``. Same convention as
     :func:`iou_at_threshold`."""
     p, g = _prep(pred, gt_mask, resize)
-    g = g > 0.5
+    return _iou_curve(p, g > 0.5, thresholds)
+
+
+def _iou_curve(p: np.ndarray, g: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """:func:`iou_curve` on a prepared float map ``p`` and a boolean mask ``g`` of the same shape."""
     t = np.asarray(thresholds, dtype=np.float64)
     above, above_in = _count_above(p.ravel(), g.ravel(), t)
     union = above + int(g.sum()) - above_in
@@ -266,25 +322,39 @@ def confusion_2class(pred_bin, gt_bin, resize: ResizeMode = "nearest") -> np.nda
 
 
 def ious_from_confusion(cm: np.ndarray) -> dict[str, float]:
-    """Per-class and frequency-weighted IoU from ``cm[gt, pred]`` (detectron2 ``SemSegEvaluator``
-    style, used by I-AI): ``IoU_c = tp_c / (gt_c + pred_c - tp_c)`` (NaN when the class is absent
-    from both), ``fwIoU = sum_c IoU_c * gt_c / sum(gt)`` over the classes with a defined IoU,
-    ``mIoU`` = mean of the defined IoUs. Fractions in [0, 1] (the paper prints them x 100)."""
+    """Per-class, mean and frequency-weighted IoU from a 2-class confusion matrix ``cm[gt, pred]``.
+
+    The rule is detectron2's ``SemSegEvaluator.evaluate`` (``detectron2/evaluation/
+    sem_seg_evaluation.py``), which I-AI's evaluator copies (``iai/evaluator/
+    tiai_evaluator_l2_e2e_v2.py``, mask and heatmap sides alike)::
+
+        tp = diag(cm); pos_gt = reference pixels of class c; pos_pred = predicted pixels of class c
+        union = pos_gt + pos_pred - tp
+        iou_valid = (pos_gt > 0) & (union > 0)
+        IoU_c = tp_c / union_c           where iou_valid, else NaN
+        mIoU  = mean of IoU_c over the iou_valid classes
+        fwIoU = sum over iou_valid classes of IoU_c * pos_gt_c / sum(pos_gt)
+
+    So a class absent from the *reference* has no IoU (NaN), even when it was predicted: a ground
+    truth without foreground gives ``fgiou = nan`` and ``miou = bgiou`` (not ``(bgiou + 0) / 2``).
+    Its predicted pixels still lower the background IoU through ``union``. With an empty matrix every
+    value is NaN. Fractions in [0, 1] (the paper prints them x 100)."""
     cm = np.asarray(cm, dtype=np.float64)
+    if cm.shape != (2, 2):
+        raise GazeprepError(f"expected a 2 x 2 confusion matrix, got shape {cm.shape}")
     tp = np.diag(cm)
     pos_gt = cm.sum(axis=1)
     pos_pred = cm.sum(axis=0)
     union = pos_gt + pos_pred - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
-    valid = ~np.isnan(iou)
+    valid = (pos_gt > 0) & (union > 0)
+    iou = np.full(2, np.nan)
+    iou[valid] = tp[valid] / union[valid]
     total = pos_gt.sum()
-    freq = pos_gt / total if total > 0 else np.zeros(2)
     return {
         "bgiou": float(iou[0]),
         "fgiou": float(iou[1]),
-        "miou": float(np.nanmean(iou)) if valid.any() else float("nan"),
-        "fwiou": float((iou[valid] * freq[valid]).sum()) if valid.any() else float("nan"),
+        "miou": float(iou[valid].mean()) if valid.any() else float("nan"),
+        "fwiou": float((iou[valid] * pos_gt[valid] / total).sum()) if valid.any() else float("nan"),
     }
 
 
@@ -478,7 +548,7 @@ def auc_judd(
     i = np.arange(1, n_fix + 1)
     tp = np.concatenate([[0.0], i / n_fix, [1.0]])
     fp = np.concatenate([[0.0], (above - i) / (n_pix - n_fix), [1.0]])
-    return float(np.trapezoid(tp, fp))
+    return _trapezoid(tp, fp)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -527,7 +597,7 @@ def ehr_auc(
     t = np.arange(n_thresholds) / n_thresholds
     above, above_in = _count_above(p.ravel(), m, t)
     ehr = np.where(above > 0, above_in / np.maximum(above, 1), 0.0)
-    return float(np.trapezoid(ehr, t))
+    return _trapezoid(ehr, t)
 
 
 @register_metric("interpretability", kind="region", source="002 GG-CAM eq. 12")
@@ -538,7 +608,7 @@ def interpretable(pred, organ_mask, *, ties: Literal["first", "any"] = "first") 
     As in the paper, the *mask* is scaled to the CAM's resolution (nearest), not the CAM to the mask.
     ``ties="first"``: ``np.argmax`` (first maximum in row-major order); ``"any"``: any maximum inside.
     """
-    p = np.asarray(_as2d(pred, "pred"), dtype=np.float64)
+    p = np.asarray(_as2d(pred, "prediction"), dtype=np.float64)
     m = resize_nearest(np.asarray(_as2d(organ_mask, "mask")) > 0.5, p.shape)
     if ties == "any":
         return float(bool(m[p == p.max()].any()))
@@ -550,11 +620,13 @@ def interpretable(pred, organ_mask, *, ties: Literal["first", "any"] = "first") 
 
 
 def roc_auc(y_true, y_score) -> float:
-    """Image-level ROC AUC (``sklearn.metrics.roc_auc_score``); NaN when only one class is present."""
+    """Image-level ROC AUC (``sklearn.metrics.roc_auc_score``); NaN when only one class is present.
+
+    Scores holding NaN or inf raise :class:`NonFiniteMapError`."""
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y_true).astype(int).ravel()
-    s = np.asarray(y_score, dtype=np.float64).ravel()
+    s = check_finite(np.asarray(y_score, dtype=np.float64).ravel(), "scores")
     if y.size == 0 or np.unique(y).size < 2:
         return float("nan")
     return float(roc_auc_score(y, s))
@@ -612,7 +684,7 @@ def bootstrap_auc(
     """Image-level AUC with a seeded percentile-bootstrap CI (003/004): ``(auc, low, high)``.
 
     The point estimate is ``roc_auc_score``; resamples use the equivalent rank formula."""
-    y, s = np.asarray(y_true), np.asarray(y_score)
+    y, s = np.asarray(y_true), check_finite(np.asarray(y_score, dtype=np.float64), "scores")
     _, lo, hi = bootstrap_ci(_auc_ranks, y, s, n_boot=n_boot, ci=ci, seed=seed)
     return roc_auc(y, s), lo, hi
 

@@ -120,7 +120,7 @@ def test_cli_preview_png_and_html(exports, tmp_path, capsys):
     assert png.is_file()
     assert run(["preview", "--export", str(gt), "--html", "--out", str(tmp_path / "sheet"), "--size", "200"]) == 0
     assert (tmp_path / "sheet" / "index.html").read_text().count("<img") == 4
-    assert run(["preview", "--export", str(gt), "--out", str(tmp_path)]) == 1
+    assert run(["preview", "--export", str(gt), "--out", str(tmp_path)]) == 2  # usage error: no --case
     assert "--case" in capsys.readouterr().err
 
 
@@ -129,7 +129,7 @@ def test_cli_list_metrics(capsys):
     out = capsys.readouterr().out
     for name in ("kld", "nss", "auc_judd", "ehr_auc", "interpretability", "fwiou"):
         assert name in out
-    assert run(["evaluate", "--pred", "x"]) == 1
+    assert run(["evaluate", "--pred", "x"]) == 2  # usage error: missing --gt
 
 
 def test_cli_organ_mode_errors_and_map_parsing(exports, tmp_path, capsys):
@@ -139,10 +139,60 @@ def test_cli_organ_mode_errors_and_map_parsing(exports, tmp_path, capsys):
     gt, pred = exports
     assert run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path / "nope")]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path), "--organ-map", "x"]) == 1
+    assert run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path), "--organ-map", "x"]) == 2
     assert "target=structure" in capsys.readouterr().err
     # masks folder without masks for these images: every pair NaN, reported, no crash
     code = run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path),
                 "--organ-map", "pleural_abnormality=left_lung", "--n-boot", "20"])
     out = capsys.readouterr().out
     assert code == 0 and "without an organ mask" in out
+
+
+def _inject(export_dir, case_id: str, target: str, value: float) -> None:
+    """Write ``value`` into one pixel of a stored map (through zarr, as a faulty writer would) and
+    update the manifest's size and checksum of the rewritten chunk, so that only the value is wrong."""
+    import hashlib
+    import json
+
+    import zarr
+
+    ex = load_export(export_dir)
+    row = ex.index.filter((pl.col("case_id") == case_id) & (pl.col("target") == target)).row(0, named=True)
+    store = zarr.open_group(zarr.storage.LocalStore(export_dir / "heatmaps.zarr"), mode="r+")
+    arr = store[row["array"]]
+    m = np.asarray(arr[row["row"]])
+    m[3, 4] = value
+    arr[row["row"]] = m
+    man_path = export_dir / "manifest.json"
+    man = json.loads(man_path.read_text())
+    for rel, info in man["files"].items():
+        p = export_dir / rel
+        if rel.startswith("heatmaps.zarr/") and p.is_file():
+            info["bytes"] = p.stat().st_size
+            info["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
+    man_path.write_text(json.dumps(man))
+
+
+@pytest.mark.parametrize(("side", "value"), [("prediction", float("nan")), ("ground truth", float("inf"))])
+def test_cli_refuses_a_map_holding_nan_or_inf(exports, tmp_path, capsys, side, value):
+    import shutil
+
+    gt, pred = exports
+    gt2, pred2 = tmp_path / "gt", tmp_path / "pred"
+    shutil.copytree(gt, gt2)
+    shutil.copytree(pred, pred2)
+    bad = pred2 if side == "prediction" else gt2
+    _inject(bad, "t2", "pleural_abnormality", value)
+    assert not np.isfinite(load_export(bad).heatmap("t2", "pleural_abnormality")).all()
+    capsys.readouterr()
+    code = run(["evaluate", "--pred", str(pred2), "--gt", str(gt2), "--metrics", "cc,ssim,l1,iou,fgiou", "--n-boot", "20"])
+    cap = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" not in cap.out + cap.err
+    errors = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
+    token = "NaN" if np.isnan(value) else "+inf"
+    assert errors == [
+        f"error: {side} export {bad}: case 't2', target 'pleural_abnormality': map holds 1 {token} value "
+        f"(of {N * N} pixels); no metric is defined on non-finite values, fix or rebuild that map"
+    ]
+    assert "pairs;" not in cap.out  # no summary was printed
