@@ -7,12 +7,22 @@ stays fast and works without the [ml] extra.
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from gazeprep.errors import GazeprepError
+from gazeprep.commands import (
+    Device,
+    Executor,
+    hidden_alias,
+    images_option,
+    out_folder,
+    quiet_option,
+    require_ml,
+    usage_error,
+)
 from gazeprep.paths import sample_data_dir
 
 anatomy_app = typer.Typer(
@@ -21,38 +31,86 @@ anatomy_app = typer.Typer(
 )
 
 
+class AnatomyPreset(str, Enum):
+    """SAMed architectures (``gazeprep.anatomy.model.PRESETS``)."""
+
+    vit_b = "vit_b"
+    vit_l = "vit_l"
+    vit_h = "vit_h"
+    tiny = "tiny"
+
+
+class TrainDataset(str, Enum):
+    """Releases with anatomy masks to train on."""
+
+    egd_cxr = "egd-cxr"
+
+
+class PredictDataset(str, Enum):
+    """Releases whose images get masks."""
+
+    reflacx = "reflacx"
+    egd_cxr = "egd-cxr"
+
+
 def _default_root(dataset: str, root: Optional[Path]) -> Path:
     return root if root is not None else sample_data_dir() / dataset
 
 
+def _preset_of(preset: Optional[AnatomyPreset], config: Optional[str]) -> str:
+    """``--preset``, or the hidden old ``--config NAME`` (a preset name here, never a YAML file)."""
+    if config is None:
+        return (preset or AnatomyPreset.vit_b).value
+    names = [p.value for p in AnatomyPreset]
+    if config not in names:
+        raise usage_error(
+            f"{config!r} is not a preset ({', '.join(names)}); use --preset NAME (anatomy train takes no YAML config)",
+            "--config",
+        )
+    if preset is not None and preset.value != config:
+        raise usage_error("give --preset once (--config is its old spelling here)", "--config")
+    return config
+
+
 @anatomy_app.command("train")
 def train_cmd(
-    dataset: str = typer.Option("egd-cxr", "--dataset", help="Training masks: only egd-cxr ships them."),
+    dataset: TrainDataset = typer.Option(TrainDataset.egd_cxr, "--dataset", help="Training masks: only egd-cxr ships them."),
     root: Optional[Path] = typer.Option(None, "--root", help="EGD-CXR release folder (default: sample_data/egd-cxr)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
+    images: Optional[Path] = images_option("MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Official SAM .pth (1024 px) to start from; local file."),
-    config: str = typer.Option("vit_b", "--config", help="Architecture: vit_b (needs --checkpoint), vit_l, vit_h, or tiny (random init, CPU seconds)."),
-    out: Path = typer.Option(..., "--out", help="Model folder to write (config.json, samed.pt, metrics.json)."),
-    epochs: int = typer.Option(20, "--epochs", min=0, help="Passes over the training cases."),
+    preset: Optional[AnatomyPreset] = typer.Option(
+        None, "--preset",
+        help="Architecture: vit_b (the default), vit_l, vit_h (need --checkpoint), or tiny (random init, CPU seconds).",
+    ),
+    config: Optional[str] = hidden_alias("--config"),
+    out: Path = typer.Option(..., "--out", callback=out_folder, help="Model folder to write (config.json, samed.pt, metrics.json)."),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="Passes over the training cases."),
     batch_size: int = typer.Option(12, "--batch-size", min=1, help="Images per step (SAMed: 12 per GPU)."),
-    lr: float = typer.Option(0.005, "--lr", help="Base learning rate (AdamW)."),
+    lr: float = typer.Option(0.005, "--lr", min=0.0, help="Base learning rate (AdamW)."),
     warmup: int = typer.Option(250, "--warmup-iters", min=0, help="Linear warm-up iterations (shortened on short runs)."),
     rank: int = typer.Option(4, "--rank", min=1, help="LoRA rank on q and v."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9, help="Fraction of subjects held out for Dice/IoU."),
     seed: int = typer.Option(0, "--seed", help="Random seed (split, order, augmentation, init)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N cases (smoke runs)."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Fine-tune SAMed on EGD-CXR masks; report Dice/IoU per structure on held-out subjects."""
-    if dataset != "egd-cxr":
-        raise GazeprepError(f"--dataset {dataset}: anatomy training needs EGD-CXR masks (use egd-cxr)")
+    name = _preset_of(preset, config)
+    if checkpoint is None and name != AnatomyPreset.tiny.value:
+        raise usage_error(
+            f"--preset {name} starts from the official SAM weights: give --checkpoint SAM.pth "
+            "(only --preset tiny trains from random init)",
+            "--checkpoint",
+        )
+    require_ml("gazeprep anatomy train", "segment_anything")
     from gazeprep.anatomy.train import TrainSettings, run_train
 
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, warmup_iters=warmup, seed=seed)
     metrics = run_train(
-        _default_root(dataset, root), images or sample_data_dir() / "mimic-cxr", out,
-        checkpoint=checkpoint, config=config, settings=settings, lora_rank=rank, device=device,
-        val_fraction=val_fraction, limit=limit,
+        _default_root(dataset.value, root), images or sample_data_dir() / "mimic-cxr", out,
+        checkpoint=checkpoint, config=name, settings=settings, lora_rank=rank, device=device.value,
+        val_fraction=val_fraction, limit=limit, progress=not quiet,
     )
     per = {k: {m: round(v[m], 4) for m in ("dice", "iou")} for k, v in metrics["per_structure"].items()}
     typer.echo(f"held-out cases: {metrics['n_cases']}, mean Dice {metrics['mean_dice']:.4f}, mean IoU {metrics['mean_iou']:.4f}")
@@ -63,25 +121,27 @@ def train_cmd(
 @anatomy_app.command("predict")
 def predict_cmd(
     model: Path = typer.Option(..., "--model", help="Model folder written by `gazeprep anatomy train`."),
-    dataset: str = typer.Option("reflacx", "--dataset", help="reflacx or egd-cxr."),
+    dataset: PredictDataset = typer.Option(PredictDataset.reflacx, "--dataset", help="Release whose images get masks."),
     root: Optional[Path] = typer.Option(None, "--root", help="Release folder (default: sample_data/<dataset>)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
-    out: Path = typer.Option(..., "--out", help="Anatomy folder (masks.zarr + masks.parquet); reruns resume."),
+    images: Optional[Path] = images_option("MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
+    out: Path = typer.Option(..., "--out", callback=out_folder, help="Anatomy folder (masks.zarr + masks.parquet); reruns resume."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     mask_size: int = typer.Option(512, "--mask-size", min=8, help="Stored mask grid (square, whole image)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding the next batches' images."),
-    executor: str = typer.Option("local", "--executor", help="local, or ray (actors, one per GPU when present)."),
+    executor: Executor = typer.Option(Executor.local, "--executor", help="local, or ray (actors, one per GPU when present)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: start Ray here)."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Predict anatomy masks for every image of a release (batched, resumable)."""
+    require_ml("gazeprep anatomy predict", "segment_anything")
     from gazeprep.anatomy.predict import run_predict
 
     stats = run_predict(
-        model, dataset, _default_root(dataset, root), images or sample_data_dir() / "mimic-cxr", out,
-        batch_size=batch_size, device=device, mask_size=mask_size, limit=limit, workers=workers,
-        executor=executor, ray_address=ray_address,
+        model, dataset.value, _default_root(dataset.value, root), images or sample_data_dir() / "mimic-cxr", out,
+        batch_size=batch_size, device=device.value, mask_size=mask_size, limit=limit, workers=workers,
+        executor=executor.value, ray_address=ray_address, progress=not quiet,
     )
     typer.echo(
         f"{stats['segmented']} segmented, {stats['skipped_done']} already done, {stats['rejected']} rejected "
@@ -92,7 +152,7 @@ def predict_cmd(
 @anatomy_app.command("export-masks")
 def export_masks_cmd(
     anatomy_dir: Path = typer.Option(..., "--anatomy-dir", help="Folder written by `gazeprep anatomy predict`."),
-    out: Path = typer.Option(..., "--out", help="Where to write <image_id>/<structure>.png (0/255, original size)."),
+    out: Path = typer.Option(..., "--out", callback=out_folder, help="Where to write <image_id>/<structure>.png (0/255, original size)."),
     image_id: Optional[list[str]] = typer.Option(None, "--image-id", help="Only these images (repeatable)."),
     structures: str = typer.Option("heart,left_lung,right_lung,mediastinum,aortic_knob", "--structures",
                                    help="Comma-separated structures to write (heart is derived)."),

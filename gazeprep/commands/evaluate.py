@@ -4,12 +4,14 @@ Command bodies parse options and call :mod:`gazeprep.evaluate`."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import polars as pl
 import typer
 
+from gazeprep.commands import Executor, missing_option, out_file, out_folder, quiet_option, usage_error
 from gazeprep.errors import GazeprepError
 
 
@@ -23,22 +25,77 @@ def _open_export(path: Path, what: str):
     return load_export(path)
 
 
-def _parse_threshold(value: str) -> str | float:
-    if value == "validated":
+class By(str, Enum):
+    """Rows of the summary table."""
+
+    label = "label"
+    none = "none"
+
+
+class IouAverage(str, Enum):
+    """How fg/bg/fw IoU are averaged."""
+
+    dataset = "dataset"
+    image = "image"
+
+
+class OrganSource(str, Enum):
+    """Where the organ masks of 002's organ mode come from."""
+
+    anatomy = "anatomy"
+    egd = "egd"
+
+
+class SweepStage(str, Enum):
+    """004 section 2.8 grids."""
+
+    one = "1"
+    two = "2"
+    both = "both"
+
+
+class SweepDataset(str, Enum):
+    """Releases with sentence timings and radiologists' ellipses."""
+
+    reflacx = "reflacx"
+
+
+def _threshold(value: Optional[str]) -> Optional[str | float]:
+    """``--iou-threshold``: 'validated' or a number (usage error otherwise)."""
+    if value is None or value == "validated":
         return value
     try:
         return float(value)
     except ValueError:
-        raise GazeprepError(f"--iou-threshold must be 'validated' or a number, got {value!r}") from None
+        raise typer.BadParameter(f"'validated' or a number, got {value!r}") from None
+
+
+def _binarize(value: Optional[str]) -> Optional[str | float]:
+    """``--gt-binarize``: 'iai' or a number (usage error otherwise)."""
+    if value is None or value == "iai":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter(f"'iai' or a number, got {value!r}") from None
+
+
+def _table_path(value: Optional[Path]) -> Optional[Path]:
+    """An output table path: ``.parquet`` or ``.csv`` (usage error otherwise)."""
+    value = out_file(value)
+    if value is not None and value.suffix not in (".parquet", ".csv"):
+        raise typer.BadParameter(f"{str(value)!r}: a table file must end in .parquet or .csv")
+    return value
 
 
 def _parse_organ_map(text: str) -> dict[str, tuple[str, ...]]:
+    """``'a=heart, b=left_lung+right_lung'`` -> ``{'a': ('heart',), 'b': ('left_lung', 'right_lung')}``."""
     out: dict[str, tuple[str, ...]] = {}
     for item in text.split(","):
         if not item.strip():
             continue
         if "=" not in item:
-            raise GazeprepError(f"--organ-map: expected target=structure[+structure], got {item.strip()!r}")
+            raise usage_error(f"expected target=structure[+structure], got {item.strip()!r}", "--organ-map")
         k, v = item.split("=", 1)
         out[k.strip()] = tuple(x.strip() for x in v.split("+") if x.strip())
     return out
@@ -48,8 +105,6 @@ def _organ_loader(export, folder: Path, source: str, omap):
     """``case_id -> {structure: bool (H, W)}`` from anatomy predictions or EGD-CXR masks (None if missing)."""
     from gazeprep.evaluate.evaluator import DEFAULT_ORGAN_MAP
 
-    if source not in ("anatomy", "egd"):
-        raise GazeprepError(f"--organ-source must be 'anatomy' or 'egd', got {source!r}")
     if not folder.exists():
         raise GazeprepError(f"organ masks folder {folder} does not exist")
     cases = export.tables["cases"] if "cases" in export.tables else None
@@ -86,9 +141,11 @@ def evaluate_cmd(
     metrics: Optional[str] = typer.Option(
         None, "--metrics", help="Comma-separated metric names (see --list-metrics). Default: every map metric, or iou with --gt-ellipses."
     ),
-    by: str = typer.Option("label", "--by", help="'label': rows per target and overall; 'none': overall only."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the summary table here (.parquet or .csv)."),
-    pairs_out: Optional[Path] = typer.Option(None, "--pairs-out", help="Write the per-pair metric table here (.parquet or .csv)."),
+    by: By = typer.Option(By.label, "--by", help="'label': rows per target and overall; 'none': overall only."),
+    out: Optional[Path] = typer.Option(None, "--out", callback=_table_path, help="Write the summary table here (.parquet or .csv)."),
+    pairs_out: Optional[Path] = typer.Option(
+        None, "--pairs-out", callback=_table_path, help="Write the per-pair metric table here (.parquet or .csv)."
+    ),
     gt_ellipses: bool = typer.Option(
         False, "--gt-ellipses", help="Compare with the reference export's REFLACX ellipses (certainty > 2) instead of its maps (004 section 3.2)."
     ),
@@ -98,16 +155,26 @@ def evaluate_cmd(
     organ_masks: Optional[Path] = typer.Option(
         None, "--organ-masks", help="002 organ mode: anatomy masks (`gazeprep anatomy predict` output, or the EGD-CXR root with --organ-source egd); CAMs vs the organ of each label."
     ),
-    organ_source: str = typer.Option("anatomy", "--organ-source", help="'anatomy' (predicted masks) or 'egd' (the EGD-CXR release's PNG masks)."),
+    organ_source: OrganSource = typer.Option(
+        OrganSource.anatomy, "--organ-source", help="'anatomy' (predicted masks) or 'egd' (the EGD-CXR release's PNG masks)."
+    ),
     organ_map: Optional[str] = typer.Option(
         None, "--organ-map", help="Target -> structures, e.g. 'enlarged_cardiac_silhouette=heart,pneumonia=left_lung+right_lung' (default: 002's)."
     ),
     targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated targets to evaluate (default: all paired)."),
     gt_threshold: float = typer.Option(0.15, "--gt-threshold", help="Reference map > this is the region for IoU / DiffGradCAM / EHR-AUC / interpretability."),
     pred_threshold: float = typer.Option(0.5, "--pred-threshold", help="Prediction > this is its foreground for fg/bg/fw IoU."),
-    gt_binarize: str = typer.Option("iai", "--gt-binarize", help="Reference foreground for fg/bg/fw IoU: 'iai' (unique-level quantile) or a threshold."),
-    iou_threshold: str = typer.Option("validated", "--iou-threshold", help="'validated' (004: best on validate, reported on test) or a fixed threshold."),
-    iou_average: str = typer.Option("dataset", "--iou-average", help="fg/bg/fw IoU: 'dataset' (confusion summed, I-AI) or 'image' (mean of per-image IoUs)."),
+    gt_binarize: str = typer.Option(
+        "iai", "--gt-binarize", callback=_binarize, metavar="iai|NUMBER",
+        help="Reference foreground for fg/bg/fw IoU: 'iai' (unique-level quantile) or a threshold.",
+    ),
+    iou_threshold: str = typer.Option(
+        "validated", "--iou-threshold", callback=_threshold, metavar="validated|NUMBER",
+        help="'validated' (004: best on validate, reported on test) or a fixed threshold.",
+    ),
+    iou_average: IouAverage = typer.Option(
+        IouAverage.dataset, "--iou-average", help="fg/bg/fw IoU: 'dataset' (confusion summed, I-AI) or 'image' (mean of per-image IoUs)."
+    ),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95% CIs.", min=10),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     pred_target: Optional[str] = typer.Option(
@@ -117,6 +184,7 @@ def evaluate_cmd(
         None, "--gt-target", help="Use this map of each reference case (e.g. 'full') for every predicted target."
     ),
     list_metrics_: bool = typer.Option(False, "--list-metrics", help="List the metric names and exit."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Compare the maps of two exports: per-pair metrics, then mean and 95% bootstrap CI per label and overall."""
     from gazeprep.evaluate import evaluator as E
@@ -127,47 +195,36 @@ def evaluate_cmd(
             m = get_metric(n)
             typer.echo(f"{n:18s} {m.kind:10s} {'higher' if m.higher_is_better else 'lower'} is better  ({m.source})")
         raise typer.Exit()
-    if pred is None or gt is None:
-        raise GazeprepError("give --pred EXPORT and --gt EXPORT (or --list-metrics)")
-    if by not in ("label", "none"):
-        raise GazeprepError(f"--by must be 'label' or 'none', got {by!r}")
-    if iou_average not in ("dataset", "image"):
-        raise GazeprepError(f"--iou-average must be 'dataset' or 'image', got {iou_average!r}")
-    binarize: str | float = "iai"
-    if gt_binarize != "iai":
-        try:
-            binarize = float(gt_binarize)
-        except ValueError:
-            raise GazeprepError(f"--gt-binarize must be 'iai' or a number, got {gt_binarize!r}") from None
-    for p in (out, pairs_out):
-        if p is not None and p.suffix not in (".parquet", ".csv"):
-            raise GazeprepError(f"{p}: output must end in .parquet or .csv")
+    if pred is None:
+        raise missing_option("--pred")
+    if gt is None:
+        raise missing_option("--gt")
+    if organ_masks is not None and gt_ellipses:
+        raise usage_error("--organ-masks and --gt-ellipses are different references; give one", "--gt-ellipses")
+    omap = _parse_organ_map(organ_map) if organ_map else None
     pe = _open_export(pred, "prediction")
     ge = _open_export(gt, "reference")
-    omap = _parse_organ_map(organ_map) if organ_map else None
-    masks_fn = _organ_loader(ge, organ_masks, organ_source, omap) if organ_masks is not None else None
-    if organ_masks is not None and gt_ellipses:
-        raise GazeprepError("--organ-masks and --gt-ellipses are different references; give one")
+    masks_fn = _organ_loader(ge, organ_masks, organ_source.value, omap) if organ_masks is not None else None
     res = E.evaluate_exports(
         pe,
         ge,
         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
-        by=by,  # type: ignore[arg-type]
+        by=by.value,  # type: ignore[arg-type]
         reference="ellipses" if gt_ellipses else ("organs" if organ_masks is not None else "maps"),
         organ_masks=masks_fn,
         organ_map=omap,
         targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
         gt_threshold=gt_threshold,
         pred_threshold=pred_threshold,
-        gt_binarize=binarize,  # type: ignore[arg-type]
-        iou_threshold=_parse_threshold(iou_threshold),  # type: ignore[arg-type]
-        iou_average=iou_average,  # type: ignore[arg-type]
+        gt_binarize=gt_binarize,  # type: ignore[arg-type]
+        iou_threshold=iou_threshold,  # type: ignore[arg-type]
+        iou_average=iou_average.value,  # type: ignore[arg-type]
         n_boot=n_boot,
         seed=seed,
         pred_target=pred_target,
         gt_target=gt_target,
         ellipse_resolution="grid" if ellipse_grid else "image",
-        progress=True,
+        progress=not quiet,
     )
     typer.echo(E.format_summary(res.summary))
     typer.echo(f"{res.pairs.height} pairs; {res.unpaired.height} maps without a partner")
@@ -181,11 +238,21 @@ def evaluate_cmd(
         typer.echo(f"wrote {pairs_out}")
 
 
+def _check_targets(export, path: Path, targets: list[str]) -> None:
+    """Usage error naming the export's targets when a ``--target`` is not one of them."""
+    index = export.tables["heatmaps"] if "heatmaps" in export.tables else None
+    known = sorted(index.get_column("target").unique().to_list()) if index is not None and index.height else []
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        listed = ", ".join(known) if known else "none (the export holds no maps)"
+        raise usage_error(f"{', '.join(map(repr, unknown))} not in {path}; its targets: {listed}", "--target")
+
+
 def preview_cmd(
     export: Path = typer.Option(..., "--export", help="Export folder to look at."),
     case: Optional[list[str]] = typer.Option(None, "--case", help="Case id (repeatable). Default with --html: every case."),
     html: bool = typer.Option(False, "--html", help="Write an HTML contact sheet (index.html) with thumbnails per case x target."),
-    out: Path = typer.Option(Path("previews"), "--out", help="Output folder."),
+    out: Path = typer.Option(Path("previews"), "--out", callback=out_folder, help="Output folder."),
     images: Optional[Path] = typer.Option(
         None, "--images", help="MIMIC-CXR(-JPG) root holding files/pXX/...; without it (or if missing) a grey canvas is used."
     ),
@@ -200,6 +267,8 @@ def preview_cmd(
     from gazeprep.evaluate import preview as P
 
     ex = _open_export(export, "preview")
+    if target:
+        _check_targets(ex, export, target)
     if html:
         ids = list(case) if case else None
         if ids is None and max_cases is not None:
@@ -208,37 +277,37 @@ def preview_cmd(
         typer.echo(f"wrote {page}")
         return
     if not case:
-        raise GazeprepError("give --case ID (or --html for a contact sheet of the whole export)")
+        raise usage_error("give --case ID (repeatable), or --html for a contact sheet of the whole export", "--case")
     for cid in case:
         for p in P.preview_case(ex, cid, out, targets=target, images_root=images, size=size, anatomy_dir=anatomy_dir):
             typer.echo(f"wrote {p}")
 
 
 def sweep_windows_cmd(
-    dataset: str = typer.Option("reflacx", "--dataset", help="Dataset (REFLACX: sentence timings and ellipses)."),
+    dataset: SweepDataset = typer.Option(SweepDataset.reflacx, "--dataset", help="Dataset (REFLACX: sentence timings and ellipses)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Release folder (default: the bundled sample_data/reflacx)."),
-    stage: str = typer.Option("both", "--stage", help="004 section 2.8 grid: '1' (start/end options), '2' (fine lags), 'both'."),
+    stage: SweepStage = typer.Option(SweepStage.both, "--stage", help="004 section 2.8 grid: '1' (start/end options), '2' (fine lags), 'both'."),
     size: int = typer.Option(128, "--size", help="Render and compare on an N x N letterboxed grid.", min=16),
-    workers: int = typer.Option(0, "--workers", help="Processes (0 = all cores)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes (0 = all cores)."),
     recipe: str = typer.Option("reflacx-label-specific", "--recipe", help="Recipe whose window is varied (name or YAML path)."),
     max_cases: Optional[int] = typer.Option(None, "--max-cases", help="Only the first N cases (sorted ids).", min=1),
     top: int = typer.Option(20, "--top", help="Rules to print.", min=1),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the full ranking here (.parquet or .csv)."),
-    rows_out: Optional[Path] = typer.Option(None, "--rows-out", help="Write per (rule, case, label) IoU curves here (.parquet or .csv)."),
-    executor: str = typer.Option("local", "--executor", help="local (process pool) or ray."),
+    out: Optional[Path] = typer.Option(None, "--out", callback=_table_path, help="Write the full ranking here (.parquet or .csv)."),
+    rows_out: Optional[Path] = typer.Option(
+        None, "--rows-out", callback=_table_path, help="Write per (rule, case, label) IoU curves here (.parquet or .csv)."
+    ),
+    executor: Executor = typer.Option(Executor.local, "--executor", help="local (process pool) or ray."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: start Ray here)."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Rerun 004's window search: every start/end rule and lag vs the radiologists' ellipses, ranked by IoU."""
     from gazeprep.evaluate import evaluator as E
     from gazeprep.evaluate import sweep as S
     from gazeprep.paths import sample_data_dir
 
-    for p in (out, rows_out):
-        if p is not None and p.suffix not in (".parquet", ".csv"):
-            raise GazeprepError(f"{p}: output must end in .parquet or .csv")
-    root = root if root is not None else sample_data_dir() / dataset
-    res = S.run_sweep(root, dataset=dataset, stage=stage, size=size, workers=workers, recipe=recipe,
-                      max_cases=max_cases, progress=True, executor=executor, ray_address=ray_address)
+    root = root if root is not None else sample_data_dir() / dataset.value
+    res = S.run_sweep(root, dataset=dataset.value, stage=stage.value, size=size, workers=workers, recipe=recipe,
+                      max_cases=max_cases, progress=not quiet, executor=executor.value, ray_address=ray_address)
     typer.echo(S.format_ranking(res.ranking, top))
     typer.echo(f"{res.ranking.height} rules, {res.rows['case_id'].n_unique()} cases with ellipses; "
                f"thresholds validated per label on split: {res.ranking['split'][0]}")

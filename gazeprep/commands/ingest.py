@@ -7,38 +7,60 @@ from typing import Optional
 
 import typer
 
+from gazeprep.commands import hidden_alias, merge_alias, out_folder, quiet_option
+
+
+def known_dataset(value: Optional[str]) -> Optional[str]:
+    """Option callback: a registered dataset name, else a usage error listing the known ones.
+
+    The registry is read when the command runs (not when the CLI is imported), so datasets registered
+    later are accepted too.
+    """
+    if value is None:
+        return value
+    from gazeprep.datasets import list_datasets
+
+    known = list_datasets()
+    if value not in known:
+        raise typer.BadParameter(f"unknown dataset {value!r}; known datasets: {', '.join(known)}")
+    return value
+
 
 def register(app: typer.Typer) -> None:
     """Add ``ingest`` and ``datasets`` to ``app``."""
 
     @app.command("ingest")
     def ingest_cmd(
-        dataset: str = typer.Option(..., "--dataset", help="Registered dataset name (see `gazeprep datasets`)."),
+        dataset: str = typer.Option(
+            ..., "--dataset", callback=known_dataset, metavar="DATASET",
+            help="Registered dataset name (see `gazeprep datasets`).",
+        ),
         root: Optional[Path] = typer.Option(
             None, "--root", help="Release folder. Default: the bundled sample_data/<dataset>."
         ),
-        out: Path = typer.Option(..., "--out", help="Output folder for the Parquet tables."),
+        out: Path = typer.Option(..., "--out", callback=out_folder, help="Output folder for the Parquet tables."),
         gaze_samples: bool = typer.Option(
             False, "--gaze-samples", help="Also read the raw tracker samples (gaze.csv / eye_gaze.csv; large)."
         ),
-        mimic_root: Optional[Path] = typer.Option(
+        images: Optional[Path] = typer.Option(
             None,
-            "--mimic-root",
-            help="MIMIC-CXR(-JPG) folder: adds CheXpert/NegBio labels (and EGD-CXR image sizes and split).",
+            "--images",
+            help="MIMIC-CXR(-JPG) root: adds CheXpert/NegBio labels (and EGD-CXR image sizes and split).",
         ),
+        mimic_root: Optional[Path] = hidden_alias("--mimic-root"),
         workers: int = typer.Option(1, "--workers", min=1, help="Worker processes for reading cases."),
+        quiet: bool = quiet_option(),
     ) -> None:
         """Read a release folder and write its canonical tables (cases, fixations, words, ...) and rejects as Parquet."""
-        from gazeprep.datasets import get_adapter
         from gazeprep.datasets.writer import ingest
         from gazeprep.paths import sample_data_dir
 
-        get_adapter(dataset)  # unknown names fail before anything else
+        images = merge_alias(images, mimic_root, "--images", "--mimic-root")
         if root is None:
             root = sample_data_dir() / dataset
             typer.echo(f"--root not given: using the bundled sample data {root}", err=True)
-        kwargs = {"mimic_root": mimic_root} if mimic_root is not None else {}
-        counts = ingest(dataset, root, out, gaze_samples=gaze_samples, workers=workers, **kwargs)
+        kwargs = {"mimic_root": images} if images is not None else {}
+        counts = ingest(dataset, root, out, gaze_samples=gaze_samples, workers=workers, progress=not quiet, **kwargs)
         summary = ", ".join(f"{name} {n}" for name, n in counts.items())
         typer.echo(f"wrote {out}: {summary}")
 

@@ -3,56 +3,78 @@
 from __future__ import annotations
 
 import time
+from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 
+from gazeprep.commands import (
+    hidden_alias,
+    merge_alias,
+    out_folder,
+    progress_alias,
+    quiet_option,
+    show_progress,
+    usage_error,
+)
 from gazeprep.errors import GazeprepError
 
 DATASETS = ("reflacx", "egd-cxr", "mimic-cxr")
 
 
+class SynthDataset(str, Enum):
+    """Releases ``gazeprep synth`` can write."""
+
+    reflacx = "reflacx"
+    egd_cxr = "egd-cxr"
+    mimic_cxr = "mimic-cxr"
+
+
 def synth(
-    dataset: str = typer.Option(..., "--dataset", help="Which release to write: reflacx, egd-cxr or mimic-cxr."),
-    out: Path = typer.Option(..., "--out", help="Output folder (the release root); created if missing."),
+    dataset: SynthDataset = typer.Option(..., "--dataset", help="Which release to write."),
+    out: Path = typer.Option(..., "--out", callback=out_folder, help="Output folder (the release root); created if missing."),
     cases: int = typer.Option(12, "--cases", min=1, help="Readings (reflacx), images (egd-cxr) or studies (mimic-cxr)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same arguments give byte-identical files."),
-    mimic_root: Path | None = typer.Option(
-        None, "--mimic-root",
+    images: Optional[Path] = typer.Option(
+        None, "--images",
         help="A MIMIC root written by `gazeprep synth --dataset mimic-cxr`: reflacx/egd-cxr cases use its images. "
         "Without it, image ids and sizes are invented and no image files exist.",
     ),
+    mimic_root: Optional[Path] = hidden_alias("--mimic-root"),
     gaze_cases: int = typer.Option(
         1, "--gaze-cases", min=0,
         help="reflacx only: how many readings get a 1 kHz gaze_data/<id>/gaze.csv (each is 1-5 MB).",
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    quiet: bool = quiet_option(),
+    progress_old: Optional[bool] = progress_alias(),
 ) -> None:
     """Write a synthetic release in the exact on-disk layout of the real one (see FORMATS.md)."""
-    if dataset not in DATASETS:
-        raise GazeprepError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
-    if mimic_root is not None and not mimic_root.is_dir():
-        raise GazeprepError(f"--mimic-root {str(mimic_root)!r} is not a folder")
-    if dataset == "mimic-cxr" and mimic_root is not None:
-        raise GazeprepError("--mimic-root is only for --dataset reflacx or egd-cxr")
+    dataset_name = dataset.value
+    images = merge_alias(images, mimic_root, "--images", "--mimic-root")
+    progress = show_progress(quiet, progress_old)
+    if images is not None and not images.is_dir():
+        raise GazeprepError(f"--images {str(images)!r} is not a folder")
+    if dataset_name == "mimic-cxr" and images is not None:
+        raise usage_error("only for --dataset reflacx or egd-cxr (mimic-cxr writes the images)", "--images")
     t0 = time.perf_counter()
-    if dataset == "mimic-cxr":
+    if dataset_name == "mimic-cxr":
         from gazeprep.synth.mimic import generate_mimic
 
         truth = generate_mimic(out, cases, seed)
         what = f"{len(truth.images)} images"
-    elif dataset == "reflacx":
+    elif dataset_name == "reflacx":
         from gazeprep.synth.reflacx import generate_reflacx
 
-        truth = generate_reflacx(out, cases, seed, mimic_root=mimic_root, gaze_cases=gaze_cases, progress=progress)
+        truth = generate_reflacx(out, cases, seed, mimic_root=images, gaze_cases=gaze_cases, progress=progress)
         n_disc = sum(c.discarded for c in truth.cases)
         what = f"{len(truth.cases)} readings ({n_disc} discarded)"
     else:
         from gazeprep.synth.egd import generate_egd
 
-        truth = generate_egd(out, cases, seed, mimic_root=mimic_root, progress=progress)
+        truth = generate_egd(out, cases, seed, mimic_root=images, progress=progress)
         what = f"{len(truth.cases)} images, {len(truth.calibrations)} calibration pseudo-images"
-    typer.echo(f"wrote synthetic {dataset}: {what} to {out} in {time.perf_counter() - t0:.1f} s")
+    typer.echo(f"wrote synthetic {dataset_name}: {what} to {out} in {time.perf_counter() - t0:.1f} s")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import polars as pl
 import typer
 
+from gazeprep.commands import out_file
 from gazeprep.errors import GazeprepError, InputFormatError
 
 MENTION_ROWS_SCHEMA = {
@@ -80,12 +81,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("label-reports")
     def label_reports_cmd(
-        input_csv: Path = typer.Argument(..., help="CSV file with one report per row."),
+        input_csv: Path = typer.Argument(..., metavar="REPORTS_CSV", help="CSV file with one report per row."),
         id_column: str = typer.Option(..., "--id-column", help="Column holding the report id."),
         text_column: str = typer.Option(..., "--text-column", help="Column holding the report text."),
-        out: Path = typer.Option(..., "--out", help="Parquet file for the mentions (one row per mention)."),
+        out: Path = typer.Option(..., "--out", callback=out_file, help="Parquet file for the mentions (one row per mention)."),
         summary: Path | None = typer.Option(
-            None, "--summary", help="Parquet file for the report-level status of every label."
+            None, "--summary", callback=out_file, help="Parquet file for the report-level status of every label."
         ),
         rules: Path | None = typer.Option(None, "--rules", help="Rules folder (default: the bundled rules/)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

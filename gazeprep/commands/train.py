@@ -1,6 +1,12 @@
 """CLI of the trainer: ``gazeprep train``, ``gazeprep predict``, ``gazeprep models``.
 
-Bodies parse options and call :mod:`gazeprep.train.run`; torch is imported only when a command runs.
+Bodies parse options and call :mod:`gazeprep.train.run`; torch is imported only when a command runs,
+after :func:`~gazeprep.commands.require_ml` has checked that the ``[ml]`` extra is installed.
+
+Flag names: ``train --arch NAME`` is the architecture to train (a name from ``gazeprep models``; the old
+``--model NAME`` still parses, hidden), ``predict --model FOLDER`` is a trained run folder (old:
+``--model-dir``), ``--images`` the MIMIC-CXR root (old: ``--images-root``), ``--preset`` a named preset
+and ``--config`` a YAML file.
 """
 
 from __future__ import annotations
@@ -9,6 +15,18 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from gazeprep.commands import (
+    Device,
+    hidden_alias,
+    images_option,
+    merge_alias,
+    missing_option,
+    out_folder,
+    quiet_option,
+    require_ml,
+    usage_error,
+)
 
 
 def _images_root(images_root: Optional[Path]) -> Optional[Path]:
@@ -19,7 +37,7 @@ def _images_root(images_root: Optional[Path]) -> Optional[Path]:
 
     sample = sample_data_dir() / "mimic-cxr"
     if sample.is_dir():
-        typer.echo(f"no --images-root given: reading images from the bundled sample data in {sample}", err=True)
+        typer.echo(f"no --images given: reading images from the bundled sample data in {sample}", err=True)
         return sample
     return None
 
@@ -29,47 +47,79 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_cmd(
-        model: str = typer.Option(..., "--model", help="Model name (see `gazeprep models`)."),
+        arch: Optional[str] = typer.Option(
+            None, "--arch", metavar="NAME", help="Architecture to train: a model name from `gazeprep models`.  [required]"
+        ),
+        arch_old: Optional[str] = hidden_alias("--model"),
         export: Path = typer.Option(..., "--export", help="Export folder written by build-heatmaps (the training data)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML with sections preset/model/loss/data/train."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="Start from this preset (default or tiny); overrides the config's."),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per stage (overrides the config)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Run folder (checkpoints, history, model.pt). Default runs/<model>."),
-        images_root: Optional[Path] = typer.Option(None, "--images-root", help="Folder the cases' image paths are relative to (MIMIC-CXR root; default: the bundled sample images)."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML file with sections preset/model/loss/data/train."),
+        preset: Optional[str] = typer.Option(
+            None, "--preset", metavar="NAME", help="Start from this preset (default or tiny); overrides the config's."
+        ),
+        device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per stage (overrides the config)."),
+        out: Optional[Path] = typer.Option(
+            None, "--out", callback=out_folder, help="Run folder (checkpoints, history, model.pt). Default runs/<arch>."
+        ),
+        images: Optional[Path] = images_option(
+            "MIMIC-CXR root the cases' image paths are relative to (default: the bundled sample images)."
+        ),
+        images_old: Optional[Path] = hidden_alias("--images-root"),
+        quiet: bool = quiet_option(),
     ) -> None:
         """Train one of the papers' models on an export; rerunning with the same --out resumes."""
+        model = merge_alias(arch, arch_old, "--arch", "--model")
+        if model is None:
+            raise missing_option("--arch")
+        images = merge_alias(images, images_old, "--images", "--images-root")
+        if config is not None and not config.is_file():
+            raise usage_error(f"{str(config)!r} is not a file (--config takes a YAML file; named presets go to --preset)",
+                              "--config")
+        require_ml("gazeprep train")
         from gazeprep.train.run import load_config_file, train_run
 
         cfg = load_config_file(config)
         if preset is not None:
             cfg["preset"] = preset
         run_dir = out or Path("runs") / model
-        history = train_run(model, export, run_dir, cfg, device=device, epochs=epochs, images_root=_images_root(images_root), progress=not quiet)
+        history = train_run(model, export, run_dir, cfg, device=device.value, epochs=epochs,
+                            images_root=_images_root(images), progress=not quiet)
         last = history[-1] if history else {}
         summary = " ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
         typer.echo(f"trained {model}: {len(history)} epochs recorded in {run_dir}" + (f" (last: {summary})" if summary else ""))
 
     @app.command("predict")
     def predict_cmd(
-        model_dir: Path = typer.Option(..., "--model-dir", help="Run folder written by `gazeprep train`."),
+        model: Optional[Path] = typer.Option(
+            None, "--model", metavar="FOLDER", help="Run folder written by `gazeprep train`.  [required]"
+        ),
+        model_old: Optional[Path] = hidden_alias("--model-dir"),
         export: Path = typer.Option(..., "--export", help="Export whose cases to predict."),
-        out: Path = typer.Option(..., "--out", help="Prediction export to write (read it with `gazeprep evaluate`)."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        images_root: Optional[Path] = typer.Option(None, "--images-root", help="Folder the cases' image paths are relative to (MIMIC-CXR root)."),
-        batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+        out: Path = typer.Option(..., "--out", callback=out_folder, help="Prediction export to write (read it with `gazeprep evaluate`)."),
+        device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
+        images: Optional[Path] = images_option(
+            "MIMIC-CXR root the cases' image paths are relative to (default: the bundled sample images)."
+        ),
+        images_old: Optional[Path] = hidden_alias("--images-root"),
+        batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
+        quiet: bool = quiet_option(),
     ) -> None:
         """Write a trained model's heatmaps for every case of an export as a prediction export."""
+        model_dir = merge_alias(model, model_old, "--model", "--model-dir")
+        if model_dir is None:
+            raise missing_option("--model")
+        images = merge_alias(images, images_old, "--images", "--images-root")
+        require_ml("gazeprep predict")
         from gazeprep.train.run import predict_run
 
-        path = predict_run(model_dir, export, out, device=device, images_root=_images_root(images_root), batch_size=batch_size, progress=not quiet)
+        path = predict_run(model_dir, export, out, device=device.value, images_root=_images_root(images),
+                           batch_size=batch_size, progress=not quiet)
         typer.echo(f"wrote predictions to {path}")
 
     @app.command("models")
     def models_cmd() -> None:
         """List the trainable models, the paper each implements and their presets."""
+        require_ml("gazeprep models")
         from gazeprep.train.models import list_models, spec_of
 
         for name in list_models():

@@ -137,8 +137,8 @@ def test_cli(tmp_path, capsys):
 
     with pytest.raises(SystemExit) as exc:
         main(["synth", "--dataset", "nope", "--out", str(tmp_path / "x"), "--cases", "2"])
-    assert exc.value.code == 1
-    assert "unknown dataset" in capsys.readouterr().err
+    assert exc.value.code == 2  # an invalid --dataset value is a usage error
+    assert "Invalid value for '--dataset'" in capsys.readouterr().err
     main(["synth", "--dataset", "mimic-cxr", "--out", str(tmp_path / "m"), "--cases", "3", "--seed", "1"])
     main(["synth", "--dataset", "reflacx", "--out", str(tmp_path / "r"), "--cases", "7", "--seed", "1",
           "--mimic-root", str(tmp_path / "m"), "--no-progress"])
