@@ -9,6 +9,28 @@ A file polars cannot tokenise (a row with too many fields, a broken quote) is re
 
 File-level problems (missing or empty file, wrong header, undecodable bytes) raise
 :class:`~gazeprep.errors.InputFormatError` naming the file.
+
+Column policy: one rule for every CSV gazeprep reads (REFLACX metadata, fixations, gaze,
+transcript word timings and ellipses; EGD-CXR master sheet, fixations, eye gaze and bounding boxes;
+the MIMIC-CXR tables). Each file kind has a documented header (FORMATS.md); its reader declares the
+columns it uses (``columns``) and the other documented ones it ignores (``known``). A header that
+
+* lacks a declared column,
+* names a column twice, or
+* has a column that is neither declared nor known (e.g. an extra ``note`` column),
+
+makes the whole file invalid: :class:`~gazeprep.errors.InputFormatError` naming the file and the
+column(s), and none of its rows are used. The adapter then records it as usual for the file's scope:
+a per-case file (REFLACX ``fixations.csv``, ``gaze.csv``, word timings, ellipses) becomes a
+``rejects`` row naming the file and column and that case (or that table of it) is skipped while the
+other cases go on; a release-wide file that every case needs (a REFLACX metadata file, the EGD-CXR
+master sheet or ``fixations.csv``) stops the ingest with that one-line error, since no case can be
+read from it with confidence. Column order does not matter.
+
+Values: every numeric field must be finite (unless a column allows NaN) and inside the physical
+range its format defines (``Col.lo``/``hi`` inclusive, ``Col.gt`` exclusive, e.g. pupil area and
+pixels per degree ``> 0``); a value outside is a row error naming the 1-based row and the column,
+that row becomes a ``rejects`` row and the rest of the file is kept.
 """
 
 from __future__ import annotations
@@ -16,6 +38,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +66,9 @@ class Col:
         An empty field is a row error. Optional columns give null.
     lo, hi:
         Inclusive numeric range; a value outside is a row error.
+    gt:
+        Exclusive lower bound (the value must be greater), e.g. ``0`` for quantities that are
+        physically positive (pupil area, pixels per degree, window width).
     """
 
     kind: str = "float"
@@ -50,6 +76,7 @@ class Col:
     lo: float | None = None
     hi: float | None = None
     allow_nonfinite: bool = False
+    gt: float | None = None
 
 
 @dataclass
@@ -100,13 +127,28 @@ def _header(data: bytes, path: Path) -> list[str]:
     return next(csv.reader([text]))
 
 
-def _check_header(path: Path, header: list[str], columns: dict[str, Col]) -> None:
+def _check_header(path: Path, header: list[str], columns: dict[str, Col], known: Iterable[str] = ()) -> None:
+    """Apply the column policy (module docstring): missing, duplicate or unknown columns reject the file."""
     missing = [c for c in columns if c not in header]
-    if not missing:
-        return
-    if len(missing) == len(columns):
+    if missing and len(missing) == len(columns):
         raise InputFormatError(path, f"wrong header {header[:20]}; expected {list(columns)}")
-    raise InputFormatError(path, f"wrong header: missing column(s) {missing}; found {header}")
+    if missing:
+        raise InputFormatError(
+            path, f"wrong header: missing column(s) {missing}; found {header}", column=missing[0]
+        )
+    seen: set[str] = set()
+    dup = [h for h in header if h in seen or seen.add(h)]  # type: ignore[func-returns-value]
+    if dup:
+        raise InputFormatError(path, f"wrong header: duplicate column(s) {sorted(set(dup))}", column=dup[0])
+    allowed = set(columns) | set(known)
+    extra = [h for h in header if h not in allowed]
+    if extra:
+        raise InputFormatError(
+            path,
+            f"wrong header: unexpected column(s) {extra}, not in this file's documented format; "
+            "the file is not read (remove or rename the column)",
+            column=extra[0],
+        )
 
 
 def _fallback_strings(data: bytes, path: Path, header: list[str]) -> tuple[pl.DataFrame, list[BadRow]]:
@@ -199,6 +241,8 @@ def _cast(name: str, spec: Col) -> tuple[pl.Expr, pl.Expr]:
         conds.append((num.is_infinite(), pl.lit("value is infinite: ") + quoted))
     if spec.kind == "int":
         conds.append((num != num.round(0), pl.lit("not an integer: ") + quoted))
+    if spec.gt is not None:
+        conds.append((num <= spec.gt, pl.lit(f"must be greater than {spec.gt:g}: ") + quoted))
     if spec.lo is not None and spec.hi is not None:
         conds.append(((num < spec.lo) | (num > spec.hi), pl.lit(f"out of range [{spec.lo:g}, {spec.hi:g}]: ") + quoted))
     elif spec.lo is not None:
@@ -256,6 +300,8 @@ def _check_typed(df: pl.DataFrame, columns: dict[str, Col]) -> pl.DataFrame | No
                 return None
             if spec.lo is not None and (arr < spec.lo).any():
                 return None
+            if spec.gt is not None and (arr <= spec.gt).any():
+                return None
             if spec.hi is not None and (arr > spec.hi).any():
                 return None
             out[name] = ser
@@ -278,6 +324,7 @@ def read_checked_csv(
     *,
     aliases: dict[str, str] | None = None,
     data: bytes | None = None,
+    known: Iterable[str] = (),
 ) -> CheckedTable:
     """Read ``path`` and check it against ``columns``.
 
@@ -286,8 +333,10 @@ def read_checked_csv(
     path:
         The CSV file (``.csv`` or ``.csv.gz``); used in messages.
     columns:
-        Declared columns (name -> :class:`Col`). All must be in the header (any order); extra
-        columns are ignored and not returned.
+        Declared columns (name -> :class:`Col`). All must be in the header (any order).
+    known:
+        The other columns of the file's documented format, accepted in the header and not returned.
+        Any column neither declared nor known rejects the file (see the module docstring).
     aliases:
         Old column name -> declared name, accepted in the header instead of the declared name.
     data:
@@ -303,17 +352,15 @@ def read_checked_csv(
     Raises
     ------
     InputFormatError
-        The file is missing, empty, not text, or its header lacks declared columns.
+        The file is missing, empty or not text, or its header breaks the column policy (a declared
+        column missing, a column twice, a column neither declared nor known); ``column`` names it.
     """
     if data is None:
         data = read_bytes(path)
     header = _header(data, path)
     if aliases:
         header = [aliases.get(h, h) if aliases.get(h) not in header else h for h in header]
-    _check_header(path, header, columns)
-    dup = sorted({h for h in header if header.count(h) > 1 and h in columns})
-    if dup:
-        raise InputFormatError(path, f"wrong header: duplicate column(s) {dup}")
+    _check_header(path, header, columns, known)
     fast = _fast_path(data, header, columns)
     if fast is not None:
         return CheckedTable(fast, [], fast.height)
@@ -352,9 +399,10 @@ def _typed(strings: pl.DataFrame, bad: list[BadRow], columns: dict[str, Col]) ->
     return CheckedTable(out, sorted(bad, key=lambda b: b.row), n_rows)
 
 
-def scan_checked_csv(path: Path, columns: dict[str, Col]) -> CheckedTable:
+def scan_checked_csv(path: Path, columns: dict[str, Col], *, known: Iterable[str] = ()) -> CheckedTable:
     """:func:`read_checked_csv` for large files (EGD ``eye_gaze.csv``, ~400 MB): polars scans only
-    the declared columns; the whole file is never held as text. Same checks and result."""
+    the declared columns; the whole file is never held as text. Same checks (column policy
+    included) and result."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
@@ -364,7 +412,7 @@ def scan_checked_csv(path: Path, columns: dict[str, Col]) -> CheckedTable:
     except OSError as exc:
         raise InputFormatError(path, f"cannot read file ({exc.strerror or exc})") from None
     header = _header(head, path)
-    _check_header(path, header, columns)
+    _check_header(path, header, columns, known)
     try:  # fast path: typed scan of the needed columns only
         typed = (
             pl.scan_csv(
@@ -390,7 +438,7 @@ def scan_checked_csv(path: Path, columns: dict[str, Col]) -> CheckedTable:
             .collect()
         )
     except Exception:
-        return read_checked_csv(path, columns)
+        return read_checked_csv(path, columns, known=known)
     all_null = pl.all_horizontal([pl.col(c).is_null() for c in columns])
     blank = strings.filter(all_null)
     bad = [BadRow(int(r), "blank line or row without any of the needed fields") for r in blank["source_row"]]

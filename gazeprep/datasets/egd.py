@@ -95,6 +95,11 @@ MASTER_COLS = {
     # labels are checked one by one (a bad label drops that label, not the case)
     **{c: Col("str", required=False) for c in CLASS_LABELS + FINDING_LABELS + CHX_LABELS},
 }
+#: the other documented master_sheet.csv columns (FORMATS 2.2; ``image_ratio`` of the older layout)
+MASTER_OTHER = (
+    "stay_id", "gender", "anchor_age", *(f"dx{i}{s}" for i in range(1, 10) for s in ("", "_icd")),
+    "cxr_exam_indication", "image_ratio",
+)  # fmt: skip
 LABEL_VALUES = {**{c: (0.0, 1.0) for c in CLASS_LABELS + FINDING_LABELS}, **{c: (-1.0, 0.0, 1.0) for c in CHX_LABELS}}
 GAZE_COLS = {
     "SESSION_ID": Col("int"),
@@ -107,6 +112,12 @@ GAZE_COLS = {
     "X_ORIGINAL": Col("int"),
     "Y_ORIGINAL": Col("int"),
 }
+#: the other documented columns of fixations.csv / eye_gaze.csv (FORMATS 2.3), accepted and not read
+GAZE_OTHER = (
+    "MEDIA_ID", "CNT", "TIMETICK(f=10000000)", "FPOGID", "FPOGV", "BPOGX", "BPOGY", "BPOGV", "LPCX", "LPCY", "LPD",
+    "LPS", "LPV", "RPCX", "RPCY", "RPD", "RPS", "RPV", "BKID", "BKDUR", "BKPMIN", "LPMM", "LPMMV", "RPMM", "RPMMV",
+    "SACCADE_MAG", "SACCADE_DIR", "VID_FRAME",
+)  # fmt: skip
 BOX_COLS = {"dicom_id": Col("str"), "bbox_name": Col("str"), "x1": Col(), "x2": Col(), "y1": Col(), "y2": Col()}
 MASK_FILES = {
     "left_lung": ("left_lung.png",),
@@ -145,7 +156,7 @@ class EgdRelease(Release):
     # ---- open ---------------------------------------------------------------------------
     def _read_master(self) -> None:
         path = self.root / "master_sheet.csv"
-        t = read_checked_csv(path, MASTER_COLS, aliases=OLD_PAD_NAMES)
+        t = read_checked_csv(path, MASTER_COLS, aliases=OLD_PAD_NAMES, known=MASTER_OTHER)
         rel = self.rel(path)
         self._all_master_ids: set[str] = set()
         raw_ids: dict[int, str] = {}
@@ -304,7 +315,11 @@ class EgdRelease(Release):
         rel = self.rel(path)
         kind = "fixation" if path.name == "fixations.csv" else "gaze"
         try:
-            t = scan_checked_csv(path, GAZE_COLS) if kind == "gaze" else read_checked_csv(path, GAZE_COLS)
+            t = (
+                scan_checked_csv(path, GAZE_COLS, known=GAZE_OTHER)
+                if kind == "gaze"
+                else read_checked_csv(path, GAZE_COLS, known=GAZE_OTHER)
+            )
         except InputFormatError as exc:
             if required:
                 raise

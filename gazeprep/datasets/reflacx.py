@@ -36,7 +36,7 @@ from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetA
 from gazeprep.datasets.checks import far_outside, time_problems
 from gazeprep.datasets.csvio import Col, read_bytes, read_checked_csv
 from gazeprep.datasets.registry import register_dataset
-from gazeprep.errors import GazeprepError, InputFormatError
+from gazeprep.errors import InputFormatError
 from gazeprep.paths import safe_component
 
 DATASET = "reflacx"
@@ -77,10 +77,10 @@ FIX_COLS = {
     "timestamp_end_fixation": Col(),
     "x_position": Col(),
     "y_position": Col(),
-    "pupil_area_normalized": Col(required=False),
-    "angular_resolution_x_pixels_per_degree": Col(lo=0),
+    "pupil_area_normalized": Col(required=False, gt=0),  # a ratio, about 1 (FORMATS 1.5)
+    "angular_resolution_x_pixels_per_degree": Col(lo=0),  # 0 is rejected below with its own reason
     "angular_resolution_y_pixels_per_degree": Col(lo=0),
-    "window_width": Col(required=False),
+    "window_width": Col(required=False, gt=0),
     "window_level": Col(required=False),
     "xmin_shown_from_image": Col(),
     "ymin_shown_from_image": Col(),
@@ -95,9 +95,15 @@ GAZE_COLS = {
     "timestamp_sample": Col(),
     "x_position": Col(required=False),
     "y_position": Col(required=False),
-    "angular_resolution_x_pixels_per_degree": Col(required=False, lo=0),
-    "angular_resolution_y_pixels_per_degree": Col(required=False, lo=0),
+    "angular_resolution_x_pixels_per_degree": Col(required=False, gt=0),
+    "angular_resolution_y_pixels_per_degree": Col(required=False, gt=0),
 }
+#: the other documented columns of gaze.csv (FORMATS 1.7), accepted and not read
+GAZE_OTHER = (
+    "pupil_area_normalized", "window_width", "window_level", "xmin_shown_from_image", "ymin_shown_from_image",
+    "xmax_shown_from_image", "ymax_shown_from_image", "xmin_in_screen_coordinates", "ymin_in_screen_coordinates",
+    "xmax_in_screen_coordinates", "ymax_in_screen_coordinates",
+)  # fmt: skip
 WORD_COLS = {"word": Col("str"), "timestamp_start_word": Col(), "timestamp_end_word": Col()}
 ELLIPSE_BASE = {"xmin": Col("int"), "ymin": Col("int"), "xmax": Col("int"), "ymax": Col("int"), "certainty": Col("int", lo=1, hi=5)}
 CHEST_HEADER = ["xmin", "ymin", "xmax", "ymax"]
@@ -117,8 +123,11 @@ def _read_chest_box(path: Path) -> tuple[tuple[float, float, float, float] | Non
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         return None, None, "file missing"
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, None, f"unreadable ({exc})"
+    except IsADirectoryError:
+        return None, None, "is a folder, not a file"
+    except UnicodeDecodeError:
+        return None, None, "not UTF-8 text"
+    # any other OSError (EACCES, EIO, ...) is an I/O fault: it propagates, it is not a reject
     rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
     if not rows:
         return None, None, "empty file (no header line)"
@@ -144,7 +153,7 @@ class ReflacxRelease(Release):
 
     dataset = DATASET
 
-    def __init__(self, root: Path, *, gaze_samples: bool = False, mimic_root: Path | None = None):
+    def __init__(self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None):
         super().__init__(root)
         self.gaze_samples = gaze_samples
         self.tables = ("fixations", "reports", "words", "ellipses") + (("gaze_samples",) if gaze_samples else ())
@@ -168,8 +177,9 @@ class ReflacxRelease(Release):
             if label_rows
             else schema.empty("case_labels")
         )
-        if mimic_root is not None:
-            extra = mimic.labels_for_cases(Path(mimic_root), DATASET, self.cases, self.rejects)
+        self.images_root = Path(images_root) if images_root is not None else None
+        if self.images_root is not None:  # sizes come from the metadata files; the root adds labels
+            extra = mimic.labels_for_cases(self.images_root, DATASET, self.cases, self.rejects)
             self.case_labels = pl.concat([self.case_labels, extra], how="vertical")
         self.stats = {
             "cases": self.cases.height,
@@ -182,11 +192,8 @@ class ReflacxRelease(Release):
         labels = LABELS_BY_PHASE[phase]
         cols = dict(META_COLS)
         cols.update({lab: Col("str", required=False) for lab in labels})
-        table = read_checked_csv(path, cols)
+        table = read_checked_csv(path, cols)  # a column not of this phase rejects the file (csvio policy)
         rel = self.rel(path)
-        header_extra = _extra_columns(path, cols)
-        if header_extra:
-            raise InputFormatError(path, f"wrong header: unexpected column(s) {header_extra} for phase {phase}")
         for b in table.bad:
             self.rejects.append(self.reject(None, rel, b.row, f"{b.reason}; {CASE_SKIPPED}"))
         rows_out: list[dict] = []
@@ -346,7 +353,7 @@ class ReflacxRelease(Release):
         )  # fmt: skip
 
     def _gaze(self, case_id: str, path: Path, w: int, h: int, rejects: list[dict]) -> pl.DataFrame:
-        t = read_checked_csv(path, GAZE_COLS)
+        t = read_checked_csv(path, GAZE_COLS, known=GAZE_OTHER)
         self._bad_rows(case_id, path, t.bad, rejects)
         df = t.df
         x, y = df.get_column("x_position").to_numpy(), df.get_column("y_position").to_numpy()
@@ -440,11 +447,6 @@ class ReflacxRelease(Release):
         return build_table("ellipses", n, {"dataset": DATASET, "case_id": case_id, **out})
 
 
-def _extra_columns(path: Path, cols: dict[str, Col]) -> list[str]:
-    first = read_bytes(path).split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace").lstrip("\ufeff")
-    return [h for h in next(csv.reader([first])) if h not in cols]
-
-
 def _label_value(label: str, raw: str | None) -> tuple[float | None, str | None, str | None]:
     """(value, text, error) for one REFLACX metadata label cell."""
     if label in TEXT_LABELS:
@@ -475,13 +477,14 @@ class ReflacxAdapter(DatasetAdapter):
     description = "REFLACX (PhysioNet reflacx-xray-localization 1.0.0): fixations, dictation, ellipses, 3 phases"
 
     def open(
-        self, root: Path, *, gaze_samples: bool = False, mimic_root: Path | None = None, **kwargs: Any
+        self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None, **kwargs: Any
     ) -> ReflacxRelease:
         """Open a REFLACX release folder (reads the three metadata files and the chest boxes).
 
-        ``mimic_root`` (optional): a MIMIC-CXR(-JPG) folder whose chexpert/negbio tables add
-        ``mimic_chexpert``/``mimic_negbio`` rows to ``case_labels``.
+        ``images_root`` (optional; old name ``mimic_root``): the MIMIC-CXR(-JPG) root. Image sizes
+        come from the metadata files (``image_size_x``/``image_size_y``), so the images are not
+        read; its chexpert/negbio tables, when present, add ``mimic_chexpert``/``mimic_negbio``
+        rows to ``case_labels``.
         """
-        if kwargs:
-            raise GazeprepError(f"dataset {DATASET!r} does not take the option(s) {sorted(kwargs)}")
-        return ReflacxRelease(self.check_root(root), gaze_samples=gaze_samples, mimic_root=mimic_root)
+        images = self.images_option(images_root, kwargs)
+        return ReflacxRelease(self.check_root(root), gaze_samples=gaze_samples, images_root=images)
