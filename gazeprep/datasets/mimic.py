@@ -18,7 +18,7 @@ from gazeprep import schema
 from gazeprep.datasets.base import ROW_DROPPED, CaseData, DatasetAdapter, Release
 from gazeprep.datasets.csvio import Col, read_checked_csv
 from gazeprep.datasets.registry import register_dataset
-from gazeprep.errors import GazeprepError, InputFormatError
+from gazeprep.errors import InputFormatError
 
 DATASET = "mimic-cxr"
 VERSION = "2.0.0"
@@ -217,10 +217,15 @@ class MimicAdapter(DatasetAdapter):
     name = DATASET
     description = "MIMIC-CXR-JPG 2.0.0 tables: metadata, split, CheXpert/NegBio study labels (no gaze)"
 
-    def open(self, root: Path, *, gaze_samples: bool = False, **kwargs: Any) -> MimicRelease:
-        """Open a MIMIC-CXR-JPG folder holding ``mimic-cxr-2.0.0-*.csv[.gz]`` (metadata is required)."""
-        if kwargs:
-            raise GazeprepError(f"dataset {DATASET!r} does not take the option(s) {sorted(kwargs)}")
+    def open(
+        self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None, **kwargs: Any
+    ) -> MimicRelease:
+        """Open a MIMIC-CXR-JPG folder holding ``mimic-cxr-2.0.0-*.csv[.gz]`` (metadata is required).
+
+        ``images_root`` (old name ``mimic_root``) is accepted like every adapter's and not used:
+        the image sizes are the metadata's ``Rows``/``Columns`` and this dataset has no gaze.
+        """
+        self.images_option(images_root, kwargs)  # checks the folder and rejects unknown options
         return MimicRelease(self.check_root(root))
 
 

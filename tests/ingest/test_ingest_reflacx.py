@@ -361,13 +361,35 @@ def test_symlinked_case_folder_is_followed(rx, tmp_path):
 
 
 def test_reader_errors_skip_the_case_not_the_run(rx, monkeypatch):
+    """A reader error on malformed data (here a ValueError, or PIL's errno-less OSError) skips the case."""
     rel = open_(rx)
 
     def boom(*a, **k):
-        raise OSError(5, "Input/output error", "main_data/x")
+        raise ValueError("could not convert string to float: 'x'")
 
     monkeypatch.setattr(rel, "_fixations", boom)
     cd = rel.read_case(C1)
     (r,) = cd.rejects
-    assert r["case_id"] == C1 and "Input/output error" in r["reason"] and r["reason"].endswith("case skipped")
+    assert r["case_id"] == C1 and "ValueError: could not convert" in r["reason"] and r["reason"].endswith("case skipped")
     assert all(df.height == 0 for df in cd.tables.values())
+
+    def decoder(*a, **k):
+        raise OSError("image file is truncated")  # no errno: bad bytes, not an I/O fault
+
+    monkeypatch.setattr(rel, "_fixations", decoder)
+    (r,) = rel.read_case(C1).rejects
+    assert "image file is truncated" in r["reason"] and r["reason"].endswith("case skipped")
+
+
+@pytest.mark.parametrize("err", [OSError(5, "Input/output error", "main_data/x"), PermissionError(13, "Permission denied", "main_data/x")])
+def test_io_fault_while_reading_propagates(rx, monkeypatch, err):
+    """EIO/EACCES on an existing file is an I/O fault: never a per-case reject (the build stops on it)."""
+    rel = open_(rx)
+
+    def boom(*a, **k):
+        raise err
+
+    monkeypatch.setattr(rel, "_fixations", boom)
+    with pytest.raises(OSError) as e:
+        rel.read_case(C1)
+    assert e.value is err
