@@ -77,15 +77,14 @@ def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
 
 
 def read_mask_png(path: str | Path) -> np.ndarray:
-    """A mask PNG as bool (H, W): any channel value > 0 is inside (FORMATS.md 2.1)."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    except (OSError, ValueError) as exc:
-        raise InputFormatError(path, f"cannot read mask PNG ({exc})") from None
-    if arr.ndim == 3:
-        arr = arr[..., :3].max(-1) if arr.shape[-1] >= 3 else arr[..., 0]
-    return arr > 0
+    """A mask PNG as bool (H, W): any channel value > 0 is inside (FORMATS.md 2.1).
+
+    See :func:`gazeprep.datasets.images.read_mask_png`: an empty, non-PNG or corrupt file raises
+    InputFormatError naming it (a reject); an I/O fault (EACCES, EIO) propagates as OSError.
+    """
+    from gazeprep.datasets.images import read_mask_png as _read
+
+    return _read(path)
 
 
 def labels_from_masks(masks: dict[str, np.ndarray], classes: tuple[str, ...]) -> np.ndarray:

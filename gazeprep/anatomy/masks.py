@@ -136,7 +136,18 @@ def load_egd_anatomy_masks(
     heart_cut_top: float = HEART_CUT_TOP,
     overrides_dir: str | Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """As :func:`load_anatomy_masks`, from the EGD-CXR release's own PNG masks."""
+    """As :func:`load_anatomy_masks`, from the EGD-CXR release's own PNG masks.
+
+    Raises
+    ------
+    InputFormatError
+        A mask PNG of the case (or an override PNG) is empty (0 bytes), not a PNG or corrupt; the
+        message names the PNG (the build records it as the case's ``anatomy`` reject).
+    MissingMaskError
+        A requested structure has no PNG.
+    OSError
+        An I/O fault (EACCES, EIO) reading an existing PNG: propagated, never a reject.
+    """
     base = load_egd_masks(egd_root, image_id)
     overrides = read_overrides(overrides_dir, image_id)
     return _compose(base, overrides, image_shape, structures, heart_cut_top, image_id, str(egd_root))

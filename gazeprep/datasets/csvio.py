@@ -97,13 +97,17 @@ class CheckedTable:
 
 
 def read_bytes(path: Path) -> bytes:
-    """Read a file, transparently gunzipping ``*.gz``; raise InputFormatError when unreadable."""
+    """Read a file, transparently gunzipping ``*.gz``.
+
+    A missing file, a folder or bad gzip data raise InputFormatError (a data problem); any other
+    OSError (EACCES, EIO, ...) is an I/O fault and propagates (never a reject).
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputFormatError(path, "file not found") from None
-    except OSError as exc:
-        raise InputFormatError(path, f"cannot read file ({exc.strerror or exc})") from None
+    except IsADirectoryError:
+        raise InputFormatError(path, "is a folder, not a file") from None
     if path.name.endswith(".gz"):
         try:
             data = gzip.decompress(data)
@@ -409,8 +413,8 @@ def scan_checked_csv(path: Path, columns: dict[str, Col], *, known: Iterable[str
             head = fh.read(1 << 16)
     except FileNotFoundError:
         raise InputFormatError(path, "file not found") from None
-    except OSError as exc:
-        raise InputFormatError(path, f"cannot read file ({exc.strerror or exc})") from None
+    except IsADirectoryError:
+        raise InputFormatError(path, "is a folder, not a file") from None
     header = _header(head, path)
     _check_header(path, header, columns, known)
     try:  # fast path: typed scan of the needed columns only
