@@ -23,9 +23,11 @@ makes the whole file invalid: :class:`~gazeprep.errors.InputFormatError` naming 
 column(s), and none of its rows are used. The adapter then records it as usual for the file's scope:
 a per-case file (REFLACX ``fixations.csv``, ``gaze.csv``, word timings, ellipses) becomes a
 ``rejects`` row naming the file and column and that case (or that table of it) is skipped while the
-other cases go on; a release-wide file that every case needs (a REFLACX metadata file, the EGD-CXR
-master sheet or ``fixations.csv``) stops the ingest with that one-line error, since no case can be
-read from it with confidence. Column order does not matter.
+other cases go on; so is an optional shared file (EGD-CXR ``eye_gaze.csv`` and
+``bounding_boxes.csv``, the MIMIC label tables), whose table is then left out; a release-wide file
+that every case needs (a REFLACX metadata file, the EGD-CXR master sheet or ``fixations.csv``) stops
+the ingest with that one-line error, since no case can be read from it with confidence. Column
+order does not matter.
 
 Values: every numeric field must be finite (unless a column allows NaN) and inside the physical
 range its format defines (``Col.lo``/``hi`` inclusive, ``Col.gt`` exclusive, e.g. pupil area and
