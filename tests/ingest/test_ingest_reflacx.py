@@ -393,3 +393,42 @@ def test_io_fault_while_reading_propagates(rx, monkeypatch, err):
     with pytest.raises(OSError) as e:
         rel.read_case(C1)
     assert e.value is err
+
+
+def _fail_reading(monkeypatch, name: str, exc: OSError) -> None:
+    """Make ``Path.read_bytes`` raise ``exc`` for files called ``name`` (an I/O fault on an existing file)."""
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == name:
+            raise exc
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+
+def test_missing_file_is_a_reject_eio_on_an_existing_one_propagates(rx, monkeypatch):
+    """A per-case file absent when listed is a data problem (reject naming it); an EIO reading one
+    that exists is an I/O fault (propagates, the build stops)."""
+    import errno
+
+    (rx / "main_data" / C1 / "fixations.csv").unlink()
+    rel = open_(rx)
+    (r,) = rel.read_case(C1).rejects
+    assert r["file"] == f"main_data/{C1}/fixations.csv" and r["reason"] == "file not found; case skipped"
+    _fail_reading(monkeypatch, "fixations.csv", OSError(errno.EIO, "Input/output error"))
+    with pytest.raises(OSError) as e:
+        rel.read_case(C2)
+    assert e.value.errno == errno.EIO and not isinstance(e.value, GazeprepError)
+
+
+def test_eacces_on_a_chest_box_stops_the_open(rx, monkeypatch):
+    import errno
+
+    (rx / "main_data" / C2 / "chest_bounding_box.csv").unlink()
+    rel = open_(rx)  # missing: a reject, the case stays
+    (r,) = [r for r in rel.rejects if r["case_id"] == C2]
+    assert r["file"] == f"main_data/{C2}/chest_bounding_box.csv" and r["reason"] == "file missing; chest box left empty"
+    _fail_reading(monkeypatch, "chest_bounding_box.csv", PermissionError(errno.EACCES, "Permission denied"))
+    with pytest.raises(PermissionError):
+        open_(rx)
