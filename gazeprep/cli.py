@@ -280,6 +280,20 @@ def _silence_stdout() -> None:
         pass
 
 
+def _show_click_error(exc: Any) -> None:
+    """click's usage-error message (usage line, ``Try '... --help'``, ``Error: ...``) with the message
+    kept on one line (click lists a missing choice's values one per line)."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" or ctx is None:
+        exc.show()  # the help itself, or an error without a command context
+        return
+    text = ctx.get_usage() + "\n"
+    if ctx.command.get_help_option(ctx) is not None:
+        text += f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.\n"
+    text += f"\nError: {_one_line(exc.format_message())}"
+    typer.echo(text, err=True)
+
+
 def _completion_requested() -> bool:
     var = f"_{PROG_NAME}_COMPLETE".replace("-", "_").upper()
     return var in os.environ
@@ -302,14 +316,14 @@ def run(argv: list[str] | None = None) -> int:
     except _EXIT as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
     except _CLICK_EXCEPTION as exc:  # usage errors: click's usage line, "Did you mean", --help pointer
-        exc.show()
+        _show_click_error(exc)
         return int(exc.exit_code)
-    except (KeyboardInterrupt, *_ABORT) as exc:
+    except (KeyboardInterrupt, *_ABORT):
         if debug:
             traceback.print_exc()
         typer.echo(
-            "interrupted: stopped before finishing; nothing incomplete was committed. "
-            "Rerun the same command to resume.",
+            "interrupted: stopped before finishing, nothing incomplete was committed; "
+            "rerun the same command to resume",
             err=True,
         )
         return EXIT_INTERRUPTED

@@ -20,15 +20,15 @@ from gazeprep.commands import (
 )
 from gazeprep.errors import GazeprepError
 
-DATASETS = ("reflacx", "egd-cxr", "mimic-cxr")
-
-
 class SynthDataset(str, Enum):
     """Releases ``gazeprep synth`` can write."""
 
     reflacx = "reflacx"
     egd_cxr = "egd-cxr"
     mimic_cxr = "mimic-cxr"
+
+
+DATASETS = tuple(d.value for d in SynthDataset)
 
 
 def synth(
