@@ -64,7 +64,7 @@ def ingest(
     progress:
         Show a tqdm progress bar on stderr.
     open_kwargs:
-        Passed to the adapter's ``open`` (e.g. ``mimic_root``).
+        Passed to the adapter's ``open`` (e.g. ``images_root``, the MIMIC-CXR root).
 
     Returns
     -------
