@@ -19,7 +19,7 @@ Exit status (the contract every command follows; :func:`main` enforces it):
 141   stdout was closed early (``gazeprep recipes | head -1``): exits quietly, like ``128 + SIGPIPE``
 ====  ==========================================================================================
 
-``gazeprep --debug COMMAND ...`` (or ``GAZEPREP_DEBUG=1``) also prints the full traceback of a domain,
+``gazeprep --debug COMMAND ...`` (``--debug`` may also come after the command; or ``GAZEPREP_DEBUG=1``) also prints the full traceback of a domain,
 internal or interrupt error, with the same exit status.
 """
 
@@ -200,7 +200,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
     debug: bool = typer.Option(
         False, "--debug", envvar=DEBUG_ENV, show_envvar=True,
-        help="On an error, also print the full Python traceback (put it before the command).",
+        help="On an error, also print the full Python traceback (may also follow the command).",
     ),
 ) -> None:
     """gazeprep: raw release folders -> validated, reproducible gaze heatmaps -> trained models.
@@ -307,6 +307,10 @@ def run(argv: list[str] | None = None) -> int:
         app(prog_name=PROG_NAME)
         return 0
     debug = os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" in args[1:end]:  # accepted after the command too: `gazeprep build-heatmaps ... --debug`
+        debug = True
+        args = [a for i, a in enumerate(args) if not (a == "--debug" and 0 < i < end)]
     command = typer.main.get_command(app)
     try:
         with command.make_context(PROG_NAME, args) as ctx:

@@ -382,19 +382,41 @@ def test_unexpected_exception_is_one_line_and_a_saved_traceback(tmp_path, capsys
     assert "gazeprep ingest --dataset reflacx" in text  # the command line, to reproduce
 
 
-@pytest.mark.parametrize("how", ["flag", "env"])
+@pytest.mark.parametrize("how", ["flag", "flag after the command", "env"])
 def test_debug_shows_the_traceback(how, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(cli.TRACEBACK_DIR_ENV, str(tmp_path / "tb"))
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
     _patch_ingest(monkeypatch, ZeroDivisionError("float division by zero"))
     argv = ["ingest", "--dataset", "reflacx", "--out", tmp_path / "o"]
     if how == "flag":
         argv = ["--debug", *argv]
+    elif how == "flag after the command":
+        argv = [*argv, "--debug"]
     else:
         monkeypatch.setenv(cli.DEBUG_ENV, "1")
     code, out, err = run(argv, capsys)
     assert code == 1
     assert "Traceback (most recent call last)" in err and "in boom" in err
     assert "error: internal error: ZeroDivisionError" in err
+
+
+def test_without_debug_there_is_no_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(cli.TRACEBACK_DIR_ENV, str(tmp_path / "tb"))
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    _patch_ingest(monkeypatch, ZeroDivisionError("x"))
+    code, out, err = run(["ingest", "--dataset", "reflacx", "--out", tmp_path / "o"], capsys)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) <= 2  # (+ the --root note)
+
+
+def test_shell_completion_is_on():
+    env = {**os.environ, "_GAZEPREP_COMPLETE": "complete_bash", "COMP_WORDS": "gazeprep synth --dataset ",
+           "COMP_CWORD": "3", "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "gazeprep"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["reflacx", "egd-cxr", "mimic-cxr"]
+    env.update(COMP_WORDS="gazeprep datas", COMP_CWORD="1")
+    proc = subprocess.run([sys.executable, "-m", "gazeprep"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.stdout.split() == ["datasets"]
 
 
 def test_debug_on_a_domain_error_keeps_exit_1(tmp_path, capsys):
