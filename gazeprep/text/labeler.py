@@ -1,16 +1,27 @@
-"""Rule-based report labeler: which finding is mentioned where, negated or uncertain.
+"""Rule-based report labeler: which finding is mentioned where, negated, uncertain or hypothetical.
 
-Pipeline (no trained spaCy model): ``spacy.blank("en")`` -> ``sentencizer`` -> ``entity_ruler``
-(lower-cased phrase matching of ``rules/mention/*.txt`` and the neutral phrases of
-``rules/neutral.yaml``) -> negspacy ``negex`` with the triggers of ``rules/negation/``. After the
-pipeline a NegEx-like pass adds uncertainty (``rules/uncertainty.yaml``, same scopes: sentence and
-termination triggers), resolves neutral anatomy phrases through their qualifiers, drops labels
-cancelled by ``rules/unmention/`` and expands every label to the labels it implies
-(``rules/labels.yaml``).
+Pipeline (no trained spaCy model): ``spacy.blank("en")`` tokenizer and ``sentencizer``; mentions
+from the profile's phrases (``entity_ruler``, lower-cased phrase matching of ``mention/*.txt`` and
+the neutral phrases of ``neutral.yaml``; the longest overlapping phrase wins) or, in a ``regex``
+profile, from CheXpert-style regular expressions (``mention_regex/``, every match a mention, a match
+overlapping an ``unmention_regex/`` match dropped); then a ConText-style pass over trigger phrases:
+negation (``negation/``), uncertainty (``uncertainty.yaml``) and the profile's context rules
+(``context.yaml``: hypothetical statements, chronic findings that cancel an acute label, label-specific
+rules). See :mod:`gazeprep.text.profiles` for the profile layout.
 
-A mention's status is ``negative`` when negated (negation wins over uncertainty), else ``uncertain``
-when uncertain, else ``positive``. A report's status per label is the strongest over its mentions:
-positive > uncertain > negative; ``absent`` when not mentioned (CheXpert convention).
+Scopes: a *preceding* trigger covers the mentions that start after it, a *following* trigger the
+mentions that end before it, both within one sentence and up to a termination phrase ("but",
+"there is", ...), a profile scope break (``profile.yaml``: e.g. "with", so that "cardiomegaly with
+normal vessels" stays positive) and the rule's reach in tokens. A following uncertainty trigger also
+stops at ``following_stops`` tokens and ``following_reach_tokens``. A negation trigger inside a
+pseudo trigger ("no change", "cannot exclude") is ignored.
+
+A mention is dropped when a ``cancel`` rule covers it (e.g. "old healed rib fracture" for the acute
+fracture labels). Its status is ``uncertain`` under a pre-negation uncertainty rule (CheXpert's "no
+new ..."), else ``negative`` when negated, else ``hypothetical`` under a hypothetical rule ("to
+evaluate for pneumothorax", "evaluation for pneumothorax is limited"), else ``uncertain`` when
+uncertain, else ``positive``. A report's status per label is the strongest over its mentions:
+positive > uncertain > negative > hypothetical; ``absent`` when not mentioned (CheXpert convention).
 """
 
 from __future__ import annotations
@@ -25,10 +36,10 @@ from typing import Iterable, NamedTuple
 import polars as pl
 
 from gazeprep.schema import MENTIONS, empty
+from gazeprep.text.profiles import ProfileSpec, load_profile_spec, resolve_profile
 from gazeprep.text.rules import RuleSet, load_rules
 
-_EXT = "gz_negex"
-STATUS_ORDER = ("positive", "uncertain", "negative")  # strongest first
+STATUS_ORDER = ("positive", "uncertain", "negative", "hypothetical")  # strongest first
 
 
 class Mention(NamedTuple):
@@ -45,17 +56,20 @@ class Mention(NamedTuple):
     char_end: int
     negated: bool
     uncertain: bool
+    hypothetical: bool = False
 
     @property
     def status(self) -> str:
-        """``negative`` / ``uncertain`` / ``positive`` (negation wins)."""
+        """``negative`` / ``hypothetical`` / ``uncertain`` / ``positive`` (in that precedence)."""
         if self.negated:
             return "negative"
+        if self.hypothetical:
+            return "hypothetical"
         return "uncertain" if self.uncertain else "positive"
 
 
 def report_status(mentions: Iterable[Mention]) -> dict[str, str]:
-    """Per label, the strongest status over ``mentions`` (positive > uncertain > negative)."""
+    """Per label, the strongest status over ``mentions`` (positive > uncertain > negative > hypothetical)."""
     out: dict[str, str] = {}
     for m in mentions:
         s = m.status
@@ -84,54 +98,83 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
     return out
 
 
-_CACHE: dict[str, "Labeler"] = {}
+_CACHE: dict[tuple[str, str], "Labeler"] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-class Labeler:
-    """A compiled rule set. Build it with :meth:`from_rules` (cached per rules folder)."""
+class _Trigger(NamedTuple):
+    start: int  # token index, inclusive
+    end: int  # token index, exclusive
+    category: str  # negated / uncertain / uncertain_first / hypothetical / cancel
+    direction: str  # preceding / following / overlap
+    labels: frozenset[str] | None
+    reach: int | None
+    stops: bool  # a following trigger that does not reach back over uncertainty stop tokens
 
-    def __init__(self, rules: RuleSet, cache_size: int = 200000):
+
+class _Flags(NamedTuple):
+    cancel: bool
+    negated: bool
+    uncertain: bool
+    hypothetical: bool
+
+
+class Labeler:
+    """A compiled rule profile. Build it with :meth:`from_rules` (cached per rules folder and profile)."""
+
+    def __init__(self, rules: RuleSet, cache_size: int = 200000, spec: ProfileSpec | None = None):
         import spacy
-        from negspacy.negation import Negex  # noqa: F401  (registers the "negex" factory)
         from spacy.matcher import PhraseMatcher
 
         self.rules = rules
+        self.spec = spec if spec is not None else ProfileSpec(name="gazeprep", dir=rules.rules_dir)
         nlp = spacy.blank("en")
         nlp.add_pipe("sentencizer")
-        labels_of: dict[str, set[str]] = defaultdict(set)
-        for lab, phrases in rules.mentions.items():
-            for p in phrases:
-                labels_of[p].add(lab)
-        patterns = [{"label": "|".join(sorted(labs)), "pattern": p} for p, labs in labels_of.items()]
-        for i, entry in enumerate(rules.neutral):
-            for p in entry.phrases:
-                if p not in labels_of:
-                    patterns.append({"label": f"~{i}", "pattern": p})
-        ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": False})
-        ruler.add_patterns(patterns)
-        termset = {
-            "pseudo_negations": list(rules.negation["pseudo"]),
-            "preceding_negations": list(rules.negation["preceding"]),
-            "following_negations": list(rules.negation["following"]),
-            "termination": list(rules.negation["termination"]),
-        }
-        nlp.add_pipe("negex", config={"neg_termset": termset, "extension_name": _EXT})
+        self._regex = self.spec.matching == "regex"
+        if not self._regex:
+            labels_of: dict[str, set[str]] = defaultdict(set)
+            for lab, phrases in rules.mentions.items():
+                for p in phrases:
+                    labels_of[p].add(lab)
+            patterns = [{"label": "|".join(sorted(labs)), "pattern": p} for p, labs in labels_of.items()]
+            for i, entry in enumerate(rules.neutral):
+                for p in entry.phrases:
+                    if p not in labels_of:
+                        patterns.append({"label": f"~{i}", "pattern": p})
+            ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": False})
+            ruler.add_patterns(patterns)
+        # regex profiles: per label, one combined pre-filter and the expressions in file order
+        self._mention_re: list[tuple[str, re.Pattern, list[re.Pattern]]] = []
+        for lab, exprs in self.spec.mention_regex.items():
+            if exprs:
+                self._mention_re.append(
+                    (lab, re.compile("|".join(f"(?:{x})" for x in exprs)), [re.compile(x) for x in exprs])
+                )
+        self._unmention_re = {lab: [re.compile(x) for x in xs] for lab, xs in self.spec.unmention_regex.items() if xs}
         self.nlp = nlp
 
         def docs(phrases):
             return list(nlp.tokenizer.pipe(phrases))
 
         trig = PhraseMatcher(nlp.vocab, attr="LOWER")
-        trig.add("TERM", docs(rules.negation["termination"]))
-        trig.add("NPRE", docs(rules.negation["preceding"]))
-        trig.add("NPSEUDO", docs(rules.negation["pseudo"]))
-        trig.add("NFOL", docs(rules.negation["following"]))
-        trig.add("UPRE", docs(rules.uncertainty_preceding))
-        trig.add("UFOL", docs(rules.uncertainty_following))
+
+        def add(key, phrases):
+            if phrases:
+                trig.add(key, docs(phrases))
+
+        add("TERM", rules.negation["termination"])
+        add("NPRE", rules.negation["preceding"])
+        add("NPSEUDO", rules.negation["pseudo"])
+        add("NFOL", rules.negation["following"])
+        add("UPRE", rules.uncertainty_preceding)
+        add("UFOL", rules.uncertainty_following)
+        add("BPRE", self.spec.breaks_preceding)
+        add("BFOL", self.spec.breaks_following)
+        for i, rule in enumerate(self.spec.context):
+            add(f"C{i}", rule.phrases)
         for i, entry in enumerate(rules.neutral):
             for qlabel, qphrases in entry.qualifiers.items():
-                trig.add(f"Q{i}:{qlabel}", docs(qphrases))
+                add(f"Q{i}:{qlabel}", qphrases)
         self._trig = trig
         unm = PhraseMatcher(nlp.vocab, attr="LOWER")
         for lab, phrases in rules.unmentions.items():
@@ -139,31 +182,48 @@ class Labeler:
                 unm.add(lab, docs(phrases))
         self._unm = unm
         self._closure = {lab: rules.labels.closure(lab) for lab in rules.labels.names}
+        self._final_next = frozenset(self.spec.clause_final_next)
         self._cache: OrderedDict[str, list[Mention]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_rules(cls, rules_dir: str | Path | None = None) -> "Labeler":
-        """The labeler of a rules folder (default ``gazeprep.paths.default_rules_dir()``), built once
-        per process and folder."""
+    def from_rules(cls, rules_dir: str | Path | None = None, profile: str | None = None) -> "Labeler":
+        """The labeler of a rules folder (default ``gazeprep.paths.default_rules_dir()``) and profile
+        (default ``gazeprep``; ``lanfredi2023`` reproduces paper 004's labeler), built once per
+        process, folder and profile.
+
+        Raises :class:`~gazeprep.errors.RecipeError` (one line listing the known profiles) for an
+        unknown profile, or naming the file and line of a bad rule.
+        """
         from gazeprep.paths import default_rules_dir  # the default honours $GAZEPREP_RULES_DIR
 
-        key = str(default_rules_dir(rules_dir).resolve())
+        name = resolve_profile(profile)
+        key = (str(default_rules_dir(rules_dir).resolve()), name)
         with _CACHE_LOCK:
             lab = _CACHE.get(key)
             if lab is None:
-                rules = load_rules(rules_dir)
-                lab = cls(rules)
+                rules = load_rules(rules_dir, name)
+                lab = cls(rules, spec=load_profile_spec(name, rules_dir))
                 _CACHE[key] = lab
         return lab
+
+    @property
+    def profile(self) -> str:
+        """Name of the rule profile (``gazeprep``, ``lanfredi2023``, ...)."""
+        return self.spec.name
+
+    @property
+    def profile_hash(self) -> str:
+        """SHA-256 of ``labels.yaml`` and the profile's rule files (:func:`gazeprep.text.profiles.profile_hash`)."""
+        return self.spec.hash
 
     @property
     def label_ids(self) -> tuple[str, ...]:
         """Every label this labeler can emit (mention labels, qualifier labels and their implications)."""
         out: list[str] = []
-        direct = list(self.rules.mentions)
+        direct = list(self.rules.mentions) + [lab for lab, _, _ in self._mention_re]
         for e in self.rules.neutral:
             direct += [e.label, *e.qualifiers]
         for lab in direct:
@@ -183,9 +243,9 @@ class Labeler:
 
         Texts are split into sentences (after ``.``, ``!`` or ``?`` followed by white space or the
         end; "3.5 cm" does not split) and every distinct sentence not in the cache is labelled once
-        with ``nlp.pipe``. Negation and uncertainty scopes never cross a sentence, so labelling
-        sentence by sentence gives the same mentions as labelling the whole text, much faster on
-        real reports, which repeat sentences. ``sentence_idx`` is the index of that sentence.
+        with ``nlp.pipe``. Scopes never cross a sentence, so labelling sentence by sentence gives the
+        same mentions as labelling the whole text, much faster on real reports, which repeat
+        sentences. ``sentence_idx`` is the index of that sentence.
         """
         split = [split_sentences(t or "") for t in texts]
         todo: list[str] = []
@@ -218,13 +278,16 @@ class Labeler:
                     if local is None:  # evicted meanwhile
                         local = self._mentions(self.nlp(sent))
                 ms.extend(
-                    Mention(m.label, m.phrase, i, m.char_start + off, m.char_end + off, m.negated, m.uncertain)
+                    Mention(m.label, m.phrase, i, m.char_start + off, m.char_end + off, m.negated, m.uncertain,
+                            m.hypothetical)
                     for m in local
                 )
             out.append(ms)
         return out
 
-    def _mentions(self, doc) -> list[Mention]:
+    # ------------------------------------------------------------------ scopes
+    def _context(self, doc):
+        """Trigger matches of one doc: (triggers, qualifier matches, sentence starts, boundaries)."""
         strings = self.nlp.vocab.strings
         groups: dict[str, list[tuple[int, int]]] = defaultdict(list)
         quals: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
@@ -236,30 +299,114 @@ class Labeler:
             else:
                 groups[key].append((s, e))
         sent_starts = [s.start for s in doc.sents]
-        bounds = sorted(set(sent_starts) | {s for s, _ in groups["TERM"]})
+        term = sorted({s for s, _ in groups["TERM"]})
+        b_pre = sorted(set(term) | {s for s, _ in groups["BPRE"]} | set(sent_starts[1:]))
+        b_fol = sorted(set(term) | {s for s, _ in groups["BFOL"]} | set(sent_starts[1:]))
         pseudo = groups["NPSEUDO"]
-        npre = [(s, e) for s, e in groups["NPRE"] if not any(ps <= s <= pe for ps, pe in pseudo)]
+
+        def real(spans):  # a negation trigger that starts inside a pseudo trigger is no trigger
+            return [(s, e) for s, e in spans if not any(ps <= s < pe for ps, pe in pseudo)]
+
+        n = len(doc)
+        term_starts = set(term) | {s for s, _ in groups["BFOL"]}
+
+        def clause_final(e: int) -> bool:
+            return e >= n or doc[e].is_punct or doc[e].lower_ in self._final_next or e in term_starts
+
+        trig: list[_Trigger] = []
+        trig += [_Trigger(s, e, "negated", "preceding", None, None, False) for s, e in real(groups["NPRE"])]
+        trig += [_Trigger(s, e, "negated", "following", None, None, False) for s, e in real(groups["NFOL"])]
+        trig += [_Trigger(s, e, "uncertain", "preceding", None, None, False) for s, e in groups["UPRE"]]
+        reach = self.rules.uncertainty_reach
+        trig += [_Trigger(s, e, "uncertain", "following", None, reach, True) for s, e in groups["UFOL"]]
+        for i, rule in enumerate(self.spec.context):
+            spans = groups.get(f"C{i}", ())
+            if rule.category == "negated":
+                spans = real(spans)
+            for s, e in spans:
+                if rule.clause_final and rule.direction == "following" and not clause_final(e):
+                    continue
+                trig.append(_Trigger(s, e, rule.category, rule.direction, rule.labels, rule.reach_tokens, False))
+        return trig, quals, sent_starts, b_pre, b_fol, groups
+
+    def _covers(self, t: _Trigger, start: int, end: int, doc, b_pre, b_fol) -> bool:
+        """Whether trigger ``t`` covers the token span ``[start, end)``."""
+        if t.direction == "overlap":
+            return t.start < end and start < t.end
+        if t.direction == "preceding":
+            if t.end > start:
+                return False
+            if t.reach is not None and start - t.end > t.reach:
+                return False
+            k = bisect_right(b_pre, t.end - 1)  # first boundary at or after the trigger's end
+            return not (k < len(b_pre) and b_pre[k] <= start)
+        # following
+        if t.start < end:
+            return False
+        if t.reach is not None and t.start - end > t.reach:
+            return False
+        k = bisect_right(b_fol, end - 1)  # first boundary at or after the mention's end
+        if k < len(b_fol) and b_fol[k] < t.start:
+            return False
+        if t.stops:
+            stops = self.rules.uncertainty_stops
+            if any(doc[j].text in stops for j in range(end, t.start)):
+                return False
+        return True
+
+    def _flags(self, trig, label: str | None, start: int, end: int, doc, b_pre, b_fol) -> _Flags:
+        hit = {"cancel": False, "negated": False, "uncertain": False, "uncertain_first": False, "hypothetical": False}
+        for t in trig:
+            if hit[t.category]:
+                continue
+            if t.labels is not None and label not in t.labels:
+                continue
+            if self._covers(t, start, end, doc, b_pre, b_fol):
+                hit[t.category] = True
+        if hit["uncertain_first"]:
+            return _Flags(hit["cancel"], False, True, False)
+        return _Flags(hit["cancel"], hit["negated"], hit["uncertain"], hit["hypothetical"])
+
+    def _spans(self, doc, quals, trig, b_pre, b_fol, sent_starts):
+        """Candidate mentions: (labels, token start, token end, char start, char end, negated-by-qualifier)."""
+        out = []
+        if self._regex:
+            text = doc.text.lower()
+            for lab, pre, exprs in self._mention_re:
+                if not pre.search(text):
+                    continue
+                unm = self._unmention_re.get(lab, ())
+                for rx in exprs:
+                    for m in rx.finditer(text):
+                        cs, ce = m.span()
+                        if ce <= cs:
+                            continue
+                        if any(us < ce and cs < ue for u in unm for us, ue in (x.span() for x in u.finditer(text))):
+                            continue
+                        span = doc.char_span(cs, ce, alignment_mode="expand")
+                        if span is None:
+                            continue
+                        out.append(([lab], span.start, span.end, cs, ce, False))
+            return out
+        strings = self.nlp.vocab.strings
         unm: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for mid, s, e in self._unm(doc):
             unm[strings[mid]].append((s, e))
+        seg_bounds = sorted(set(sent_starts) | set(b_pre) | set(b_fol))
 
         def seg(i: int) -> int:
-            return bisect_right(bounds, i) - 1
+            return bisect_right(seg_bounds, i)
 
-        stops = set(self.rules.uncertainty_stops)
-        out: list[Mention] = []
-        seen: set[tuple[str, int, int]] = set()
         for ent in doc.ents:
-            es = seg(ent.start)
-            negated = bool(getattr(ent._, _EXT))
             key = ent.label_
-            start_tok, end_tok = ent.start, ent.end
+            start_tok, end_tok, qneg = ent.start, ent.end, False
             if key.startswith("~"):
                 i = int(key[1:])
                 entry = self.rules.neutral[i]
                 best = None
+                es = seg(ent.start)
                 for qs, qe, qlabel in quals.get(i, ()):
-                    if seg(qs) != es:
+                    if seg(qs) != es and seg(qe - 1) != es:
                         continue
                     if qs >= ent.end:
                         d = qs - ent.end
@@ -276,67 +423,62 @@ class Labeler:
                 if best is not None:
                     _, qs, qe, qlabel = best
                     labels = [qlabel]
-                    if qs >= ent.end and any(ent.end <= s < qs for s, _ in npre):
-                        negated = True
+                    npre = [t for t in trig if t.category == "negated" and t.direction == "preceding"]
+                    if qs >= ent.end and any(ent.end <= t.start < qs for t in npre):
+                        qneg = True
                     start_tok, end_tok = min(ent.start, qs), max(ent.end, qe)
-                elif negated:
-                    labels = [entry.label]
                 else:
-                    continue
+                    f = self._flags(trig, entry.label, ent.start, ent.end, doc, b_pre, b_fol)
+                    if not f.negated:
+                        continue  # a neutral phrase alone says nothing ("heart size is stable")
+                    labels = [entry.label]
             else:
-                labels = key.split("|")
-            uncertain = any(e <= start_tok and seg(s) == es for s, e in groups["UPRE"]) or any(
-                s >= end_tok
-                and s - end_tok <= self.rules.uncertainty_reach
-                and seg(s) == es
-                and not any(doc[k].text in stops for k in range(end_tok, s))
-                for s, _ in groups["UFOL"]
-            )
-            span = doc[start_tok:end_tok]
-            sidx = bisect_right(sent_starts, ent.start) - 1
+                labels = [lab for lab in key.split("|")
+                          if not any(s < ent.end and ent.start < e for s, e in unm.get(lab, ()))]
+            if labels:
+                span = doc[start_tok:end_tok]
+                out.append((labels, start_tok, end_tok, span.start_char, span.end_char, qneg))
+        return out
+
+    def _mentions(self, doc) -> list[Mention]:
+        trig, quals, sent_starts, b_pre, b_fol, _ = self._context(doc)
+        out: list[Mention] = []
+        seen: set[tuple[str, int, int]] = set()
+        text = doc.text
+        for labels, start_tok, end_tok, cs, ce, qneg in self._spans(doc, quals, trig, b_pre, b_fol, sent_starts):
+            sidx = bisect_right(sent_starts, start_tok) - 1
             for lab in labels:
-                if any(s < ent.end and ent.start < e for s, e in unm.get(lab, ())):
+                f = self._flags(trig, lab, start_tok, end_tok, doc, b_pre, b_fol)
+                if f.cancel:
                     continue
+                negated = f.negated or qneg
                 for x in self._closure[lab]:
-                    k = (x, span.start_char, span.end_char)
+                    k = (x, cs, ce)
                     if k in seen:
                         continue
                     seen.add(k)
-                    out.append(Mention(x, span.text, sidx, span.start_char, span.end_char, negated, uncertain))
+                    out.append(Mention(x, text[cs:ce], sidx, cs, ce, negated, f.uncertain, f.hypothetical))
         out.sort(key=lambda m: (m.char_start, m.char_end))
         return out
 
     def negated_spans(self, text: str, spans: list[tuple[int, int]]) -> list[bool]:
         """Whether each character span ``[start, end)`` of ``text`` lies in a negation scope (a
         preceding negation trigger before it or a following one after it, same sentence and scope,
-        pseudo triggers ignored). Used for keyword sentences (paper 000 windows)."""
+        pseudo triggers ignored; label-specific context rules do not apply). Used for keyword
+        sentences (paper 000 windows)."""
         doc = self.nlp.make_doc(text or "")
         for name, proc in self.nlp.pipeline:
             if name == "sentencizer":
                 doc = proc(doc)
-        strings = self.nlp.vocab.strings
-        groups: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for mid, s, e in self._trig(doc):
-            groups[strings[mid]].append((s, e))
-        sent_starts = [s.start for s in doc.sents]
-        bounds = sorted(set(sent_starts) | {s for s, _ in groups["TERM"]})
-        pseudo = groups["NPSEUDO"]
-
-        def real(triggers):
-            return [(s, e) for s, e in triggers if not any(ps <= s <= pe for ps, pe in pseudo)]
-
-        npre, nfol = real(groups["NPRE"]), real(groups["NFOL"])
+        trig, _, _, b_pre, b_fol, _ = self._context(doc)
+        neg = [t for t in trig if t.category == "negated" and t.labels is None]
         out = []
         for cs, ce in spans:
             span = doc.char_span(cs, ce, alignment_mode="expand")
             if span is None:
                 out.append(False)
                 continue
-            sg = bisect_right(bounds, span.start) - 1
-            neg = any(e <= span.start and bisect_right(bounds, s) - 1 == sg for s, e in npre) or any(
-                s >= span.end and bisect_right(bounds, s) - 1 == sg for s, _ in nfol
-            )
-            out.append(neg)
+            out.append(any(self._covers(t, span.start, span.end, doc, b_pre, b_fol) for t in neg))
         return out
 
     # ------------------------------------------------------------------ per case
@@ -356,7 +498,8 @@ class Labeler:
         the text rebuilt from the words, as ``build_sentences`` does; so does ``""``). A mention's ``sentence_idx`` is the sentence whose character
         range holds its first character (else the first sentence ending after it, as 004's code
         does); ``t_start_s`` is the start of the word in which it begins and ``t_end_s`` the end of
-        the word in which it ends (null when no word covers it).
+        the word in which it ends (null when no word covers it). Hypothetical mentions are not
+        rows of this table (it has no column for them; see :meth:`label_text`).
         """
         if not report_text and words.height:
             from gazeprep.text.sentences import rebuild_reflacx_text
@@ -365,7 +508,9 @@ class Labeler:
             report_text = rebuild_reflacx_text(toks) if dataset == "reflacx" else " ".join(toks)
         if not report_text:
             return empty("mentions")
-        mentions = self.label_text(report_text)
+        # the mentions table has no hypothetical flag: hypothetical mentions ("to evaluate for
+        # pneumothorax") are neither positive nor negated, so they are left out of it
+        mentions = [m for m in self.label_text(report_text) if not m.hypothetical]
         if not mentions:
             return empty("mentions")
         s_ok = sentences.filter(pl.col("char_end").is_not_null()).sort("char_end") if sentences.height else sentences

@@ -308,14 +308,19 @@ def _phrases(value, path: Path, where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def load_rules(rules_dir: str | Path | None = None) -> RuleSet:
-    """Parse a rules folder (default :func:`gazeprep.paths.default_rules_dir`)."""
-    d = Path(rules_dir) if rules_dir is not None else default_rules_dir()
-    if not d.is_dir():
-        raise RecipeError(f"rules folder {str(d)!r} not found")
-    labels = load_label_defs(d)
+def load_rules(rules_dir: str | Path | None = None, profile: str | None = None) -> RuleSet:
+    """Parse a rules folder (default :func:`gazeprep.paths.default_rules_dir`): ``labels.yaml`` of
+    the folder and the labeler rules of ``profile`` (default ``gazeprep``: the folder itself; see
+    :mod:`gazeprep.text.profiles`). ``RuleSet.rules_dir`` is the profile's folder."""
+    from gazeprep.text.profiles import profile_dir
+
+    root = Path(rules_dir) if rules_dir is not None else default_rules_dir()
+    if not root.is_dir():
+        raise RecipeError(f"rules folder {str(root)!r} not found")
+    labels = load_label_defs(root)
+    d = profile_dir(profile, root)
     mentions = _phrase_dir(d, "mention", labels)
-    if not mentions:
+    if not mentions and not (d / "mention_regex").is_dir():
         raise RecipeError(f"{d / 'mention'}: no mention phrase files")
     unmentions = _phrase_dir(d, "unmention", labels)
 

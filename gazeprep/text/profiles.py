@@ -1,0 +1,265 @@
+"""Labeler profiles: named sets of labeler rules shipped as data (``rules/``, ``rules/profiles/<name>/``).
+
+A rules folder holds the shared label definitions (``labels.yaml``) and the labeler rules of one or
+more profiles:
+
+* the **default profile** ``gazeprep`` is the folder itself (``mention/``, ``unmention/``,
+  ``negation/``, ``neutral.yaml``, ``uncertainty.yaml``, ``context.yaml``, ``profile.yaml``), so a
+  rules folder of the older single-profile layout (``$GAZEPREP_RULES_DIR``) still works unchanged;
+* every other profile is a sub-folder ``profiles/<name>/`` with the same layout (``labels.yaml``
+  always comes from the rules folder itself). The shipped ``lanfredi2023`` profile reproduces paper
+  004's modified CheXpert labeler.
+
+Files a profile may add to the single-profile layout (all optional; without them the labeler behaves
+as before profiles existed):
+
+* ``profile.yaml``: ``description``; ``matching``: ``phrases`` (spaCy token phrases of ``mention/``,
+  the longest overlapping phrase wins) or ``regex`` (CheXpert's extractor: every regular expression
+  of ``mention_regex/<label>.txt`` is searched with :func:`re.finditer` in the lower-cased sentence,
+  every match is a mention, a match overlapping a match of ``unmention_regex/<label>.txt`` is
+  dropped); ``scope``: ``breaks_preceding`` / ``breaks_following`` (phrases that end the scope of a
+  preceding / following trigger, as a termination phrase does for both) and ``clause_final_next``
+  (tokens that may follow a ``clause_final`` trigger).
+* ``context.yaml``: ``rules``, a list of context rules (ConText-style): ``category`` (``negated``,
+  ``uncertain``, ``uncertain_first`` (an uncertainty that wins over negation, CheXpert's
+  pre-negation uncertainty), ``hypothetical`` or ``cancel`` (the mention is dropped)),
+  ``direction`` (``preceding``: the mentions after the trigger in its scope; ``following``: the
+  mentions before it in its scope; ``overlap``: mentions whose span overlaps the trigger),
+  ``phrases``, and optionally ``labels`` (the rule applies to mentions of these labels only),
+  ``reach_tokens`` (a shorter scope) and ``clause_final`` (a following trigger counts only at the
+  end of its clause: "heart size normal." but not "normal caliber vessels").
+
+:func:`profile_hash` is a SHA-256 over ``labels.yaml`` and the profile's rule files (paths relative
+to the profile folder, and bytes), recorded in export manifests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gazeprep.errors import RecipeError
+from gazeprep.paths import default_rules_dir
+
+#: The profile used when none is named: the rules folder itself.
+DEFAULT_PROFILE = "gazeprep"
+#: Sub-folder of a rules folder holding the other profiles.
+PROFILES_SUBDIR = "profiles"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+_RULE_FILES = ("profile.yaml", "context.yaml", "neutral.yaml", "uncertainty.yaml")
+_RULE_DIRS = ("mention", "unmention", "negation", "mention_regex", "unmention_regex")
+CATEGORIES = ("negated", "uncertain", "uncertain_first", "hypothetical", "cancel")
+DIRECTIONS = ("preceding", "following", "overlap")
+#: Most regular expressions in one ``*_regex/<label>.txt`` file.
+MAX_REGEX_PER_FILE = 2000
+#: Longest regular expression (characters) of a regex rule file.
+MAX_REGEX_CHARS = 400
+
+
+def list_profiles(rules_dir: str | Path | None = None) -> tuple[str, ...]:
+    """Names of the profiles of a rules folder (default :func:`gazeprep.paths.default_rules_dir`):
+    ``gazeprep`` first, then the sub-folders of ``profiles/`` in name order."""
+    root = default_rules_dir(rules_dir)
+    sub = root / PROFILES_SUBDIR
+    names = [DEFAULT_PROFILE]
+    if sub.is_dir():
+        names += sorted(p.name for p in sub.iterdir() if p.is_dir() and _NAME.match(p.name) and p.name != DEFAULT_PROFILE)
+    return tuple(names)
+
+
+def resolve_profile(profile: str | None) -> str:
+    """``profile``, or :data:`DEFAULT_PROFILE` when ``None`` / empty."""
+    return DEFAULT_PROFILE if profile is None or str(profile).strip() == "" else str(profile).strip()
+
+
+def profile_dir(profile: str | None = None, rules_dir: str | Path | None = None) -> Path:
+    """The folder of a profile's labeler rules.
+
+    Raises
+    ------
+    RecipeError
+        One line naming the unknown profile and the known ones.
+    """
+    name = resolve_profile(profile)
+    root = default_rules_dir(rules_dir)
+    if name == DEFAULT_PROFILE:
+        return root
+    d = root / PROFILES_SUBDIR / name
+    if not _NAME.match(name) or not d.is_dir():
+        known = ", ".join(list_profiles(root))
+        raise RecipeError(f"unknown labeler profile {name!r} (known: {known})")
+    return d
+
+
+def profile_files(profile: str | None = None, rules_dir: str | Path | None = None) -> list[Path]:
+    """``labels.yaml`` and every rule file of the profile, in a fixed order."""
+    root = default_rules_dir(rules_dir)
+    d = profile_dir(profile, root)
+    files = [root / "labels.yaml"] if (root / "labels.yaml").is_file() else []
+    for name in _RULE_FILES:
+        if (d / name).is_file():
+            files.append(d / name)
+    for sub in _RULE_DIRS:
+        if (d / sub).is_dir():
+            files += sorted(p for p in (d / sub).glob("*.txt") if p.is_file())
+    return files
+
+
+def profile_hash(profile: str | None = None, rules_dir: str | Path | None = None) -> str:
+    """SHA-256 (hex) of the profile's rule files: each file's path relative to the rules folder and
+    its bytes, so that any edit of a rule changes it."""
+    root = default_rules_dir(rules_dir).resolve()
+    h = hashlib.sha256()
+    for f in profile_files(profile, root):
+        try:
+            rel = f.resolve().relative_to(root).as_posix()
+            data = f.read_bytes()
+        except OSError as exc:
+            raise RecipeError(f"{f}: cannot read rule file: {exc}") from None
+        h.update(rel.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ContextRule:
+    """One context rule of ``context.yaml`` (see the module docstring)."""
+
+    category: str
+    direction: str
+    phrases: tuple[str, ...]
+    labels: frozenset[str] | None = None
+    reach_tokens: int | None = None
+    clause_final: bool = False
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """The parts of a profile beyond :class:`gazeprep.text.rules.RuleSet`."""
+
+    name: str
+    dir: Path
+    description: str = ""
+    matching: str = "phrases"  # or "regex"
+    breaks_preceding: tuple[str, ...] = ()
+    breaks_following: tuple[str, ...] = ()
+    clause_final_next: tuple[str, ...] = ("and", "or", ",", ";", ":", ".")
+    context: tuple[ContextRule, ...] = ()
+    mention_regex: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    unmention_regex: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    hash: str = ""
+
+
+def read_regex_file(path: Path) -> tuple[str, ...]:
+    """Regular expressions of one regex rule file: one per line, used as written (CheXpert's phrase
+    files, where ``_`` stands for a space); blank lines and lines starting with ``#`` are skipped.
+
+    Raises :class:`RecipeError` naming the file and 1-based line for an invalid or over-long
+    expression, or more than :data:`MAX_REGEX_PER_FILE` expressions.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read rule file: {exc}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text") from None
+    out: dict[str, None] = {}
+    for i, line in enumerate(text.splitlines(), start=1):
+        raw = line.strip()
+        if not raw or raw.startswith("#"):
+            continue
+        expr = raw.replace("_", " ")
+        if len(expr) > MAX_REGEX_CHARS:
+            raise RecipeError(f"{path}, line {i}: expression longer than {MAX_REGEX_CHARS} characters")
+        try:
+            re.compile(expr)
+        except re.error as exc:
+            raise RecipeError(f"{path}, line {i}: not a valid regular expression: {exc}") from None
+        out[expr] = None
+        if len(out) > MAX_REGEX_PER_FILE:
+            raise RecipeError(f"{path}: more than {MAX_REGEX_PER_FILE} expressions")
+    return tuple(out)
+
+
+def _regex_dir(d: Path, labels: set[str]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    if not d.is_dir():
+        return out
+    for p in sorted(d.glob("*.txt")):
+        if p.stem not in labels:
+            raise RecipeError(f"{p}: file name {p.stem!r} is not a label id of labels.yaml")
+        out[p.stem] = read_regex_file(p)
+    return out
+
+
+def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None = None) -> ProfileSpec:
+    """Parse ``profile.yaml``, ``context.yaml`` and the regex rule files of a profile."""
+    from gazeprep.text.rules import _phrases, load_label_defs, read_yaml
+
+    name = resolve_profile(profile)
+    root = default_rules_dir(rules_dir)
+    d = profile_dir(name, root)
+    labels = set(load_label_defs(root).names)
+    meta: dict = {}
+    ppath = d / "profile.yaml"
+    if ppath.is_file():
+        meta = read_yaml(ppath)
+    matching = str(meta.get("matching", "phrases"))
+    if matching not in ("phrases", "regex"):
+        raise RecipeError(f"{ppath}: matching must be 'phrases' or 'regex', not {matching!r}")
+    scope = meta.get("scope") or {}
+    if not isinstance(scope, dict):
+        raise RecipeError(f"{ppath}: scope must be a mapping")
+
+    def plist(key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        v = scope.get(key)
+        return default if v is None else _phrases(v, ppath, f"scope.{key}")
+
+    rules: list[ContextRule] = []
+    cpath = d / "context.yaml"
+    if cpath.is_file():
+        raw = read_yaml(cpath).get("rules") or []
+        if not isinstance(raw, list):
+            raise RecipeError(f"{cpath}: rules must be a list")
+        for i, r in enumerate(raw):
+            where = f"{cpath}: rules[{i}]"
+            if not isinstance(r, dict):
+                raise RecipeError(f"{where} must be a mapping")
+            unknown = set(r) - {"category", "direction", "phrases", "labels", "reach_tokens", "clause_final", "why"}
+            if unknown:
+                raise RecipeError(f"{where}: unknown key(s) {sorted(unknown)}")
+            cat, direction = r.get("category"), r.get("direction")
+            if cat not in CATEGORIES:
+                raise RecipeError(f"{where}.category must be one of {list(CATEGORIES)}, not {cat!r}")
+            if direction not in DIRECTIONS:
+                raise RecipeError(f"{where}.direction must be one of {list(DIRECTIONS)}, not {direction!r}")
+            labs = r.get("labels")
+            if labs is not None:
+                labs = frozenset(str(x) for x in labs)
+                bad = sorted(labs - labels)
+                if bad:
+                    raise RecipeError(f"{where}.labels: unknown label id(s) {bad}")
+            reach = r.get("reach_tokens")
+            if reach is not None and (not isinstance(reach, int) or isinstance(reach, bool) or reach < 0):
+                raise RecipeError(f"{where}.reach_tokens must be a non-negative integer")
+            rules.append(
+                ContextRule(cat, direction, _phrases(r.get("phrases"), cpath, f"rules[{i}].phrases"), labs, reach,
+                            bool(r.get("clause_final", False)))
+            )
+    spec = ProfileSpec(
+        name=name,
+        dir=d,
+        description=str(meta.get("description", "")),
+        matching=matching,
+        breaks_preceding=plist("breaks_preceding"),
+        breaks_following=plist("breaks_following"),
+        clause_final_next=plist("clause_final_next", ProfileSpec.clause_final_next),
+        context=tuple(rules),
+        mention_regex=_regex_dir(d / "mention_regex", labels),
+        unmention_regex=_regex_dir(d / "unmention_regex", labels),
+        hash=profile_hash(name, root),
+    )
+    if matching == "regex" and not spec.mention_regex:
+        raise RecipeError(f"{d / 'mention_regex'}: matching 'regex' needs regex mention files")
+    return spec
