@@ -2,81 +2,166 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from gazeprep.commands import Executor, hidden_alias, merge_alias, out_folder, progress_alias, quiet_option, show_progress
+
 DEFAULT_RECIPE = {"reflacx": "reflacx-label-specific", "egd-cxr": "egd-static"}
+SHOWN_GROUPS = 8  # reject groups printed at the end of a build
+SHOWN_ROWS = 5  # reject rows printed at the end of a build
+
+
+class Dtype(str, Enum):
+    """Storage dtype of the maps."""
+
+    float16 = "float16"
+    float32 = "float32"
 
 
 def _parse_size(size: Optional[str]):
-    if size is None:
-        return None
-    if size == "native":
-        return "native"
+    """Option callback: ``--size`` is an integer N >= 1 (N x N, letterboxed) or ``native``."""
+    if size is None or size == "native":
+        return size
     try:
         n = int(size)
     except ValueError:
-        from gazeprep.errors import GazeprepError
-
-        raise GazeprepError(f"--size must be an integer or 'native', got {size!r}") from None
+        raise typer.BadParameter(f"{size!r} is not an integer >= 1 or 'native'") from None
+    if n < 1:
+        raise typer.BadParameter(f"{n} is not an integer >= 1 or 'native'")
     return n
+
+
+def _known_dataset(value: Optional[str]) -> Optional[str]:
+    """Option callback: a registered dataset, else a usage error listing them."""
+    if value is None:
+        return value
+    from gazeprep.datasets import list_datasets
+
+    known = list_datasets()
+    if value not in known:
+        raise typer.BadParameter(f"unknown dataset {value!r}; known datasets: {', '.join(known)}")
+    return value
+
+
+def print_summary(summary, *, show_rejects: bool = True) -> None:
+    """The end-of-build report on stdout: the counts line, the rejects grouped by reason (with
+    counts), the first few rejects with file and 1-based row, where the full table is, and the
+    next command to run."""
+    typer.echo(
+        f"wrote {summary.out}: {summary.n_cases} cases, {summary.n_heatmaps} heatmaps, "
+        f"{summary.n_rejects} rejects ({summary.n_reused} cases reused from a previous run)"
+    )
+    if summary.n_rejects and show_rejects:
+        from gazeprep.export import load_export
+        from gazeprep.export.inspect import format_reject_row, rejects_summary
+
+        s = rejects_summary(load_export(summary.out))
+        typer.echo(
+            f"rejected cases: {summary.n_rejected_cases} of {summary.n_live} "
+            f"({summary.reject_fraction:.0%}; limit --max-reject-fraction {summary.max_reject_fraction:g})"
+        )
+        typer.echo(f"rejects by reason ({s.rows.height} rows in {s.groups.height} groups):")
+        for g in s.groups.head(SHOWN_GROUPS).iter_rows(named=True):
+            typer.echo(f"  {g['n_rows']:>6} rows {g['n_cases']:>6} cases  [{g['stage']}] {g['reason']}")
+        if s.groups.height > SHOWN_GROUPS:
+            typer.echo(f"  ... and {s.groups.height - SHOWN_GROUPS} more groups")
+        typer.echo("first rejects:")
+        for row in s.rows.head(SHOWN_ROWS).iter_rows(named=True):
+            typer.echo(f"  {format_reject_row(row)}")
+        typer.echo(f"full rejects table: {s.table}")
+    if summary.problem is not None:
+        typer.echo(f"next: gazeprep rejects {summary.out}")
+    else:
+        typer.echo(f"next: gazeprep info {summary.out}")
 
 
 def register(app: typer.Typer) -> None:
     @app.command("build-heatmaps")
     def build_heatmaps_cmd(
-        dataset: str = typer.Option(..., "--dataset", help="reflacx or egd-cxr"),
+        dataset: str = typer.Option(
+            ..., "--dataset", callback=_known_dataset, metavar="DATASET", help="reflacx or egd-cxr (see `gazeprep datasets`)"
+        ),
         root: Optional[Path] = typer.Option(None, "--root", help="Release folder (default: bundled sample data)"),
         recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name in pipelines/ or a YAML path"),
-        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: out/<dataset>-<recipe>)"),
-        size: Optional[str] = typer.Option(None, "--size", help="Output size N (N x N, letterboxed) or 'native'"),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="float16 or float32 (default: the recipe's)"),
-        workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all cores)"),
-        force: bool = typer.Option(False, "--force", help="Recompute every case, ignoring resumable parts"),
+        out: Optional[Path] = typer.Option(
+            None, "--out", callback=out_folder, help="Output folder (default: out/<dataset>-<recipe>)"
+        ),
+        size: Optional[str] = typer.Option(
+            None, "--size", callback=_parse_size, metavar="N|native",
+            help="Output size N (N x N, letterboxed, N >= 1) or 'native'",
+        ),
+        dtype: Optional[Dtype] = typer.Option(None, "--dtype", help="Map storage (default: the recipe's)"),
+        workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0 = all cores)"),
+        force: bool = typer.Option(
+            False, "--force",
+            help="Replace an export built with another recipe, and recompute every case (ignore resumable parts)",
+        ),
+        max_reject_fraction: float = typer.Option(
+            0.5, "--max-reject-fraction", min=0.0, max=1.0,
+            help="Exit 1 (after writing the export) when more than this fraction of the cases is rejected",
+        ),
+        images: Optional[Path] = typer.Option(
+            None, "--images", help="MIMIC-CXR(-JPG) root: EGD-CXR image sizes from its DICOM headers or JPGs"
+        ),
+        mimic_root: Optional[Path] = hidden_alias("--mimic-root"),
+        images_root: Optional[Path] = hidden_alias("--images-root"),
         anatomy_dir: Optional[Path] = typer.Option(
             None, "--anatomy-dir", help="Masks written by `gazeprep anatomy predict` (anatomy recipes)"
         ),
-        executor: str = typer.Option("local", "--executor", help="local (process pool) or ray"),
+        executor: Executor = typer.Option(Executor.local, "--executor", help="local (process pool) or ray"),
         ray_address: Optional[str] = typer.Option(
             None, "--ray-address", help="Ray cluster address (auto, ray://host:10001); default: start Ray here"
         ),
+        quiet: bool = quiet_option(),
+        progress: Optional[bool] = progress_alias(),
     ) -> None:
-        """Build gaze heatmaps for a dataset with a recipe: Parquet tables + Zarr heatmaps + manifest."""
+        """Build gaze heatmaps for a dataset with a recipe: Parquet tables + Zarr heatmaps + manifest.
+
+        Exit status 1, after writing the export, when it holds no map or when more than
+        --max-reject-fraction of its cases were rejected. One build per --out at a time.
+        """
+        from gazeprep.errors import GazeprepError
         from gazeprep.paths import sample_data_dir
-        from gazeprep.pipeline.build import BuildOptions, build_heatmaps
+        from gazeprep.pipeline.build import BuildOptions, RejectPolicyError, build_heatmaps
         from gazeprep.recipes import load_recipe
 
-        if dataset not in DEFAULT_RECIPE:
-            from gazeprep.errors import GazeprepError
-
-            raise GazeprepError(f"--dataset must be one of {sorted(DEFAULT_RECIPE)}, got {dataset!r}")
+        images = merge_alias(images, mimic_root, "--images", "--mimic-root")
+        images = merge_alias(images, images_root, "--images", "--images-root")
+        if recipe is None and dataset not in DEFAULT_RECIPE:
+            raise GazeprepError(f"dataset {dataset!r} has no default recipe; give one with --recipe")
         if root is None:
             root = sample_data_dir() / dataset
-            typer.echo(f"no --root given: using the bundled synthetic sample data in {root}", err=True)
+            if not quiet:
+                typer.echo(f"no --root given: using the bundled synthetic sample data in {root}", err=True)
         rec = load_recipe(recipe or DEFAULT_RECIPE[dataset])
-        rec = rec.with_overrides(size=_parse_size(size), dtype=dtype)
+        rec = rec.with_overrides(size=size, dtype=dtype.value if dtype is not None else None)
         out = out or Path("out") / f"{dataset}-{rec.name}"
-        summary = build_heatmaps(
-            BuildOptions(
-                dataset=dataset,
-                root=root,
-                out=out,
-                recipe=rec,
-                workers=workers,
-                force=force,
-                anatomy_dir=anatomy_dir,
-                executor=executor,
-                ray_address=ray_address,
-            )
+        opts = BuildOptions(
+            dataset=dataset,
+            root=root,
+            out=out,
+            recipe=rec,
+            workers=workers,
+            force=force,
+            anatomy_dir=anatomy_dir,
+            progress=show_progress(quiet, progress),
+            executor=executor.value,
+            ray_address=ray_address,
+            max_reject_fraction=max_reject_fraction,
+            images_root=images,
         )
+        try:
+            summary = build_heatmaps(opts)
+        except RejectPolicyError as exc:
+            print_summary(exc.summary)
+            raise  # the CLI prints its one `error:` line and exits 1
         for ev in summary.extra.get("executor_events", []):
             typer.echo(f"retried block at {ev['block_start']} (attempt {ev['attempt']}): {ev['error']}", err=True)
-        typer.echo(
-            f"wrote {summary.out}: {summary.n_cases} cases, {summary.n_heatmaps} heatmaps, "
-            f"{summary.n_rejects} rejects ({summary.n_reused} cases reused from a previous run)"
-        )
+        print_summary(summary)
 
     @app.command("recipes")
     def recipes_cmd() -> None:

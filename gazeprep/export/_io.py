@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from numcodecs.zstd import Zstd
 
+from gazeprep.errors import StorageError
+
 # Codec of every heatmap chunk (zarr v3 codecs "bytes" (little endian) -> "zstd").
 # Level 1: on smooth float maps it compresses as well as level 3 at about twice the speed.
 ZSTD_LEVEL = 1
@@ -117,9 +119,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes | list[bytes], *, fsync: bool = True) -> None:
-    """Write ``data`` (bytes, or pieces written back to back) to ``path`` (no atomicity: for files
-    inside a staging folder or temporary files)."""
+def _write_raw(path: Path, data: bytes | list[bytes], fsync: bool) -> None:
     with open(path, "wb") as f:
         if isinstance(data, (bytes, bytearray, memoryview)):
             f.write(data)
@@ -128,6 +128,20 @@ def write_file(path: Path, data: bytes | list[bytes], *, fsync: bool = True) -> 
         if fsync:
             f.flush()
             os.fsync(f.fileno())
+
+
+def write_file(path: Path, data: bytes | list[bytes], *, fsync: bool = True) -> None:
+    """Write ``data`` (bytes, or pieces written back to back) to ``path`` (no atomicity: for files
+    inside a staging folder or temporary files).
+
+    An I/O fault (disk full, file-size limit, permission, device error) raises
+    :class:`~gazeprep.errors.StorageError` naming ``path``: ``write()`` errors carry no file name
+    of their own.
+    """
+    try:
+        _write_raw(path, data, fsync)
+    except OSError as exc:
+        raise StorageError.from_os_error(exc, path) from exc
 
 
 def temp_name(path: Path) -> Path:
@@ -144,13 +158,21 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
 
     A reader (or a killed process) sees either the old file or the complete new one, never a
     prefix; ``fsync`` adds durability against power loss.
+
+    Raises :class:`~gazeprep.errors.StorageError` naming ``path`` on an I/O fault (the temporary
+    file is removed).
     """
     tmp = temp_name(path)
     try:
-        write_file(tmp, data, fsync=fsync)
+        _write_raw(tmp, data, fsync)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the original fault is the one to report
+        if isinstance(exc, OSError):
+            raise StorageError.from_os_error(exc, path) from exc
         raise
     if fsync:
         fsync_dir(path.parent)

@@ -4,12 +4,22 @@ An export is loadable only once its ``manifest.json`` exists (the writer renames
 loader also checks that every file the manifest lists is present with its recorded size, so an
 export whose files were removed or truncated afterwards is refused too. :meth:`Export.verify`
 additionally compares SHA-256 checksums.
+
+Replaced underneath: another build may replace (or delete) the folder while an :class:`Export` is
+open. The export remembers its manifest (file identity and SHA-256) at opening; every table and map
+read checks, after reading, that the manifest is still the same one, and a read that fails is
+re-checked the same way. A changed or missing manifest raises
+:class:`~gazeprep.errors.ExportReplacedError` (open the export again), never a zarr checksum
+error or, worse, values from the new build. A rebuild that wrote byte-identical files (same
+manifest bytes) is not a replacement. Bulk reads through :meth:`Export.array` are not checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +27,43 @@ import polars as pl
 import zarr
 
 from gazeprep import schema
-from gazeprep.errors import GazeprepError
+from gazeprep.errors import ExportReplacedError, GazeprepError
 from gazeprep.export._io import sha256_file
 from gazeprep.export.layout import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST, TABLES_DIR, ZARR_DIR
 from gazeprep.recipes import Recipe
 
 
-class _Tables(Mapping):
-    """``name -> polars.DataFrame``, each Parquet file read on first access and kept."""
+# errors a read can raise when its files are swapped or deleted underneath it (zarr raises
+# ValueError for a shard whose CRC no longer matches, polars ComputeError for a vanished file)
+_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, pl.exceptions.PolarsError)
 
-    def __init__(self, root: Path, names: list[str]):
+
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """Identity of the file ``path`` (device, inode, size, mtime, ctime), None when missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _Tables(Mapping):
+    """``name -> polars.DataFrame``, each Parquet file read on first access and kept.
+
+    ``read`` wraps each file read (the export's replacement check)."""
+
+    def __init__(self, root: Path, names: list[str], read: Callable[[Callable[[], pl.DataFrame], str], pl.DataFrame]):
         self._root = root
         self._names = names
+        self._read = read
         self._cache: dict[str, pl.DataFrame] = {}
 
     def __getitem__(self, name: str) -> pl.DataFrame:
         if name not in self._names:
             raise KeyError(f"no table {name!r} in this export (tables: {', '.join(self._names)})")
         if name not in self._cache:
-            df = pl.read_parquet(self._root / TABLES_DIR / f"{name}.parquet")
+            rel = f"{TABLES_DIR}/{name}.parquet"
+            df = self._read(lambda: pl.read_parquet(self._root / rel), rel)
             self._cache[name] = schema.conform(df, name) if name in schema.TABLES else df
         return self._cache[name]
 
@@ -71,6 +99,7 @@ class Export:
         if self.path.name == MANIFEST and self.path.is_file():
             self.path = self.path.parent
         mpath = self.path / MANIFEST
+        stamp = _stamp(mpath)
         if not mpath.is_file():
             if (self.path / ".staging").exists() or (self.path / TABLES_DIR).exists() or (self.path / ZARR_DIR).exists():
                 raise GazeprepError(
@@ -79,9 +108,12 @@ class Export:
                 )
             raise GazeprepError(f"{self.path}: not a gazeprep export (no {MANIFEST})")
         try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+            raw = mpath.read_bytes()
+            manifest = json.loads(raw.decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise GazeprepError(f"{mpath}: unreadable manifest: {exc}") from None
+        self._stamp = stamp
+        self._manifest_sha = hashlib.sha256(raw).hexdigest()
         if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
             raise GazeprepError(f"{mpath}: not a gazeprep export manifest")
         if manifest.get("format_version") != EXPORT_VERSION:
@@ -93,16 +125,64 @@ class Export:
             try:
                 size = p.stat().st_size
             except OSError:
+                self._check_current()  # replaced while opening?
                 raise GazeprepError(f"{self.path}: export is damaged: {rel} listed in the manifest is missing") from None
             if size != info["bytes"]:
+                self._check_current()
                 raise GazeprepError(f"{self.path}: export is damaged: {rel} has {size} bytes, manifest says {info['bytes']}")
         self.manifest: dict = manifest
         names = sorted(Path(rel).stem for rel in manifest.get("files", {}) if rel.startswith(f"{TABLES_DIR}/"))
-        self.tables: Mapping[str, pl.DataFrame] = _Tables(self.path, names)
+        self.tables: Mapping[str, pl.DataFrame] = _Tables(self.path, names, self._checked_read)
         self._lookup: dict[tuple[str, str], tuple[str, int]] | None = None
         self._by_case: dict[str, list[str]] | None = None
         self._group = None
         self._arrays: dict[str, zarr.Array] = {}
+
+    # -- replacement check ---------------------------------------------------------------------
+    def _check_current(self) -> bool:
+        """Raise :class:`ExportReplacedError` when the manifest is gone or differs from the one read
+        at opening. Returns True when the manifest file changed but holds the same bytes (an
+        identical rebuild): the export is still valid, but a read that failed may be retried."""
+        mpath = self.path / MANIFEST
+        now = _stamp(mpath)
+        if now is not None and now == self._stamp:
+            return False
+        try:
+            raw = mpath.read_bytes()
+        except FileNotFoundError:
+            raise ExportReplacedError(
+                f"{self.path}: the export was removed or is being rebuilt by another process since it was "
+                "opened; open it again with load_export once that build has finished"
+            ) from None
+        except OSError as exc:
+            raise ExportReplacedError(f"{mpath}: manifest unreadable since the export was opened ({exc.strerror})") from None
+        digest = hashlib.sha256(raw).hexdigest()
+        if self._manifest_sha is None:  # unpickled from a state without it: this is the baseline
+            self._manifest_sha = digest
+        if digest != self._manifest_sha:
+            raise ExportReplacedError(
+                f"{self.path}: the export was replaced by another build since it was opened; "
+                "open it again with load_export"
+            )
+        self._stamp = _stamp(mpath) if now is None else now
+        return True
+
+    def _checked_read(self, read: Callable[[], object], what: str):
+        """Run ``read`` (a file read of this export) and check afterwards that the export was not
+        replaced meanwhile; a failed read is checked too, and retried once after an identical
+        rebuild, else reported as damage naming ``what``."""
+        for attempt in (0, 1):
+            try:
+                value = read()
+            except _READ_ERRORS as exc:
+                if self._check_current() and attempt == 0:
+                    self._group, self._arrays = None, {}
+                    continue
+                raise GazeprepError(f"{self.path}: export is damaged: reading {what} failed ({exc}); "
+                                    "Export.verify() compares every file with its checksum") from None
+            self._check_current()
+            return value
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- metadata ------------------------------------------------------------------------------
     @property
@@ -191,7 +271,7 @@ class Export:
                 )
             raise KeyError(f"case {case_id!r} has no heatmap for target {target!r}; its targets: {have}")
         arr, row = loc
-        return np.asarray(self.array(arr)[row], dtype=np.float32)
+        return self._checked_read(lambda: np.asarray(self.array(arr)[row], dtype=np.float32), f"map {arr}[{row}]")
 
     def heatmaps_for(self, case_id: str) -> dict[str, np.ndarray]:
         """``target -> float32 (H, W)`` for every map of ``case_id`` (empty dict if none)."""
@@ -206,15 +286,18 @@ class Export:
             if got != info["sha256"]:
                 raise GazeprepError(f"{self.path}: {rel} does not match its checksum in the manifest")
 
-    # Picklable for DataLoader workers: caches (open zarr handles) are rebuilt on demand.
+    # Picklable for DataLoader workers: caches (open zarr handles) are rebuilt on demand; the
+    # manifest identity travels, so a worker also notices a replacement since the first opening.
     def __getstate__(self):
-        return {"path": self.path, "manifest": self.manifest}
+        return {"path": self.path, "manifest": self.manifest, "stamp": self._stamp, "manifest_sha": self._manifest_sha}
 
     def __setstate__(self, state):
         self.path = state["path"]
         self.manifest = state["manifest"]
+        self._stamp = state.get("stamp")
+        self._manifest_sha = state.get("manifest_sha")
         names = sorted(Path(rel).stem for rel in self.manifest.get("files", {}) if rel.startswith(f"{TABLES_DIR}/"))
-        self.tables = _Tables(self.path, names)
+        self.tables = _Tables(self.path, names, self._checked_read)
         self._lookup = None
         self._by_case = None
         self._group = None

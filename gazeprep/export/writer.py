@@ -4,11 +4,17 @@ Reproducibility: cases are taken in sorted ``case_id`` order and maps in sorted 
 whatever order the workers finished in; Parquet files, zarr metadata and shards contain no
 timestamps, absolute paths or random names; ``manifest.json`` is JSON with sorted keys.
 
-Atomicity: the old ``manifest.json`` (the commit marker) is removed before anything else, all new
-files are written into ``OUT/.staging`` and fsynced, then ``tables/`` and ``heatmaps.zarr/`` are
-swapped into place and the new manifest is renamed in last. A build killed at any moment leaves an
-export without a manifest, which :func:`gazeprep.export.load_export` refuses, and rerunning
-:func:`finalize` gives the same bytes as an uninterrupted run.
+Atomicity: all new files are written into ``OUT/.staging`` and fsynced while the previous export
+(if any) stays in place and loadable; then its ``manifest.json`` (the commit marker) is removed,
+``tables/`` and ``heatmaps.zarr/`` are swapped into place and the new manifest is renamed in last.
+A build killed or failing (disk full, ...) before the swap leaves the previous export untouched; one
+killed during the swap leaves an export without a manifest, which
+:func:`gazeprep.export.load_export` refuses as incomplete. Rerunning :func:`finalize` gives the same
+bytes as an uninterrupted run.
+
+Faults: an ``OSError`` (no space, file-size limit, permission, device error) is raised as
+:class:`~gazeprep.errors.StorageError` naming the file. One writer at a time: :func:`finalize` holds
+the output folder's lock (:func:`gazeprep.export.lock.writer_lock`).
 
 Shards are written directly following the zarr v3 ``sharding_indexed`` codec specification (chunks
 concatenated in order, then the index of ``(offset, nbytes)`` little-endian uint64 pairs, then its
@@ -40,7 +46,7 @@ from zarr.codecs import ZstdCodec
 
 import gazeprep
 from gazeprep import schema
-from gazeprep.errors import GazeprepError
+from gazeprep.errors import GazeprepError, StorageError
 from gazeprep.export._io import (
     ZSTD_LEVEL,
     check_dtype,
@@ -62,6 +68,7 @@ from gazeprep.export.layout import (
     ZARR_DIR,
     array_name,
 )
+from gazeprep.export.lock import writer_lock
 from gazeprep.export.parts import PartStore, _ReaderCache
 from gazeprep.export.results import CaseResult
 from gazeprep.recipes import Recipe
@@ -268,7 +275,12 @@ class _StagedWriter:
 
 # -- the commit ---------------------------------------------------------------------------------
 def _commit(out: Path, stage: Path) -> None:
-    """Swap the staged ``tables/`` and ``heatmaps.zarr/`` into place, then the manifest last."""
+    """Remove the old commit marker, swap the staged ``tables/`` and ``heatmaps.zarr/`` into place,
+    then rename the new manifest in last."""
+    manifest_path = out / MANIFEST
+    if manifest_path.exists():  # from here on the folder is not a loadable export until the end
+        manifest_path.unlink()
+        fsync_dir(out)
     trash = out / TRASH_DIR
     remove_path(trash)
     trash.mkdir()
@@ -342,7 +354,6 @@ def finalize(
     rows ordered by ``(case_id, target)``; the ``heatmaps`` table gives each map's array and row.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if dtype is None:
         dtype = recipe.output.dtype if recipe is not None else "float32"
     np_dtype = check_dtype(dtype)
@@ -356,14 +367,18 @@ def finalize(
         )
     if kind not in ("ground_truth", "prediction"):
         raise GazeprepError(f"kind must be 'ground_truth' or 'prediction', got {kind!r}")
+    args = (results, recipe, store, dtype, np_dtype, manifest_extra, shard_size, case_ids, extra_tables,
+            extra_rejects, kind, fsync, progress)
+    with writer_lock(out):
+        try:
+            return _finalize_locked(out, *args)
+        except OSError as exc:  # writes through write_file name their file already; this is the rest
+            raise StorageError.from_os_error(exc, exc.filename or out) from exc
 
-    # 1. the old commit marker goes first: from now on the folder is not a loadable export.
-    manifest_path = out / MANIFEST
-    if manifest_path.exists():
-        manifest_path.unlink()
-        fsync_dir(out)
 
-    # 2. sources in canonical order.
+def _finalize_locked(out, results, recipe, store, dtype, np_dtype, manifest_extra, shard_size, case_ids,
+                     extra_tables, extra_rejects, kind, fsync, progress) -> Path:
+    # 1. sources in canonical order (the previous export stays loadable until the commit).
     if isinstance(results, PartStore):
         if store is not None and store is not results:
             raise GazeprepError("finalize: give the PartStore either as results or as store=, not both")
@@ -398,7 +413,7 @@ def finalize(
 
 def _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, shard_size,
               extra_tables, extra_rejects, kind, fsync, progress) -> Path:
-    # 3. tables and the map layout (array per shape; rows in (case_id, target) order).
+    # 2. tables and the map layout (array per shape; rows in (case_id, target) order).
     tables = _assemble_tables(sources, extra_tables, extra_rejects, recipe)
     entries: dict[str, list[tuple[_Source, int]]] = {}
     arr_col: list[str] = []
@@ -420,7 +435,7 @@ def _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, sh
     )
     schema.validate(tables["heatmaps"], "heatmaps")
 
-    # 4. staging folder (a leftover of an interrupted run is discarded).
+    # 3. staging folder (a leftover of an interrupted run is discarded).
     stage = out / STAGING_DIR
     remove_path(stage)
     remove_path(out / TRASH_DIR)
@@ -438,15 +453,18 @@ def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col
     files = writer.files
     put = writer.put
 
-    # 5. tables.
+    # 4. tables.
     for name in sorted(tables):
         put(f"{TABLES_DIR}/{name}.parquet", _parquet_bytes(tables[name]))
 
-    # 6. heatmaps.zarr: metadata through zarr, shards from encoded chunks.
+    # 5. heatmaps.zarr: metadata through zarr, shards from encoded chunks.
     zroot = stage / ZARR_DIR
-    group = zarr.open_group(zarr.storage.LocalStore(zroot), mode="w", zarr_format=3,
-                            attributes={"gazeprep": {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-                                                     "index": f"{TABLES_DIR}/heatmaps.parquet"}})
+    try:
+        group = zarr.open_group(zarr.storage.LocalStore(zroot), mode="w", zarr_format=3,
+                                attributes={"gazeprep": {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+                                                         "index": f"{TABLES_DIR}/heatmaps.parquet"}})
+    except OSError as exc:  # zarr writes its metadata itself: name the file it was writing
+        raise StorageError.from_os_error(exc, zroot / "zarr.json") from exc
     arrays_meta = {}
     n_shards = sum(-(-len(rows) // min(shard_size, len(rows))) for rows in entries.values())
     bar = None
@@ -461,16 +479,19 @@ def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col
             n = len(rows)
             h, w = rows[0][0].shapes[rows[0][1]]
             k = min(shard_size, n)
-            group.create_array(
-                name,
-                shape=(n, h, w),
-                chunks=(1, h, w),
-                shards=(k, h, w),
-                dtype=np_dtype,
-                compressors=ZstdCodec(level=ZSTD_LEVEL, checksum=False),
-                fill_value=0.0,
-                dimension_names=DIMENSION_NAMES,
-            )
+            try:
+                group.create_array(
+                    name,
+                    shape=(n, h, w),
+                    chunks=(1, h, w),
+                    shards=(k, h, w),
+                    dtype=np_dtype,
+                    compressors=ZstdCodec(level=ZSTD_LEVEL, checksum=False),
+                    fill_value=0.0,
+                    dimension_names=DIMENSION_NAMES,
+                )
+            except OSError as exc:
+                raise StorageError.from_os_error(exc, zroot / name / "zarr.json") from exc
             arrays_meta[name] = {"shape": [n, h, w], "shard_samples": k, "count": n}
             for j in range(-(-n // k)):
                 block = rows[j * k : (j + 1) * k]
@@ -495,7 +516,7 @@ def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col
                 os.fsync(f.fileno())
         files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
 
-    # 7. manifest (the commit marker), then the swap.
+    # 6. manifest (the commit marker), then the swap.
     counts = {name: tables[name].height for name in sorted(tables)}
     manifest = {
         "format": EXPORT_FORMAT,

@@ -8,14 +8,34 @@ parts are assembled, sorted by case, into the export (Parquet tables, Zarr heatm
 A case's part is keyed by a hash of its input tables, the recipe hash and the package version, so a
 rerun after a crash (or with more workers) recomputes only what is missing or changed and ends with
 byte-identical outputs.
+
+Failure semantics:
+
+* a data problem of one case (bad row, empty window, missing mask, a bug that escaped the checks)
+  is a ``rejects`` row and the build goes on;
+* an I/O fault (disk full, file-size limit, permission, device error, a file that vanished) or
+  running out of memory is never a reject: the build stops with
+  :class:`~gazeprep.errors.StorageError` (naming the file) or :class:`GazeprepError`, commits no
+  manifest, and the previous export in the folder, if any, stays as it was;
+* Ctrl-C (``KeyboardInterrupt``) stops the workers at once and propagates; finished parts stay for
+  the rerun, nothing is committed;
+* after the export is written, :class:`RejectPolicyError` is raised when it holds no map or when
+  more than ``max_reject_fraction`` of the cases were rejected;
+* one build per output folder at a time (:func:`gazeprep.export.lock.writer_lock`), and replacing
+  an export built with another recipe needs ``force``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +43,7 @@ import polars as pl
 from tqdm import tqdm
 
 from gazeprep import __version__
-from gazeprep.errors import GazeprepError
+from gazeprep.errors import GazeprepError, StorageError
 from gazeprep.recipes import Recipe
 
 
@@ -43,16 +63,65 @@ class BuildOptions:
     executor: str = "local"  # local (process pool) or ray
     ray_address: str | None = None
     ray_block_size: int = 32
+    max_reject_fraction: float = 0.5  # fail (after writing) when more cases than this were rejected
+    images_root: Path | None = None  # MIMIC-CXR(-JPG) root given to the adapter (EGD-CXR image sizes)
 
 
 @dataclass
 class BuildSummary:
+    """What a build wrote.
+
+    Attributes
+    ----------
+    out:
+        The export folder.
+    n_cases:
+        Rows of the ``cases`` table (live and discarded cases).
+    n_heatmaps, n_rejects:
+        Maps and ``rejects`` rows in the export.
+    n_reused:
+        Cases whose part from an earlier run was reused.
+    n_live:
+        Cases not discarded by the release (the ones rendered).
+    n_rejected_cases:
+        Live cases that produced no map and have a ``rejects`` row saying why (a case without a map
+        and without a reject, e.g. a report with no positive finding for a label-specific recipe, is
+        not rejected).
+    max_reject_fraction:
+        The policy limit the build ran with.
+    problem:
+        Why the build counts as failed despite writing the export (no map, too many rejects), else None.
+    """
+
     out: Path
     n_cases: int
     n_heatmaps: int
     n_rejects: int
     n_reused: int
     extra: dict = field(default_factory=dict)
+    n_live: int = 0
+    n_rejected_cases: int = 0
+    max_reject_fraction: float = 0.5
+    problem: str | None = None
+
+    @property
+    def reject_fraction(self) -> float:
+        """Rejected live cases / live cases (0 when there are none)."""
+        return self.n_rejected_cases / self.n_live if self.n_live else 0.0
+
+
+class RejectPolicyError(GazeprepError):
+    """The export was written, but it holds no map or too many of its cases were rejected.
+
+    ``summary`` is the :class:`BuildSummary` of the written export (its ``problem`` is the message).
+    """
+
+    def __init__(self, summary: BuildSummary):
+        self.summary = summary
+        super().__init__(summary.problem)
+
+    def __reduce__(self):
+        return (type(self), (self.summary,))
 
 
 @dataclass
@@ -98,13 +167,20 @@ class _BuildState:
             self.masks = AnatomyMasks(a, default_dir=default)
 
 
-def make_state(spec: "BuildSpec", release=None) -> _BuildState:
-    """Build state from a picklable :class:`BuildSpec` (driver, spawned workers and Ray tasks)."""
+def open_release(dataset: str, root: Path, recipe: Recipe, images_root: Path | None = None):
+    """Open the release of ``dataset`` at ``root`` as the build reads it (raw gaze samples only for
+    recipes rendered from them; ``images_root``, the MIMIC-CXR root, only when given)."""
     from gazeprep.datasets import get_adapter
 
+    kwargs = {"images_root": Path(images_root)} if images_root is not None else {}
+    return get_adapter(dataset).open(Path(root), gaze_samples=recipe.render.source == "gaze_samples", **kwargs)
+
+
+def make_state(spec: "BuildSpec", release=None) -> _BuildState:
+    """Build state from a picklable :class:`BuildSpec` (driver, spawned workers and Ray tasks)."""
     recipe = Recipe.model_validate_json(spec.recipe_json)
     if release is None:
-        release = get_adapter(spec.dataset).open(Path(spec.root), gaze_samples=recipe.render.source == "gaze_samples")
+        release = open_release(spec.dataset, Path(spec.root), recipe, spec.images_root)
     return _BuildState(
         release=release,
         recipe=recipe,
@@ -127,6 +203,7 @@ class BuildSpec:
     recipe_json: str  # the resolved recipe, JSON
     anatomy_dir: str | None
     force: bool
+    images_root: str | None = None
 
     @classmethod
     def from_options(cls, opts: "BuildOptions") -> "BuildSpec":
@@ -137,6 +214,7 @@ class BuildSpec:
             recipe_json=opts.recipe.model_dump_json(),
             anatomy_dir=str(opts.anatomy_dir) if opts.anatomy_dir else None,
             force=opts.force,
+            images_root=str(opts.images_root) if opts.images_root is not None else None,
         )
 
 
@@ -167,16 +245,45 @@ def _case_input_hash(
     return _hash_tables(data_tables, salt)
 
 
+def fatal_error(exc: BaseException, case_id: str | None = None, where: Path | None = None) -> GazeprepError | None:
+    """The error that must stop the whole build for ``exc``, or None when ``exc`` is a problem of
+    one case (a reject).
+
+    Fatal: :class:`StorageError`; any ``OSError`` carrying an errno (disk full, file-size limit,
+    permission, device error, a file that vanished), as a :class:`StorageError` naming its file
+    (else ``where``); ``MemoryError``. An ``OSError`` without errno is a decoding failure of a
+    damaged file (Pillow, gzip), a data problem.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return StorageError.from_os_error(exc, exc.filename if exc.filename is not None else (where or "<unknown file>"))
+    if isinstance(exc, MemoryError):
+        detail = str(exc) or "MemoryError"
+        case = f"case {case_id!r}: " if case_id else ""
+        return GazeprepError(
+            f"{case}out of memory ({detail}); the recipe's output size or the number of workers is "
+            "too large for this machine"
+        )
+    return None
+
+
 def _compute_case_safely(st: "_BuildState", case_id: str, store) -> tuple[int, bool]:
     """:func:`_compute_case` (returns the number of maps and whether the part was reused), turning an unexpected error of one case into a ``rejects`` row.
 
     Data problems are already rejects; this catches bugs or corrupt inputs that escaped the
     checks, so that one bad case never stops a build of thousands. The part written for such a case
     holds only the rejects row and is recomputed on the next run (its input hash is marked failed).
+    I/O faults and ``MemoryError`` are not case problems: they propagate (see :func:`fatal_error`).
     """
     try:
         return _compute_case(st, case_id, store)
-    except Exception as exc:  # noqa: BLE001 - recorded, not swallowed
+    except Exception as exc:  # noqa: BLE001 - the per-case safety net: recorded, not swallowed
+        fatal = fatal_error(exc, case_id, st.out)
+        if fatal is exc:
+            raise
+        if fatal is not None:
+            raise fatal from exc
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         st.put_rejected(case_id, "failed", "build", f"case failed: {msg}", store)
         return 0, False
@@ -265,6 +372,7 @@ def _compute_case(st: _BuildState, case_id: str, store):
             image_height_px=int(case_row["image_height_px"]),
             image_width_px=int(case_row["image_width_px"]),
             masks=masks,
+            case=case_row,  # the screen layout for recipes that reproduce MT-UNet's point test
         )
         rejects.extend(r)
         for target in sorted(maps):
@@ -289,27 +397,188 @@ def _compute_case(st: _BuildState, case_id: str, store):
     return len(heatmaps), False
 
 
-def build_heatmaps(opts: BuildOptions) -> BuildSummary:
-    """Run the ETL for ``opts.dataset`` with ``opts.recipe`` and write the export to ``opts.out``.
+def _ignore_sigint() -> None:
+    """Pool worker initializer: Ctrl-C is the driver's to handle (it stops the workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    Returns a :class:`BuildSummary` (counts). Raises :class:`GazeprepError` on whole-release
-    problems (missing root or metadata); per-case problems land in the ``rejects`` table.
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while worker processes start, so that they inherit the ignored disposition
+    (Python keeps an inherited SIG_IGN) and a Ctrl-C during their start-up prints no traceback in
+    them. Only in the main thread (elsewhere signal handlers cannot be changed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _run_pool(spec: "BuildSpec", live: list[str], workers: int, bar) -> int:
+    """Process ``live`` in blocks on ``workers`` spawned processes; returns the number of reused cases.
+
+    spawn, not fork: polars' thread pool does not survive a fork safely. Each worker opens the
+    release once (see :func:`gazeprep.pipeline.distributed._state_for`). A fatal error in a worker
+    (I/O fault, out of memory), Ctrl-C in the driver or a worker that died stops every worker at once.
     """
-    from gazeprep.datasets import get_adapter
-    from gazeprep.export import finalize
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
+    from gazeprep.pipeline.distributed import process_block
+
+    block = max(1, min(16, len(live) // (workers * 4) or 1))
+    blocks = [live[i : i + block] for i in range(0, len(live), block)]
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint)
+    reused = 0
+    finished = False
+    try:
+        with _sigint_ignored():
+            pending = {pool.submit(process_block, spec, b) for b in blocks}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                results = fut.result()  # re-raises a worker's fatal error
+                reused += sum(r for _, r, _ in results)
+                bar.update(len(results))
+        finished = True
+    except BrokenProcessPool:
+        raise GazeprepError(
+            "a worker process died (killed, or out of memory?); finished cases are kept: rerun the same "
+            "command to resume, with fewer --workers if memory is short"
+        ) from None
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            _stop_pool(pool)
+    return reused
+
+
+def _stop_pool(pool) -> None:
+    """Stop a process pool now: drop queued blocks and terminate the workers (a part being written
+    is left as a temporary file, which the next run deletes)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
+
+
+def _check_replace(out: Path, recipe: Recipe, force: bool) -> None:
+    """Refuse (without ``force``) to replace an export in ``out`` built with another recipe."""
+    from gazeprep.export.layout import MANIFEST
+
+    mpath = out / MANIFEST
+    if force or not mpath.is_file():
+        return
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise GazeprepError(f"{out} holds an unreadable export ({mpath}); rerun with --force to replace it")
+    if manifest.get("recipe_hash") == recipe.hash():
+        return
+    old = manifest.get("recipe") or {}
+    name = old.get("name") if isinstance(old, dict) else None
+    if name == recipe.name:
+        what = f"recipe {name!r} with other settings (an override such as --size or --dtype, or an edited recipe)"
+    elif name:
+        what = f"recipe {name!r}, not {recipe.name!r}"
+    else:
+        what = f"no recipe (a {manifest.get('kind') or 'foreign'} export)"
+    raise GazeprepError(f"{out} holds an export built with {what}; rerun with --force to replace it, or choose another --out")
+
+
+def _validate(opts: BuildOptions) -> None:
     recipe = opts.recipe
     if recipe.dataset != opts.dataset:
         raise GazeprepError(f"recipe {recipe.name!r} is for dataset {recipe.dataset!r}, not {opts.dataset!r}")
     if not opts.root.exists():
         raise GazeprepError(f"release folder not found: {opts.root}")
-    adapter = get_adapter(opts.dataset)
-    release = adapter.open(opts.root, gaze_samples=recipe.render.source == "gaze_samples")
+    if opts.out.exists() and not opts.out.is_dir():
+        raise GazeprepError(f"{opts.out}: exists and is not a folder; --out names the export folder")
+    f = opts.max_reject_fraction
+    if not isinstance(f, (int, float)) or not 0.0 <= float(f) <= 1.0:
+        raise GazeprepError(f"max_reject_fraction must be between 0 and 1, got {f!r}")
+    if opts.executor not in ("local", "ray"):
+        raise GazeprepError(f"unknown executor {opts.executor!r}; use local or ray")
+    if opts.workers < 0:
+        raise GazeprepError(f"workers must be 0 (all cores) or more, got {opts.workers}")
+
+
+def _policy(summary: BuildSummary) -> str | None:
+    """Why a written export counts as a failed build, or None."""
+    table = summary.out / "tables" / "rejects.parquet"
+    if summary.n_heatmaps == 0:
+        if summary.n_live == 0:
+            return f"no heatmaps: the release has no case to render (rejects: {table})"
+        if summary.n_rejected_cases == summary.n_live:
+            return f"no heatmaps: all {summary.n_live} cases were rejected (reasons: {table})"
+        if summary.n_rejected_cases:
+            return (
+                f"no heatmaps: {summary.n_rejected_cases} of {summary.n_live} cases were rejected and the "
+                f"others had no window to render (reasons: {table})"
+            )
+        return f"no heatmaps: none of the {summary.n_live} cases had a window to render with this recipe"
+    if summary.reject_fraction > summary.max_reject_fraction:
+        return (
+            f"{summary.n_rejected_cases} of {summary.n_live} cases ({summary.reject_fraction:.0%}) were "
+            f"rejected, more than --max-reject-fraction {summary.max_reject_fraction:g} allows; the export "
+            f"was written, the reasons are in {table}"
+        )
+    return None
+
+
+def build_heatmaps(opts: BuildOptions) -> BuildSummary:
+    """Run the ETL for ``opts.dataset`` with ``opts.recipe`` and write the export to ``opts.out``.
+
+    Returns a :class:`BuildSummary` (counts). Per-case data problems land in the ``rejects`` table.
+
+    Raises
+    ------
+    GazeprepError
+        Whole-release problems (missing root or metadata), invalid options, an export of another
+        recipe in ``opts.out`` without ``opts.force``, running out of memory.
+    LockedError
+        Another process is writing to ``opts.out``.
+    StorageError
+        An I/O fault, naming the file; nothing is committed and the previous export stays.
+    RejectPolicyError
+        After writing the export: it holds no map, or more than ``opts.max_reject_fraction`` of the
+        live cases were rejected (``exc.summary`` has the counts).
+    KeyboardInterrupt
+        Ctrl-C: workers stopped, finished cases kept for the rerun, nothing committed.
+    """
+    from gazeprep.export.lock import writer_lock
+
+    _validate(opts)
+    try:
+        with writer_lock(opts.out):
+            summary = _build_locked(opts)
+    except OSError as exc:  # whatever was not named closer to the fault
+        raise StorageError.from_os_error(exc, exc.filename if exc.filename is not None else opts.out) from exc
+    summary.problem = _policy(summary)
+    if summary.problem is not None:
+        raise RejectPolicyError(summary)
+    return summary
+
+
+def _build_locked(opts: BuildOptions) -> BuildSummary:
+    from gazeprep.export import finalize
+
+    recipe = opts.recipe
+    _check_replace(opts.out, recipe, opts.force)
+    release = open_release(opts.dataset, opts.root, recipe, opts.images_root)
     cases = release.cases
     live = cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
     spec = BuildSpec.from_options(opts)
     state = make_state(spec, release)  # the driver's; workers rebuild theirs from the spec
-    opts.out.mkdir(parents=True, exist_ok=True)
     workers = opts.workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, len(live) or 1))
     reused = 0
@@ -331,8 +600,6 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
             events = run.events
             for cid, reason in run.failed:
                 state.put_rejected(cid, "failed", "build", f"case failed on every attempt: {reason}")
-        elif opts.executor != "local":
-            raise GazeprepError(f"unknown executor {opts.executor!r}; use local or ray")
         elif workers == 1:
             store = state.store()
             for cid in live:
@@ -340,19 +607,7 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
                 reused += was_reused
                 bar.update()
         else:
-            # spawn, not fork: polars' thread pool does not survive a fork safely. Each worker
-            # opens the release once (see distributed._state_for) and processes blocks of cases.
-            from functools import partial
-
-            from gazeprep.pipeline.distributed import process_block
-
-            block = max(1, min(16, len(live) // (workers * 4) or 1))
-            blocks = [live[i : i + block] for i in range(0, len(live), block)]
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(workers) as pool:
-                for results in pool.imap_unordered(partial(process_block, spec), blocks):
-                    reused += sum(r for _, r, _ in results)
-                    bar.update(len(results))
+            reused = _run_pool(spec, live, workers, bar)
     finally:
         bar.close()
     # discarded cases: a cases row and a rejects row, nothing to render
@@ -380,11 +635,18 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
     from gazeprep.export import load_export
 
     ex = load_export(path)
+    index, rejects = ex.tables["heatmaps"], ex.tables["rejects"]
+    with_maps = set(index["case_id"].to_list())
+    rejected = set(rejects["case_id"].drop_nulls().to_list())
+    n_rejected = sum(1 for c in live if c not in with_maps and c in rejected)
     return BuildSummary(
         out=path,
         n_cases=len(live) + len(discarded),
-        n_heatmaps=ex.tables["heatmaps"].height,
-        n_rejects=ex.tables["rejects"].height,
+        n_heatmaps=index.height,
+        n_rejects=rejects.height,
         n_reused=reused,
         extra={"executor_events": events},
+        n_live=len(live),
+        n_rejected_cases=n_rejected,
+        max_reject_fraction=float(opts.max_reject_fraction),
     )

@@ -13,6 +13,10 @@ Fault tolerance:
 * a block that keeps failing is split into single-case tasks; a case that still fails is returned
   in :attr:`RayRun.failed` and the driver writes its part with only a ``rejects`` row, so the rest
   of the build goes on;
+* a block that raises a :class:`~gazeprep.errors.GazeprepError` (only fatal errors leave the
+  per-case safety net: an I/O fault as :class:`~gazeprep.errors.StorageError`, running out of
+  memory) stops the run: the other tasks are cancelled and the error is raised in the driver, as is
+  Ctrl-C;
 * a rerun after a crash resumes from the parts already written (same input hashes as local).
 
 Start a local cluster with ``ray start --head`` (or let gazeprep call ``ray.init()`` in-process when
@@ -124,6 +128,8 @@ def run_on_ray(
         started_here = True
     remote = ray.remote(max_retries=3)(process_block)
     run = RayRun()
+    pending: dict = {}
+    finished = False
     try:
         blocks = [case_ids[i : i + block_size] for i in range(0, len(case_ids), block_size)]
         pending = {remote.remote(spec, b): (b, 0) for b in blocks}
@@ -135,6 +141,8 @@ def run_on_ray(
                 results = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a failed block is recorded and retried
                 cause = getattr(exc, "cause", None) or exc  # RayTaskError wraps the worker's exception
+                if isinstance(cause, GazeprepError):  # fatal: I/O fault or out of memory
+                    raise cause from None
                 reason = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
                 run.events.append({"block_start": block[0], "size": len(block), "attempt": attempt, "error": reason})
                 if attempt < block_retries:
@@ -151,7 +159,14 @@ def run_on_ray(
             run.outcomes.extend(results)
             if progress is not None:
                 progress.update(len(results))
+        finished = True
     finally:
+        if not finished:  # fatal error or Ctrl-C: stop what still runs (on a shared cluster too)
+            for ref in pending:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - best effort while already failing
+                    pass
         if started_here:
             ray.shutdown()
     return run
