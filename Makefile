@@ -99,7 +99,7 @@ MANIFESTS := $(foreach r,$(RECIPES),$(OUT)/$(r)/manifest.json)
 recipe_dataset = $(shell sed -n 's/^dataset:[[:space:]]*\([^[:space:]]*\).*/\1/p' pipelines/$(1).yaml)
 recipe_keywords = $(shell sed -n 's/^[[:space:]]*keywords:[[:space:]]*\([^[:space:]]*\).*/\1/p' pipelines/$(1).yaml)
 recipe_samed = $(shell grep -q '^anatomy:' pipelines/$(1).yaml && ! grep -q '^[[:space:]]*masks:[[:space:]]*egd_masks' pipelines/$(1).yaml && echo yes)
-LABELER_RULES := $(wildcard rules/labels.yaml rules/neutral.yaml rules/uncertainty.yaml rules/mention rules/unmention rules/negation)
+KEYWORD_SETS :=
 
 ifeq ($(BIN),$(VENV)/bin)
 NEEDS_CORE := $(VENV)/.core-installed
@@ -114,6 +114,7 @@ FLAGS_egd-cxr := $(EGD_FLAGS)
 
 # per recipe: prerequisites and target-specific variables of $(OUT)/<recipe>/manifest.json
 define recipe_rules
+KEYWORD_SETS += $(3)
 $(OUT)/$(1)/manifest.json: DATASET := $(2)
 $(OUT)/$(1)/manifest.json: ROOT := $(ROOT_$(2))
 $(OUT)/$(1)/manifest.json: SALT := $(STAMPS)/code.stamp $(STAMPS)/rules-labeler.stamp $(if $(3),$(STAMPS)/rules-kw-$(3).stamp)
@@ -135,14 +136,17 @@ datasets: $(MANIFESTS)  ## Build every recipe's export into OUT/<recipe>/ (only 
 $(RECIPES): %: $(OUT)/%/manifest.json
 	@grep -qx '$@' $(BUILT_LOG) 2>/dev/null || echo "$@: up to date in $(OUT)/$@/"
 
-# One export, built with this checkout's rules/ (GAZEPREP_RULES_DIR) and recipe file. A fresh folder
-# records its salt first, so an interrupted first build resumes; an existing folder whose salt
-# differs (rules or sources changed, or built outside make) is rebuilt with --force, and keeps
-# getting --force until one build succeeds. A failed build (an I/O fault, or more rejected cases
+# One export, built with this checkout's rules/ (GAZEPREP_RULES_DIR) and recipe file. The salt is
+# what the export was built with: the code and rules stamps and the recipe file's checksum. A fresh
+# folder records its salt first, so an interrupted first build resumes; an existing folder whose
+# salt differs is rebuilt with --force (rules or sources changed: parts would be reused wrongly; the
+# recipe was edited: gazeprep refuses to replace an export of other settings without it; or the
+# folder was built outside make), and keeps getting --force until one build succeeds. A recipe only
+# touched keeps its salt: gazeprep's resume then reuses every case. A failed build (an I/O fault, or more rejected cases
 # than --max-reject-fraction allows, which still writes the export) leaves <recipe>.failed, a
 # prerequisite that makes the next run try again instead of calling the export up to date.
 $(OUT)/%/manifest.json: pipelines/%.yaml
-	@salt="$$(cat $(SALT) | tr -d '\n')"; saltf=$(STAMPS)/$*.salt; force=; \
+	@salt="$$(cat $(SALT) | tr -d '\n') $$(cksum < $<)"; saltf=$(STAMPS)/$*.salt; force=; \
 	if [ ! -e $(OUT)/$* ]; then printf '%s\n' "$$salt" > $$saltf; \
 	elif [ "$$(cat $$saltf 2>/dev/null)" != "$$salt" ]; then force=--force; \
 	  echo "$*: rules/ or gazeprep sources differ from the last build of $(OUT)/$*: every case is recomputed (--force)"; fi; \
@@ -158,8 +162,10 @@ $(STAMPS)/code.stamp: FORCE | $(NEEDS_CORE)
 	@mkdir -p $(STAMPS) && : > $(BUILT_LOG)
 	@$(STAMP) $@ pyproject.toml gazeprep --content --suffix .py --exclude __pycache__ \
 	  --exclude train --exclude evaluate --exclude synth --what "gazeprep sources"
+# the labeler's rules (every export has a mentions table): all of rules/, profiles included, except
+# the READMEs and the keyword sets, which only the recipes naming them depend on
 $(STAMPS)/rules-labeler.stamp: FORCE | $(NEEDS_CORE)
-	@$(STAMP) $@ $(LABELER_RULES) --content --what "labeler rules"
+	@$(STAMP) $@ rules --content --exclude README.md $(foreach k,$(sort $(KEYWORD_SETS)),--exclude $(k).yaml) --what "labeler rules"
 $(STAMPS)/rules-kw-%.stamp: FORCE | $(NEEDS_CORE)
 	@$(STAMP) $@ rules/$*.yaml --content --what "rules/$*.yaml"
 $(STAMPS)/release-reflacx.stamp: FORCE | $(NEEDS_CORE)

@@ -274,6 +274,11 @@ def test_make_logic_rebuilds_only_what_changed(tmp_path: Path) -> None:
     assert _built(calls) == ["reflacx-official"] and "--force" not in calls[0]["args"]
     assert f"datasets: rebuilt 1 of {n} exports" in r.stdout
 
+    rec = fr.repo / "pipelines" / "reflacx-official.yaml"  # edited: gazeprep replaces it only with --force
+    rec.write_text(rec.read_text() + "\n# edited\n")
+    r, calls = fr.run("datasets")
+    assert _built(calls) == ["reflacx-official"] and "--force" in calls[0]["args"]
+
     _bump_mtime(fr.repo / "rules" / "labels.yaml")  # touched, same content: nothing
     _bump_mtime(fr.repo / "gazeprep" / "recipes.py")
     r, calls = fr.run("datasets")

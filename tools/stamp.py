@@ -44,7 +44,7 @@ from pathlib import Path
 def _walk(root: Path, max_depth: int | None, exclude: frozenset[str]) -> Iterator[tuple[str, os.stat_result]]:
     """Yield ``(relative posix path, stat)`` for every regular file under ``root``, in sorted order.
 
-    Directories named in ``exclude`` (any depth) are skipped. ``max_depth`` = 1 lists only the
+    Files and folders named in ``exclude`` (any depth) are skipped. ``max_depth`` = 1 lists only the
     files directly in ``root``. Symbolic links are followed (releases are often linked in).
     """
     stack: list[tuple[Path, str, int]] = [(root, "", 1)]
@@ -54,10 +54,12 @@ def _walk(root: Path, max_depth: int | None, exclude: frozenset[str]) -> Iterato
             entries = sorted(it, key=lambda e: e.name)
         subdirs = []
         for e in entries:
+            if e.name in exclude:
+                continue
             rel = prefix + e.name
             try:
                 if e.is_dir():
-                    if e.name not in exclude and (max_depth is None or depth < max_depth):
+                    if max_depth is None or depth < max_depth:
                         subdirs.append((Path(e.path), rel + "/", depth + 1))
                 elif e.is_file():
                     yield rel, e.stat()
@@ -89,7 +91,7 @@ def digest(
         Only files found in folders whose name ends with it (e.g. ``.py``); a file named
         directly in ``paths`` always counts. None = all files.
     exclude:
-        Folder names skipped at any depth.
+        File or folder names skipped at any depth (not applied to ``paths`` themselves).
     """
     h = hashlib.sha256()
     n = 0
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--content", action="store_true", help="hash file bytes instead of path/size/mtime")
     ap.add_argument("--max-depth", type=int, default=None, help="folder levels to descend (1 = top level only)")
     ap.add_argument("--suffix", default=None, help="only files ending with this (e.g. .py)")
-    ap.add_argument("--exclude", action="append", default=[], help="folder name to skip (repeatable)")
+    ap.add_argument("--exclude", action="append", default=[], help="file or folder name to skip at any depth (repeatable)")
     ap.add_argument("--what", default=None, help="name used in messages (e.g. REFLACX_ROOT)")
     ap.add_argument("--missing-ok", action="store_true", help="a missing PATH is a state, not an error")
     args = ap.parse_args(argv)
