@@ -120,23 +120,20 @@ def _metavar_of(param: Any) -> str | None:
 
 
 def _tidy_param(param: Any) -> None:
-    is_argument = getattr(param, "param_type_name", "") == "argument"
-    if is_argument:
+    if getattr(param, "param_type_name", "") == "argument":
         label = _metavar_of(param)
         if param.metavar is None:
             param.metavar = (param.name or "").upper()
         if label and hasattr(param, "display_type_rich"):  # typer 0.2x: ``<path>`` -> ``PATH``
             param.display_type_rich = lambda ctx, _l=label: _l
+        shown = param.metavar if param.required else f"[{param.metavar}]"
+        if param.nargs != 1:
+            shown += "..."
+        param.get_usage_pieces = lambda ctx, _s=shown: [_s]  # no ``{name}`` braces in the usage line
     elif param.metavar is None:
         label = _metavar_of(param)
         if label is not None:
             param.metavar = label
-    if is_argument:
-        shown = param.metavar or (param.name or "").upper()
-        shown = shown if param.required else f"[{shown}]"
-        if param.nargs != 1:
-            shown += "..."
-        param.get_usage_pieces = lambda ctx, _s=shown: [_s]  # no ``{name}`` braces in the usage line
     default = getattr(param, "default", None)
     if type(default) is float and len(repr(default)) > 8:
         param.default = _RoundedFloat(default)
