@@ -146,7 +146,7 @@ def image_size(path: str | Path, *, require_format: str | None = None) -> tuple[
     except FileNotFoundError:
         raise InputFormatError(path, "file not found") from None
     if problem:
-        raise InputFormatError(path, f"{problem}, no image header")
+        raise InputFormatError(path, f"{problem}, " + (f"not a {require_format} image" if require_format else "no image header"))
     if require_format == "PNG":
         with path.open("rb") as fh:
             if fh.read(8) != _PNG_SIGNATURE:

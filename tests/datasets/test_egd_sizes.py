@@ -374,3 +374,11 @@ def test_build_heatmaps_with_and_without_images(rel, tmp_path):
     unknown = rej.filter(pl.col("reason").str.starts_with("image size unknown"))
     assert set(unknown["case_id"]) == set(truth) and set(unknown["file"]) == {"master_sheet.csv"}
     assert not rej["reason"].str.contains("TypeError").any()
+
+
+def test_adapter_and_anatomy_agree_on_mask_file_names():
+    """The adapter keeps its own copy (importing gazeprep.anatomy costs ~80 ms at every open)."""
+    from gazeprep.anatomy.structures import EGD_MASK_FILES
+    from gazeprep.datasets.egd import MASK_FILES
+
+    assert MASK_FILES == EGD_MASK_FILES
