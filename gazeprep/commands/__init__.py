@@ -137,5 +137,11 @@ def require_ml(command: str, *modules: str) -> None:
     """
     from gazeprep._optional import require
 
-    for module in ("torch", *modules):
+    require("torch", "ml", command)
+    # segment_anything, timm, ... import torchvision, which fails on the CPU torch build unless
+    # its operator schemas are defined first
+    from gazeprep._torchvision_compat import ensure_torchvision
+
+    ensure_torchvision()
+    for module in modules:
         require(module, "ml", command)
