@@ -577,6 +577,11 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
     release = open_release(opts.dataset, opts.root, recipe, opts.images_root)
     cases = release.cases
     live = cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
+    from gazeprep.heatmaps.checks import sigma_check  # once per build: sigma vs the images' short side
+
+    _, sigma_msg = sigma_check(cases.filter(pl.col("case_id").is_in(live)), recipe)
+    if sigma_msg:
+        print(f"warning: {sigma_msg}", file=sys.stderr)
     spec = BuildSpec.from_options(opts)
     state = make_state(spec, release)  # the driver's; workers rebuild theirs from the spec
     workers = opts.workers or (os.cpu_count() or 1)
