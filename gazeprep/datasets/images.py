@@ -115,7 +115,7 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ValueError, TypeError, AttributeError, KeyError, IndexError, EOFError, SyntaxError, NotImplementedError,
-        RuntimeError, OverflowError, MemoryError, struct.error, zlib.error, InvalidDicomError, Image.DecompressionBombError,
+        RuntimeError, OverflowError, struct.error, zlib.error, InvalidDicomError, Image.DecompressionBombError,
     )  # fmt: skip
 
 
