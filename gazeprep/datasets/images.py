@@ -177,9 +177,9 @@ def image_size(path: str | Path, *, require_format: str | None = None) -> tuple[
     except OSError as exc:
         if is_io_fault(exc):
             raise
-        raise InputFormatError(path, f"cannot read image header ({exc})") from None
+        raise InputFormatError(path, f"cannot read image header ({_short(exc, path)})") from None
     except _decode_errors() as exc:
-        raise InputFormatError(path, f"cannot read image header ({type(exc).__name__}: {exc})") from None
+        raise InputFormatError(path, f"cannot read image header ({type(exc).__name__}: {_short(exc, path)})") from None
     if h <= 0 or w <= 0:
         raise InputFormatError(path, f"image header gives a size of {w}x{h} (width x height) pixels")
     return int(h), int(w)
