@@ -256,3 +256,15 @@ def test_organ_mode_iou_with_missing_masks_does_not_crash():
     got = dict(zip(res.pairs["case_id"], res.pairs["iou"]))
     assert got["a"] == 1.0 and np.isnan(got["b"])
     assert np.isnan(M.best_thresholds(np.full((2, len(M.THRESHOLDS_004)), np.nan))[0])
+
+
+def test_invalid_manifest_recipe_is_an_error_not_a_guessed_grid():
+    # a map whose shape differs from the image needs the recipe's grid; an invalid recipe used to be
+    # ignored silently (letterbox assumed)
+    cases = pl.DataFrame({"case_id": ["c"], "image_height_px": [40], "image_width_px": [60]})
+    ex = E.InMemoryExport({("c", "t"): np.ones((32, 32))}, tables={"cases": cases}, manifest={"recipe": {"name": 3}})
+    with pytest.raises(GazeprepError, match=r"^\(in memory\): the recipe in its manifest is not valid"):
+        E.grid_for(ex, "c", (32, 32))
+    # without a recipe the documented shape rule applies
+    ex.manifest = None
+    assert E.grid_for(ex, "c", (32, 32)).shape == (32, 32)
