@@ -248,38 +248,60 @@ def _check_targets(export, path: Path, targets: list[str]) -> None:
         raise usage_error(f"{', '.join(map(repr, unknown))} not in {path}; its targets: {listed}", "--target")
 
 
+def _overlays(value: Optional[str]) -> tuple[str, ...]:
+    """``--overlays``: comma-separated layer names, ``all`` or ``none`` (usage error otherwise)."""
+    from gazeprep.evaluate.preview import parse_overlays
+
+    try:
+        return parse_overlays(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def preview_cmd(
     export: Path = typer.Option(..., "--export", help="Export folder to look at."),
     case: Optional[list[str]] = typer.Option(None, "--case", help="Case id (repeatable). Default with --html: every case."),
-    html: bool = typer.Option(False, "--html", help="Write an HTML contact sheet (index.html) with thumbnails per case x target."),
+    html: bool = typer.Option(False, "--html", help="Write an HTML contact sheet (index.html): every case (rejected ones with their reason), thumbnails per case x target, one legend."),
     out: Path = typer.Option(Path("previews"), "--out", callback=out_folder, help="Output folder."),
     images: Optional[Path] = typer.Option(
-        None, "--images", help="MIMIC-CXR(-JPG) root holding files/pXX/...; without it (or if missing) a grey canvas is used."
+        None, "--images", help="MIMIC-CXR(-JPG) root holding files/pXX/... (default: the bundled sample images, as `train`). A missing image is a warning naming its path, then a grey canvas."
     ),
     target: Optional[list[str]] = typer.Option(None, "--target", help="Only these targets (repeatable)."),
-    anatomy_dir: Optional[Path] = typer.Option(
-        None, "--anatomy-dir", help="Masks written by `gazeprep anatomy predict`: outlines of heart and lungs."
+    overlays: str = typer.Option(
+        "heatmap,fixations,ellipses,masks", "--overlays", callback=_overlays, metavar="LIST",
+        help="Layers to draw, comma-separated: heatmap, fixations, ellipses, boxes, masks; or all / none (EGD-CXR's 17 anatomy boxes: add 'boxes').",
     ),
-    size: int = typer.Option(640, "--size", help="Longer side of each PNG in pixels.", min=64),
+    pred: Optional[Path] = typer.Option(
+        None, "--pred", help="A prediction export of the same cases: ground truth / prediction / difference side by side."
+    ),
+    anatomy_dir: Optional[Path] = typer.Option(
+        None, "--anatomy-dir", help="Masks: `gazeprep anatomy predict` output (outlines of heart and lungs; anatomy recipes' masks), or the EGD-CXR release folder for its mask PNGs."
+    ),
+    size: int = typer.Option(640, "--size", help="Longer side of each full-size PNG in pixels.", min=64),
     max_cases: Optional[int] = typer.Option(None, "--max-cases", help="With --html: only the first N cases (sorted ids).", min=1),
+    quiet: bool = quiet_option(),
 ) -> None:
-    """Draw PNG overlays (X-ray, heatmap per target, numbered fixations, ellipses/boxes, masks)."""
+    """Draw PNG overlays (X-ray, heatmap per target with a colour bar, numbered fixations, ellipses/boxes, masks, legend)."""
     from gazeprep.evaluate import preview as P
 
     ex = _open_export(export, "preview")
+    pe = _open_export(pred, "prediction") if pred is not None else None
     if target:
         _check_targets(ex, export, target)
+
+    def warn(message: str) -> None:
+        typer.echo(f"warning: {message}", err=True)
+
     if html:
-        ids = list(case) if case else None
-        if ids is None and max_cases is not None:
-            ids = sorted(ex.tables["heatmaps"].get_column("case_id").unique().to_list())[:max_cases]
-        page = P.contact_sheet(ex, out, case_ids=ids, images_root=images, full=size, anatomy_dir=anatomy_dir)
+        page = P.contact_sheet(ex, out, case_ids=list(case) if case else None, max_cases=max_cases, images_root=images,
+                               full=size, anatomy_dir=anatomy_dir, overlays=overlays, pred=pe, progress=not quiet, warn=warn)
         typer.echo(f"wrote {page}")
         return
     if not case:
         raise usage_error("give --case ID (repeatable), or --html for a contact sheet of the whole export", "--case")
     for cid in case:
-        for p in P.preview_case(ex, cid, out, targets=target, images_root=images, size=size, anatomy_dir=anatomy_dir):
+        for p in P.preview_case(ex, cid, out, targets=target, images_root=images, size=size, anatomy_dir=anatomy_dir,
+                                overlays=overlays, pred=pe, warn=warn):
             typer.echo(f"wrote {p}")
 
 
