@@ -347,6 +347,10 @@ class Recipe(_Strict):
     render: RenderSpec
     output: OutputSpec = OutputSpec()
     anatomy: AnatomyFilter | None = None
+    # labeler rule profile (rules/README.md): "gazeprep" (default, the most accurate labels) or
+    # "lanfredi2023" (paper 004's labeler, for 004's ground truth); checked against the rules folder
+    # when a build starts
+    profile: str = Field("gazeprep", pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
     def resolved(self) -> dict:
         """The recipe with every default filled in (JSON-compatible)."""

@@ -337,7 +337,7 @@ def _compute_case(st: _BuildState, case_id: str, store):
         if has_words:
             words_o, sentences, r = build_sentences(words, report_text, dataset=ds, case_id=case_id)
             rejects.extend(r)
-            mentions = Labeler.from_rules().label_case(
+            mentions = Labeler.from_rules(profile=st.recipe.profile).label_case(
                 sentences, words_o, report_text or "", dataset=ds, case_id=case_id
             )
         else:  # whole-recording maps need no transcript
@@ -574,6 +574,9 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
 
     recipe = opts.recipe
     _check_replace(opts.out, recipe, opts.force)
+    from gazeprep.text.profiles import profile_hash
+
+    labeler_hash = profile_hash(recipe.profile)  # an unknown labeler profile stops here, in one line
     release = open_release(opts.dataset, opts.root, recipe, opts.images_root)
     cases = release.cases
     live = cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
@@ -626,6 +629,8 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
         "dataset": opts.dataset,
         "root_name": opts.root.resolve().name,
         "command": "build-heatmaps",
+        "labeler_profile": recipe.profile,
+        "labeler_profile_hash": labeler_hash,
     }
     path = finalize(
         opts.out,
