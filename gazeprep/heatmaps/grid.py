@@ -127,15 +127,16 @@ class OutputGrid:
     def pad_crop_stride(cls, image_height_px: int, image_width_px: int, out_h: int, out_w: int,
                         stride: int) -> "OutputGrid":
         """MT-UNet's grid: centre-pad/crop the image to ``out_h * stride x out_w * stride`` pixels
-        (``floor`` of the difference before, negative = crop) and keep every ``stride``-th pixel
-        (``canvas[0::stride, 0::stride]``, no anti-aliasing): ``x_grid = (x + pad_left) / stride``."""
+        (``int(difference / 2)`` before, truncated towards zero as MT-UNet's ``MasterDataHandle.process``;
+        negative = crop) and keep every ``stride``-th pixel (``canvas[0::stride, 0::stride]``, no
+        anti-aliasing): ``x_grid = (x + pad_left) / stride``."""
         H, W = int(image_height_px), int(image_width_px)
         _check_size(H, W)
         _check_size(out_h, out_w)
         if stride < 1:
             raise ValueError("stride must be >= 1")
-        pad_top = math.floor((out_h * stride - H) / 2)
-        pad_left = math.floor((out_w * stride - W) / 2)
+        pad_top = int((out_h * stride - H) / 2)  # int(): an odd crop keeps one more row at the bottom
+        pad_left = int((out_w * stride - W) / 2)
         s = 1.0 / stride
         return cls(out_h, out_w, s, s, pad_left * s, pad_top * s, H, W)
 
