@@ -19,6 +19,7 @@ MENTION_ROWS_SCHEMA = {
     "char_end": pl.Int32,
     "negated": pl.Boolean,
     "uncertain": pl.Boolean,
+    "hypothetical": pl.Boolean,
 }
 SUMMARY_SCHEMA = {"id": pl.Utf8, "label": pl.Utf8, "status": pl.Utf8}
 
@@ -28,15 +29,16 @@ def label_reports(
     id_column: str,
     text_column: str,
     rules_dir: Path | None = None,
+    profile: str | None = None,
     batch_size: int = 512,
     progress: bool = True,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Label free-text reports of a CSV file.
 
     Returns ``(mentions, summary)``: one row per mention (id, label, phrase, sentence_idx,
-    char_start, char_end, negated, uncertain; offsets into that row's text, sentence_idx counted in
+    char_start, char_end, negated, uncertain, hypothetical; offsets into that row's text, sentence_idx counted in
     that text), and one row per report and emittable label (id, label, status in positive /
-    uncertain / negative / absent). Empty texts have no mentions (every label absent).
+    uncertain / negative / hypothetical / absent). Empty texts have no mentions (every label absent).
     """
     from tqdm import tqdm
 
@@ -56,7 +58,7 @@ def label_reports(
     for i, x in enumerate(ids):
         if x is None or x == "":
             raise InputFormatError(input_csv, "empty id", row=i + 1, column=id_column)
-    labeler = Labeler.from_rules(rules_dir)
+    labeler = Labeler.from_rules(rules_dir, profile=profile)
     label_ids = labeler.label_ids
     m_rows: list[dict] = []
     s_rows: list[dict] = []
@@ -68,7 +70,7 @@ def label_reports(
             for m in ms:
                 m_rows.append({"id": rid, "label": m.label, "phrase": m.phrase, "sentence_idx": m.sentence_idx,
                                "char_start": m.char_start, "char_end": m.char_end,
-                               "negated": m.negated, "uncertain": m.uncertain})
+                               "negated": m.negated, "uncertain": m.uncertain, "hypothetical": m.hypothetical})
             st = report_status(ms)
             s_rows.extend({"id": rid, "label": lab, "status": st.get(lab, "absent")} for lab in label_ids)
         bar.update(len(chunk))
@@ -89,10 +91,13 @@ def register(app: typer.Typer) -> None:
             None, "--summary", callback=out_file, help="Parquet file for the report-level status of every label."
         ),
         rules: Path | None = typer.Option(None, "--rules", help="Rules folder (default: the bundled rules/)."),
+        profile: str | None = typer.Option(
+            None, "--profile", help="Labeler profile: gazeprep (default, most accurate) or lanfredi2023 (paper 004's labeler)."
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Label free-text reports with the rule-based labeler (mentions, negation, uncertainty)."""
-        mentions, summ = label_reports(input_csv, id_column, text_column, rules_dir=rules, progress=not quiet)
+        mentions, summ = label_reports(input_csv, id_column, text_column, rules_dir=rules, profile=profile, progress=not quiet)
         for path, frame in ((out, mentions), (summary, summ)):
             if path is None:
                 continue

@@ -321,7 +321,7 @@ class Labeler:
         trig += [_Trigger(s, e, "uncertain", "following", None, reach, True) for s, e in groups["UFOL"]]
         for i, rule in enumerate(self.spec.context):
             spans = groups.get(f"C{i}", ())
-            if rule.category == "negated":
+            if rule.category in ("negated", "hypothetical"):  # "cannot rule out" is no "rule out"
                 spans = real(spans)
             for s, e in spans:
                 if rule.clause_final and rule.direction == "following" and not clause_final(e):
