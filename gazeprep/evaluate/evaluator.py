@@ -543,6 +543,11 @@ def evaluate_exports(
                 raise GazeprepError(f"case {case_id!r}: image size unknown (cases table), cannot place ellipses")
             e = ell.filter((pl.col("case_id") == case_id) & (pl.col("target") == target))
             boxes = e.select("xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty").to_numpy().astype(np.float64)
+            if not np.isfinite(boxes[boxes[:, 4] > 2, :4]).all():
+                raise GazeprepError(
+                    f"ground truth export {export_label(gt)}: case {case_id!r}, target {target!r}: an ellipse "
+                    "(certainty > 2) has a missing or non-finite coordinate in the 'ellipses' table"
+                )
             if ellipse_resolution == "grid" and not grid.is_native:
                 boxes[:, 0], boxes[:, 1] = grid.to_grid(boxes[:, 0], boxes[:, 1])
                 boxes[:, 2], boxes[:, 3] = grid.to_grid(boxes[:, 2], boxes[:, 3])

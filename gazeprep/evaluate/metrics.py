@@ -186,7 +186,8 @@ def ellipse_mask(
     FORMATS 1.11). Rows with ``certainty < min_certainty`` are dropped (default 3, i.e. ricbl's
     ``certainty > 2``: "Possibly" or higher). As ``skimage.draw.ellipse`` with centre = midpoints and
     semi-axes = half the side lengths, pixel ``(r, c)`` is inside iff
-    ``((r - cy) / ry)**2 + ((c - cx) / rx)**2 < 1``. Degenerate ellipses (a zero semi-axis) are empty.
+    ``((r - cy) / ry)**2 + ((c - cx) / rx)**2 < 1``. Degenerate ellipses (a zero semi-axis) are empty;
+    a kept row with a missing (NaN) or infinite coordinate is a :class:`GazeprepError`.
     """
     mask = np.zeros((int(h), int(w)), dtype=bool)
     e = np.asarray(ellipses, dtype=np.float64)
@@ -195,6 +196,9 @@ def ellipse_mask(
     e = e.reshape(-1, e.shape[-1])
     if e.shape[1] >= 5:
         e = e[e[:, 4] >= min_certainty]
+    bad = ~np.isfinite(e[:, :4]).all(axis=1)
+    if bad.any():
+        raise GazeprepError(f"ellipse with missing or non-finite coordinates: {e[int(np.argmax(bad)), :4].tolist()}")
     for xmin, ymin, xmax, ymax in e[:, :4]:
         cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
         rx, ry = abs(xmax - xmin) / 2, abs(ymax - ymin) / 2

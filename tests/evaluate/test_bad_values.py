@@ -285,3 +285,19 @@ def test_evaluator_checks_the_prediction_in_region_modes(reference):
     with pytest.raises(GazeprepError, match="prediction export .*case 'c2', target 'edema': map holds 1 NaN"):
         E.evaluate_exports(pred, gt, reference=reference, metrics=["iou"] if reference == "ellipses" else ["diffgradcam"],
                            iou_threshold=0.5, n_boot=10, **kw)
+
+
+def test_ellipse_with_a_missing_coordinate():
+    with pytest.raises(GazeprepError, match="non-finite coordinates"):
+        M.ellipse_mask(8, 8, [(1.0, 1.0, np.nan, 5.0, 5)])
+    # a row below the certainty cut is dropped before the check (it is never drawn)
+    assert not M.ellipse_mask(8, 8, [(1.0, 1.0, np.nan, 5.0, 2)]).any()
+    pred, _ = _pair_exports("prediction", 0.0)
+    cases = pl.DataFrame({"case_id": ["c1", "c2"], "image_height_px": [S, S], "image_width_px": [S, S]})
+    ell = pl.DataFrame({"case_id": ["c1", "c2"], "ellipse_idx": [0, 0], "xmin_px": [2.0, None], "ymin_px": [2.0, 2.0],
+                        "xmax_px": [9.0, 9.0], "ymax_px": [9.0, 9.0], "certainty": [5, 5], "source_label": ["edema", "edema"]})
+    gt = E.InMemoryExport({}, tables={"cases": cases, "ellipses": ell,
+                                      "heatmaps": pl.DataFrame(schema={"case_id": pl.Utf8, "target": pl.Utf8})})
+    pred.tables = {**pred.tables, "cases": cases}
+    with pytest.raises(GazeprepError, match=r"ground truth export \(in memory\): case 'c2', target 'edema': an ellipse"):
+        E.evaluate_exports(pred, gt, reference="ellipses", metrics=["iou"], iou_threshold=0.5, n_boot=10)
