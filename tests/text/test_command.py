@@ -19,7 +19,8 @@ def test_label_reports(tmp_path):
                                    "--out", str(out), "--summary", str(summ), "--quiet"])
     assert res.exit_code == 0, res.output
     m = pl.read_parquet(out)
-    assert m.columns == ["id", "label", "phrase", "sentence_idx", "char_start", "char_end", "negated", "uncertain"]
+    assert m.columns == ["id", "label", "phrase", "sentence_idx", "char_start", "char_end", "negated", "uncertain",
+                         "hypothetical"]
     ptx = m.filter(pl.col("label") == "pneumothorax").row(0, named=True)
     assert ptx["id"] == "r1" and ptx["negated"] and ptx["sentence_idx"] == 0
     eff = m.filter(pl.col("label") == "pleural_effusion").row(0, named=True)
@@ -31,7 +32,7 @@ def test_label_reports(tmp_path):
     assert st[("r1", "pleural_effusion")] == "positive"
     assert st[("r3", "pneumonia")] == "uncertain"
     assert st[("r2", "pneumonia")] == "absent"
-    assert set(s["status"]) <= {"positive", "negative", "uncertain", "absent"}
+    assert set(s["status"]) <= {"positive", "negative", "uncertain", "hypothetical", "absent"}
     assert s.filter(pl.col("id") == "r2").height == s.filter(pl.col("id") == "r1").height
 
 
