@@ -42,7 +42,7 @@ def test_documented_parameters():
     assert (off.render.weight, off.render.normalize, off.output.size) == ("duration", "sum", "native")
     assert load_recipe("reflacx-full-report").window.end == "last_word_end"
     assert load_recipe("egd-temporal").window.kind == "phrase"
-    for v, norm in (("max", "max"), ("sum", "sum")):
+    for v, norm in (("max", "minmax"), ("sum", "sum")):  # max: MT-UNet's min-max over its 640 x 512 sample
         r = load_recipe(f"egd-gaze-samples-{v}")
         assert (r.render.source, r.render.normalize, r.output.shape, r.output.stride) == (
             "gaze_samples", norm, (640, 512), 5)

@@ -146,8 +146,9 @@ def _egd_frame(x, y):
     })
 
 
-def test_egd_static_is_blurred_counts_min_max_scaled():
-    rec = load_recipe("egd-static")
+def test_egd_static_contract_is_blurred_counts_min_max_scaled():
+    # gazeprep's contract on EGD's counts (egd-static itself reproduces EGD's code: tests/test_paper_presets.py)
+    rec = load_recipe("egd-static-contract")
     assert (rec.render.sigma.value, rec.render.sigma.unit, rec.render.weight, rec.render.normalize) == (
         150.0, "px", "count", "minmax")
     # the same definition at a tenth of the scale keeps scipy's reference fast (sigma 15 px)
@@ -171,7 +172,7 @@ def test_egd_static_is_blurred_counts_min_max_scaled():
 
 def test_egd_reflect_difference_is_a_border_effect():
     # gazeprep drops the mass outside the image; EGD's scipy call reflects it (mode='reflect').
-    rec = _with_render(load_recipe("egd-static"), sigma={"value": 8.0, "unit": "px"}, normalize="none")
+    rec = _with_render(load_recipe("egd-static-contract"), sigma={"value": 8.0, "unit": "px"}, normalize="none")
     rng = np.random.default_rng(3)
     H, W, s = 260, 220, 8.0
     x, y = _egd_counts(rng, 60, H, W, border_heavy=True)
@@ -205,8 +206,8 @@ def test_egd_temporal_one_map_per_phrase():
 
 
 @pytest.mark.parametrize("variant", ["max", "sum"])
-def test_egd_gaze_samples_on_mtunet_grid(variant):
-    rec = load_recipe(f"egd-gaze-samples-{variant}")
+def test_egd_gaze_samples_contract_on_mtunet_grid(variant):
+    rec = load_recipe(f"egd-gaze-samples-{variant}-contract")
     assert rec.render.source == "gaze_samples" and rec.render.sigma.value == 75.5
     assert 0.3 * ((501 - 1) / 2 - 1) + 0.8 == 75.5  # OpenCV's sigma for ksize 501
     rng = np.random.default_rng(5)
