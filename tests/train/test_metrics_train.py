@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 from gazeprep.errors import GazeprepError  # noqa: E402
 from gazeprep.evaluate import metrics as EM  # noqa: E402
