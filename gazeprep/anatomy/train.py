@@ -348,6 +348,7 @@ def run_train(
             held_out.append(rec.image_id)
             yield resize_float(img, s), lab
 
+    torch.manual_seed(settings.seed)  # --seed covers the initialisation too (random-init presets, LoRA)
     model = build_samed(cfg, checkpoint)
     t0 = time.time()
     losses = train_samed(model, x, y, settings, dev, progress=progress)
