@@ -53,8 +53,9 @@ def synthetic_reports(n_reports: int, seed: int = 0) -> list[str]:
     return out
 
 
-def run(n_reports: int = 10000) -> dict:
-    """Time labelling ``n_reports`` synthetic reports on one CPU; returns a dict of measurements (seconds)."""
+def run(n_reports: int = 10000, profile: str = "gazeprep") -> dict:
+    """Time labelling ``n_reports`` synthetic reports on one CPU with the labeler ``profile``; returns a
+    dict of measurements (seconds)."""
     import os
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -64,17 +65,17 @@ def run(n_reports: int = 10000) -> dict:
     if old_affinity:
         os.sched_setaffinity(0, {min(old_affinity)})
     try:
-        return _measure(n_reports)
+        return _measure(n_reports, profile)
     finally:
         if old_affinity:
             os.sched_setaffinity(0, old_affinity)
 
 
-def _measure(n_reports: int) -> dict:
+def _measure(n_reports: int, profile: str = "gazeprep") -> dict:
     t0 = time.perf_counter()
     from gazeprep.text.labeler import Labeler
 
-    labeler = Labeler.from_rules()
+    labeler = Labeler.from_rules(profile=profile)
     t_load = time.perf_counter() - t0
     reports = synthetic_reports(n_reports)
     labeler._cache.clear()
@@ -95,6 +96,7 @@ def _measure(n_reports: int) -> dict:
 
     n_sentences = len({s for r in reports for _, s in split_sentences(r)})
     return {
+        "profile": profile,
         "n_reports": n_reports,
         "n_distinct": len(set(reports)),
         "n_words": n_words,
@@ -111,4 +113,4 @@ def _measure(n_reports: int) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    print(json.dumps([run(profile=p) for p in ("gazeprep", "lanfredi2023")], indent=2))

@@ -152,6 +152,8 @@ def main() -> None:
 
     report["labeler"] = labeler_bench.run()
     print(json.dumps(report["labeler"], indent=2))
+    report["labeler_lanfredi2023"] = labeler_bench.run(profile="lanfredi2023")
+    print(json.dumps(report["labeler_lanfredi2023"], indent=2))
 
     print(f"== build-heatmaps reflacx-label-specific, {cases} cases ==")
     root = ensure_release(cases)

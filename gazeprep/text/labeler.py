@@ -298,7 +298,9 @@ class Labeler:
                 quals[int(i)].append((s, e, qlabel))
             else:
                 groups[key].append((s, e))
-        sent_starts = [s.start for s in doc.sents]
+        # sentence starts from the sentencizer's flags (iterating doc.sents builds every Token)
+        flags = doc.to_array("SENT_START") if len(doc) else ()
+        sent_starts = [0] + [i for i in range(1, len(flags)) if flags[i] == 1] if len(doc) else [0]
         term = sorted({s for s, _ in groups["TERM"]})
         b_pre = sorted(set(term) | {s for s, _ in groups["BPRE"]} | set(sent_starts[1:]))
         b_fol = sorted(set(term) | {s for s, _ in groups["BFOL"]} | set(sent_starts[1:]))
