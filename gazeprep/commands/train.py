@@ -6,11 +6,13 @@ after :func:`~gazeprep.commands.require_ml` has checked that the ``[ml]`` extra 
 Flag names: ``train --arch NAME`` is the architecture to train (a name from ``gazeprep models``; the old
 ``--model NAME`` still parses, hidden), ``predict --model FOLDER`` is a trained run folder (old:
 ``--model-dir``), ``--images`` the MIMIC-CXR root (old: ``--images-root``), ``--preset`` a named preset
-and ``--config`` a YAML file.
+and ``--config`` a YAML file. ``train --resume`` / ``--force`` say what to do with a run folder that
+already holds a run; ``predict --split`` chooses the run's cases to predict (``test`` by default).
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +29,15 @@ from gazeprep.commands import (
     require_ml,
     usage_error,
 )
+
+
+class Split(str, Enum):
+    """``predict --split``: the run's saved splits, or every case of the export."""
+
+    test = "test"
+    val = "val"
+    train = "train"
+    all = "all"
 
 
 def _images_root(images_root: Optional[Path]) -> Optional[Path]:
@@ -65,12 +76,25 @@ def register(app: typer.Typer) -> None:
             "MIMIC-CXR root the cases' image paths are relative to (default: the bundled sample images)."
         ),
         images_old: Optional[Path] = hidden_alias("--images-root"),
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue the run in --out (it must hold a run of the same config)."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Start over: remove the run files in --out (a run of another config included)."
+        ),
         quiet: bool = quiet_option(),
     ) -> None:
-        """Train one of the papers' models on an export; rerunning with the same --out resumes."""
+        """Train one of the papers' models on an export (checked against the model's inputs first).
+
+        Splits: the export's split column when every case has one, else a seeded subject-disjoint split
+        stratified by class (70/10/20 %), saved in the run folder. Rerunning with the same --out and the
+        same config continues the run; another config is refused unless --force.
+        """
         model = merge_alias(arch, arch_old, "--arch", "--model")
         if model is None:
             raise missing_option("--arch")
+        if resume and force:
+            raise usage_error("--resume continues a run and --force starts it over; give one", "--force")
         images = merge_alias(images, images_old, "--images", "--images-root")
         if config is not None and not config.is_file():
             raise usage_error(f"{str(config)!r} is not a file (--config takes a YAML file; named presets go to --preset)",
@@ -83,7 +107,8 @@ def register(app: typer.Typer) -> None:
             cfg["preset"] = preset
         run_dir = out or Path("runs") / model
         history = train_run(model, export, run_dir, cfg, device=device.value, epochs=epochs,
-                            images_root=_images_root(images), progress=not quiet)
+                            images_root=_images_root(images), progress=not quiet, resume=resume, force=force,
+                            notify=lambda msg: typer.echo(msg, err=True))
         last = history[-1] if history else {}
         summary = " ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
         typer.echo(f"trained {model}: {len(history)} epochs recorded in {run_dir}" + (f" (last: {summary})" if summary else ""))
@@ -102,9 +127,12 @@ def register(app: typer.Typer) -> None:
         ),
         images_old: Optional[Path] = hidden_alias("--images-root"),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
+        split: Split = typer.Option(
+            Split.test, "--split", help="The run's cases to predict (saved at training); all: every case of the export."
+        ),
         quiet: bool = quiet_option(),
     ) -> None:
-        """Write a trained model's heatmaps for every case of an export as a prediction export."""
+        """Write a trained model's heatmaps and class scores for the run's test cases (--split) as a prediction export."""
         model_dir = merge_alias(model, model_old, "--model", "--model-dir")
         if model_dir is None:
             raise missing_option("--model")
@@ -112,16 +140,30 @@ def register(app: typer.Typer) -> None:
         require_ml("gazeprep predict")
         from gazeprep.train.run import predict_run
 
-        path = predict_run(model_dir, export, out, device=device.value, images_root=_images_root(images),
+        path = predict_run(model_dir, export, out, split=split.value, device=device.value, images_root=_images_root(images),
                            batch_size=batch_size, progress=not quiet)
-        typer.echo(f"wrote predictions to {path}")
+        typer.echo(f"wrote predictions of the {split.value} cases to {path}")
 
     @app.command("models")
     def models_cmd() -> None:
-        """List the trainable models, the paper each implements and their presets."""
+        """List the trainable models: paper, presets, and the export each trains on (recipe, targets, labels)."""
         require_ml("gazeprep models")
-        from gazeprep.train.models import list_models, spec_of
+        from gazeprep.train.models import list_models, resolve_config, spec_of
+        from gazeprep.train.run import resolve_data
 
         for name in list_models():
             spec = spec_of(name)
             typer.echo(f"{name:24s} paper {spec.paper:8s} presets: {', '.join(sorted(spec.presets))}  {spec.summary}")
+            cfg = resolve_config(name, {"preset": "default"})
+            resolve_data(name, cfg)
+            need = spec.inputs
+            labels = ", ".join(cfg["data"]["labels"]) or "none"
+            kind = "each scored alone" if (need is not None and need.multilabel) else "one class per case"
+            if need is not None and need.maps_per_label and cfg["data"]["targets"] == cfg["data"]["labels"]:
+                maps = "one heatmap per label"
+            else:
+                maps = "heatmap targets " + (", ".join(cfg["data"]["targets"]) or "none")
+            if need is not None and not need.needs_maps:
+                maps += " (evaluation only)"
+            src = f"recipe {need.recipe} on {need.dataset}" if need is not None else "any export"
+            typer.echo(f"{'':24s} trains on: {src}; {maps}; labels {labels} ({kind})")

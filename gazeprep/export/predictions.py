@@ -41,6 +41,7 @@ def write_prediction_export(
     recipe: Recipe | None = None,
     dtype: str = "float32",
     manifest_extra: Mapping | None = None,
+    tables: Mapping[str, pl.DataFrame] | None = None,
     shard_size: int = 64,
     fsync: bool = True,
     progress: bool = False,
@@ -66,6 +67,10 @@ def write_prediction_export(
         ``float32`` (default) or ``float16``.
     manifest_extra:
         More JSON facts for the manifest's ``extra`` (e.g. the training configuration).
+    tables:
+        Tables stored beside the maps (read back as ``load_export(out).tables[name]``): only
+        ``class_scores`` (``case_id, label, score, truth``: a classifier's per-label scores in [0, 1]
+        and the ground truth 1/0, null when unknown), which ``gazeprep evaluate`` turns into AUCs.
     """
     src: Export | None
     if source_export is None:
@@ -95,7 +100,7 @@ def write_prediction_export(
         )
         results.append(CaseResult(cid, _maps_hash(maps), {"heatmaps": idx}, maps, []))
 
-    extra_tables = {}
+    extra_tables = dict(tables or {})
     source_info = None
     if src is not None:
         cases = src.tables["cases"] if "cases" in src.tables else schema.empty("cases")

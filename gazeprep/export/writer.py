@@ -178,6 +178,11 @@ def _json_bytes(obj) -> bytes:
 
 
 # -- tables -------------------------------------------------------------------------------------
+#: Tables beside the canonical ones that ``extra_tables`` may carry (a prediction export's
+#: ``class_scores``, written by ``gazeprep predict``).
+PREDICTION_TABLES = frozenset({"class_scores"})
+
+
 def _assemble_tables(
     sources: list[_Source],
     extra_tables: Mapping[str, pl.DataFrame] | None,
@@ -196,7 +201,11 @@ def _assemble_tables(
         tabs = [t for t in tabs if t.num_rows]
         if tabs:
             frames[name].insert(0, pl.from_arrow(pa.concat_tables(tabs, promote_options="permissive")))
+    passthrough: dict[str, pl.DataFrame] = {}
     for name, df in (extra_tables or {}).items():
+        if name in PREDICTION_TABLES:  # a prediction export's own tables, written as given
+            passthrough[name] = df
+            continue
         if name not in schema.TABLES:
             raise GazeprepError(f"extra table {name!r} is not a canonical table (known: {sorted(schema.TABLES)})")
         if name == "heatmaps":
@@ -218,6 +227,7 @@ def _assemble_tables(
             if ids.null_count() or not ids.is_sorted():  # skip the sort when already in order
                 df = df.sort("case_id", nulls_last=False, maintain_order=True)
         out[name] = df
+    out.update(passthrough)
     if recipe is not None:
         out["heatmaps"] = out["heatmaps"].with_columns(
             pl.col("recipe").fill_null(recipe.name), pl.col("dataset").fill_null(recipe.dataset)

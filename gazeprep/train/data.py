@@ -11,9 +11,11 @@ Images come from ``export.image(case_id)`` when the export has that method (the 
 MIMIC-CXR folder): the file itself when it exists there, else ``gazeprep.datasets.images.resolve_image``
 (MIMIC layout), loaded with ``gazeprep.datasets.images.load_image`` (windowing, MONOCHROME1).
 
-Geometry follows paper 004 (section 2.8; ``XRayResizerPadRound32``): each image is letterboxed to a
-square (longest side scaled to ``size``, the rest zero-padded, centred) and heatmaps and masks go
-through exactly the same transform. Training augmentation (004: rotation up to 45 degrees,
+Geometry (:mod:`gazeprep.train.frames`): by default paper 004's (section 2.8;
+``XRayResizerPadRound32``): each image is letterboxed to a square (longest side scaled to ``size``,
+the rest zero-padded, centred); ``size`` may be ``[H, W]`` and ``fit`` ``stretch`` (003's code) or
+``pad_crop_stride`` (GG-CAM, MT-UNet / Qiu). Heatmaps and masks go through exactly the same
+transform (exported maps are taken from the frame their recipe rendered them in). Training augmentation (004: rotation up to 45 degrees,
 translation up to 15%, scaling up to 15%; optional horizontal flip) draws one random affine per
 sample and applies it to the image, the heatmaps and the masks together. Draws are a pure function
 of ``(seed, epoch, index)``, so runs and resumed runs see identical samples.
@@ -35,6 +37,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from gazeprep.errors import GazeprepError
+from gazeprep.heatmaps.grid import OutputGrid
+from gazeprep.train.frames import TrainFrame, _place, grid_from_spec, letterbox_params, map_to_grid, resize, size_hw, transfer
 
 
 class ExportLike(Protocol):
@@ -136,58 +140,144 @@ def subject_split(
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# geometry
+SPLIT_NAMES = ("train", "validate", "test")  # MIMIC-CXR's words, as in the cases table's ``split``
+#: Fallback split when the export has none: 70 / 10 / 20 % of the subjects (a held-out test set of
+#: one fifth, as the papers' own random splits, e.g. MT-UNet's 70/10/20; a validation tenth for
+#: model selection).
+DEFAULT_SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 
 
-def letterbox_params(height: int, width: int, size: int) -> tuple[int, int, int, int]:
-    """(new_h, new_w, pad_top, pad_left) to fit (height, width) into a centred size x size square."""
-    scale = size / max(height, width)
-    nh = max(1, int(round(height * scale)))
-    nw = max(1, int(round(width * scale)))
-    return nh, nw, (size - nh) // 2, (size - nw) // 2
+def _subject_keys(cases: pl.DataFrame) -> list[str]:
+    """One subject key per row of ``cases``: ``subject_id`` as text, or ``case:<case_id>`` where the
+    id is unknown (such a case is its own subject)."""
+    ids = cases["case_id"].to_list()
+    subj = cases["subject_id"].to_list() if "subject_id" in cases.columns else [None] * len(ids)
+    return [f"case:{c}" if s is None else str(s) for c, s in zip(ids, subj)]
 
 
-def letterbox(arr: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """Letterbox (C, H, W) to (C, size, size): keep the aspect ratio, scale the longest side to
-    ``size``, zero-pad the other side evenly (paper 004). ``mode``: ``bilinear`` (antialiased when
-    shrinking) for images/heatmaps, ``nearest`` for masks."""
-    c, h, w = arr.shape
-    nh, nw, top, left = letterbox_params(h, w, size)
-    if (nh, nw) != (h, w):
-        if mode == "nearest":
-            res = F.interpolate(arr[None].float(), size=(nh, nw), mode="nearest")[0]
-        else:
-            res = F.interpolate(arr[None].float(), size=(nh, nw), mode="bilinear", align_corners=False, antialias=nh < h or nw < w)[0]
-    else:
-        res = arr.float()
-    out = torch.zeros((c, size, size), dtype=torch.float32)
-    out[:, top : top + nh, left : left + nw] = res
+def export_split(cases: pl.DataFrame) -> dict[str, list[str]] | None:
+    """The split shipped in the cases table (``split``: train / validate / test), or ``None`` when no
+    case has one. ``val`` is read as ``validate``.
+
+    Raises :class:`GazeprepError` when only some cases have a split, or a value is not a split name:
+    mixing a shipped split with a drawn one could put one subject on both sides.
+    """
+    if "split" not in cases.columns or cases.height == 0:
+        return None
+    vals = [None if v is None or not str(v).strip() else str(v).strip().lower() for v in cases["split"].to_list()]
+    known = sum(v is not None for v in vals)
+    if known == 0:
+        return None
+    if known < len(vals):
+        raise GazeprepError(
+            f"{len(vals) - known} of {len(vals)} cases have no value in the export's split column; "
+            "set data.split: subject in the config to draw a subject-disjoint split instead"
+        )
+    out: dict[str, list[str]] = {n: [] for n in SPLIT_NAMES}
+    for cid, v in zip(cases["case_id"].to_list(), vals):
+        v = "validate" if v == "val" else v
+        if v not in out:
+            raise GazeprepError(f"case {cid}: split {v!r} is not one of {list(SPLIT_NAMES)}")
+        out[v].append(cid)
     return out
 
 
-def _fit_like_image(arr: np.ndarray, image_hw: tuple[int, int], size: int, mode: str) -> torch.Tensor:
-    """Bring a heatmap/mask to the letterboxed frame of its image.
+def stratified_subject_split(
+    cases: pl.DataFrame,
+    strata: dict[str, str] | None = None,
+    fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+    seed: int = 0,
+    names: Sequence[str] = SPLIT_NAMES,
+) -> dict[str, list[str]]:
+    """Split case ids so that no subject appears in two splits, stratified by ``strata``.
 
-    A map with the image's aspect ratio is letterboxed like the image; a square map of another aspect
-    is taken as already letterboxed (e.g. 004's 512 x 512 recipe) and only resized.
+    ``strata`` maps case id -> stratum (e.g. the class, or the set of positive labels); a subject's
+    stratum is the most frequent one among its cases (ties: the smallest). Strata are visited in a
+    seeded random order and their subjects in a seeded random order; walking that list, each subject
+    goes to the split whose count lags most behind ``fraction * subjects so far`` (ties: the first
+    split). Every stretch of the list, hence every stratum, is then split in the given proportions
+    to within one subject per split. A split with a positive fraction that ends empty takes one
+    subject from the largest split when there are enough subjects. Fractions are of subjects, not
+    cases. Returns ``{name: [case_id]}`` with case ids in table order.
     """
-    t = torch.as_tensor(np.asarray(arr, dtype=np.float32))[None]
-    h, w = arr.shape
-    ih, iw = image_hw
-    if h == w and ih != iw and abs(h / w - ih / iw) > 0.01:
-        return F.interpolate(t[None], size=(size, size), mode="nearest" if mode == "nearest" else "bilinear", align_corners=False if mode != "nearest" else None)[0]
-    return letterbox(t, size, mode)
+    if len(fractions) != len(names):
+        raise ValueError("fractions and names must have the same length")
+    fr = np.asarray(fractions, dtype=float)
+    if (fr < 0).any() or fr.sum() <= 0:
+        raise GazeprepError(f"split fractions must be >= 0 with a positive sum, got {list(fractions)}")
+    fr = fr / fr.sum()
+    out: dict[str, list[str]] = {n: [] for n in names}
+    if cases.height == 0:
+        return out
+    ids = cases["case_id"].to_list()
+    keys = _subject_keys(cases)
+    votes: dict[str, dict[str, int]] = {}
+    for cid, k in zip(ids, keys):
+        st = "" if strata is None else str(strata.get(cid, ""))
+        votes.setdefault(k, {})
+        votes[k][st] = votes[k].get(st, 0) + 1
+    subject_stratum = {k: sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for k, v in votes.items()}
+    rng = np.random.default_rng(seed)
+    by_stratum: dict[str, list[str]] = {}
+    for k in sorted(subject_stratum):
+        by_stratum.setdefault(subject_stratum[k], []).append(k)
+    order: list[str] = []
+    for st_i in rng.permutation(len(by_stratum)):
+        members = by_stratum[sorted(by_stratum)[st_i]]
+        order += [members[j] for j in rng.permutation(len(members))]
+    counts = np.zeros(len(names))
+    assign: dict[str, int] = {}
+    members_of: list[list[str]] = [[] for _ in names]
+    for i, k in enumerate(order):
+        j = int(np.argmax(fr * (i + 1) - counts))
+        counts[j] += 1
+        assign[k] = j
+        members_of[j].append(k)
+    if len(order) >= int((fr > 0).sum()):
+        for j in range(len(names)):
+            if fr[j] > 0 and counts[j] == 0:
+                big = int(np.argmax(counts))
+                k = members_of[big].pop()
+                counts[big] -= 1
+                counts[j] += 1
+                assign[k] = j
+                members_of[j].append(k)
+    for cid, k in zip(ids, keys):
+        out[names[assign[k]]].append(cid)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# geometry (see gazeprep.train.frames for the frames and their transfers)
+
+
+def letterbox(arr: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
+    """Letterbox (C, H, W) to (C, size, size) (or ``size = (h, w)``): keep the aspect ratio, scale to
+    fit, zero-pad the rest evenly (paper 004). ``mode``: ``bilinear`` (antialiased when shrinking) for
+    images/heatmaps, ``nearest`` for masks."""
+    c, h, w = arr.shape
+    out_hw = size_hw(size)
+    nh, nw, top, left = letterbox_params(h, w, out_hw)
+    return _place(resize(arr.float(), (nh, nw), mode), out_hw, top, left)
 
 
 @dataclass
 class AugmentConfig:
-    """Random affine shared by image, heatmaps and masks (defaults: paper 004, section 2.8)."""
+    """Training augmentation (defaults: paper 004, section 2.8).
+
+    A random affine shared by image, heatmaps and masks (rotation up to ``rotation_deg`` degrees,
+    translation up to ``translation`` of each side, scaling by ``1 +- scale``, an optional horizontal
+    flip), rotations taken in pixel space so non-square frames are not sheared; then, on the image
+    only, brightness (``+- brightness`` added), contrast (``1 +- contrast`` times the deviation from the
+    image mean) and Gaussian noise of standard deviation ``noise_std`` (001 chapter 3)."""
 
     rotation_deg: float = 45.0
     translation: float = 0.15  # fraction of the side
     scale: float = 0.15  # +- fraction
     hflip: bool = False  # chest X-rays have a laterality; off by default
+    brightness: float = 0.0
+    contrast: float = 0.0
+    noise_std: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "AugmentConfig | None":
@@ -195,35 +285,57 @@ class AugmentConfig:
             return None
         if d is True:
             return cls()
+        known = set(cls.__dataclass_fields__)
+        extra = sorted(set(d) - known)
+        if extra:
+            raise GazeprepError(f"unknown data.augment options {extra}; known: {sorted(known)}")
         return cls(**d)
 
+    @property
+    def is_photometric(self) -> bool:
+        return bool(self.brightness or self.contrast or self.noise_std)
 
-def random_affine(gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
-    """One draw of a 2 x 3 affine matrix (normalised coordinates, for ``affine_grid``)."""
+
+def random_affine(gen: torch.Generator, cfg: AugmentConfig, aspect: float = 1.0) -> torch.Tensor:
+    """One draw of a 2 x 3 affine matrix (normalised coordinates, for ``affine_grid``) on a frame of
+    ``aspect = height / width``. Draws five uniforms in [-1, 1): angle, scale, tx, ty, flip."""
     u = torch.rand(5, generator=gen) * 2 - 1  # in [-1, 1)
     angle = math.radians(float(u[0]) * cfg.rotation_deg)
     scale = 1.0 + float(u[1]) * cfg.scale
     tx, ty = float(u[2]) * cfg.translation * 2, float(u[3]) * cfg.translation * 2  # normalised [-1,1] span
     flip = -1.0 if (cfg.hflip and float(u[4]) > 0) else 1.0
     cos, sin = math.cos(angle), math.sin(angle)
-    # output -> input sampling map: inverse of (scale, rotate, translate)
-    a = torch.tensor([[cos, -sin], [sin, cos]], dtype=torch.float32) / scale
+    # output -> input sampling map: inverse of (scale, rotate, translate); the rotation acts on pixel
+    # coordinates, i.e. D^-1 R D on normalised ones with D = diag(width, height) / 2
+    rot = torch.tensor([[cos, -sin * aspect], [sin / aspect, cos]], dtype=torch.float32)
+    a = rot / scale
     a = a @ torch.diag(torch.tensor([flip, 1.0]))
     t = -a @ torch.tensor([tx, ty])
     return torch.cat([a, t[:, None]], dim=1)
 
 
 def apply_affine(stack: torch.Tensor, theta: torch.Tensor, n_nearest: int = 0) -> torch.Tensor:
-    """Warp (C, S, S) channels with one affine ``theta`` (2 x 3); the last ``n_nearest`` channels
-    (masks) use nearest sampling, the others bilinear. Outside the image reads as 0."""
+    """Warp (C, H, W) channels with one affine ``theta`` (2 x 3); the last ``n_nearest`` channels
+    (masks) use nearest sampling, the others bilinear. Outside the image reads as 0. Bilinear values
+    are convex combinations of the inputs (and 0), so a map in [0, 1] stays in [0, 1]."""
     grid = F.affine_grid(theta[None], [1, *stack.shape], align_corners=False)
     c = stack.shape[0]
+    if n_nearest == 0:
+        return F.grid_sample(stack[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     parts = []
     if c - n_nearest > 0:
         parts.append(F.grid_sample(stack[None, : c - n_nearest], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0])
-    if n_nearest:
-        parts.append(F.grid_sample(stack[None, c - n_nearest :], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0])
+    parts.append(F.grid_sample(stack[None, c - n_nearest :], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0])
     return torch.cat(parts, 0)
+
+
+def clahe(image: np.ndarray, clip_limit: float = 0.01, kernel_size: int | None = None, nbins: int = 256) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation of a grey float image in [0, 1]
+    (``skimage.exposure.equalize_adapthist``; defaults: scikit-image's, tiles of 1/8 of the image,
+    clip limit 0.01, 256 bins; 001 chapter 3 names CLAHE without its parameters)."""
+    from skimage.exposure import equalize_adapthist
+
+    return equalize_adapthist(np.clip(image, 0, 1), kernel_size=kernel_size, clip_limit=clip_limit, nbins=nbins).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,20 +405,42 @@ def labels_from_case_labels(case_labels: pl.DataFrame, case_ids: Sequence[str], 
 # ----------------------------------------------------------------------------------------------
 # the Dataset
 
+#: The ``data`` options of a config that shape the input (passed to :class:`GazeDataset`).
+INPUT_OPTIONS = ("size", "fit", "letterbox_rule", "stride", "clahe", "cache_images")
+#: Default budget of the decoded-image cache (float32 images at the training size), in bytes.
+IMAGE_CACHE_BUDGET = 4 * 1024**3
+
+
+def input_options(data: dict) -> dict[str, Any]:
+    """The :class:`GazeDataset` keyword arguments among a config's ``data`` section
+    (:data:`INPUT_OPTIONS` plus ``mask_structures``)."""
+    out = {k: data[k] for k in INPUT_OPTIONS if k in data and data[k] is not None}
+    if data.get("mask_structures"):
+        out["mask_structures"] = data["mask_structures"]
+    return out
+
 
 class GazeDataset(Dataset):
     """Samples of an export for training (one per case).
 
     Each item is a dict:
 
-    * ``image``: float32 (3, S, S) grey repeated to 3 channels, values in [0, 1], letterboxed;
-    * ``heatmaps``: float32 (T, S, S), one map per target in ``targets`` order (zeros where missing);
+    * ``image``: float32 (3, H, W) grey repeated to 3 channels (an expanded view), values in [0, 1],
+      in the training frame;
+    * ``heatmaps``: float32 (T, H, W), one map per target in ``targets`` order (zeros where missing);
     * ``heatmap_valid``: bool (T,), whether the export has that case's map for the target;
     * ``annotated``: bool scalar, any heatmap present (004's "annotated" images);
     * ``labels``: float32 (L,) 1/0/NaN in ``labels`` order;
     * ``class_index``: long scalar, index of the single positive label, -1 otherwise;
-    * ``masks``: float32 (M, S, S), anatomy masks in ``mask_structures`` order (zeros where missing);
+    * ``masks``: float32 (M, H, W), anatomy masks in ``mask_structures`` order (zeros where missing);
     * ``case_id`` (str), ``subject_id`` (int, -1 unknown), ``index`` (int).
+
+    Image, maps and masks of an item are slices of one (1 + T + M, H, W) tensor filled in place (no
+    stacking copies); all maps of a case are read from the export's Zarr array in one call per array
+    (their rows are contiguous, else one orthogonal selection); maps already in the training frame
+    (an export rendered at the training geometry) are copied as they are, others are moved into it
+    (:func:`gazeprep.train.frames.transfer`). Decoded images are cached at the training size
+    (in shared memory, so DataLoader workers fill one cache) when ``cache_images`` allows.
 
     Parameters
     ----------
@@ -314,7 +448,13 @@ class GazeDataset(Dataset):
     case_ids: cases to include (default: every non-discarded case in ``cases``).
     targets: heatmap targets in channel order (default: sorted targets of the heatmaps index).
     labels: label ids in order (default: ``targets`` minus ``full``).
-    size: side S of the letterboxed square in pixels.
+    size: the training frame, ``S`` (square) or ``[H, W]`` pixels.
+    fit: ``letterbox`` (default), ``stretch`` or ``pad_crop_stride`` (see :mod:`gazeprep.train.frames`).
+    letterbox_rule: ``centre`` or ``ricbl`` (paper 004's exact geometry).
+    stride: the ``pad_crop_stride`` sampling step (GG-CAM 2, MT-UNet 5, Qiu 5).
+    clahe: CLAHE on the image at the training size (``True`` or a dict of :func:`clahe` options).
+    cache_images: keep decoded images at the training size (``None``: when they fit in
+        :data:`IMAGE_CACHE_BUDGET`).
     augment: :class:`AugmentConfig` (or dict/True) for training; ``None`` for evaluation.
     label_matrix: optional (n_cases, L) array overriding labels from ``case_labels``.
     mask_structures: anatomy structures to return as masks (needs ``export.mask``).
@@ -331,13 +471,18 @@ class GazeDataset(Dataset):
         case_ids: Sequence[str] | None = None,
         targets: Sequence[str] | None = None,
         labels: Sequence[str] | None = None,
-        size: int = 512,
+        size=512,
         augment: AugmentConfig | dict | bool | None = None,
         label_matrix: np.ndarray | None = None,
         mask_structures: Sequence[str] = (),
         image_root: str | Path | None = None,
         seed: int = 0,
         masks_root: str | Path | None = None,
+        fit: str = "letterbox",
+        letterbox_rule: str = "centre",
+        stride: int = 1,
+        clahe: bool | dict | None = None,
+        cache_images: bool | None = None,
     ):
         self.export = export
         cases = export.tables["cases"]
@@ -360,8 +505,19 @@ class GazeDataset(Dataset):
         self.targets = list(targets)
         self.labels = list(labels) if labels is not None else [t for t in self.targets if t != "full"]
         self._have = set()
+        # case -> [(channel, array name or None, row)] of the maps this dataset reads
+        self._rows: dict[str, list[tuple[int, str | None, int]]] = {}
         if hm is not None and hm.height:
             self._have = set(zip(hm["case_id"].to_list(), hm["target"].to_list()))
+            chan = {t: i for i, t in enumerate(self.targets)}
+            wanted = set(self.case_ids)
+            cols = [c for c in ("case_id", "target", "array", "row") if c in hm.columns]
+            for rec in hm.select(cols).iter_rows():
+                cid, tgt = rec[0], rec[1]
+                if cid in wanted and tgt in chan:
+                    arr = rec[2] if len(rec) > 2 else None
+                    row = int(rec[3]) if len(rec) > 3 and rec[3] is not None else -1
+                    self._rows.setdefault(cid, []).append((chan[tgt], arr, row))
         if label_matrix is not None:
             lm = np.asarray(label_matrix, dtype=np.float32)
             if lm.shape != (len(self.case_ids), len(self.labels)):
@@ -369,7 +525,9 @@ class GazeDataset(Dataset):
             self.label_matrix = lm
         else:
             self.label_matrix = labels_from_case_labels(export.tables.get("case_labels"), self.case_ids, self.labels)
-        self.size = int(size)
+        self.frame = TrainFrame.make(size, fit, letterbox_rule, stride)
+        self.size = size if isinstance(size, (int, np.integer)) else tuple(self.frame.shape)
+        self.clahe = None if not clahe else ({} if clahe is True else dict(clahe))
         self.augment = augment if isinstance(augment, AugmentConfig) or augment is None else AugmentConfig.from_dict(augment)
         self.mask_structures = list(mask_structures)
         self.image_root = Path(image_root) if image_root is not None else None
@@ -386,6 +544,17 @@ class GazeDataset(Dataset):
         self._subjects = (
             [(-1 if s is None else int(s)) for s in cases["subject_id"].to_list()] if "subject_id" in cases.columns else [-1] * len(self.case_ids)
         )
+        recipe = (getattr(export, "manifest", None) or {}).get("recipe") or {}
+        self._map_spec = recipe.get("output") if isinstance(recipe, dict) else None
+        n, (fh, fw) = len(self.case_ids), self.frame.shape
+        if cache_images is None:
+            cache_images = n * fh * fw * 4 <= IMAGE_CACHE_BUDGET
+        self._cache = self._cache_hw = self._cache_ok = None
+        if cache_images and n:
+            # shared memory: DataLoader workers (forked) fill one cache that every process reads
+            self._cache = torch.zeros((n, fh, fw), dtype=torch.float32).share_memory_()
+            self._cache_hw = torch.zeros((n, 2), dtype=torch.int32).share_memory_()
+            self._cache_ok = torch.zeros(n, dtype=torch.uint8).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch`` (called by the training loop)."""
@@ -396,10 +565,11 @@ class GazeDataset(Dataset):
 
     # -- loading -----------------------------------------------------------------------------
     def load_image(self, index: int) -> np.ndarray:
-        """Grey float32 (H, W) image of case ``index`` in [0, 1]."""
+        """Grey float32 (H, W) image of case ``index`` in [0, 1], at its original size."""
         cid = self.case_ids[index]
         if hasattr(self.export, "image"):
-            return np.asarray(self.export.image(cid), dtype=np.float32)
+            img = np.asarray(self.export.image(cid), dtype=np.float32)
+            return img.mean(-1) if img.ndim == 3 else img
         row = self.cases.row(index, named=True)
         rel = row.get("image_path")
         if not rel:
@@ -415,9 +585,76 @@ class GazeDataset(Dataset):
             from gazeprep.datasets.images import load_image, resolve_image
 
             path = direct if direct.is_file() else resolve_image(root, rel)
-            return np.asarray(load_image(path), dtype=np.float32)
+            img = np.asarray(load_image(path), dtype=np.float32)
         except ImportError:
-            return _load_image_file(direct)
+            img = _load_image_file(direct)
+        return img.mean(-1) if img.ndim == 3 else img
+
+    def image_grid(self, index: int, image_hw: tuple[int, int]) -> OutputGrid:
+        """The training-frame grid of case ``index`` (its original image is ``image_hw``)."""
+        return self.frame.grid(*image_hw)
+
+    def _framed_image(self, index: int, out: torch.Tensor) -> tuple[int, int]:
+        """Write case ``index``'s image in the training frame into ``out`` (1, H, W); returns the
+        original (height, width). Served from the cache when it holds the case."""
+        if self._cache is not None and bool(self._cache_ok[index]):
+            out[0].copy_(self._cache[index])
+            h, w = self._cache_hw[index].tolist()
+            return int(h), int(w)
+        img = self.load_image(index)
+        ih, iw = img.shape
+        transfer(torch.from_numpy(np.ascontiguousarray(img))[None], OutputGrid.native(ih, iw), self.frame.grid(ih, iw), "bilinear", out=out)
+        if self.clahe is not None:
+            out[0] = torch.from_numpy(clahe(out[0].numpy(), **self.clahe))
+        if self._cache is not None:
+            self._cache[index].copy_(out[0])
+            self._cache_hw[index, 0], self._cache_hw[index, 1] = ih, iw
+            self._cache_ok[index] = 1
+        return ih, iw
+
+    def _read_maps(self, cid: str, image_hw: tuple[int, int], out: torch.Tensor) -> list[bool]:
+        """Write the case's maps into ``out`` (T, H, W) (zeros stay where a target has no map);
+        returns the validity per target."""
+        valid = [False] * len(self.targets)
+        rows = self._rows.get(cid, [])
+        if not rows:
+            return valid
+        dst = None
+        blocks: list[tuple[int, np.ndarray]] = []
+        by_array: dict[str, list[tuple[int, int]]] = {}
+        if hasattr(self.export, "array") and all(a is not None and r >= 0 for _, a, r in rows):
+            for ch, arr, row in rows:
+                by_array.setdefault(arr, []).append((row, ch))
+            for arr, items in by_array.items():
+                items.sort()
+                rr = [r for r, _ in items]
+                data = self._zarr_rows(arr, rr)
+                blocks += [(ch, data[i]) for i, (_, ch) in enumerate(items)]
+        else:
+            blocks = [(ch, np.asarray(self.export.heatmap(cid, self.targets[ch]))) for ch, _, _ in rows]
+        for ch, m in blocks:
+            mh, mw = m.shape
+            src = grid_from_spec(self._map_spec, image_hw[0], image_hw[1], mh, mw)
+            if dst is None:
+                dst = self.frame.grid(*image_hw)
+            transfer(torch.from_numpy(np.ascontiguousarray(m))[None], src, dst, "bilinear", out=out[ch : ch + 1])
+            valid[ch] = True
+        return valid
+
+    def _zarr_rows(self, array: str, rows: list[int]) -> np.ndarray:
+        """Rows ``rows`` (sorted) of the export's Zarr array ``array`` in one read: a slice when they
+        are contiguous, else an orthogonal selection. Checked against a replaced export the way
+        ``Export.heatmap`` reads are."""
+        arr = self.export.array(array)
+        lo, hi = rows[0], rows[-1]
+
+        def read():
+            if hi - lo + 1 == len(rows):
+                return np.asarray(arr[lo : hi + 1])
+            return np.asarray(arr.get_orthogonal_selection((np.asarray(rows), slice(None), slice(None))))
+
+        checked = getattr(self.export, "_checked_read", None)  # gazeprep Export: replacement check
+        return checked(read, f"maps {array}[{lo}..{hi}]") if checked is not None else read()
 
     def _load_mask(self, case_id: str, structure: str) -> np.ndarray | None:
         rel = self._mask_paths.get((case_id, structure))
@@ -433,41 +670,60 @@ class GazeDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         cid = self.case_ids[index]
-        img = self.load_image(index)
-        if img.ndim == 3:
-            img = img.mean(-1)
-        hw = img.shape
-        image = letterbox(torch.as_tensor(img)[None], self.size)
-        maps, valid = [], []
-        for t in self.targets:
-            if (cid, t) in self._have:
-                maps.append(_fit_like_image(self.export.heatmap(cid, t), hw, self.size, "bilinear")[0])
-                valid.append(True)
-            else:
-                maps.append(torch.zeros((self.size, self.size)))
-                valid.append(False)
-        heat = torch.stack(maps) if maps else torch.zeros((0, self.size, self.size))
-        masks = []
-        for s in self.mask_structures:
+        n_t, n_m = len(self.targets), len(self.mask_structures)
+        fh, fw = self.frame.shape
+        buf = torch.zeros((1 + n_t + n_m, fh, fw), dtype=torch.float32)
+        ih, iw = self._framed_image(index, buf[0:1])
+        valid = self._read_maps(cid, (ih, iw), buf[1 : 1 + n_t])
+        for j, s in enumerate(self.mask_structures):
             m = self.export.mask(cid, s) if hasattr(self.export, "mask") else self._load_mask(cid, s)
-            masks.append(torch.zeros((self.size, self.size)) if m is None else _fit_like_image(m.astype(np.float32), hw, self.size, "nearest")[0])
-        mask_t = torch.stack(masks) if masks else torch.zeros((0, self.size, self.size))
+            if m is not None:
+                mh, mw = m.shape
+                src = OutputGrid.native(ih, iw) if (mh, mw) == (ih, iw) else grid_from_spec(None, ih, iw, mh, mw)
+                transfer(torch.from_numpy(np.asarray(m, dtype=np.float32))[None], src, self.frame.grid(ih, iw), "nearest", out=buf[1 + n_t + j : 2 + n_t + j])
         if self.augment is not None:
             gen = torch.Generator().manual_seed(_stable_int(self.seed, self.epoch, index))
-            theta = random_affine(gen, self.augment)
-            stack = apply_affine(torch.cat([image, heat, mask_t], 0), theta, n_nearest=mask_t.shape[0])
-            image, heat, mask_t = stack[:1], stack[1 : 1 + heat.shape[0]], stack[1 + heat.shape[0] :]
-        lab = torch.as_tensor(self.label_matrix[index])
+            theta = random_affine(gen, self.augment, aspect=fh / fw)
+            buf = apply_affine(buf, theta, n_nearest=n_m)
+            if self.augment.is_photometric:
+                self._photometric(buf[0], gen)
+        lab = torch.from_numpy(self.label_matrix[index])
         pos = torch.nonzero(lab > 0.5).flatten()
         return {
-            "image": image.clamp(0, 1).expand(3, -1, -1).contiguous(),
-            "heatmaps": heat.clamp(min=0),
+            "image": buf[0:1].expand(3, fh, fw),
+            "heatmaps": buf[1 : 1 + n_t],
             "heatmap_valid": torch.tensor(valid, dtype=torch.bool),
             "annotated": torch.tensor(any(valid)),
             "labels": lab,
             "class_index": torch.tensor(int(pos[0]) if len(pos) == 1 else -1),
-            "masks": mask_t,
+            "masks": buf[1 + n_t :],
             "case_id": cid,
             "subject_id": self._subjects[index],
             "index": index,
         }
+
+    def _photometric(self, image: torch.Tensor, gen: torch.Generator) -> None:
+        """Brightness, contrast and Gaussian noise on the (H, W) image, in place, clipped to [0, 1]."""
+        cfg = self.augment
+        u = torch.rand(2, generator=gen) * 2 - 1
+        if cfg.contrast:
+            mean = image.mean()
+            image.sub_(mean).mul_(1 + float(u[1]) * cfg.contrast).add_(mean)
+        if cfg.brightness:
+            image.add_(float(u[0]) * cfg.brightness)
+        if cfg.noise_std:
+            image.add_(torch.randn(image.shape, generator=gen) * cfg.noise_std)
+        image.clamp_(0, 1)
+
+    def prediction_to_map_frame(self, pred: np.ndarray, index: int, out_hw: tuple[int, int] | None = None,
+                                image_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """A predicted map of case ``index`` (any resolution, covering the training frame) in the frame
+        of that case's exported maps of shape ``out_hw`` (default: the original image size), clipped
+        to [0, 1]."""
+        if image_hw is None:
+            row = self.cases.row(index, named=True)
+            h, w = row.get("image_height_px"), row.get("image_width_px")
+            image_hw = (int(h), int(w)) if h and w else tuple(self.load_image(index).shape)
+        ih, iw = image_hw
+        out_hw = tuple(out_hw) if out_hw is not None else (ih, iw)
+        return map_to_grid(pred, self.frame.grid(ih, iw), grid_from_spec(self._map_spec, ih, iw, *out_hw))

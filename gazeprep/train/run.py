@@ -1,16 +1,38 @@
 """Run-level API behind ``gazeprep train`` and ``gazeprep predict``.
 
-A *run folder* holds ``run.yaml`` (model name, resolved config, source export), ``checkpoint.pt``
-(resumable), ``history.json`` and, at the end, ``model.pt`` (the model's state dict, atomic write).
+A *run folder* holds ``run.yaml`` (model name, resolved config, source export, split summary),
+``splits.parquet`` (the case ids of each split), ``checkpoint.pt`` (resumable), ``history.json``
+and, at the end, ``model.pt`` (the model's state dict, atomic write).
+
+Before any training, :func:`train_run` checks
+
+* the model's declared inputs (:class:`~gazeprep.train.models.ModelInputs`: heatmap targets, labels,
+  one class per case or several, the recipe that produces them) against the export
+  (:func:`check_export`): a mismatch, or a training split where no case has anything to learn from, is
+  one :class:`GazeprepError` naming what the model needs, what the export has and the recipe to build;
+* the run folder: ``run.yaml`` is written once, when a run starts, and never rewritten to disagree with
+  ``model.pt``. A folder holding a run of another config (model, resolved config or the export's
+  recipe) is refused; ``force`` clears the run's files and starts over; the same config continues
+  from the last checkpoint (``resume`` asks for exactly that and refuses a folder without a run).
+
+Splits: the export's ``split`` column (REFLACX and EGD-CXR carry MIMIC-CXR's patient-disjoint split)
+when every case has one, else a seeded subject-disjoint split stratified by class
+(:func:`gazeprep.train.data.stratified_subject_split`, 70/10/20 % of the subjects by default);
+``data.split`` (``auto``, ``export``, ``subject``), ``data.split_fractions`` and ``data.split_seed``
+choose. The case ids of every split are saved in ``splits.parquet``; a resumed run reuses them.
+
 ``predict`` rebuilds the model from ``run.yaml``, loads ``model.pt`` (or the last checkpoint) with
-``weights_only=True`` and writes predicted maps, mapped back to each ground-truth map's frame, as a
-prediction export (``gazeprep.export.write_prediction_export``) that ``gazeprep evaluate`` reads.
+``weights_only=True`` and writes, for the cases of one split (``test`` by default), the predicted maps
+mapped back to each ground-truth map's frame and the class scores (``tables/class_scores.parquet``:
+``case_id, label, score, truth``) as a prediction export that ``gazeprep evaluate`` reads.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import polars as pl
@@ -20,13 +42,33 @@ import yaml
 
 from gazeprep.device import resolve_device
 from gazeprep.errors import GazeprepError
-from gazeprep.train.data import GazeDataset, letterbox_params, subject_split
+from gazeprep.train.data import (
+    DEFAULT_SPLIT_FRACTIONS,
+    SPLIT_NAMES,
+    GazeDataset,
+    export_split,
+    labels_from_case_labels,
+    letterbox_params,
+    stratified_subject_split,
+)
 from gazeprep.train.loop import CHECKPOINT, TrainConfig, fit, load_checkpoint, save_atomic
-from gazeprep.train.models import get_model, get_objective, resolve_config
+from gazeprep.train.models import get_model, get_objective, resolve_config, spec_of
 
 RUN_FILE = "run.yaml"
 MODEL_FILE = "model.pt"
-DATA_KEYS = {"size", "targets", "labels", "augment", "mask_structures", "split_fractions", "split_seed"}
+SPLITS_FILE = "splits.parquet"
+HISTORY_FILE = "history.json"
+#: The files a run writes into its folder (what ``force`` removes; nothing else is touched).
+RUN_FILES = (RUN_FILE, CHECKPOINT, MODEL_FILE, SPLITS_FILE, HISTORY_FILE)
+DATA_KEYS = {"size", "targets", "labels", "augment", "mask_structures", "split", "split_fractions", "split_seed"}
+SPLIT_METHODS = ("auto", "export", "subject")
+#: Train options that say how a run executes, not what it learns: not part of the stored config.
+RUNTIME_TRAIN_KEYS = ("device", "out_dir", "progress", "num_workers", "resume", "stop_after_epochs")
+#: ``predict --split`` choices (``val`` is the ``validate`` split).
+PREDICT_SPLITS = ("test", "val", "validate", "train", "all")
+CLASS_SCORES = "class_scores"
+
+Notify = Callable[[str], None]
 
 
 def load_config_file(path: str | Path | None) -> dict:
@@ -55,52 +97,391 @@ def _open_export(export):
     return load_export(export)
 
 
-def _datasets(ex, cfg: dict, images_root, seed: int) -> tuple[GazeDataset, GazeDataset | None, dict]:
-    data = cfg["data"]
-    unknown = set(data) - DATA_KEYS
-    if unknown:
-        raise GazeprepError(f"unknown data options {sorted(unknown)}; known: {sorted(DATA_KEYS)}")
+def _export_name(export) -> str:
+    if isinstance(export, (str, Path)):
+        return str(export)
+    path = getattr(export, "path", None)
+    return str(path) if path is not None else "the export"
+
+
+def _export_recipe(ex) -> tuple[str | None, str | None, str | None]:
+    """(recipe name, recipe hash, dataset) recorded in the export's manifest (None when unknown)."""
+    manifest = getattr(ex, "manifest", None) or {}
+    rec = manifest.get("recipe") if isinstance(manifest, dict) else None
+    name = rec.get("name") if isinstance(rec, dict) else None
+    dataset = rec.get("dataset") if isinstance(rec, dict) else None
+    if dataset is None:
+        cases = ex.tables["cases"] if "cases" in ex.tables else None
+        if cases is not None and "dataset" in cases.columns and cases.height:
+            dataset = cases["dataset"][0]
+    return name, manifest.get("recipe_hash"), dataset
+
+
+def _usable_cases(ex) -> pl.DataFrame:
     cases = ex.tables["cases"]
     if "discarded" in cases.columns:
         cases = cases.filter(~pl.col("discarded").fill_null(False))
-    splits = subject_split(cases, data.get("split_fractions", (0.8, 0.2, 0.0)), seed=data.get("split_seed", seed))
-    common = dict(targets=data.get("targets"), labels=data.get("labels"), size=data.get("size", 512), mask_structures=data.get("mask_structures", ()), image_root=images_root, seed=seed)
-    train = GazeDataset(ex, case_ids=splits["train"], augment=data.get("augment"), **common)
-    val = GazeDataset(ex, case_ids=splits["validate"], augment=None, **common) if splits["validate"] else None
-    return train, val, splits
+    return cases
+
+
+def _fmt(names: Sequence[str], limit: int = 6) -> str:
+    names = [str(n) for n in names]
+    if not names:
+        return "none"
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+# ----------------------------------------------------------------------------------------------
+# the model's inputs against the export
+
+
+def resolve_data(model: str, cfg: dict) -> None:
+    """Fill ``cfg['data']`` targets and labels from the model's defaults where the config leaves them
+    out: labels of the default preset; targets of the default preset, or the labels for models with
+    one map per label (004). ``targets: []`` / ``labels: []`` stay empty on purpose."""
+    spec = spec_of(model)
+    data = cfg["data"]
+    default = spec.presets.get("default", {}).get("data", {})
+    if data.get("labels") is None:
+        data["labels"] = list(default.get("labels") or [])
+    if data.get("targets") is None:
+        per_label = spec.inputs is not None and spec.inputs.maps_per_label
+        data["targets"] = list(data["labels"]) if per_label else list(default.get("targets") or ["full"])
+    data["labels"], data["targets"] = list(data["labels"]), list(data["targets"])
+
+
+def is_multilabel(model: str, cfg: dict) -> bool:
+    """Whether ``model`` scores its labels independently (sigmoid) under ``cfg``, else one class per
+    case (softmax)."""
+    inputs = spec_of(model).inputs
+    return bool((inputs is not None and inputs.multilabel) or cfg.get("loss", {}).get("multilabel"))
+
+
+def _export_contents(ex) -> str:
+    """What an export holds, for messages: recipe, heatmap targets and label names."""
+    recipe, _, dataset = _export_recipe(ex)
+    hm = ex.tables["heatmaps"] if "heatmaps" in ex.tables else None
+    targets = sorted(set(hm["target"].to_list())) if hm is not None and hm.height else []
+    cl = ex.tables["case_labels"] if "case_labels" in ex.tables else None
+    labels: list[str] = []
+    if cl is not None and cl.height:
+        labels = sorted(set(cl.filter(pl.col("value").is_not_null())["source_label"].drop_nulls().to_list()))
+    where = f"recipe {recipe}" if recipe else "no recorded recipe"
+    if dataset:
+        where = f"{dataset}, {where}"
+    return f"{where}; heatmap targets {_fmt(targets)}; labels {_fmt(labels)}"
+
+
+def check_export(model: str, cfg: dict, ex, case_ids: Sequence[str], export_name: str = "the export") -> list[str]:
+    """Check that the training cases ``case_ids`` of ``ex`` hold what ``model`` trains on.
+
+    ``cfg`` is the resolved config (:func:`resolve_data` applied). Raises :class:`GazeprepError` (one
+    line: what the model needs, what the export has, which recipe produces it) when no training case
+    has a heatmap of any of the targets (models that learn maps), when the labels are unknown for
+    every case (for one-class-per-case models: no case has exactly one positive label), or when no
+    case has anything to learn from. Returns warnings for partial gaps (targets or labels that no
+    training case has).
+    """
+    spec = spec_of(model)
+    need = spec.inputs
+    data = cfg["data"]
+    targets, labels = list(data["targets"]), list(data["labels"])
+    multilabel = is_multilabel(model, cfg)
+    ids = list(case_ids)
+    hm = ex.tables["heatmaps"] if "heatmaps" in ex.tables else None
+    idset = set(ids)
+    per_target = {t: 0 for t in targets}
+    with_map: set[str] = set()
+    if hm is not None and hm.height:
+        for cid, t in zip(hm["case_id"].to_list(), hm["target"].to_list()):
+            if t in per_target and cid in idset:
+                per_target[t] += 1
+                with_map.add(cid)
+    lm = labels_from_case_labels(ex.tables["case_labels"] if "case_labels" in ex.tables else None, ids, labels)
+    known = ~np.isnan(lm)
+    if multilabel:
+        label_ok = known.any(axis=1)
+        label_need = f"labels {_fmt(labels, 10)}"
+    else:
+        label_ok = (np.nan_to_num(lm, nan=0.0) > 0.5).sum(axis=1) == 1
+        label_need = f"one of the classes {_fmt(labels, 10)} per case"
+    wants_maps = need is None or need.needs_maps
+    missing: list[str] = []
+    if wants_maps and targets and not any(per_target.values()):
+        missing.append(f"heatmaps of target{'s' if len(targets) > 1 else ''} {_fmt(targets, 10)}")
+    if labels and not label_ok.any():
+        missing.append(label_need)
+    if missing:
+        recipe = f"; recipe {need.recipe} on {need.dataset} produces them" if need is not None else ""
+        hint = f" (gazeprep build-heatmaps --dataset {need.dataset} --recipe {need.recipe})" if need is not None else ""
+        raise GazeprepError(
+            f"{model} needs {' and '.join(missing)} in its training cases{recipe}; {export_name} has "
+            f"{_export_contents(ex)}; build that export{hint} or set data.targets / data.labels in --config"
+        )
+    usable = label_ok.copy() if labels else np.zeros(len(ids), dtype=bool)
+    if wants_maps:
+        usable |= np.array([c in with_map for c in ids], dtype=bool)
+    if not usable.any():
+        raise GazeprepError(f"none of the {len(ids)} training cases of {export_name} has a heatmap of "
+                            f"{_fmt(targets)} or a label of {_fmt(labels)}: nothing to train on")
+    warnings = []
+    if wants_maps:
+        absent = [t for t, n in per_target.items() if n == 0]
+        if absent:
+            warnings.append(f"no training case has a heatmap of {_fmt(absent)} (those outputs learn nothing)")
+    absent_l = [l for j, l in enumerate(labels) if not known[:, j].any()]
+    if absent_l:
+        warnings.append(f"no training case has a value for label {_fmt(absent_l)}")
+    return warnings
+
+
+# ----------------------------------------------------------------------------------------------
+# splits
+
+
+def _strata(model: str, cfg: dict, ex, cases: pl.DataFrame) -> dict[str, str]:
+    """Stratum of each case for the fallback split: its class (one-class models) or the set of its
+    positive labels (multi-label models); ``""`` when unknown."""
+    labels = list(cfg["data"]["labels"])
+    ids = cases["case_id"].to_list()
+    if not labels:
+        return {c: "" for c in ids}
+    lm = labels_from_case_labels(ex.tables["case_labels"] if "case_labels" in ex.tables else None, ids, labels)
+    pos = np.nan_to_num(lm, nan=0.0) > 0.5
+    return {c: "+".join(labels[j] for j in np.flatnonzero(row)) for c, row in zip(ids, pos)}
+
+
+def make_splits(model: str, cfg: dict, ex, seed: int) -> tuple[dict[str, list[str]], dict]:
+    """The run's splits ``{train, validate, test: [case_id]}`` and how they were made (for run.yaml).
+
+    ``data.split``: ``auto`` (default: the export's split column when every case has one, else a
+    subject split), ``export`` (the column, required) or ``subject`` (seeded subject-disjoint split,
+    stratified by class, ``data.split_fractions`` default 70/10/20, ``data.split_seed`` default the
+    train seed)."""
+    data = cfg["data"]
+    method = data.get("split", "auto")
+    if method not in SPLIT_METHODS:
+        raise GazeprepError(f"data.split is {method!r}; use one of {', '.join(SPLIT_METHODS)}")
+    cases = _usable_cases(ex)
+    if cases.height == 0:
+        raise GazeprepError("the export has no cases (all discarded?): nothing to train on")
+    shipped = export_split(cases) if method in ("auto", "export") else None
+    if method == "export" and shipped is None:
+        raise GazeprepError("data.split is 'export' but the export's cases have no split column values")
+    if shipped is not None:
+        return shipped, {"source": "export"}
+    fractions = tuple(float(f) for f in data.get("split_fractions", DEFAULT_SPLIT_FRACTIONS))
+    if len(fractions) != 3:
+        raise GazeprepError(f"data.split_fractions needs 3 numbers (train, validate, test), got {list(fractions)}")
+    split_seed = int(data.get("split_seed", seed))
+    splits = stratified_subject_split(cases, _strata(model, cfg, ex, cases), fractions, seed=split_seed)
+    return splits, {"source": "subject", "fractions": list(fractions), "seed": split_seed, "stratified_by": "labels"}
+
+
+def write_splits(path: Path, splits: dict[str, list[str]], ex) -> None:
+    """Save the case ids of each split (``case_id, subject_id, split``) as Parquet, atomically."""
+    cases = _usable_cases(ex)
+    subj = dict(zip(cases["case_id"].to_list(), cases["subject_id"].to_list())) if "subject_id" in cases.columns else {}
+    rows = [(cid, None if subj.get(cid) is None else str(subj.get(cid)), name) for name in SPLIT_NAMES for cid in splits.get(name, [])]
+    df = pl.DataFrame(rows, schema={"case_id": pl.Utf8, "subject_id": pl.Utf8, "split": pl.Utf8}, orient="row")
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def read_splits(run_dir: str | Path) -> dict[str, list[str]] | None:
+    """The splits saved in a run folder, or ``None`` when it has none (runs of older versions)."""
+    p = Path(run_dir) / SPLITS_FILE
+    if not p.is_file():
+        return None
+    df = pl.read_parquet(p)
+    return {n: df.filter(pl.col("split") == n)["case_id"].to_list() for n in SPLIT_NAMES}
+
+
+# ----------------------------------------------------------------------------------------------
+# run folders
+
+
+def _stored_config(cfg: dict) -> dict:
+    """The config as stored in run.yaml: without the train options that only say how it runs."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}
+    out["train"] = {k: v for k, v in cfg["train"].items() if k not in RUNTIME_TRAIN_KEYS}
+    return out
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Readable differences between two run identities (``model``, ``config``, ``export_recipe_hash``):
+    ``"train.lr: 0.003 -> 0.01"``. Lists and tuples compare equal by content."""
+    def norm(v):
+        return list(v) if isinstance(v, tuple) else v
+
+    diffs = []
+    if old.get("model") != new.get("model"):
+        diffs.append(f"model: {old.get('model')} -> {new.get('model')}")
+    a, b = _flatten(old.get("config") or {}), _flatten(new.get("config") or {})
+    for k in sorted(set(a) | set(b)):
+        if k.split(".")[0] == "train" and k.split(".")[1:2] and k.split(".")[1] in RUNTIME_TRAIN_KEYS:
+            continue
+        if norm(a.get(k)) != norm(b.get(k)):
+            diffs.append(f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}")
+    ho = (old.get("export") or {}).get("recipe_hash")
+    hn = (new.get("export") or {}).get("recipe_hash")
+    if ho and hn and ho != hn:
+        diffs.append(f"export recipe: {(old.get('export') or {}).get('recipe')} ({ho[:12]}) -> "
+                     f"{(new.get('export') or {}).get('recipe')} ({hn[:12]})")
+    return diffs
+
+
+def _read_run_file(path: Path) -> dict:
+    try:
+        info = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise GazeprepError(f"{path}: not valid YAML ({exc}); use --force to start the run over") from None
+    if not isinstance(info, dict):
+        raise GazeprepError(f"{path}: not a run description; use --force to start the run over")
+    return info
+
+
+def _write_yaml_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def clear_run(out: Path) -> list[str]:
+    """Remove the files a run wrote in ``out`` (:data:`RUN_FILES`); other files stay. Returns the names."""
+    removed = []
+    for name in RUN_FILES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+def _plan_length(net, tc: TrainConfig) -> int:
+    stages = tc.stages or list(getattr(net, "stage_names", ("main",)))
+    return sum(int(tc.stage_epochs.get(s, tc.epochs)) for s in stages)
+
+
+# ----------------------------------------------------------------------------------------------
+# train
 
 
 def train_run(model: str, export, out_dir: str | Path, config: dict | None = None, *, device: str = "auto", epochs: int | None = None,
-              images_root: str | Path | None = None, progress: bool = True) -> list[dict]:
-    """Train ``model`` on an export (path or loaded) into ``out_dir``; resumes an unfinished run there.
+              images_root: str | Path | None = None, progress: bool = True, resume: bool = False, force: bool = False,
+              notify: Notify | None = None) -> list[dict]:
+    """Train ``model`` on an export (path or loaded) into the run folder ``out_dir``; returns the history.
 
     ``config``: the sections of :func:`gazeprep.train.models.resolve_config` (``preset``, ``model``,
-    ``loss``, ``data``, ``train``). ``epochs`` overrides ``train.epochs``. Returns the history.
+    ``loss``, ``data``, ``train``). ``epochs`` overrides ``train.epochs``. Before training, the export
+    is checked against the model's inputs (:func:`check_export`) and the run folder against the
+    requested config: a folder with a run of the same config continues from its checkpoint (and says
+    so through ``notify``); one of another config is refused unless ``force`` (its run files are
+    removed once the checks pass); ``resume`` refuses a folder without a run. ``notify`` receives
+    one-line notes (resuming, warnings).
     """
+    if resume and force:
+        raise GazeprepError("give --resume or --force, not both")
+    say = notify or (lambda _msg: None)
     out = Path(out_dir)
     cfg = resolve_config(model, config)
     if epochs is not None:
         cfg["train"]["epochs"] = int(epochs)
         cfg["train"]["stage_epochs"] = {}
+    unknown = set(cfg["data"]) - DATA_KEYS
+    if unknown:
+        raise GazeprepError(f"unknown data options {sorted(unknown)}; known: {sorted(DATA_KEYS)}")
+    resolve_data(model, cfg)
     cfg["train"].update({"device": device, "out_dir": str(out), "progress": progress})
     tc = TrainConfig.from_dict(cfg["train"])
     ex = _open_export(export)
-    train, val, splits = _datasets(ex, cfg, images_root, tc.seed)
-    if len(train) == 0:
-        raise GazeprepError("no training cases in the export")
-    cfg["data"].update({"targets": train.targets, "labels": train.labels})
-    run_info = {"model": model, "export": str(export) if isinstance(export, (str, Path)) else None, "config": cfg,
-                "splits": {k: len(v) for k, v in splits.items()}}
+    name = _export_name(export)
+    recipe, recipe_hash, dataset = _export_recipe(ex)
+    identity = {
+        "model": model,
+        "export": {"path": str(export) if isinstance(export, (str, Path)) else None, "recipe": recipe,
+                   "recipe_hash": recipe_hash, "dataset": dataset},
+        "config": _stored_config(cfg),
+    }
+
+    # 1. the run folder: refuse another config before any work
     run_file = out / RUN_FILE
-    if run_file.exists() and (out / CHECKPOINT).exists():
-        old = yaml.safe_load(run_file.read_text(encoding="utf-8")) or {}
-        if old.get("model") != model:
-            raise GazeprepError(f"{out} holds a run of {old.get('model')!r}; use another --out for {model!r}")
-    out.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(yaml.safe_dump(run_info, sort_keys=False), encoding="utf-8")
+    stored = _read_run_file(run_file) if run_file.is_file() else None
+    continuing = False
+    if stored is not None and not force:
+        diffs = config_differences(stored, identity)
+        if diffs:
+            shown = "; ".join(diffs[:4]) + (f"; {len(diffs) - 4} more" if len(diffs) > 4 else "")
+            why = "--resume continues only a run of the same config" if resume else "its model.pt would not match"
+            raise GazeprepError(f"{out} holds a run of another config ({shown}); {why}: use --force to start over, or another --out")
+        if not (out / SPLITS_FILE).is_file():
+            raise GazeprepError(f"{out} holds a run without saved splits (an older gazeprep); use --force to start over")
+        continuing = True
+    elif stored is None and not force:
+        if resume:
+            raise GazeprepError(f"--resume: {out} holds no run to resume ({RUN_FILE} missing)")
+        leftovers = [n for n in (CHECKPOINT, MODEL_FILE, SPLITS_FILE) if (out / n).exists()]
+        if leftovers:
+            raise GazeprepError(f"{out} holds {', '.join(leftovers)} but no {RUN_FILE}; use --force to start over, or another --out")
+
+    # 2. splits and the model's inputs against the export
+    if continuing:
+        splits = read_splits(out) or {}
+        have = set(_usable_cases(ex)["case_id"].to_list())
+        lost = [c for n in SPLIT_NAMES for c in splits.get(n, []) if c not in have]
+        if lost:
+            raise GazeprepError(f"{len(lost)} cases of the run in {out} are not in {name} (first: {lost[0]}); "
+                                "continue it on its own export, or use --force to start over")
+        split_info = dict(stored.get("splits") or {})
+    else:
+        splits, split_info = make_splits(model, cfg, ex, tc.seed)
+    if not splits.get("train"):
+        raise GazeprepError(f"the training split of {name} is empty ({split_info.get('source')} split: "
+                            f"{', '.join(f'{n} {len(splits.get(n, []))}' for n in SPLIT_NAMES)}); nothing to train on")
+    for w in check_export(model, cfg, ex, splits["train"], name):
+        say(f"warning: {w}")
+    data = cfg["data"]
+    common = dict(targets=data["targets"], labels=data["labels"], size=data.get("size", 512),
+                  mask_structures=data.get("mask_structures", ()), image_root=images_root, seed=tc.seed)
+    train = GazeDataset(ex, case_ids=splits["train"], augment=data.get("augment"), **common)
+    val = GazeDataset(ex, case_ids=splits["validate"], augment=None, **common) if splits.get("validate") else None
+    train.load_image(0)  # the image source: a missing root or file stops here, not in the first batch
+
+    # 3. start or continue
     torch.manual_seed(tc.seed)
     net = get_model(model, cfg)
     objective = get_objective(model, cfg)
+    total = _plan_length(net, tc)
+    if continuing:
+        done = int(load_checkpoint(out / CHECKPOINT).get("epoch", 0)) if (out / CHECKPOINT).exists() else 0
+        if done >= total and (out / MODEL_FILE).exists():
+            say(f"run {out} is complete ({done} of {total} epochs); nothing to train (--force trains it again)")
+            return list(load_checkpoint(out / CHECKPOINT).get("history", []))
+        say(f"resuming run {out} from epoch {done} of {total}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        if force:
+            removed = clear_run(out)
+            if removed:
+                say(f"--force: removed the previous run's {', '.join(removed)} from {out}")
+        write_splits(out / SPLITS_FILE, splits, ex)
+        counts = {n: len(splits.get(n, [])) for n in SPLIT_NAMES}
+        _write_yaml_atomic(run_file, {**identity, "splits": {**split_info, "file": SPLITS_FILE, "counts": counts}})
     history = fit(net, objective, train, tc, val_data=val)
     save_atomic({"model": net.state_dict(), "objective": objective.state_dict()}, out / MODEL_FILE)
     return history
@@ -112,7 +493,7 @@ def load_run(run_dir: str | Path, device: str = "auto"):
     rf = run_dir / RUN_FILE
     if not rf.is_file():
         raise GazeprepError(f"{run_dir}: not a training run folder ({RUN_FILE} missing)")
-    info = yaml.safe_load(rf.read_text(encoding="utf-8"))
+    info = _read_run_file(rf)
     cfg = info["config"]
     net = get_model(info["model"], cfg)
     src = run_dir / MODEL_FILE if (run_dir / MODEL_FILE).exists() else run_dir / CHECKPOINT
@@ -123,6 +504,10 @@ def load_run(run_dir: str | Path, device: str = "auto"):
         net.set_stage(stages[-1])
     net.to(resolve_device(device)).eval()
     return net, info
+
+
+# ----------------------------------------------------------------------------------------------
+# predict
 
 
 def map_to_frame(pred: np.ndarray, image_hw: tuple[int, int], size: int, out_hw: tuple[int, int]) -> np.ndarray:
@@ -139,51 +524,116 @@ def map_to_frame(pred: np.ndarray, image_hw: tuple[int, int], size: int, out_hw:
     return t[0, 0].clamp(0, 1).numpy()
 
 
+def class_scores(outputs: dict[str, torch.Tensor], multilabel: bool) -> torch.Tensor | None:
+    """Per-label scores (B, L) in [0, 1] from a model's forward outputs: ``prob`` (004) or
+    ``sigmoid(logits)`` for multi-label models, ``softmax(logits)`` over the classes otherwise;
+    ``None`` for a model without class outputs."""
+    if multilabel and "prob" in outputs:
+        return outputs["prob"]
+    logits = outputs.get("logits")
+    if logits is None:
+        return None
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+
+
 @torch.no_grad()
-def predict_maps(net, ds: GazeDataset, device, batch_size: int = 8, progress: bool = True) -> dict[tuple[str, str], np.ndarray]:
-    """Predicted maps for every case of ``ds``, keyed ``(case_id, target)`` in each GT map's frame."""
+def predict_outputs(net, ds: GazeDataset, device, batch_size: int = 8, progress: bool = True, multilabel: bool = False
+                    ) -> tuple[dict[tuple[str, str], np.ndarray], pl.DataFrame]:
+    """Predicted maps of every case of ``ds`` keyed ``(case_id, target)`` in each GT map's frame, and
+    the class scores: one row per (case, label) with ``case_id, label, score`` and ``truth`` (1/0 from
+    the export's labels, null when unknown)."""
     from tqdm.auto import tqdm
 
+    from gazeprep.train.models.ggcam import GGCAM
+
     out: dict[tuple[str, str], np.ndarray] = {}
-    hm = ds.export.tables.get("heatmaps")
+    hm = ds.export.tables["heatmaps"] if "heatmaps" in ds.export.tables else None
     shapes = {}
     if hm is not None and {"height_px", "width_px"} <= set(hm.columns):
         shapes = {(c, t): (int(h), int(w)) for c, t, h, w in hm.select("case_id", "target", "height_px", "width_px").iter_rows()}
-    from gazeprep.train.models.ggcam import GGCAM
-
+    rows: list[tuple[str, str, float, float | None]] = []
+    labels = list(ds.labels)
     for start in tqdm(range(0, len(ds), batch_size), desc="predict", disable=not progress):
         items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
         img = torch.stack([it["image"] for it in items]).to(device)
+        fwd = net(img)
+        scores = class_scores(fwd, multilabel) if isinstance(fwd, dict) else None
         maps = net.predict_heatmaps(img)
         if maps is None:
             raise GazeprepError(f"{type(net).__name__} predicts no heatmaps")
         if isinstance(net, GGCAM):  # the CAM of the predicted class is the model's map
-            cls = net(img)["logits"].argmax(1)
+            cls = fwd["logits"].argmax(1)
             maps = maps[torch.arange(len(items)), cls][:, None]
             names = ds.targets[:1]
         else:
             names = net.map_names
         maps = maps.detach().cpu().numpy()
-        for it, m in zip(items, maps):
+        sc = scores.detach().float().cpu().numpy() if scores is not None else None
+        if sc is not None and sc.shape[1] != len(labels):
+            raise GazeprepError(f"{type(net).__name__} scores {sc.shape[1]} classes but the run has {len(labels)} labels")
+        for k, (it, m) in enumerate(zip(items, maps)):
             row = ds.cases.row(it["index"], named=True)
             ihw = (int(row.get("image_height_px") or ds.size), int(row.get("image_width_px") or ds.size))
             for j, target in enumerate(names):
                 out[(it["case_id"], target)] = map_to_frame(m[j], ihw, ds.size, shapes.get((it["case_id"], target), ihw))
-    return out
+            if sc is not None:
+                truth = ds.label_matrix[it["index"]]
+                for j, lab in enumerate(labels):
+                    rows.append((it["case_id"], lab, float(sc[k, j]), None if np.isnan(truth[j]) else float(truth[j])))
+    table = pl.DataFrame(rows, schema={"case_id": pl.Utf8, "label": pl.Utf8, "score": pl.Float64, "truth": pl.Float64}, orient="row")
+    return out, table
 
 
-def predict_run(run_dir: str | Path, export, out: str | Path, *, device: str = "auto", images_root: str | Path | None = None,
-                batch_size: int = 8, progress: bool = True) -> Path:
-    """Predict heatmaps of every case of ``export`` with the trained run and write a prediction export."""
+def predict_maps(net, ds: GazeDataset, device, batch_size: int = 8, progress: bool = True) -> dict[tuple[str, str], np.ndarray]:
+    """Predicted maps for every case of ``ds``, keyed ``(case_id, target)`` in each GT map's frame."""
+    return predict_outputs(net, ds, device, batch_size, progress)[0]
+
+
+def select_cases(run_dir: str | Path, ex, split: str, export_name: str = "the export") -> list[str]:
+    """Case ids of ``ex`` to predict: those of the run's ``split`` (``test``, ``val``/``validate``,
+    ``train``; saved in ``splits.parquet``) or every case (``all``)."""
+    if split not in PREDICT_SPLITS:
+        raise GazeprepError(f"split {split!r}: use one of {', '.join(PREDICT_SPLITS)}")
+    ids = _usable_cases(ex)["case_id"].to_list()
+    if split == "all":
+        return ids
+    key = "validate" if split == "val" else split
+    splits = read_splits(run_dir)
+    if splits is None:
+        raise GazeprepError(f"{run_dir} has no {SPLITS_FILE} (trained by an older gazeprep); use --split all")
+    want = splits.get(key, [])
+    if not want:
+        counts = ", ".join(f"{n} {len(splits.get(n, []))}" for n in SPLIT_NAMES)
+        raise GazeprepError(f"the run's {key} split is empty ({counts} cases); choose another with --split")
+    have = set(ids)
+    chosen = [c for c in want if c in have]
+    if not chosen:
+        raise GazeprepError(f"none of the run's {len(want)} {key} cases is in {export_name}; "
+                            "--split all predicts every case of another export")
+    return chosen
+
+
+def predict_run(run_dir: str | Path, export, out: str | Path, *, split: str = "test", device: str = "auto",
+                images_root: str | Path | None = None, batch_size: int = 8, progress: bool = True) -> Path:
+    """Predict the cases of the run's ``split`` of ``export`` (default ``test``; ``all`` for every case)
+    with the trained run and write a prediction export: maps plus ``tables/class_scores.parquet``."""
     dev = resolve_device(device)
     net, info = load_run(run_dir, device)
     cfg = info["config"]
     ex = _open_export(export)
+    name = _export_name(export)
+    ids = select_cases(run_dir, ex, split, name)
     data = cfg["data"]
-    ds = GazeDataset(ex, targets=data.get("targets"), labels=data.get("labels"), size=data.get("size", 512), image_root=images_root)
-    maps = predict_maps(net, ds, dev, batch_size, progress)
+    ds = GazeDataset(ex, case_ids=ids, targets=data.get("targets"), labels=data.get("labels"), size=data.get("size", 512),
+                     image_root=images_root)
+    multilabel = is_multilabel(info["model"], cfg)
+    maps, scores = predict_outputs(net, ds, dev, batch_size, progress, multilabel=multilabel)
     from gazeprep.export import write_prediction_export
 
-    extra: dict[str, Any] = {"training": {"model": info["model"], "run_dir": str(run_dir), "preset": cfg.get("preset")}}
+    extra: dict[str, Any] = {
+        "training": {"model": info["model"], "run_dir": str(run_dir), "preset": cfg.get("preset"), "split": split, "cases": len(ids)},
+        CLASS_SCORES: {"activation": "sigmoid" if multilabel else "softmax", "labels": list(ds.labels)},
+    }
+    tables = {CLASS_SCORES: scores} if scores.height else None
     return write_prediction_export(out, maps, model=f"{info['model']} ({Path(run_dir).name})", source_export=ex if not isinstance(export, (str, Path)) else export,
-                                   manifest_extra=extra, progress=progress)
+                                   manifest_extra=extra, tables=tables, progress=progress)

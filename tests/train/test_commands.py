@@ -55,7 +55,7 @@ def test_train_then_predict_writes_a_readable_prediction_export(tmp_path, capsys
     p = load_export(pred)
     gt = load_export(export)
     assert p.kind == "prediction"
-    cid = gt.tables["cases"]["case_id"][0]
+    cid = p.tables["cases"]["case_id"][0]  # predict covers the run's test split by default
     a, b = p.heatmap(cid, "full"), gt.heatmap(cid, "full")
     assert a.shape == b.shape == (48, 40)  # mapped back to the ground truth's frame (letterbox undone)
     assert np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1

@@ -1,6 +1,7 @@
 """End to end on the bundled sample data: build-heatmaps -> train -> predict -> the evaluator reads it."""
 
 import numpy as np
+import polars as pl
 import pytest
 
 from gazeprep.paths import sample_data_dir
@@ -30,11 +31,14 @@ def test_egd_sample_train_predict(tmp_path):
     # labels came from the release (Normal / CHF / pneumonia columns): every case has one class
     pred = predict_run(tmp_path / "run", export, tmp_path / "pred", device="cpu", images_root=SAMPLE / "mimic-cxr", progress=False)
     p, g = load_export(pred), load_export(export)
-    for cid in g.tables["cases"]["case_id"].to_list()[:3]:
+    test_ids = p.tables["cases"]["case_id"].to_list()  # predict covers the run's test split by default
+    saved = pl.read_parquet(tmp_path / "run" / "splits.parquet")
+    assert test_ids and set(test_ids) == set(saved.filter(pl.col("split") == "test")["case_id"].to_list())
+    for cid in test_ids[:3]:
         assert p.heatmap(cid, "full").shape == g.heatmap(cid, "full").shape
     from gazeprep.evaluate import metrics  # the evaluation area reads the prediction export's maps
 
-    cid = g.tables["cases"]["case_id"][0]
+    cid = test_ids[0]
     assert np.isfinite(metrics.cc(p.heatmap(cid, "full"), g.heatmap(cid, "full")))
 
 

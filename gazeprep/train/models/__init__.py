@@ -38,9 +38,30 @@ except Exception:  # noqa: BLE001 - rules/text area unavailable: keep the copy a
     pass
 
 
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model trains on, checked against the export before any training
+    (:func:`gazeprep.train.run.check_export`).
+
+    ``dataset``: the release its paper trained on (``egd-cxr``, ``reflacx``); ``recipe``: the shipped
+    recipe (``pipelines/``) whose export holds the targets of the model's default preset;
+    ``multilabel``: labels are scored independently (sigmoid, any number present per case) rather
+    than as one class per case (softmax; cases need exactly one positive label);
+    ``maps_per_label``: one heatmap per label (004), so the targets default to the labels;
+    ``needs_maps``: heatmaps are a training target (False for plain classifiers, whose maps are only
+    evaluated). The targets and labels themselves come from the resolved config's ``data`` section.
+    """
+
+    dataset: str
+    recipe: str
+    multilabel: bool = False
+    maps_per_label: bool = False
+    needs_maps: bool = True
+
+
 @dataclass
 class ModelSpec:
-    """One registry entry: builders, the paper it implements and its presets."""
+    """One registry entry: builders, the paper it implements, its presets and declared inputs."""
 
     name: str
     paper: str
@@ -48,6 +69,7 @@ class ModelSpec:
     build_model: Callable[[dict, dict], nn.Module]
     build_objective: Callable[[dict], nn.Module]
     presets: dict[str, dict] = field(default_factory=dict)
+    inputs: ModelInputs | None = None
 
 
 REGISTRY: dict[str, ModelSpec] = {}
@@ -123,4 +145,4 @@ def _load_builtin() -> None:
     from gazeprep.train.models import zoo  # noqa: F401 - registers the built-in models
 
 
-__all__ = ["EGD_CLASSES", "REFLACX_LABELS", "ModelSpec", "REGISTRY", "get_model", "get_objective", "list_models", "register", "resolve_config", "spec_of"]
+__all__ = ["EGD_CLASSES", "REFLACX_LABELS", "ModelInputs", "ModelSpec", "REGISTRY", "get_model", "get_objective", "list_models", "register", "resolve_config", "spec_of"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gazeprep.train.models import EGD_CLASSES, REFLACX_LABELS, ModelSpec, register
+from gazeprep.train.models import EGD_CLASSES, REFLACX_LABELS, ModelInputs, ModelSpec, register
 
 TINY_TRAIN = {"epochs": 8, "batch_size": 8, "lr": 3e-3, "optimizer": "adam", "progress": False, "recalibrate_bn": True}
 
@@ -38,6 +38,8 @@ for _name, _bb, _sigma, _lr in (("ggcam-resnet50", "resnet50", 2e-9, 7e-3), ("gg
                      "data": {"size": 64, "targets": ["full"], "labels": EGD_CLASSES, "augment": None},
                      "train": dict(TINY_TRAIN)},
         },
+        # GG-CAM's maps are MT-UNet's gaze-sample heatmaps (REFERENCE_CODE 1c); one class per image
+        inputs=ModelInputs("egd-cxr", "egd-gaze-samples-max"),
     ))
 
 
@@ -66,6 +68,8 @@ register(ModelSpec(
                  "data": {"size": 64, "targets": ["full"], "labels": EGD_CLASSES, "augment": None},
                  "train": dict(TINY_TRAIN)},
     },
+    # the EGD-CXR static heatmaps; the classification head is trained with BCE (sigmoid scores)
+    inputs=ModelInputs("egd-cxr", "egd-static", multilabel=True),
 ))
 
 
@@ -95,6 +99,7 @@ register(ModelSpec(
                  "data": {"size": 64, "augment": None},
                  "train": dict(TINY_TRAIN, optimizer="amsgrad")},
     },
+    inputs=ModelInputs("reflacx", "reflacx-label-specific", multilabel=True, maps_per_label=True),
 ))
 
 
@@ -123,6 +128,7 @@ register(ModelSpec(
                  "data": {"size": 64, "targets": ["full"], "labels": EGD_CLASSES, "augment": None},
                  "train": dict(TINY_TRAIN, epochs=5)},
     },
+    inputs=ModelInputs("egd-cxr", "egd-gaze-samples-max"),  # run at [320, 256], stride 10 as Qiu's code
 ))
 
 
@@ -156,6 +162,9 @@ register(ModelSpec(
                  # averages its statistics over all training batches, also when the objective masks with targets
                  "train": dict(TINY_TRAIN, epochs=6, stage_lr={"classifier": 1e-2}, recalibrate_bn=False)},
     },
+    # what the presets above train on (a "full" map and EGD-CXR's classes); the paper's anatomy
+    # targets come from reflacx-anatomy: change this together with the presets
+    inputs=ModelInputs("egd-cxr", "egd-static"),
 ))
 
 
@@ -183,4 +192,5 @@ register(ModelSpec(
                  "data": {"size": 64, "targets": ["full"], "labels": EGD_CLASSES, "augment": None},
                  "train": dict(TINY_TRAIN)},
     },
+    inputs=ModelInputs("egd-cxr", "egd-static", needs_maps=False),  # maps only for evaluation
 ))
