@@ -18,7 +18,14 @@ import numpy as np
 import polars as pl
 
 from gazeprep.heatmaps.grid import OutputGrid
-from gazeprep.heatmaps.render import blas_threads, keep_freed_memory, naive_render, render_case, render_points
+from gazeprep.heatmaps.render import (
+    KernelRule,
+    blas_threads,
+    keep_freed_memory,
+    naive_render,
+    render_case,
+    render_points,
+)
 from gazeprep.recipes import load_recipe
 
 
@@ -142,14 +149,88 @@ def run(n_fixations: int = 300, height: int = 3000, width: int = 2500, sizes=("n
     return results
 
 
+#: Border rules timed by :func:`run_border`: the contract (drop) and the paper presets' rules.
+BORDER_RULES = {
+    "drop": KernelRule(),
+    "reflect": KernelRule("density", "reflect"),
+    "reflect101": KernelRule("density", "reflect101"),
+    "scipy_reflect_t4": KernelRule("discrete", "reflect", truncate_sigmas=4.0),
+    "cv2_reflect101_k501": KernelRule("discrete", "reflect101", kernel_size=501),
+}
+
+
+def run_border(n_fixations: int = 300, height: int = 3000, width: int = 2500, sizes=("native", 512),
+               naive_fixations: int | None = 20, repeat: int = 3, seed: int = 0) -> dict:
+    """Time the border rules (drop, reflect, reflect101 and the scipy / OpenCV kernels) of the fast
+    renderer against each other and against the naive reference under the same rule, on the same
+    REFLACX-like fixations (no shown rectangles: border folding does not combine with clipping; a
+    sigma of 75.5 px, MT-UNet's, so the cv2 radius is the real 250 px).
+
+    Returns per size and rule: ``fast_s`` (best CPU time of ``5 * repeat`` renders), ``naive_s``
+    (wall time, scaled from ``naive_fixations``), ``ratio``, ``max_abs_diff_rel_peak`` (on the naive
+    subset) and ``slowdown_vs_drop`` (``fast_s / fast_s(drop)``; the issue-16 target is <= 1.10).
+    """
+    d = reflacx_like_inputs(n_fixations, height, width, seed)
+    s = np.full(n_fixations, 75.5)
+    x, y, w = np.floor(d["x"]), np.floor(d["y"]), d["w"]
+    results: dict = {"n_fixations": n_fixations, "image": [height, width], "sigma_px": 75.5, "sizes": {}}
+    keep_freed_memory()
+    for size in sizes:
+        grid = (OutputGrid.native(height, width) if size == "native"
+                else OutputGrid.letterbox(height, width, int(size)))
+        # best CPU time (one BLAS thread, so CPU time = compute time, steady on a busy machine), the
+        # rules interleaved round by round so that drifts of the machine hit them alike
+        fast: dict[str, float] = {}
+        with blas_threads(1):
+            for _ in range(max(1, repeat)):
+                for name, rule in BORDER_RULES.items():
+                    for _ in range(5):
+                        t = time.process_time()
+                        render_points(grid, x, y, s, s, w, rule=rule)
+                        fast[name] = min(fast.get(name, float("inf")), time.process_time() - t)
+        per: dict = {}
+        for name, rule in BORDER_RULES.items():
+            fast_s = fast[name]
+            k = n_fixations if naive_fixations is None else min(naive_fixations, n_fixations)
+            t = time.perf_counter()
+            naive = naive_render(grid, x[:k], y[:k], s[:k], s[:k], w[:k], rule=rule)
+            naive_s = (time.perf_counter() - t) * n_fixations / k
+            fast_sub = render_points(grid, x[:k], y[:k], s[:k], s[:k], w[:k], rule=rule)
+            per[name] = {
+                "fast_s": fast_s,
+                "naive_s": naive_s,
+                "ratio": naive_s / fast_s,
+                "max_abs_diff_rel_peak": float(np.abs(fast_sub.astype(np.float64) - naive).max() / naive.max()),
+            }
+        for name in per:
+            per[name]["slowdown_vs_drop"] = per[name]["fast_s"] / per["drop"]["fast_s"]
+        results["sizes"][str(size)] = {"grid": list(grid.shape), "rules": per}
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixations", type=int, default=300)
     ap.add_argument("--naive-fixations", type=int, default=None,
                     help="time the naive reference on this many fixations and scale (default: all)")
     ap.add_argument("--json", action="store_true", help="print JSON")
+    ap.add_argument("--border", action="store_true", help="time the border rules instead (run_border)")
+    ap.add_argument("--sizes", default="native,512", help="comma-separated grids: native and/or N (N x N)")
     a = ap.parse_args(argv)
-    r = run(n_fixations=a.fixations, naive_fixations=a.naive_fixations)
+    sizes = tuple(x if x == "native" else int(x) for x in a.sizes.split(","))
+    if a.border:
+        r = run_border(n_fixations=a.fixations, sizes=sizes,
+                       naive_fixations=a.naive_fixations if a.naive_fixations else 20)
+        if a.json:
+            print(json.dumps(r, indent=2))
+            return
+        print(f"border rules: {r['n_fixations']} fixations, sigma {r['sigma_px']} px, image {r['image'][0]}x{r['image'][1]}")
+        for size, sz in r["sizes"].items():
+            for name, v in sz["rules"].items():
+                print(f"  {size:>6} {name:>20}: fast {v['fast_s'] * 1e3:8.1f} ms ({v['slowdown_vs_drop']:5.2f}x drop)  "
+                      f"naive {v['naive_s']:8.2f} s  ratio {v['ratio']:7.0f}x  max|diff|/peak {v['max_abs_diff_rel_peak']:.1e}")
+        return
+    r = run(n_fixations=a.fixations, naive_fixations=a.naive_fixations, sizes=sizes)
     if a.json:
         print(json.dumps(r, indent=2))
         return

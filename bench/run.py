@@ -146,6 +146,9 @@ def main() -> None:
 
     report["renderer"] = render_bench.run()
     print(json.dumps(report["renderer"], indent=2))
+    print("== renderer border rules (drop / reflect / reflect101, scipy and OpenCV kernels) ==")
+    report["renderer_border"] = render_bench.run_border()
+    print(json.dumps(report["renderer_border"], indent=2))
 
     print("== labeler ==")
     from bench import labeler as labeler_bench
@@ -193,6 +196,9 @@ def main() -> None:
     report["targets"] = {
         "renderer_100x_native": ok_ratio,
         "renderer_error_below_1e-5": ok_err,
+        "renderer_border_slowdown_under_10pct": max(
+            v["slowdown_vs_drop"] for sz in report["renderer_border"]["sizes"].values() for v in sz["rules"].values()
+        ) <= 1.10,
         "build_3000_512_under_60s": ok_build,
     }
     print("== summary ==")

@@ -283,24 +283,25 @@ def mirror_copies(pos: np.ndarray, radius: np.ndarray, extent: int, border: str)
         raise ValueError(f"unknown border {border!r}")
     radius = np.broadcast_to(np.asarray(radius, dtype=np.float64), (k,))
     reach_lo, reach_hi = -0.5 - radius, extent - 0.5 + radius
-    owners, images = [], []
-    for fam, base in enumerate((pos, mirror - pos)):
+    bases = (pos, mirror - pos)
+    tmins, counts = [], []
+    for fam, base in enumerate(bases):
         tmin = np.ceil((reach_lo - base) / period)
-        tmax = np.floor((reach_hi - base) / period)
-        count = np.maximum(tmax - tmin + 1, 0).astype(np.int64)
+        count = np.maximum(np.floor((reach_hi - base) / period) - tmin + 1, 0).astype(np.int64)
         if fam == 1 and border == "reflect101" and extent > 1:
             # an edge-pixel point is its own mirror image: its second family repeats the first
             r = np.mod(2.0 * pos, period)
             count[(np.minimum(r, period - r) < 1e-9)] = 0
-        own = np.repeat(np.arange(k), count)
-        first = np.cumsum(count) - count
-        t = tmin[own] + (np.arange(own.shape[0]) - first[own])
-        owners.append(own)
-        images.append(base[own] + period * t)
-    owner = np.concatenate(owners)
-    image = np.concatenate(images)
-    order = np.argsort(owner, kind="stable")
-    return owner[order], image[order]
+        tmins.append(tmin)
+        counts.append(count)
+    # per point: its first-family copies, then its second-family ones (owners come out sorted)
+    per_point = counts[0] + counts[1]
+    owner = np.repeat(np.arange(k), per_point)
+    rank = np.arange(owner.shape[0]) - (np.cumsum(per_point) - per_point)[owner]
+    second = rank >= counts[0][owner]
+    t = np.where(second, tmins[1][owner] + rank - counts[0][owner], tmins[0][owner] + rank)
+    image = np.where(second, bases[1][owner], bases[0][owner]) + period * t
+    return owner, image
 
 
 def _rule_profiles_1d(pos, sigma, lo, hi, n: int, scale: float, offset: float, extent: int, rule: KernelRule,
@@ -318,14 +319,27 @@ def _rule_profiles_1d(pos, sigma, lo, hi, n: int, scale: float, offset: float, e
     radius = rule.radius_px(sigma, n_points)
     norm = rule.norm(sigma, radius) / scale
     owner, image = mirror_copies(pos, radius, extent, rule.border)
-    cg = scale * image + offset
-    sg = sigma[owner] * scale
-    half = radius[owner] * scale
+    # row order: one copy per point in rows 0..k-1 (a point without any copy gets an empty dummy row),
+    # the further copies after them, so the first k rows are the profiles and the rest are added in
+    n_copies = np.bincount(owner, minlength=k)
+    first = np.cumsum(n_copies) - n_copies
+    has = n_copies > 0
+    extra = np.ones(owner.shape[0], dtype=bool)
+    extra[first[has]] = False
+    rows_owner = np.concatenate([np.arange(k), owner[extra]])
+    rows_image = np.concatenate([np.where(has, image[np.minimum(first, max(owner.shape[0] - 1, 0))]
+                                          if owner.shape[0] else 0.0, np.nan), image[extra]])
+    cg = scale * rows_image + offset
+    sg = sigma[rows_owner] * scale
+    half = radius[rows_owner] * scale
     # discrete kernels stop exactly at |d| = radius (integer offsets; EDGE_EPS absorbs rounding)
-    start = np.maximum(lo[owner], np.ceil(cg - half - EDGE_EPS)).astype(np.int64)
-    stop = np.minimum(hi[owner], np.floor(cg + half + EDGE_EPS) + 1).astype(np.int64)
-    start = np.clip(start, 0, n)
-    stop = np.clip(stop, start, n)
+    with np.errstate(invalid="ignore"):
+        start = np.maximum(lo[rows_owner], np.ceil(cg - half - EDGE_EPS))
+        stop = np.minimum(hi[rows_owner], np.floor(cg + half + EDGE_EPS) + 1)
+    dummy = ~np.isfinite(cg)
+    start[dummy], stop[dummy], cg[dummy] = 0, 0, 0.0
+    start = np.clip(start.astype(np.int64), 0, n)
+    stop = np.clip(stop.astype(np.int64), start, n)
     c_int = np.floor(cg)
     c_frac = (cg - c_int).astype(np.float32)
     d = np.arange(n, dtype=np.float32)[None, :] - c_int.astype(np.float32)[:, None]
@@ -334,23 +348,23 @@ def _rule_profiles_1d(pos, sigma, lo, hi, n: int, scale: float, offset: float, e
     d *= d
     d *= np.float32(-0.5)
     np.exp(d, out=d)
-    d *= norm[owner].astype(np.float32)[:, None]
+    d *= norm[rows_owner].astype(np.float32)[:, None]
     pix = np.arange(n)
     d[(pix[None, :] < start[:, None]) | (pix[None, :] >= stop[:, None])] = 0.0
-    if owner.shape[0] == k and np.array_equal(owner, np.arange(k)):
+    if rows_owner.shape[0] == k:
         return d, start, stop
-    prof = np.zeros((k, n), dtype=np.float32)
-    p_start = np.full(k, n, dtype=np.int64)
-    p_stop = np.full(k, n, dtype=np.int64)
-    if owner.shape[0]:
-        firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-        who = owner[firsts]
-        prof[who] = np.add.reduceat(d, firsts, axis=0)
-        empty = stop <= start  # copies that miss the grid do not widen the support
-        s_eff = np.where(empty, n, start)
-        e_eff = np.where(empty, 0, stop)
-        p_start[who] = np.minimum.reduceat(s_eff, firsts)
-        p_stop[who] = np.maximum.reduceat(e_eff, firsts)
+    prof = d[:k]
+    p_start, p_stop = start[:k].copy(), stop[:k].copy()
+    empty = p_stop <= p_start  # a copy that misses the grid does not widen the support
+    p_start[empty], p_stop[empty] = n, 0
+    x_owner, x_start, x_stop = rows_owner[k:], start[k:], stop[k:]
+    x_rank = np.arange(x_owner.shape[0]) - (np.cumsum(n_copies - has) - (n_copies - has))[x_owner]
+    for r in range(int(x_rank.max()) + 1):  # rank by rank: no owner twice in one fancy-index add
+        m = x_rank == r
+        prof[x_owner[m]] += d[k:][m]
+        ok = m & (x_stop > x_start)
+        p_start[x_owner[ok]] = np.minimum(p_start[x_owner[ok]], x_start[ok])
+        p_stop[x_owner[ok]] = np.maximum(p_stop[x_owner[ok]], x_stop[ok])
     p_stop = np.maximum(p_stop, p_start)
     return prof, p_start, p_stop
 
@@ -511,8 +525,13 @@ def render_points(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rect
     return prof.render(weights)
 
 
-def naive_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects=None) -> np.ndarray:
+def naive_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects=None, *,
+                 rule: KernelRule | None = None) -> np.ndarray:
     """Reference renderer: one full 2-D density per fixation over the whole grid (float64).
+
+    With a non-contract ``rule`` (border folding, discrete kernels; no ``clip_rects``) it stamps one
+    full-grid 2-D kernel for every pair of the fixation's mirror images (:func:`mirror_copies` per
+    axis), each cut at the rule's radius, instead.
 
     This is the approach of paper 004's ``get_gaussian`` (one normalised PDF per fixation over the
     shown area), evaluated at the grid pixels with positions and sigmas mapped into the grid; no
@@ -520,6 +539,8 @@ def naive_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects
     image, lies in the image area ``[-0.5, W - 0.5) x [-0.5, H - 0.5)`` and, with ``clip_rects``,
     in ``[xmin - 0.5, xmax - 0.5) x [ymin - 0.5, ymax - 0.5)``.
     """
+    if rule is not None and not rule.is_contract:
+        return _naive_rule_render(grid, x_px, y_px, sx_px, sy_px, weights, rule)
     H, W = grid.height, grid.width
     cols = np.arange(W, dtype=np.float64)
     rows = np.arange(H, dtype=np.float64)
@@ -555,6 +576,39 @@ def naive_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects
         dens = np.exp(-((cc - xi) ** 2 / (2 * sx * sx) + (rr - yi) ** 2 / (2 * sy * sy))) / (2 * np.pi * sx * sy)
         out[r0:r1, c0:c1] += w[i] * dens
     return out
+
+
+def _naive_rule_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, rule: KernelRule) -> np.ndarray:
+    """:func:`naive_render` under a :class:`KernelRule`: a full-grid 2-D stamp per pair of mirror images."""
+    H, W = grid.height, grid.width
+    xo, _ = grid.from_grid(np.arange(W, dtype=np.float64), 0.0)
+    _, yo = grid.from_grid(0.0, np.arange(H, dtype=np.float64))
+    ex, ey = EDGE_EPS / grid.scale_x, EDGE_EPS / grid.scale_y
+    col_in = (xo >= -0.5 - ex) & (xo < grid.image_width_px - 0.5 - ex)
+    row_in = (yo >= -0.5 - ey) & (yo < grid.image_height_px - 0.5 - ey)
+    x_px = np.asarray(x_px, dtype=np.float64).ravel()
+    y_px = np.asarray(y_px, dtype=np.float64).ravel()
+    n = x_px.shape[0]
+    sx_px = np.broadcast_to(np.asarray(sx_px, dtype=np.float64), (n,))
+    sy_px = np.broadcast_to(np.asarray(sy_px, dtype=np.float64), (n,))
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    rx, ry = rule.radius_px(sx_px, n), rule.radius_px(sy_px, n)
+    nx, ny = rule.norm(sx_px, rx), rule.norm(sy_px, ry)
+    cc, rr = np.meshgrid(xo, yo)
+    inside = row_in[:, None] & col_in[None, :]
+    out = np.zeros((H, W), dtype=np.float64)
+    for i in range(n):
+        if w[i] == 0:
+            continue
+        _, mxs = mirror_copies(x_px[i:i + 1], rx[i:i + 1], grid.image_width_px, rule.border)
+        _, mys = mirror_copies(y_px[i:i + 1], ry[i:i + 1], grid.image_height_px, rule.border)
+        for my in mys:
+            for mx in mxs:
+                dx, dy = cc - mx, rr - my
+                k = nx[i] * ny[i] * np.exp(-(dx * dx / (2 * sx_px[i] ** 2) + dy * dy / (2 * sy_px[i] ** 2)))
+                k[(np.abs(dx) > rx[i] + 1e-9) | (np.abs(dy) > ry[i] + 1e-9) | ~inside] = 0.0
+                out += w[i] * k
+    return out / (grid.scale_x * grid.scale_y)
 
 
 # ---------------------------------------------------------------------------------------------
