@@ -29,6 +29,15 @@ integer pixels ``[xmin, xmax) x [ymin, ymax)``; on a resized grid a pixel belong
 when its centre maps into ``[xmin - 0.5, xmax - 0.5) x [ymin - 0.5, ymax - 0.5)`` (the original pixel
 areas). A fixation without a shown rectangle (null columns) is clipped to the image only.
 
+Paper rules. A recipe named after a paper reproduces that paper's code instead (:class:`KernelRule`,
+see :class:`gazeprep.recipes.RenderSpec`): ``kernel: discrete`` is the sampled kernel of
+``scipy.ndimage.gaussian_filter`` / ``cv2.GaussianBlur`` (normalised over its taps; radius
+``int(truncate * sigma + 0.5)`` or ``(ksize - 1) / 2``), and ``border: reflect`` / ``reflect101`` fold
+the mass beyond the image border back in. The folding stays separable and needs no padded canvas:
+per axis, every point contributes the 1-D kernel of each of its mirror images that reaches the image
+(:func:`mirror_copies`; one image per reflection, as many reflections as the kernel is wide), evaluated
+on the output grid; a point far from the border has one image, so the cost over ``drop`` is small.
+
 :func:`naive_render` is the reference approach (one full density per fixation over the whole grid,
 float64, no truncation, a Python loop over fixations) used by the tests and the benchmark.
 :func:`render_case` is the entry point of the build pipeline: windows -> weights -> maps.

@@ -115,6 +115,9 @@ def test_pad_crop_stride_is_a_sampling_of_the_padded_canvas():
     # a crop (canvas smaller than the image) shifts the other way
     g2 = OutputGrid.pad_crop_stride(50, 50, 4, 4, 10)  # canvas 40: crop 5 px each side
     assert g2.to_grid(5.0, 5.0) == (pytest.approx(0.0), pytest.approx(0.0))
+    # an odd crop: MT-UNet's int((40 - 51) / 2) = int(-5.5) = -5 (towards zero), so 5 px go at the top/left
+    g3 = OutputGrid.pad_crop_stride(51, 51, 4, 4, 10)
+    assert g3.to_grid(5.0, 5.0) == (pytest.approx(0.0), pytest.approx(0.0))
 
 
 def test_from_spec():
