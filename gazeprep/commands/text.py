@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import typer
 
-from gazeprep.commands import out_file
+from gazeprep.commands import out_file, usage_error
 from gazeprep.errors import GazeprepError, InputFormatError
 
 MENTION_ROWS_SCHEMA = {
@@ -55,9 +55,14 @@ def label_reports(
             raise InputFormatError(input_csv, f"no column {col!r} (columns: {', '.join(df.columns)})", column=col)
     ids = df[id_column].to_list()
     texts = df[text_column].to_list()
+    first_row: dict[str, int] = {}
     for i, x in enumerate(ids):
         if x is None or x == "":
             raise InputFormatError(input_csv, "empty id", row=i + 1, column=id_column)
+        if x in first_row:  # an id names one report (one summary row per label, one wide row)
+            raise InputFormatError(input_csv, f"duplicate id {x!r} (first at row {first_row[x]})", row=i + 1,
+                                   column=id_column)
+        first_row[x] = i + 1
     labeler = Labeler.from_rules(rules_dir, profile=profile)
     label_ids = labeler.label_ids
     m_rows: list[dict] = []
@@ -78,6 +83,20 @@ def label_reports(
     return pl.DataFrame(m_rows, schema=MENTION_ROWS_SCHEMA), pl.DataFrame(s_rows, schema=SUMMARY_SCHEMA)
 
 
+def table_file(value: Path | None) -> Path | None:
+    """Option callback for a table file: not a folder (:func:`out_file`), and an extension that names
+    its format (.parquet, .csv or .tsv); anything else is a usage error (exit 2)."""
+    from gazeprep.text.report_tables import table_format
+
+    value = out_file(value)
+    if value is not None:
+        try:
+            table_format(value)
+        except GazeprepError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
 
@@ -86,9 +105,20 @@ def register(app: typer.Typer) -> None:
         input_csv: Path = typer.Argument(..., metavar="REPORTS_CSV", help="CSV file with one report per row."),
         id_column: str = typer.Option(..., "--id-column", help="Column holding the report id."),
         text_column: str = typer.Option(..., "--text-column", help="Column holding the report text."),
-        out: Path = typer.Option(..., "--out", callback=out_file, help="Parquet file for the mentions (one row per mention)."),
+        out: Path = typer.Option(
+            ..., "--out", callback=table_file,
+            help="Mentions table (one row per mention); with --wide the wide report table. "
+                 "Format from the extension: .parquet, .csv or .tsv.",
+        ),
         summary: Path | None = typer.Option(
-            None, "--summary", callback=out_file, help="Parquet file for the report-level status of every label."
+            None, "--summary", callback=table_file,
+            help="Report-level table: one row per report and label (status positive/uncertain/negative/"
+                 "hypothetical/absent); with --wide one row per report. Format from the extension.",
+        ),
+        wide: bool = typer.Option(
+            False, "--wide",
+            help="Write --out and --summary as one row per report with one column per label (labels.yaml order), "
+                 "CheXpert codes: 1 positive, 0 negative, -1 uncertain, empty not mentioned or hypothetical.",
         ),
         rules: Path | None = typer.Option(None, "--rules", help="Rules folder (default: the bundled rules/)."),
         profile: str | None = typer.Option(
@@ -97,12 +127,21 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Label free-text reports with the rule-based labeler (mentions, negation, uncertainty)."""
+        from gazeprep.text.labeler import Labeler
+        from gazeprep.text.report_tables import summary_to_wide, write_table
+
+        if summary is not None and summary.resolve() == out.resolve():
+            raise usage_error("names the same file as --out", "--summary")
         mentions, summ = label_reports(input_csv, id_column, text_column, rules_dir=rules, profile=profile, progress=not quiet)
-        for path, frame in ((out, mentions), (summary, summ)):
-            if path is None:
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            frame.write_parquet(tmp, compression="zstd")
-            tmp.replace(path)
-        typer.echo(f"{mentions.height} mentions in {summ['id'].n_unique() if summ.height else 0} reports -> {out}")
+        n_reports = summ["id"].n_unique() if summ.height else 0
+        if wide:
+            labels = Labeler.from_rules(rules, profile=profile).label_ids
+            table = summary_to_wide(summ, labels)  # rows in input order (ids are unique)
+            outputs = ((out, table), (summary, table))
+        else:
+            outputs = ((out, mentions), (summary, summ))
+        for path, frame in outputs:
+            if path is not None:
+                write_table(frame, path)
+        what = f"{n_reports} reports x {len(labels)} labels (wide)" if wide else f"{mentions.height} mentions in {n_reports} reports"
+        typer.echo(f"{what} -> {out}" + (f", summary -> {summary}" if summary is not None else ""))
