@@ -293,7 +293,7 @@ def preview_cmd(
         typer.echo(f"warning: {message}", err=True)
 
     if html:
-        page = P.contact_sheet(ex, out, case_ids=list(case) if case else None, max_cases=max_cases, images_root=images,
+        page = P.contact_sheet(ex, out, case_ids=list(case) if case else None, max_cases=max_cases, targets=target, images_root=images,
                                full=size, anatomy_dir=anatomy_dir, overlays=overlays, pred=pe, progress=not quiet, warn=warn)
         typer.echo(f"wrote {page}")
         return

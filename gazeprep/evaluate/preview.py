@@ -1314,6 +1314,7 @@ def contact_sheet(
     *,
     case_ids: Sequence[str] | None = None,
     max_cases: int | None = None,
+    targets: Sequence[str] | None = None,
     images_root: str | Path | None = None,
     thumb: int = 256,
     full: int = 640,
@@ -1330,18 +1331,15 @@ def contact_sheet(
     Thumbnails are ``thumb`` px on the longer side (``thumbs/<case>/<target>.png``), full-size
     previews ``full`` px (``<case>/<target>.png``). With ``pred`` (a prediction export) targets the
     prediction has are drawn as ground truth / prediction / difference. ``max_cases``: only the
-    first N cases (sorted ids). Returns the HTML path."""
+    first N cases (sorted ids); ``targets``: only these columns. Returns the HTML path."""
     out = Path(out_dir)
-    idx = _table(export, "heatmaps")
     statuses = case_statuses(export, case_ids)
     if max_cases is not None:
         statuses = statuses[: int(max_cases)]
     if not statuses:
         raise GazeprepError("the export lists no case to preview")
     ids = [st.case_id for st in statuses]
-    all_targets = sorted({t for st in statuses for t in st.targets})
-    if idx is None or idx.height == 0 or not all_targets:
-        pass  # still a page: every case with its reason
+    all_targets = sorted({t for st in statuses for t in st.targets if not targets or t in targets})
     finder = ImageFinder(export, images_root, warn)
     it: Any = statuses
     if progress:
@@ -1357,6 +1355,10 @@ def contact_sheet(
         if not st.targets:
             rows_html.append(f'<tr class="{st.status.replace(" ", "")}">{head}'
                              f'<td class="empty" colspan="{max(1, len(all_targets))}">no map</td></tr>')
+            continue
+        if not any(t in st.targets for t in all_targets):
+            rows_html.append(f'<tr>{head}<td class="empty" colspan="{max(1, len(all_targets))}">no map of the '
+                             f'selected targets</td></tr>')
             continue
         image = finder.load(cid)
         n_missing_image += image is None

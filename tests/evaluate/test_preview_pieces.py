@@ -305,6 +305,9 @@ def test_contact_sheet_lists_rejected_cases_and_cases_without_maps(tmp_path):
     assert "grey canvas" in text and len(said) == 1  # one warning for the missing --images folder
     assert P.contact_sheet(_sheet_export(), tmp_path / "s2", max_cases=2, progress=False, warn=said.append,
                            thumb=80, full=160).read_text().count("<tr") == 3  # header + 2 cases
+    only = P.contact_sheet(_sheet_export(), tmp_path / "s3", targets=["t2"], progress=False, warn=said.append,
+                           thumb=80, full=160).read_text()
+    assert only.count("<img") == 1 and "thumbs/c/t2.png" in only and "no map of the selected targets" in only
 
 
 # --- predictions -------------------------------------------------------------------------------
