@@ -59,21 +59,24 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
-def _env(tmp_path: Path, delay_s: float = 0.0) -> dict[str, str]:
-    """Environment of a CLI subprocess; ``delay_s`` > 0 slows every case down (in the pool's
-    spawned workers too) through a ``sitecustomize`` module, so that a test can act mid-build."""
+def _env(tmp_path: Path, delay_s: float = 0.0, kill_case: str | None = None) -> dict[str, str]:
+    """Environment of a CLI subprocess. Through a ``sitecustomize`` module (so that the pool's
+    spawned workers get it too), ``delay_s`` > 0 slows every case down, so that a test can act
+    mid-build, and ``kill_case`` makes the worker process that computes that case die (SIGKILL)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "GAZEPREP_TRACEBACK_DIR": str(tmp_path / "tb")}
-    if delay_s:
-        hook = tmp_path / "slowhook"
+    if delay_s or kill_case:
+        hook = tmp_path / "hook"
         hook.mkdir(exist_ok=True)
         (hook / "sitecustomize.py").write_text(
-            "import time\n"
+            "import multiprocessing, os, signal, time\n"
             "import gazeprep.pipeline.build as b\n"
             "_real = b._compute_case\n"
-            "def _slow(st, case_id, store):\n"
+            "def _hooked(st, case_id, store):\n"
             f"    time.sleep({delay_s})\n"
+            f"    if case_id == {kill_case!r} and multiprocessing.parent_process() is not None:\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
             "    return _real(st, case_id, store)\n"
-            "b._compute_case = _slow\n"
+            "b._compute_case = _hooked\n"
         )
         env["PYTHONPATH"] = f"{hook}{os.pathsep}{REPO}"
     return env
@@ -246,6 +249,21 @@ def test_ctrl_c_stops_workers_commits_nothing_and_resumes(tmp_path, workers):
     assert again.returncode == 0, again.stderr
     reused = int(again.stdout.split(" rejects (")[1].split(" cases reused")[0])
     assert reused >= len(kept) - 1  # (a part of a discarded case is rewritten, not reused)
+
+
+def test_a_worker_killed_mid_build_stops_it_with_one_line(tmp_path):
+    """A worker that dies (OOM killer, kill -9) must not hang the pool or lose its cases silently."""
+    out = tmp_path / "out"
+    args = ["build-heatmaps", "--dataset", "reflacx", "--out", str(out), "--size", "32", "--workers", "2", "--quiet"]
+    proc = _cli(args, _env(tmp_path, kill_case="P201R336780"), timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert err == ["error: a worker process died (killed, or out of memory?); finished cases are kept: rerun "
+                   "the same command to resume, with fewer --workers if memory is short"]
+    assert "Traceback" not in proc.stderr
+    assert not (out / "manifest.json").exists()
+    again = _cli(args, _env(tmp_path))
+    assert again.returncode == 0, again.stderr
 
 
 # -- the reject policy ----------------------------------------------------------------------------

@@ -282,8 +282,13 @@ class Export:
     def verify(self) -> None:
         """Recompute the SHA-256 of every file listed in the manifest; raise on any mismatch."""
         for rel, info in self.manifest.get("files", {}).items():
-            got = sha256_file(self.path / rel)
+            try:
+                got = sha256_file(self.path / rel)
+            except OSError as exc:
+                self._check_current()
+                raise GazeprepError(f"{self.path}: export is damaged: {rel}: {exc.strerror}") from None
             if got != info["sha256"]:
+                self._check_current()
                 raise GazeprepError(f"{self.path}: {rel} does not match its checksum in the manifest")
 
     # Picklable for DataLoader workers: caches (open zarr handles) are rebuilt on demand; the

@@ -15,8 +15,8 @@ Fault tolerance:
   of the build goes on;
 * a block that raises a :class:`~gazeprep.errors.GazeprepError` (only fatal errors leave the
   per-case safety net: an I/O fault as :class:`~gazeprep.errors.StorageError`, running out of
-  memory) stops the run: the other tasks are cancelled and the error is raised in the driver, as is
-  Ctrl-C;
+  memory) or an I/O ``OSError`` (see :func:`~gazeprep.pipeline.build.fatal_error`) stops the run:
+  the other tasks are cancelled and the error is raised in the driver, as is Ctrl-C;
 * a rerun after a crash resumes from the parts already written (same input hashes as local).
 
 Start a local cluster with ``ray start --head`` (or let gazeprep call ``ray.init()`` in-process when
@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gazeprep.errors import GazeprepError
-from gazeprep.pipeline.build import BuildSpec, make_state
+from gazeprep.pipeline.build import BuildSpec, fatal_error, make_state
 
 #: Test hook: when set to a file path that does not exist yet, the first block to run creates the
 #: file and raises, so that tests can show a failed block is retried and recorded.
@@ -141,8 +142,9 @@ def run_on_ray(
                 results = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a failed block is recorded and retried
                 cause = getattr(exc, "cause", None) or exc  # RayTaskError wraps the worker's exception
-                if isinstance(cause, GazeprepError):  # fatal: I/O fault or out of memory
-                    raise cause from None
+                fatal = cause if isinstance(cause, GazeprepError) else fatal_error(cause, None, Path(spec.out))
+                if fatal is not None:  # I/O fault or out of memory: stop, do not retry
+                    raise fatal from None
                 reason = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
                 run.events.append({"block_start": block[0], "size": len(block), "attempt": attempt, "error": reason})
                 if attempt < block_retries:

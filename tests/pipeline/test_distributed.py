@@ -57,3 +57,20 @@ def test_ray_build_is_byte_identical_and_retries_failed_block(release, tmp_path,
     assert len(events) == 1 and "injected fault" in events[0]["error"]
     assert not ray.is_initialized()
     assert _digests(distributed) == _digests(local)
+
+
+def test_ray_io_fault_stops_the_build_without_retries(release, tmp_path):
+    """An I/O fault in a task is not a failing block to retry and then reject: the build stops at
+    once naming the file, with no manifest. Here the part store cannot be created (``.parts`` is a
+    regular file), so every task fails with EEXIST."""
+    from gazeprep.errors import StorageError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".parts").write_text("not a folder")
+    recipe = load_recipe("reflacx-label-specific").with_overrides(size=32)
+    with pytest.raises(StorageError, match=r"\.parts: File exists"):
+        build_heatmaps(BuildOptions(dataset="reflacx", root=release, out=out, recipe=recipe, workers=2,
+                                    progress=False, executor="ray", ray_block_size=4))
+    assert not (out / "manifest.json").exists()
+    assert not ray.is_initialized()
