@@ -1147,7 +1147,8 @@ def preview_case(
     prediction export: ``<target>_compare.png``, ground truth / prediction / difference); returns the paths."""
     tg = list(targets) if targets else _targets_of(export, case_id)
     if not tg:
-        raise GazeprepError(f"case {case_id!r} has no heatmap in this export")
+        why = case_statuses(export, [case_id])[0].reasons
+        raise GazeprepError(f"case {case_id!r} has no heatmap in this export" + (f" (rejected: {why[0]})" if why else ""))
     finder = ImageFinder(export, images_root, warn)
     image = finder.load(case_id)
     masks = case_masks(export, case_id, anatomy_dir)

@@ -289,6 +289,11 @@ def test_case_statuses_list_every_case_with_reasons():
     assert P.release_rejects(_sheet_export()) == ["[ingest] release-wide thing (master_sheet.csv)"]
 
 
+def test_preview_of_a_rejected_case_says_why(tmp_path):
+    with pytest.raises(P.GazeprepError, match=r"'b' has no heatmap.*rejected: \[render\] no fixations in any window"):
+        P.preview_case(_sheet_export(), "b", tmp_path)
+
+
 def test_contact_sheet_lists_rejected_cases_and_cases_without_maps(tmp_path):
     said: list[str] = []
     page = P.contact_sheet(_sheet_export(), tmp_path / "s", thumb=80, full=160, progress=False, warn=said.append,
