@@ -42,10 +42,12 @@ from pydantic import (
     Field,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from gazeprep.datasets.registry import recipe_dataset_problem
 from gazeprep.errors import RecipeError
 from gazeprep.paths import default_pipelines_dir
 
@@ -65,6 +67,9 @@ MAX_SIGMA_DEG = 20.0
 #: Largest window lag in seconds (longer than any dictation).
 MAX_LAG_S = 600.0
 
+
+# validation context key of a recipe read back from an export (see Recipe.from_stored)
+_STORED = "stored_recipe"
 
 # recipe hash -> the file it was loaded from (to name the file in errors about overrides)
 _LOADED_FROM: dict[str, str] = {}
@@ -342,7 +347,10 @@ class Recipe(_Strict):
     name: str
     description: str = ""
     paper: str | None = None  # file in shared/papers or a citation
-    dataset: Literal["reflacx", "egd-cxr"]
+    # a registered dataset name, or "declared" for any dataset declared in a YAML file (checked
+    # against the dataset registry, see gazeprep.datasets.registry; not for a recipe read back from an
+    # export, see Recipe.from_stored)
+    dataset: str
     window: WindowRule
     render: RenderSpec
     output: OutputSpec = OutputSpec()
@@ -351,6 +359,25 @@ class Recipe(_Strict):
     # "lanfredi2023" (paper 004's labeler, for 004's ground truth); checked against the rules folder
     # when a build starts
     profile: str = Field("gazeprep", pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+    @field_validator("dataset")
+    @classmethod
+    def _registered_dataset(cls, v: str, info: ValidationInfo) -> str:
+        if isinstance(info.context, dict) and info.context.get(_STORED):
+            return v  # a recipe read back from an export names the dataset it was built from
+        problem = recipe_dataset_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+    @classmethod
+    def from_stored(cls, data: dict | str) -> "Recipe":
+        """A recipe read back from an export's manifest or a worker's build spec (a dict, or JSON
+        text): validated like a recipe file, except that its dataset need not be registered in this
+        process (a declared or plugin dataset whose definition is not loaded here)."""
+        if isinstance(data, str):
+            return cls.model_validate_json(data, context={_STORED: True})
+        return cls.model_validate(data, context={_STORED: True})
 
     def resolved(self) -> dict:
         """The recipe with every default filled in (JSON-compatible)."""
@@ -374,7 +401,10 @@ class Recipe(_Strict):
         if isinstance(update.get("size"), list):
             update["size"] = tuple(update["size"])
         try:
-            return Recipe.model_validate({**self.resolved(), "output": {**self.resolved()["output"], **update}})
+            # only output fields change: the dataset was checked when this recipe was made
+            return Recipe.model_validate(
+                {**self.resolved(), "output": {**self.resolved()["output"], **update}}, context={_STORED: True}
+            )
         except ValidationError as exc:
             given = ", ".join(f"{k}={v!r}" for k, v in update.items())
             src = _LOADED_FROM.get(self.hash(), f"recipe {self.name!r}")

@@ -10,7 +10,6 @@ import typer
 
 from gazeprep.commands import Executor, hidden_alias, merge_alias, out_folder, progress_alias, quiet_option, show_progress
 
-DEFAULT_RECIPE = {"reflacx": "reflacx-label-specific", "egd-cxr": "egd-static"}
 SHOWN_GROUPS = 8  # reject groups printed at the end of a build
 SHOWN_ROWS = 5  # reject rows printed at the end of a build
 
@@ -36,10 +35,17 @@ def _parse_size(size: Optional[str]):
 
 
 def _known_dataset(value: Optional[str]) -> Optional[str]:
-    """Option callback: a registered dataset, else a usage error listing them."""
+    """Option callback: a registered dataset or an existing definition file (``*.yaml``/``*.yml``,
+    read by the command), else a usage error listing the registered names."""
     if value is None:
         return value
     from gazeprep.datasets import list_datasets
+    from gazeprep.datasets.registry import is_definition_path
+
+    if is_definition_path(value):
+        if not Path(value).is_file():
+            raise typer.BadParameter(f"dataset definition file {value!r} not found")
+        return value
 
     known = list_datasets()
     if value not in known:
@@ -83,7 +89,8 @@ def register(app: typer.Typer) -> None:
     @app.command("build-heatmaps")
     def build_heatmaps_cmd(
         dataset: str = typer.Option(
-            ..., "--dataset", callback=_known_dataset, metavar="DATASET", help="reflacx or egd-cxr (see `gazeprep datasets`)"
+            ..., "--dataset", callback=_known_dataset, metavar="DATASET|FILE.yaml",
+            help="reflacx or egd-cxr (see `gazeprep datasets`), or a dataset definition file (docs/datasets.md)",
         ),
         root: Optional[Path] = typer.Option(None, "--root", help="Release folder (default: bundled sample data)"),
         recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name in pipelines/ or a YAML path"),
@@ -131,13 +138,22 @@ def register(app: typer.Typer) -> None:
 
         images = merge_alias(images, mimic_root, "--images", "--mimic-root")
         images = merge_alias(images, images_root, "--images", "--images-root")
-        if recipe is None and dataset not in DEFAULT_RECIPE:
+        from gazeprep.datasets.registry import resolve_dataset
+
+        adapter = resolve_dataset(dataset)  # a definition file is loaded and registered under its name
+        definition = getattr(adapter, "definition_path", None)
+        dataset = adapter.name
+        if recipe is None and adapter.default_recipe is None:
             raise GazeprepError(f"dataset {dataset!r} has no default recipe; give one with --recipe")
+        if root is None and definition is not None:
+            root = definition.parent
+            if not quiet:
+                typer.echo(f"no --root given: using the definition's folder {root}", err=True)
         if root is None:
             root = sample_data_dir() / dataset
             if not quiet:
                 typer.echo(f"no --root given: using the bundled synthetic sample data in {root}", err=True)
-        rec = load_recipe(recipe or DEFAULT_RECIPE[dataset])
+        rec = load_recipe(recipe or adapter.default_recipe)
         rec = rec.with_overrides(size=size, dtype=dtype.value if dtype is not None else None)
         out = out or Path("out") / f"{dataset}-{rec.name}"
         opts = BuildOptions(
@@ -153,6 +169,7 @@ def register(app: typer.Typer) -> None:
             ray_address=ray_address,
             max_reject_fraction=max_reject_fraction,
             images_root=images,
+            definition=definition,
         )
         try:
             summary = build_heatmaps(opts)

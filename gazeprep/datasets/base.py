@@ -18,9 +18,11 @@ the case are empty), or ``<tables> left empty`` (the rest of the case is kept).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -30,6 +32,62 @@ from gazeprep.errors import GazeprepError, InputFormatError, StorageError
 
 CASE_SKIPPED = "case skipped"
 ROW_DROPPED = "row dropped"
+
+_NO_SPACE_BEFORE = frozenset({".", ","})
+_SENTENCE_PERIOD = re.compile(r"(?<!\d)\.|\.(?!\d)")  # a period not between two digits ("3.5 cm")
+
+
+@dataclass(frozen=True)
+class TranscriptStyle:
+    """How a dataset's timed ``words`` rows read, for the text stage (sentences and offsets).
+
+    kind:
+        ``tokens``: one row per token with punctuation as its own token (REFLACX
+        ``timestamps_transcription.csv``); a sentence ends at a ``'.'`` token and the tokens, joined
+        with spaces but none before ``.`` and ``,``, rebuild the report text exactly (a mismatch is
+        reported). ``phrases``: one row per transcript phrase with punctuation attached (EGD-CXR
+        ``transcript.json``); a phrase holding a sentence period (not between two digits) ends its
+        sentence and phrases join with single spaces.
+    words_file:
+        The file the words come from, named in the text stage's rejects rows; ``{case_id}`` in it
+        stands for the case's id (see :meth:`words_file_for`).
+    report_file:
+        The file the report text comes from, named in those rows (``{case_id}`` likewise).
+    """
+
+    kind: Literal["tokens", "phrases"]
+    words_file: str
+    report_file: str
+
+    def ends_sentence(self, word: str | None) -> bool:
+        """Whether the words row ``word`` ends a sentence."""
+        if self.kind == "tokens":
+            return word == "."
+        return bool(_SENTENCE_PERIOD.search(word or ""))
+
+    def join(self, words: Sequence[str]) -> str:
+        """The report text the words stand for (see ``kind``)."""
+        if self.kind == "phrases":
+            return " ".join(words)
+        parts: list[str] = []
+        for tok in words:
+            if parts and tok not in _NO_SPACE_BEFORE:
+                parts.append(" ")
+            parts.append(tok)
+        return "".join(parts)
+
+    def words_file_for(self, case_id: str) -> str:
+        """``words_file`` of one case."""
+        return self.words_file.replace("{case_id}", case_id)
+
+    def report_file_for(self, case_id: str) -> str:
+        """``report_file`` of one case."""
+        return self.report_file.replace("{case_id}", case_id)
+
+    @property
+    def words_rebuild_report(self) -> bool:
+        """Whether joined words must equal the report text (token transcripts)."""
+        return self.kind == "tokens"
 
 
 def build_table(name: str, n: int, values: dict[str, Any]) -> pl.DataFrame:
@@ -164,6 +222,14 @@ class Release:
 class DatasetAdapter:
     """Base class of a dataset adapter; subclasses set ``name``/``description`` and implement ``open``.
 
+    What the rest of gazeprep asks the adapter instead of testing the dataset's name:
+
+    ``default_recipe``
+        The recipe ``build-heatmaps`` uses without ``--recipe`` (``None``: one must be given).
+    ``transcript``
+        How its ``words`` rows read (:class:`TranscriptStyle`); ``None`` for a dataset without
+        timed words.
+
     Every adapter's ``open`` takes the same keywords:
 
     ``gaze_samples``
@@ -176,8 +242,11 @@ class DatasetAdapter:
         ignore it otherwise. ``mimic_root`` is accepted as an old name of the same option.
     """
 
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
+    # class attributes of a built-in adapter; a declared dataset's adapter sets them per instance
+    name: str = ""
+    description: str = ""
+    default_recipe: str | None = None
+    transcript: TranscriptStyle | None = None
 
     def open(
         self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None, **kwargs: Any

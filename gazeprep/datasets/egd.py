@@ -58,7 +58,7 @@ import polars as pl
 
 from gazeprep import schema
 from gazeprep.datasets import mimic
-from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release
+from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release, TranscriptStyle
 from gazeprep.datasets.checks import time_problems
 from gazeprep.datasets.csvio import BadRow, Col, read_checked_csv, scan_checked_csv
 from gazeprep.datasets.images import image_candidates, image_size
@@ -621,6 +621,8 @@ class EgdAdapter(DatasetAdapter):
 
     name = DATASET
     description = "EGD-CXR (PhysioNet egd-cxr 1.0.0): fixations mapped to image pixels, transcripts, boxes, masks"
+    default_recipe = "egd-static"
+    transcript = TranscriptStyle("phrases", words_file="transcript.json", report_file="transcript.json")
 
     def open(
         self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None, **kwargs: Any

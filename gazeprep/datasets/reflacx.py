@@ -32,7 +32,7 @@ import polars as pl
 
 from gazeprep import schema
 from gazeprep.datasets import mimic
-from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release, build_table
+from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release, TranscriptStyle, build_table
 from gazeprep.datasets.checks import far_outside, time_problems
 from gazeprep.datasets.csvio import Col, read_bytes, read_checked_csv
 from gazeprep.datasets.registry import register_dataset
@@ -475,6 +475,8 @@ class ReflacxAdapter(DatasetAdapter):
 
     name = DATASET
     description = "REFLACX (PhysioNet reflacx-xray-localization 1.0.0): fixations, dictation, ellipses, 3 phases"
+    default_recipe = "reflacx-label-specific"
+    transcript = TranscriptStyle("tokens", words_file="timestamps_transcription.csv", report_file="transcription.txt")
 
     def open(
         self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None, **kwargs: Any

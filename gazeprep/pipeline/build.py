@@ -65,6 +65,7 @@ class BuildOptions:
     ray_block_size: int = 32
     max_reject_fraction: float = 0.5  # fail (after writing) when more cases than this were rejected
     images_root: Path | None = None  # MIMIC-CXR(-JPG) root given to the adapter (EGD-CXR image sizes)
+    definition: Path | None = None  # the YAML file of a declared dataset (``dataset`` is the name it gives)
 
 
 @dataclass
@@ -167,10 +168,18 @@ class _BuildState:
             self.masks = AnatomyMasks(a, default_dir=default)
 
 
-def open_release(dataset: str, root: Path, recipe: Recipe, images_root: Path | None = None):
+def open_release(
+    dataset: str, root: Path, recipe: Recipe, images_root: Path | None = None, definition: Path | str | None = None
+):
     """Open the release of ``dataset`` at ``root`` as the build reads it (raw gaze samples only for
-    recipes rendered from them; ``images_root``, the MIMIC-CXR root, only when given)."""
+    recipes rendered from them; ``images_root``, the MIMIC-CXR root, only when given). A declared
+    dataset's ``definition`` file is loaded (and registered) first, also in worker processes."""
     from gazeprep.datasets import get_adapter
+
+    if definition is not None:
+        from gazeprep.datasets.registry import declare
+
+        declare(definition)
 
     kwargs = {"images_root": Path(images_root)} if images_root is not None else {}
     return get_adapter(dataset).open(Path(root), gaze_samples=recipe.render.source == "gaze_samples", **kwargs)
@@ -178,9 +187,9 @@ def open_release(dataset: str, root: Path, recipe: Recipe, images_root: Path | N
 
 def make_state(spec: "BuildSpec", release=None) -> _BuildState:
     """Build state from a picklable :class:`BuildSpec` (driver, spawned workers and Ray tasks)."""
-    recipe = Recipe.model_validate_json(spec.recipe_json)
+    recipe = Recipe.from_stored(spec.recipe_json)  # checked by the driver (its dataset may be declared)
     if release is None:
-        release = open_release(spec.dataset, Path(spec.root), recipe, spec.images_root)
+        release = open_release(spec.dataset, Path(spec.root), recipe, spec.images_root, spec.definition)
     return _BuildState(
         release=release,
         recipe=recipe,
@@ -204,6 +213,7 @@ class BuildSpec:
     anatomy_dir: str | None
     force: bool
     images_root: str | None = None
+    definition: str | None = None  # a declared dataset's YAML file (absolute), reloaded by each worker
 
     @classmethod
     def from_options(cls, opts: "BuildOptions") -> "BuildSpec":
@@ -215,6 +225,7 @@ class BuildSpec:
             anatomy_dir=str(opts.anatomy_dir) if opts.anatomy_dir else None,
             force=opts.force,
             images_root=str(opts.images_root) if opts.images_root is not None else None,
+            definition=str(Path(opts.definition).absolute()) if opts.definition is not None else None,
         )
 
 
@@ -397,9 +408,22 @@ def _compute_case(st: _BuildState, case_id: str, store):
     return len(heatmaps), False
 
 
-def _ignore_sigint() -> None:
-    """Pool worker initializer: Ctrl-C is the driver's to handle (it stops the workers)."""
+def _init_worker() -> None:
+    """Pool worker initializer. Ctrl-C is the driver's to handle (it stops the workers), so the
+    worker ignores SIGINT; and a worker whose driver died (``kill -9``) exits instead of waiting
+    for work forever (a part it was writing is left as a temporary file, deleted by the next run)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = mp.parent_process()
+    if parent is None:  # pragma: no cover - always set in a spawned worker
+        return
+
+    def watch() -> None:
+        from multiprocessing.connection import wait
+
+        wait([parent.sentinel])  # readable (EOF) once the driver is gone
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gazeprep-driver-watch", daemon=True).start()
 
 
 @contextmanager
@@ -431,7 +455,7 @@ def _run_pool(spec: "BuildSpec", live: list[str], workers: int, bar) -> int:
 
     block = max(1, min(16, len(live) // (workers * 4) or 1))
     blocks = [live[i : i + block] for i in range(0, len(live), block)]
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint)
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
     reused = 0
     finished = False
     try:
@@ -497,7 +521,15 @@ def _check_replace(out: Path, recipe: Recipe, force: bool) -> None:
 
 def _validate(opts: BuildOptions) -> None:
     recipe = opts.recipe
-    if recipe.dataset != opts.dataset:
+    if opts.definition is not None:
+        from gazeprep.datasets.registry import declare
+
+        declared = declare(opts.definition)  # registers the declared dataset (a bad file stops here, in one line)
+        if declared.name != opts.dataset:
+            raise GazeprepError(f"{declared.definition_path} declares dataset {declared.name!r}, not {opts.dataset!r}")
+    from gazeprep.datasets.registry import recipe_fits
+
+    if not recipe_fits(recipe.dataset, opts.dataset):
         raise GazeprepError(f"recipe {recipe.name!r} is for dataset {recipe.dataset!r}, not {opts.dataset!r}")
     if not opts.root.exists():
         raise GazeprepError(f"release folder not found: {opts.root}")
@@ -577,7 +609,7 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
     from gazeprep.text.profiles import profile_hash
 
     labeler_hash = profile_hash(recipe.profile)  # an unknown labeler profile stops here, in one line
-    release = open_release(opts.dataset, opts.root, recipe, opts.images_root)
+    release = open_release(opts.dataset, opts.root, recipe, opts.images_root, opts.definition)
     cases = release.cases
     live = cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
     from gazeprep.heatmaps.checks import sigma_check  # once per build: sigma vs the images' short side
@@ -632,6 +664,9 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
         "labeler_profile": recipe.profile,
         "labeler_profile_hash": labeler_hash,
     }
+    if opts.definition is not None:  # a declared dataset: which definition file, and its exact bytes
+        d = Path(opts.definition)
+        manifest_extra["dataset_definition"] = {"file": d.name, "sha256": hashlib.sha256(d.read_bytes()).hexdigest()}
     path = finalize(
         opts.out,
         sorted(live + discarded),

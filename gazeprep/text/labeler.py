@@ -504,10 +504,10 @@ class Labeler:
         rows of this table (it has no column for them; see :meth:`label_text`).
         """
         if not report_text and words.height:
-            from gazeprep.text.sentences import rebuild_reflacx_text
+            from gazeprep.datasets.registry import transcript_style
 
             toks = [t or "" for t in words.sort("word_idx")["word"].to_list()]
-            report_text = rebuild_reflacx_text(toks) if dataset == "reflacx" else " ".join(toks)
+            report_text = transcript_style(dataset).join(toks)
         if not report_text:
             return empty("mentions")
         # the mentions table has no hypothetical flag: hypothetical mentions ("to evaluate for

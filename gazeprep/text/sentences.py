@@ -10,30 +10,27 @@ EGD-CXR (``transcript.json``): one row per transcript phrase, punctuation attach
 sentence-ending ``'.'`` (a period not between two digits, so "3.5 cm" does not end a sentence) ends
 its sentence. Offsets point into ``full_text``.
 
+Which rule applies is the dataset adapter's transcript style (``tokens`` or ``phrases``, see
+:class:`gazeprep.datasets.base.TranscriptStyle`), so a declared dataset chooses either.
+
 Tokens after the last period form a final sentence (the reference code drops them; keeping them
 loses nothing and keeps every mention inside some sentence).
 """
 
 from __future__ import annotations
 
-import re
-
 import polars as pl
 
+from gazeprep.datasets.base import TranscriptStyle
+from gazeprep.datasets.registry import transcript_style
 from gazeprep.schema import SENTENCES, conform, empty, reject
 
-_NO_SPACE_BEFORE = {".", ","}
-_SENTENCE_PERIOD = re.compile(r"(?<!\d)\.|\.(?!\d)")
+_TOKENS = TranscriptStyle("tokens", words_file="", report_file="")
 
 
 def rebuild_reflacx_text(tokens: list[str]) -> str:
     """The report text REFLACX tokens stand for: joined with spaces, none before ``.`` and ``,``."""
-    parts: list[str] = []
-    for tok in tokens:
-        if parts and tok not in _NO_SPACE_BEFORE:
-            parts.append(" ")
-        parts.append(tok)
-    return "".join(parts)
+    return _TOKENS.join(tokens)
 
 
 def _align(tokens: list[str], text: str) -> tuple[list[int | None], list[int | None], list[int]]:
@@ -65,12 +62,6 @@ def _align(tokens: list[str], text: str) -> tuple[list[int | None], list[int | N
     return starts, ends, missing
 
 
-def _ends_sentence(dataset: str, word: str) -> bool:
-    if dataset == "reflacx":
-        return word == "."
-    return bool(_SENTENCE_PERIOD.search(word or ""))
-
-
 def build_sentences(
     words: pl.DataFrame,
     report_text: str | None,
@@ -89,8 +80,10 @@ def build_sentences(
         REFLACX ``transcription.txt`` or EGD-CXR ``full_text``. ``None``: the text rebuilt from the
         words is used (REFLACX rule for both datasets) and a rejects row says so.
     dataset:
-        ``"reflacx"`` (tokens; a sentence ends at a ``'.'`` token) or ``"egd-cxr"`` (phrases; a
-        phrase containing a sentence period ends a sentence).
+        A registered dataset; its adapter's transcript style decides how words read
+        (:class:`~gazeprep.datasets.base.TranscriptStyle`): ``tokens`` as REFLACX (a sentence ends
+        at a ``'.'`` token) or ``phrases`` as EGD-CXR (a phrase containing a sentence period ends a
+        sentence).
 
     Returns
     -------
@@ -102,22 +95,23 @@ def build_sentences(
         (stage ``text``) for mismatches.
     """
     rejects: list[dict] = []
-    file = "timestamps_transcription.csv" if dataset == "reflacx" else "transcript.json"
+    style = transcript_style(dataset)
+    file = style.words_file_for(case_id)
     if words.height == 0:
         return conform(words, "words") if words.columns else empty("words"), empty("sentences"), rejects
     w = words.sort("word_idx") if "word_idx" in words.columns else words
     tokens = [t if t is not None else "" for t in w["word"].to_list()]
-    rebuilt = rebuild_reflacx_text(tokens) if dataset == "reflacx" else " ".join(tokens)
+    rebuilt = style.join(tokens)
     if report_text is None:
         rejects.append(reject(dataset, case_id, "text", file, None,
                               "no report text; offsets refer to the text rebuilt from the words"))
         text = rebuilt
     else:
         text = report_text
-        if dataset == "reflacx" and rebuilt != text.strip():
+        if style.words_rebuild_report and rebuilt != text.strip():
             k = next((i for i, (a, b) in enumerate(zip(rebuilt, text)) if a != b), min(len(rebuilt), len(text)))
             rejects.append(reject(
-                dataset, case_id, "text", "transcription.txt", None,
+                dataset, case_id, "text", style.report_file_for(case_id), None,
                 f"tokens do not rebuild the transcription (first difference at character {k}: "
                 f"{text[max(0, k - 15):k + 15]!r} vs tokens {rebuilt[max(0, k - 15):k + 15]!r}); "
                 "offsets assigned token by token",
@@ -140,7 +134,7 @@ def build_sentences(
     n = len(tokens)
     for i in range(n):
         last = i == n - 1
-        if _ends_sentence(dataset, tokens[i]) or last:
+        if style.ends_sentence(tokens[i]) or last:
             cs = next((starts[k] for k in range(first, i + 1) if starts[k] is not None), None)
             ce = next((ends[k] for k in range(i, first - 1, -1) if ends[k] is not None), None)
             rows.append({

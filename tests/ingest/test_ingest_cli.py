@@ -31,7 +31,7 @@ def test_register_a_new_dataset_is_one_class():
     finally:
         from gazeprep.datasets import registry
 
-        registry._REGISTRY.pop("toy-test")
+        registry.DATASETS.unregister("toy-test")
 
 
 def test_ingest_writes_all_tables(tmp_path):
