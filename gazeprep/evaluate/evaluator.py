@@ -229,7 +229,7 @@ def _recipe_output(export: Any):
     if not isinstance(man, dict) or "recipe" not in man:
         return None
     try:
-        return Recipe.model_validate(man["recipe"]).output
+        return Recipe.from_stored(man["recipe"]).output
     except ValidationError as exc:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ())) or "recipe"

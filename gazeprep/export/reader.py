@@ -199,7 +199,7 @@ class Export:
     def recipe(self) -> Recipe | None:
         """The recipe the maps were built with (None for exports without one)."""
         r = self.manifest.get("recipe")
-        return Recipe.model_validate(r) if r is not None else None
+        return Recipe.from_stored(r) if r is not None else None  # its dataset need not be registered here
 
     @property
     def targets(self) -> list[str]:
