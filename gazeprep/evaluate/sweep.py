@@ -188,10 +188,11 @@ def _sweep_case(case_id: str) -> list[dict]:
 
     reports = data.tables.get("reports")
     text = reports["text"][0] if reports is not None and reports.height else None
-    words_o, sentences, _ = build_sentences(words, text, dataset="reflacx", case_id=case_id)
+    ds = release.dataset
+    words_o, sentences, _ = build_sentences(words, text, dataset=ds, case_id=case_id)
     if "labeler" not in st:
         st["labeler"] = Labeler.from_rules()
-    mentions = st["labeler"].label_case(sentences, words_o, text or "", dataset="reflacx", case_id=case_id)
+    mentions = st["labeler"].label_case(sentences, words_o, text or "", dataset=ds, case_id=case_id)
     rec_end = float(fx["t_end_s"].max())
     split = case_row.get("split")
     rows: list[dict] = []
@@ -200,7 +201,7 @@ def _sweep_case(case_id: str) -> list[dict]:
         wrule = rule.window if rule.window is not None else WholeRecordingWindow()
         recipe = st["recipes"][rule.name]
         windows = compute_windows(wrule, sentences=sentences, words=words_o, mentions=mentions,
-                                  recording_end_s=rec_end, dataset="reflacx", case_id=case_id, recipe=recipe.name)
+                                  recording_end_s=rec_end, dataset=ds, case_id=case_id, recipe=recipe.name)
         maps, _ = render_case(fx, windows, recipe, image_height_px=H, image_width_px=W)
         for t, region in sorted(regions.items()):
             if rule.window is None:
@@ -300,14 +301,16 @@ def run_sweep(
     from gazeprep.datasets import get_adapter
     from gazeprep.recipes import load_recipe
 
-    if dataset != "reflacx":
-        raise GazeprepError("the window sweep needs REFLACX (sentence timings and ellipses)")
+    if get_adapter(dataset).transcript is None:  # the other need, ellipses, is checked once it is open
+        raise GazeprepError(f"the window sweep needs timed dictation and ellipses (REFLACX); dataset {dataset!r} has no transcript")
     root = Path(root)
     if not root.exists():
         raise GazeprepError(f"release folder not found: {root}")
     load_recipe(recipe)  # fail early on a bad recipe name
     rules = list(rules) if rules is not None else window_grid(stage)
     release = get_adapter(dataset).open(root)
+    if "ellipses" not in release.tables:
+        raise GazeprepError(f"the window sweep needs timed dictation and ellipses (REFLACX); dataset {dataset!r} has no ellipses")
     ids = release.cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
     if max_cases:
         ids = ids[:max_cases]
