@@ -10,7 +10,9 @@ trainer's frame (:class:`TrainFrame`) is one of the papers' geometries:
   ``ricbl`` geometry);
 * ``stretch`` (003's code: ``Resize((224, 224))``): resize each axis;
 * ``pad_crop_stride`` (GG-CAM, MT-UNet / Qiu): centre-pad/crop the original image to
-  ``height * stride x width * stride`` pixels and keep every ``stride``-th pixel, no anti-aliasing.
+  ``height * stride x width * stride`` pixels and keep every ``stride``-th pixel, no anti-aliasing;
+* ``cover`` (open_clip's ``Resize(short side) + CenterCrop``, I-AI's BiomedCLIP preprocessing): keep the
+  aspect ratio, scale so the frame is covered, crop the overhang centred.
 
 :func:`transfer` moves a (C, h, w) tensor from one grid to another: a copy when the grids agree (an
 export rendered in the training frame), an antialiased resize plus placement when the source is the
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from gazeprep.errors import GazeprepError
 from gazeprep.heatmaps.grid import OutputGrid
 
-FITS = ("letterbox", "stretch", "pad_crop_stride")
+FITS = ("letterbox", "stretch", "pad_crop_stride", "cover")
 
 
 def size_hw(size) -> tuple[int, int]:
@@ -97,6 +99,10 @@ class TrainFrame:
             return OutputGrid.stretch(ih, iw, self.height, self.width)
         if self.fit == "pad_crop_stride":
             return OutputGrid.pad_crop_stride(ih, iw, self.height, self.width, self.stride)
+        if self.fit == "cover":
+            scale = max(self.height / ih, self.width / iw)
+            nh, nw = max(1, int(round(ih * scale))), max(1, int(round(iw * scale)))
+            return placed_grid(ih, iw, self.height, self.width, nh, nw, (self.height - nh) // 2, (self.width - nw) // 2)
         if self.rule == "ricbl":
             return OutputGrid.letterbox(ih, iw, self.height, self.width, rule="ricbl")
         nh, nw, top, left = letterbox_params(ih, iw, self.shape)

@@ -1,22 +1,39 @@
-"""One training loop for every model: stages, checkpoints, resume, per-epoch metrics.
+"""One training loop for every model: stages, schedules, model selection, checkpoints, resume.
 
 :func:`fit` trains ``model`` with ``objective`` (see :mod:`gazeprep.train.models.base`) on a
 ``GazeDataset``. Multi-stage models (001, 000) run their stages in order, each with a fresh
-optimiser over what that stage trains. After every epoch a checkpoint (state dicts and history
-only) is written atomically to ``out_dir/checkpoint.pt``; with ``resume`` a rerun continues from it
-and ends with the same weights as an uninterrupted run: shuffling, augmentation and dropout are
-seeded from ``(seed, epoch)``, not from a global random state.
+optimiser (and learning-rate schedule) over what that stage trains.
+
+The papers' protocols are options of :class:`TrainConfig`:
+
+* a length in epochs or in optimiser steps (``iterations``, e.g. I-AI's 60,000), per stage if needed;
+* a learning-rate schedule from ``torch.optim.lr_scheduler`` (``scheduler``: step, multistep,
+  plateau, poly, cosine, or 003's cyclical multiplier), stepped per epoch or per optimiser step;
+* model selection on the validation split: ``monitor`` names a key of the epoch record (e.g.
+  ``val_loss``, ``val_auc_mean``), the best epoch of each stage is kept in ``best.pt`` and its
+  weights are restored at the end of the stage (``select_best``); ``early_stop_patience`` stops a
+  stage after that many epochs without improvement and ``stop_lr`` when the learning rate falls
+  below it; ``scheduler.reload_best`` reloads the best weights whenever the plateau schedule lowers
+  the learning rate (GG-CAM's and Qiu's code);
+* gradient clipping by norm or by value.
+
+After every epoch a checkpoint (state dicts, schedule state, selection state and history only) is
+written atomically to ``out_dir/checkpoint.pt``; with ``resume`` a rerun continues from it and ends
+with the same weights as an uninterrupted run: shuffling, augmentation and dropout are seeded from
+``(seed, epoch)``, not from a global random state.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -27,17 +44,32 @@ from gazeprep.errors import GazeprepError
 from gazeprep.train.metrics import map_metrics
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+SCHEDULERS = ("none", "step", "multistep", "plateau", "poly", "cosine", "cyclic")
 
 
 @dataclass
 class TrainConfig:
-    """Options of :func:`fit` (all have defaults; ``from_dict`` rejects unknown keys)."""
+    """Options of :func:`fit` (all have defaults; ``from_dict`` rejects unknown keys).
+
+    Length: a stage runs ``stage_iterations[s]``, else ``stage_epochs[s]``, else ``iterations``, else
+    ``epochs`` (epochs of the training set; with iterations, the number of epochs is
+    ``ceil(iterations / batches per epoch)`` and the last one stops at the exact step count).
+
+    ``scheduler`` (a dict with ``kind`` and that kind's options; see :func:`build_scheduler`);
+    ``monitor`` / ``monitor_mode`` (``min``/``max``; default: ``max`` for AUC, accuracy, CC and IoU
+    keys, else ``min``) pick the best epoch of each stage; ``select_best`` keeps ``best.pt`` and
+    restores it at the end of each stage.
+    """
 
     epochs: int = 10  # per stage unless stage_epochs names it
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"  # adam, adamw, amsgrad (004), sgd
+    momentum: float = 0.9  # sgd only
+    betas: tuple[float, float] | None = None  # Adam/AdamW betas (torch defaults when None)
     device: str = "auto"
     seed: int = 0
     out_dir: str | None = None
@@ -47,6 +79,17 @@ class TrainConfig:
     stages: list[str] | None = None  # default: every stage of the model
     stage_epochs: dict[str, int] = field(default_factory=dict)
     stage_lr: dict[str, float] = field(default_factory=dict)
+    stage_batch_size: dict[str, int] = field(default_factory=dict)
+    iterations: int | None = None  # optimiser steps per stage instead of epochs
+    stage_iterations: dict[str, int] = field(default_factory=dict)
+    scheduler: dict | None = None
+    monitor: str | None = None  # e.g. "val_loss", "val_auc_mean"
+    monitor_mode: str | None = None  # "min" | "max" (default from the key)
+    select_best: bool = False
+    early_stop_patience: int | None = None  # epochs without improvement of the monitor
+    stop_lr: float | None = None  # stop a stage once the learning rate falls below this
+    grad_clip_norm: float | None = None  # clip_grad_norm_ over all trained parameters (I-AI: 0.01)
+    grad_clip_value: float | None = None  # clip_grad_value_ (003's code: 0.1)
     max_batches: int | None = None  # cap per epoch (smoke runs)
     stop_after_epochs: int | None = None  # stop early after this many epochs in this call (tests, time limits)
     recalibrate_bn: bool = False  # recompute batch-norm statistics after each epoch (short runs)
@@ -58,7 +101,33 @@ class TrainConfig:
         extra = sorted(set(d) - known)
         if extra:
             raise GazeprepError(f"unknown train options {extra}; known: {sorted(known)}")
-        return cls(**d)
+        if d.get("betas") is not None:
+            d["betas"] = tuple(float(b) for b in d["betas"])
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise :class:`GazeprepError` (one line) for values that cannot work."""
+        if self.scheduler is not None:
+            if not isinstance(self.scheduler, dict) or self.scheduler.get("kind", "none") not in SCHEDULERS:
+                raise GazeprepError(f"train.scheduler must be a mapping with kind one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}")
+        if self.monitor_mode not in (None, "min", "max"):
+            raise GazeprepError(f"train.monitor_mode must be min or max, not {self.monitor_mode!r}")
+        if (self.select_best or self.early_stop_patience) and not self.monitor:
+            raise GazeprepError("train.select_best and train.early_stop_patience need train.monitor (e.g. val_loss)")
+        for name in ("iterations", "early_stop_patience"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 1:
+                raise GazeprepError(f"train.{name} must be >= 1, got {v}")
+
+
+def monitor_mode(cfg: TrainConfig) -> str:
+    """``min`` or ``max`` for ``cfg.monitor`` (explicit ``monitor_mode`` wins)."""
+    if cfg.monitor_mode:
+        return cfg.monitor_mode
+    key = (cfg.monitor or "").lower()
+    return "max" if any(t in key for t in ("auc", "acc", "cc", "iou", "sim")) else "min"
 
 
 def _collate(items: list[dict]) -> dict[str, Any]:
@@ -74,15 +143,85 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 def _optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    extra = {} if cfg.betas is None else {"betas": tuple(cfg.betas)}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, **extra)
     if cfg.optimizer == "amsgrad":
-        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, amsgrad=True)
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, amsgrad=True, **extra)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, **extra)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise GazeprepError(f"unknown optimizer {cfg.optimizer!r}; use adam, amsgrad, adamw or sgd")
+
+
+def cyclic_factor(epoch: int, step_size: int, min_factor: float, max_factor: float = 1.0) -> float:
+    """003's ``cyclical_lr(step_sz, min_lr, max_lr, mode='triangular2')`` as a LambdaLR factor.
+
+    A triangle wave of period ``2 * step_size`` epochs between ``min_factor`` and ``max_factor``
+    whose amplitude halves every cycle: ``cycle = floor(1 + e / (2 s))``,
+    ``x = |e / s - 2 cycle + 1|``, factor ``= min + (max - min) * max(0, 1 - x) / 2^(cycle - 1)``.
+    (003's code passes its learning rate as ``min_lr``, i.e. as a *factor* of itself.)
+    """
+    cycle = math.floor(1 + epoch / (2 * step_size))
+    x = abs(epoch / step_size - 2 * cycle + 1)
+    return min_factor + (max_factor - min_factor) * max(0.0, 1 - x) / (2.0 ** (cycle - 1))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: dict | None, total_epochs: int, total_steps: int, mode: str = "min"):
+    """``(scheduler, interval)`` for one stage, or ``(None, None)``.
+
+    ``spec['kind']``:
+
+    * ``step``: ``StepLR(step_size, gamma=0.1)`` per epoch;
+    * ``multistep``: ``MultiStepLR(milestones, gamma=0.1)`` per epoch;
+    * ``plateau``: ``ReduceLROnPlateau(mode, factor=0.1, patience=10, threshold=1e-4, threshold_mode,
+      cooldown, min_lr, eps=1e-8)`` on the monitored value, per epoch (``reload_best`` is read by
+      :func:`fit`);
+    * ``poly``: ``LambdaLR`` with factor ``(1 - t / T) ** power`` (default power 0.9, detectron2's
+      WarmupPolyLR without warm-up) over ``T`` = the stage's optimiser steps, per step, after an
+      optional linear warm-up of ``warmup_steps`` from ``warmup_factor``;
+    * ``cosine``: ``CosineAnnealingLR(T_max, eta_min=0)`` with ``T_max`` = the stage's epochs (or
+      steps with ``interval: step``);
+    * ``cyclic``: 003's triangular-2 ``LambdaLR`` factor (:func:`cyclic_factor`) per epoch.
+    """
+    if not spec or spec.get("kind", "none") == "none":
+        return None, None
+    s = dict(spec)
+    kind = s.pop("kind")
+    sched = torch.optim.lr_scheduler
+    try:
+        if kind == "step":
+            return sched.StepLR(optimizer, step_size=int(s.get("step_size", 10)), gamma=float(s.get("gamma", 0.1))), "epoch"
+        if kind == "multistep":
+            return sched.MultiStepLR(optimizer, milestones=[int(m) for m in s["milestones"]], gamma=float(s.get("gamma", 0.1))), "epoch"
+        if kind == "plateau":
+            return sched.ReduceLROnPlateau(
+                optimizer, mode=mode, factor=float(s.get("factor", 0.1)), patience=int(s.get("patience", 10)),
+                threshold=float(s.get("threshold", 1e-4)), threshold_mode=s.get("threshold_mode", "rel"),
+                cooldown=int(s.get("cooldown", 0)), min_lr=float(s.get("min_lr", 0.0)), eps=float(s.get("eps", 1e-8)),
+            ), "plateau"
+        if kind == "poly":
+            power, total = float(s.get("power", 0.9)), max(int(total_steps), 1)
+            warm, wf = int(s.get("warmup_steps", 0)), float(s.get("warmup_factor", 1.0))
+
+            def poly(t: int) -> float:
+                f = (1.0 - min(t, total) / total) ** power
+                if t < warm:
+                    f *= wf + (1 - wf) * t / warm
+                return f
+
+            return sched.LambdaLR(optimizer, poly), "step"
+        if kind == "cosine":
+            interval = s.get("interval", "epoch")
+            t_max = int(s.get("t_max") or (total_steps if interval == "step" else total_epochs))
+            return sched.CosineAnnealingLR(optimizer, T_max=max(t_max, 1), eta_min=float(s.get("eta_min", 0.0))), interval
+        if kind == "cyclic":
+            step, lo, hi = int(s["step_size"]), float(s["min_factor"]), float(s.get("max_factor", 1.0))
+            return sched.LambdaLR(optimizer, lambda e: cyclic_factor(e, step, lo, hi)), "epoch"
+    except KeyError as exc:
+        raise GazeprepError(f"train.scheduler kind {kind!r} needs option {exc.args[0]!r}") from None
+    raise GazeprepError(f"unknown scheduler kind {kind!r}; use one of {', '.join(SCHEDULERS)}")
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -107,12 +246,48 @@ def load_checkpoint(path: str | Path) -> dict:
         raise GazeprepError(f"{path}: checkpoint not found") from None
 
 
-def _schedule(model: nn.Module, cfg: TrainConfig) -> list[str]:
+@dataclass
+class _Epoch:
+    stage: str
+    step_limit: int | None  # optimiser steps in this epoch (None: the whole loader)
+
+
+def _stage_batch(cfg: TrainConfig, stage: str) -> int:
+    return int(cfg.stage_batch_size.get(stage, cfg.batch_size))
+
+
+def _batches_per_epoch(n: int, batch: int, cfg: TrainConfig) -> int:
+    nb = n // batch if n > batch else 1  # drop_last when the set is larger than a batch
+    return min(nb, cfg.max_batches) if cfg.max_batches is not None else nb
+
+
+def _plan(model: nn.Module, cfg: TrainConfig, n_items: int) -> list[_Epoch]:
+    """One entry per epoch of the whole run (every stage in order)."""
     stages = cfg.stages or list(getattr(model, "stage_names", ("main",)))
-    plan: list[str] = []
+    plan: list[_Epoch] = []
     for s in stages:
-        plan += [s] * int(cfg.stage_epochs.get(s, cfg.epochs))
+        iters = cfg.stage_iterations.get(s)
+        if iters is None and s not in cfg.stage_epochs:
+            iters = cfg.iterations
+        if iters is not None:
+            per = max(_batches_per_epoch(n_items, _stage_batch(cfg, s), cfg), 1)
+            full, rest = divmod(int(iters), per)
+            plan += [_Epoch(s, per)] * full + ([_Epoch(s, rest)] if rest else [])
+        else:
+            plan += [_Epoch(s, None)] * int(cfg.stage_epochs.get(s, cfg.epochs))
     return plan
+
+
+def _stage_steps(plan: list[_Epoch], stage_start: int, n_items: int, cfg: TrainConfig) -> int:
+    """Optimiser steps of the stage that starts at plan index ``stage_start``."""
+    stage = plan[stage_start].stage
+    per = _batches_per_epoch(n_items, _stage_batch(cfg, stage), cfg)
+    total = 0
+    for ep in plan[stage_start:]:
+        if ep.stage != stage:
+            break
+        total += per if ep.step_limit is None else ep.step_limit
+    return total
 
 
 @torch.no_grad()
@@ -138,120 +313,286 @@ def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device) -> Non
     model.train(was)
 
 
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (1 positive, 0 negative): the
+    Mann-Whitney statistic with tied scores counted half, ``(R+ - n+(n+ + 1)/2) / (n+ n-)`` where
+    ``R+`` is the sum of the positives' average ranks. NaN when a class is missing."""
+    from scipy.stats import rankdata
 
-def _accumulate(res, b: int, sums: dict, preds: list, tgts: list) -> int:
-    """Add one batch of ``b`` samples to the running loss sums (batch-size weighted) and collect its
-    predicted/target maps for the epoch metrics; returns ``b``."""
-    sums["loss"] = sums.get("loss", 0.0) + float(res.total.detach()) * b
-    for k, v in res.parts.items():
-        sums[k] = sums.get(k, 0.0) + v * b
-    if res.pred_maps is not None:
-        preds.append(res.pred_maps.detach().cpu())
-        tgts.append(res.target_maps.detach().cpu())
-    return b
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels) > 0.5
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def class_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """``auc_mean`` (mean over labels of the one-vs-rest ROC AUC, labels with both classes among the
+    known values only) and ``acc`` (argmax accuracy over samples with exactly one positive label).
+
+    ``scores``: (N, C) class scores; ``labels``: (N, C) 1 / 0 / NaN."""
+    s = scores.double().numpy()
+    y = labels.double().numpy()
+    aucs = []
+    for c in range(s.shape[1]):
+        known = ~np.isnan(y[:, c])
+        a = roc_auc(s[known, c], y[known, c])
+        if not math.isnan(a):
+            aucs.append(a)
+    out: dict[str, float] = {}
+    if aucs:
+        out["auc_mean"] = float(np.mean(aucs))
+    single = (np.nan_to_num(y, nan=0.0) > 0.5).sum(1) == 1
+    if single.any():
+        out["acc"] = float((s[single].argmax(1) == np.nan_to_num(y[single], nan=0.0).argmax(1)).mean())
+    return out
+
+
+class _Sums:
+    """Running batch-size-weighted loss sums, predicted/target maps and class scores of an epoch."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.preds: list[torch.Tensor] = []
+        self.tgts: list[torch.Tensor] = []
+        self.scores: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def add(self, res, batch: dict) -> None:
+        b = len(batch["case_id"])
+        self.sums["loss"] = self.sums.get("loss", 0.0) + float(res.total.detach()) * b
+        for k, v in res.parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * b
+        if res.pred_maps is not None:
+            self.preds.append(res.pred_maps.detach().cpu())
+            self.tgts.append(res.target_maps.detach().cpu())
+        scores = getattr(res, "scores", None)
+        if scores is not None and "labels" in batch:
+            self.scores.append(scores.detach().float().cpu())
+            self.labels.append(batch["labels"].detach().float().cpu())
+        self.n += b
+
+    def result(self, with_maps: bool = True) -> dict[str, float]:
+        out = {k: v / max(self.n, 1) for k, v in self.sums.items()}
+        if with_maps and self.preds:
+            out.update(map_metrics(torch.cat(self.preds), torch.cat(self.tgts)))
+        if self.scores:  # an objective's own part of the same name (e.g. 000's acc) is kept
+            for k, v in class_metrics(torch.cat(self.scores), torch.cat(self.labels)).items():
+                out.setdefault(k, v)
+        return out
+
 
 def evaluate(model: nn.Module, objective: nn.Module, data: Dataset, cfg: TrainConfig, device: torch.device | None = None) -> dict[str, float]:
-    """Mean loss, its parts and map metrics (CC, KLD, IoU) over ``data`` in eval mode."""
+    """Mean loss, its parts, map metrics (CC, KLD, IoU) and, for models with class scores,
+    ``auc_mean`` and ``acc`` over ``data`` in eval mode."""
     device = device or resolve_device(cfg.device)
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate, num_workers=cfg.num_workers)
     was = model.training
     model.eval()
-    sums: dict[str, float] = {}
-    n = 0
-    preds, tgts = [], []
+    acc = _Sums()
     grad_ctx = torch.enable_grad if getattr(objective, "needs_grad", False) else torch.no_grad
     for batch in loader:
         with grad_ctx():
             res = objective(model, _to(batch, device))
-        n += _accumulate(res, len(batch["case_id"]), sums, preds, tgts)
+        acc.add(res, batch)
     model.train(was)
-    out = {k: v / max(n, 1) for k, v in sums.items()}
-    if preds:
-        out.update(map_metrics(torch.cat(preds), torch.cat(tgts)))
-    return out
+    return acc.result()
+
+
+#: Class metrics that a split can leave undefined (one class only): a missing one reads as NaN.
+_MAYBE_UNDEFINED = ("auc_mean", "acc")
+
+
+def _monitored(rec: dict, key: str) -> float:
+    """The monitored value of an epoch record (``val_x`` falls back to ``train_x`` when there is no
+    validation split, as 004's code does). An AUC or accuracy the data leave undefined (every case of
+    one class) is NaN, which never counts as an improvement."""
+    if key in rec:
+        return float(rec[key])
+    if key.startswith("val_") and "train_" + key[4:] in rec:
+        return float(rec["train_" + key[4:]])
+    if key.endswith(_MAYBE_UNDEFINED):
+        return float("nan")
+    keys = sorted(k for k in rec if k.startswith(("val_", "train_")))
+    raise GazeprepError(f"train.monitor {key!r} is not in the epoch record; available: {', '.join(keys)}")
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    if math.isnan(value):
+        return False
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+def _params(model: nn.Module, objective: nn.Module) -> list[nn.Parameter]:
+    return [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
 
 
 def fit(model: nn.Module, objective: nn.Module, data: Dataset, config: TrainConfig | dict | None = None, val_data: Dataset | None = None) -> list[dict]:
-    """Train and return the history: one dict per epoch (stage, epoch, train loss and parts, and the
-    validation loss/metrics as ``val_*`` when ``val_data`` is given, else ``train_*`` map metrics).
+    """Train and return the history: one dict per epoch (stage, epoch, train loss and parts,
+    class metrics, and the validation loss/metrics as ``val_*`` when ``val_data`` is given, else
+    ``train_*`` map metrics; with a monitor, ``improved`` marks the epochs that set a new best;
+    ``lr``: the learning rate after the epoch's schedule update).
 
     ``data`` should be a :class:`~gazeprep.train.data.GazeDataset` (its ``set_epoch`` picks the
     augmentation draws). With ``config.out_dir`` a checkpoint is written after each epoch and, with
-    ``config.resume``, an existing one is continued.
+    ``config.resume``, an existing one is continued. With ``select_best`` the model ends with the
+    weights of the best epoch of its last stage (each stage starts from its predecessor's best).
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    cfg.validate()
     device = resolve_device(cfg.device)
     model.to(device)
     objective.to(device)
-    plan = _schedule(model, cfg)
+    n_items = len(data)
+    plan = _plan(model, cfg, n_items)
+    mode = monitor_mode(cfg)
     history: list[dict] = []
     start = 0
-    ckpt_path = Path(cfg.out_dir) / CHECKPOINT if cfg.out_dir else None
-    opt_state = None
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+    ckpt_path = out_dir / CHECKPOINT if out_dir else None
+    resume_state: dict | None = None
+    # selection state of the current stage; the best weights live in memory and in best.pt
+    sel: dict[str, Any] = {"stage": None, "best": None, "best_epoch": None, "bad": 0, "stopped": False, "steps": 0}
+    best_state: dict | None = None
     if ckpt_path is not None and cfg.resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         model.load_state_dict(ck["model"])
         objective.load_state_dict(ck["objective"])
         start = int(ck["epoch"])
         history = list(ck.get("history", []))
-        opt_state = ck.get("optimizer")
+        resume_state = ck
+        sel.update(ck.get("selection", {}))
+        if (out_dir / BEST).exists() and sel.get("best") is not None:
+            best_state = load_checkpoint(out_dir / BEST)
     optimizer = None
+    scheduler, interval = None, None
     current_stage = None
     done_this_call = 0
+
+    def restore_best(of_stage: str | None) -> None:
+        if best_state is not None and of_stage is not None and best_state.get("stage") == of_stage:
+            model.load_state_dict(best_state["model"])
+            objective.load_state_dict(best_state["objective"])
+
+    finished = True
     for e in range(start, len(plan)):
-        stage = plan[e]
+        ep = plan[e]
+        stage = ep.stage
         if stage != current_stage:
+            if cfg.select_best and e > 0 and plan[e - 1].stage != stage:
+                restore_best(plan[e - 1].stage)  # the next stage starts from this stage's selected weights
             if hasattr(model, "set_stage"):
                 model.set_stage(stage)
-            params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
+            params = _params(model, objective)
             if not params:
                 raise GazeprepError(f"stage {stage!r} has nothing to train")
             optimizer = _optimizer(params, cfg, cfg.stage_lr.get(stage, cfg.lr))
-            if opt_state is not None and e == start and e > 0 and plan[e - 1] == stage:
-                optimizer.load_state_dict(opt_state)
+            stage_start = next(i for i in range(len(plan)) if plan[i].stage == stage)
+            stage_epochs = sum(1 for p in plan if p.stage == stage)
+            scheduler, interval = build_scheduler(optimizer, cfg.scheduler, stage_epochs, _stage_steps(plan, stage_start, n_items, cfg), mode)
+            resuming = resume_state is not None and e == start and e > 0 and plan[e - 1].stage == stage
+            if resuming:
+                optimizer.load_state_dict(resume_state["optimizer"])
+                if scheduler is not None and resume_state.get("scheduler") is not None:
+                    scheduler.load_state_dict(resume_state["scheduler"])
+            else:
+                sel = {"stage": stage, "best": None, "best_epoch": None, "bad": 0, "stopped": False, "steps": 0}
+                best_state = None
             current_stage = stage
+        if sel.get("stopped"):
+            continue  # early-stopped: skip the rest of this stage
+        bs = _stage_batch(cfg, stage)
         model.train()
         torch.manual_seed(cfg.seed * 100003 + e)
         if hasattr(data, "set_epoch"):
             data.set_epoch(e)
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + e)
-        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen, collate_fn=_collate, num_workers=cfg.num_workers, drop_last=len(data) > cfg.batch_size)
-        sums: dict[str, float] = {}
-        n = 0
-        preds, tgts = [], []
+        loader = DataLoader(data, batch_size=bs, shuffle=True, generator=gen, collate_fn=_collate, num_workers=cfg.num_workers, drop_last=n_items > bs)
+        limit = ep.step_limit if ep.step_limit is not None else cfg.max_batches
+        acc = _Sums()
         bar = tqdm(loader, desc=f"{stage} epoch {e + 1}/{len(plan)}", disable=not cfg.progress, leave=False)
         for bi, batch in enumerate(bar):
-            if cfg.max_batches is not None and bi >= cfg.max_batches:
+            if limit is not None and bi >= limit:
                 break
             res = objective(model, _to(batch, device))
             if not torch.isfinite(res.total):
                 raise GazeprepError(f"loss is not finite at epoch {e + 1} ({res.parts}); lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             res.total.backward()
+            if cfg.grad_clip_value is not None:
+                nn.utils.clip_grad_value_(_params(model, objective), cfg.grad_clip_value)
+            if cfg.grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(_params(model, objective), cfg.grad_clip_norm)
             optimizer.step()
-            n += _accumulate(res, len(batch["case_id"]), sums, preds, tgts)
+            if interval == "step":
+                scheduler.step()
+            sel["steps"] = int(sel.get("steps", 0)) + 1
+            acc.add(res, batch)
             bar.set_postfix(loss=f"{float(res.total.detach()):.4g}")
         if cfg.recalibrate_bn:
-            recalibrate_batchnorm(model, DataLoader(data, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate), device)
+            recalibrate_batchnorm(model, DataLoader(data, batch_size=bs, shuffle=False, collate_fn=_collate), device)
         rec: dict[str, Any] = {"stage": stage, "epoch": e + 1}
-        rec.update({f"train_{k}": v / max(n, 1) for k, v in sums.items()})
+        rec.update({f"train_{k}": v for k, v in acc.result(with_maps=val_data is None).items()})
         if val_data is not None:
             rec.update({f"val_{k}": v for k, v in evaluate(model, objective, val_data, cfg, device).items()})
-        elif preds:
-            rec.update({f"train_{k}": v for k, v in map_metrics(torch.cat(preds), torch.cat(tgts)).items()})
+        if cfg.monitor:
+            value = _monitored(rec, cfg.monitor)
+            rec["improved"] = _better(value, sel.get("best"), mode)
+            if rec["improved"]:
+                sel.update(best=value, best_epoch=e + 1, bad=0)
+                best_state = {"stage": stage, "epoch": e + 1, "value": value, "model": _cpu_state(model), "objective": _cpu_state(objective),
+                              "optimizer": optimizer.state_dict()}
+                if out_dir is not None:
+                    save_atomic(best_state, out_dir / BEST)
+            else:
+                sel["bad"] = int(sel.get("bad", 0)) + 1
+        if interval == "epoch":
+            scheduler.step()
+        elif interval == "plateau":
+            before = [g["lr"] for g in optimizer.param_groups]
+            scheduler.step(_monitored(rec, cfg.monitor or "val_loss"))
+            after = [g["lr"] for g in optimizer.param_groups]
+            if (cfg.scheduler or {}).get("reload_best") and after[0] < before[0] and best_state is not None:
+                # GG-CAM's and Qiu's NetLearn: on a learning-rate drop, go back to the best weights
+                # (and optimiser state) so far, keeping the lowered rate
+                model.load_state_dict(best_state["model"])
+                objective.load_state_dict(best_state["objective"])
+                optimizer.load_state_dict(best_state["optimizer"])
+                for g, lr in zip(optimizer.param_groups, after):
+                    g["lr"] = lr
+                rec["reloaded_best_epoch"] = best_state["epoch"]
+        lr_now = float(optimizer.param_groups[0]["lr"])
+        rec["lr"] = lr_now  # after this epoch's schedule update: the rate the next step uses
+        if cfg.early_stop_patience is not None and int(sel.get("bad", 0)) >= cfg.early_stop_patience:
+            sel["stopped"] = True
+            rec["early_stop"] = "patience"
+        if cfg.stop_lr is not None and lr_now < cfg.stop_lr:
+            sel["stopped"] = True
+            rec["early_stop"] = "lr"
         history.append(rec)
         if cfg.progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
         if ckpt_path is not None:
             save_atomic({"model": model.state_dict(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": None if scheduler is None else scheduler.state_dict(), "selection": dict(sel),
                          "epoch": e + 1, "history": history}, ckpt_path)
             (ckpt_path.parent / "history.json").write_text(json.dumps(history, indent=1))
         done_this_call += 1
-        if cfg.stop_after_epochs is not None and done_this_call >= cfg.stop_after_epochs:
+        if cfg.stop_after_epochs is not None and done_this_call >= cfg.stop_after_epochs and e + 1 < len(plan):
+            finished = False
             break
+    if finished and cfg.select_best and plan:
+        restore_best(plan[-1].stage)
     if plan and hasattr(model, "set_stage"):
-        model.set_stage(plan[-1] if current_stage is None else current_stage)
+        model.set_stage(plan[-1].stage if current_stage is None else current_stage)
     return history
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 def config_dict(cfg: TrainConfig) -> dict:

@@ -56,61 +56,126 @@ def selective_mse(cam: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor, 
 class UncertaintyWeighting(nn.Module):
     """GG-CAM's uncertainty-weighted total loss (paper 002, eq. 11).
 
-    ``L = L_sm / (2 sigma_sm^2) + L_ce / sigma_ce^2 + ln(sigma_sm + 1) + ln(sigma_ce + 1)`` with
-    trainable ``sigma_sm, sigma_ce > 0`` (positivity kept with ``abs`` plus a tiny floor). The paper
-    initialises ``sigma_sm`` near 0 (2e-9 for ResNet-50, 1.4e-11 for EfficientNetV2-S, Table 1) and
-    ``sigma_ce = 1``.
+    ``L = L_sm / (2 sigma_sm^2) + L_ce / sigma_ce^2 + ln(sigma_sm + 1) + ln(sigma_ce + 1)``.
+
+    The sigmas are learnt as their logarithms, ``sigma = exp(lg_sigma)``, as GG-CAM's code does
+    (``lg_sigma_dissimilarity`` / ``lg_sigma_classification``; hz-zhu/GG-CAM ``my_ResCAMNet.py``):
+    positivity is built in, and a tiny initial ``sigma_sm`` is reachable. Learning sigma itself
+    cannot work at the paper's initial values (Table 1: 2e-9 for ResNet-50, 1.4e-11 for
+    EfficientNetV2-S): the gradient ``-L_sm / sigma^3`` is ~1e26, its square overflows Adam's float32
+    second moment and sigma never moves (or becomes NaN). In log space the gradient is
+    ``-L_sm / sigma^2 + sigma / (sigma + 1)`` and Adam moves ``lg_sigma`` by about the learning rate
+    per step.
+
+    Give either the sigmas (``sigma_sm``, ``sigma_ce``) or their logarithms (``lg_sigma_sm``,
+    ``lg_sigma_ce``; the code's values are -23 / 7 for ResNet-50 and -16 / 7 for EfficientNetV2-S).
     """
 
-    def __init__(self, sigma_sm: float = 2e-9, sigma_ce: float = 1.0):
+    def __init__(self, sigma_sm: float | None = 2e-9, sigma_ce: float | None = 1.0, lg_sigma_sm: float | None = None, lg_sigma_ce: float | None = None):
         super().__init__()
-        self.sigma_sm = nn.Parameter(torch.tensor(float(sigma_sm)))
-        self.sigma_ce = nn.Parameter(torch.tensor(float(sigma_ce)))
+
+        def log_of(sigma, lg, name):
+            if lg is not None:
+                return float(lg)
+            if sigma is None or float(sigma) <= 0:
+                raise ValueError(f"{name} must be > 0 (or give lg_{name})")
+            return math.log(float(sigma))
+
+        self.lg_sigma_sm = nn.Parameter(torch.tensor(log_of(sigma_sm, lg_sigma_sm, "sigma_sm")))
+        self.lg_sigma_ce = nn.Parameter(torch.tensor(log_of(sigma_ce, lg_sigma_ce, "sigma_ce")))
+
+    @property
+    def sigma_sm(self) -> torch.Tensor:
+        return torch.exp(self.lg_sigma_sm)
+
+    @property
+    def sigma_ce(self) -> torch.Tensor:
+        return torch.exp(self.lg_sigma_ce)
 
     def forward(self, loss_sm: torch.Tensor, loss_ce: torch.Tensor) -> torch.Tensor:
-        s_sm = self.sigma_sm.abs() + 1e-12
-        s_ce = self.sigma_ce.abs() + 1e-12
-        return loss_sm / (2 * s_sm**2) + loss_ce / s_ce**2 + torch.log(s_sm + 1) + torch.log(s_ce + 1)
+        # 1 / sigma^2 = exp(-2 lg): no division by a float32 square that could underflow to 0
+        return (loss_sm * torch.exp(-2 * self.lg_sigma_sm) / 2 + loss_ce * torch.exp(-2 * self.lg_sigma_ce)
+                + torch.log1p(self.sigma_sm) + torch.log1p(self.sigma_ce))
 
 
 # ----------------------------------------------------------------------------------------------
 # 004 multiple instance learning
 
 
-def brn_lower_bound(n_factors: int, base: float = BRN_BASE) -> float:
+NORMALIZATIONS = ("brn", "brn_code", "li", "none")
+
+
+def brn_lower_bound(n_factors, base: float = BRN_BASE):
     """Lower end of each factor's range under balanced range normalisation (paper 004, 2.2.1).
 
-    ``base ** (1 / n_factors)``; equals 0.98 for 256 factors.
+    ``base ** (1 / n_factors)``; equals 0.98 for 256 factors. ``n_factors`` may be a tensor (one
+    count per product); an empty product (0 factors) gives 0, as the code's ``0.0056738 ** (1 / 0)``.
     """
+    if isinstance(n_factors, torch.Tensor):
+        return base ** (1.0 / n_factors.to(torch.float64))
     if n_factors < 1:
         raise ValueError("n_factors must be >= 1")
     return base ** (1.0 / n_factors)
 
 
-def _factor_logs(grid_logits: torch.Tensor, normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """log of the normalised factors s(g) and 1 - s(g) of eqs. 1-4, per cell: (B, K, n) each."""
-    flat = grid_logits.flatten(2)
-    n = flat.shape[-1]
+def _check_normalization(normalization: str) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalization!r}; use {', '.join(NORMALIZATIONS)}")
+
+
+def _image_lower(n_cells: int, normalization: str) -> float:
+    """Factor range lower end of the all-cells products (eqs. 1, 3, 4).
+
+    ``brn``: balanced over the ``n_cells`` factors (the paper's rule); ``brn_code`` and ``li``: Li et
+    al.'s 0.98 (004's ``forward_inference`` calls ``normalize_p_`` without a count, so its code keeps
+    [0.98, 1] there even with balancing on); ``none``: 0."""
+    _check_normalization(normalization)
     if normalization == "brn":
-        lo = brn_lower_bound(n)
-    elif normalization == "li":
-        lo = LI_LOWER
-    elif normalization == "none":
-        return F.logsigmoid(flat), F.logsigmoid(-flat)
-    else:
-        raise ValueError(f"unknown normalization {normalization!r}; use brn, li or none")
-    s = torch.sigmoid(flat)
-    return torch.log(lo + (1 - lo) * s), torch.log(lo + (1 - lo) * (1 - s))
+        return brn_lower_bound(n_cells)
+    return 0.0 if normalization == "none" else LI_LOWER
+
+
+def _normed_log(p: torch.Tensor, lower) -> torch.Tensor:
+    """``log(lower + (1 - lower) p)``, the log of a range-normalised factor (``lower`` float or a
+    tensor broadcastable to ``p``)."""
+    return torch.log(lower + (1 - lower) * p)
 
 
 def mil_image_probability(grid_logits: torch.Tensor, normalization: str = "brn") -> torch.Tensor:
     """Image-level probability, the soft OR over grid cells (paper 004, eq. 1).
 
-    ``C_k(x) = 1 - prod_j (1 - s(g_jk))`` with each factor range-normalised (``brn``: balanced,
-    ``li``: [0.98, 1], ``none``). ``grid_logits``: (B, K, h, w); returns (B, K).
+    ``C_k(x) = 1 - prod_j (1 - s(g_jk))`` with each factor range-normalised (``brn``: balanced over
+    all cells, ``brn_code`` / ``li``: [0.98, 1], ``none``). ``grid_logits``: (B, K, h, w); returns (B, K).
     """
-    _, log_neg = _factor_logs(grid_logits, normalization)
+    flat = grid_logits.flatten(2)
+    lo = _image_lower(flat.shape[-1], normalization)
+    log_neg = F.logsigmoid(-flat) if lo == 0.0 else _normed_log(torch.sigmoid(-flat), lo)
     return -torch.expm1(log_neg.sum(-1))
+
+
+def annotated_log_likelihood(grid_logits: torch.Tensor, cell_targets: torch.Tensor, normalization: str = "brn") -> torch.Tensor:
+    """``log(prod_{j in B} s(g_j) * prod_{j not in B} (1 - s(g_j)))`` of eq. 2 per image and label: (B, K).
+
+    With balanced range normalisation (``brn`` and ``brn_code``) each of the two products has its
+    own factor count ``n_t``: the factors of the evidence product lie in ``[base^(1/|B|), 1]`` and
+    those of the other product in ``[base^(1/|G - B|), 1]`` (004's ``p_box`` with
+    ``use_balancing``: ``normalize_fn(out, box_label.sum())`` and ``normalize_fn(1 - out,
+    (1 - box_label).sum())``). ``li``: [0.98, 1]; ``none``: plain sigmoids.
+    """
+    _check_normalization(normalization)
+    flat = grid_logits.flatten(2)
+    tgt = cell_targets.flatten(2).to(flat.dtype)
+    if normalization == "none":
+        log_pos, log_neg = F.logsigmoid(flat), F.logsigmoid(-flat)
+    elif normalization == "li":
+        log_pos, log_neg = _normed_log(torch.sigmoid(flat), LI_LOWER), _normed_log(torch.sigmoid(-flat), LI_LOWER)
+    else:
+        n_pos = tgt.sum(-1, keepdim=True)
+        n_neg = tgt.shape[-1] - n_pos
+        lo_pos = brn_lower_bound(n_pos).to(flat.dtype)
+        lo_neg = brn_lower_bound(n_neg).to(flat.dtype)
+        log_pos, log_neg = _normed_log(torch.sigmoid(flat), lo_pos), _normed_log(torch.sigmoid(-flat), lo_neg)
+    return (tgt * log_pos + (1 - tgt) * log_neg).sum(-1)
 
 
 def mil_loss(
@@ -120,18 +185,21 @@ def mil_loss(
     labels: torch.Tensor,
     lambda_a: float = 3.0,
     normalization: str = "brn",
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Multiple instance learning loss L_I (paper 004, eqs. 2-5).
 
     For each image x and label k:
 
     * annotated (``annotated[x]``): ``L_A = -log(prod_{j in B} s(g_j) * prod_{j not in B} (1 - s(g_j)))``
-      where ``B`` = cells with ``cell_targets`` true (eq. 2), weighted by ``lambda_a``;
+      where ``B`` = cells with ``cell_targets`` true (eq. 2; :func:`annotated_log_likelihood`),
+      weighted by ``lambda_a``;
     * unannotated and positive: ``L_U+ = -log C_k(x)`` (eq. 3);
     * unannotated and negative: ``L_U- = -log prod_j (1 - s(g_j))`` (eq. 4);
     * unannotated with an unknown label (NaN): ignored.
 
-    Returns the mean over the batch of the sum over labels (eq. 5).
+    ``reduction='mean'``: the mean over the batch of the sum over labels (eq. 5's expectation);
+    ``'sum'``: the sum over batch and labels, as 004's ``loss_fn_li`` (``.sum()``).
 
     Parameters
     ----------
@@ -140,34 +208,52 @@ def mil_loss(
     annotated: (B,) bool, images with a localisation annotation.
     labels: (B, K) float, 1 positive, 0 negative, NaN unknown (used for unannotated images).
     """
-    log_pos, log_neg = _factor_logs(grid_logits, normalization)
-    tgt = cell_targets.flatten(2).to(log_pos.dtype)
-    loss_a = -(tgt * log_pos + (1 - tgt) * log_neg).sum(-1)  # (B, K)
-    sum_neg = log_neg.sum(-1)
+    flat = grid_logits.flatten(2)
+    loss_a = -annotated_log_likelihood(grid_logits, cell_targets, normalization)  # (B, K)
+    lo = _image_lower(flat.shape[-1], normalization)
+    sum_neg = (F.logsigmoid(-flat) if lo == 0.0 else _normed_log(torch.sigmoid(-flat), lo)).sum(-1)
     # -log(1 - exp(sum_neg)); the clamp keeps it finite when every factor is exactly 1
     loss_u_pos = -torch.log((-torch.expm1(sum_neg)).clamp(min=1e-12))
     loss_u_neg = -sum_neg
     ann = annotated.view(-1, 1).to(torch.bool)
     known = ~torch.isnan(labels)
     lab = torch.nan_to_num(labels, nan=0.0)
-    w_a = ann.expand_as(lab).to(log_pos.dtype) * lambda_a
-    w_up = (~ann & known & (lab > 0.5)).to(log_pos.dtype)
-    w_un = (~ann & known & (lab <= 0.5)).to(log_pos.dtype)
+    w_a = ann.expand_as(lab).to(flat.dtype) * lambda_a
+    w_up = (~ann & known & (lab > 0.5)).to(flat.dtype)
+    w_un = (~ann & known & (lab <= 0.5)).to(flat.dtype)
     total = w_a * loss_a + w_up * loss_u_pos + w_un * loss_u_neg
+    if reduction == "sum":
+        return total.sum()
+    if reduction != "mean":
+        raise ValueError(f"reduction must be mean or sum, not {reduction!r}")
     return total.sum(-1).mean()
 
 
-def multitask_heatmap_bce(decoder_logits: torch.Tensor, targets: torch.Tensor, positive_annotated: torch.Tensor) -> torch.Tensor:
+def multitask_heatmap_bce(decoder_logits: torch.Tensor, targets: torch.Tensor, positive_annotated: torch.Tensor, reduction: str = "paper") -> torch.Tensor:
     """Pixel-level cross-entropy of the decoder (paper 004, eq. 6).
 
-    ``L_T = -E_x sum_k 1_{kA+}(x) mean_j [t_j log s(d_j) + (1 - t_j) log(1 - s(d_j))]``: only channels
-    of annotated images whose label is positive contribute; the mean over images counts every image
-    of the batch. ``decoder_logits`` and ``targets`` (binary, thresholded ET maps): (B, K, H, W);
-    ``positive_annotated``: (B, K) bool.
+    ``reduction='paper'``: ``L_T = -E_x sum_k 1_{kA+}(x) mean_j [t_j log s(d_j) + (1 - t_j) log(1 - s(d_j))]``:
+    only channels of annotated images whose label is positive contribute; the mean over images
+    counts every image of the batch.
+
+    ``reduction='code'``: 004's ``loss_unet``: ``BCEWithLogitsLoss()(d * 1_{kA+}, t)``, the mean over
+    all ``B * K * H * W`` elements of the BCE of the *masked* logits; a masked element has logit 0 and
+    adds the constant ``log 2`` (no gradient). So the code's L_T is the paper's divided by ``K`` plus a
+    constant, and 0 when no channel of the batch is positive and annotated.
+
+    ``decoder_logits`` and ``targets`` (in [0, 1]): (B, K, H, W); ``positive_annotated``: (B, K) bool.
     """
-    per_pixel = F.binary_cross_entropy_with_logits(decoder_logits, targets.to(decoder_logits.dtype), reduction="none")
+    mask = positive_annotated.to(decoder_logits.dtype)
+    t = targets.to(decoder_logits.dtype)
+    if reduction == "code":
+        if not bool(positive_annotated.any()):
+            return decoder_logits.sum() * 0
+        return F.binary_cross_entropy_with_logits(decoder_logits * mask[:, :, None, None], t)
+    if reduction != "paper":
+        raise ValueError(f"reduction must be paper or code, not {reduction!r}")
+    per_pixel = F.binary_cross_entropy_with_logits(decoder_logits, t, reduction="none")
     per_channel = per_pixel.flatten(2).mean(-1)
-    return (per_channel * positive_annotated.to(per_channel.dtype)).sum(-1).mean()
+    return (per_channel * mask).sum(-1).mean()
 
 
 # ----------------------------------------------------------------------------------------------

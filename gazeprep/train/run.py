@@ -46,12 +46,14 @@ from gazeprep.train.data import (
     DEFAULT_SPLIT_FRACTIONS,
     SPLIT_NAMES,
     GazeDataset,
+    INPUT_OPTIONS,
     export_split,
+    input_options,
     labels_from_case_labels,
     letterbox_params,
     stratified_subject_split,
 )
-from gazeprep.train.loop import CHECKPOINT, TrainConfig, fit, load_checkpoint, save_atomic
+from gazeprep.train.loop import BEST, CHECKPOINT, TrainConfig, _plan, fit, load_checkpoint, save_atomic
 from gazeprep.train.models import get_model, get_objective, resolve_config, spec_of
 
 RUN_FILE = "run.yaml"
@@ -59,8 +61,8 @@ MODEL_FILE = "model.pt"
 SPLITS_FILE = "splits.parquet"
 HISTORY_FILE = "history.json"
 #: The files a run writes into its folder (what ``force`` removes; nothing else is touched).
-RUN_FILES = (RUN_FILE, CHECKPOINT, MODEL_FILE, SPLITS_FILE, HISTORY_FILE)
-DATA_KEYS = {"size", "targets", "labels", "augment", "mask_structures", "split", "split_fractions", "split_seed"}
+RUN_FILES = (RUN_FILE, CHECKPOINT, BEST, MODEL_FILE, SPLITS_FILE, HISTORY_FILE)
+DATA_KEYS = {"size", "targets", "labels", "augment", "mask_structures", "split", "split_fractions", "split_seed", *INPUT_OPTIONS}
 SPLIT_METHODS = ("auto", "export", "subject")
 #: Train options that say how a run executes, not what it learns: not part of the stored config.
 RUNTIME_TRAIN_KEYS = ("device", "out_dir", "progress", "num_workers", "resume", "stop_after_epochs")
@@ -373,9 +375,9 @@ def clear_run(out: Path) -> list[str]:
     return removed
 
 
-def _plan_length(net, tc: TrainConfig) -> int:
-    stages = tc.stages or list(getattr(net, "stage_names", ("main",)))
-    return sum(int(tc.stage_epochs.get(s, tc.epochs)) for s in stages)
+def _plan_length(net, tc: TrainConfig, n_train: int) -> int:
+    """Epochs of the whole run (every stage; iteration-based stages counted in epochs of ``n_train``)."""
+    return len(_plan(net, tc, n_train))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,6 +405,8 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
     if epochs is not None:
         cfg["train"]["epochs"] = int(epochs)
         cfg["train"]["stage_epochs"] = {}
+        cfg["train"]["iterations"] = None  # --epochs also replaces an iteration budget (I-AI)
+        cfg["train"]["stage_iterations"] = {}
     unknown = set(cfg["data"]) - DATA_KEYS
     if unknown:
         raise GazeprepError(f"unknown data options {sorted(unknown)}; known: {sorted(DATA_KEYS)}")
@@ -456,8 +460,7 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
     for w in check_export(model, cfg, ex, splits["train"], name):
         say(f"warning: {w}")
     data = cfg["data"]
-    common = dict(targets=data["targets"], labels=data["labels"], size=data.get("size", 512),
-                  mask_structures=data.get("mask_structures", ()), image_root=images_root, seed=tc.seed)
+    common = dict(targets=data["targets"], labels=data["labels"], image_root=images_root, seed=tc.seed, **{"size": 512, **input_options(data)})
     train = GazeDataset(ex, case_ids=splits["train"], augment=data.get("augment"), **common)
     val = GazeDataset(ex, case_ids=splits["validate"], augment=None, **common) if splits.get("validate") else None
     train.load_image(0)  # the image source: a missing root or file stops here, not in the first batch
@@ -466,7 +469,7 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
     torch.manual_seed(tc.seed)
     net = get_model(model, cfg)
     objective = get_objective(model, cfg)
-    total = _plan_length(net, tc)
+    total = _plan_length(net, tc, len(train))
     if continuing:
         done = int(load_checkpoint(out / CHECKPOINT).get("epoch", 0)) if (out / CHECKPOINT).exists() else 0
         if done >= total and (out / MODEL_FILE).exists():
@@ -573,9 +576,9 @@ def predict_outputs(net, ds: GazeDataset, device, batch_size: int = 8, progress:
             raise GazeprepError(f"{type(net).__name__} scores {sc.shape[1]} classes but the run has {len(labels)} labels")
         for k, (it, m) in enumerate(zip(items, maps)):
             row = ds.cases.row(it["index"], named=True)
-            ihw = (int(row.get("image_height_px") or ds.size), int(row.get("image_width_px") or ds.size))
-            for j, target in enumerate(names):
-                out[(it["case_id"], target)] = map_to_frame(m[j], ihw, ds.size, shapes.get((it["case_id"], target), ihw))
+            ihw = (int(row["image_height_px"]), int(row["image_width_px"])) if row.get("image_height_px") and row.get("image_width_px") else None
+            for j, target in enumerate(names):  # back into the frame of the case's exported map (or the image)
+                out[(it["case_id"], target)] = ds.prediction_to_map_frame(m[j], it["index"], shapes.get((it["case_id"], target), ihw), image_hw=ihw)
             if sc is not None:
                 truth = ds.label_matrix[it["index"]]
                 for j, lab in enumerate(labels):
@@ -624,8 +627,8 @@ def predict_run(run_dir: str | Path, export, out: str | Path, *, split: str = "t
     name = _export_name(export)
     ids = select_cases(run_dir, ex, split, name)
     data = cfg["data"]
-    ds = GazeDataset(ex, case_ids=ids, targets=data.get("targets"), labels=data.get("labels"), size=data.get("size", 512),
-                     image_root=images_root)
+    ds = GazeDataset(ex, case_ids=ids, targets=data.get("targets"), labels=data.get("labels"), image_root=images_root,
+                     **{"size": 512, **input_options(data)})
     multilabel = is_multilabel(info["model"], cfg)
     maps, scores = predict_outputs(net, ds, dev, batch_size, progress, multilabel=multilabel)
     from gazeprep.export import write_prediction_export

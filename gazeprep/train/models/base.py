@@ -24,13 +24,65 @@ class LossOutput:
 
     ``total``: scalar loss to minimise; ``parts``: named float components for logging;
     ``pred_maps``/``target_maps``: (N, h, w) predicted maps in [0, 1] and their targets at the same
-    resolution for the maps the loss supervised (None for classifiers), used for per-epoch metrics.
+    resolution for the maps the loss supervised (None for classifiers), used for per-epoch metrics;
+    ``scores``: (B, C) class scores of every sample of the batch (softmax or sigmoid, in the order of
+    the model's ``class_names``), for the AUC / accuracy that select the best epoch.
     """
 
     total: torch.Tensor
     parts: dict[str, float] = field(default_factory=dict)
     pred_maps: torch.Tensor | None = None
     target_maps: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+
+
+#: ImageNet statistics (torchvision / timm pretrained CNNs).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_NORMS = ("none", "imagenet", "imagenet_twice", "zscore", "max", "minmax")
+
+
+class InputNorm(nn.Module):
+    """The input normalisation of a paper's code, applied by the model to the dataset's grey images
+    in [0, 1] (3 equal channels), so training and ``predict`` always agree.
+
+    * ``none``: unchanged;
+    * ``imagenet``: ``(x - mean) / std`` per channel (ImageNet-pretrained CNNs);
+    * ``imagenet_twice``: the ImageNet normalisation applied twice, as paper 004's code does (its
+      dataset normalises, then the network's ``ClassifierInputs`` normalises again);
+    * ``zscore``: per image, ``(x - mean(x)) / std(x)`` over all its pixels (001 ch. 3);
+    * ``max``: per image, ``x / max(x)`` (GG-CAM's ``cxr /= cxr.max()``);
+    * ``minmax``: per image, ``(x - min) / (max - min)`` (MT-UNet / Qiu).
+
+    Statistics are buffers that are not saved in state dicts (older checkpoints load unchanged).
+    """
+
+    def __init__(self, kind: str = "none"):
+        super().__init__()
+        if kind not in INPUT_NORMS:
+            raise GazeprepError(f"unknown input normalisation {kind!r}; use one of {', '.join(INPUT_NORMS)}")
+        self.kind = kind
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kind
+        if k == "none":
+            return x
+        if k in ("imagenet", "imagenet_twice"):
+            mean, std = self.mean[:, : x.shape[1]], self.std[:, : x.shape[1]]
+            x = (x - mean) / std
+            return (x - mean) / std if k == "imagenet_twice" else x
+        flat = x.flatten(1)
+        if k == "zscore":
+            mu = flat.mean(1).view(-1, 1, 1, 1)
+            sd = flat.std(1).view(-1, 1, 1, 1).clamp(min=1e-6)
+            return (x - mu) / sd
+        hi = flat.amax(1).view(-1, 1, 1, 1)
+        if k == "max":
+            return x / hi.clamp(min=1e-6)
+        lo = flat.amin(1).view(-1, 1, 1, 1)
+        return (x - lo) / (hi - lo).clamp(min=1e-6)
 
 
 class GazeModel(nn.Module):

@@ -6,6 +6,11 @@ is a timm backbone with global average pooling and a linear layer, trained with 
 maps come from ``pytorch_grad_cam`` (``gradcam``, ``gradcam++``, ``xgradcam``, ``eigencam``,
 ``layercam``, ``hirescam``, ``scorecam``) on the last convolutional stage, for the predicted class (or a
 given one), min-max normalised to [0, 1] by the library.
+
+001's chapter 3 protocol (section 3.2.2): CLAHE and a z-transform of every image (CLAHE is a data
+option, ``data.clahe``; the z-score is this model's ``input_norm='zscore'``), 224 x 224 inputs,
+ImageNet-pretrained backbones, Adam 1e-4 for 50 epochs (CNNs), augmentation with Gaussian noise,
+rotations up to 10 degrees, horizontal flips and brightness/contrast shifts (``data.augment``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gazeprep.errors import GazeprepError
-from gazeprep.train.models.base import GazeModel, LossOutput, timm_model
+from gazeprep.train.models.base import GazeModel, InputNorm, LossOutput, timm_model
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam", "hirescam", "scorecam")
 
@@ -40,21 +45,24 @@ class CAMBaseline(GazeModel):
     Parameters
     ----------
     class_names: classes; backbone: timm name (``resnet50``, ``densenet201``, ...; tiny ``test_resnet``);
-    method: CAM method (see :data:`METHODS`); weights: optional local state dict.
+    method: CAM method (see :data:`METHODS`); weights: optional local state dict;
+    input_norm: see :class:`~gazeprep.train.models.base.InputNorm` (001 ch. 3: ``zscore``).
     """
 
-    def __init__(self, class_names=("normal", "chf", "pneumonia"), backbone: str = "resnet50", method: str = "gradcam", weights: str | None = None):
+    def __init__(self, class_names=("normal", "chf", "pneumonia"), backbone: str = "resnet50", method: str = "gradcam", weights: str | None = None,
+                 input_norm: str = "imagenet"):
         super().__init__()
         self.class_names = list(class_names)
         self.map_names = ["full"]
         self.method = method
         cam_class(method)  # validate early
+        self.input_norm = InputNorm(input_norm)
         self.net = timm_model(backbone, weights=weights, num_classes=len(self.class_names))
         last = self.net.feature_info[-1]["module"]
         self._target_layer_name = last
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"logits": self.net(image)}
+        return {"logits": self.net(self.input_norm(image))}
 
     def target_layer(self) -> nn.Module:
         return self.net.get_submodule(self._target_layer_name)
@@ -65,7 +73,7 @@ class CAMBaseline(GazeModel):
 
         was = self.training
         self.eval()
-        wrapped = _LogitsOnly(self.net)
+        wrapped = _LogitsOnly(self.net, self.input_norm)
         targets = None if classes is None else [ClassifierOutputTarget(int(c)) for c in classes]
         with cam_class(self.method)(model=wrapped, target_layers=[self.target_layer()]) as cam:
             maps = cam(input_tensor=image, targets=targets)
@@ -78,12 +86,12 @@ class CAMBaseline(GazeModel):
 
 
 class _LogitsOnly(nn.Module):
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, norm: nn.Module):
         super().__init__()
-        self.net = net
+        self.net, self.norm = net, norm
 
     def forward(self, x):
-        return self.net(x)
+        return self.net(self.norm(x))
 
 
 class ClassifierObjective(nn.Module):
@@ -99,8 +107,9 @@ class ClassifierObjective(nn.Module):
             labels = batch["labels"].to(logits.dtype)
             known = ~torch.isnan(labels)
             loss = F.binary_cross_entropy_with_logits(logits[known], labels[known])
+            return LossOutput(loss, {"ce": float(loss.detach())}, scores=torch.sigmoid(logits.detach()))
         else:
             y = batch["class_index"]
             known = y >= 0
             loss = F.cross_entropy(logits[known], y[known]) if bool(known.any()) else logits.sum() * 0
-        return LossOutput(loss, {"ce": float(loss.detach())})
+        return LossOutput(loss, {"ce": float(loss.detach())}, scores=torch.softmax(logits.detach(), 1))

@@ -342,7 +342,7 @@ class IAIObjective(nn.Module):
                 return LossOutput(logits.sum() * 0, {})
             loss = F.cross_entropy(logits[known], y[known])
             acc = (logits[known].argmax(1) == y[known]).float().mean()
-            return LossOutput(loss, {"ce": float(loss.detach()), "acc": float(acc)})
+            return LossOutput(loss, {"ce": float(loss.detach()), "acc": float(acc)}, scores=torch.softmax(logits.detach(), 1))
         out = model(batch["image"])
         valid = batch["heatmap_valid"][:, : len(model.map_names)]
         logits = out["heatmap_logits"]

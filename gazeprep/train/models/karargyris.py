@@ -2,7 +2,12 @@
 
 * Model (section 3.1, Figure 11): a U-Net (segmentation-models-pytorch ``Unet``) with an
   EfficientNet-b0 encoder, a classification head on the bottleneck and a decoder predicting the
-  static gaze heatmap. Both losses are BCE with logits (class and heatmap).
+  static gaze heatmap. Both losses are BCE with logits (class and heatmap). The EGD-CXR code
+  (cxr-eye-gaze/eye-gaze-dataset ``Experiments/main_Unet.py``, README command of the U-Net run)
+  uses smp's ``timm-efficientnet-b0`` encoder (noisy-student weights), a dropout of 0.5 before the
+  classification head, ImageNet normalisation and the total loss
+  ``gamma * L_class + (1 - gamma) * L_heatmap`` with gamma 0.41731 (``class_weight`` and
+  ``seg_weight`` here).
 * Heatmap-loss variants (section 3.2):
 
   - ``baseline``: BCE(decoder mask, gaze heatmap);
@@ -28,7 +33,7 @@ from torch import nn
 
 from gazeprep.errors import GazeprepError
 from gazeprep.train.losses import heatmap_bce, prob_bce
-from gazeprep.train.models.base import GazeModel, LossOutput, load_weights
+from gazeprep.train.models.base import GazeModel, InputNorm, LossOutput, load_weights
 
 
 class _RuleAct(torch.autograd.Function):
@@ -105,9 +110,12 @@ class KarargyrisUNet(GazeModel):
     encoder: smp encoder name (``efficientnet-b0``; tiny ``tu-test_efficientnet``).
     decoder_channels: smp decoder widths (tiny configs shrink them).
     weights: optional local state dict for the encoder.
+    dropout: dropout before the classification head (code: 0.5).
+    input_norm: see :class:`~gazeprep.train.models.base.InputNorm` (code: ``imagenet``).
     """
 
-    def __init__(self, class_names=("normal", "chf", "pneumonia"), encoder: str = "efficientnet-b0", decoder_channels=(256, 128, 64, 32, 16), encoder_depth: int = 5, weights: str | None = None, map_names=("full",)):
+    def __init__(self, class_names=("normal", "chf", "pneumonia"), encoder: str = "efficientnet-b0", decoder_channels=(256, 128, 64, 32, 16), encoder_depth: int = 5,
+                 weights: str | None = None, map_names=("full",), dropout: float = 0.0, input_norm: str = "imagenet"):
         super().__init__()
         from gazeprep._torchvision_compat import ensure_torchvision
 
@@ -116,6 +124,7 @@ class KarargyrisUNet(GazeModel):
 
         self.class_names = list(class_names)
         self.map_names = list(map_names)
+        self.input_norm = InputNorm(input_norm)
         self.net = smp.Unet(
             encoder_name=encoder,
             encoder_weights=None,
@@ -123,13 +132,13 @@ class KarargyrisUNet(GazeModel):
             decoder_channels=tuple(decoder_channels)[:encoder_depth],
             in_channels=3,
             classes=len(self.map_names),
-            aux_params={"classes": len(self.class_names), "dropout": 0.0},
+            aux_params={"classes": len(self.class_names), "dropout": float(dropout)},
         )
         if weights:
             load_weights(self.net.encoder, weights)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        mask, logits = self.net(image)
+        mask, logits = self.net(self.input_norm(image))
         return {"logits": logits, "mask_logits": mask}
 
     @torch.no_grad()
@@ -141,14 +150,17 @@ class KarargyrisObjective(nn.Module):
     """Class BCE plus one of 003's heatmap losses (see module docstring).
 
     ``variant``: baseline, set1, set2, set3; ``generator``: guided or deconvnet; ``ratio``: set 3's
-    weight of the decoder term; ``seg_weight``: weight of the heatmap term.
+    weight of the decoder term; ``class_weight`` and ``seg_weight``: weights of the class and heatmap
+    terms (the code: ``gamma`` and ``1 - gamma``).
     """
 
-    def __init__(self, variant: str = "baseline", generator: str = "guided", ratio: float = 0.5, seg_weight: float = 1.0, target_channel: int = 0):
+    def __init__(self, variant: str = "baseline", generator: str = "guided", ratio: float = 0.5, seg_weight: float = 1.0, target_channel: int = 0,
+                 class_weight: float = 1.0):
         super().__init__()
         if variant not in ("baseline", "set1", "set2", "set3"):
             raise GazeprepError(f"unknown 003 loss variant {variant!r}; use baseline, set1, set2 or set3")
         self.variant, self.generator, self.ratio, self.seg_weight, self.target_channel = variant, generator, ratio, seg_weight, target_channel
+        self.class_weight = class_weight
         self.needs_grad = variant != "baseline"  # saliency maps need autograd even when evaluating
 
     def forward(self, model: KarargyrisUNet, batch: dict) -> LossOutput:
@@ -183,4 +195,4 @@ class KarargyrisObjective(nn.Module):
             with torch.no_grad():
                 pred_maps = sal.detach() if self.variant == "set1" else torch.sigmoid(m)
                 target_maps = t
-        return LossOutput(cls + self.seg_weight * seg, parts, pred_maps, target_maps)
+        return LossOutput(self.class_weight * cls + self.seg_weight * seg, parts, pred_maps, target_maps, torch.sigmoid(out["logits"].detach()))

@@ -1,18 +1,22 @@
 """Dual-encoder Res-SE-UNet with multi-stage cooperative learning (paper 001, Qiu, chapter 4).
 
-* DenseNet-201 feature encoder (4.3.1): "all layers of the DenseNet-201 before the last dense block"
-  (torchvision ``features`` up to ``transition3``, stride 32). Stage ``pretrain``: contrastive
-  triplet loss on its pooled features; stage ``classify``: cross-entropy through a linear head.
-* Res-SE-UNet (4.3.2): a U-Net whose encoder blocks are residual blocks with squeeze-and-excitation;
-  the frozen DenseNet feature is resized to the bottleneck and concatenated with it at the start of
-  the decoding path. Stage ``saliency``: KL divergence between the gaze map and the softmax over pixels
-  of the one-channel output (DenseNet frozen).
+* DenseNet-201 feature encoder (4.3.1), ImageNet-initialised when weights are given. Stage
+  ``pretrain``: contrastive triplet loss on its pooled features; stage ``classify``: cross-entropy
+  through a linear head after ``norm5`` (torchvision's DenseNet classifier).
+* Res-SE-UNet (4.3.2) as in the code (HealthX-Lab/CXRGazeLearn ``KL/hzhu_MTL_UNet.py``): a U-Net on
+  the grey image (1 channel) with five encoder levels of widths ``width * 2^i`` (code: 64 ... 1024),
+  each a residual block (conv-BN-ReLU-conv-BN plus a 3x3 convolution shortcut, ReLU) followed by a
+  squeeze-and-excitation gate (reduction 16); the frozen DenseNet is hooked at the **output of
+  ``denseblock4``** (1920 channels at stride 32), which starts the decoding path: five decoder steps
+  (x2 nearest upsampling, conv-BN-ReLU; concat with the encoder level; two conv-BN-ReLU) back to the
+  input resolution, then conv-BN-ReLU and a 1x1 convolution. Stage ``saliency``: KL divergence
+  between the gaze map and the softmax over pixels of that output (DenseNet frozen).
 * Multi-scale feature-fusion classifier (4.3.3): the DenseNet feature concatenated with the last
-  upsampling feature of the UNet (pooled to the DenseNet grid), a small CNN, cross-entropy. Stage
-  ``fusion``: only the classifier trains.
+  decoder feature (pooled to the DenseNet grid), a small CNN, cross-entropy. Stage ``fusion``: only
+  the classifier trains.
 
-Widths: ``width`` is the first UNet level (doubling per level); ``densenet='densenet201'`` is the
-paper's encoder (growth 32, blocks 6-12-48-32), ``'tiny'`` a 4-block, growth-8 DenseNet.
+``densenet='densenet201'`` is the paper's encoder (growth 32, blocks 6-12-48-32), ``'tiny'`` a
+4-block, growth-8 DenseNet. Inputs are min-max scaled per image as the code does (``input_norm``).
 """
 
 from __future__ import annotations
@@ -23,43 +27,51 @@ from torch import nn
 
 from gazeprep.errors import GazeprepError
 from gazeprep.train.losses import saliency_kl, triplet_loss
-from gazeprep.train.models.base import GazeModel, LossOutput, load_weights
+from gazeprep.train.models.base import GazeModel, InputNorm, LossOutput, load_weights
 
 
 class SEBlock(nn.Module):
-    """Squeeze-and-excitation channel gate (Hu et al. 2018)."""
+    """Squeeze-and-excitation channel gate (Hu et al. 2018), bias-free as the code's ``SEBlock``."""
 
-    def __init__(self, ch: int, reduction: int = 8):
+    def __init__(self, ch: int, reduction: int = 16):
         super().__init__()
-        hid = max(ch // reduction, 4)
-        self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(ch, hid, 1), nn.ReLU(inplace=True), nn.Conv2d(hid, ch, 1), nn.Sigmoid())
+        hid = max(ch // reduction, 1)
+        self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ch, hid, bias=False), nn.ReLU(inplace=True),
+                                nn.Linear(hid, ch, bias=False), nn.Sigmoid())
 
     def forward(self, x):
-        return x * self.fc(x)
+        return x * self.fc(x)[:, :, None, None]
 
 
 class ResSEBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN, SE gate, residual (1x1 projection when widths differ), ReLU."""
+    """The code's ``conv_block``: ``ResidualBlock`` (conv-BN-ReLU-conv-BN + 3x3 conv shortcut, ReLU)
+    then ``SEBlock``."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), SEBlock(cout),
-        )
-        self.skip = nn.Identity() if cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                  nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout))
+        self.skip = nn.Conv2d(cin, cout, 3, padding=1)
+        self.se = SEBlock(cout)
 
     def forward(self, x):
-        return F.relu(self.body(x) + self.skip(x))
+        return self.se(F.relu(self.body(x) + self.skip(x)))
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    """The code's ``up_conv_block``: two conv-BN-ReLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _up(cin: int, cout: int) -> nn.Sequential:
+    """The code's ``up_conv``: x2 nearest upsampling, conv-BN-ReLU."""
+    return nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class DenseNetEncoder(nn.Module):
-    """DenseNet features up to the block before the last dense block, plus the stage-1 heads."""
+    """DenseNet features through ``denseblock4`` (the code's forward hook), plus the stage-1 heads on
+    ``relu(norm5(.))`` average-pooled (torchvision's classifier path)."""
 
     def __init__(self, variant: str, num_classes: int, weights: str | None = None, embed_dim: int = 128):
         super().__init__()
@@ -80,39 +92,59 @@ class DenseNetEncoder(nn.Module):
             # torchvision's published DenseNet files use the legacy names "norm.1", "conv.2", ...
             legacy = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
             load_weights(net, weights, key_map=lambda k: legacy.sub(r"\1\2", k))
-        names = [n for n, _ in net.features.named_children()]
-        cut = names.index("denseblock4")
-        self.features = nn.Sequential(*[m for n, m in net.features.named_children()][:cut])
-        self.features.eval()  # probe the width without touching batch-norm statistics
-        with torch.no_grad():
-            self.out_channels = int(self.features(torch.zeros(1, 3, 64, 64)).shape[1])
-        self.features.train()
+        children = list(net.features.named_children())
+        names = [n for n, _ in children]
+        cut = names.index("denseblock4") + 1
+        self.features = nn.Sequential(*[m for _, m in children[:cut]])
+        self.norm5 = net.features.norm5
+        self.out_channels = int(self.norm5.num_features)
         self.classifier = nn.Linear(self.out_channels, num_classes)
         self.embed = nn.Linear(self.out_channels, embed_dim)
 
     def forward(self, x):
         return self.features(x)
 
+    def pooled(self, feat: torch.Tensor) -> torch.Tensor:
+        """``relu(norm5(feat))`` averaged over space: (B, C)."""
+        return F.relu(self.norm5(feat)).mean((2, 3))
+
 
 class QiuDualUNet(GazeModel):
-    """Res-SE-UNet + DenseNet encoder + fusion classifier, trained in stages (see module docstring)."""
+    """Res-SE-UNet + DenseNet encoder + fusion classifier, trained in stages (see module docstring).
+
+    Parameters
+    ----------
+    class_names: classes; densenet: ``densenet201`` or ``tiny``; width: first U-Net width (code 64);
+    levels: encoder levels after the first (4: five levels, as the code); densenet_weights: local
+    state dict (ImageNet or the code's classification-finetuned DenseNet); input_norm: see
+    :class:`~gazeprep.train.models.base.InputNorm` (code: ``minmax``).
+    """
 
     stage_names = ("pretrain", "classify", "saliency", "fusion")
 
-    def __init__(self, class_names=("normal", "chf", "pneumonia"), densenet: str = "densenet201", width: int = 32, levels: int = 4, densenet_weights: str | None = None):
+    def __init__(self, class_names=("normal", "chf", "pneumonia"), densenet: str = "densenet201", width: int = 64, levels: int = 4,
+                 densenet_weights: str | None = None, input_norm: str = "minmax"):
         super().__init__()
         self.class_names = list(class_names)
         self.map_names = ["full"]
         c = len(self.class_names)
+        self.input_norm = InputNorm(input_norm)
         self.densenet = DenseNetEncoder(densenet, c, densenet_weights)
         widths = [width * 2**i for i in range(levels + 1)]
-        self.enc = nn.ModuleList([ResSEBlock(3 if i == 0 else widths[i - 1], widths[i]) for i in range(levels + 1)])
+        self.enc = nn.ModuleList([ResSEBlock(1 if i == 0 else widths[i - 1], widths[i]) for i in range(levels + 1)])
         dn = self.densenet.out_channels
-        self.bridge = nn.Sequential(nn.Conv2d(widths[-1] + dn, widths[-1], 1, bias=False), nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True))
-        self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(levels))])
-        self.dec = nn.ModuleList([_conv_block(2 * widths[i], widths[i]) for i in reversed(range(levels))])
-        self.head = nn.Conv2d(widths[0], 1, 1)
-        self.unet = nn.ModuleList([self.enc, self.bridge, self.up, self.dec, self.head])
+        # decoder step i (from the deepest): upsample the previous output, concat encoder level i
+        ups, decs = [], []
+        prev = dn
+        for i in reversed(range(levels + 1)):
+            out = widths[max(i - 1, 0)]
+            ups.append(_up(prev, out))
+            decs.append(_conv_block(widths[i] + out, out))
+            prev = out
+        self.up = nn.ModuleList(ups)
+        self.dec = nn.ModuleList(decs)
+        self.head = nn.Sequential(nn.Conv2d(widths[0], widths[0], 3, padding=1), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), nn.Conv2d(widths[0], 1, 1))
+        self.unet = nn.ModuleList([self.enc, self.up, self.dec, self.head])
         self.fusion = nn.Sequential(nn.Conv2d(dn + widths[0], 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
                                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, c))
         self.set_stage(self.stage_names[0])
@@ -122,26 +154,26 @@ class QiuDualUNet(GazeModel):
 
     def _unet(self, x, dn_feat):
         skips = []
-        h = x
+        h = x[:, :1]  # the code's U-Net reads the grey image (the DenseNet gets it repeated to 3 channels)
         for i, block in enumerate(self.enc):
             h = block(h if i == 0 else F.max_pool2d(h, 2))
             skips.append(h)
-        h = skips.pop()
-        h = self.bridge(torch.cat([h, F.interpolate(dn_feat, size=h.shape[-2:], mode="bilinear", align_corners=False)], 1))
+        h = dn_feat
         for up, dec in zip(self.up, self.dec):
             h = up(h)
             s = skips.pop()
             if h.shape[-2:] != s.shape[-2:]:
                 h = F.interpolate(h, size=s.shape[-2:], mode="bilinear", align_corners=False)
-            h = dec(torch.cat([h, s], 1))
+            h = dec(torch.cat([s, h], 1))
         return self.head(h)[:, 0], h
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        dn = self.densenet(image)
-        pooled = dn.mean((2, 3))
+        x = self.input_norm(image)
+        dn = self.densenet(x)
+        pooled = self.densenet.pooled(dn)
         out = {"dn_logits": self.densenet.classifier(pooled), "embedding": F.normalize(self.densenet.embed(pooled), dim=1)}
         if self.stage in ("saliency", "fusion") or not self.training:
-            sal, last = self._unet(image, dn)
+            sal, last = self._unet(x, dn)
             out["saliency_logits"] = sal
             fused = torch.cat([dn, F.adaptive_avg_pool2d(last, dn.shape[-2:])], 1)
             out["logits"] = self.fusion(fused)
@@ -175,7 +207,7 @@ class QiuObjective(nn.Module):
         if stage in ("classify", "fusion"):
             key = "dn_logits" if stage == "classify" else "logits"
             loss = F.cross_entropy(out[key][known], y[known]) if bool(known.any()) else out[key].sum() * 0
-            return LossOutput(loss, {"ce": float(loss.detach())})
+            return LossOutput(loss, {"ce": float(loss.detach())}, scores=torch.softmax(out[key].detach(), 1))
         valid = batch["heatmap_valid"][:, self.target_channel]
         sal = out["saliency_logits"]
         if not bool(valid.any()):
