@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from gazeprep.errors import GazeprepError
+from gazeprep.registry import Registry
 
 MetricKind = Literal["map", "fixations", "region", "binary", "image"]
 KINDS: tuple[str, ...] = ("map", "fixations", "region", "binary", "image")
@@ -43,7 +43,12 @@ class Metric:
         return self.fn(pred, ref, **{**self.options, **options})
 
 
-_REGISTRY: dict[str, Metric] = {}
+def _ensure_loaded() -> None:
+    import gazeprep.evaluate.metrics  # noqa: F401  (registers the built-in metrics)
+
+
+#: name -> metric (the one registry type of gazeprep: same errors on duplicates and unknown names)
+METRICS: Registry[Metric] = Registry("metric", loader=_ensure_loaded)
 
 
 def register_metric(
@@ -63,9 +68,7 @@ def register_metric(
         raise ValueError(f"unknown metric kind {kind!r} (known: {', '.join(KINDS)})")
 
     def deco(fn: Callable[..., float]) -> Callable[..., float]:
-        if name in _REGISTRY:
-            raise ValueError(f"metric {name!r} registered twice")
-        _REGISTRY[name] = Metric(name, fn, kind, higher_is_better, source, dict(options))
+        METRICS.register(name, Metric(name, fn, kind, higher_is_better, source, dict(options)))
         return fn
 
     return deco
@@ -73,18 +76,9 @@ def register_metric(
 
 def get_metric(name: str) -> Metric:
     """The registered metric ``name``; a :class:`GazeprepError` listing the known names otherwise."""
-    _ensure_loaded()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise GazeprepError(f"unknown metric {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+    return METRICS.get(name)
 
 
 def list_metrics(kind: MetricKind | None = None) -> list[str]:
     """Names of the registered metrics (of one ``kind`` if given), sorted."""
-    _ensure_loaded()
-    return sorted(n for n, m in _REGISTRY.items() if kind is None or m.kind == kind)
-
-
-def _ensure_loaded() -> None:
-    import gazeprep.evaluate.metrics  # noqa: F401  (registers the built-in metrics)
+    return [n for n, m in METRICS.items() if kind is None or m.kind == kind]
