@@ -352,6 +352,13 @@ class Definition(_Strict):
     fixations: Fixations
     words: Optional[Words] = None
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v == "declared":
+            raise ValueError("'declared' is reserved (recipes use it for any declared dataset); choose another name")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self):
         cols = self.cases.columns
