@@ -79,7 +79,7 @@ from gazeprep.datasets.base import (
     build_table,
 )
 from gazeprep.datasets.checks import far_outside, time_problems
-from gazeprep.datasets.csvio import Col, read_checked_csv
+from gazeprep.datasets.csvio import CheckedTable, Col, read_checked_csv
 from gazeprep.datasets.images import image_size
 from gazeprep.errors import GazeprepError, InputFormatError
 from gazeprep.paths import safe_component, safe_join
@@ -483,6 +483,10 @@ def _word_cols(w: Words) -> dict[str, Col]:
     return cols
 
 
+def _section_name(section: Fixations | Words) -> str:
+    return "fixations" if isinstance(section, Fixations) else "words"
+
+
 class DeclaredRelease(Release):
     """An opened declared collection (see the module docstring)."""
 
@@ -504,7 +508,18 @@ class DeclaredRelease(Release):
             self._shared["words"] = self._split_shared(d.words.file, _word_cols(d.words), d.words)
         self.stats = {"cases": self.cases.height, "rejected_case_rows": sum(1 for r in self.rejects if r["case_id"] is None)}
 
-    # ---- paths ------------------------------------------------------------------------------
+    # ---- paths and files --------------------------------------------------------------------
+    def _read_csv(self, path: Path, cols: dict[str, Col], other: tuple[str, ...], section: str) -> CheckedTable:
+        """:func:`read_checked_csv` with the definition's ``other_columns``; an unexpected column's
+        error says where to list it."""
+        try:
+            return read_checked_csv(path, cols, known=other)
+        except InputFormatError as exc:
+            if exc.column is None or exc.column in cols:
+                raise
+            hint = f"; or list it under {section}.other_columns in {self.definition_path.name}"
+            raise InputFormatError(exc.path, exc.reason + hint, exc.row, exc.column) from None
+
     def _path(self, rel: str, case_id: str | None = None) -> Path:
         """``rel`` (with ``{case_id}`` filled) under the root; GazeprepError if it would leave it."""
         if case_id is not None:
@@ -531,7 +546,7 @@ class DeclaredRelease(Release):
                 self._one_rule(cols, col, spec)
         for lab in d.cases.labels:
             self._one_rule(cols, lab, Col("float", required=False))
-        table = read_checked_csv(path, cols, known=d.cases.other_columns)  # file problems stop the open
+        table = self._read_csv(path, cols, d.cases.other_columns, "cases")  # file problems stop the open
         for b in table.bad:
             self.rejects.append(self.reject(None, path, b.row, f"{b.reason}; {CASE_SKIPPED}"))
         sizes = self._size_table() if d.images is not None and d.images.sizes is not None else None
@@ -598,7 +613,7 @@ class DeclaredRelease(Release):
         path = self._path(s.file)
         c = s.columns
         cols = {c.image_id: Col("str"), c.width_px: Col("int", lo=1), c.height_px: Col("int", lo=1)}
-        table = read_checked_csv(path, cols, known=s.other_columns)
+        table = self._read_csv(path, cols, s.other_columns, "images.sizes")
         for b in table.bad:
             self.rejects.append(self.reject(None, path, b.row, f"{b.reason}; {ROW_DROPPED}"))
         out: dict[str, tuple[int, int] | str] = {}
@@ -646,7 +661,7 @@ class DeclaredRelease(Release):
         cid_col = section.columns.case_id
         assert cid_col is not None
         try:
-            table = read_checked_csv(path, cols, known=section.other_columns)
+            table = self._read_csv(path, cols, section.other_columns, _section_name(section))
         except InputFormatError as exc:  # every case is affected: one rejects row, cases then skip
             self.rejects.append(self.reject(None, path, exc.row, f"{exc.reason}; table left empty for every case"))
             return {}
@@ -693,7 +708,7 @@ class DeclaredRelease(Release):
                 raise InputFormatError(path, f"no {table} rows for case {case_id!r}")
             return rows, path
         path = self._path(file, case_id)
-        t = read_checked_csv(path, cols, known=section.other_columns)
+        t = self._read_csv(path, cols, section.other_columns, _section_name(section))
         for b in t.bad:
             rejects.append(self.reject(case_id, path, b.row, f"{b.reason}; {ROW_DROPPED}"))
         if t.df.height == 0:
