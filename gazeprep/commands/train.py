@@ -142,7 +142,8 @@ def register(app: typer.Typer) -> None:
 
         path = predict_run(model_dir, export, out, split=split.value, device=device.value, images_root=_images_root(images),
                            batch_size=batch_size, progress=not quiet)
-        typer.echo(f"wrote predictions of the {split.value} cases to {path}")
+        which = "every case" if split is Split.all else f"the {split.value} cases"
+        typer.echo(f"wrote predictions of {which} to {path}")
 
     @app.command("models")
     def models_cmd() -> None:

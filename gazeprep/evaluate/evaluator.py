@@ -36,6 +36,11 @@ Bad values: a map holding NaN or +-inf (in either export) stops the evaluation w
 (prediction or ground truth) - no metric is defined on it, and averaging finite numbers computed from
 it would hide the fault.
 
+Class scores: when the prediction export carries ``tables/class_scores.parquet`` (``gazeprep
+predict``), the summary also gets per-label and macro AUC and, where the truth is one class per case,
+accuracy, with bootstrap CIs over cases (:mod:`gazeprep.evaluate.classification`); ``metrics`` may
+name ``auc`` / ``accuracy``.
+
 IoU threshold (004): with ``iou_threshold="validated"`` (default) the threshold is chosen per label
 on the ``validate`` split (best mean IoU over ``THRESHOLDS_004``) and applied to the ``test`` split;
 when the data have no such split it is chosen on all pairs and the summary says so in its
@@ -53,6 +58,7 @@ import numpy as np
 import polars as pl
 
 from gazeprep.errors import GazeprepError
+from gazeprep.evaluate import classification as C
 from gazeprep.evaluate import metrics as M
 from gazeprep.evaluate.registry import Metric, get_metric
 
@@ -452,6 +458,20 @@ def evaluate_exports(
     """
     defaults = {"ellipses": DEFAULT_ELLIPSE_METRICS, "organs": DEFAULT_ORGAN_METRICS}.get(reference, DEFAULT_MAP_METRICS)
     names = list(metrics) if metrics else list(defaults)
+    # image-level AUC / accuracy come from the prediction's class scores (gazeprep.evaluate.classification)
+    class_metrics = [n for n in names if n in C.CLASSIFICATION_METRICS] if metrics else list(C.CLASSIFICATION_METRICS)
+    names = [n for n in names if n not in C.CLASSIFICATION_METRICS]
+    scores = C.read_class_scores(pred)
+    if metrics and class_metrics and scores is None:
+        raise GazeprepError(
+            f"{', '.join(class_metrics)}: image-level metrics need classifier scores "
+            f"(tables/class_scores.parquet, written by gazeprep predict); {export_label(pred)} has none"
+        )
+    class_summary = (C.classification_summary(scores, metrics=class_metrics, by=by, n_boot=n_boot, seed=seed)
+                     if scores is not None and class_metrics else None)
+    if not names and class_summary is not None:  # only image-level metrics asked for: no map pairing
+        empty = pl.DataFrame(schema={"case_id": pl.Utf8, "target": pl.Utf8})
+        return EvalResult(pairs=empty, summary=class_summary, unpaired=empty.with_columns(pl.lit(None, pl.Utf8).alias("only_in")))
     mets: list[Metric] = [get_metric(n) for n in names]
     notes: list[str] = []
 
@@ -633,6 +653,8 @@ def evaluate_exports(
         thresholds = {t: (float(iou_threshold), "fixed") for t in pairs.get_column("target").unique().to_list()}
     cm_arr = np.stack(cms) if cms else np.zeros((0, 2, 2), dtype=np.int64)
     summary = _summarise(pairs, mets, by, thresholds, cm_arr, iou_average, n_boot, seed)
+    if class_summary is not None and class_summary.height:  # AUC / accuracy rows beside the map metrics
+        summary = pl.concat([summary, class_summary], how="vertical_relaxed")
     return EvalResult(pairs=pairs, summary=summary, unpaired=unpaired, notes=notes)
 
 

@@ -171,7 +171,7 @@ def _export_contents(ex) -> str:
         labels = sorted(set(cl.filter(pl.col("value").is_not_null())["source_label"].drop_nulls().to_list()))
     where = f"recipe {recipe}" if recipe else "no recorded recipe"
     if dataset:
-        where = f"{dataset}, {where}"
+        where = f"dataset {dataset}, {where}"
     return f"{where}; heatmap targets {_fmt(targets)}; labels {_fmt(labels)}"
 
 
@@ -431,7 +431,7 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
         diffs = config_differences(stored, identity)
         if diffs:
             shown = "; ".join(diffs[:4]) + (f"; {len(diffs) - 4} more" if len(diffs) > 4 else "")
-            why = "--resume continues only a run of the same config" if resume else "its model.pt would not match"
+            why = "--resume continues only a run of the same config" if resume else "its checkpoints belong to the stored one"
             raise GazeprepError(f"{out} holds a run of another config ({shown}); {why}: use --force to start over, or another --out")
         if not (out / SPLITS_FILE).is_file():
             raise GazeprepError(f"{out} holds a run without saved splits (an older gazeprep); use --force to start over")
