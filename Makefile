@@ -79,9 +79,6 @@ clean:  ## Remove build outputs, datasets and their stamps included (keeps .venv
 REFLACX_ROOT  ?= sample_data/reflacx
 EGD_ROOT      ?= sample_data/egd-cxr
 MIMIC_ROOT    ?= sample_data/mimic-cxr
-# recipes for any dataset declared in YAML (`dataset: declared`) build this definition (docs/datasets.md)
-DECLARED_DATASET ?= docs/examples/lab-gaze/dataset.yaml
-DECLARED_ROOT    ?= $(patsubst %/,%,$(dir $(DECLARED_DATASET)))
 GAZEPREP      := $(BIN)/gazeprep
 PY            := $(BIN)/python
 WORKERS       ?= 0
@@ -121,14 +118,11 @@ ROOT_egd-cxr := $(EGD_ROOT)
 RELEASE_reflacx := $(STAMPS)/release-reflacx.stamp
 RELEASE_egd-cxr := $(STAMPS)/release-egd-cxr.stamp $(STAMPS)/release-mimic.stamp
 FLAGS_egd-cxr := $(EGD_FLAGS)
-ROOT_declared := $(DECLARED_ROOT)
-ARG_declared := $(DECLARED_DATASET)
-RELEASE_declared := $(STAMPS)/release-declared.stamp
 
 # per recipe: prerequisites and target-specific variables of $(OUT)/<recipe>/manifest.json
 define recipe_rules
 KEYWORD_SETS += $(3)
-$(OUT)/$(1)/manifest.json: DATASET := $(or $(ARG_$(2)),$(2))
+$(OUT)/$(1)/manifest.json: DATASET := $(2)
 $(OUT)/$(1)/manifest.json: ROOT := $(ROOT_$(2))
 $(OUT)/$(1)/manifest.json: SALT := $(STAMPS)/code.stamp $(STAMPS)/rules-labeler.stamp $(if $(3),$(STAMPS)/rules-kw-$(3).stamp)
 $(OUT)/$(1)/manifest.json: BUILD_FLAGS := $(FLAGS_$(2)) $(if $(4),--anatomy-dir $(ANATOMY_DIR))
@@ -185,8 +179,6 @@ $(STAMPS)/release-reflacx.stamp: FORCE | $(NEEDS_CORE)
 	@$(STAMP) $@ $(REFLACX_ROOT) --what "REFLACX_ROOT=$(REFLACX_ROOT)"
 $(STAMPS)/release-egd-cxr.stamp: FORCE | $(NEEDS_CORE)
 	@$(STAMP) $@ $(EGD_ROOT) --what "EGD_ROOT=$(EGD_ROOT)"
-$(STAMPS)/release-declared.stamp: FORCE | $(NEEDS_CORE)
-	@$(STAMP) $@ $(DECLARED_ROOT) $(DECLARED_DATASET) --what "DECLARED_DATASET=$(DECLARED_DATASET)"
 $(STAMPS)/release-mimic.stamp: FORCE | $(NEEDS_CORE)
 	@$(STAMP) $@ $(MIMIC_ROOT) $(if $(MIMIC_STAMP_DEPTH),--max-depth $(MIMIC_STAMP_DEPTH)) --what "MIMIC_ROOT=$(MIMIC_ROOT)"
 $(STAMPS)/anatomy-model.stamp: $(ANATOMY_MODEL)/samed.pt FORCE | $(NEEDS_CORE)

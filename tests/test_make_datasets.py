@@ -259,9 +259,6 @@ def test_make_logic_rebuilds_only_what_changed(tmp_path: Path) -> None:
         if _dataset(fr.repo, name) == "egd-cxr":
             assert a[a.index("--root") + 1] == "sample_data/egd-cxr"
             assert a[a.index("--images") + 1] == "sample_data/mimic-cxr"
-        elif _dataset(fr.repo, name) == "declared":  # the shipped example definition (docs/datasets.md)
-            assert a[a.index("--dataset") + 1] == "docs/examples/lab-gaze/dataset.yaml"
-            assert a[a.index("--root") + 1] == "docs/examples/lab-gaze"
         else:
             assert a[a.index("--root") + 1] == "sample_data/reflacx"
             assert "--images" not in a
