@@ -80,3 +80,25 @@ def test_class_scores_table_and_evaluate_prints_auc(trained, tmp_path, capsys):
     for lab in EGD_NAMES:
         assert lab in rows  # a row per class with its AUC
     assert "mean over labels" in out  # the macro AUC
+
+
+def test_multilabel_model_writes_sigmoid_scores(tmp_path, capsys):
+    """004 (MIL) on a REFLACX-shaped export: one independent probability per label."""
+    from gazeprep.export import load_export
+
+    from _run_exports import REFLACX_NAMES
+
+    export, images = write_export(tmp_path, "reflacx", n=12)
+    cfg = tiny_config(tmp_path, data={"labels": list(REFLACX_NAMES)}, train={"epochs": 1})
+    run = tmp_path / "run"
+    assert cli(["train", "--arch", "lanfredi-mil", "--export", export, "--config", cfg, "--out", run,
+                "--images", images, "--device", "cpu", "--quiet"]) == 0
+    assert cli(["predict", "--model", run, "--export", export, "--out", tmp_path / "p", "--images", images,
+                "--device", "cpu", "--quiet", "--split", "all"]) == 0
+    p = load_export(tmp_path / "p")
+    assert p.manifest["extra"]["class_scores"]["activation"] == "sigmoid"
+    sc = p.tables["class_scores"]
+    assert sc.height == 12 * 3 and sc["score"].is_between(0, 1).all()
+    assert sc.filter(pl.col("truth") == 1.0).height == 12  # one positive label per synthetic case
+    # the maps are the labels' own targets, as 004's decoder outputs
+    assert set(p.tables["heatmaps"]["target"]) == set(REFLACX_NAMES)

@@ -122,3 +122,16 @@ def test_models_lists_recipe_and_targets(capsys):
     assert "recipe reflacx-label-specific on reflacx" in block[1] and "one heatmap per label" in block[1]
     kar = out[out.index("karargyris-unet"):].splitlines()[1]
     assert "recipe egd-static on egd-cxr" in kar and "heatmap targets full" in kar and "normal, chf, pneumonia" in kar
+
+
+def test_missing_images_stop_before_training(exports, tmp_path, capsys):
+    """The image source is checked up front: a folder without the cases' images is one error line."""
+    export, _ = exports["egd"]
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    run = tmp_path / "run"
+    code = cli(["train", "--arch", "karargyris-unet", "--export", export, "--config", tiny_config(tmp_path),
+                "--out", run, "--images", empty, "--device", "cpu", "--quiet", "--epochs", "1"])
+    assert code == 1
+    assert "not found" in _one_error_line(capsys.readouterr().err)
+    assert not run.exists()
