@@ -2,7 +2,6 @@
 ``error:`` line (exit 1) naming what it needs, what the export has and the recipe to build; a training
 set with nothing to learn from is an error, never a 0-loss "success"."""
 
-import numpy as np
 import polars as pl
 import pytest
 
