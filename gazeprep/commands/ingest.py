@@ -19,6 +19,12 @@ def known_dataset(value: Optional[str]) -> Optional[str]:
     if value is None:
         return value
     from gazeprep.datasets import list_datasets
+    from gazeprep.datasets.registry import is_definition_path
+
+    if is_definition_path(value):  # a dataset definition file (docs/datasets.md), read by the command
+        if not Path(value).is_file():
+            raise typer.BadParameter(f"dataset definition file {value!r} not found")
+        return value
 
     known = list_datasets()
     if value not in known:
@@ -33,7 +39,7 @@ def register(app: typer.Typer) -> None:
     def ingest_cmd(
         dataset: str = typer.Option(
             ..., "--dataset", callback=known_dataset, metavar="DATASET",
-            help="Registered dataset name (see `gazeprep datasets`).",
+            help="Registered dataset name (see `gazeprep datasets`) or a dataset definition file (.yaml).",
         ),
         root: Optional[Path] = typer.Option(
             None, "--root", help="Release folder. Default: the bundled sample_data/<dataset>."
@@ -55,7 +61,15 @@ def register(app: typer.Typer) -> None:
         from gazeprep.datasets.writer import ingest
         from gazeprep.paths import sample_data_dir
 
+        from gazeprep.datasets.registry import resolve_dataset
+
         images = merge_alias(images, mimic_root, "--images", "--mimic-root")
+        adapter = resolve_dataset(dataset)  # a definition file is loaded and registered under its name
+        dataset = adapter.name
+        definition = getattr(adapter, "definition_path", None)
+        if root is None and definition is not None:
+            root = definition.parent
+            typer.echo(f"--root not given: using the definition's folder {root}", err=True)
         if root is None:
             root = sample_data_dir() / dataset
             typer.echo(f"--root not given: using the bundled sample data {root}", err=True)

@@ -446,8 +446,11 @@ class DeclaredAdapter(DatasetAdapter):
         ``images_root`` replaces ``<root>/<images.folder>`` as the folder the image files are read
         from (for sizes). A declared dataset has no raw gaze samples: ``gaze_samples=True`` is an error.
         """
+        old = kwargs.pop("mimic_root", None)  # the old name of images_root (``ingest --images``)
         if kwargs:
             raise GazeprepError(f"dataset {self.name!r} does not take the option(s) {sorted(kwargs)}")
+        if images_root is None:
+            images_root = old
         if gaze_samples:
             raise GazeprepError(
                 f"dataset {self.name!r} ({self.definition_path}) declares fixations only, no raw gaze samples "

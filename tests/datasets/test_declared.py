@@ -375,3 +375,14 @@ def test_ids_that_cannot_be_file_names_and_duplicates_are_rejects(tmp_path):
     assert rel.case_ids() == ["p1"]
     by_row = {r["row"]: r["reason"] for r in rel.rejects}
     assert "cannot be a case id" in by_row[2] and by_row[3] == "duplicate case id 'p1' (first at row 1); case skipped"
+
+
+def test_ingest_reads_a_definition(tmp_path, capsys):
+    defn = write_screen(tmp_path / "scr")
+    out = tmp_path / "tables"
+    assert run(["ingest", "--dataset", str(defn), "--out", str(out), "--quiet"]) == 0  # --root: the definition's folder
+    assert "cases 2, case_labels 0, fixations 3, rejects 2" in capsys.readouterr().out
+    fix = pl.read_parquet(out / "fixations.parquet")
+    assert fix["dataset"].unique().to_list() == ["study-screen"] and fix.height == 3
+    rejects = pl.read_parquet(out / "rejects.parquet")
+    assert sorted(rejects["row"].to_list()) == [3, 5] and set(rejects["file"]) == {"gaze.csv"}
