@@ -208,6 +208,14 @@ def test_screen_collection_maps_positions_and_builds_on_workers(tmp_path):
     fix2 = rel.read_case("s2")
     assert fix2.tables["fixations"]["x_px"].to_list() == pytest.approx([150.0])
     assert fix2.tables["fixations"]["y_px"].to_list() == pytest.approx([112.5])
+    # images_root (--images) replaces <root>/images as the folder the image headers are read from
+    from PIL import Image
+
+    alt = tmp_path / "alt"
+    alt.mkdir()
+    Image.new("L", (50, 40)).save(alt / "s1.png")
+    Image.new("L", (30, 30)).save(alt / "s2.png")
+    assert adapter.open(tmp_path / "scr", images_root=alt).cases["image_width_px"].to_list() == [50, 30]
     shared = {(r["file"], r["row"]): r["reason"] for r in rel.rejects}
     assert shared[("gaze.csv", 3)] == "case id 's9' is not in cases.csv; row dropped"
     assert shared[("gaze.csv", 5)] == "column 'v': value is NaN; row dropped"
