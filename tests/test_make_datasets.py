@@ -246,7 +246,7 @@ def test_make_logic_rebuilds_only_what_changed(tmp_path: Path) -> None:
     recipes = _recipes(fr.repo)
     n = len(recipes)
 
-    r, calls = fr.run("datasets")
+    r, calls = fr.run("-j4", "datasets")
     assert r.returncode == 0, r.stderr
     assert _built(calls) == sorted(recipes)
     assert f"datasets: rebuilt {n} of {n} exports" in r.stdout
@@ -376,7 +376,7 @@ def test_make_datasets_on_sample_data_is_incremental(tmp_path: Path) -> None:
     n = len(recipes)
 
     t0 = time.monotonic()
-    r = _make(repo, "datasets", *mk)
+    r = _make(repo, "-j2", "datasets", *mk)  # parallel: one writer per output folder
     first_s = time.monotonic() - t0
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"datasets: rebuilt {n} of {n} exports" in r.stdout
