@@ -138,13 +138,14 @@ $(foreach r,$(RECIPES),$(eval $(call recipe_rules,$(r),$(DS_$(r)),$(call recipe_
 datasets: $(MANIFESTS)  ## Build every recipe's export into OUT/<recipe>/ (only what changed; listed below)
 	@n=$$(cat $(BUILT_LOG) 2>/dev/null | wc -l | tr -d ' '); \
 	if [ "$$n" = 0 ]; then echo "datasets: all $(words $(RECIPES)) exports up to date in $(OUT)/"; \
-	else echo "datasets: rebuilt $$n of $(words $(RECIPES)) exports in $(OUT)/ ($$(tr '\n' ' ' < $(BUILT_LOG)))"; fi
+	else echo "datasets: rebuilt $$n of $(words $(RECIPES)) exports in $(OUT)/: $$(echo $$(cat $(BUILT_LOG)))"; fi
 
 $(RECIPES): %: $(OUT)/%/manifest.json
 	@grep -qx '$@' $(BUILT_LOG) 2>/dev/null || echo "$@: up to date in $(OUT)/$@/"
 
 # One export, built with this checkout's rules/ (GAZEPREP_RULES_DIR) and recipe file. The salt is
-# what the export was built with: the code and rules stamps and the recipe file's checksum. A fresh
+# what the export was built with: the code and rules stamps, the recipe file's checksum and the
+# GAZEPREP command (another installation may be another version). A fresh
 # folder records its salt first, so an interrupted first build resumes; an existing folder whose
 # salt differs is rebuilt with --force (rules or sources changed: parts would be reused wrongly; the
 # recipe was edited: gazeprep refuses to replace an export of other settings without it; or the
@@ -153,7 +154,7 @@ $(RECIPES): %: $(OUT)/%/manifest.json
 # than --max-reject-fraction allows, which still writes the export) leaves <recipe>.failed, a
 # prerequisite that makes the next run try again instead of calling the export up to date.
 $(OUT)/%/manifest.json: pipelines/%.yaml
-	@salt="$$(cat $(SALT) | tr -d '\n') $$(cksum < $<)"; saltf=$(STAMPS)/$*.salt; force=; \
+	@salt="$$(cat $(SALT) | tr -d '\n') $$(cksum < $<) $(GAZEPREP)"; saltf=$(STAMPS)/$*.salt; force=; \
 	if [ ! -e $(OUT)/$* ]; then printf '%s\n' "$$salt" > $$saltf; \
 	elif [ "$$(cat $$saltf 2>/dev/null)" != "$$salt" ]; then force=--force; \
 	  echo "$*: rules/ or gazeprep sources differ from the last build of $(OUT)/$*: every case is recomputed (--force)"; fi; \
@@ -174,17 +175,17 @@ $(STAMPS)/code.stamp: FORCE | $(NEEDS_CORE)
 $(STAMPS)/rules-labeler.stamp: FORCE | $(NEEDS_CORE)
 	@$(STAMP) $@ rules --content --exclude README.md $(foreach k,$(sort $(KEYWORD_SETS)),--exclude $(k).yaml) --what "labeler rules"
 $(STAMPS)/rules-kw-%.stamp: FORCE | $(NEEDS_CORE)
-	@$(STAMP) $@ rules/$*.yaml --content --what "rules/$*.yaml"
+	@$(STAMP) $@ rules/$*.yaml --content --what "keyword rules"
 $(STAMPS)/release-reflacx.stamp: FORCE | $(NEEDS_CORE)
-	@$(STAMP) $@ $(REFLACX_ROOT) --what "REFLACX_ROOT=$(REFLACX_ROOT)"
+	@$(STAMP) $@ $(REFLACX_ROOT) --what REFLACX_ROOT
 $(STAMPS)/release-egd-cxr.stamp: FORCE | $(NEEDS_CORE)
-	@$(STAMP) $@ $(EGD_ROOT) --what "EGD_ROOT=$(EGD_ROOT)"
+	@$(STAMP) $@ $(EGD_ROOT) --what EGD_ROOT
 $(STAMPS)/release-mimic.stamp: FORCE | $(NEEDS_CORE)
-	@$(STAMP) $@ $(MIMIC_ROOT) $(if $(MIMIC_STAMP_DEPTH),--max-depth $(MIMIC_STAMP_DEPTH)) --what "MIMIC_ROOT=$(MIMIC_ROOT)"
+	@$(STAMP) $@ $(MIMIC_ROOT) $(if $(MIMIC_STAMP_DEPTH),--max-depth $(MIMIC_STAMP_DEPTH)) --what MIMIC_ROOT
 $(STAMPS)/anatomy-model.stamp: $(ANATOMY_MODEL)/samed.pt FORCE | $(NEEDS_CORE)
-	@$(STAMP) $@ $(ANATOMY_MODEL)/samed.pt $(ANATOMY_MODEL)/config.json --what "ANATOMY_MODEL=$(ANATOMY_MODEL)"
+	@$(STAMP) $@ $(ANATOMY_MODEL)/samed.pt $(ANATOMY_MODEL)/config.json --what ANATOMY_MODEL
 $(STAMPS)/anatomy-overrides.stamp: FORCE | $(NEEDS_CORE)
-	@$(STAMP) $@ $(ANATOMY_DIR)/overrides --missing-ok --what "$(ANATOMY_DIR)/overrides"
+	@$(STAMP) $@ $(ANATOMY_DIR)/overrides --missing-ok --what "anatomy overrides"
 FORCE:
 
 # ---- anatomy masks for reflacx-anatomy (paper 000) -------------------------------------------------

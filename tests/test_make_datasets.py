@@ -133,7 +133,7 @@ def test_stamp_missing_path_is_one_error_line_unless_allowed(tmp_path: Path) -> 
     stamp = tmp_path / "x.stamp"
     r = _stamp(str(stamp), str(tmp_path / "nope"), "--what", "REFLACX_ROOT")
     assert r.returncode == 1 and not stamp.exists()
-    assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'} (REFLACX_ROOT): no such file or folder"]
+    assert r.stderr.strip().splitlines() == [f"error: REFLACX_ROOT: {tmp_path / 'nope'}: no such file or folder"]
     r = _stamp(str(stamp), str(tmp_path / "nope"), "--missing-ok")
     assert r.returncode == 0 and stamp.exists()
     absent = stamp.read_text()

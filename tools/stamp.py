@@ -137,15 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-depth", type=int, default=None, help="folder levels to descend (1 = top level only)")
     ap.add_argument("--suffix", default=None, help="only files ending with this (e.g. .py)")
     ap.add_argument("--exclude", action="append", default=[], help="file or folder name to skip at any depth (repeatable)")
-    ap.add_argument("--what", default=None, help="name used in messages (e.g. REFLACX_ROOT)")
+    ap.add_argument("--what", default=None, help="what the paths are, for messages (e.g. REFLACX_ROOT)")
     ap.add_argument("--missing-ok", action="store_true", help="a missing PATH is a state, not an error")
     args = ap.parse_args(argv)
     if args.max_depth is not None and args.max_depth < 1:
         ap.error("--max-depth must be >= 1")
     for p in args.paths:
         if not p.exists() and not args.missing_ok:
-            what = f" ({args.what})" if args.what else ""
-            print(f"error: {p}{what}: no such file or folder", file=sys.stderr)
+            what = f"{args.what}: " if args.what else ""
+            print(f"error: {what}{p}: no such file or folder", file=sys.stderr)
             return 1
     try:
         value, n = digest(
@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.filename or args.stamp}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     if changed:
-        label = args.what or " ".join(str(p) for p in args.paths)
+        paths = " ".join(str(p) for p in args.paths)
+        label = f"{args.what} ({paths})" if args.what else paths
         print(f"stamp: {label} {'recorded' if first else 'changed'} ({n} files)", file=sys.stderr)
     return 0
 
