@@ -3,7 +3,9 @@
 1. Renderer vs the naive reference (one full-resolution density per fixation, as 004's code does)
    on the same inputs: speed ratio and max |difference| relative to the peak (bench/render.py).
 2. Labeler: 10,000 reports on one core (bench/labeler.py).
-3. End-to-end ``build-heatmaps --recipe reflacx-label-specific`` on a 3000-case synthetic REFLACX
+3. Training input: ``GazeDataset`` against the naive ``.npy`` + PIL loader on a 300-case export at
+   512, same batch and workers (``input_throughput_ratio``; bench/input.py).
+4. End-to-end ``build-heatmaps --recipe reflacx-label-specific`` on a 3000-case synthetic REFLACX
    release at 512 (wall time, cases/s, peak memory of the process tree) and, on a subset, at native
    size (native maps are ~30 MB each in float32, so the full native export would not fit this disk).
 
@@ -187,6 +189,13 @@ def main() -> None:
     report["build_native_subset"] = rn
     print(json.dumps(rn, indent=2))
 
+    print("== training input: GazeDataset vs the naive .npy + PIL loader (300 cases at 512) ==")
+    from bench import input as input_bench
+
+    report["input"] = input_bench.run()
+    report["input_throughput_ratio"] = report["input"]["input_throughput_ratio"]
+    print(json.dumps(report["input"], indent=2))
+
     native = report["renderer"]["sizes"]["native"]
     ok_ratio = native["ratio"] >= 100
     ok_err = max(s["max_abs_diff_rel_peak"] for s in report["renderer"]["sizes"].values()) < 1e-5
@@ -200,6 +209,7 @@ def main() -> None:
             v["slowdown_vs_drop"] for sz in report["renderer_border"]["sizes"].values() for v in sz["rules"].values()
         ) <= 1.10,
         "build_3000_512_under_60s": ok_build,
+        "input_throughput_1.5x_naive": report["input_throughput_ratio"] >= 1.5,
     }
     print("== summary ==")
     print(json.dumps(report["targets"], indent=2))

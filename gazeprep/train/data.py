@@ -407,6 +407,23 @@ def labels_from_case_labels(case_labels: pl.DataFrame, case_ids: Sequence[str], 
 
 #: The ``data`` options of a config that shape the input (passed to :class:`GazeDataset`).
 INPUT_OPTIONS = ("size", "fit", "letterbox_rule", "stride", "clahe", "cache_images")
+#: Key of the batch a :meth:`GazeDataset.__getitems__` item belongs to (read by the loop's collate).
+BATCH_KEY = "_batch"
+
+
+def _zeros_for_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """A zero float32 tensor of ``shape``; in a DataLoader worker it lives in shared memory (new
+    shared-memory pages are zero), so sending it to the main process copies nothing."""
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is None:
+        return torch.zeros(shape, dtype=torch.float32)
+    numel = math.prod(shape)
+    template = torch.empty(0, dtype=torch.float32)
+    storage = template._typed_storage()._new_shared(numel, device="cpu")
+    return template.new(storage).resize_(*shape)
+
+
 #: Default budget of the decoded-image cache (float32 images at the training size), in bytes.
 IMAGE_CACHE_BUDGET = 4 * 1024**3
 
@@ -668,11 +685,12 @@ class GazeDataset(Dataset):
         with Image.open(p) as im:
             return np.asarray(im.convert("L")) > 0
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _fill(self, index: int, buf: torch.Tensor) -> dict[str, Any]:
+        """Write case ``index``'s image, maps and masks into ``buf`` (1 + T + M, H, W), zero on entry;
+        returns the item's other fields."""
         cid = self.case_ids[index]
         n_t, n_m = len(self.targets), len(self.mask_structures)
         fh, fw = self.frame.shape
-        buf = torch.zeros((1 + n_t + n_m, fh, fw), dtype=torch.float32)
         ih, iw = self._framed_image(index, buf[0:1])
         valid = self._read_maps(cid, (ih, iw), buf[1 : 1 + n_t])
         for j, s in enumerate(self.mask_structures):
@@ -684,23 +702,49 @@ class GazeDataset(Dataset):
         if self.augment is not None:
             gen = torch.Generator().manual_seed(_stable_int(self.seed, self.epoch, index))
             theta = random_affine(gen, self.augment, aspect=fh / fw)
-            buf = apply_affine(buf, theta, n_nearest=n_m)
+            buf.copy_(apply_affine(buf, theta, n_nearest=n_m))
             if self.augment.is_photometric:
                 self._photometric(buf[0], gen)
         lab = torch.from_numpy(self.label_matrix[index])
         pos = torch.nonzero(lab > 0.5).flatten()
         return {
-            "image": buf[0:1].expand(3, fh, fw),
-            "heatmaps": buf[1 : 1 + n_t],
             "heatmap_valid": torch.tensor(valid, dtype=torch.bool),
             "annotated": torch.tensor(any(valid)),
             "labels": lab,
             "class_index": torch.tensor(int(pos[0]) if len(pos) == 1 else -1),
-            "masks": buf[1 + n_t :],
             "case_id": cid,
             "subject_id": self._subjects[index],
             "index": index,
         }
+
+    def _planes(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Image (expanded to 3 channels, no copy), heatmaps and masks as views of ``buf`` (..., C, H, W)."""
+        n_t = len(self.targets)
+        fh, fw = self.frame.shape
+        return {"image": buf[..., 0:1, :, :].expand(*buf.shape[:-3], 3, fh, fw), "heatmaps": buf[..., 1 : 1 + n_t, :, :],
+                "masks": buf[..., 1 + n_t :, :, :]}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        fh, fw = self.frame.shape
+        buf = torch.zeros((1 + len(self.targets) + len(self.mask_structures), fh, fw), dtype=torch.float32)
+        item = self._fill(index, buf)
+        return {**self._planes(buf), **item}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A whole batch written into one preallocated (B, 1 + T + M, H, W) tensor, in shared memory
+        inside a DataLoader worker (what ``default_collate`` does for its output), zero-filled by the
+        allocation: absent maps cost nothing and :func:`gazeprep.train.loop._collate` hands the batch
+        on without stacking. Each returned item is a view of it (``BATCH_KEY`` names the batch)."""
+        fh, fw = self.frame.shape
+        shape = (len(indices), 1 + len(self.targets) + len(self.mask_structures), fh, fw)
+        buf = _zeros_for_batch(shape)
+        items = [self._fill(int(i), buf[k]) for k, i in enumerate(indices)]
+        batch: dict[str, Any] = dict(self._planes(buf))
+        for key in items[0] if items else ():
+            vals = [it[key] for it in items]
+            batch[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else (torch.tensor(vals) if isinstance(vals[0], (int, float, bool)) else vals)
+        planes = [self._planes(buf[k]) for k in range(len(items))]
+        return [{**p, **it, BATCH_KEY: batch} for p, it in zip(planes, items)]
 
     def _photometric(self, image: torch.Tensor, gen: torch.Generator) -> None:
         """Brightness, contrast and Gaussian noise on the (H, W) image, in place, clipped to [0, 1]."""

@@ -131,6 +131,11 @@ def monitor_mode(cfg: TrainConfig) -> str:
 
 
 def _collate(items: list[dict]) -> dict[str, Any]:
+    """Stack items into a batch; items of :meth:`GazeDataset.__getitems__` (views of one batch
+    tensor, carrying it under ``_batch``) are handed on as that batch, without copying."""
+    batch = items[0].get("_batch") if items else None
+    if batch is not None and all(it.get("_batch") is batch for it in items):
+        return batch
     out: dict[str, Any] = {}
     for k in items[0]:
         vals = [it[k] for it in items]
