@@ -168,3 +168,8 @@ def register(app: typer.Typer) -> None:
                 maps += " (evaluation only)"
             src = f"recipe {need.recipe} on {need.dataset}" if need is not None else "any export"
             typer.echo(f"{'':24s} trains on: {src}; {maps}; labels {labels} ({kind})")
+        from gazeprep.papers import PAPERS
+
+        typer.echo("\npapers:")
+        for paper in PAPERS.values():
+            typer.echo(f"  {paper.number} {paper.short}: {paper.citation}")
