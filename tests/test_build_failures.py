@@ -196,6 +196,7 @@ def _limit_file_size(nbytes: int):
     return apply
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_file_size_limit_exits_1_naming_the_file(tmp_path, workers):
     """``ulimit -f 64``: Python ignores SIGXFSZ, so the write fails with EFBIG, in the spawned
@@ -218,6 +219,7 @@ def test_file_size_limit_exits_1_naming_the_file(tmp_path, workers):
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_stops_workers_commits_nothing_and_resumes(tmp_path, workers):
     out = tmp_path / "out"
@@ -242,15 +244,14 @@ def test_ctrl_c_stops_workers_commits_nothing_and_resumes(tmp_path, workers):
     assert 1 <= len(kept) < 12
     if workers == "2":  # no worker process outlives the driver
         time.sleep(0.5)
-        ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "--sid", str(proc.pid)], capture_output=True, text=True)
-        alive = [ln for ln in ps.stdout.splitlines() if ln.split()[1][0] != "Z"]  # zombies are dead, unreaped
-        assert alive == [], ps.stdout
+        assert _session_alive(proc.pid) == []
     again = _cli(args, _env(tmp_path))
     assert again.returncode == 0, again.stderr
     reused = int(again.stdout.split(" rejects (")[1].split(" cases reused")[0])
     assert reused >= len(kept) - 1  # (a part of a discarded case is rewritten, not reused)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_build_stops_it_with_one_line(tmp_path):
     """A worker that dies (OOM killer, kill -9) must not hang the pool or lose its cases silently."""
     out = tmp_path / "out"
@@ -264,6 +265,42 @@ def test_a_worker_killed_mid_build_stops_it_with_one_line(tmp_path):
     assert not (out / "manifest.json").exists()
     again = _cli(args, _env(tmp_path))
     assert again.returncode == 0, again.stderr
+
+
+def _session_alive(sid: int) -> list[str]:
+    ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "--sid", str(sid)], capture_output=True, text=True)
+    return [ln for ln in ps.stdout.splitlines() if ln.split()[1][0] != "Z"]  # zombies are dead, unreaped
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_driver_then_rerun(tmp_path):
+    """kill -9 of the build (its workers are orphaned): they exit too, nothing is committed, the lock
+    file left behind does not block the rerun, which resumes and ends like a clean build."""
+    out = tmp_path / "out"
+    args = ["build-heatmaps", "--dataset", "reflacx", "--out", str(out), "--size", "32", "--workers", "2", "--quiet"]
+    # no pipes: orphaned workers would hold them open
+    proc = subprocess.Popen([sys.executable, "-m", "gazeprep", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=_env(tmp_path, delay_s=1.0), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((out / ".parts").glob("*.part")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None
+        proc.kill()  # the driver only, as the OOM killer or `kill -9 PID` would
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while _session_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _session_alive(proc.pid) == []
+    finally:  # never leave this test's processes behind, even when it fails
+        for line in _session_alive(proc.pid):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+    assert holder_pid(out) == proc.pid and not (out / "manifest.json").exists()
+    again = _cli(args, _env(tmp_path))
+    assert again.returncode == 0, again.stderr
+    clean = tmp_path / "clean"
+    assert _cli([*args[:4], str(clean), *args[5:]], _env(tmp_path)).returncode == 0
+    assert _digests(out) == _digests(clean)
 
 
 # -- the reject policy ----------------------------------------------------------------------------
@@ -380,6 +417,7 @@ def test_lock_is_reentrant_within_a_process(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_two_concurrent_cli_builds(tmp_path):
     out = tmp_path / "out"
     args = ["build-heatmaps", "--dataset", "reflacx", "--out", str(out), "--size", "32", "--workers", "1", "--quiet"]
