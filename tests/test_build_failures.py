@@ -472,6 +472,50 @@ def test_reader_of_a_replaced_export_gets_export_replaced_error(tmp_path):
     assert load_export(out).heatmap(*key).shape == (48, 48)  # opening again gives the new maps
 
 
+def test_reader_racing_a_rebuild_sees_old_maps_or_export_replaced_error(tmp_path):
+    """A reader thread loops over the maps while another build replaces the export: each read gives
+    the map as it was at opening, or ExportReplacedError; never a zarr error or a map of the new build."""
+    import threading
+
+    out = tmp_path / "out"
+    build_heatmaps(_opts(out, size=32))
+    ex = load_export(out)
+    keys = ex.keys()
+    old = {k: ex.heatmap(*k) for k in keys}
+    outcomes: dict[str, int] = {"old": 0, "replaced": 0}
+    other: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        i = 0
+        while not stop.is_set():
+            k = keys[i % len(keys)]
+            i += 1
+            try:
+                got = ex.heatmap(*k)
+            except ExportReplacedError:
+                outcomes["replaced"] += 1
+                continue
+            except BaseException as exc:  # noqa: BLE001 - recorded and asserted below
+                other.append(exc)
+                return
+            if got.shape != old[k].shape or not np.array_equal(got, old[k]):
+                other.append(AssertionError(f"read a map of the new build for {k}"))
+                return
+            outcomes["old"] += 1
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        build_heatmaps(_opts(out, size=48, force=True))
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        t.join()
+    assert other == []
+    assert outcomes["old"] > 0 and outcomes["replaced"] > 0
+
+
 def test_reader_of_a_removed_or_half_replaced_export(tmp_path):
     out = tmp_path / "out"
     build_heatmaps(_opts(out))
