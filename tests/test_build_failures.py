@@ -114,7 +114,7 @@ def test_errors_cross_process_boundaries():
 def _fail_writes(monkeypatch, where: str, code: int = errno.ENOSPC) -> list[Path]:
     """Every file write whose path contains ``where`` fails with ``code`` (as ``write()`` does:
     no file name on the OSError)."""
-    import gazeprep.export._io as io_mod
+    import gazeprep._atomic as io_mod  # the one atomic writer (export._io re-exports it)
 
     real = io_mod._write_raw
     hits: list[Path] = []

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gazeprep._atomic import atomic_write, atomic_write_text
 from gazeprep._torchvision_compat import ensure_torchvision
 from gazeprep.anatomy.structures import CLASSES
 from gazeprep.errors import GazeprepError
@@ -364,13 +366,13 @@ def save_model(model: Samed, model_dir: str | Path, extra: dict | None = None) -
     folder is self-contained) atomically into ``model_dir``."""
     d = Path(model_dir)
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / (WEIGHTS_FILE + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(d / WEIGHTS_FILE)
+    # serialised in memory first: torch.save reports a write fault (disk full) as a RuntimeError,
+    # the atomic writer as a StorageError naming the file
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    atomic_write(d / WEIGHTS_FILE, buf.getbuffer())
     meta = {"config": model.config.to_json(), **(extra or {})}
-    tmpc = d / (CONFIG_FILE + ".tmp")
-    tmpc.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-    tmpc.replace(d / CONFIG_FILE)
+    atomic_write_text(d / CONFIG_FILE, json.dumps(meta, indent=2, sort_keys=True))
     return d
 
 

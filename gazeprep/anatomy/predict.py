@@ -13,9 +13,10 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from gazeprep._atomic import atomic_write_parquet
 from gazeprep.anatomy.data import ImageRecord, list_images, load_gray, resize_float, resolve_image
 from gazeprep.anatomy.model import WEIGHTS_FILE, load_model
-from gazeprep.anatomy.store import REJECTS_FILE, MaskStore, _write_parquet_atomic
+from gazeprep.anatomy.store import REJECTS_FILE, MaskStore
 from gazeprep.anatomy.train import logits_to_labels, predict_logits
 from gazeprep.device import resolve_device
 from gazeprep.errors import GazeprepError
@@ -134,7 +135,7 @@ def run_predict(
     elapsed = time.time() - t0
     rej_path = out / REJECTS_FILE
     frame = pl.DataFrame(rejects, schema=REJECTS) if rejects else pl.DataFrame(schema=REJECTS)
-    _write_parquet_atomic(frame, rej_path)
+    atomic_write_parquet(frame, rej_path)
     return {
         "images": len(records),
         "skipped_done": len(records) - len(todo),

@@ -20,12 +20,12 @@ writer); any number of readers.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from gazeprep._atomic import atomic_write_parquet, atomic_write_text
 from gazeprep.errors import GazeprepError
 
 MASK_INDEX: dict[str, pl.DataType] = {
@@ -49,12 +49,6 @@ ZARR_DIR = "masks.zarr"
 REJECTS_FILE = "rejects.parquet"
 OVERRIDES_DIR = "overrides"
 SHARD_ROWS = 64
-
-
-def _write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.write_parquet(tmp, compression="zstd")
-    os.replace(tmp, path)
 
 
 class MaskStore:
@@ -83,9 +77,7 @@ class MaskStore:
                         "use a new --out folder"
                     )
             else:
-                tmp = meta_path.with_name(META_FILE + ".tmp")
-                tmp.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-                os.replace(tmp, meta_path)
+                atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
         elif not meta_path.is_file():
             raise GazeprepError(f"{self.folder}: not an anatomy folder (no {META_FILE}); run `gazeprep anatomy predict`")
         self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -141,7 +133,7 @@ class MaskStore:
                 })
         new = pl.DataFrame(rows, schema=MASK_INDEX)
         self.index = pl.concat([self.index, new]) if self.index.height else new
-        _write_parquet_atomic(self.index, self.folder / INDEX_FILE)
+        atomic_write_parquet(self.index, self.folder / INDEX_FILE)
 
     def read(self, image_id: str) -> dict[str, np.ndarray]:
         """The stored grid masks of ``image_id``: {structure: bool (H, W)} (empty dict if none)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import polars as pl
 from tqdm import tqdm
 
 from gazeprep import schema
+from gazeprep._atomic import atomic_write_parquet
 from gazeprep.datasets.base import CaseData, Release
 from gazeprep.datasets.registry import get_adapter
 
@@ -25,13 +25,6 @@ def _init_worker(release: Release) -> None:
 def _read(case_id: str) -> CaseData:
     assert _RELEASE is not None
     return _RELEASE.read_case(case_id)
-
-
-def _write_parquet(df: pl.DataFrame, path: Path) -> None:
-    """Write atomically: a temporary file renamed over ``path`` (a killed run leaves no half file)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.write_parquet(tmp, compression="zstd")
-    os.replace(tmp, path)
 
 
 def ingest(
@@ -100,7 +93,7 @@ def ingest(
     tables["rejects"] = schema.rejects_frame(rejects)
     for name, df in tables.items():
         df = schema.conform(df, name)
-        _write_parquet(df, out / f"{name}.parquet")
+        atomic_write_parquet(df, out / f"{name}.parquet")  # a killed run leaves no half file
         counts[name] = df.height
     return counts
 

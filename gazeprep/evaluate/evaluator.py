@@ -57,7 +57,8 @@ from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 import numpy as np
 import polars as pl
 
-from gazeprep.errors import GazeprepError
+from gazeprep._atomic import atomic_write_parquet, atomic_write_text
+from gazeprep.errors import GazeprepError, StorageError
 from gazeprep.evaluate import classification as C
 from gazeprep.evaluate import metrics as M
 from gazeprep.evaluate.registry import Metric, get_metric
@@ -832,17 +833,18 @@ def format_summary(summary: pl.DataFrame) -> str:
 
 
 def write_table(df: pl.DataFrame, path) -> None:
-    """Write ``df`` as Parquet (``.parquet``) or CSV (``.csv``), atomically (temp file + rename)."""
-    import os
+    """Write ``df`` as Parquet (``.parquet``) or CSV (``.csv``), atomically
+    (:mod:`gazeprep._atomic`; an I/O fault is a :class:`~gazeprep.errors.StorageError` naming ``path``)."""
     from pathlib import Path
 
     p = Path(path)
     if p.suffix not in (".parquet", ".csv"):
         raise GazeprepError(f"{p}: output must end in .parquet or .csv")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError.from_os_error(exc, p.parent) from exc
     if p.suffix == ".parquet":
-        df.write_parquet(tmp)
+        atomic_write_parquet(df, p)
     else:
-        df.write_csv(tmp)
-    os.replace(tmp, p)
+        atomic_write_text(p, df.write_csv())

@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import polars as pl
 
+from gazeprep._atomic import atomic_write_text
 from gazeprep.errors import GazeprepError
 from gazeprep.evaluate import metrics as M
 from gazeprep.paths import safe_component, safe_join
@@ -1431,9 +1432,7 @@ it); click a thumbnail for the full-size panel with its legend and caption.</p>
 """
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, page)
     return path
 
 

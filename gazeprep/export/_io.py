@@ -7,15 +7,21 @@ same input gives the same bytes (no timestamps, no random names in outputs, fixe
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 from numcodecs.zstd import Zstd
 
-from gazeprep.errors import StorageError
+# The atomic writer lives in the neutral module gazeprep._atomic (datasets, anatomy, text and
+# evaluate use it without importing the export layer); re-exported here for the export modules.
+from gazeprep._atomic import (  # noqa: F401 - re-exported
+    atomic_write,
+    fsync_dir,
+    is_temp_name,
+    temp_name,
+    write_file,
+)
 
 # Codec of every heatmap chunk (zarr v3 codecs "bytes" (little endian) -> "zstd").
 # Level 1: on smooth float maps it compresses as well as level 3 at about twice the speed.
@@ -103,79 +109,6 @@ def sha256_file(path: Path, block: int = 1 << 22) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a directory entry (so a rename in it survives a power cut); no-op where unsupported."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_raw(path: Path, data: bytes | list[bytes], fsync: bool) -> None:
-    with open(path, "wb") as f:
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            f.write(data)
-        else:
-            f.writelines(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def write_file(path: Path, data: bytes | list[bytes], *, fsync: bool = True) -> None:
-    """Write ``data`` (bytes, or pieces written back to back) to ``path`` (no atomicity: for files
-    inside a staging folder or temporary files).
-
-    An I/O fault (disk full, file-size limit, permission, device error) raises
-    :class:`~gazeprep.errors.StorageError` naming ``path``: ``write()`` errors carry no file name
-    of their own.
-    """
-    try:
-        _write_raw(path, data, fsync)
-    except OSError as exc:
-        raise StorageError.from_os_error(exc, path) from exc
-
-
-def temp_name(path: Path) -> Path:
-    """A unique temporary name next to ``path`` (same folder, hence same file system)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def is_temp_name(name: str) -> bool:
-    return name.startswith(".") and ".tmp-" in name
-
-
-def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, (fsync,) ``os.replace``.
-
-    A reader (or a killed process) sees either the old file or the complete new one, never a
-    prefix; ``fsync`` adds durability against power loss.
-
-    Raises :class:`~gazeprep.errors.StorageError` naming ``path`` on an I/O fault (the temporary
-    file is removed).
-    """
-    tmp = temp_name(path)
-    try:
-        _write_raw(tmp, data, fsync)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # the original fault is the one to report
-        if isinstance(exc, OSError):
-            raise StorageError.from_os_error(exc, path) from exc
-        raise
-    if fsync:
-        fsync_dir(path.parent)
 
 
 def remove_path(path: Path) -> None:

@@ -5,7 +5,7 @@ File format
     ``.csv`` (comma-separated, UTF-8, header row) or ``.tsv`` (tab-separated, otherwise as
     ``.csv``). Text fields that hold the separator, a quote or a line break are quoted (RFC 4180
     style); a null is an empty field. Any other extension is refused (:func:`table_format`).
-    Every file is written atomically (:func:`gazeprep.export._io.atomic_write`): a reader sees the
+    Every file is written atomically (:func:`gazeprep._atomic.atomic_write`): a reader sees the
     old file or the complete new one, never a prefix.
 
 Wide layout
@@ -35,7 +35,7 @@ from typing import Sequence
 import polars as pl
 
 from gazeprep.errors import GazeprepError, StorageError
-from gazeprep.export._io import atomic_write
+from gazeprep._atomic import atomic_write
 
 #: File extension (lower case) -> table format.
 TABLE_FORMATS: dict[str, str] = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv"}
