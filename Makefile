@@ -38,6 +38,7 @@ setup-ml: $(VENV)/.ml-installed  ## Add the [ml] extra (torch 2.13.0, segment-an
 
 demo: setup  ## Build REFLACX heatmaps from the bundled sample data into out/demo
 	$(BIN)/gazeprep build-heatmaps --dataset reflacx --out $(OUT)/demo
+	@echo 'next: source $(VENV)/bin/activate && gazeprep info $(OUT)/demo  (then: gazeprep rejects $(OUT)/demo; gazeprep preview --export $(OUT)/demo --html)'
 
 test: setup-ml  ## Run the whole test suite
 	$(BIN)/python -m pytest
