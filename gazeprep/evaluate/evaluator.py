@@ -376,30 +376,11 @@ def ellipse_labels_to_targets(source_labels: Sequence[str], targets: Sequence[st
     return out
 
 
-def _bootstrap_mean_fast(v: np.ndarray, n_boot: int, seed: int, ci: float = 0.95) -> tuple[float, float]:
-    v = v[~np.isnan(v)]
-    if v.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    a = (1 - ci) / 2
-    with np.errstate(invalid="ignore"):  # PSNR of identical maps is +inf
-        means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-        lo, hi = np.quantile(means, [a, 1 - a])
-    return float(lo), float(hi)
-
-
-def _bootstrap_confusion(cms: np.ndarray, key: str, n_boot: int, seed: int, ci: float = 0.95) -> tuple[float, float]:
-    if cms.shape[0] == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, cms.shape[0], size=(n_boot, cms.shape[0]))
-    vals = np.array([M.ious_from_confusion(cms[i].sum(axis=0))[key] for i in idx])
-    vals = vals[~np.isnan(vals)]
-    if vals.size == 0:
-        return float("nan"), float("nan")
-    a = (1 - ci) / 2
-    lo, hi = np.quantile(vals, [a, 1 - a])
-    return float(lo), float(hi)
+def _bootstrap_confusion(cms: np.ndarray, key: str, n_boot: int, seed: int) -> tuple[float, float]:
+    """95% CI of a dataset-level IoU (``key`` of :func:`~gazeprep.evaluate.metrics.ious_from_confusion`
+    on the summed matrices) over resampled pairs: :func:`~gazeprep.evaluate.metrics.bootstrap_ci`."""
+    _, lo, hi = M.bootstrap_ci(lambda c: M.ious_from_confusion(c.sum(axis=0))[key], cms, n_boot=n_boot, seed=seed)
+    return lo, hi
 
 
 # --------------------------------------------------------------------------------------------------
@@ -779,7 +760,7 @@ def _summarise(
             else:
                 finite = v[~np.isnan(v)]
                 mean = float(finite.mean()) if finite.size else float("nan")
-                lo, hi = _bootstrap_mean_fast(v, n_boot, seed)
+                _, lo, hi = M.bootstrap_mean(v, n_boot=n_boot, seed=seed)
                 avg = "image"
             out.append({
                 "group": gname, "metric": m.name, "n": int((~np.isnan(v)).sum()), "mean": mean,
