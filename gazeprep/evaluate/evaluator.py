@@ -49,8 +49,6 @@ when the data have no such split it is chosen on all pairs and the summary says 
 
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 
@@ -77,29 +75,6 @@ DEFAULT_ORGAN_MAP: dict[str, tuple[str, ...]] = {
 }
 CONFUSION_METRICS = ("fgiou", "bgiou", "fwiou", "miou")
 LABEL_MEAN = "mean over labels"  # summary group: unweighted mean of the per-label means (n = labels)
-
-# REFLACX ellipse labels -> 004's labels (ricbl translate_et_to_label; REFERENCE_CODE section 1a).
-REFLACX_TO_004: dict[str, tuple[str, ...]] = {
-    "pulmonary edema": ("Edema", "Opacity"),
-    "lung nodule or mass": ("Lung Lesion", "Opacity"),
-    "nodule": ("Lung Lesion", "Opacity"),
-    "mass": ("Lung Lesion", "Opacity"),
-    "atelectasis": ("Atelectasis", "Opacity"),
-    "consolidation": ("Consolidation", "Opacity"),
-    "groundglass opacity": ("Opacity",),
-    "interstitial lung disease": ("Opacity",),
-    "fibrosis": ("Opacity",),
-    "pleural effusion": ("Pleural abnormality",),
-    "pleural thickening": ("Pleural abnormality",),
-    "pleural abnormality": ("Pleural abnormality",),
-    "acute fracture": ("Fracture",),
-    "fracture": ("Fracture",),
-    "enlarged cardiac silhouette": ("Cardiomegaly",),
-    "wide mediastinum": ("Abnormal Mediastinum Contour",),
-    "abnormal mediastinal contour": ("Abnormal Mediastinum Contour",),
-    "pneumothorax": ("Pneumothorax",),
-}
-
 
 class ExportLike(Protocol):
     tables: Mapping[str, pl.DataFrame]
@@ -180,11 +155,6 @@ class EvalResult:
 
 # --------------------------------------------------------------------------------------------------
 # helpers
-
-
-def norm_label(s: str) -> str:
-    """Label ids compared loosely: lower case, runs of non-alphanumerics -> ``_``."""
-    return re.sub(r"[^0-9a-z]+", "_", str(s).lower()).strip("_")
 
 
 def _table(export: Any, name: str) -> pl.DataFrame | None:
@@ -337,39 +307,27 @@ def fixation_map(
     return out if counts else (out > 0).astype(np.float64)
 
 
-@functools.lru_cache(maxsize=1)
-def _rules_closure() -> dict[str, tuple[str, ...]]:
-    """REFLACX source label -> canonical ids with their implications, from ``rules/labels.yaml``
-    (the shipped rules, or the folder ``GAZEPREP_RULES_DIR`` names); a missing or invalid rules
-    folder is the :class:`GazeprepError` of :mod:`gazeprep.paths` / :mod:`gazeprep.text.rules`."""
-    from gazeprep.paths import default_rules_dir
-    from gazeprep.text.rules import load_label_defs
-
-    defs = load_label_defs(default_rules_dir())
-    out: dict[str, tuple[str, ...]] = {}
-    for sl, (ids, _kind) in defs.sources.get("reflacx_metadata", {}).items():
-        closure: list[str] = []
-        for i in ids:
-            closure += [x for x in defs.closure(i) if x not in closure]
-        out[sl.lower()] = tuple(closure)
-    return out
-
-
 def ellipse_labels_to_targets(source_labels: Sequence[str], targets: Sequence[str]) -> dict[str, list[str]]:
-    """Which targets each REFLACX ellipse label stands for.
+    """Which targets each REFLACX ellipse label stands for, from ``rules/labels.yaml`` alone (the
+    shipped rules, or the folder ``GAZEPREP_RULES_DIR`` names).
 
-    A target matches when its id equals (loosely: case and punctuation ignored) the label, one of the
-    canonical ids ``rules/labels.yaml`` maps it to, or one those imply (e.g. ``Pleural effusion`` ->
-    ``pleural_effusion`` -> ``pleural_abnormality``), or one of 004's translations
-    (:data:`REFLACX_TO_004`, e.g. ``Pulmonary edema`` -> ``Edema``, ``Opacity``)."""
-    by_norm = {norm_label(t): t for t in targets}
-    rules = _rules_closure()
+    A target matches when it spells (:func:`gazeprep.text.labels.normalise_label`: case and
+    punctuation ignored) the ellipse label itself, or one of the canonical labels the
+    ``reflacx_metadata`` source maps it to or those imply, by id, display name or alias: ``Pleural
+    effusion`` -> ``pleural_effusion``, ``pleural_abnormality``; ``Pulmonary edema`` -> ``edema``,
+    ``opacity`` (004's ``Edema``, ``Opacity``); ``Enlarged cardiac silhouette`` -> 004's
+    ``Cardiomegaly`` (an alias). A missing or invalid rules folder is the :class:`GazeprepError` of
+    :mod:`gazeprep.paths` / :mod:`gazeprep.text.rules`."""
+    from gazeprep.text.labels import label_spellings, normalise_label, source_label_closure
+
+    by_norm = {normalise_label(t): t for t in targets}
+    closure = source_label_closure("reflacx_metadata")
     out: dict[str, list[str]] = {}
     for s in source_labels:
         hits: list[str] = []
-        key = str(s).lower()
-        for cand in (str(s), *rules.get(key, ()), *REFLACX_TO_004.get(key, ())):
-            t = by_norm.get(norm_label(cand))
+        names = [str(s)] + [n for lid in closure.get(str(s).lower(), ()) for n in label_spellings(lid)]
+        for cand in names:
+            t = by_norm.get(normalise_label(cand))
             if t is not None and t not in hits:
                 hits.append(t)
         out[s] = hits
@@ -641,11 +599,10 @@ def evaluate_exports(
 
 
 def _default_labels() -> list[str]:
-    """Canonical label ids of ``rules/labels.yaml`` (errors as :func:`_rules_closure`)."""
-    from gazeprep.paths import default_rules_dir
-    from gazeprep.text.rules import load_label_defs
+    """Canonical label ids of ``rules/labels.yaml`` (errors as :func:`ellipse_labels_to_targets`)."""
+    from gazeprep.text.labels import label_ids
 
-    return list(load_label_defs(default_rules_dir()).names)
+    return list(label_ids())
 
 
 def _ellipse_frame(gt: ExportLike, targets: Sequence[str]) -> pl.DataFrame:

@@ -29,10 +29,10 @@ DICOM resolution; at 128 px the difference is a fraction of a grid pixel along t
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -99,16 +99,6 @@ def _recipe_for(base: Recipe, window, size: int) -> Recipe:
     return Recipe.model_validate(d)
 
 
-def _label_defs():
-    try:
-        from gazeprep.paths import default_rules_dir
-        from gazeprep.text.rules import load_label_defs
-
-        return load_label_defs(default_rules_dir())
-    except Exception:
-        return None
-
-
 def _label_map(maps: dict, target: str, closure: dict[str, tuple[str, ...]]) -> np.ndarray | None:
     """The map of ``target``: its own, else the max over maps of labels implying it (a
     ``pleural_effusion`` map counts for ``pleural_abnormality``, as 004's label translation)."""
@@ -135,13 +125,16 @@ def _init_worker(params: dict) -> None:
     global _STATE
     from gazeprep.datasets import get_adapter
     from gazeprep.recipes import load_recipe
+    from gazeprep.text.labels import label_defs
 
     base = load_recipe(params["recipe"])
     rules = params["rules"]
-    defs = _label_defs()
-    if defs is None or not defs.groups.get("lanfredi2023"):
+    defs = label_defs()  # a missing or invalid rules folder is its own one-line error, not a silent None
+    if not defs.groups.get("lanfredi2023"):
         raise GazeprepError("rules/labels.yaml with the group 'lanfredi2023' is needed to compare with the ellipses")
     _STATE = {
+        "profile": base.profile,  # the labeler of the swept recipe, as its build would label
+        "source": base.render.source,
         "release": get_adapter(params["dataset"]).open(Path(params["root"])),
         "rules": rules,
         "size": params["size"],
@@ -153,21 +146,24 @@ def _init_worker(params: dict) -> None:
 
 
 def _sweep_case(case_id: str) -> list[dict]:
-    """Every rule for one case: rows (rule, case_id, target, split, has_map, iou_0 .. iou_25)."""
+    """Every rule for one case: rows (rule, case_id, target, split, has_map, iou_0 .. iou_25).
+
+    The text stage runs once per case and the windows and maps of every rule with the pieces of
+    :func:`gazeprep.pipeline.case.process_case` (same labeler profile, window rules and renderer as
+    ``build-heatmaps`` with that rule)."""
     from gazeprep.evaluate.evaluator import ellipse_labels_to_targets
-    from gazeprep.heatmaps import render_case
     from gazeprep.heatmaps.grid import OutputGrid
-    from gazeprep.text import Labeler, build_sentences, compute_windows
+    from gazeprep.pipeline.case import case_text, case_windows, render_windows
 
     st = _STATE
     assert st is not None
     release, rules, size = st["release"], st["rules"], st["size"]
     case_row = release.cases.filter(pl.col("case_id") == case_id).row(0, named=True)
     data = release.read_case(case_id)
-    fx = data.tables.get("fixations")
+    events = data.tables.get(st["source"])
     words = data.tables.get("words")
     ell = data.tables.get("ellipses")
-    if fx is None or fx.height == 0 or words is None or words.height == 0 or ell is None or ell.height == 0:
+    if events is None or events.height == 0 or words is None or words.height == 0 or ell is None or ell.height == 0:
         return []
     ell = ell.filter(pl.col("certainty") > 2)
     if ell.height == 0:
@@ -187,22 +183,16 @@ def _sweep_case(case_id: str) -> list[dict]:
         return []
 
     reports = data.tables.get("reports")
-    text = reports["text"][0] if reports is not None and reports.height else None
+    report_text = reports["text"][0] if reports is not None and reports.height else None
     ds = release.dataset
-    words_o, sentences, _ = build_sentences(words, text, dataset=ds, case_id=case_id)
-    if "labeler" not in st:
-        st["labeler"] = Labeler.from_rules()
-    mentions = st["labeler"].label_case(sentences, words_o, text or "", dataset=ds, case_id=case_id)
-    rec_end = float(fx["t_end_s"].max())
+    text = case_text(words, report_text, dataset=ds, case_id=case_id, profile=st["profile"])
     split = case_row.get("split")
     rows: list[dict] = []
     n_t = len(M.THRESHOLDS_004)
     for rule in rules:
-        wrule = rule.window if rule.window is not None else WholeRecordingWindow()
         recipe = st["recipes"][rule.name]
-        windows = compute_windows(wrule, sentences=sentences, words=words_o, mentions=mentions,
-                                  recording_end_s=rec_end, dataset=ds, case_id=case_id, recipe=recipe.name)
-        maps, _ = render_case(fx, windows, recipe, image_height_px=H, image_width_px=W)
+        windows = case_windows(recipe.window, text, events, dataset=ds, case_id=case_id, recipe_name=recipe.name)
+        maps, _ = render_windows(events, windows, recipe, case_row)
         for t, region in sorted(regions.items()):
             if rule.window is None:
                 m = maps["full"].array if "full" in maps else None
@@ -223,38 +213,15 @@ class SweepResult:
     ranking: pl.DataFrame
 
 
-def _sweep_block(params: dict, ids: list[str]) -> list[dict]:
-    """Every rule for a block of cases (a Ray task): the same per-case function as the pool."""
+def _sweep_block(params: dict, ids: list[str]) -> list[list[dict]]:
+    """The executor's per-block function: the rows of every case of a block (one list per case),
+    in the driver, a pool worker or a Ray task (the release is opened once per process)."""
+    global _STATE
     if _STATE is None or _STATE.get("params_key") != repr(params):
         _init_worker(params)
+        assert _STATE is not None
         _STATE["params_key"] = repr(params)
-    rows: list[dict] = []
-    for cid in ids:
-        rows.extend(_sweep_case(cid))
-    return rows
-
-
-def _sweep_on_ray(params: dict, ids: list[str], *, workers: int, address: str | None, bar) -> list[dict]:
-    try:
-        import ray
-    except ImportError:
-        raise GazeprepError("--executor ray needs the distributed extra: pip install 'gazeprep[distributed]'") from None
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False, log_to_driver=False)
-    try:
-        task = ray.remote(max_retries=3, retry_exceptions=True)(_sweep_block)
-        block = max(1, min(16, len(ids) // (4 * workers) or 1))
-        refs = {task.remote(params, ids[i:i + block]): len(ids[i:i + block]) for i in range(0, len(ids), block)}
-        rows: list[dict] = []
-        while refs:
-            done, _ = ray.wait(list(refs), num_returns=1)
-            rows.extend(ray.get(done[0]))
-            bar.update(refs.pop(done[0]))
-        return rows
-    finally:
-        if started:
-            ray.shutdown()
+    return [_sweep_case(cid) for cid in ids]
 
 
 def rank_rules(rows: pl.DataFrame, *, split: str = "validate") -> pl.DataFrame:
@@ -317,26 +284,20 @@ def run_sweep(
     params = {"dataset": dataset, "root": str(root), "rules": rules, "size": int(size), "recipe": str(recipe)}
     # spawning a worker costs seconds (imports, labeler); keep at least 8 cases per worker
     workers = max(1, min(workers or (os.cpu_count() or 1), -(-len(ids) // 8) or 1))
-    rows: list[dict] = []
+    from gazeprep.pipeline.executor import make_executor
+
+    ex = make_executor(executor, workers=workers, ray_address=ray_address,
+                       died_hint="rerun with fewer --workers if memory is short")
     bar = tqdm(total=len(ids), desc=f"sweep: {len(rules)} rules", unit="case", disable=not progress, file=sys.stderr)
     try:
-        if executor == "ray":
-            rows = _sweep_on_ray(params, ids, workers=workers, address=ray_address, bar=bar)
-        elif executor != "local":
-            raise GazeprepError(f"unknown executor {executor!r}; use local or ray")
-        elif workers == 1:
-            _init_worker(params)
-            for cid in ids:
-                rows.extend(_sweep_case(cid))
-                bar.update()
-        else:
-            with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(params,)) as pool:
-                for part in pool.imap_unordered(_sweep_case, ids, chunksize=1):
-                    rows.extend(part)
-                    bar.update()
+        run = ex.map_blocks(partial(_sweep_block, params), ids, progress=bar)
     finally:
         bar.close()
         _STATE = None
+    if run.failed:  # Ray: a case failing on every attempt (the sweep keeps no rejects table)
+        cid, reason = run.failed[0]
+        raise GazeprepError(f"the sweep failed on {len(run.failed)} case(s), e.g. {cid}: {reason}")
+    rows = [row for case_rows in run.results for row in case_rows]
     schema = {"rule": pl.Utf8, "case_id": pl.Utf8, "target": pl.Utf8, "split": pl.Utf8, "has_map": pl.Boolean,
               **{f"iou_{k}": pl.Float64 for k in range(len(M.THRESHOLDS_004))}}
     df = pl.DataFrame(rows, schema=schema).sort("rule", "case_id", "target")

@@ -16,18 +16,27 @@ written in the release) into one row per case and canonical label. Value reading
 Every source label adds its canonical ids and everything they imply; several source labels that
 reach one canonical id combine by the strongest status (positive > uncertain > negative > absent).
 Source labels not in the map (REFLACX "Other", EGD ``dx1``...) are ignored.
+
+Names of labels are compared in one way only, :func:`normalise_label` (case and punctuation
+ignored): :func:`canonical_label` turns any spelling of a label (its id, its display name, or an
+``aliases`` entry of ``labels.yaml`` such as 004's ``Cardiomegaly``) into its canonical id, and
+:func:`source_label_closure` gives what a dataset's own label stands for. No label map is kept in
+Python: everything comes from ``labels.yaml`` (the shipped rules, or ``GAZEPREP_RULES_DIR``).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import polars as pl
 
+from gazeprep.errors import RecipeError
 from gazeprep.paths import default_rules_dir
 from gazeprep.text.rules import LabelDefs, load_label_defs
 
 _DEFS: dict[str, LabelDefs] = {}
+_SPELLINGS: dict[str, dict[str, str]] = {}
 _RANK = {"positive": 0, "uncertain": 1, "negative": 2, "absent": 3}
 
 CANONICAL_LABELS_SCHEMA = {
@@ -63,6 +72,73 @@ def label_groups(rules_dir: str | Path | None = None) -> dict[str, tuple[str, ..
 def implied_labels(label: str, rules_dir: str | Path | None = None) -> tuple[str, ...]:
     """``label`` and every label it implies (e.g. ``nodule`` -> lung_nodule_or_mass, lung_lesion, opacity)."""
     return label_defs(rules_dir).closure(label)
+
+
+def normalise_label(name: str) -> str:
+    """The one loose form of a label name: lower case, every run of characters other than ``a-z``
+    and ``0-9`` replaced by one ``_``, no ``_`` at either end.
+
+    ``"Pleural Effusion"``, ``"pleural-effusion"`` and ``"pleural_effusion"`` all give
+    ``"pleural_effusion"``; ``"High lung volume / emphysema"`` gives ``"high_lung_volume_emphysema"``.
+    """
+    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
+
+
+def label_spellings(label: str, rules_dir: str | Path | None = None) -> tuple[str, ...]:
+    """Every name of canonical label ``label``: its id, its display name and its ``aliases`` (in
+    that order, duplicates left out). An unknown id gives just ``(label,)``."""
+    defs = label_defs(rules_dir)
+    out = [label]
+    for s in (defs.names.get(label, label), *defs.aliases.get(label, ())):
+        if s not in out:
+            out.append(s)
+    return tuple(out)
+
+
+def _spelling_index(rules_dir: str | Path | None) -> dict[str, str]:
+    """normalised spelling -> canonical id, built once per rules folder; a spelling that names two
+    labels is a :class:`RecipeError` (``labels.yaml`` would be ambiguous)."""
+    d = Path(rules_dir) if rules_dir is not None else default_rules_dir()
+    key = str(d.resolve())
+    if key not in _SPELLINGS:
+        defs = label_defs(d)
+        index: dict[str, str] = {}
+        # ids first, then display names, then aliases: the message names the later, added spelling
+        spellings = [(lid, lid) for lid in defs.names] + [(lid, name) for lid, name in defs.names.items()]
+        spellings += [(lid, a) for lid, al in defs.aliases.items() for a in al]
+        for lid, s in spellings:
+            n = normalise_label(s)
+            if index.setdefault(n, lid) != lid:
+                raise RecipeError(
+                    f"{d / 'labels.yaml'}: the name {s!r} of label {lid!r} also names label {index[n]!r} "
+                    "(ids, names and aliases are compared ignoring case and punctuation)"
+                )
+        _SPELLINGS[key] = index
+    return _SPELLINGS[key]
+
+
+def canonical_label(name: str, rules_dir: str | Path | None = None) -> str | None:
+    """The canonical id ``name`` spells (id, display name or alias, compared by
+    :func:`normalise_label`), or None when it names no label of ``labels.yaml``.
+
+    ``canonical_label("Cardiomegaly") == "enlarged_cardiac_silhouette"`` (004's name);
+    ``canonical_label("Lung Lesion") == "lung_lesion"``."""
+    return _spelling_index(rules_dir).get(normalise_label(name))
+
+
+def source_label_closure(source: str, rules_dir: str | Path | None = None) -> dict[str, tuple[str, ...]]:
+    """What each label of one ``sources`` entry stands for: ``source_label.lower()`` -> its canonical
+    ids followed by everything they imply (no duplicates), e.g. for ``reflacx_metadata``
+    ``"pleural effusion" -> ("pleural_effusion", "pleural_abnormality")``. Empty for an unknown
+    source."""
+    defs = label_defs(rules_dir)
+    out: dict[str, tuple[str, ...]] = {}
+    for sl, (ids, _kind) in defs.sources.get(source, {}).items():
+        closure: list[str] = []
+        for i in ids:
+            closure += [x for x in defs.closure(i) if x not in closure]
+        out[sl.lower()] = tuple(closure)
+    return out
 
 
 def _status(kind: str, v: float | None, th: dict) -> str:

@@ -185,7 +185,9 @@ def read_yaml(path: Path) -> dict:
 
 @dataclass(frozen=True)
 class LabelDefs:
-    """``rules/labels.yaml``: canonical ids, implications, groups, source maps, thresholds."""
+    """``rules/labels.yaml``: canonical ids, implications, groups, source maps, thresholds, and the
+    other spellings of a label (``aliases``: e.g. paper 004's ``Cardiomegaly`` for
+    ``enlarged_cardiac_silhouette``; see :func:`gazeprep.text.labels.canonical_label`)."""
 
     names: dict[str, str]
     implies: dict[str, tuple[str, ...]]  # direct implications
@@ -193,6 +195,7 @@ class LabelDefs:
     # source -> source_label -> (labels, value kind)
     sources: dict[str, dict[str, tuple[tuple[str, ...], str]]]
     thresholds: dict[str, float | bool] = field(default_factory=dict)
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label id -> other names
 
     def closure(self, label: str) -> tuple[str, ...]:
         """``label`` followed by every label it implies, transitively (depth-first, no duplicates)."""
@@ -219,12 +222,18 @@ def load_label_defs(rules_dir: Path) -> LabelDefs:
         raise RecipeError(f"{path}: 'labels' must be a non-empty mapping")
     names: dict[str, str] = {}
     implies: dict[str, tuple[str, ...]] = {}
+    aliases: dict[str, tuple[str, ...]] = {}
     for lid, spec in raw.items():
         spec = spec or {}
         if not isinstance(spec, dict):
             raise RecipeError(f"{path}: labels.{lid} must be a mapping")
         names[str(lid)] = str(spec.get("name", lid))
         implies[str(lid)] = tuple(str(x) for x in spec.get("implies", []) or [])
+        al = spec.get("aliases", []) or []
+        if not isinstance(al, list) or not all(isinstance(x, str) and x.strip() for x in al):
+            raise RecipeError(f"{path}: labels.{lid}.aliases must be a list of names")
+        if al:
+            aliases[str(lid)] = tuple(al)
 
     def check(ids, where):
         for x in ids:
@@ -255,7 +264,7 @@ def load_label_defs(rules_dir: Path) -> LabelDefs:
             check(ids, f"sources.{src}.labels.{sl}")
             m[str(sl)] = (ids, kind)
         sources[str(src)] = m
-    return LabelDefs(names, implies, groups, sources, dict(data.get("thresholds") or {}))
+    return LabelDefs(names, implies, groups, sources, dict(data.get("thresholds") or {}), aliases)
 
 
 @dataclass(frozen=True)
