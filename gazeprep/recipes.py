@@ -139,6 +139,11 @@ class SentenceWindow(_Strict):
     mentions: tuple[MentionStatus, ...] = ("positive", "uncertain")
     label_group: str | None = None  # keep only the targets of this group of rules/labels.yaml (None: all)
 
+    @property
+    def needs_transcript(self) -> bool:
+        """Sentence windows are placed on the timed transcript."""
+        return True
+
 
 class KeywordWindow(_Strict):
     """Paper 000: ``[0, end of the rightmost sentence containing a keyword of the target]``.
@@ -149,6 +154,11 @@ class KeywordWindow(_Strict):
     kind: Literal["keyword_sentences"] = "keyword_sentences"
     keywords: str = "anatomy_keywords"  # rules/<keywords>.yaml
     targets: tuple[str, ...] = ("heart", "left_lung", "right_lung")
+
+    @property
+    def needs_transcript(self) -> bool:
+        """Keyword windows end at a transcript sentence."""
+        return True
 
 
 class WholeRecordingWindow(_Strict):
@@ -161,12 +171,22 @@ class WholeRecordingWindow(_Strict):
     kind: Literal["whole_recording"] = "whole_recording"
     end: Literal["recording_end", "last_word_end"] = "recording_end"
 
+    @property
+    def needs_transcript(self) -> bool:
+        """Only the ``last_word_end`` variant needs the transcript (the time of its last word)."""
+        return self.end != "recording_end"
+
 
 class PhraseWindow(_Strict):
     """One window per transcript word/phrase (targets ``"phrase_0000"``, ...)."""
 
     kind: Literal["phrase"] = "phrase"
     lag_s: float = Field(0.0, ge=0.0, le=MAX_LAG_S)
+
+    @property
+    def needs_transcript(self) -> bool:
+        """One window per transcript word."""
+        return True
 
 
 WindowRule = Annotated[

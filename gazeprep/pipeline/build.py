@@ -1,11 +1,13 @@
 """``build-heatmaps``: the whole ETL for one dataset and one recipe.
 
-Per case (in a pool of spawned worker processes, or on Ray): read the case (dataset adapter) -> sentences and word offsets ->
-mentions (rule-based labeler) -> windows (the recipe's window rule) -> optional anatomy masks ->
-render every target -> a :class:`~gazeprep.export.CaseResult` stored as a resumable part. Then the
-parts are assembled, sorted by case, into the export (Parquet tables, Zarr heatmaps, manifest).
+Per case, :func:`gazeprep.pipeline.case.process_case` (read -> text -> windows -> anatomy masks ->
+render -> :class:`~gazeprep.export.CaseResult`), mapped over blocks of cases by the executor of
+:mod:`gazeprep.pipeline.executor` (in this process, a pool of spawned worker processes, or Ray);
+each result is stored as a resumable part. Then the parts are assembled, sorted by case, into the
+export (Parquet tables, Zarr heatmaps, manifest).
 
-A case's part is keyed by a hash of its input tables, the recipe hash and the package version, so a
+A case's part is keyed by a hash of its input tables, the recipe hash and the package version, and
+the part store by the recipe hash and the labeler profile's rule hash, so a
 rerun after a crash (or with more workers) recomputes only what is missing or changed and ends with
 byte-identical outputs.
 
@@ -29,14 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -44,7 +42,12 @@ from tqdm import tqdm
 
 from gazeprep import __version__
 from gazeprep.errors import GazeprepError, StorageError
+from gazeprep.pipeline.case import process_case
+from gazeprep.pipeline.executor import fatal_error, make_executor
 from gazeprep.recipes import Recipe
+
+__all__ = ["BuildOptions", "BuildSpec", "BuildSummary", "RejectPolicyError", "build_heatmaps", "fatal_error",
+           "make_state", "open_release"]
 
 
 
@@ -83,11 +86,15 @@ class BuildSummary:
     n_reused:
         Cases whose part from an earlier run was reused.
     n_live:
-        Cases not discarded by the release (the ones rendered).
+        Cases not discarded by the release (the ones rendered), plus the cases the adapter dropped
+        at ingest (``n_dropped``).
     n_rejected_cases:
         Live cases that produced no map and have a ``rejects`` row saying why (a case without a map
         and without a reject, e.g. a report with no positive finding for a label-specific recipe, is
-        not rejected).
+        not rejected), plus the cases dropped at ingest: the reject fraction counts them.
+    n_dropped:
+        Cases the adapter dropped while opening the release (a release ``rejects`` row with their
+        case id, no ``cases`` row), e.g. EGD-CXR cases whose image size is unknown.
     max_reject_fraction:
         The policy limit the build ran with.
     problem:
@@ -104,6 +111,7 @@ class BuildSummary:
     n_rejected_cases: int = 0
     max_reject_fraction: float = 0.5
     problem: str | None = None
+    n_dropped: int = 0
 
     @property
     def reject_fraction(self) -> float:
@@ -135,12 +143,20 @@ class _BuildState:
     out: Path
     anatomy_dir: Path | None
     force: bool
+    labeler_hash: str = ""  # the labeler profile's rule hash (part of the part store's key)
+
+    @property
+    def part_key(self) -> str:
+        """What every part of this build must have been written with to be reused: the recipe hash
+        and the labeler profile's rule hash (a rule edit recomputes every case on resume; the
+        per-case input hash, recorded in the manifest, stays the same)."""
+        return f"{self.recipe_hash}|labeler={self.labeler_hash}"
 
     def store(self):
-        """The resumable part store of this build (``<out>/.parts``)."""
+        """The resumable part store of this build (``<out>/.parts``), keyed by :attr:`part_key`."""
         from gazeprep.export import PartStore
 
-        return PartStore(self.out, self.recipe_hash, dtype=self.recipe.output.dtype)
+        return PartStore(self.out, self.part_key, dtype=self.recipe.output.dtype)
 
     def put_rejected(self, case_id: str, input_hash: str, stage: str, reason: str, store=None) -> None:
         """Store the part of a case that produces no maps: its ``cases`` row and one rejects row."""
@@ -190,7 +206,10 @@ def make_state(spec: "BuildSpec", release=None) -> _BuildState:
     recipe = Recipe.from_stored(spec.recipe_json)  # checked by the driver (its dataset may be declared)
     if release is None:
         release = open_release(spec.dataset, Path(spec.root), recipe, spec.images_root, spec.definition)
+    from gazeprep.text.profiles import profile_hash
+
     return _BuildState(
+        labeler_hash=profile_hash(recipe.profile),
         release=release,
         recipe=recipe,
         recipe_hash=recipe.hash(),
@@ -248,35 +267,13 @@ def _case_input_hash(
     case_row: dict, data_tables: dict[str, pl.DataFrame], recipe_hash: str, masks: dict | None = None
 ) -> str:
     """Hash of everything a case's outputs depend on: package version, recipe, its metadata row,
-    its input tables and (anatomy recipes) its masks."""
+    its input tables and (anatomy recipes) its masks. The labeler profile's rules are part of the
+    part store's key (:attr:`_BuildState.part_key`), so a rule edit recomputes the cases too."""
     salt = f"{__version__}|{recipe_hash}|" + "|".join(f"{k}={case_row[k]}" for k in sorted(case_row))
     for target in sorted(masks or {}):
         m = masks[target]
         salt += f"|mask:{target}:{m.shape}:" + hashlib.sha256(m.tobytes()).hexdigest()
     return _hash_tables(data_tables, salt)
-
-
-def fatal_error(exc: BaseException, case_id: str | None = None, where: Path | None = None) -> GazeprepError | None:
-    """The error that must stop the whole build for ``exc``, or None when ``exc`` is a problem of
-    one case (a reject).
-
-    Fatal: :class:`StorageError`; any ``OSError`` carrying an errno (disk full, file-size limit,
-    permission, device error, a file that vanished), as a :class:`StorageError` naming its file
-    (else ``where``); ``MemoryError``. An ``OSError`` without errno is a decoding failure of a
-    damaged file (Pillow, gzip), a data problem.
-    """
-    if isinstance(exc, StorageError):
-        return exc
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return StorageError.from_os_error(exc, exc.filename if exc.filename is not None else (where or "<unknown file>"))
-    if isinstance(exc, MemoryError):
-        detail = str(exc) or "MemoryError"
-        case = f"case {case_id!r}: " if case_id else ""
-        return GazeprepError(
-            f"{case}out of memory ({detail}); the recipe's output size or the number of workers is "
-            "too large for this machine"
-        )
-    return None
 
 
 def _compute_case_safely(st: "_BuildState", case_id: str, store) -> tuple[int, bool]:
@@ -300,12 +297,9 @@ def _compute_case_safely(st: "_BuildState", case_id: str, store) -> tuple[int, b
         return 0, False
 
 
-def _compute_case(st: _BuildState, case_id: str, store):
-    from gazeprep.export import CaseResult
-    from gazeprep.heatmaps import render_case
-    from gazeprep.schema import empty, reject
-    from gazeprep.text import Labeler, build_sentences, compute_windows
-
+def _compute_case(st: _BuildState, case_id: str, store) -> tuple[int, bool]:
+    """Reuse the case's part when its input hash is unchanged (unless ``force``), else run
+    :func:`~gazeprep.pipeline.case.process_case` and store its result; returns (maps, reused)."""
     release = st.release
     case_row = release.cases.filter(pl.col("case_id") == case_id).row(0, named=True)
     data = release.read_case(case_id)
@@ -321,176 +315,37 @@ def _compute_case(st: _BuildState, case_id: str, store):
         if reader is not None:
             with reader:
                 return len(reader.targets), True
-
-    ds = st.dataset
-    rejects: list[dict] = list(data.rejects)
-    tables: dict[str, pl.DataFrame] = {k: v for k, v in data.tables.items() if k != "gaze_samples"}
-    tables["cases"] = release.cases.filter(pl.col("case_id") == case_id)
-    labels = getattr(release, "case_labels", None)
-    if labels is not None and labels.height:
-        tables["case_labels"] = labels.filter(pl.col("case_id") == case_id)
-    heatmaps: dict = {}
-    index_rows: list[dict] = []
-
-    words = data.tables.get("words")
-    reports = data.tables.get("reports")
-    report_text = reports["text"][0] if reports is not None and reports.height else None
-    source = st.recipe.render.source
-    events = data.tables.get(source)
-    has_words = words is not None and words.height > 0
-    # a whole-recording window ending at the recording's end needs no transcript
-    whole = st.recipe.window.kind == "whole_recording" and st.recipe.window.end == "recording_end"
-    if events is None or events.height == 0:
-        rejects.append(reject(ds, case_id, "render", None, None, f"no {source} for this case"))
-    elif not has_words and not whole:
-        rejects.append(reject(ds, case_id, "text", None, None, "empty transcript: no window can be placed"))
-    else:
-        if has_words:
-            words_o, sentences, r = build_sentences(words, report_text, dataset=ds, case_id=case_id)
-            rejects.extend(r)
-            mentions = Labeler.from_rules(profile=st.recipe.profile).label_case(
-                sentences, words_o, report_text or "", dataset=ds, case_id=case_id
-            )
-        else:  # whole-recording maps need no transcript
-            words_o, sentences, mentions = empty("words"), empty("sentences"), empty("mentions")
-            rejects.append(reject(ds, case_id, "text", None, None, "empty transcript: map built without text"))
-        t_col = "t_end_s" if "t_end_s" in events.columns else "t_s"
-        recording_end = float(events[t_col].max())
-        windows = compute_windows(
-            st.recipe.window,
-            sentences=sentences,
-            words=words_o,
-            mentions=mentions,
-            recording_end_s=recording_end,
-            dataset=ds,
-            case_id=case_id,
-            recipe=st.recipe.name,
-        )
-        group = getattr(st.recipe.window, "label_group", None)
-        if group is not None:
-            from gazeprep.text import label_groups
-
-            windows = windows.filter(pl.col("target").is_in(list(label_groups()[group])))
-        tables.update(words=words_o, sentences=sentences, mentions=mentions, windows=windows)
-        if mask_error is not None:
-            # an anatomy recipe without masks must not fall back to unfiltered maps
-            rejects.append(reject(ds, case_id, "anatomy", None, None, mask_error))
-            windows = windows.clear()
-        maps, r = render_case(
-            events,
-            windows,
-            st.recipe,
-            image_height_px=int(case_row["image_height_px"]),
-            image_width_px=int(case_row["image_width_px"]),
-            masks=masks,
-            case=case_row,  # the screen layout for recipes that reproduce MT-UNet's point test
-        )
-        rejects.extend(r)
-        for target in sorted(maps):
-            m = maps[target]
-            heatmaps[target] = m.array
-            index_rows.append(
-                {
-                    "dataset": ds,
-                    "case_id": case_id,
-                    "target": target,
-                    "recipe": st.recipe.name,
-                    "height_px": int(m.array.shape[0]),
-                    "width_px": int(m.array.shape[1]),
-                    "n_fixations": int(m.n_fixations),
-                    "total_weight": float(m.total_weight),
-                }
-            )
-    if index_rows:
-        tables["heatmaps"] = pl.DataFrame(index_rows)
-    result = CaseResult(case_id=case_id, input_hash=input_hash, tables=tables, heatmaps=heatmaps, rejects=rejects)
+    result = process_case(
+        release, case_id, st.recipe, dataset=st.dataset, data=data, masks=masks, mask_error=mask_error,
+        input_hash=input_hash,
+    )
     store.put(result)
-    return len(heatmaps), False
+    return len(result.heatmaps), False
 
 
-def _init_worker() -> None:
-    """Pool worker initializer. Ctrl-C is the driver's to handle (it stops the workers), so the
-    worker ignores SIGINT; and a worker whose driver died (``kill -9``) exits instead of waiting
-    for work forever (a part it was writing is left as a temporary file, deleted by the next run)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = mp.parent_process()
-    if parent is None:  # pragma: no cover - always set in a spawned worker
-        return
-
-    def watch() -> None:
-        from multiprocessing.connection import wait
-
-        wait([parent.sentinel])  # readable (EOF) once the driver is gone
-        os._exit(1)
-
-    threading.Thread(target=watch, name="gazeprep-driver-watch", daemon=True).start()
+_WORKER_STATE: dict = {}
 
 
-@contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT while worker processes start, so that they inherit the ignored disposition
-    (Python keeps an inherited SIG_IGN) and a Ctrl-C during their start-up prints no traceback in
-    them. Only in the main thread (elsewhere signal handlers cannot be changed)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
+def _state_for(spec: "BuildSpec") -> _BuildState:
+    """The build state of this process (the release is opened once per worker, keyed by the spec)."""
+    st = _WORKER_STATE.get(spec)
+    if st is None:
+        st = make_state(spec)
+        _WORKER_STATE.clear()
+        _WORKER_STATE[spec] = st
+    return st
 
 
-def _run_pool(spec: "BuildSpec", live: list[str], workers: int, bar) -> int:
-    """Process ``live`` in blocks on ``workers`` spawned processes; returns the number of reused cases.
-
-    spawn, not fork: polars' thread pool does not survive a fork safely. Each worker opens the
-    release once (see :func:`gazeprep.pipeline.distributed._state_for`). A fatal error in a worker
-    (I/O fault, out of memory), Ctrl-C in the driver or a worker that died stops every worker at once.
-    """
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    from gazeprep.pipeline.distributed import process_block
-
-    block = max(1, min(16, len(live) // (workers * 4) or 1))
-    blocks = [live[i : i + block] for i in range(0, len(live), block)]
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
-    reused = 0
-    finished = False
-    try:
-        with _sigint_ignored():
-            pending = {pool.submit(process_block, spec, b) for b in blocks}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                results = fut.result()  # re-raises a worker's fatal error
-                reused += sum(r for _, r, _ in results)
-                bar.update(len(results))
-        finished = True
-    except BrokenProcessPool:
-        raise GazeprepError(
-            "a worker process died (killed, or out of memory?); finished cases are kept: rerun the same "
-            "command to resume, with fewer --workers if memory is short"
-        ) from None
-    finally:
-        if finished:
-            pool.shutdown(wait=True)
-        else:
-            _stop_pool(pool)
-    return reused
-
-
-def _stop_pool(pool) -> None:
-    """Stop a process pool now: drop queued blocks and terminate the workers (a part being written
-    is left as a temporary file, which the next run deletes)."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(timeout=10)
+def build_block(spec: "BuildSpec", case_ids: list[str]) -> list[tuple[str, bool, int]]:
+    """The executor's per-block function of a build: ``(case_id, reused, n_maps)`` per case (runs
+    in the driver, a pool worker or a Ray task)."""
+    st = _state_for(spec)
+    store = st.store()
+    out = []
+    for cid in case_ids:
+        n_maps, reused = _compute_case_safely(st, cid, store)
+        out.append((cid, reused, n_maps))
+    return out
 
 
 def _check_replace(out: Path, recipe: Recipe, force: bool) -> None:
@@ -621,35 +476,24 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
     state = make_state(spec, release)  # the driver's; workers rebuild theirs from the spec
     workers = opts.workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, len(live) or 1))
-    reused = 0
     bar = tqdm(total=len(live), desc=f"{opts.dataset}: cases", unit="case", disable=not opts.progress, file=sys.stderr)
-    events: list[dict] = []
+    executor = make_executor(opts.executor, workers=workers, ray_address=opts.ray_address, where=opts.out)
+    _WORKER_STATE.clear()
+    _WORKER_STATE[spec] = state  # blocks run in this process (one worker) reuse the open release
     try:
-        if opts.executor == "ray":
-            from gazeprep.pipeline.distributed import run_on_ray
-
-            run = run_on_ray(
-                spec,
-                live,
-                address=opts.ray_address,
-                num_cpus=workers,
-                block_size=opts.ray_block_size,
-                progress=bar,
-            )
-            reused = sum(r for _, r, _ in run.outcomes)
-            events = run.events
-            for cid, reason in run.failed:
-                state.put_rejected(cid, "failed", "build", f"case failed on every attempt: {reason}")
-        elif workers == 1:
-            store = state.store()
-            for cid in live:
-                _, was_reused = _compute_case_safely(state, cid, store)
-                reused += was_reused
-                bar.update()
-        else:
-            reused = _run_pool(spec, live, workers, bar)
+        run = executor.map_blocks(
+            partial(build_block, spec),
+            live,
+            block_size=opts.ray_block_size if opts.executor == "ray" else None,
+            progress=bar,
+        )
+        reused = sum(r for _, r, _ in run.results)
+        events = run.events
+        for cid, reason in run.failed:  # the rejects policy: a case failing on every attempt is a reject
+            state.put_rejected(cid, "failed", "build", f"case failed on every attempt: {reason}")
     finally:
         bar.close()
+        _WORKER_STATE.clear()
     # discarded cases: a cases row and a rejects row, nothing to render
     store = state.store()
     discarded = cases.filter(pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
@@ -684,6 +528,7 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
     with_maps = set(index["case_id"].to_list())
     rejected = set(rejects["case_id"].drop_nulls().to_list())
     n_rejected = sum(1 for c in live if c not in with_maps and c in rejected)
+    dropped = _dropped_at_ingest(extra_rejects, set(cases["case_id"].to_list()))
     return BuildSummary(
         out=path,
         n_cases=len(live) + len(discarded),
@@ -691,7 +536,22 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
         n_rejects=rejects.height,
         n_reused=reused,
         extra={"executor_events": events},
-        n_live=len(live),
-        n_rejected_cases=n_rejected,
+        n_live=len(live) + len(dropped),
+        n_rejected_cases=n_rejected + len(dropped),
         max_reject_fraction=float(opts.max_reject_fraction),
+        n_dropped=len(dropped),
     )
+
+
+def _dropped_at_ingest(release_rejects: list[dict], case_ids: set[str]) -> set[str]:
+    """Cases the adapter dropped while opening the release (e.g. an EGD-CXR case whose image size
+    is unknown): a release ``rejects`` row with their case id says the case was skipped
+    (:data:`gazeprep.datasets.base.CASE_SKIPPED`) and the ``cases`` table does not hold them. Rows
+    about data that is no case (an EGD-CXR calibration image's fixations) do not count."""
+    from gazeprep.datasets.base import CASE_SKIPPED
+
+    return {
+        r["case_id"]
+        for r in release_rejects
+        if r.get("case_id") is not None and r["case_id"] not in case_ids and CASE_SKIPPED in (r.get("reason") or "")
+    }

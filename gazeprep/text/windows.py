@@ -82,11 +82,20 @@ def compute_windows(
     rejects:
         If given, windows that cannot be formed are appended to it as rejects rows (stage ``windows``).
     rules_dir:
-        Where KeywordWindow looks for its keyword file (default rules folder).
+        Where KeywordWindow looks for its keyword file and SentenceWindow for its ``label_group``
+        (default rules folder).
+
+    A SentenceWindow with a ``label_group`` keeps only the targets of that group of
+    ``rules/labels.yaml`` (``window_idx`` still counts each kept target's windows 0, 1, ...).
+    Whether a rule can be placed without a transcript is the rule's own declaration,
+    ``rule.needs_transcript`` (only a whole-recording window ending at the recording's end needs none).
     """
     ctx = dict(dataset=dataset, case_id=case_id, recipe=recipe)
     if isinstance(rule, SentenceWindow):
-        return _sentence_windows(rule, sentences, words, mentions, ctx, rejects)
+        windows = _sentence_windows(rule, sentences, words, mentions, ctx, rejects)
+        if rule.label_group is not None:
+            windows = windows.filter(pl.col("target").is_in(list(_group_labels(rule.label_group, rules_dir))))
+        return windows
     if isinstance(rule, KeywordWindow):
         return _keyword_windows(rule, sentences, ctx, rules_dir)
     if isinstance(rule, WholeRecordingWindow):
@@ -104,6 +113,16 @@ def compute_windows(
     if isinstance(rule, PhraseWindow):
         return _phrase_windows(rule, sentences, words, ctx)
     raise RecipeError(f"unknown window rule {type(rule).__name__}")
+
+
+def _group_labels(group: str, rules_dir: str | Path | None) -> tuple[str, ...]:
+    """The labels of ``group`` in ``rules/labels.yaml`` (RecipeError naming the known groups)."""
+    from gazeprep.text.labels import label_groups
+
+    groups = label_groups(rules_dir)
+    if group not in groups:
+        raise RecipeError(f"window label_group {group!r} is not a group of labels.yaml (known: {', '.join(sorted(groups))})")
+    return groups[group]
 
 
 def _sentence_windows(rule, sentences, words, mentions, ctx, rejects) -> pl.DataFrame:
