@@ -1,135 +1,135 @@
-"""Resumable per-case parts: one atomic, pickle-free file per finished case.
+"""Resumable per-case parts: one atomic, pickle-free file per finished case, in standard formats.
 
-Layout: ``<out>/.parts/<case_id>.part``, a small container of raw byte members::
+Layout: ``<out>/.parts/<case_id>.part``, a ZIP archive (members stored, not deflated) of::
 
-    b"GZPPART1"                  8-byte magic
-    <u8 little endian>           length of the header
-    header                       UTF-8 JSON: {format, version, case_id, input_hash, recipe_hash,
-                                 dtype, codec, targets, shapes, tables,
-                                 members: [[name, offset, nbytes, crc32c], ...]}
-    members                      back to back, offsets relative to the end of the header
+    meta.json                    {format, version, case_id, input_hash, recipe_hash, dtype,
+                                 targets, shapes, tables}
+    table__<name>.arrow          one canonical table of the case, an Arrow IPC file
+    maps.arrow                   the maps (targets sorted), an Arrow IPC file with one row per map:
+                                 ``target`` (utf8), ``height``/``width`` (int32) and ``values``
+                                 (binary: the map cast to the export dtype, little endian, C order),
+                                 the IPC body compressed with zstd (level 1)
 
-Members: ``table__<name>`` is one canonical table of the case as an Arrow IPC file; ``map__<i>`` is
-the i-th map (targets sorted) already encoded as its zarr chunk (cast to the export dtype, zstd).
-Encoding in the worker keeps parts small and makes assembling the Zarr store a copy of bytes; an
-all-zero map is an empty member. Every member carries a CRC-32C that is checked on reading.
+Anything that reads ZIP and Arrow (``unzip``, ``pyarrow.ipc.open_file``) can open a part; nothing in
+it is unpickled. Every member carries the ZIP CRC-32, checked when it is read: a part damaged on
+disk fails its checks and counts as missing (it is recomputed). A part of another format version
+(such as the ``GZPPART1`` container of gazeprep 0.x builds) is not a ZIP archive or says another
+version in ``meta.json``: it counts as missing too and is replaced by the next ``put``.
 
 A part is written to a temporary file in the same folder and renamed into place, so a crash
 leaves either no part or a complete one (plus perhaps a stray temporary file, ignored and cleaned
-by :meth:`PartStore.remove_temp_files`). A part damaged on disk fails its checks and counts as
-missing (it is recomputed).
+by :meth:`PartStore.remove_temp_files`).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import struct
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as pa_ipc
 
 from gazeprep.errors import GazeprepError
-from gazeprep.export._io import (
-    ZSTD_LEVEL,
-    atomic_write,
-    check_dtype,
-    decode_chunk,
-    encode_chunk,
-    is_temp_name,
-    remove_path,
-)
+from gazeprep.export._io import atomic_write, check_dtype, is_temp_name, remove_path, to_dtype
 from gazeprep.export.results import CaseResult
 from gazeprep.paths import safe_component
 
 PARTS_DIR = ".parts"
 PART_SUFFIX = ".part"
 PART_FORMAT = "gazeprep-part"
-PART_VERSION = 1
-_MAGIC = b"GZPPART1"
-_MAX_HEADER = 1 << 26
-_CACHE_BODY_BELOW = 32 << 20  # a region (tables / maps) smaller than this is read in one go
+PART_VERSION = 2  # 1: the hand-written GZPPART1 container (ignored: recomputed)
+META = "meta.json"
+MAPS = "maps.arrow"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # no timestamps: the same case gives the same part bytes
+_MAPS_SCHEMA = pa.schema(
+    [("target", pa.utf8()), ("height", pa.int32()), ("width", pa.int32()), ("values", pa.large_binary())]
+)
+# zstd level 1: a smooth float16 512 x 512 map shrinks ~4x at several hundred MB/s
+_MAPS_IPC = pa_ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1))
+_CACHE_MAPS_BELOW = 32 << 20  # a maps member smaller than this is kept after the first read
 
 
 class DamagedPart(ValueError):
-    """A part file that is truncated, corrupted or not a part."""
+    """A part file that is truncated, corrupted, of another version or not a part."""
 
 
-def _ipc_bytes(df: pl.DataFrame) -> bytes:
-    # uncompressed: tables are small next to the maps, and reading is ~5x faster this way
+def _table_member(name: str) -> str:
+    return f"table__{name}.arrow"
+
+
+def _ipc_file(table: pa.Table, options: pa_ipc.IpcWriteOptions | None = None) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa_ipc.new_file(sink, table.schema, options=options) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _maps_table(targets: list[str], maps: list[np.ndarray]) -> pa.Table:
+    return pa.table(
+        {
+            "target": pa.array(targets, pa.utf8()),
+            "height": pa.array([m.shape[0] for m in maps], pa.int32()),
+            "width": pa.array([m.shape[1] for m in maps], pa.int32()),
+            "values": pa.array([m.tobytes() for m in maps], pa.large_binary()),
+        },
+        schema=_MAPS_SCHEMA,
+    )
+
+
+def part_bytes(meta: dict, tables: dict[str, pl.DataFrame], targets: list[str], maps: list[np.ndarray]) -> bytes:
+    """Serialise a part: ``meta`` (JSON-able), the case's tables and its maps (already cast to the
+    part's dtype, shape ``(H, W)`` each, in ``targets`` order)."""
+    members = [(META, json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8"))]
+    # tables uncompressed: they are small next to the maps, and reading is ~5x faster this way
+    members += [(_table_member(n), _ipc_file(tables[n].to_arrow())) for n in sorted(tables)]
+    members.append((MAPS, _ipc_file(_maps_table(targets, maps), _MAPS_IPC)))
     buf = io.BytesIO()
-    df.write_ipc(buf, compression="uncompressed")
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
     return buf.getvalue()
 
 
-def part_bytes(meta: dict, members: list[tuple[str, bytes]]) -> bytes:
-    """Serialise a part: ``meta`` (JSON-able, without ``members``) and named byte members."""
-    table, offset = [], 0
-    for name, data in members:
-        table.append([name, offset, len(data), google_crc32c.value(data)])
-        offset += len(data)
-    header = json.dumps({**meta, "members": table}, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return b"".join([_MAGIC, struct.pack("<Q", len(header)), header, *(d for _, d in members)])
-
-
 class PartReader:
-    """Read access to one part file: header at once, members on demand (CRC-checked)."""
+    """Read access to one part file: ``meta.json`` at once, members on demand (CRC-checked)."""
 
     def __init__(self, path: Path):
         self.path = path
-        with open(path, "rb") as f:
-            head = f.read(16)
-            if len(head) != 16 or head[:8] != _MAGIC:
-                raise DamagedPart(f"{path}: not a gazeprep part")
-            (n,) = struct.unpack("<Q", head[8:])
-            if n > _MAX_HEADER:
-                raise DamagedPart(f"{path}: implausible header length {n}")
-            raw = f.read(n)
-            self._data_start = 16 + n
-            self._size = f.seek(0, 2)
-        self._regions: dict[int, bytes] = {}
-        if len(raw) != n:
-            raise DamagedPart(f"{path}: truncated header")
+        self._maps: pa.Table | None = None
         try:
-            self.meta = json.loads(raw.decode("utf-8"))
+            self._zip = zipfile.ZipFile(path, "r")
+        except zipfile.BadZipFile as exc:
+            raise DamagedPart(f"{path}: not a gazeprep part ({exc})") from None
+        try:
+            self.meta = json.loads(self._member(META).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DamagedPart(f"{path}: bad header ({exc})") from None
-        if self.meta.get("format") != PART_FORMAT or self.meta.get("version") != PART_VERSION:
+            self.close()
+            raise DamagedPart(f"{path}: bad {META} ({exc})") from None
+        except DamagedPart:
+            self.close()
+            raise
+        if not isinstance(self.meta, dict) or (self.meta.get("format"), self.meta.get("version")) != (
+            PART_FORMAT,
+            PART_VERSION,
+        ):
+            self.close()
             raise DamagedPart(f"{path}: not a gazeprep part of version {PART_VERSION}")
-        self._members = {m[0]: (int(m[1]), int(m[2]), int(m[3])) for m in self.meta["members"]}
-        end = max((o + n for o, n, _ in self._members.values()), default=0)
-        self._maps_start = min((o for k, (o, _, _) in self._members.items() if k.startswith("map__")), default=end)
-        if self._data_start + end != self._size:
-            raise DamagedPart(f"{path}: {self._size} bytes, header describes {self._data_start + end}")
 
-    def _read(self, offset: int, n: int) -> bytes:
-        """Bytes ``[offset, offset + n)`` of the body. The body has two regions, tables then maps;
-        a region below ``_CACHE_BODY_BELOW`` is read whole on first use and kept."""
-        region = 0 if offset < self._maps_start else 1
-        lo, hi = (0, self._maps_start) if region == 0 else (self._maps_start, self._size - self._data_start)
-        if hi - lo <= _CACHE_BODY_BELOW:
-            if region not in self._regions:
-                with open(self.path, "rb") as f:
-                    f.seek(self._data_start + lo)
-                    self._regions[region] = f.read(hi - lo)
-            return self._regions[region][offset - lo : offset - lo + n]
-        with open(self.path, "rb") as f:
-            f.seek(self._data_start + offset)
-            return f.read(n)
-
-    def member(self, name: str) -> bytes:
-        """The bytes of member ``name``; raises :class:`DamagedPart` on a CRC mismatch."""
-        offset, n, crc = self._members[name]
-        data = self._read(offset, n)
-        if len(data) != n or google_crc32c.value(data) != crc:
-            raise DamagedPart(f"{self.path}: member {name!r} is damaged (CRC-32C mismatch)")
-        return data
+    def _member(self, name: str) -> bytes:
+        try:
+            return self._zip.read(name)
+        except KeyError:
+            raise DamagedPart(f"{self.path}: member {name!r} is missing") from None
+        except (zipfile.BadZipFile, EOFError, ValueError) as exc:  # bad CRC-32, truncated member
+            raise DamagedPart(f"{self.path}: member {name!r} is damaged ({exc})") from None
 
     @property
     def case_id(self) -> str:
@@ -148,8 +148,10 @@ class PartReader:
         return self.meta["dtype"]
 
     def arrow_table(self, name: str) -> pa.Table:
-        data = self.member(f"table__{name}")
-        return pa_ipc.open_file(pa.py_buffer(data)).read_all()
+        try:
+            return pa_ipc.open_file(pa.py_buffer(self._member(_table_member(name)))).read_all()
+        except pa.ArrowException as exc:
+            raise DamagedPart(f"{self.path}: table {name!r} is damaged ({exc})") from None
 
     def table(self, name: str) -> pl.DataFrame:
         return pl.from_arrow(self.arrow_table(name))
@@ -160,18 +162,37 @@ class PartReader:
     def arrow_tables(self) -> dict[str, pa.Table]:
         return {name: self.arrow_table(name) for name in self.meta["tables"]}
 
-    def encoded(self, i: int) -> bytes:
-        """The i-th map's chunk bytes, encoded in :attr:`dtype` (CRC-checked)."""
+    def _maps_member(self) -> pa.Table:
+        if self._maps is not None:
+            return self._maps
         try:
-            return self.member(f"map__{i}")
-        except DamagedPart as exc:
-            raise GazeprepError(f"{exc}; delete the part and rerun the build") from None
+            maps = pa_ipc.open_file(pa.py_buffer(self._member(MAPS))).read_all()
+        except pa.ArrowException as exc:
+            raise DamagedPart(f"{self.path}: maps are damaged ({exc})") from None
+        if maps.schema != _MAPS_SCHEMA or maps.column("target").to_pylist() != self.targets:
+            raise DamagedPart(f"{self.path}: maps do not match {META}")
+        if maps.nbytes < _CACHE_MAPS_BELOW:
+            self._maps = maps
+        return maps
+
+    def stored(self, i: int) -> np.ndarray:
+        """The i-th map ``(H, W)`` as stored, in :attr:`dtype` (little endian; read-only view).
+
+        Raises :class:`DamagedPart` when the part is damaged."""
+        h, w = self.shapes[i]
+        dt = check_dtype(self.dtype)
+        buf = self._maps_member().column("values")[i].as_buffer()
+        if buf is None or buf.size != h * w * dt.itemsize:
+            raise DamagedPart(f"{self.path}: map {i} has {0 if buf is None else buf.size} bytes, not {h}x{w} {dt}")
+        return np.frombuffer(buf, dtype=dt).reshape(h, w)
 
     def heatmap(self, i: int) -> np.ndarray:
-        return decode_chunk(self.member(f"map__{i}"), self.shapes[i], self.dtype)
+        """The i-th map as float32 ``(H, W)`` (values as stored in :attr:`dtype`)."""
+        return self.stored(i).astype(np.float32)
 
-    def close(self) -> None:  # files are opened per read; kept for the context-manager protocol
-        pass
+    def close(self) -> None:
+        self._maps = None
+        self._zip.close()
 
     def __enter__(self) -> "PartReader":
         return self
@@ -191,13 +212,13 @@ class PartStore:
         :meth:`gazeprep.recipes.Recipe.hash` of the build's recipe; parts of another recipe are
         never returned.
     dtype:
-        ``float16`` or ``float32``: the export dtype, in which maps are encoded in the part
-        (normally ``recipe.output.dtype``; with another dtype, :func:`finalize` re-encodes, which is
-        correct but slower). :meth:`get` returns maps as float32 either way.
+        ``float16`` or ``float32``: the export dtype, in which maps are stored in the part
+        (normally ``recipe.output.dtype``; with another dtype, :func:`finalize` casts again).
+        :meth:`get` returns maps as float32 either way.
     fsync:
         fsync each part before renaming it into place. Off by default: a kill of the process
         cannot leave a partial part either way (the rename is atomic), and after a power cut a part
-        whose data did not reach the disk fails its size/CRC-32C checks on reading and counts as
+        whose data did not reach the disk fails its ZIP/CRC-32 checks on reading and counts as
         missing, so it is recomputed; fsync would only cost ~5-10 ms per case.
     """
 
@@ -212,7 +233,7 @@ class PartStore:
 
     @classmethod
     def for_recipe(cls, out_dir: str | Path, recipe, *, fsync: bool = False) -> "PartStore":
-        """The store of ``recipe`` (keyed by its hash, maps encoded in ``recipe.output.dtype``)."""
+        """The store of ``recipe`` (keyed by its hash, maps stored in ``recipe.output.dtype``)."""
         return cls(out_dir, recipe.hash(), dtype=recipe.output.dtype, fsync=fsync)
 
     # -- names ---------------------------------------------------------------------------------
@@ -226,9 +247,13 @@ class PartStore:
 
     # -- write ---------------------------------------------------------------------------------
     def put(self, result: CaseResult) -> Path:
-        """Validate ``result`` and store it atomically (replacing an older part of the case)."""
+        """Validate ``result`` and store it atomically (replacing an older part of the case).
+
+        Maps are cast to the store's dtype here (in the worker); a float16 map with values beyond
+        65504 raises :class:`GazeprepError`."""
         res = result.validated()
         targets = sorted(res.heatmaps)
+        maps = [to_dtype(res.heatmaps[t], self.dtype) for t in targets]
         meta = {
             "format": PART_FORMAT,
             "version": PART_VERSION,
@@ -236,15 +261,12 @@ class PartStore:
             "input_hash": res.input_hash,
             "recipe_hash": self.recipe_hash,
             "dtype": self.dtype,
-            "codec": {"name": "zstd", "level": ZSTD_LEVEL},
             "targets": targets,
-            "shapes": [list(res.heatmaps[t].shape) for t in targets],
+            "shapes": [list(m.shape) for m in maps],
             "tables": sorted(res.tables),
         }
-        members = [(f"table__{name}", _ipc_bytes(res.tables[name])) for name in sorted(res.tables)]
-        members += [(f"map__{i}", encode_chunk(res.heatmaps[t], self.dtype)) for i, t in enumerate(targets)]
         path = self.path(res.case_id)
-        atomic_write(path, part_bytes(meta, members), fsync=self.fsync)
+        atomic_write(path, part_bytes(meta, res.tables, targets, maps), fsync=self.fsync)
         return path
 
     # -- read ----------------------------------------------------------------------------------
@@ -254,8 +276,8 @@ class PartStore:
         try:
             reader = PartReader(path)
         except (OSError, ValueError, KeyError, TypeError, IndexError):
-            return None  # damaged part (DamagedPart is a ValueError): missing, rewritten by the next put
-        if reader.meta.get("recipe_hash") != self.recipe_hash or reader.case_id != case_id:
+            return None  # damaged or old-format part (DamagedPart is a ValueError): missing, rewritten by the next put
+        if reader.meta.get("recipe_hash") != self.recipe_hash or reader.meta.get("case_id") != case_id:
             reader.close()
             return None
         return reader

@@ -16,10 +16,11 @@ Faults: an ``OSError`` (no space, file-size limit, permission, device error) is 
 :class:`~gazeprep.errors.StorageError` naming the file. One writer at a time: :func:`finalize` holds
 the output folder's lock (:func:`gazeprep.export.lock.writer_lock`).
 
-Shards are written directly following the zarr v3 ``sharding_indexed`` codec specification (chunks
-concatenated in order, then the index of ``(offset, nbytes)`` little-endian uint64 pairs, then its
-CRC32C), from chunks already encoded by the workers; the array metadata (``zarr.json``) is written
-by zarr itself. Tests check that the shards are byte-identical to the ones zarr writes.
+Heatmaps are written through zarr's own API: one array per map shape, one chunk per sample,
+``shard_size`` samples per shard (``sharding_indexed`` codec), zstd, all-zero chunks left out
+(``write_empty_chunks=False``; they read back as the fill value 0). Workers store their maps already
+cast to the export dtype in their parts, so assembling a shard is reading the parts of its samples
+and handing them to zarr, which compresses them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import hashlib
 import io
 import json
 import os
-import struct
 import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -48,13 +47,13 @@ import gazeprep
 from gazeprep import schema
 from gazeprep.errors import GazeprepError, StorageError
 from gazeprep.export._io import (
+    CODEC,
     ZSTD_LEVEL,
     check_dtype,
-    decode_chunk,
-    encode_chunk,
     fsync_dir,
     remove_path,
     sha256_file,
+    to_dtype,
     write_file,
 )
 from gazeprep.export.layout import (
@@ -69,13 +68,14 @@ from gazeprep.export.layout import (
     array_name,
 )
 from gazeprep.export.lock import writer_lock
-from gazeprep.export.parts import PartStore, _ReaderCache
+from gazeprep.export.parts import DamagedPart, PartStore, _ReaderCache
 from gazeprep.export.results import CaseResult
 from gazeprep.recipes import Recipe
 
-_MAX_U64 = np.uint64(2**64 - 1)
 _PARQUET_ROW_GROUP = 1 << 20
-_CODEC = {"name": "zstd", "level": ZSTD_LEVEL}
+# Maps handed to zarr in one write are at most this many bytes (uncompressed); a shard larger than
+# that (native-size float32 maps) is written in several row blocks, which zarr merges into the shard.
+_MAX_BLOCK_BYTES = 256 << 20
 
 
 # -- sources: one case, either in memory or in a part file ------------------------------------
@@ -87,18 +87,17 @@ class _Source:
     shapes: list[tuple[int, int]]
     tables: dict[str, pl.DataFrame | pa.Table]  # conformed (parts: as Arrow tables)
     result: CaseResult | None = None  # in-memory source
-    part_dtype: str | None = None  # part source: dtype its chunks are encoded in
-    part_codec: dict | None = None  # part source: codec its chunks are encoded with
+    part_dtype: str | None = None  # part source: dtype its maps are stored in
 
-    def chunk(self, i: int, dtype: str, readers: _ReaderCache | None) -> bytes:
-        """The i-th map encoded as a chunk of ``dtype``."""
+    def map(self, i: int, dtype: str, readers: _ReaderCache | None) -> np.ndarray:
+        """The i-th map ``(H, W)`` cast to ``dtype`` (little endian)."""
         if self.result is not None:
-            return encode_chunk(self.result.heatmaps[self.targets[i]], dtype)
-        reader = readers.get(self.case_id)
-        data = reader.encoded(i)
-        if self.part_dtype == dtype and self.part_codec == _CODEC:
-            return data
-        return encode_chunk(decode_chunk(data, self.shapes[i], self.part_dtype), dtype)
+            return to_dtype(self.result.heatmaps[self.targets[i]], dtype)
+        try:
+            stored = readers.get(self.case_id).stored(i)
+        except DamagedPart as exc:
+            raise GazeprepError(f"{exc}; delete the part and rerun the build") from None
+        return stored if self.part_dtype == dtype else to_dtype(stored, dtype)
 
 
 def _memory_source(r: CaseResult) -> _Source:
@@ -114,37 +113,11 @@ def _part_source(store: PartStore, cid: str) -> _Source:
             f"no complete part for case {cid!r} of this recipe in {store.dir} (was the build interrupted? rerun it)"
         )
     with reader:
-        return _Source(cid, reader.meta["input_hash"], reader.targets, reader.shapes, reader.arrow_tables(),
-                       part_dtype=reader.dtype, part_codec=reader.meta.get("codec"))
-
-
-# -- shards -------------------------------------------------------------------------------------
-def shard_pieces(chunks: list[bytes], shard_samples: int) -> list[bytes] | None:
-    """One shard of a ``(N, H, W)`` array with chunks ``(1, H, W)`` (zarr v3 ``sharding_indexed``,
-    index at the end, index codecs ``bytes`` little endian + ``crc32c``), as a list of byte pieces
-    to be written back to back.
-
-    ``chunks`` are the encoded chunks of the shard's samples in order (``b""`` = empty chunk, left
-    out); positions past ``len(chunks)`` (the last, partial shard) are empty. Returns None when every
-    chunk is empty (zarr writes no shard file then).
-    """
-    index = np.full((shard_samples, 1, 1, 2), _MAX_U64, dtype="<u8")
-    offset = 0
-    for i, c in enumerate(chunks):
-        if c:
-            index[i, 0, 0] = (offset, len(c))
-            offset += len(c)
-    if offset == 0:
-        return None
-    index_bytes = index.tobytes()
-    crc = struct.pack("<I", google_crc32c.value(index_bytes))
-    return [*(c for c in chunks if c), index_bytes, crc]
-
-
-def shard_bytes(chunks: list[bytes], shard_samples: int) -> bytes | None:
-    """:func:`shard_pieces` joined into one ``bytes``."""
-    pieces = shard_pieces(chunks, shard_samples)
-    return None if pieces is None else b"".join(pieces)
+        try:
+            tables = reader.arrow_tables()
+        except DamagedPart as exc:
+            raise GazeprepError(f"{exc}; delete the part and rerun the build") from None
+        return _Source(cid, reader.meta["input_hash"], reader.targets, reader.shapes, tables, part_dtype=reader.dtype)
 
 
 def _parquet_bytes(df: pl.DataFrame) -> bytes:
@@ -281,6 +254,108 @@ class _StagedWriter:
         for f, _ in self._pending:
             f.cancel()
         self._pool.shutdown(wait=True)
+
+
+# -- heatmaps ------------------------------------------------------------------------------------
+def _write_block(arr: zarr.Array, start: int, block: np.ndarray, shard: Path) -> None:
+    """``arr[start : start + len(block)] = block``; an I/O fault names the shard file."""
+    try:
+        arr[start : start + block.shape[0]] = block
+    except OSError as exc:
+        raise StorageError.from_os_error(exc, exc.filename or shard) from exc
+
+
+def _write_arrays(group: zarr.Group, zroot: Path, entries: dict[str, list[tuple[_Source, int]]],
+                  readers: _ReaderCache | None, dtype: str, np_dtype: np.dtype, shard_size: int,
+                  progress: bool) -> dict[str, dict]:
+    """Create one array per map shape in ``group`` and write every map into it (rows in the order
+    of ``entries``); returns the manifest's ``arrays`` entry.
+
+    Maps are gathered (read from parts or cast in threads) one block of rows at a time, while zarr
+    writes the previous block in a background thread. A block is one shard, or less when a shard
+    holds more than ``_MAX_BLOCK_BYTES`` (zarr then merges the blocks into the shard: same bytes)."""
+    arrays_meta: dict[str, dict] = {}
+    n_shards = sum(-(-len(rows) // min(shard_size, len(rows))) for rows in entries.values())
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_shards, desc="writing heatmap shards", unit="shard")
+    casts = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+    zwrites = ThreadPoolExecutor(max_workers=1)  # in order: blocks of one shard are merged by zarr
+    pending: list = []
+    try:
+        for name in sorted(entries):
+            rows = entries[name]
+            n = len(rows)
+            h, w = rows[0][0].shapes[rows[0][1]]
+            k = min(shard_size, n)
+            try:
+                arr = group.create_array(
+                    name,
+                    shape=(n, h, w),
+                    chunks=(1, h, w),
+                    shards=(k, h, w),
+                    dtype=np_dtype,
+                    compressors=ZstdCodec(level=ZSTD_LEVEL, checksum=False),
+                    fill_value=0.0,
+                    dimension_names=DIMENSION_NAMES,
+                    config={"write_empty_chunks": False},
+                )
+            except OSError as exc:
+                raise StorageError.from_os_error(exc, zroot / name / "zarr.json") from exc
+            arrays_meta[name] = {"shape": [n, h, w], "shard_samples": k, "count": n}
+            step = max(1, min(k, _MAX_BLOCK_BYTES // (h * w * np_dtype.itemsize)))
+            for j in range(-(-n // k)):
+                for lo in range(j * k, min(n, (j + 1) * k), step):
+                    sel = rows[lo : min(n, (j + 1) * k, lo + step)]
+                    block = np.empty((len(sel), h, w), dtype=np_dtype)
+
+                    def fill(r: int, sel=sel, block=block) -> None:
+                        s, i = sel[r]
+                        block[r] = s.map(i, dtype, readers)
+
+                    if all(s.result is not None for s, _ in sel):  # in memory: cast in threads
+                        list(casts.map(fill, range(len(sel))))
+                    else:  # parts: the reader cache is not shared between threads
+                        for r in range(len(sel)):
+                            fill(r)
+                    while len(pending) >= 2:  # bounds memory to ~3 blocks
+                        pending.pop(0).result()
+                    pending.append(zwrites.submit(_write_block, arr, lo, block, zroot / name / f"c/{j}/0/0"))
+                if bar is not None:
+                    bar.update(1)
+        while pending:
+            pending.pop(0).result()
+    finally:
+        for f in pending:
+            f.cancel()
+        zwrites.shutdown(wait=True)
+        casts.shutdown()
+        if bar is not None:
+            bar.close()
+    return arrays_meta
+
+
+def _record_files(stage: Path, zroot: Path, files: dict[str, dict], fsync: bool) -> None:
+    """Add every file zarr wrote under ``zroot`` to ``files`` (size and SHA-256), flushed to disk
+    first when ``fsync``."""
+
+    def one(p: Path) -> tuple[str, dict]:
+        try:
+            if fsync:
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+            return p.relative_to(stage).as_posix(), {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        except OSError as exc:
+            raise StorageError.from_os_error(exc, p) from exc
+
+    paths = sorted(p for p in zroot.rglob("*") if p.is_file())
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        files.update(pool.map(one, paths))
+    for d in sorted({p.parent for p in paths}):
+        if fsync:
+            fsync_dir(d)
 
 
 # -- the commit ---------------------------------------------------------------------------------
@@ -467,7 +542,7 @@ def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col
     for name in sorted(tables):
         put(f"{TABLES_DIR}/{name}.parquet", _parquet_bytes(tables[name]))
 
-    # 5. heatmaps.zarr: metadata through zarr, shards from encoded chunks.
+    # 5. heatmaps.zarr, written by zarr (metadata, sharding, compression, empty chunks left out).
     zroot = stage / ZARR_DIR
     try:
         group = zarr.open_group(zarr.storage.LocalStore(zroot), mode="w", zarr_format=3,
@@ -475,56 +550,9 @@ def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col
                                                          "index": f"{TABLES_DIR}/heatmaps.parquet"}})
     except OSError as exc:  # zarr writes its metadata itself: name the file it was writing
         raise StorageError.from_os_error(exc, zroot / "zarr.json") from exc
-    arrays_meta = {}
-    n_shards = sum(-(-len(rows) // min(shard_size, len(rows))) for rows in entries.values())
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_shards, desc="writing heatmap shards", unit="shard")
-    pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
-    try:
-        for name in sorted(entries):
-            rows = entries[name]
-            n = len(rows)
-            h, w = rows[0][0].shapes[rows[0][1]]
-            k = min(shard_size, n)
-            try:
-                group.create_array(
-                    name,
-                    shape=(n, h, w),
-                    chunks=(1, h, w),
-                    shards=(k, h, w),
-                    dtype=np_dtype,
-                    compressors=ZstdCodec(level=ZSTD_LEVEL, checksum=False),
-                    fill_value=0.0,
-                    dimension_names=DIMENSION_NAMES,
-                )
-            except OSError as exc:
-                raise StorageError.from_os_error(exc, zroot / name / "zarr.json") from exc
-            arrays_meta[name] = {"shape": [n, h, w], "shard_samples": k, "count": n}
-            for j in range(-(-n // k)):
-                block = rows[j * k : (j + 1) * k]
-                if all(s.result is not None for s, _ in block):  # in memory: encode in threads
-                    chunks = list(pool.map(lambda e: e[0].chunk(e[1], dtype, None), block))
-                else:
-                    chunks = [s.chunk(i, dtype, readers) for s, i in block]
-                data = shard_pieces(chunks, k)
-                if data is not None:
-                    put(f"{ZARR_DIR}/{name}/c/{j}/0/0", data)
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        pool.shutdown()
-        if bar is not None:
-            bar.close()
+    arrays_meta = _write_arrays(group, zroot, entries, readers, dtype, np_dtype, shard_size, progress)
     writer.drain()
-    for p in sorted(zroot.rglob("zarr.json")):
-        rel = p.relative_to(stage).as_posix()
-        if fsync:
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+    _record_files(stage, zroot, files, fsync)
 
     # 6. manifest (the commit marker), then the swap.
     counts = {name: tables[name].height for name in sorted(tables)}
@@ -543,7 +571,7 @@ def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col
             "index": f"{TABLES_DIR}/heatmaps.parquet",
             "count": len(arr_col),
             "dtype": dtype,
-            "codec": dict(_CODEC),
+            "codec": dict(CODEC),
             "shard_size": shard_size,
             "arrays": arrays_meta,
             "targets": sorted(set(tables["heatmaps"].get_column("target").to_list())),

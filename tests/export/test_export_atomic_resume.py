@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,6 +86,15 @@ def test_finalize_killed_at_every_step_then_resumed(tmp_path, monkeypatch):
     rec = recipe()
     results = standard_results(5)
     ref = _reference(tmp_path, results, rec)
+    # zarr writes each of its files (3 zarr.json, the shards) to a temporary name and renames it
+    # into the staging folder: those renames come before the commit's
+    probe = tmp_path / "probe"
+    finalize(probe, standard_results(2), recipe=rec)
+    calls = _crash_replace_after(monkeypatch, 10**6)
+    finalize(probe, results, recipe=rec)
+    monkeypatch.undo()
+    n_stage = sum("/.staging/" in dst for _, dst in calls)
+    assert n_stage >= 4 and all("/.staging/" in dst for _, dst in calls[:n_stage])
     # an older, different export is in place: a crash must never leave it (or a mix) loadable
     for k in range(50):
         out = tmp_path / f"run{k}"
@@ -103,7 +113,7 @@ def test_finalize_killed_at_every_step_then_resumed(tmp_path, monkeypatch):
         if not crashed:
             break
         assert len(calls) == k
-        if k < 3:  # killed while staging: the previous export is untouched and still loadable
+        if k < n_stage:  # killed while staging: the previous export is untouched and still loadable
             old = load_export(out)
             assert old.manifest["cases"] == 2
             first = standard_results(2)[0]
@@ -114,16 +124,45 @@ def test_finalize_killed_at_every_step_then_resumed(tmp_path, monkeypatch):
         finalize(out, store, recipe=rec)  # rerun
         assert _export_bytes(out) == ref, f"crash after {k} replaces"
         assert not (out / ".staging").exists() and not (out / ".trash").exists()
-    # 3 zarr.json files (zarr writes them via os.replace), then the commit: old tables -> trash,
-    # new tables in, old zarr -> trash, new zarr in, manifest
-    assert k == 3 + 5
+    # zarr's files, then the commit: old tables -> trash, new tables in, old zarr -> trash, new
+    # zarr in, manifest
+    assert k == n_stage + 5
     assert _export_bytes(out) == ref
 
 
-@pytest.mark.parametrize("kill_at", [1, 14, 15, 17, 19, 20])
-def test_finalize_killed_while_writing_files(tmp_path, monkeypatch, kill_at):
-    """Writes: 14 tables, then 5 shards (shard_size 2; 5 maps of one shape, 3 of another), then
-    the manifest (call 20), all into the staging folder before the commit."""
+def _dying(real, kill_at: int, n: dict, half):
+    def dying(path, data, *a, **kw):
+        n["k"] += 1
+        if n["k"] == kill_at:
+            half(Path(path), data)  # half a file, then the kill
+            raise Crash("killed")
+        return real(path, data, *a, **kw)
+
+    return dying
+
+
+def _half_bytes(path: Path, data) -> None:
+    blob = data if isinstance(data, bytes) else b"".join(data)
+    path.write_bytes(blob[: len(blob) // 2])
+
+
+def _half_buffer(path: Path, value) -> None:
+    blob = bytes(value.as_buffer_like())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob[: len(blob) // 2])
+
+
+@pytest.mark.parametrize(
+    ("where", "kill_at"), [("file", 1), ("file", 14), ("file", 15), ("zarr", 1), ("zarr", 4), ("zarr", 6), ("zarr", 8)]
+)
+def test_finalize_killed_while_writing_files(tmp_path, monkeypatch, where, kill_at):
+    """Writes into the staging folder before the commit: 14 tables then the manifest (file 15)
+    through ``write_file``; zarr's files through zarr's store: the group and 2 array zarr.json
+    files, then 5 shards (shard_size 2; 5 maps of one shape, 3 of another) - zarr writes the
+    array metadata as it creates each array, so the order is zarr.json, 3 shards, zarr.json,
+    2 shards, after the group's."""
+    import zarr.storage._local as zlocal
+
     import gazeprep.export.writer as writer
 
     rec = recipe()
@@ -131,22 +170,15 @@ def test_finalize_killed_while_writing_files(tmp_path, monkeypatch, kill_at):
     ref = _reference(tmp_path, results, rec, shard_size=2)
     out = tmp_path / "o"
     finalize(out, results[:2], recipe=rec)
-    real = writer.write_file
     n = {"k": 0}
-
-    def dying(path, data, **kw):
-        n["k"] += 1
-        if n["k"] == kill_at:
-            blob = data if isinstance(data, bytes) else b"".join(data)
-            path.write_bytes(blob[: len(blob) // 2])  # half a file, then the kill
-            raise Crash("killed")
-        return real(path, data, **kw)
-
-    monkeypatch.setattr(writer, "write_file", dying)
+    if where == "file":
+        monkeypatch.setattr(writer, "write_file", _dying(writer.write_file, kill_at, n, _half_bytes))
+    else:
+        monkeypatch.setattr(zlocal, "_put", _dying(zlocal._put, kill_at, n, _half_buffer))
     with pytest.raises(Crash):
         finalize(out, results, recipe=rec, shard_size=2)
     monkeypatch.undo()
-    assert n["k"] >= kill_at  # writes run in a background thread: a few more may have started
+    assert n["k"] >= kill_at  # writes run in background threads: a few more may have started
     # every write goes to the staging folder: the previous export is still whole and loadable
     old = load_export(out)
     assert old.manifest["cases"] == 2

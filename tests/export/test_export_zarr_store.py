@@ -6,12 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import zarr
-from zarr.codecs import ZstdCodec
 
 from gazeprep.export import CaseResult, finalize, load_export
-from gazeprep.export._io import ZSTD_LEVEL, encode_chunk
-from gazeprep.export.writer import shard_bytes
+from gazeprep.export._io import ZSTD_LEVEL
 from export_testlib import recipe, smooth_map
 
 
@@ -20,42 +17,66 @@ def _many(n: int, shape=(16, 16), seed=0) -> list[CaseResult]:
     return [CaseResult(f"C{i:04d}", "h", {}, {"full": smooth_map(rng, shape)}, []) for i in range(n)]
 
 
+def _zstd(data: np.ndarray) -> bytes:
+    """The zstd frame of one chunk as the export's codec writes it (level 1, no checksum)."""
+    from numcodecs.zstd import Zstd
+
+    return bytes(Zstd(level=ZSTD_LEVEL, checksum=False).encode(np.ascontiguousarray(data)))
+
+
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_shards_are_byte_identical_to_zarrs_own_writer(tmp_path, dtype):
-    """Our shard builder follows the sharding_indexed spec exactly: zarr writing the same data
-    through its own codec pipeline produces the same shard files."""
+def test_shards_follow_the_sharding_spec_by_hand(tmp_path, dtype):
+    """Closed form of the zarr v3 ``sharding_indexed`` spec, checked on the export's own files:
+    non-empty chunks (zstd of the little-endian samples) back to back in sample order, then the
+    index of (offset, nbytes) little-endian uint64 pairs (2**64-1 for an empty chunk), then the
+    index's CRC32C; a shard whose chunks are all empty is not written."""
+    import google_crc32c
+
     results = _many(10, (8, 9))
     results[3].heatmaps["full"][:] = 0  # an empty chunk inside a shard
+    for i in (8, 9):  # the last (partial) shard is all empty
+        results[i].heatmaps["full"][:] = 0
     out = finalize(tmp_path / "ours", results, recipe=recipe(dtype), shard_size=4)
     data = np.stack([r.heatmaps["full"] for r in results]).astype(dtype)
-    g = zarr.open_group(str(tmp_path / "zarr.zarr"), mode="w", zarr_format=3)
-    a = g.create_array("h8_w9", shape=data.shape, chunks=(1, 8, 9), shards=(4, 8, 9), dtype=dtype,
-                       compressors=ZstdCodec(level=ZSTD_LEVEL, checksum=False), fill_value=0.0,
-                       dimension_names=("sample", "y", "x"))
-    a[:] = data
-    for j in range(3):  # 10 samples / 4 per shard; the last shard is partial
-        ours = (out / "heatmaps.zarr" / "h8_w9" / "c" / str(j) / "0" / "0").read_bytes()
-        theirs = (tmp_path / "zarr.zarr" / "h8_w9" / "c" / str(j) / "0" / "0").read_bytes()
-        assert ours == theirs, j
+    m = 2**64 - 1
+    for j in range(2):
+        raw = (out / "heatmaps.zarr" / "h8_w9" / "c" / str(j) / "0" / "0").read_bytes()
+        chunks = [b"" if not data[i].any() else _zstd(data[i]) for i in range(4 * j, 4 * j + 4)]
+        body = b"".join(chunks)
+        index, offset = [], 0
+        for c in chunks:
+            index.append([offset, len(c)] if c else [m, m])
+            offset += len(c)
+        assert raw[: len(body)] == body, j
+        assert np.frombuffer(raw[len(body) : -4], "<u8").reshape(4, 2).tolist() == index
+        assert raw[-4:] == google_crc32c.value(raw[len(body) : -4]).to_bytes(4, "little")
+        assert len(raw) == len(body) + 4 * 16 + 4
+    assert not (out / "heatmaps.zarr" / "h8_w9" / "c" / "2").exists()
     meta = json.loads((out / "heatmaps.zarr" / "h8_w9" / "zarr.json").read_text())
     assert meta["codecs"][0]["name"] == "sharding_indexed"
     assert meta["codecs"][0]["configuration"]["chunk_shape"] == [1, 8, 9]
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [4, 8, 9]
     assert meta["data_type"] == dtype
+    assert meta["fill_value"] == 0.0 and meta["dimension_names"] == ["sample", "y", "x"]
+    ex = load_export(out)
+    for r in results:
+        assert np.array_equal(ex.heatmap(r.case_id, "full"), r.heatmaps["full"].astype(dtype).astype(np.float32))
 
 
-def test_shard_layout_by_hand():
-    """Closed form of the spec: chunks back to back, then (offset, nbytes) pairs, then CRC32C."""
-    import google_crc32c
+def test_a_shard_written_in_blocks_is_the_same_file(tmp_path, monkeypatch):
+    """Shards larger than the block bound (native-size float32 maps) are handed to zarr in several
+    row blocks; zarr merges them into the same shard bytes as one write."""
+    import gazeprep.export.writer as writer
 
-    c = [b"abc", b"", b"defgh"]
-    s = shard_bytes(c, 4)
-    idx = np.frombuffer(s[8:-4], dtype="<u8").reshape(4, 2)
-    m = 2**64 - 1
-    assert s[:8] == b"abcdefgh"
-    assert idx.tolist() == [[0, 3], [m, m], [3, 5], [m, m]]
-    assert s[-4:] == google_crc32c.value(s[8:-4]).to_bytes(4, "little")
-    assert shard_bytes([b"", b""], 2) is None
+    results = _many(11, (8, 9), seed=4)
+    results[5].heatmaps["full"][:] = 0
+    one = finalize(tmp_path / "one", results, recipe=recipe(), shard_size=8)
+    monkeypatch.setattr(writer, "_MAX_BLOCK_BYTES", 3 * 8 * 9 * 4)  # 3 maps per block
+    blocks = finalize(tmp_path / "blocks", results, recipe=recipe(), shard_size=8)
+    for j in range(2):
+        rel = f"heatmaps.zarr/h8_w9/c/{j}/0/0"
+        assert (one / rel).read_bytes() == (blocks / rel).read_bytes()
+    assert (one / "manifest.json").read_bytes() == (blocks / "manifest.json").read_bytes()
 
 
 def test_store_is_a_handful_of_files(tmp_path):
@@ -98,7 +119,7 @@ def test_one_sample_reads_independently_of_the_others(tmp_path):
     raw = bytearray(shard.read_bytes())
     idx = np.frombuffer(bytes(raw[-(8 * 16) - 4 : -4]), dtype="<u8").reshape(8, 2)
     off, n = (int(v) for v in idx[5])
-    assert n == len(encode_chunk(results[5].heatmaps["full"], "float32"))
+    assert n == len(_zstd(results[5].heatmaps["full"]))
     raw[off : off + n] = bytes(n)  # zero the 6th chunk's compressed bytes
     shard.write_bytes(bytes(raw))
     ex = load_export(out)
