@@ -19,6 +19,8 @@ import dataclasses
 import io
 import json
 import math
+import pickle
+import struct
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,7 +32,7 @@ from torch.nn import functional as F
 from gazeprep._atomic import atomic_write, atomic_write_text
 from gazeprep._torchvision_compat import ensure_torchvision
 from gazeprep.anatomy.structures import CLASSES
-from gazeprep.errors import GazeprepError
+from gazeprep.errors import GazeprepError, StorageError
 
 ensure_torchvision()
 from segment_anything.modeling import (  # noqa: E402
@@ -283,6 +285,16 @@ def build_samed(config: SamedConfig, checkpoint: str | Path | None = None) -> Sa
     return Samed(config, sam)
 
 
+#: What ``torch.load(weights_only=True)`` raises on a file that is not a (sound) torch checkpoint,
+#: as observed by loading truncated, bit-flipped and random files with torch 2.13 (zip and legacy
+#: formats): the weights-only unpickler's refusal, the zip reader's RuntimeError, and the errors of
+#: a corrupt pickle stream. Anything else (an ImportError, an AttributeError) is a bug, not a bad file.
+TORCH_LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError,
+    AssertionError, struct.error,
+)
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """``torch.load(path, weights_only=True)`` with a one-line error for a missing/bad file."""
     p = Path(path)
@@ -290,8 +302,11 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise GazeprepError(f"checkpoint {str(p)!r} not found")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad user file
-        raise GazeprepError(f"{p}: cannot read as a torch state dict ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise StorageError.from_os_error(exc, p) from exc
+    except TORCH_LOAD_ERRORS as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")  # torch's are paragraphs
+        raise GazeprepError(f"{p}: cannot read as a torch state dict ({type(exc).__name__}: {first})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):

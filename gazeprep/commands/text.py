@@ -8,7 +8,7 @@ import polars as pl
 import typer
 
 from gazeprep.commands import out_file, usage_error
-from gazeprep.errors import GazeprepError, InputFormatError
+from gazeprep.errors import GazeprepError, InputFormatError, StorageError
 
 MENTION_ROWS_SCHEMA = {
     "id": pl.Utf8,
@@ -48,8 +48,10 @@ def label_reports(
         raise GazeprepError(f"{input_csv}: file not found")
     try:
         df = pl.read_csv(input_csv, infer_schema_length=0)  # every column as text
-    except Exception as exc:  # polars raises several error types for malformed CSV
-        raise InputFormatError(input_csv, f"not a readable CSV file: {exc}") from None
+    except pl.exceptions.PolarsError as exc:  # ComputeError, NoDataError, ... for a malformed CSV
+        raise InputFormatError(input_csv, f"not a readable CSV file: {' '.join(str(exc).split())}") from None
+    except OSError as exc:
+        raise StorageError.from_os_error(exc, input_csv) from exc
     for col in (id_column, text_column):
         if col not in df.columns:
             raise InputFormatError(input_csv, f"no column {col!r} (columns: {', '.join(df.columns)})", column=col)

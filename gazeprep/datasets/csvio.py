@@ -202,7 +202,7 @@ def _read_strings(data: bytes, path: Path, header: list[str]) -> tuple[pl.DataFr
             truncate_ragged_lines=False,
             raise_if_empty=False,
         )
-    except Exception:  # polars raises ComputeError / NoDataError on malformed tokens
+    except pl.exceptions.PolarsError:  # ComputeError / NoDataError on malformed tokens: the slow path names the rows
         return _fallback_strings(data, path, header)
     if df.width != len(header):  # duplicate names renamed, etc.: use the header we parsed
         return _fallback_strings(data, path, header)
@@ -277,7 +277,7 @@ def _fast_path(data: bytes, header: list[str], columns: dict[str, Col]) -> pl.Da
     }
     try:
         df = pl.read_csv(data, schema=schema, has_header=True, truncate_ragged_lines=False, raise_if_empty=False)
-    except Exception:
+    except pl.exceptions.PolarsError:  # ComputeError / SchemaError: a value that does not parse
         return None
     if df.width != len(header):
         return None
@@ -434,8 +434,8 @@ def scan_checked_csv(path: Path, columns: dict[str, Col], *, known: Iterable[str
         checked = _check_typed(typed, columns)
         if checked is not None:
             return CheckedTable(checked, [], checked.height)
-    except Exception:
-        pass
+    except (pl.exceptions.PolarsError, OSError):  # a value that does not parse, or the file went away:
+        pass  # the string scan below (or read_checked_csv) names the rows or the file
     try:
         strings = (
             pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=False, raise_if_empty=False)
@@ -443,7 +443,7 @@ def scan_checked_csv(path: Path, columns: dict[str, Col], *, known: Iterable[str
             .select([pl.col("source_row").cast(pl.Int64), *[pl.col(c) for c in columns]])
             .collect()
         )
-    except Exception:
+    except (pl.exceptions.PolarsError, OSError):  # ragged or unreadable: the in-memory reader names rows / the file
         return read_checked_csv(path, columns, known=known)
     all_null = pl.all_horizontal([pl.col(c).is_null() for c in columns])
     blank = strings.filter(all_null)

@@ -130,7 +130,7 @@ def keep_freed_memory() -> bool:
         ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024) == 1
         ok &= libc.mallopt(m_trim_threshold, 256 * 1024 * 1024) == 1
         return bool(ok)
-    except Exception:  # pragma: no cover - non-glibc platforms
+    except (OSError, AttributeError):  # pragma: no cover - no libc to load, or a libc without mallopt (non-glibc)
         return False
 _NBANDS = 8  # row bands per render: measured best at 512 and native (4-16 are within 10%)
 
