@@ -245,7 +245,8 @@ def save_traceback(exc: BaseException, argv: list[str]) -> Path:
     raise OSError("no writable folder for the traceback file")
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
+    """``str(text)`` with every run of whitespace (newlines included) collapsed to one space."""
     return " ".join(str(text).split())
 
 

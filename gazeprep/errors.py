@@ -71,7 +71,7 @@ class StorageError(GazeprepError):
         return (type(self), (self.path, self.reason))
 
     @classmethod
-    def from_os_error(cls, exc: OSError, path: str | Path | None = None) -> "StorageError":
+    def from_os_error(cls, exc: OSError, path: str | Path | None = None) -> StorageError:
         """Wrap an :class:`OSError`, naming its file (``exc.filename`` unless ``path`` is given)."""
         where = path if path is not None else (exc.filename if exc.filename is not None else "<unknown file>")
         return cls(where, exc.strerror or type(exc).__name__)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
@@ -190,7 +190,7 @@ class PhraseWindow(_Strict):
 
 
 WindowRule = Annotated[
-    Union[SentenceWindow, KeywordWindow, WholeRecordingWindow, PhraseWindow], Field(discriminator="kind")
+    SentenceWindow | KeywordWindow | WholeRecordingWindow | PhraseWindow, Field(discriminator="kind")
 ]
 
 
@@ -273,7 +273,7 @@ class RenderSpec(_Strict):
     empty_window: Literal["skip", "zeros"] = "skip"
     truncate_sigmas: float = Field(6.0, ge=3.0, le=40.0)
     kernel: Literal["density", "discrete"] = "density"
-    kernel_size: Optional[StrictInt] = Field(None, ge=3, le=20001)
+    kernel_size: StrictInt | None = Field(None, ge=3, le=20001)
     border: Literal["drop", "reflect", "reflect101"] = "drop"
     pad_to_even: bool = False
     point_filter: Literal["contract", "egd-cxr", "mt-unet"] = "contract"
@@ -311,10 +311,10 @@ class OutputSpec(_Strict):
     * ``dtype``: storage type of the exported maps (rendering is always float32 in memory).
     """
 
-    size: Union[StrictInt, tuple[StrictInt, StrictInt], Literal["native"]] = 512
+    size: StrictInt | tuple[StrictInt, StrictInt] | Literal["native"] = 512
     fit: Literal["letterbox", "stretch", "pad_crop_stride"] = "letterbox"
     letterbox_rule: Literal["centre", "ricbl"] = "centre"
-    stride: StrictInt = Field(1, ge=1, le=MAX_STRIDE)
+    stride: StrictInt = Field(default=1, ge=1, le=MAX_STRIDE)
     dtype: Literal["float16", "float32"] = "float32"
 
     @field_validator("size")
@@ -345,7 +345,7 @@ class OutputSpec(_Strict):
         """``(height, width)`` of the grid, ``None`` for native size."""
         if self.size == "native":
             return None
-        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+        return (self.size, self.size) if isinstance(self.size, int) else self.size
 
 
 class AnatomyFilter(_Strict):
@@ -391,7 +391,7 @@ class Recipe(_Strict):
         return v
 
     @classmethod
-    def from_stored(cls, data: dict | str) -> "Recipe":
+    def from_stored(cls, data: dict | str) -> Recipe:
         """A recipe read back from an export's manifest or a worker's build spec (a dict, or JSON
         text): validated like a recipe file, except that its dataset need not be registered in this
         process (a declared or plugin dataset whose definition is not loaded here)."""
@@ -408,7 +408,7 @@ class Recipe(_Strict):
         blob = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
-    def with_overrides(self, **output_overrides) -> "Recipe":
+    def with_overrides(self, **output_overrides) -> Recipe:
         """A copy with fields of ``output`` replaced (e.g. ``size="native"``; ``None`` keeps the
         recipe's value). The result passes the same validation as a recipe file.
 

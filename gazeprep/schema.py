@@ -20,7 +20,8 @@ import polars as pl
 
 from gazeprep.errors import GazeprepError
 
-Schema = dict[str, pl.DataType]
+# pl.Utf8 and friends are DataType classes; parametrised types (pl.List(pl.Utf8)) are instances.
+Schema = dict[str, type[pl.DataType] | pl.DataType]
 
 CASES: Schema = {
     "dataset": pl.Utf8,

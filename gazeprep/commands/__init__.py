@@ -24,7 +24,7 @@ import importlib
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import typer
 
@@ -74,21 +74,21 @@ def missing_option(option: str) -> Exception:
     return missing(ctx=ctx, param=param)
 
 
-def out_folder(value: Optional[Path]) -> Optional[Path]:
+def out_folder(value: Path | None) -> Path | None:
     """Option callback for an ``--out`` that names a folder: an existing regular file is a usage error."""
     if value is not None and value.exists() and not value.is_dir():
         raise typer.BadParameter(f"{str(value)!r} is an existing file; --out names a folder")
     return value
 
 
-def out_file(value: Optional[Path]) -> Optional[Path]:
+def out_file(value: Path | None) -> Path | None:
     """Option callback for an output that names one file: an existing folder is a usage error."""
     if value is not None and value.is_dir():
         raise typer.BadParameter(f"{str(value)!r} is a folder; this option names a file")
     return value
 
 
-def merge_alias(value: Optional[T], old_value: Optional[T], name: str, old_name: str) -> Optional[T]:
+def merge_alias(value: T | None, old_value: T | None, name: str, old_name: str) -> T | None:
     """The value of option ``name`` given either as itself or as its hidden old spelling ``old_name``.
 
     Giving both with different values is a usage error (exit 2).
@@ -100,27 +100,31 @@ def merge_alias(value: Optional[T], old_value: Optional[T], name: str, old_name:
     return old_value
 
 
-def show_progress(quiet: bool, progress: Optional[bool]) -> bool:
+def show_progress(quiet: bool, progress: bool | None) -> bool:
     """Progress bars on unless ``--quiet`` or the hidden old ``--no-progress`` was given."""
     return not quiet and progress is not False
 
 
-def images_option(help: str) -> typer.models.OptionInfo:
+# The option factories below return typer's OptionInfo but are annotated ``Any``, as typer.Option itself
+# is: an OptionInfo is the *default value* of a parameter typed ``bool``, ``Path | None``, ...
+
+
+def images_option(help: str) -> Any:
     """``--images``: the MIMIC-CXR(-JPG) root."""
     return typer.Option(None, "--images", help=help)
 
 
-def hidden_alias(*decls: str) -> typer.models.OptionInfo:
+def hidden_alias(*decls: str) -> Any:
     """A hidden, old spelling of an option (still parsed, not shown in ``--help``)."""
     return typer.Option(None, *decls, hidden=True)
 
 
-def quiet_option() -> typer.models.OptionInfo:
+def quiet_option() -> Any:
     """``--quiet``: no progress bars."""
     return typer.Option(False, "--quiet", help="No progress bars.")
 
 
-def progress_alias() -> typer.models.OptionInfo:
+def progress_alias() -> Any:
     """The hidden old ``--progress/--no-progress`` (``--quiet`` replaces it)."""
     return typer.Option(None, "--progress/--no-progress", hidden=True)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -53,11 +52,11 @@ class PredictDataset(str, Enum):
     egd_cxr = "egd-cxr"
 
 
-def _default_root(dataset: str, root: Optional[Path]) -> Path:
+def _default_root(dataset: str, root: Path | None) -> Path:
     return root if root is not None else sample_data_dir() / dataset
 
 
-def _preset_of(preset: Optional[AnatomyPreset], config: Optional[str]) -> str:
+def _preset_of(preset: AnatomyPreset | None, config: str | None) -> str:
     """``--preset``, or the hidden old ``--config NAME`` (a preset name here, never a YAML file)."""
     if config is None:
         return (preset or AnatomyPreset.vit_b).value
@@ -75,14 +74,14 @@ def _preset_of(preset: Optional[AnatomyPreset], config: Optional[str]) -> str:
 @anatomy_app.command("train")
 def train_cmd(
     dataset: TrainDataset = typer.Option(TrainDataset.egd_cxr, "--dataset", help="Training masks: only egd-cxr ships them."),
-    root: Optional[Path] = typer.Option(None, "--root", help="EGD-CXR release folder (default: sample_data/egd-cxr)."),
-    images: Optional[Path] = images_option("MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Official SAM .pth (1024 px) to start from; local file."),
-    preset: Optional[AnatomyPreset] = typer.Option(
+    root: Path | None = typer.Option(None, "--root", help="EGD-CXR release folder (default: sample_data/egd-cxr)."),
+    images: Path | None = images_option("MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Official SAM .pth (1024 px) to start from; local file."),
+    preset: AnatomyPreset | None = typer.Option(
         None, "--preset",
         help="Architecture: vit_b (the default), vit_l, vit_h (need --checkpoint), or tiny (random init, CPU seconds).",
     ),
-    config: Optional[str] = hidden_alias("--config"),
+    config: str | None = hidden_alias("--config"),
     out: Path = typer.Option(..., "--out", callback=out_folder, help="Model folder to write (config.json, samed.pt, metrics.json)."),
     epochs: int = typer.Option(20, "--epochs", min=1, help="Passes over the training cases."),
     batch_size: int = typer.Option(12, "--batch-size", min=1, help="Images per step (SAMed: 12 per GPU)."),
@@ -92,7 +91,7 @@ def train_cmd(
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9, help="Fraction of subjects held out for Dice/IoU."),
     seed: int = typer.Option(0, "--seed", help="Random seed (split, order, augmentation, init)."),
     device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N cases (smoke runs)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N cases (smoke runs)."),
     quiet: bool = quiet_option(),
 ) -> None:
     """Fine-tune SAMed on EGD-CXR masks; report Dice/IoU per structure on held-out subjects."""
@@ -122,16 +121,16 @@ def train_cmd(
 def predict_cmd(
     model: Path = typer.Option(..., "--model", help="Model folder written by `gazeprep anatomy train`."),
     dataset: PredictDataset = typer.Option(PredictDataset.reflacx, "--dataset", help="Release whose images get masks."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Release folder (default: sample_data/<dataset>)."),
-    images: Optional[Path] = images_option("MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
+    root: Path | None = typer.Option(None, "--root", help="Release folder (default: sample_data/<dataset>)."),
+    images: Path | None = images_option("MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
     out: Path = typer.Option(..., "--out", callback=out_folder, help="Anatomy folder (masks.zarr + masks.parquet); reruns resume."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     mask_size: int = typer.Option(512, "--mask-size", min=8, help="Stored mask grid (square, whole image)."),
     device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding the next batches' images."),
     executor: Executor = typer.Option(Executor.local, "--executor", help="local, or ray (actors, one per GPU when present)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: start Ray here)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: start Ray here)."),
     quiet: bool = quiet_option(),
 ) -> None:
     """Predict anatomy masks for every image of a release (batched, resumable)."""
@@ -153,7 +152,7 @@ def predict_cmd(
 def export_masks_cmd(
     anatomy_dir: Path = typer.Option(..., "--anatomy-dir", help="Folder written by `gazeprep anatomy predict`."),
     out: Path = typer.Option(..., "--out", callback=out_folder, help="Where to write <image_id>/<structure>.png (0/255, original size)."),
-    image_id: Optional[list[str]] = typer.Option(None, "--image-id", help="Only these images (repeatable)."),
+    image_id: list[str] | None = typer.Option(None, "--image-id", help="Only these images (repeatable)."),
     structures: str = typer.Option("heart,left_lung,right_lung,mediastinum,aortic_knob", "--structures",
                                    help="Comma-separated structures to write (heart is derived)."),
     heart_cut_top: float = typer.Option(1.0 / 3.0, "--heart-cut-top", min=0.0, max=0.99,

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from gazeprep.commands import Executor, hidden_alias, merge_alias, out_folder, progress_alias, quiet_option, show_progress
+from gazeprep.commands import (
+    Executor,
+    hidden_alias,
+    merge_alias,
+    out_folder,
+    progress_alias,
+    quiet_option,
+    show_progress,
+)
 
 SHOWN_GROUPS = 8  # reject groups printed at the end of a build
 SHOWN_ROWS = 5  # reject rows printed at the end of a build
@@ -21,7 +28,7 @@ class Dtype(str, Enum):
     float32 = "float32"
 
 
-def _parse_size(size: Optional[str]):
+def _parse_size(size: str | None):
     """Option callback: ``--size`` is an integer N >= 1 (N x N, letterboxed) or ``native``."""
     if size is None or size == "native":
         return size
@@ -34,7 +41,7 @@ def _parse_size(size: Optional[str]):
     return n
 
 
-def _known_dataset(value: Optional[str]) -> Optional[str]:
+def _known_dataset(value: str | None) -> str | None:
     """Option callback: a registered dataset or an existing definition file (``*.yaml``/``*.yml``,
     read by the command), else a usage error listing the registered names."""
     if value is None:
@@ -92,16 +99,16 @@ def register(app: typer.Typer) -> None:
             ..., "--dataset", callback=_known_dataset, metavar="DATASET|FILE.yaml",
             help="reflacx or egd-cxr (see `gazeprep datasets`), or a dataset definition file (docs/datasets.md)",
         ),
-        root: Optional[Path] = typer.Option(None, "--root", help="Release folder (default: bundled sample data)"),
-        recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name in pipelines/ or a YAML path"),
-        out: Optional[Path] = typer.Option(
+        root: Path | None = typer.Option(None, "--root", help="Release folder (default: bundled sample data)"),
+        recipe: str | None = typer.Option(None, "--recipe", help="Recipe name in pipelines/ or a YAML path"),
+        out: Path | None = typer.Option(
             None, "--out", callback=out_folder, help="Output folder (default: out/<dataset>-<recipe>)"
         ),
-        size: Optional[str] = typer.Option(
+        size: str | None = typer.Option(
             None, "--size", callback=_parse_size, metavar="N|native",
             help="Output size N (N x N, letterboxed, N >= 1) or 'native'",
         ),
-        dtype: Optional[Dtype] = typer.Option(None, "--dtype", help="Map storage (default: the recipe's)"),
+        dtype: Dtype | None = typer.Option(None, "--dtype", help="Map storage (default: the recipe's)"),
         workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0 = all cores)"),
         force: bool = typer.Option(
             False, "--force",
@@ -111,20 +118,20 @@ def register(app: typer.Typer) -> None:
             0.5, "--max-reject-fraction", min=0.0, max=1.0,
             help="Exit 1 (after writing the export) when more than this fraction of the cases is rejected",
         ),
-        images: Optional[Path] = typer.Option(
+        images: Path | None = typer.Option(
             None, "--images", help="MIMIC-CXR(-JPG) root: EGD-CXR image sizes from its DICOM headers or JPGs"
         ),
-        mimic_root: Optional[Path] = hidden_alias("--mimic-root"),
-        images_root: Optional[Path] = hidden_alias("--images-root"),
-        anatomy_dir: Optional[Path] = typer.Option(
+        mimic_root: Path | None = hidden_alias("--mimic-root"),
+        images_root: Path | None = hidden_alias("--images-root"),
+        anatomy_dir: Path | None = typer.Option(
             None, "--anatomy-dir", help="Masks written by `gazeprep anatomy predict` (anatomy recipes)"
         ),
         executor: Executor = typer.Option(Executor.local, "--executor", help="local (process pool) or ray"),
-        ray_address: Optional[str] = typer.Option(
+        ray_address: str | None = typer.Option(
             None, "--ray-address", help="Ray cluster address (auto, ray://host:10001); default: start Ray here"
         ),
         quiet: bool = quiet_option(),
-        progress: Optional[bool] = progress_alias(),
+        progress: bool | None = progress_alias(),
     ) -> None:
         """Build gaze heatmaps for a dataset with a recipe: Parquet tables + Zarr heatmaps + manifest.
 
@@ -143,7 +150,8 @@ def register(app: typer.Typer) -> None:
         adapter = resolve_dataset(dataset)  # a definition file is loaded and registered under its name
         definition = getattr(adapter, "definition_path", None)
         dataset = adapter.name
-        if recipe is None and adapter.default_recipe is None:
+        recipe_name = recipe or adapter.default_recipe
+        if recipe_name is None:
             raise GazeprepError(f"dataset {dataset!r} has no default recipe; give one with --recipe")
         if root is None and definition is not None:
             root = definition.parent
@@ -153,7 +161,7 @@ def register(app: typer.Typer) -> None:
             root = sample_data_dir() / dataset
             if not quiet:
                 typer.echo(f"no --root given: using the bundled synthetic sample data in {root}", err=True)
-        rec = load_recipe(recipe or adapter.default_recipe)
+        rec = load_recipe(recipe_name)
         rec = rec.with_overrides(size=size, dtype=dtype.value if dtype is not None else None)
         out = out or Path("out") / f"{dataset}-{rec.name}"
         opts = BuildOptions(

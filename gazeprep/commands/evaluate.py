@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import polars as pl
 import typer
@@ -60,7 +59,7 @@ class SweepDataset(str, Enum):
     reflacx = "reflacx"
 
 
-def _threshold(value: Optional[str]) -> Optional[str | float]:
+def _threshold(value: str | None) -> str | float | None:
     """``--iou-threshold``: 'validated' or a number (usage error otherwise)."""
     if value is None or value == "validated":
         return value
@@ -70,7 +69,7 @@ def _threshold(value: Optional[str]) -> Optional[str | float]:
         raise typer.BadParameter(f"'validated' or a number, got {value!r}") from None
 
 
-def _binarize(value: Optional[str]) -> Optional[str | float]:
+def _binarize(value: str | None) -> str | float | None:
     """``--gt-binarize``: 'iai' or a number (usage error otherwise)."""
     if value is None or value == "iai":
         return value
@@ -80,7 +79,7 @@ def _binarize(value: Optional[str]) -> Optional[str | float]:
         raise typer.BadParameter(f"'iai' or a number, got {value!r}") from None
 
 
-def _table_path(value: Optional[Path]) -> Optional[Path]:
+def _table_path(value: Path | None) -> Path | None:
     """An output table path: ``.parquet`` or ``.csv`` (usage error otherwise)."""
     value = out_file(value)
     if value is not None and value.suffix not in (".parquet", ".csv"):
@@ -136,14 +135,14 @@ def _organ_loader(export, folder: Path, source: str, omap):
 
 
 def evaluate_cmd(
-    pred: Optional[Path] = typer.Option(None, "--pred", help="Export with the maps under test (model output or another ground truth)."),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Reference export (ground-truth heatmaps, ellipses, fixations)."),
-    metrics: Optional[str] = typer.Option(
+    pred: Path | None = typer.Option(None, "--pred", help="Export with the maps under test (model output or another ground truth)."),
+    gt: Path | None = typer.Option(None, "--gt", help="Reference export (ground-truth heatmaps, ellipses, fixations)."),
+    metrics: str | None = typer.Option(
         None, "--metrics", help="Comma-separated metric names (see --list-metrics). Default: every map metric, or iou with --gt-ellipses."
     ),
     by: By = typer.Option(By.label, "--by", help="'label': rows per target and overall; 'none': overall only."),
-    out: Optional[Path] = typer.Option(None, "--out", callback=_table_path, help="Write the summary table here (.parquet or .csv)."),
-    pairs_out: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", callback=_table_path, help="Write the summary table here (.parquet or .csv)."),
+    pairs_out: Path | None = typer.Option(
         None, "--pairs-out", callback=_table_path, help="Write the per-pair metric table here (.parquet or .csv)."
     ),
     gt_ellipses: bool = typer.Option(
@@ -152,16 +151,16 @@ def evaluate_cmd(
     ellipse_grid: bool = typer.Option(
         False, "--ellipse-grid", help="With --gt-ellipses: rasterise ellipses on the map's grid instead of upscaling maps to the image (faster)."
     ),
-    organ_masks: Optional[Path] = typer.Option(
+    organ_masks: Path | None = typer.Option(
         None, "--organ-masks", help="002 organ mode: anatomy masks (`gazeprep anatomy predict` output, or the EGD-CXR root with --organ-source egd); CAMs vs the organ of each label."
     ),
     organ_source: OrganSource = typer.Option(
         OrganSource.anatomy, "--organ-source", help="'anatomy' (predicted masks) or 'egd' (the EGD-CXR release's PNG masks)."
     ),
-    organ_map: Optional[str] = typer.Option(
+    organ_map: str | None = typer.Option(
         None, "--organ-map", help="Target -> structures, e.g. 'enlarged_cardiac_silhouette=heart,pneumonia=left_lung+right_lung' (default: 002's)."
     ),
-    targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated targets to evaluate (default: all paired)."),
+    targets: str | None = typer.Option(None, "--targets", help="Comma-separated targets to evaluate (default: all paired)."),
     gt_threshold: float = typer.Option(0.15, "--gt-threshold", help="Reference map > this is the region for IoU / DiffGradCAM / EHR-AUC / interpretability."),
     pred_threshold: float = typer.Option(0.5, "--pred-threshold", help="Prediction > this is its foreground for fg/bg/fw IoU."),
     gt_binarize: str = typer.Option(
@@ -177,10 +176,10 @@ def evaluate_cmd(
     ),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95% CIs.", min=10),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-    pred_target: Optional[str] = typer.Option(
+    pred_target: str | None = typer.Option(
         None, "--pred-target", help="Use this map of each predicted case (e.g. 'full') for every reference target."
     ),
-    gt_target: Optional[str] = typer.Option(
+    gt_target: str | None = typer.Option(
         None, "--gt-target", help="Use this map of each reference case (e.g. 'full') for every predicted target."
     ),
     list_metrics_: bool = typer.Option(False, "--list-metrics", help="List the metric names and exit."),
@@ -209,7 +208,7 @@ def evaluate_cmd(
         pe,
         ge,
         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
-        by=by.value,  # type: ignore[arg-type]
+        by=by.value,
         reference="ellipses" if gt_ellipses else ("organs" if organ_masks is not None else "maps"),
         organ_masks=masks_fn,
         organ_map=omap,
@@ -218,7 +217,7 @@ def evaluate_cmd(
         pred_threshold=pred_threshold,
         gt_binarize=gt_binarize,  # type: ignore[arg-type]
         iou_threshold=iou_threshold,  # type: ignore[arg-type]
-        iou_average=iou_average.value,  # type: ignore[arg-type]
+        iou_average=iou_average.value,
         n_boot=n_boot,
         seed=seed,
         pred_target=pred_target,
@@ -248,7 +247,7 @@ def _check_targets(export, path: Path, targets: list[str]) -> None:
         raise usage_error(f"{', '.join(map(repr, unknown))} not in {path}; its targets: {listed}", "--target")
 
 
-def _overlays(value: Optional[str]) -> tuple[str, ...]:
+def _overlays(value: str | None) -> tuple[str, ...]:
     """``--overlays``: comma-separated layer names, ``all`` or ``none`` (usage error otherwise)."""
     from gazeprep.evaluate.preview import parse_overlays
 
@@ -260,25 +259,25 @@ def _overlays(value: Optional[str]) -> tuple[str, ...]:
 
 def preview_cmd(
     export: Path = typer.Option(..., "--export", help="Export folder to look at."),
-    case: Optional[list[str]] = typer.Option(None, "--case", help="Case id (repeatable). Default with --html: every case."),
+    case: list[str] | None = typer.Option(None, "--case", help="Case id (repeatable). Default with --html: every case."),
     html: bool = typer.Option(False, "--html", help="Write an HTML contact sheet (index.html): every case (rejected ones with their reason), thumbnails per case x target, one legend."),
     out: Path = typer.Option(Path("previews"), "--out", callback=out_folder, help="Output folder."),
-    images: Optional[Path] = typer.Option(
+    images: Path | None = typer.Option(
         None, "--images", help="MIMIC-CXR(-JPG) root holding files/pXX/... (default: the bundled sample images, as `train`). A missing image is a warning naming its path, then a grey canvas."
     ),
-    target: Optional[list[str]] = typer.Option(None, "--target", help="Only these targets (repeatable)."),
+    target: list[str] | None = typer.Option(None, "--target", help="Only these targets (repeatable)."),
     overlays: str = typer.Option(
         "heatmap,fixations,ellipses,masks", "--overlays", callback=_overlays, metavar="LIST",
         help="Layers to draw, comma-separated: heatmap, fixations, ellipses, boxes, masks; or all / none (EGD-CXR's 17 anatomy boxes: add 'boxes').",
     ),
-    pred: Optional[Path] = typer.Option(
+    pred: Path | None = typer.Option(
         None, "--pred", help="A prediction export of the same cases: ground truth / prediction / difference side by side."
     ),
-    anatomy_dir: Optional[Path] = typer.Option(
+    anatomy_dir: Path | None = typer.Option(
         None, "--anatomy-dir", help="Masks: `gazeprep anatomy predict` output (outlines of heart and lungs; anatomy recipes' masks), or the EGD-CXR release folder for its mask PNGs."
     ),
     size: int = typer.Option(640, "--size", help="Longer side of each full-size PNG in pixels.", min=64),
-    max_cases: Optional[int] = typer.Option(None, "--max-cases", help="With --html: only the first N cases (sorted ids).", min=1),
+    max_cases: int | None = typer.Option(None, "--max-cases", help="With --html: only the first N cases (sorted ids).", min=1),
     quiet: bool = quiet_option(),
 ) -> None:
     """Draw PNG overlays (X-ray, heatmap per target with a colour bar, numbered fixations, ellipses/boxes, masks, legend)."""
@@ -307,19 +306,19 @@ def preview_cmd(
 
 def sweep_windows_cmd(
     dataset: SweepDataset = typer.Option(SweepDataset.reflacx, "--dataset", help="Dataset (REFLACX: sentence timings and ellipses)."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Release folder (default: the bundled sample_data/reflacx)."),
+    root: Path | None = typer.Option(None, "--root", help="Release folder (default: the bundled sample_data/reflacx)."),
     stage: SweepStage = typer.Option(SweepStage.both, "--stage", help="004 section 2.8 grid: '1' (start/end options), '2' (fine lags), 'both'."),
     size: int = typer.Option(128, "--size", help="Render and compare on an N x N letterboxed grid.", min=16),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes (0 = all cores)."),
     recipe: str = typer.Option("reflacx-label-specific", "--recipe", help="Recipe whose window is varied (name or YAML path)."),
-    max_cases: Optional[int] = typer.Option(None, "--max-cases", help="Only the first N cases (sorted ids).", min=1),
+    max_cases: int | None = typer.Option(None, "--max-cases", help="Only the first N cases (sorted ids).", min=1),
     top: int = typer.Option(20, "--top", help="Rules to print.", min=1),
-    out: Optional[Path] = typer.Option(None, "--out", callback=_table_path, help="Write the full ranking here (.parquet or .csv)."),
-    rows_out: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", callback=_table_path, help="Write the full ranking here (.parquet or .csv)."),
+    rows_out: Path | None = typer.Option(
         None, "--rows-out", callback=_table_path, help="Write per (rule, case, label) IoU curves here (.parquet or .csv)."
     ),
     executor: Executor = typer.Option(Executor.local, "--executor", help="local (process pool) or ray."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: start Ray here)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: start Ray here)."),
     quiet: bool = quiet_option(),
 ) -> None:
     """Rerun 004's window search: every start/end rule and lag vs the radiologists' ellipses, ranked by IoU."""

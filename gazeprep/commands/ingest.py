@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from gazeprep.commands import hidden_alias, merge_alias, out_folder, quiet_option
 
 
-def known_dataset(value: Optional[str]) -> Optional[str]:
+def known_dataset(value: str | None) -> str | None:
     """Option callback: a registered dataset name, else a usage error listing the known ones.
 
     The registry is read when the command runs (not when the CLI is imported), so datasets registered
@@ -41,27 +40,26 @@ def register(app: typer.Typer) -> None:
             ..., "--dataset", callback=known_dataset, metavar="DATASET",
             help="Registered dataset name (see `gazeprep datasets`) or a dataset definition file (.yaml).",
         ),
-        root: Optional[Path] = typer.Option(
+        root: Path | None = typer.Option(
             None, "--root", help="Release folder. Default: the bundled sample_data/<dataset>."
         ),
         out: Path = typer.Option(..., "--out", callback=out_folder, help="Output folder for the Parquet tables."),
         gaze_samples: bool = typer.Option(
             False, "--gaze-samples", help="Also read the raw tracker samples (gaze.csv / eye_gaze.csv; large)."
         ),
-        images: Optional[Path] = typer.Option(
+        images: Path | None = typer.Option(
             None,
             "--images",
             help="MIMIC-CXR(-JPG) root: adds CheXpert/NegBio labels (and EGD-CXR image sizes and split).",
         ),
-        mimic_root: Optional[Path] = hidden_alias("--mimic-root"),
+        mimic_root: Path | None = hidden_alias("--mimic-root"),
         workers: int = typer.Option(1, "--workers", min=1, help="Worker processes for reading cases."),
         quiet: bool = quiet_option(),
     ) -> None:
         """Read a release folder and write its canonical tables (cases, fixations, words, ...) and rejects as Parquet."""
+        from gazeprep.datasets.registry import resolve_dataset
         from gazeprep.datasets.writer import ingest
         from gazeprep.paths import sample_data_dir
-
-        from gazeprep.datasets.registry import resolve_dataset
 
         images = merge_alias(images, mimic_root, "--images", "--mimic-root")
         adapter = resolve_dataset(dataset)  # a definition file is loaded and registered under its name

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -57,8 +56,8 @@ def register(app: typer.Typer) -> None:
     @app.command("rejects")
     def rejects_cmd(
         export: Path = typer.Argument(..., metavar="EXPORT", help="Export folder (holds manifest.json)"),
-        stage: Optional[str] = typer.Option(None, "--stage", metavar="STAGE", help="Only this stage (ingest, text, render, ...)"),
-        reason_contains: Optional[str] = typer.Option(
+        stage: str | None = typer.Option(None, "--stage", metavar="STAGE", help="Only this stage (ingest, text, render, ...)"),
+        reason_contains: str | None = typer.Option(
             None, "--reason-contains", metavar="TEXT", help="Only reasons containing TEXT (case-insensitive)"
         ),
         limit: int = typer.Option(20, "--limit", min=0, help="Rows to list after the groups (0 = all)"),

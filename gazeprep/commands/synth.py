@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,6 +18,7 @@ from gazeprep.commands import (
     usage_error,
 )
 from gazeprep.errors import GazeprepError
+
 
 class SynthDataset(str, Enum):
     """Releases ``gazeprep synth`` can write."""
@@ -36,18 +36,18 @@ def synth(
     out: Path = typer.Option(..., "--out", callback=out_folder, help="Output folder (the release root); created if missing."),
     cases: int = typer.Option(12, "--cases", min=1, help="Readings (reflacx), images (egd-cxr) or studies (mimic-cxr)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same arguments give byte-identical files."),
-    images: Optional[Path] = typer.Option(
+    images: Path | None = typer.Option(
         None, "--images",
         help="A MIMIC root written by `gazeprep synth --dataset mimic-cxr`: reflacx/egd-cxr cases use its images. "
         "Without it, image ids and sizes are invented and no image files exist.",
     ),
-    mimic_root: Optional[Path] = hidden_alias("--mimic-root"),
+    mimic_root: Path | None = hidden_alias("--mimic-root"),
     gaze_cases: int = typer.Option(
         1, "--gaze-cases", min=0,
         help="reflacx only: how many readings get a 1 kHz gaze_data/<id>/gaze.csv (each is 1-5 MB).",
     ),
     quiet: bool = quiet_option(),
-    progress_old: Optional[bool] = progress_alias(),
+    progress_old: bool | None = progress_alias(),
 ) -> None:
     """Write a synthetic release in the exact on-disk layout of the real one (see FORMATS.md)."""
     dataset_name = dataset.value
@@ -61,19 +61,19 @@ def synth(
     if dataset_name == "mimic-cxr":
         from gazeprep.synth.mimic import generate_mimic
 
-        truth = generate_mimic(out, cases, seed)
-        what = f"{len(truth.images)} images"
+        mimic = generate_mimic(out, cases, seed)
+        what = f"{len(mimic.images)} images"
     elif dataset_name == "reflacx":
         from gazeprep.synth.reflacx import generate_reflacx
 
-        truth = generate_reflacx(out, cases, seed, mimic_root=images, gaze_cases=gaze_cases, progress=progress)
-        n_disc = sum(c.discarded for c in truth.cases)
-        what = f"{len(truth.cases)} readings ({n_disc} discarded)"
+        reflacx = generate_reflacx(out, cases, seed, mimic_root=images, gaze_cases=gaze_cases, progress=progress)
+        n_disc = sum(c.discarded for c in reflacx.cases)
+        what = f"{len(reflacx.cases)} readings ({n_disc} discarded)"
     else:
         from gazeprep.synth.egd import generate_egd
 
-        truth = generate_egd(out, cases, seed, mimic_root=images, progress=progress)
-        what = f"{len(truth.cases)} images, {len(truth.calibrations)} calibration pseudo-images"
+        egd = generate_egd(out, cases, seed, mimic_root=images, progress=progress)
+        what = f"{len(egd.cases)} images, {len(egd.calibrations)} calibration pseudo-images"
     typer.echo(f"wrote synthetic {dataset_name}: {what} to {out} in {time.perf_counter() - t0:.1f} s")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -40,7 +39,7 @@ class Split(str, Enum):
     all = "all"
 
 
-def _images_root(images_root: Optional[Path]) -> Optional[Path]:
+def _images_root(images_root: Path | None) -> Path | None:
     """The given folder, else the bundled sample MIMIC-CXR images (said on stderr), else None."""
     if images_root is not None:
         return images_root
@@ -58,24 +57,24 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_cmd(
-        arch: Optional[str] = typer.Option(
+        arch: str | None = typer.Option(
             None, "--arch", metavar="NAME", help="Architecture to train: a model name from `gazeprep models`.  [required]"
         ),
-        arch_old: Optional[str] = hidden_alias("--model"),
+        arch_old: str | None = hidden_alias("--model"),
         export: Path = typer.Option(..., "--export", help="Export folder written by build-heatmaps (the training data)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML file with sections preset/model/loss/data/train."),
-        preset: Optional[str] = typer.Option(
+        config: Path | None = typer.Option(None, "--config", help="YAML file with sections preset/model/loss/data/train."),
+        preset: str | None = typer.Option(
             None, "--preset", metavar="NAME", help="Start from this preset (default or tiny); overrides the config's."
         ),
         device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per stage (overrides the config)."),
-        out: Optional[Path] = typer.Option(
+        epochs: int | None = typer.Option(None, "--epochs", min=1, help="Epochs per stage (overrides the config)."),
+        out: Path | None = typer.Option(
             None, "--out", callback=out_folder, help="Run folder (checkpoints, history, model.pt). Default runs/<arch>."
         ),
-        images: Optional[Path] = images_option(
+        images: Path | None = images_option(
             "MIMIC-CXR root the cases' image paths are relative to (default: the bundled sample images)."
         ),
-        images_old: Optional[Path] = hidden_alias("--images-root"),
+        images_old: Path | None = hidden_alias("--images-root"),
         resume: bool = typer.Option(
             False, "--resume", help="Continue the run in --out (it must hold a run of the same config)."
         ),
@@ -115,17 +114,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command("predict")
     def predict_cmd(
-        model: Optional[Path] = typer.Option(
+        model: Path | None = typer.Option(
             None, "--model", metavar="FOLDER", help="Run folder written by `gazeprep train`.  [required]"
         ),
-        model_old: Optional[Path] = hidden_alias("--model-dir"),
+        model_old: Path | None = hidden_alias("--model-dir"),
         export: Path = typer.Option(..., "--export", help="Export whose cases to predict."),
         out: Path = typer.Option(..., "--out", callback=out_folder, help="Prediction export to write (read it with `gazeprep evaluate`)."),
         device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
-        images: Optional[Path] = images_option(
+        images: Path | None = images_option(
             "MIMIC-CXR root the cases' image paths are relative to (default: the bundled sample images)."
         ),
-        images_old: Optional[Path] = hidden_alias("--images-root"),
+        images_old: Path | None = hidden_alias("--images-root"),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
         split: Split = typer.Option(
             Split.test, "--split", help="The run's cases to predict (saved at training); all: every case of the export."

@@ -83,7 +83,7 @@ def time_problems(
         last_kept = -1
         for j, i in enumerate(idx):
             if keep_sub[j]:
-                last_kept = i
+                last_kept = int(i)
                 continue
             ref = (
                 f"earlier than row {rows[last_kept]} ({t[last_kept]:g})"

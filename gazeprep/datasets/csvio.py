@@ -43,11 +43,15 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from gazeprep.errors import InputFormatError
+
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
 
 #: column kinds understood by :class:`Col`
 KINDS = ("float", "int", "bool", "str")
@@ -255,7 +259,7 @@ def _cast(name: str, spec: Col) -> tuple[pl.Expr, pl.Expr]:
         conds.append((num < spec.lo, pl.lit(f"below {spec.lo:g}: ") + quoted))
     elif spec.hi is not None:
         conds.append((num > spec.hi, pl.lit(f"above {spec.hi:g}: ") + quoted))
-    chain = pl.when(conds[0][0]).then(conds[0][1])
+    chain: Then | ChainedThen = pl.when(conds[0][0]).then(conds[0][1])
     for c, m in conds[1:]:
         chain = chain.when(c).then(m)
     err = chain.otherwise(pl.lit(None, pl.Utf8))

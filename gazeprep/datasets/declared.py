@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 import string
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -136,13 +136,13 @@ class CasesColumns(_Columns):
     """Columns of the cases file (values: the CSV column names)."""
 
     case_id: str = Column
-    image_id: Optional[str] = Field(None, min_length=1)  # default: the case id
-    image_path: Optional[str] = Field(None, min_length=1)  # relative to images.folder
-    image_width_px: Optional[str] = Field(None, min_length=1)
-    image_height_px: Optional[str] = Field(None, min_length=1)
-    subject_id: Optional[str] = Field(None, min_length=1)  # an integer
-    split: Optional[str] = Field(None, min_length=1)
-    reader: Optional[str] = Field(None, min_length=1)
+    image_id: str | None = Field(None, min_length=1)  # default: the case id
+    image_path: str | None = Field(None, min_length=1)  # relative to images.folder
+    image_width_px: str | None = Field(None, min_length=1)
+    image_height_px: str | None = Field(None, min_length=1)
+    subject_id: str | None = Field(None, min_length=1)  # an integer
+    split: str | None = Field(None, min_length=1)
+    reader: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _size_pair(self):
@@ -195,8 +195,8 @@ class ImageSizes(_Strict):
 class Images(_Strict):
     """Where image sizes come from: a sizes CSV, or the image files (header only)."""
 
-    folder: Optional[str] = None
-    sizes: Optional[ImageSizes] = None
+    folder: str | None = None
+    sizes: ImageSizes | None = None
 
     @field_validator("folder")
     @classmethod
@@ -224,10 +224,10 @@ class Screen(_Strict):
 
     width_px: int = Field(gt=0)
     height_px: int = Field(gt=0)
-    width_cm: Optional[float] = Field(None, gt=0)
-    height_cm: Optional[float] = Field(None, gt=0)
-    distance_cm: Optional[float] = Field(None, gt=0)
-    image_area: Union[Literal["fit"], ImageArea] = "fit"
+    width_cm: float | None = Field(None, gt=0)
+    height_cm: float | None = Field(None, gt=0)
+    distance_cm: float | None = Field(None, gt=0)
+    image_area: Literal["fit"] | ImageArea = "fit"
 
     @model_validator(mode="after")
     def _geometry(self):
@@ -259,10 +259,10 @@ class Screen(_Strict):
 
 
 class _Timed(_Columns):
-    case_id: Optional[str] = Field(None, min_length=1)  # needed in a file holding every case
+    case_id: str | None = Field(None, min_length=1)  # needed in a file holding every case
     t_start: str = Column
-    t_end: Optional[str] = Field(None, min_length=1)
-    duration: Optional[str] = Field(None, min_length=1)
+    t_end: str | None = Field(None, min_length=1)
+    duration: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _end(self):
@@ -274,8 +274,8 @@ class _Timed(_Columns):
 class FixationColumns(_Timed):
     x: str = Column
     y: str = Column
-    px_per_deg_x: Optional[str] = Field(None, min_length=1)
-    px_per_deg_y: Optional[str] = Field(None, min_length=1)
+    px_per_deg_x: str | None = Field(None, min_length=1)
+    px_per_deg_y: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _ppd_pair(self):
@@ -303,7 +303,7 @@ class Fixations(_Strict):
     columns: FixationColumns
     time_unit: Literal["s", "ms", "us"] = "s"
     position_unit: Literal["px", "screen"] = "px"
-    pixels_per_degree: Optional[float] = Field(None, gt=0)
+    pixels_per_degree: float | None = Field(None, gt=0)
     other_columns: tuple[str, ...] = ()
 
     @field_validator("file")
@@ -345,12 +345,12 @@ class Definition(_Strict):
     schema_version: Literal[1] = 1
     name: str = Field(pattern=_NAME, max_length=64)
     description: str = ""
-    default_recipe: Optional[str] = GENERIC_RECIPE
+    default_recipe: str | None = GENERIC_RECIPE
     cases: CasesTable
-    images: Optional[Images] = None
-    screen: Optional[Screen] = None
+    images: Images | None = None
+    screen: Screen | None = None
     fixations: Fixations
-    words: Optional[Words] = None
+    words: Words | None = None
 
     @field_validator("name")
     @classmethod
@@ -439,7 +439,7 @@ class DeclaredAdapter(DatasetAdapter):
 
     def open(
         self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None, **kwargs: Any
-    ) -> "DeclaredRelease":
+    ) -> DeclaredRelease:
         """Open the collection under ``root`` (reads the cases file, image sizes and any file shared
         by all cases).
 
@@ -646,8 +646,12 @@ class DeclaredRelease(Release):
                 return None, got, (cases_path, row)
             return got, None, (cases_path, row)
         # image files: header only
-        folder = self._images_root if self._images_root is not None else self._path(d.images.folder)  # type: ignore[union-attr]
-        rel = rec[c.image_path].strip()  # type: ignore[index]
+        if self._images_root is not None:
+            folder = self._images_root
+        else:
+            assert d.images is not None and d.images.folder is not None  # validated: images has folder or sizes
+            folder = self._path(d.images.folder)
+        rel = rec[c.image_path].strip()
         try:
             img = safe_join(folder, rel)
         except GazeprepError as exc:
@@ -755,6 +759,8 @@ class DeclaredRelease(Release):
         n = df.height
         if n == 0:
             raise InputFormatError(path, "no valid fixation rows")
+        ppd_x: pl.Series | float | None
+        ppd_y: pl.Series | float | None
         if c.px_per_deg_x is not None:
             ppd_x, ppd_y = df.get_column(c.px_per_deg_x), df.get_column(c.px_per_deg_y)  # type: ignore[arg-type]
         elif f.pixels_per_degree is not None:

@@ -32,7 +32,15 @@ import polars as pl
 
 from gazeprep import schema
 from gazeprep.datasets import mimic
-from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release, TranscriptStyle, build_table
+from gazeprep.datasets.base import (
+    CASE_SKIPPED,
+    ROW_DROPPED,
+    CaseData,
+    DatasetAdapter,
+    Release,
+    TranscriptStyle,
+    build_table,
+)
 from gazeprep.datasets.checks import far_outside, time_problems
 from gazeprep.datasets.csvio import Col, read_bytes, read_checked_csv
 from gazeprep.datasets.registry import register_dataset
@@ -221,6 +229,7 @@ class ReflacxRelease(Release):
             if problem:
                 self.rejects.append(self.reject(cid or None, rel, row, f"{problem}; {CASE_SKIPPED}"))
                 continue
+            assert im is not None  # a path that does not match is a problem above
             seen[cid] = f"{rel} row {row}"
             w, h = int(rec["image_size_x"]), int(rec["image_size_y"])
             discarded = bool(rec["eye_tracking_data_discarded"])
@@ -261,8 +270,8 @@ class ReflacxRelease(Release):
             box, row, reason = _read_chest_box(path)
             if box is None:
                 self.rejects.append(self.reject(cid, path, row, f"{reason}; chest box left empty"))
-                box = (None, None, None, None)
-            for k, v in zip(boxes, box):
+            values: tuple[float | None, ...] = box if box is not None else (None, None, None, None)
+            for k, v in zip(boxes, values):
                 boxes[k].append(v)
         return cases.with_columns([pl.Series(k, v, dtype=pl.Float64) for k, v in boxes.items()])
 

@@ -24,7 +24,8 @@ saliency benchmark MATLAB code (``code_forMetrics``).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Literal, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -141,8 +142,9 @@ def match_shape(pred: np.ndarray, ref_shape: tuple[int, ...], resize: ResizeMode
 
     Raises :class:`NonFiniteMapError` when ``pred`` holds NaN or inf."""
     pred = _as2d(pred, "prediction")
-    if pred.shape != tuple(ref_shape[:2]):
-        pred = resize_nearest(pred, ref_shape[:2]) if resize == "nearest" else resize_bilinear(pred, ref_shape[:2])
+    target = (int(ref_shape[0]), int(ref_shape[1]))
+    if pred.shape != target:
+        pred = resize_nearest(pred, target) if resize == "nearest" else resize_bilinear(pred, target)
     return np.asarray(pred, dtype=np.float64)
 
 
@@ -264,6 +266,7 @@ def _count_above(values: np.ndarray, inside: np.ndarray, thresholds: np.ndarray)
     order = np.argsort(thresholds, kind="stable")
     ts = thresholds[order]
     n = ts.size
+    k: np.ndarray  # bin of each value: uint8 counts below, intp from searchsorted
     if n <= 64:  # a few vectorised comparisons beat a binary search per value
         k = np.zeros(values.shape, dtype=np.uint8)
         for t in ts:

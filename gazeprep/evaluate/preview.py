@@ -31,9 +31,10 @@ from __future__ import annotations
 import html
 import re
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -140,7 +141,8 @@ def overlay_difference(gray: np.ndarray, diff: np.ndarray, *, max_alpha: float =
     base = np.repeat((g * 255.0)[..., None], 3, axis=2).astype(np.float32)
     d = np.clip(np.nan_to_num(np.asarray(diff, dtype=np.float32)), -1, 1)
     a = heat_alpha(np.abs(d), max_alpha)[..., None]
-    col = np.where((d < 0)[..., None], np.float32(DIFF_COLOURS[0]), np.float32(DIFF_COLOURS[1]))
+    below, above = (np.asarray(c, dtype=np.float32) for c in DIFF_COLOURS)
+    col = np.where((d < 0)[..., None], below, above)
     return np.rint(base * (1 - a) + col * a).astype(np.uint8)
 
 
@@ -463,9 +465,9 @@ def window_text(export: Any, case_id: str, target: str) -> list[str]:
     sents = _table(export, "sentences")
     stext: dict[int, str] = {}
     if sents is not None and sents.height and {"sentence_idx", "text"} <= set(sents.columns):
-        for r in sents.filter(pl.col("case_id") == case_id).select("sentence_idx", "text").iter_rows():
-            if r[0] is not None:
-                stext[int(r[0])] = str(r[1] or "").strip()
+        for idx, stx in sents.filter(pl.col("case_id") == case_id).select("sentence_idx", "text").iter_rows():
+            if idx is not None:
+                stext[int(idx)] = str(stx or "").strip()
     kind = (_recipe_dict(export).get("window") or {}).get("kind")
     lines: list[str] = []
     ph = _PHRASE.match(target)
@@ -512,6 +514,7 @@ def _anatomy_target_mask(export: Any, case_id: str, target: str, anatomy_dir: st
     from gazeprep.paths import bundled_sample_data
     from gazeprep.recipes import AnatomyFilter
 
+    folder: Path | None
     if anatomy_dir is not None:
         folder = Path(anatomy_dir)
     elif spec.get("masks") == "egd_masks":
@@ -608,7 +611,8 @@ def legend_entries(
     anatomy filter's explanation)."""
     out: list[LegendEntry] = []
     if heat_units is not None:
-        out.append(LegendEntry("heatmap", tuple(int(c) for c in _LUT[-1]), f"heatmap, colour scaled to the panel's max; {heat_units}", "ramp"))
+        top = _LUT[-1]
+        out.append(LegendEntry("heatmap", (int(top[0]), int(top[1]), int(top[2])), f"heatmap, colour scaled to the panel's max; {heat_units}", "ramp"))
     if fixations:
         out.append(LegendEntry("fixations", FIX_COLOUR, "fixation: numbered in time order, area ~ duration, line = scanpath", "circle"))
     if off_image:
@@ -748,11 +752,12 @@ def _collect(export: Any, case_id: str, target: str, *, heat: np.ndarray, grid, 
     hd = _heat_on_display(heat, grid, dh, dw, s) if "heatmap" in overlays else None
     hmax = float(np.nanmax(heat)) if heat.size else 0.0
 
-    target_mask = _anatomy_target_mask(export, case_id, target, anatomy_dir, warn) if _anatomy_spec(export) else None
+    anatomy = _anatomy_spec(export)
+    target_mask = _anatomy_target_mask(export, case_id, target, anatomy_dir, warn) if anatomy else None
     shown_masks: dict[str, np.ndarray] = {}
     mask_note = ""
-    if target_mask is not None:
-        st = _anatomy_spec(export)["target_structures"].get(target, target)
+    if target_mask is not None and anatomy is not None:
+        st = anatomy["target_structures"].get(target, target)
         shown_masks = {f"{target} ({st})" if st != target else target: target_mask}
         mask_note = ": only fixations inside it are shown (the map's anatomy filter)"
     elif "masks" in overlays:
@@ -808,11 +813,11 @@ def _draw_layers(canvas, L: _Layers, *, s: float, size: int, numbers: bool, ox: 
         return (float(x) + 0.5) * s - 0.5 + ox, (float(y) + 0.5) * s - 0.5
 
     dh, dw = L.gray.shape
-    for k, (name, mk) in enumerate(L.masks.items()):
-        m = np.asarray(mk).astype(bool)
-        if not m.any():
+    for name, mk in L.masks.items():
+        mask = np.asarray(mk).astype(bool)
+        if not mask.any():
             continue
-        md = M.resize_nearest(m, (dh, dw)).astype(bool)
+        md = M.resize_nearest(mask, (dh, dw)).astype(bool)
         inner = md.copy()
         inner[1:-1, 1:-1] = md[1:-1, 1:-1] & md[:-2, 1:-1] & md[2:, 1:-1] & md[1:-1, :-2] & md[1:-1, 2:]
         edge = md & ~inner
@@ -828,15 +833,15 @@ def _draw_layers(canvas, L: _Layers, *, s: float, size: int, numbers: bool, ox: 
         x0, y0 = to_disp(r["xmin_px"], r["ymin_px"])
         x1, y1 = to_disp(r["xmax_px"], r["ymax_px"])
         c = int(r.get("certainty") or 1)
-        col = ELLIPSE_COLOURS.get(c, ELLIPSE_COLOURS[1]) + (255,)
+        rgba = ELLIPSE_COLOURS.get(c, ELLIPSE_COLOURS[1]) + (255,)
         if c > 2:
-            draw.ellipse([x0, y0, x1, y1], outline=col, width=3 if big else 2)
+            draw.ellipse([x0, y0, x1, y1], outline=rgba, width=3 if big else 2)
         else:
-            _dashed_ellipse(draw, [x0, y0, x1, y1], col, 2 if big else 1)
+            _dashed_ellipse(draw, [x0, y0, x1, y1], rgba, 2 if big else 1)
         if big:
             fs = max(10, size // 50)
             ty = y0 - fs - 3 if y0 > fs + 3 else y1 + 2
-            draw.text((x0, ty), f"{r['source_label']} ({c})", fill=col, font=small, stroke_width=1, stroke_fill=(0, 0, 0, 255))
+            draw.text((x0, ty), f"{r['source_label']} ({c})", fill=rgba, font=small, stroke_width=1, stroke_fill=(0, 0, 0, 255))
     for i, r in enumerate(L.boxes, 1):
         x0, y0 = to_disp(r["xmin_px"], r["ymin_px"])
         x1, y1 = to_disp(r["xmax_px"], r["ymax_px"])
@@ -1411,8 +1416,12 @@ def contact_sheet(
     src = html.escape(_source_label(export))
     if pred is not None:
         src += " vs " + html.escape(_source_label(pred))
-    rel = release_rejects(export)
-    rel_html = ("<p>Release-wide rejects:</p><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in rel) + "</ul>") if rel else ""
+    rel_rejects = release_rejects(export)
+    rel_html = (
+        ("<p>Release-wide rejects:</p><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in rel_rejects) + "</ul>")
+        if rel_rejects
+        else ""
+    )
     img_note = ""
     if n_missing_image:
         img_note = (f"<p class=\"nomap\">{n_missing_image} case(s) drawn on a grey canvas: image not found "

@@ -19,8 +19,9 @@ so that the evaluator knows what to pass:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 from gazeprep.registry import Registry
 
@@ -43,12 +44,11 @@ class Metric:
         return self.fn(pred, ref, **{**self.options, **options})
 
 
-def _ensure_loaded() -> None:
-    import gazeprep.evaluate.metrics  # noqa: F401  (registers the built-in metrics)
-
-
-#: name -> metric (the one registry type of gazeprep: same errors on duplicates and unknown names)
-METRICS: Registry[Metric] = Registry("metric", loader=_ensure_loaded)
+#: name -> metric (the one registry type of gazeprep: same errors on duplicates and unknown names).
+#: The built-in metrics register when :mod:`gazeprep.evaluate.metrics` is imported, which the
+#: package's ``__init__`` does; Python imports a package before any of its modules, so every lookup
+#: here sees them, without a loader importing metrics back (which would be an import cycle).
+METRICS: Registry[Metric] = Registry("metric")
 
 
 def register_metric(

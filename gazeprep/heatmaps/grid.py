@@ -73,7 +73,7 @@ class OutputGrid:
 
     # ----------------------------------------------------------------- constructors
     @classmethod
-    def native(cls, image_height_px: int, image_width_px: int) -> "OutputGrid":
+    def native(cls, image_height_px: int, image_width_px: int) -> OutputGrid:
         """The original pixel grid (identity map)."""
         _check_size(image_height_px, image_width_px)
         return cls(image_height_px, image_width_px, 1.0, 1.0, 0.0, 0.0, image_height_px, image_width_px)
@@ -82,7 +82,7 @@ class OutputGrid:
     def letterbox(
         cls, image_height_px: int, image_width_px: int, out_h: int, out_w: int | None = None,
         rule: LetterboxRule = "centre",
-    ) -> "OutputGrid":
+    ) -> OutputGrid:
         """Aspect-preserving resize into ``out_h x out_w`` (``out_w`` defaults to ``out_h``), centred.
 
         ``rule="ricbl"`` (square outputs only) follows paper 004's ``XRayResizerPadRound32`` geometry;
@@ -115,7 +115,7 @@ class OutputGrid:
         raise ValueError(f"unknown letterbox rule {rule!r}")
 
     @classmethod
-    def stretch(cls, image_height_px: int, image_width_px: int, out_h: int, out_w: int) -> "OutputGrid":
+    def stretch(cls, image_height_px: int, image_width_px: int, out_h: int, out_w: int) -> OutputGrid:
         """Resize each axis independently to ``out_h x out_w`` (no padding, aspect not kept)."""
         H, W = int(image_height_px), int(image_width_px)
         _check_size(H, W)
@@ -125,7 +125,7 @@ class OutputGrid:
 
     @classmethod
     def pad_crop_stride(cls, image_height_px: int, image_width_px: int, out_h: int, out_w: int,
-                        stride: int) -> "OutputGrid":
+                        stride: int) -> OutputGrid:
         """MT-UNet's grid: centre-pad/crop the image to ``out_h * stride x out_w * stride`` pixels
         (``int(difference / 2)`` before, truncated towards zero as MT-UNet's ``MasterDataHandle.process``;
         negative = crop) and keep every ``stride``-th pixel (``canvas[0::stride, 0::stride]``, no
@@ -141,7 +141,7 @@ class OutputGrid:
         return cls(out_h, out_w, s, s, pad_left * s, pad_top * s, H, W)
 
     @classmethod
-    def from_spec(cls, spec, image_height_px: int, image_width_px: int) -> "OutputGrid":
+    def from_spec(cls, spec, image_height_px: int, image_width_px: int) -> OutputGrid:
         """The grid an :class:`gazeprep.recipes.OutputSpec` describes for an image of this size."""
         if spec.size == "native":
             return cls.native(image_height_px, image_width_px)

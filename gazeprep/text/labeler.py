@@ -30,14 +30,26 @@ import re
 import threading
 from bisect import bisect_right
 from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 
 import polars as pl
 
 from gazeprep.schema import MENTIONS, empty
 from gazeprep.text.profiles import ProfileSpec, load_profile_spec, resolve_profile
 from gazeprep.text.rules import RuleSet, load_rules
+
+if TYPE_CHECKING:  # spaCy's add_pipe and Language.tokenizer are typed as plain callables
+    from spacy.pipeline import EntityRuler
+    from spacy.pipeline.entityruler import PatternType
+    from spacy.tokens import Doc
+
+
+class _Tokenizer(Protocol):
+    """What the labeler uses of spaCy's (Cython, unstubbed) Tokenizer."""
+
+    def pipe(self, texts: Iterable[str]) -> Iterable[Doc]: ...
 
 STATUS_ORDER = ("positive", "uncertain", "negative", "hypothetical")  # strongest first
 
@@ -98,7 +110,7 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
     return out
 
 
-_CACHE: dict[tuple[str, str], "Labeler"] = {}
+_CACHE: dict[tuple[str, str], Labeler] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -136,12 +148,17 @@ class Labeler:
             for lab, phrases in rules.mentions.items():
                 for p in phrases:
                     labels_of[p].add(lab)
-            patterns = [{"label": "|".join(sorted(labs)), "pattern": p} for p, labs in labels_of.items()]
+            patterns: list[PatternType] = [
+                {"label": "|".join(sorted(labs)), "pattern": p} for p, labs in labels_of.items()
+            ]
             for i, entry in enumerate(rules.neutral):
                 for p in entry.phrases:
                     if p not in labels_of:
                         patterns.append({"label": f"~{i}", "pattern": p})
-            ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": False})
+            ruler = cast(
+                "EntityRuler",
+                nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": False}),
+            )
             ruler.add_patterns(patterns)
         # regex profiles: per label, one combined pre-filter and the expressions in file order
         self._mention_re: list[tuple[str, re.Pattern, list[re.Pattern]]] = []
@@ -154,7 +171,7 @@ class Labeler:
         self.nlp = nlp
 
         def docs(phrases):
-            return list(nlp.tokenizer.pipe(phrases))
+            return list(cast(_Tokenizer, nlp.tokenizer).pipe(phrases))
 
         trig = PhraseMatcher(nlp.vocab, attr="LOWER")
 
@@ -189,7 +206,7 @@ class Labeler:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_rules(cls, rules_dir: str | Path | None = None, profile: str | None = None) -> "Labeler":
+    def from_rules(cls, rules_dir: str | Path | None = None, profile: str | None = None) -> Labeler:
         """The labeler of a rules folder (default ``gazeprep.paths.default_rules_dir()``) and profile
         (default ``gazeprep``; ``lanfredi2023`` reproduces paper 004's labeler), built once per
         process, folder and profile.
@@ -294,8 +311,8 @@ class Labeler:
         for mid, s, e in self._trig(doc):
             key = strings[mid]
             if key[0] == "Q":
-                i, qlabel = key[1:].split(":", 1)
-                quals[int(i)].append((s, e, qlabel))
+                qidx, qlabel = key[1:].split(":", 1)
+                quals[int(qidx)].append((s, e, qlabel))
             else:
                 groups[key].append((s, e))
         # sentence starts from the sentencizer's flags (iterating doc.sents builds every Token)
@@ -377,13 +394,13 @@ class Labeler:
             for lab, pre, exprs in self._mention_re:
                 if not pre.search(text):
                     continue
-                unm = self._unmention_re.get(lab, ())
+                unm_rx = self._unmention_re.get(lab, ())
                 for rx in exprs:
                     for m in rx.finditer(text):
                         cs, ce = m.span()
                         if ce <= cs:
                             continue
-                        if any(us < ce and cs < ue for u in unm for us, ue in (x.span() for x in u.finditer(text))):
+                        if any(us < ce and cs < ue for u in unm_rx for us, ue in (x.span() for x in u.finditer(text))):
                             continue
                         span = doc.char_span(cs, ce, alignment_mode="expand")
                         if span is None:

@@ -29,13 +29,13 @@ Aggregation over several mentions of one label in one report
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import polars as pl
 
-from gazeprep.errors import GazeprepError, StorageError
 from gazeprep._atomic import atomic_write
+from gazeprep.errors import GazeprepError, StorageError
 
 #: File extension (lower case) -> table format.
 TABLE_FORMATS: dict[str, str] = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv"}

@@ -129,7 +129,7 @@ def build_sentences(
 
     t0 = w["t_start_s"].to_list()
     t1 = w["t_end_s"].to_list()
-    rows = []
+    rows: list[dict[str, object]] = []
     first = 0
     n = len(tokens)
     for i in range(n):
