@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +15,19 @@ from gazeprep._atomic import atomic_write_parquet
 from gazeprep.datasets.base import CaseData, Release
 from gazeprep.datasets.registry import get_adapter
 
-_RELEASE: Release | None = None  # the release in a worker process (set by _init_worker)
+_RELEASES: dict[tuple, Release] = {}  # the release opened in this process, keyed by how it was opened
 
 
-def _init_worker(release: Release) -> None:
-    global _RELEASE
-    _RELEASE = release
-
-
-def _read(case_id: str) -> CaseData:
-    assert _RELEASE is not None
-    return _RELEASE.read_case(case_id)
+def _read_block(key: tuple, case_ids: list[str]) -> list[CaseData]:
+    """The executor's per-block function: the cases of a block, read from the release that this
+    worker process opened once (``key``: adapter name, root, gaze_samples, sorted open kwargs)."""
+    release = _RELEASES.get(key)
+    if release is None:
+        name, root, gaze_samples, kwargs = key
+        release = get_adapter(name).open(Path(root), gaze_samples=gaze_samples, **dict(kwargs))
+        _RELEASES.clear()
+        _RELEASES[key] = release
+    return [release.read_case(cid) for cid in case_ids]
 
 
 def ingest(
@@ -52,8 +55,9 @@ def ingest(
     gaze_samples:
         Also read the raw tracker samples (``gaze_samples.parquet``; large).
     workers:
-        Worker processes for reading cases (spawned; the release is pickled into each); 1 reads
-        in this process.
+        Worker processes for reading cases (the local executor of
+        :mod:`gazeprep.pipeline.executor`: spawned processes, each opening the release once); 1
+        reads in this process.
     progress:
         Show a tqdm progress bar on stderr.
     open_kwargs:
@@ -72,20 +76,22 @@ def ingest(
     rejects: list[dict] = list(release.rejects)
     ids = release.case_ids()
     bar = tqdm(total=len(ids), desc=f"ingest {adapter_name}", unit="case", disable=not progress, file=sys.stderr)
-    if workers > 1 and len(ids) > 1:
-        import multiprocessing as mp
+    from gazeprep.pipeline.executor import LocalExecutor
 
-        # spawn, not fork: polars deadlocks in a forked child once the parent has used its thread
-        # pool (every collect() hangs). The release is pickled once into each worker.
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(release,)) as pool:
-            for cd in pool.imap(_read, ids, chunksize=16):
-                _collect(cd, parts, rejects)
-                bar.update(1)
-    else:
-        for cid in ids:
-            _collect(release.read_case(cid), parts, rejects)
-            bar.update(1)
-    bar.close()
+    key = (adapter_name, str(Path(root)), gaze_samples, tuple(sorted((k, v) for k, v in open_kwargs.items())))
+    _RELEASES.clear()
+    _RELEASES[key] = release  # blocks read in this process (one worker) reuse the open release
+    n = max(1, min(workers, len(ids)))
+    try:
+        # spawn, not fork (polars deadlocks in a forked child); in case order, as a sequential read
+        run = LocalExecutor(workers=n, died_hint="rerun with fewer --workers if memory is short").map_blocks(
+            partial(_read_block, key), ids, block_size=16 if n > 1 else 1, progress=bar
+        )
+    finally:
+        bar.close()
+        _RELEASES.clear()
+    for cd in run.results:
+        _collect(cd, parts, rejects)
     counts: dict[str, int] = {}
     tables = {"cases": release.cases, "case_labels": release.case_labels}
     for name, frames in parts.items():
