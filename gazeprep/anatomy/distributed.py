@@ -2,7 +2,7 @@
 
 Each actor loads the model once (on its GPU when the cluster has GPUs: ``num_gpus=1`` per actor,
 one actor per GPU; otherwise CPU actors) and runs the same batch function as the local loop,
-:func:`gazeprep.anatomy.predict.segment_loaded`. The driver consumes the batches *in submission
+:func:`gazeprep.anatomy.segment.segment_loaded`. The driver consumes the batches *in submission
 order* and appends them to the same resumable :class:`~gazeprep.anatomy.store.MaskStore`, so the
 store is identical to a local run's; resume works the same way (images already in the index are
 never submitted). A batch whose actor died is retried by Ray (``max_task_retries``).
@@ -32,7 +32,7 @@ class _Segmenter:
         self.dataset = dataset
 
     def run(self, records):
-        from gazeprep.anatomy.predict import load_record, segment_loaded
+        from gazeprep.anatomy.segment import load_record, segment_loaded
 
         size = self.model.config.image_size
         loaded = [load_record(r, self.images_root, size) for r in records]

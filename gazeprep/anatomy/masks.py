@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from gazeprep.anatomy.data import load_egd_masks, read_mask_png, resize_labels
 from gazeprep.anatomy.store import OVERRIDES_DIR, MaskStore
@@ -182,15 +183,13 @@ def export_mask_pngs(
     return n
 
 
-def masks_table(anatomy_dir: str | Path, overrides_dir: str | Path | None = None) -> "pl.DataFrame":
+def masks_table(anatomy_dir: str | Path, overrides_dir: str | Path | None = None) -> pl.DataFrame:
     """The anatomy folder as rows of the canonical ``masks`` table (:data:`gazeprep.schema.MASKS`).
 
     Predictions: ``source = "samed"``, ``path = "<anatomy_dir>/masks.zarr/<array>#<row>"``;
     overrides: ``source = "override"``, ``path`` = the PNG (``case_id`` is the image id). Derived heart
     masks are not listed (they are computed by :func:`load_anatomy_masks`).
     """
-    import polars as pl
-
     from gazeprep.schema import MASKS
 
     folder = Path(anatomy_dir)
@@ -210,10 +209,8 @@ def masks_table(anatomy_dir: str | Path, overrides_dir: str | Path | None = None
     return pl.concat([pred.cast(MASKS), ov]).sort("case_id", "structure", "source")  # type: ignore[arg-type]
 
 
-def egd_masks_table(egd_root: str | Path, image_ids: list[str]) -> "pl.DataFrame":
+def egd_masks_table(egd_root: str | Path, image_ids: list[str]) -> pl.DataFrame:
     """EGD-CXR's own mask PNGs of ``image_ids`` as rows of the ``masks`` table (``source = "egd_png"``)."""
-    import polars as pl
-
     from gazeprep.anatomy.data import egd_mask_paths
     from gazeprep.schema import MASKS
 

@@ -8,19 +8,17 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import polars as pl
-import torch
 from tqdm.auto import tqdm
 
 from gazeprep._atomic import atomic_write_parquet
-from gazeprep.anatomy.data import ImageRecord, list_images, load_gray, resize_float, resolve_image
+from gazeprep.anatomy.data import ImageRecord, list_images
 from gazeprep.anatomy.model import WEIGHTS_FILE, load_model
+from gazeprep.anatomy.segment import load_record, segment_loaded
 from gazeprep.anatomy.store import REJECTS_FILE, MaskStore
-from gazeprep.anatomy.train import logits_to_labels, predict_logits
 from gazeprep.device import resolve_device
 from gazeprep.errors import GazeprepError
-from gazeprep.schema import REJECTS, reject
+from gazeprep.schema import REJECTS
 
 
 def _sha256(path: Path) -> str:
@@ -29,37 +27,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def load_record(rec: ImageRecord, images_root: str | Path, size: int):
-    """(record, model-size image, original shape) or (record, None, error message)."""
-    try:
-        g = load_gray(resolve_image(images_root, rec.image_path))
-    except GazeprepError as exc:
-        return rec, None, str(exc)
-    return rec, resize_float(g, size), (int(g.shape[0]), int(g.shape[1]))
-
-
-def segment_loaded(model, dev, loaded: list, mask_size: int, dataset: str):
-    """Run the model on one batch of :func:`load_record` results.
-
-    Returns ``(meta_rows, labels, rejects)``: ``meta_rows`` = (image_id, H, W) per segmented image,
-    ``labels`` = uint8 class maps (B, mask_size, mask_size) or None, ``rejects`` rows for unreadable
-    images. The local loop and the Ray actors both call this, so their outputs are identical.
-    """
-    imgs, meta_rows, rejects = [], [], []
-    for rec, img, info in loaded:
-        if img is None:
-            rejects.append(reject(dataset, rec.image_id, "anatomy", rec.source_file, rec.source_row, info))
-            continue
-        imgs.append(img)
-        meta_rows.append((rec.image_id, *info))
-    labels = None
-    if imgs:
-        with torch.no_grad():
-            logits = predict_logits(model, np.stack(imgs), dev)
-        labels = logits_to_labels(logits, (mask_size, mask_size))
-    return meta_rows, labels, rejects
 
 
 def run_predict(

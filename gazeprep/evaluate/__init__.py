@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+# Importing the metrics module registers the built-in metrics; every import of a gazeprep.evaluate
+# module runs this file first, so the registry is complete wherever it is used.
+from gazeprep.evaluate import metrics as _builtin_metrics  # noqa: F401 - registers the built-ins
 from gazeprep.evaluate.registry import Metric, get_metric, list_metrics, register_metric
 
 __all__ = ["Metric", "get_metric", "list_metrics", "register_metric"]

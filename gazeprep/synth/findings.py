@@ -19,8 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gazeprep.synth.phantom import ImageFinding
-
 __all__ = [
     "KINDS",
     "REFLACX_P1_LABELS",
@@ -28,6 +26,7 @@ __all__ = [
     "EGD_GRANULAR",
     "CHEXPERT_LABELS",
     "CERTAINTY_WORDS",
+    "ImageFinding",
     "Kind",
     "PlannedSentence",
     "ReadingFinding",
@@ -220,6 +219,31 @@ def regions_for(kind: str, side: str, zone: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class ImageFinding:
+    """An abnormality drawn into a phantom image (what the image 'really' shows).
+
+    Defined here, with the catalogue its ``kind`` comes from, so that :mod:`gazeprep.synth.phantom`
+    (which draws it) imports this module and not the other way round.
+
+    Attributes
+    ----------
+    kind:
+        Finding kind, a key of :data:`KINDS` (e.g. ``"pleural_effusion"``).
+    side:
+        ``"left"``, ``"right"``, ``"bilateral"`` or ``""`` (midline structures).
+    regions:
+        Names of :func:`gazeprep.synth.phantom.region_boxes` regions where the finding lies (one per drawn ellipse).
+    severity:
+        0..1, scales the drawn opacity and selects the size word (small / moderate / large).
+    """
+
+    kind: str
+    side: str
+    regions: tuple[str, ...]
+    severity: float
+
+
 def sample_image_findings(rng: np.random.Generator) -> tuple[ImageFinding, ...]:
     """What one phantom image shows: 0-3 findings (30 % normal) plus a support device in 25 %."""
     found: list[ImageFinding] = []
@@ -244,7 +268,7 @@ class ReadingFinding:
     Attributes
     ----------
     kind, side, regions, severity:
-        As in :class:`~gazeprep.synth.phantom.ImageFinding` (regions are box names).
+        As in :class:`ImageFinding` (regions are box names).
     certainty:
         REFLACX certainty 1..5 of the report wording (5 = stated plainly); ``None`` for negations.
     negated:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gazeprep.synth.findings import ImageFinding, sample_image_findings
+
 __all__ = [
     "EGD_BBOX_NAMES",
     "MASK_STRUCTURES",
@@ -131,28 +133,6 @@ class PhantomParams:
         return self.lung_bottom_right_v if side == "right" else self.lung_bottom_left_v
 
 
-@dataclass(frozen=True)
-class ImageFinding:
-    """An abnormality drawn into a phantom image (what the image 'really' shows).
-
-    Attributes
-    ----------
-    kind:
-        Finding kind, a key of :data:`gazeprep.synth.findings.KINDS` (e.g. ``"pleural_effusion"``).
-    side:
-        ``"left"``, ``"right"``, ``"bilateral"`` or ``""`` (midline structures).
-    regions:
-        Names of :func:`region_boxes` regions where the finding lies (one per drawn ellipse).
-    severity:
-        0..1, scales the drawn opacity and selects the size word (small / moderate / large).
-    """
-
-    kind: str
-    side: str
-    regions: tuple[str, ...]
-    severity: float
-
-
 def seed_from_text(text: str) -> int:
     """A stable 64-bit seed from a string (sha256), used to tie phantoms to dicom ids."""
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
@@ -201,8 +181,6 @@ def params_for_image(dicom_id: str) -> tuple[PhantomParams, tuple[ImageFinding, 
     The MIMIC generator renders the image from these, and the REFLACX / EGD-CXR generators recompute
     them from the dicom id alone (no side files), so readings describe what the image shows.
     """
-    from gazeprep.synth.findings import sample_image_findings  # local: avoids an import cycle
-
     rng = np.random.default_rng(seed_from_text("phantom:" + dicom_id))
     findings = sample_image_findings(rng)
     cardio = any(f.kind == "cardiomegaly" for f in findings)

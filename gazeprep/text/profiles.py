@@ -43,11 +43,18 @@ from pathlib import Path
 from gazeprep.errors import RecipeError
 from gazeprep.paths import default_rules_dir
 
-#: The profile used when none is named: the rules folder itself.
-DEFAULT_PROFILE = "gazeprep"
-#: Sub-folder of a rules folder holding the other profiles.
-PROFILES_SUBDIR = "profiles"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+# The folder layout of profiles lives in gazeprep.text.rules (load_rules needs it); re-exported here.
+from gazeprep.text.rules import (  # noqa: F401 - re-exported
+    DEFAULT_PROFILE,
+    PROFILES_SUBDIR,
+    _phrases,
+    list_profiles,
+    load_label_defs,
+    profile_dir,
+    read_yaml,
+    resolve_profile,
+)
+
 _RULE_FILES = ("profile.yaml", "context.yaml", "neutral.yaml", "uncertainty.yaml")
 _RULE_DIRS = ("mention", "unmention", "negation", "mention_regex", "unmention_regex")
 CATEGORIES = ("negated", "uncertain", "uncertain_first", "hypothetical", "cancel")
@@ -56,41 +63,6 @@ DIRECTIONS = ("preceding", "following", "overlap")
 MAX_REGEX_PER_FILE = 2000
 #: Longest regular expression (characters) of a regex rule file.
 MAX_REGEX_CHARS = 400
-
-
-def list_profiles(rules_dir: str | Path | None = None) -> tuple[str, ...]:
-    """Names of the profiles of a rules folder (default :func:`gazeprep.paths.default_rules_dir`):
-    ``gazeprep`` first, then the sub-folders of ``profiles/`` in name order."""
-    root = default_rules_dir(rules_dir)
-    sub = root / PROFILES_SUBDIR
-    names = [DEFAULT_PROFILE]
-    if sub.is_dir():
-        names += sorted(p.name for p in sub.iterdir() if p.is_dir() and _NAME.match(p.name) and p.name != DEFAULT_PROFILE)
-    return tuple(names)
-
-
-def resolve_profile(profile: str | None) -> str:
-    """``profile``, or :data:`DEFAULT_PROFILE` when ``None`` / empty."""
-    return DEFAULT_PROFILE if profile is None or str(profile).strip() == "" else str(profile).strip()
-
-
-def profile_dir(profile: str | None = None, rules_dir: str | Path | None = None) -> Path:
-    """The folder of a profile's labeler rules.
-
-    Raises
-    ------
-    RecipeError
-        One line naming the unknown profile and the known ones.
-    """
-    name = resolve_profile(profile)
-    root = default_rules_dir(rules_dir)
-    if name == DEFAULT_PROFILE:
-        return root
-    d = root / PROFILES_SUBDIR / name
-    if not _NAME.match(name) or not d.is_dir():
-        known = ", ".join(list_profiles(root))
-        raise RecipeError(f"unknown labeler profile {name!r} (known: {known})")
-    return d
 
 
 def profile_files(profile: str | None = None, rules_dir: str | Path | None = None) -> list[Path]:
@@ -195,8 +167,6 @@ def _regex_dir(d: Path, labels: set[str]) -> dict[str, tuple[str, ...]]:
 
 def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None = None) -> ProfileSpec:
     """Parse ``profile.yaml``, ``context.yaml`` and the regex rule files of a profile."""
-    from gazeprep.text.rules import _phrases, load_label_defs, read_yaml
-
     name = resolve_profile(profile)
     root = default_rules_dir(rules_dir)
     d = profile_dir(name, root)

@@ -31,6 +31,50 @@ import yaml
 from gazeprep.errors import RecipeError
 from gazeprep.paths import default_rules_dir
 
+# --- the folder layout of labeler profiles (see gazeprep.text.profiles) ---------------------------
+
+#: The profile used when none is named: the rules folder itself.
+DEFAULT_PROFILE = "gazeprep"
+#: Sub-folder of a rules folder holding the other profiles.
+PROFILES_SUBDIR = "profiles"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+def list_profiles(rules_dir: str | Path | None = None) -> tuple[str, ...]:
+    """Names of the profiles of a rules folder (default :func:`gazeprep.paths.default_rules_dir`):
+    ``gazeprep`` first, then the sub-folders of ``profiles/`` in name order."""
+    root = default_rules_dir(rules_dir)
+    sub = root / PROFILES_SUBDIR
+    names = [DEFAULT_PROFILE]
+    if sub.is_dir():
+        names += sorted(p.name for p in sub.iterdir() if p.is_dir() and _NAME.match(p.name) and p.name != DEFAULT_PROFILE)
+    return tuple(names)
+
+
+def resolve_profile(profile: str | None) -> str:
+    """``profile``, or :data:`DEFAULT_PROFILE` when ``None`` / empty."""
+    return DEFAULT_PROFILE if profile is None or str(profile).strip() == "" else str(profile).strip()
+
+
+def profile_dir(profile: str | None = None, rules_dir: str | Path | None = None) -> Path:
+    """The folder of a profile's labeler rules.
+
+    Raises
+    ------
+    RecipeError
+        One line naming the unknown profile and the known ones.
+    """
+    name = resolve_profile(profile)
+    root = default_rules_dir(rules_dir)
+    if name == DEFAULT_PROFILE:
+        return root
+    d = root / PROFILES_SUBDIR / name
+    if not _NAME.match(name) or not d.is_dir():
+        known = ", ".join(list_profiles(root))
+        raise RecipeError(f"unknown labeler profile {name!r} (known: {known})")
+    return d
+
+
 #: Most combinations of alternatives one phrase line may describe.
 MAX_PHRASE_VARIANTS = 256
 #: Longest phrase (characters) one line may expand to.
@@ -321,8 +365,6 @@ def load_rules(rules_dir: str | Path | None = None, profile: str | None = None) 
     """Parse a rules folder (default :func:`gazeprep.paths.default_rules_dir`): ``labels.yaml`` of
     the folder and the labeler rules of ``profile`` (default ``gazeprep``: the folder itself; see
     :mod:`gazeprep.text.profiles`). ``RuleSet.rules_dir`` is the profile's folder."""
-    from gazeprep.text.profiles import profile_dir
-
     root = Path(rules_dir) if rules_dir is not None else default_rules_dir()
     if not root.is_dir():
         raise RecipeError(f"rules folder {str(root)!r} not found")
