@@ -1,10 +1,13 @@
 """Window sweep (paper 004 section 2.8): which sentence window makes label-specific gaze maps agree
 best with the radiologists' ellipses?
 
-For every REFLACX case the transcript is parsed and labelled once; then, for every window rule of the
-grid, the label-specific maps are rendered (the ``reflacx-label-specific`` recipe with its window
-replaced, on a small letterboxed grid for speed) and compared with the case's ellipses of certainty > 2
-by IoU over 004's thresholds. A label with an ellipse but no map under a rule (e.g. an empty window)
+For every REFLACX case the transcript is parsed and labelled once (with the recipe's labeler profile,
+``lanfredi2023`` for ``reflacx-label-specific``); then, for every window rule of the grid, the
+label-specific maps are rendered (the ``reflacx-label-specific`` recipe with its window replaced, on a
+small letterboxed grid for speed) and compared with the case's ellipses of certainty > 2 by IoU over
+004's thresholds. Text, windows and maps come from the pieces of the one per-case pipeline
+(:mod:`gazeprep.pipeline.case`), and the cases are mapped by the one executor
+(:mod:`gazeprep.pipeline.executor`), so a rule scores exactly the maps ``build-heatmaps`` would write. A label with an ellipse but no map under a rule (e.g. an empty window)
 scores IoU 0 at every threshold, as 004's reference code would (NaN -> 0).
 
 Ranking: per rule and label, the threshold with the best mean IoU on the ``validate`` split (all
