@@ -38,9 +38,15 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # the annotation only: this module imports no third-party package at run time
+    import polars as pl
 
 from gazeprep.errors import StorageError
+
+#: What the writers take: bytes-like, or pieces written back to back.
+Data = bytes | bytearray | memoryview | Sequence[bytes]
 
 __all__ = [
     "atomic_output",
@@ -77,7 +83,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _write_raw(path: Path, data: bytes | bytearray | memoryview | Sequence[bytes], fsync: bool) -> None:
+def _write_raw(path: Path, data: Data, fsync: bool) -> None:
     with open(path, "wb") as f:
         if isinstance(data, (bytes, bytearray, memoryview)):
             f.write(data)
@@ -88,7 +94,7 @@ def _write_raw(path: Path, data: bytes | bytearray | memoryview | Sequence[bytes
             os.fsync(f.fileno())
 
 
-def write_file(path: Path, data: bytes | Sequence[bytes], *, fsync: bool = True) -> None:
+def write_file(path: Path, data: Data, *, fsync: bool = True) -> None:
     """Write ``data`` (bytes, or pieces written back to back) to ``path`` (no atomicity: for files
     inside a staging folder or temporary files).
 
@@ -157,7 +163,7 @@ def atomic_output(path: str | Path, *, fsync: bool = True) -> contextlib.Abstrac
     return _staged(Path(path), sync_file=fsync, sync_dir=fsync)
 
 
-def atomic_write(path: str | Path, data: bytes | Sequence[bytes], *, fsync: bool = True) -> None:
+def atomic_write(path: str | Path, data: Data, *, fsync: bool = True) -> None:
     """Write ``data`` (bytes, or pieces written back to back) to ``path`` atomically: temporary file
     in the same folder, (fsync,) :func:`os.replace`, (fsync of the folder).
 
@@ -173,12 +179,12 @@ def atomic_write_text(path: str | Path, text: str, *, fsync: bool = True) -> Non
     atomic_write(path, text.encode("utf-8"), fsync=fsync)
 
 
-class _ParquetWritable(Protocol):
-    def write_parquet(self, file: io.BytesIO, *, compression: str) -> object: ...
+ParquetCompression = Literal["zstd", "lz4", "snappy", "gzip", "brotli", "uncompressed"]
 
 
-def atomic_write_parquet(frame: _ParquetWritable, path: str | Path, *, compression: str = "zstd",
-                         fsync: bool = True) -> None:
+def atomic_write_parquet(
+    frame: pl.DataFrame, path: str | Path, *, compression: ParquetCompression = "zstd", fsync: bool = True
+) -> None:
     """Write a polars ``frame`` as Parquet (``compression``, default zstd: polars' own default) to
     ``path`` atomically.
 

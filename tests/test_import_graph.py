@@ -144,8 +144,12 @@ def cycles(graph: dict[str, dict[str, list[int]]]) -> list[frozenset[str]]:
 
 
 def _describe(comp: frozenset[str], graph: dict[str, dict[str, list[int]]]) -> str:
-    edges = [f"{a} -> {b} (line {', '.join(map(str, lines))})"
-             for a in sorted(comp) for b, lines in sorted(graph[a].items()) if b in comp]
+    edges = [
+        f"{a} -> {b} (line {', '.join(map(str, lines))})"
+        for a in sorted(comp)
+        for b, lines in sorted(graph[a].items())
+        if b in comp
+    ]
     return "; ".join(edges)
 
 
@@ -173,16 +177,19 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 def test_the_graph_sees_function_level_relative_and_submodule_imports(tmp_path):
     """The builder on a toy package with a known answer: a cycle closed only inside a function, one
     through a relative ``from . import``, an acyclic chain, and a TYPE_CHECKING import ignored."""
-    pkg = _write(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/a.py": "from pkg.b import f\n",
-        "pkg/b.py": "def f():\n    from pkg import a  # closes a <-> b\n    return a\n",
-        "pkg/sub/__init__.py": "",
-        "pkg/sub/c.py": "from . import d\n",
-        "pkg/sub/d.py": "class K:\n    def m(self):\n        import pkg.sub.c\n",
-        "pkg/e.py": "from typing import TYPE_CHECKING\nimport pkg.a\nif TYPE_CHECKING:\n    from pkg import e2\n",
-        "pkg/e2.py": "import pkg.e\n",
-    })
+    pkg = _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "from pkg.b import f\n",
+            "pkg/b.py": "def f():\n    from pkg import a  # closes a <-> b\n    return a\n",
+            "pkg/sub/__init__.py": "",
+            "pkg/sub/c.py": "from . import d\n",
+            "pkg/sub/d.py": "class K:\n    def m(self):\n        import pkg.sub.c\n",
+            "pkg/e.py": "from typing import TYPE_CHECKING\nimport pkg.a\nif TYPE_CHECKING:\n    from pkg import e2\n",
+            "pkg/e2.py": "import pkg.e\n",
+        },
+    )
     graph = import_graph(pkg)
     assert graph["pkg.b"] == {"pkg.a": [2]}  # `from pkg import a` is the module pkg.a
     assert graph["pkg.sub.c"] == {"pkg.sub.d": [1]}  # relative import resolved

@@ -184,7 +184,9 @@ def map_case_labels(
     ``chexpert_uncertain_present``); ``value`` is 1.0 when present, 0.0 when not, null when absent.
     """
     defs = label_defs(rules_dir)
-    th = {"reflacx_min_certainty": 3, "reflacx_positive_certainty": 4, "chexpert_uncertain_present": True}
+    th: dict[str, float | bool] = {
+        "reflacx_min_certainty": 3, "reflacx_positive_certainty": 4, "chexpert_uncertain_present": True,
+    }
     th.update(defs.thresholds)
     if reflacx_min_certainty is not None:
         th["reflacx_min_certainty"] = reflacx_min_certainty
@@ -201,7 +203,9 @@ def map_case_labels(
             continue
         ids, kind = smap[rec["source_label"]]
         st = _status(kind, rec["value"], th)
-        present = st == "positive" or (st == "uncertain" and (kind != "chexpert" or th["chexpert_uncertain_present"]))
+        present = st == "positive" or (
+            st == "uncertain" and (kind != "chexpert" or bool(th["chexpert_uncertain_present"]))
+        )
         for lid in ids:
             for x in defs.closure(lid):
                 key = (rec["dataset"], rec["case_id"], x)

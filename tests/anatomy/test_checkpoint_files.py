@@ -23,15 +23,18 @@ def _torch_bytes(obj, **kw) -> bytes:
 GOOD = _torch_bytes({"w": torch.arange(4.0)})
 
 
-@pytest.mark.parametrize("name,data", [
-    ("empty", b""),
-    ("text", b"hello world\n"),
-    ("random", bytes(range(256)) * 8),
-    ("truncated zip", GOOD[: len(GOOD) // 2]),
-    ("pickled object", pickle.dumps(object())),
-    ("pickled int", pickle.dumps(5)),
-    ("legacy truncated", _torch_bytes({"w": torch.ones(2)}, _use_new_zipfile_serialization=False)[:40]),
-])
+@pytest.mark.parametrize(
+    "name,data",
+    [
+        ("empty", b""),
+        ("text", b"hello world\n"),
+        ("random", bytes(range(256)) * 8),
+        ("truncated zip", GOOD[: len(GOOD) // 2]),
+        ("pickled object", pickle.dumps(object())),
+        ("pickled int", pickle.dumps(5)),
+        ("legacy truncated", _torch_bytes({"w": torch.ones(2)}, _use_new_zipfile_serialization=False)[:40]),
+    ],
+)
 def test_bad_checkpoint_is_one_error_naming_the_file(tmp_path, name, data):
     p = tmp_path / "ckpt.pt"
     p.write_bytes(data)

@@ -66,8 +66,15 @@ def test_evaluator_summary_cis_come_from_the_one_bootstrap():
     rng = np.random.default_rng(0)
     gt = {(f"c{i}", "full"): rng.random((8, 8)).astype(np.float32) for i in range(12)}
     pred = {k: np.clip(a + rng.normal(0, 0.2, a.shape), 0, None).astype(np.float32) for k, a in gt.items()}
-    res = evaluate_exports(InMemoryExport(pred), InMemoryExport(gt), metrics=["cc", "fgiou"], by="none",
-                           n_boot=200, seed=7, gt_binarize=0.5)
+    res = evaluate_exports(
+        InMemoryExport(pred),
+        InMemoryExport(gt),
+        metrics=["cc", "fgiou"],
+        by="none",
+        n_boot=200,
+        seed=7,
+        gt_binarize=0.5,
+    )
     row = res.summary.filter((pl.col("group") == "all") & (pl.col("metric") == "cc")).row(0, named=True)
     cc = res.pairs.get_column("cc").to_numpy()
     _, lo, hi = M.bootstrap_mean(cc, n_boot=200, seed=7)

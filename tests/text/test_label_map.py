@@ -13,8 +13,18 @@ from gazeprep.text.labels import canonical_label, label_spellings, normalise_lab
 
 # Paper 004's labels (ricbl src/list_labels.py) and its translate_et_to_label, written out from
 # REFERENCE_CODE section 1a: the known answer the rules must reproduce for 004's label names.
-LABELS_004 = ["Edema", "Opacity", "Pneumothorax", "Pleural abnormality", "Lung Lesion", "Atelectasis",
-              "Consolidation", "Fracture", "Cardiomegaly", "Abnormal Mediastinum Contour"]
+LABELS_004 = [
+    "Edema",
+    "Opacity",
+    "Pneumothorax",
+    "Pleural abnormality",
+    "Lung Lesion",
+    "Atelectasis",
+    "Consolidation",
+    "Fracture",
+    "Cardiomegaly",
+    "Abnormal Mediastinum Contour",
+]
 TRANSLATE_ET_TO_LABEL = {
     "Pulmonary edema": ["Edema", "Opacity"],
     "Lung nodule or mass": ["Lung Lesion", "Opacity"],
@@ -50,7 +60,10 @@ def test_canonical_label_by_id_name_and_alias():
     assert canonical_label("High lung volume / emphysema") == "emphysema"  # the display name
     assert canonical_label("Other") is None
     assert label_spellings("enlarged_cardiac_silhouette") == (
-        "enlarged_cardiac_silhouette", "Enlarged cardiac silhouette", "Cardiomegaly")
+        "enlarged_cardiac_silhouette",
+        "Enlarged cardiac silhouette",
+        "Cardiomegaly",
+    )
 
 
 def test_source_label_closure_follows_implications():
@@ -67,10 +80,14 @@ def test_ellipse_labels_map_to_004_labels_as_translate_et_to_label():
 
 
 def test_ellipse_labels_map_to_canonical_ids():
-    got = ellipse_labels_to_targets(["Pleural effusion", "Enlarged cardiac silhouette"],
-                                    ["pleural_effusion", "pleural_abnormality", "enlarged_cardiac_silhouette", "edema"])
-    assert got == {"Pleural effusion": ["pleural_effusion", "pleural_abnormality"],
-                   "Enlarged cardiac silhouette": ["enlarged_cardiac_silhouette"]}
+    got = ellipse_labels_to_targets(
+        ["Pleural effusion", "Enlarged cardiac silhouette"],
+        ["pleural_effusion", "pleural_abnormality", "enlarged_cardiac_silhouette", "edema"],
+    )
+    assert got == {
+        "Pleural effusion": ["pleural_effusion", "pleural_abnormality"],
+        "Enlarged cardiac silhouette": ["enlarged_cardiac_silhouette"],
+    }
 
 
 def _rules_copy(tmp_path, old: str, new: str):
@@ -84,7 +101,10 @@ def _rules_copy(tmp_path, old: str, new: str):
 
 def test_an_alias_naming_two_labels_is_refused(tmp_path):
     d = _rules_copy(tmp_path, "aliases: [Cardiomegaly]", "aliases: [Cardiomegaly, Lung-lesion]")
-    with pytest.raises(RecipeError, match=r"labels\.yaml: the name 'Lung-lesion' of label 'enlarged_cardiac_silhouette' also names label 'lung_lesion'"):
+    with pytest.raises(
+        RecipeError,
+        match=r"labels\.yaml: the name 'Lung-lesion' of label 'enlarged_cardiac_silhouette' also names label 'lung_lesion'",
+    ):
         canonical_label("Cardiomegaly", rules_dir=d)
 
 
@@ -100,4 +120,5 @@ def test_the_rules_folder_variable_is_followed(tmp_path, monkeypatch):
     shutil.copy(d / "labels.yaml", tmp_path / "full" / "labels.yaml")
     monkeypatch.setenv("GAZEPREP_RULES_DIR", str(tmp_path / "full"))
     assert ellipse_labels_to_targets(["Enlarged cardiac silhouette"], ["big_heart"]) == {
-        "Enlarged cardiac silhouette": ["big_heart"]}
+        "Enlarged cardiac silhouette": ["big_heart"]
+    }
