@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from gazeprep._atomic import atomic_write_parquet, atomic_write_text
 from gazeprep.anatomy.data import (
     ImageRecord,
     egd_mask_paths,
@@ -373,8 +374,8 @@ def run_train(
     )
     save_model(model, out, extra={"trained_on": "egd-cxr", "settings": asdict(settings),
                                   "checkpoint": str(checkpoint) if checkpoint else None})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
-    rejects_frame(rejects).write_parquet(out / "rejects.parquet")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+    atomic_write_parquet(rejects_frame(rejects), out / "rejects.parquet")
     return metrics
 
 
