@@ -209,10 +209,10 @@ def _assemble_tables(
 
 
 class _StagedWriter:
-    """Writes staged files in background threads (overlapping disk time and hashing with
-    assembling the next shard), recording each file's size and SHA-256. At most
-    ``max_pending_bytes`` (or one file, if larger) wait in the queue, which bounds memory for
-    native-size maps. A file is given as bytes or as a list of pieces written back to back."""
+    """Writes the staged Parquet tables in background threads (overlapping disk time and hashing
+    with writing the heatmaps), recording each file's size and SHA-256. At most
+    ``max_pending_bytes`` (or one file, if larger) wait in the queue, which bounds memory. A file
+    is given as bytes or as a list of pieces written back to back."""
 
     def __init__(self, stage: Path, fsync: bool, max_pending_bytes: int = 256 << 20, threads: int = 2):
         self.stage = stage
@@ -258,16 +258,24 @@ class _StagedWriter:
 
 # -- heatmaps ------------------------------------------------------------------------------------
 def _write_block(arr: zarr.Array, start: int, block: np.ndarray, shard: Path) -> None:
-    """``arr[start : start + len(block)] = block``; an I/O fault names the shard file."""
+    """``arr[start : start + len(block)] = block``; an I/O fault names the shard file (not the
+    temporary name zarr writes it under)."""
     try:
         arr[start : start + block.shape[0]] = block
     except OSError as exc:
-        raise StorageError.from_os_error(exc, exc.filename or shard) from exc
+        raise StorageError.from_os_error(exc, shard) from exc
 
 
-def _write_arrays(group: zarr.Group, zroot: Path, entries: dict[str, list[tuple[_Source, int]]],
-                  readers: _ReaderCache | None, dtype: str, np_dtype: np.dtype, shard_size: int,
-                  progress: bool) -> dict[str, dict]:
+def _write_arrays(
+    group: zarr.Group,
+    zroot: Path,
+    entries: dict[str, list[tuple[_Source, int]]],
+    readers: _ReaderCache | None,
+    dtype: str,
+    np_dtype: np.dtype,
+    shard_size: int,
+    progress: bool,
+) -> dict[str, dict]:
     """Create one array per map shape in ``group`` and write every map into it (rows in the order
     of ``entries``); returns the manifest's ``arrays`` entry.
 
@@ -452,8 +460,21 @@ def finalize(
         )
     if kind not in ("ground_truth", "prediction"):
         raise GazeprepError(f"kind must be 'ground_truth' or 'prediction', got {kind!r}")
-    args = (results, recipe, store, dtype, np_dtype, manifest_extra, shard_size, case_ids, extra_tables,
-            extra_rejects, kind, fsync, progress)
+    args = (
+        results,
+        recipe,
+        store,
+        dtype,
+        np_dtype,
+        manifest_extra,
+        shard_size,
+        case_ids,
+        extra_tables,
+        extra_rejects,
+        kind,
+        fsync,
+        progress,
+    )
     with writer_lock(out):
         try:
             return _finalize_locked(out, *args)
@@ -461,8 +482,22 @@ def finalize(
             raise StorageError.from_os_error(exc, exc.filename or out) from exc
 
 
-def _finalize_locked(out, results, recipe, store, dtype, np_dtype, manifest_extra, shard_size, case_ids,
-                     extra_tables, extra_rejects, kind, fsync, progress) -> Path:
+def _finalize_locked(
+    out,
+    results,
+    recipe,
+    store,
+    dtype,
+    np_dtype,
+    manifest_extra,
+    shard_size,
+    case_ids,
+    extra_tables,
+    extra_rejects,
+    kind,
+    fsync,
+    progress,
+) -> Path:
     # 1. sources in canonical order (the previous export stays loadable until the commit).
     if isinstance(results, PartStore):
         if store is not None and store is not results:
@@ -489,15 +524,41 @@ def _finalize_locked(out, results, recipe, store, dtype, np_dtype, manifest_extr
             raise GazeprepError(f"case {a.case_id!r} given twice to finalize")
 
     try:
-        return _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, shard_size,
-                         extra_tables, extra_rejects, kind, fsync, progress)
+        return _finalize(
+            out,
+            sources,
+            readers,
+            recipe,
+            dtype,
+            np_dtype,
+            manifest_extra,
+            shard_size,
+            extra_tables,
+            extra_rejects,
+            kind,
+            fsync,
+            progress,
+        )
     finally:
         if readers is not None:
             readers.close()
 
 
-def _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, shard_size,
-              extra_tables, extra_rejects, kind, fsync, progress) -> Path:
+def _finalize(
+    out,
+    sources,
+    readers,
+    recipe,
+    dtype,
+    np_dtype,
+    manifest_extra,
+    shard_size,
+    extra_tables,
+    extra_rejects,
+    kind,
+    fsync,
+    progress,
+) -> Path:
     # 2. tables and the map layout (array per shape; rows in (case_id, target) order).
     tables = _assemble_tables(sources, extra_tables, extra_rejects, recipe)
     entries: dict[str, list[tuple[_Source, int]]] = {}
@@ -527,14 +588,46 @@ def _finalize(out, sources, readers, recipe, dtype, np_dtype, manifest_extra, sh
     stage.mkdir()
     writer = _StagedWriter(stage, fsync)
     try:
-        return _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col, recipe, dtype,
-                             np_dtype, manifest_extra, shard_size, kind, fsync, progress)
+        return _write_staged(
+            out,
+            stage,
+            writer,
+            sources,
+            readers,
+            tables,
+            entries,
+            arr_col,
+            recipe,
+            dtype,
+            np_dtype,
+            manifest_extra,
+            shard_size,
+            kind,
+            fsync,
+            progress,
+        )
     finally:
         writer.close()
 
 
-def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col, recipe, dtype, np_dtype,
-                  manifest_extra, shard_size, kind, fsync, progress) -> Path:
+def _write_staged(
+    out,
+    stage,
+    writer,
+    sources,
+    readers,
+    tables,
+    entries,
+    arr_col,
+    recipe,
+    dtype,
+    np_dtype,
+    manifest_extra,
+    shard_size,
+    kind,
+    fsync,
+    progress,
+) -> Path:
     files = writer.files
     put = writer.put
 
@@ -545,9 +638,18 @@ def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col
     # 5. heatmaps.zarr, written by zarr (metadata, sharding, compression, empty chunks left out).
     zroot = stage / ZARR_DIR
     try:
-        group = zarr.open_group(zarr.storage.LocalStore(zroot), mode="w", zarr_format=3,
-                                attributes={"gazeprep": {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-                                                         "index": f"{TABLES_DIR}/heatmaps.parquet"}})
+        group = zarr.open_group(
+            zarr.storage.LocalStore(zroot),
+            mode="w",
+            zarr_format=3,
+            attributes={
+                "gazeprep": {
+                    "format": EXPORT_FORMAT,
+                    "version": EXPORT_VERSION,
+                    "index": f"{TABLES_DIR}/heatmaps.parquet",
+                }
+            },
+        )
     except OSError as exc:  # zarr writes its metadata itself: name the file it was writing
         raise StorageError.from_os_error(exc, zroot / "zarr.json") from exc
     arrays_meta = _write_arrays(group, zroot, entries, readers, dtype, np_dtype, shard_size, progress)
@@ -584,4 +686,3 @@ def _write_staged(out, stage, writer, sources, readers, tables, entries, arr_col
     fsync_dir(stage)
     _commit(out, stage)
     return out
-

@@ -58,8 +58,19 @@ def case_result(case_id: str, shapes: dict[str, tuple[int, int]], seed: int, *, 
             "total_weight": [float(i) + 0.5 for i in range(len(targets))],
         }
     )
-    cases = pl.DataFrame({"dataset": ["reflacx"], "case_id": [case_id], "image_height_px": [100], "image_width_px": [120]})
-    rejects = [{"dataset": "reflacx", "case_id": case_id, "stage": "ingest", "file": "fixations.csv", "row": seed, "reason": "demo"}]
+    cases = pl.DataFrame(
+        {"dataset": ["reflacx"], "case_id": [case_id], "image_height_px": [100], "image_width_px": [120]}
+    )
+    rejects = [
+        {
+            "dataset": "reflacx",
+            "case_id": case_id,
+            "stage": "ingest",
+            "file": "fixations.csv",
+            "row": seed,
+            "reason": "demo",
+        }
+    ]
     return CaseResult(case_id, f"hash-{case_id}", {"fixations": fix, "heatmaps": index, "cases": cases}, maps, rejects)
 
 

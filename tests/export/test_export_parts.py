@@ -63,8 +63,14 @@ def test_part_is_a_zip_of_json_and_arrow_ipc_and_checked(tmp_path):
     store = PartStore(tmp_path, "h", dtype="float16")
     p = store.put(r)
     with zipfile.ZipFile(p) as zf:
-        assert zf.namelist() == ["meta.json", "table__cases.arrow", "table__fixations.arrow",
-                                 "table__heatmaps.arrow", "table__rejects.arrow", "maps.arrow"]
+        assert zf.namelist() == [
+            "meta.json",
+            "table__cases.arrow",
+            "table__fixations.arrow",
+            "table__heatmaps.arrow",
+            "table__rejects.arrow",
+            "maps.arrow",
+        ]
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
         meta = json.loads(zf.read("meta.json"))
         fix = ipc.open_file(zf.read("table__fixations.arrow")).read_all()
@@ -102,9 +108,20 @@ def test_part_of_the_old_gzppart1_format_is_recomputed(tmp_path):
 
     r = case_result("C1", {"full": (4, 4)}, seed=2)
     store = PartStore(tmp_path, "h")
-    header = json.dumps({"format": "gazeprep-part", "version": 1, "case_id": "C1", "input_hash": r.input_hash,
-                         "recipe_hash": "h", "dtype": "float32", "targets": ["full"], "shapes": [[4, 4]],
-                         "tables": [], "members": []}).encode()
+    header = json.dumps(
+        {
+            "format": "gazeprep-part",
+            "version": 1,
+            "case_id": "C1",
+            "input_hash": r.input_hash,
+            "recipe_hash": "h",
+            "dtype": "float32",
+            "targets": ["full"],
+            "shapes": [[4, 4]],
+            "tables": [],
+            "members": [],
+        }
+    ).encode()
     store.path("C1").write_bytes(b"GZPPART1" + struct.pack("<Q", len(header)) + header)
     assert store.case_ids() == ["C1"]
     assert not store.has("C1", r.input_hash) and store.get("C1", r.input_hash) is None
@@ -153,7 +170,9 @@ def test_hash_inputs(tmp_path):
 
 
 def test_index_rows_without_heatmaps_table_are_synthesised(tmp_path):
-    r = CaseResult("A", "h", {"fixations": pl.DataFrame({"case_id": ["A"]})}, {"b": np.ones((2, 3)), "a": np.ones((2, 3))}, [])
+    r = CaseResult(
+        "A", "h", {"fixations": pl.DataFrame({"case_id": ["A"]})}, {"b": np.ones((2, 3)), "a": np.ones((2, 3))}, []
+    )
     v = r.validated(recipe_name="rx", dataset="egd-cxr")
     idx = v.tables["heatmaps"]
     assert idx["target"].to_list() == ["a", "b"]
@@ -172,8 +191,23 @@ def test_float16_conversion_is_bit_identical_to_numpy():
     tiny = (rng.random(200_000) * 2.0**-13).astype(np.float32) * rng.choice([-1, 1], 200_000).astype(np.float32)
     f = np.float32
     edge = np.array(
-        [2**-25, -(2**-25), np.nextafter(f(2**-25), f(1)), 2**-24, 3 * 2**-26, 5 * 2**-26, 0.0, -0.0, 1e-45,
-         2**-14, np.nextafter(f(2**-14), f(0)), 1023.5 * 2**-24, 65504.0], dtype=np.float32)
+        [
+            2**-25,
+            -(2**-25),
+            np.nextafter(f(2**-25), f(1)),
+            2**-24,
+            3 * 2**-26,
+            5 * 2**-26,
+            0.0,
+            -0.0,
+            1e-45,
+            2**-14,
+            np.nextafter(f(2**-14), f(0)),
+            1023.5 * 2**-24,
+            65504.0,
+        ],
+        dtype=np.float32,
+    )
     for x in (a, tiny, edge):
         assert np.array_equal(to_dtype(x, "float16").view(np.uint16), x.astype(np.float16).view(np.uint16))
     with pytest.raises(GazeprepError, match="float16"):

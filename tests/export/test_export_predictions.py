@@ -29,7 +29,9 @@ def test_prediction_export_round_trip_and_links_to_source(tmp_path):
     assert sorted(pe.tables["cases"]["case_id"].to_list()) == sorted({c for c, _ in preds})
     assert pe.index["recipe"].unique().to_list() == [gt.recipe.name]
     # reproducible
-    again = write_prediction_export(tmp_path / "pred2", dict(reversed(list(preds.items()))), model="tiny-unet@epoch3", source_export=gt)
+    again = write_prediction_export(
+        tmp_path / "pred2", dict(reversed(list(preds.items()))), model="tiny-unet@epoch3", source_export=gt
+    )
     for p in (out / "heatmaps.zarr").rglob("*"):
         if p.is_file():
             assert p.read_bytes() == (again / p.relative_to(out)).read_bytes()

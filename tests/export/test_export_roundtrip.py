@@ -173,8 +173,12 @@ def test_validation_names_the_case(tmp_path):
 def test_extra_tables_and_rejects_merge_sorted(tmp_path):
     results = standard_results(2)
     extra_cases = pl.DataFrame({"dataset": ["reflacx"], "case_id": ["A000"], "discarded": [True]})
-    rej = [{"dataset": "reflacx", "case_id": None, "stage": "ingest", "file": "metadata.csv", "row": 9, "reason": "bad"}]
-    ex = load_export(finalize(tmp_path / "o", results, recipe=recipe(), extra_tables={"cases": extra_cases}, extra_rejects=rej))
+    rej = [
+        {"dataset": "reflacx", "case_id": None, "stage": "ingest", "file": "metadata.csv", "row": 9, "reason": "bad"}
+    ]
+    ex = load_export(
+        finalize(tmp_path / "o", results, recipe=recipe(), extra_tables={"cases": extra_cases}, extra_rejects=rej)
+    )
     assert ex.tables["cases"]["case_id"].to_list() == ["A000"] + sorted(r.case_id for r in results)
     rj = ex.tables["rejects"]
     assert rj.height == 3 and rj["case_id"][0] is None and rj["file"][0] == "metadata.csv"
