@@ -202,9 +202,17 @@ class LocalExecutor:
             return 1
         return max(1, min(16, n_items // (self.workers * 4) or 1))
 
-    def map_blocks(self, fn, items, *, block_size=None, progress=None):
+    def map_blocks(
+        self,
+        fn: Callable[[list[T]], list[R]],
+        items: Sequence[T],
+        *,
+        block_size: int | None = None,
+        progress: Progress | None = None,
+    ) -> BlockRun[T, R]:
+        """See :meth:`Executor.map_blocks`."""
         blocks = _blocks(items, block_size or self.default_block_size(len(items)))
-        per_block: dict[int, list] = {}
+        per_block: dict[int, list[R]] = {}
         if self.workers <= 1:
             for i, b in enumerate(blocks):
                 per_block[i] = run_block(fn, b)
@@ -214,7 +222,13 @@ class LocalExecutor:
             self._run_pool(fn, blocks, per_block, progress)
         return BlockRun(results=[r for i in sorted(per_block) for r in per_block[i]])
 
-    def _run_pool(self, fn, blocks, per_block, progress) -> None:
+    def _run_pool(
+        self,
+        fn: Callable[[list[T]], list[R]],
+        blocks: list[list[T]],
+        per_block: dict[int, list[R]],
+        progress: Progress | None,
+    ) -> None:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool
 
@@ -265,7 +279,15 @@ class RayExecutor:
     where: Path | str | None = None
     default_block: int = 32
 
-    def map_blocks(self, fn, items, *, block_size=None, progress=None):
+    def map_blocks(
+        self,
+        fn: Callable[[list[T]], list[R]],
+        items: Sequence[T],
+        *,
+        block_size: int | None = None,
+        progress: Progress | None = None,
+    ) -> BlockRun[T, R]:
+        """See :meth:`Executor.map_blocks`."""
         ray = _ray()
         started_here = False
         if not ray.is_initialized():
@@ -275,8 +297,8 @@ class RayExecutor:
                      runtime_env={"env_vars": env} if env else None)
             started_here = True
         remote = ray.remote(max_retries=self.max_retries)(run_block)
-        run: BlockRun = BlockRun()
-        per_item: dict[int, object] = {}  # item position -> result
+        run: BlockRun[T, R] = BlockRun()
+        per_item: dict[int, R] = {}  # item position -> result
         pending: dict = {}
         finished = False
         try:

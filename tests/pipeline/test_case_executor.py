@@ -148,6 +148,29 @@ def test_local_executor_errors_are_fatal_and_io_faults_name_the_file(tmp_path):
     assert fatal_error(ValueError("data")) is None
 
 
+def test_ray_executor_retries_then_splits_and_reports_the_failing_item():
+    """A block that keeps failing is retried, split into single items, and only the item that
+    fails on every attempt is reported (the caller's rejects policy); the others keep their order."""
+    ray = pytest.importorskip("ray")
+    import sys
+
+    from ray import cloudpickle
+
+    from gazeprep.pipeline.executor import RayExecutor
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import a test module
+
+    bar = _Bar()
+    run = RayExecutor(num_cpus=1, block_retries=1).map_blocks(
+        partial(_fail_on, 4, ValueError("bad item")), list(range(6)), block_size=3, progress=bar
+    )
+    assert run.results == [1, 2, 3, 4, 6]  # items 0..5 plus one, without the failing 4
+    assert run.failed == [(4, "ValueError: bad item")] and bar.n == 6
+    # block [3, 4, 5]: attempt 0 and the retry fail, then the single item 4 fails once more
+    assert [(e["block_start"], e["size"], e["attempt"]) for e in run.events] == [(3, 3, 0), (3, 3, 1), (4, 1, 2)]
+    assert not ray.is_initialized()
+
+
 def test_unknown_executor_is_one_line():
     with pytest.raises(GazeprepError, match="unknown executor 'dask'; use local or ray"):
         make_executor("dask", workers=1)
