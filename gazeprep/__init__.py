@@ -14,12 +14,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import Any
+
 from gazeprep.errors import GazeprepError
 
 __all__ = ["GazeprepError", "__version__", "load_export"]
 
 
-def __getattr__(name: str):  # lazy public API, keeps `import gazeprep` cheap
+def __getattr__(name: str) -> Any:  # lazy public API, keeps `import gazeprep` cheap
     if name == "load_export":
         from gazeprep.export import load_export
 

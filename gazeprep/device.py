@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gazeprep.errors import GazeprepError
+
+if TYPE_CHECKING:
+    import torch
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 
 
-def resolve_device(choice: str = "auto"):
+def resolve_device(choice: str = "auto") -> torch.device:
     """Return a ``torch.device`` for ``choice`` in {"auto", "cpu", "cuda", "cuda:N"}.
 
     ``auto`` picks CUDA when ``torch.cuda.is_available()``, else CPU. Asking for CUDA on a machine

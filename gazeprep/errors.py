@@ -8,6 +8,7 @@ traceback. Messages name the file and, where there is one, the row.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class GazeprepError(Exception):
@@ -41,7 +42,7 @@ class InputFormatError(GazeprepError):
             where += f", column {column!r}"
         super().__init__(f"{where}: {message}")
 
-    def __reduce__(self):  # picklable across worker processes (args holds the formatted message only)
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # picklable across worker processes (args holds the formatted message only)
         return (type(self), (self.path, self.reason, self.row, self.column))
 
 
@@ -67,7 +68,7 @@ class StorageError(GazeprepError):
         self.reason = message
         super().__init__(f"{self.path}: {message}")
 
-    def __reduce__(self):  # picklable across worker processes (args holds the formatted message only)
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # picklable across worker processes (args holds the formatted message only)
         return (type(self), (self.path, self.reason))
 
     @classmethod

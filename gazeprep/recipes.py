@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -202,7 +202,7 @@ class Sigma(_Strict):
     unit: Literal["deg", "px"]
 
     @model_validator(mode="after")
-    def _bounded(self):
+    def _bounded(self) -> Self:
         top = MAX_SIGMA_PX if self.unit == "px" else MAX_SIGMA_DEG
         if self.value > top:
             raise ValueError(f"sigma {self.value:g} {self.unit} is above the maximum of {top:g} {self.unit}")
@@ -280,7 +280,7 @@ class RenderSpec(_Strict):
     int8_count_wrap: bool = False
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self) -> Self:
         if self.source == "gaze_samples":
             if self.weight != "count":
                 raise ValueError("gaze samples are point events: weight must be 'count'")
@@ -319,7 +319,7 @@ class OutputSpec(_Strict):
 
     @field_validator("size")
     @classmethod
-    def _positive(cls, v):
+    def _positive(cls, v: int | tuple[int, int] | str) -> int | tuple[int, int] | str:
         sides = (v,) if isinstance(v, int) else v if isinstance(v, tuple) else ()
         if any(s <= 0 or s > MAX_OUTPUT_SIDE_PX for s in sides):
             raise ValueError(
@@ -333,7 +333,7 @@ class OutputSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self) -> Self:
         if self.letterbox_rule == "ricbl" and isinstance(self.size, tuple) and self.size[0] != self.size[1]:
             raise ValueError("letterbox_rule 'ricbl' needs a square size")
         if self.stride != 1 and self.fit != "pad_crop_stride":
@@ -408,7 +408,7 @@ class Recipe(_Strict):
         blob = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
-    def with_overrides(self, **output_overrides) -> Recipe:
+    def with_overrides(self, **output_overrides: Any) -> Recipe:
         """A copy with fields of ``output`` replaced (e.g. ``size="native"``; ``None`` keeps the
         recipe's value). The result passes the same validation as a recipe file.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -17,6 +18,9 @@ from gazeprep.commands import (
     show_progress,
 )
 
+if TYPE_CHECKING:
+    from gazeprep.pipeline.build import BuildSummary
+
 SHOWN_GROUPS = 8  # reject groups printed at the end of a build
 SHOWN_ROWS = 5  # reject rows printed at the end of a build
 
@@ -28,7 +32,7 @@ class Dtype(str, Enum):
     float32 = "float32"
 
 
-def _parse_size(size: str | None):
+def _parse_size(size: str | None) -> str | int | None:
     """Option callback: ``--size`` is an integer N >= 1 (N x N, letterboxed) or ``native``."""
     if size is None or size == "native":
         return size
@@ -60,7 +64,24 @@ def _known_dataset(value: str | None) -> str | None:
     return value
 
 
-def print_summary(summary, *, show_rejects: bool = True) -> None:
+def _release_root(root: Path | None, definition: Path | None, dataset: str, quiet: bool) -> Path:
+    """``--root``; else the folder of the dataset's definition file (a declared dataset); else the
+    bundled synthetic sample data of ``dataset``. Says on stderr which default it took."""
+    from gazeprep.paths import sample_data_dir
+
+    if root is not None:
+        return root
+    if definition is not None:
+        if not quiet:
+            typer.echo(f"no --root given: using the definition's folder {definition.parent}", err=True)
+        return definition.parent
+    root = sample_data_dir() / dataset
+    if not quiet:
+        typer.echo(f"no --root given: using the bundled synthetic sample data in {root}", err=True)
+    return root
+
+
+def print_summary(summary: BuildSummary, *, show_rejects: bool = True) -> None:
     """The end-of-build report on stdout: the counts line, the rejects grouped by reason (with
     counts), the first few rejects with file and 1-based row, where the full table is, and the
     next command to run."""
@@ -139,7 +160,6 @@ def register(app: typer.Typer) -> None:
         --max-reject-fraction of its cases were rejected. One build per --out at a time.
         """
         from gazeprep.errors import GazeprepError
-        from gazeprep.paths import sample_data_dir
         from gazeprep.pipeline.build import BuildOptions, RejectPolicyError, build_heatmaps
         from gazeprep.recipes import load_recipe
 
@@ -153,14 +173,7 @@ def register(app: typer.Typer) -> None:
         recipe_name = recipe or adapter.default_recipe
         if recipe_name is None:
             raise GazeprepError(f"dataset {dataset!r} has no default recipe; give one with --recipe")
-        if root is None and definition is not None:
-            root = definition.parent
-            if not quiet:
-                typer.echo(f"no --root given: using the definition's folder {root}", err=True)
-        if root is None:
-            root = sample_data_dir() / dataset
-            if not quiet:
-                typer.echo(f"no --root given: using the bundled synthetic sample data in {root}", err=True)
+        root = _release_root(root, definition, dataset, quiet)
         rec = load_recipe(recipe_name)
         rec = rec.with_overrides(size=size, dtype=dtype.value if dtype is not None else None)
         out = out or Path("out") / f"{dataset}-{rec.name}"

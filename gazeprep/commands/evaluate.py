@@ -4,8 +4,10 @@ Command bodies parse options and call :mod:`gazeprep.evaluate`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import typer
@@ -13,8 +15,18 @@ import typer
 from gazeprep.commands import Executor, missing_option, out_file, out_folder, quiet_option, usage_error
 from gazeprep.errors import GazeprepError
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def _open_export(path: Path, what: str):
+    from gazeprep.evaluate.evaluator import EvalResult
+    from gazeprep.export.reader import Export
+
+#: ``case_id -> {structure: bool mask (H, W)}``, or None when the case has no masks.
+OrganLoader = Callable[[str], "dict[str, np.ndarray] | None"]
+
+
+def _open_export(path: Path, what: str) -> Export:
+    """The export at ``path``; a GazeprepError naming ``what`` (reference, prediction) when absent."""
     if not Path(path).exists():
         raise GazeprepError(f"{what} export {path} does not exist")
     try:
@@ -100,7 +112,9 @@ def _parse_organ_map(text: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _organ_loader(export, folder: Path, source: str, omap):
+def _organ_loader(
+    export: Export, folder: Path, source: str, omap: dict[str, tuple[str, ...]] | None
+) -> OrganLoader:
     """``case_id -> {structure: bool (H, W)}`` from anatomy predictions or EGD-CXR masks (None if missing)."""
     from gazeprep.evaluate.evaluator import DEFAULT_ORGAN_MAP
 
@@ -112,7 +126,7 @@ def _organ_loader(export, folder: Path, source: str, omap):
     info = {r["case_id"]: r for r in cases.select("case_id", "image_id", "image_height_px", "image_width_px").iter_rows(named=True)}
     structures = tuple(sorted({x for v in (omap or DEFAULT_ORGAN_MAP).values() for x in v}))
 
-    def load(case_id: str):
+    def load(case_id: str) -> dict[str, np.ndarray] | None:
         from gazeprep.anatomy import load_anatomy_masks, load_egd_anatomy_masks
 
         r = info.get(case_id)
@@ -123,7 +137,7 @@ def _organ_loader(export, folder: Path, source: str, omap):
         try:
             return fn(folder, r["image_id"], shape, structures=structures)
         except GazeprepError:  # some structures missing: take what there is, one by one
-            got = {}
+            got: dict[str, np.ndarray] = {}
             for st in structures:
                 try:
                     got.update(fn(folder, r["image_id"], shape, structures=(st,)))
@@ -187,12 +201,9 @@ def evaluate_cmd(
 ) -> None:
     """Compare the maps of two exports: per-pair metrics, then mean and 95% bootstrap CI per label and overall."""
     from gazeprep.evaluate import evaluator as E
-    from gazeprep.evaluate.registry import get_metric, list_metrics
 
     if list_metrics_:
-        for n in list_metrics():
-            m = get_metric(n)
-            typer.echo(f"{n:18s} {m.kind:10s} {'higher' if m.higher_is_better else 'lower'} is better  ({m.source})")
+        _print_metrics()
         raise typer.Exit()
     if pred is None:
         raise missing_option("--pred")
@@ -207,16 +218,16 @@ def evaluate_cmd(
     res = E.evaluate_exports(
         pe,
         ge,
-        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+        metrics=_names(metrics),
         by=by.value,
         reference="ellipses" if gt_ellipses else ("organs" if organ_masks is not None else "maps"),
         organ_masks=masks_fn,
         organ_map=omap,
-        targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
+        targets=_names(targets),
         gt_threshold=gt_threshold,
         pred_threshold=pred_threshold,
-        gt_binarize=gt_binarize,  # type: ignore[arg-type]
-        iou_threshold=iou_threshold,  # type: ignore[arg-type]
+        gt_binarize=gt_binarize,  # type: ignore[arg-type]  # the option callback made it "iai" or a float
+        iou_threshold=iou_threshold,  # type: ignore[arg-type]  # the option callback made it "validated" or a float
         iou_average=iou_average.value,
         n_boot=n_boot,
         seed=seed,
@@ -225,6 +236,27 @@ def evaluate_cmd(
         ellipse_resolution="grid" if ellipse_grid else "image",
         progress=not quiet,
     )
+    _report(res, out, pairs_out)
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list of names (blanks dropped); None when not given."""
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _print_metrics() -> None:
+    """``--list-metrics``: one line per registered metric (name, kind, direction, source)."""
+    from gazeprep.evaluate.registry import get_metric, list_metrics
+
+    for n in list_metrics():
+        m = get_metric(n)
+        typer.echo(f"{n:18s} {m.kind:10s} {'higher' if m.higher_is_better else 'lower'} is better  ({m.source})")
+
+
+def _report(res: EvalResult, out: Path | None, pairs_out: Path | None) -> None:
+    """The summary table and counts on stdout, then the optional summary / per-pair table files."""
+    from gazeprep.evaluate import evaluator as E
+
     typer.echo(E.format_summary(res.summary))
     typer.echo(f"{res.pairs.height} pairs; {res.unpaired.height} maps without a partner")
     for note in res.notes:
@@ -237,7 +269,7 @@ def evaluate_cmd(
         typer.echo(f"wrote {pairs_out}")
 
 
-def _check_targets(export, path: Path, targets: list[str]) -> None:
+def _check_targets(export: Export, path: Path, targets: list[str]) -> None:
     """Usage error naming the export's targets when a ``--target`` is not one of them."""
     index = export.tables["heatmaps"] if "heatmaps" in export.tables else None
     known = sorted(index.get_column("target").unique().to_list()) if index is not None and index.height else []

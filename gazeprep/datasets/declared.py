@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 import string
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import polars as pl
@@ -105,7 +105,7 @@ class _Columns(_Strict):
     """A mapping field -> CSV column; two fields may not read the same column (one check per column)."""
 
     @model_validator(mode="after")
-    def _distinct(self):
+    def _distinct(self) -> Self:
         seen: dict[str, str] = {}
         for field_name, col in self.model_dump().items():
             if col is None:
@@ -145,7 +145,7 @@ class CasesColumns(_Columns):
     reader: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
-    def _size_pair(self):
+    def _size_pair(self) -> Self:
         if (self.image_width_px is None) != (self.image_height_px is None):
             raise ValueError("give both image_width_px and image_height_px, or neither")
         return self
@@ -165,7 +165,7 @@ class CasesTable(_Strict):
         return _check_file(v, per_case=False)
 
     @model_validator(mode="after")
-    def _labels(self):
+    def _labels(self) -> Self:
         named = {v for v in self.columns.model_dump().values() if v is not None}
         clash = [lab for lab in self.labels if lab in named]
         if clash or len(set(self.labels)) != len(self.labels):
@@ -204,7 +204,7 @@ class Images(_Strict):
         return None if v is None else _check_file(v, per_case=False)
 
     @model_validator(mode="after")
-    def _one(self):
+    def _one(self) -> Self:
         if (self.folder is None) == (self.sizes is None):
             raise ValueError("give exactly one of folder (image files) and sizes (a CSV of image sizes)")
         return self
@@ -230,7 +230,7 @@ class Screen(_Strict):
     image_area: Literal["fit"] | ImageArea = "fit"
 
     @model_validator(mode="after")
-    def _geometry(self):
+    def _geometry(self) -> Self:
         if (self.width_cm is None) != (self.distance_cm is None):
             raise ValueError("give width_cm and distance_cm together (pixels per degree need both)")
         if self.height_cm is not None and self.width_cm is None:
@@ -265,7 +265,7 @@ class _Timed(_Columns):
     duration: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
-    def _end(self):
+    def _end(self) -> Self:
         if (self.t_end is None) == (self.duration is None):
             raise ValueError("give exactly one of t_end and duration")
         return self
@@ -278,7 +278,7 @@ class FixationColumns(_Timed):
     px_per_deg_y: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
-    def _ppd_pair(self):
+    def _ppd_pair(self) -> Self:
         if (self.px_per_deg_x is None) != (self.px_per_deg_y is None):
             raise ValueError("give both px_per_deg_x and px_per_deg_y, or neither")
         return self
@@ -312,7 +312,7 @@ class Fixations(_Strict):
         return _check_file(v, per_case=True)
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self) -> Self:
         _check_pattern(self.file, self.columns.case_id)
         if self.pixels_per_degree is not None and self.columns.px_per_deg_x is not None:
             raise ValueError("give pixels_per_degree or the columns px_per_deg_x/_y, not both")
@@ -334,7 +334,7 @@ class Words(_Strict):
         return _check_file(v, per_case=True)
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self) -> Self:
         _check_pattern(self.file, self.columns.case_id)
         return self
 
@@ -360,7 +360,7 @@ class Definition(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self) -> Self:
         cols = self.cases.columns
         has_size_cols = cols.image_width_px is not None
         if has_size_cols == (self.images is not None):

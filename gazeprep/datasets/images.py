@@ -11,6 +11,7 @@ prefix. :func:`load_image` returns a float32 (H, W) array in [0, 1].
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -241,7 +242,8 @@ def _window(x: np.ndarray, center: float, width: float) -> np.ndarray:
     return np.clip(y, 0.0, 1.0)
 
 
-def _first(v) -> float:
+def _first(v: Any) -> float:
+    """A DICOM numeric value as a float: the first of a MultiValue, else the value itself."""
     try:
         return float(v[0])  # MultiValue
     except (TypeError, IndexError):

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from gazeprep.errors import GazeprepError
 from gazeprep.evaluate.registry import register_metric
@@ -82,9 +83,9 @@ def check_finite(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-def _as2d(a: np.ndarray, what: str) -> np.ndarray:
-    """``a`` as a 2-D array (a leading axis of length 1 is dropped), checked finite."""
-    a = np.asarray(a)
+def _as2d(values: ArrayLike, what: str) -> np.ndarray:
+    """``values`` as a 2-D array (a leading axis of length 1 is dropped), checked finite."""
+    a = np.asarray(values)
     if a.ndim == 3 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 2:
@@ -137,7 +138,7 @@ def resize_bilinear(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return top * (1 - fr[:, None]) + bot * fr[:, None]
 
 
-def match_shape(pred: np.ndarray, ref_shape: tuple[int, ...], resize: ResizeMode = "nearest") -> np.ndarray:
+def match_shape(pred: ArrayLike, ref_shape: tuple[int, ...], resize: ResizeMode = "nearest") -> np.ndarray:
     """``pred`` resized to ``ref_shape[:2]`` (the documented resizing rule), as float64.
 
     Raises :class:`NonFiniteMapError` when ``pred`` holds NaN or inf."""
@@ -164,7 +165,7 @@ def _minmax(a: np.ndarray) -> np.ndarray:
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
-def _prep(pred, ref, resize: ResizeMode = "nearest") -> tuple[np.ndarray, np.ndarray]:
+def _prep(pred: ArrayLike, ref: ArrayLike, resize: ResizeMode = "nearest") -> tuple[np.ndarray, np.ndarray]:
     """``(pred, ref)`` as float64 2-D maps of the reference's shape, both checked finite."""
     ref = np.asarray(_as2d(ref, "reference"), dtype=np.float64)
     return match_shape(pred, ref.shape, resize), ref
@@ -232,7 +233,7 @@ def box_mask(h: int, w: int, boxes: np.ndarray | Sequence[Sequence[float]]) -> n
 
 
 @register_metric("iou", kind="region", source="004 ricbl src/train.py localization_score_fn", threshold=0.15)
-def iou_at_threshold(pred, gt_mask, *, threshold: float = 0.15, resize: ResizeMode = "nearest") -> float:
+def iou_at_threshold(pred: ArrayLike, gt_mask: ArrayLike, *, threshold: float = 0.15, resize: ResizeMode = "nearest") -> float:
     """IoU of ``pred > threshold`` with a binary reference mask (004, ricbl ``localization_score_fn``).
 
     ``inter = sum(bin(pred) * gt)``, ``union = sum(max(bin(pred), gt))``; an empty union (NaN in the
@@ -243,7 +244,7 @@ def iou_at_threshold(pred, gt_mask, *, threshold: float = 0.15, resize: ResizeMo
     return float(_iou_curve(p, g > 0.5, (threshold,))[0])
 
 
-def iou_curve(pred, gt_mask, thresholds: Sequence[float] = THRESHOLDS_004, resize: ResizeMode = "nearest") -> np.ndarray:
+def iou_curve(pred: ArrayLike, gt_mask: ArrayLike, thresholds: Sequence[float] = THRESHOLDS_004, resize: ResizeMode = "nearest") -> np.ndarray:
     """IoU at every threshold (vectorised); shape ``(len(thresholds),)``. Same convention as
     :func:`iou_at_threshold`."""
     p, g = _prep(pred, gt_mask, resize)
@@ -315,7 +316,7 @@ def binarize_iai(gt: np.ndarray) -> np.ndarray:
     return g > u[len(u) // 5]
 
 
-def confusion_2class(pred_bin, gt_bin, resize: ResizeMode = "nearest") -> np.ndarray:
+def confusion_2class(pred_bin: ArrayLike, gt_bin: ArrayLike, resize: ResizeMode = "nearest") -> np.ndarray:
     """2 x 2 pixel confusion matrix ``cm[gt, pred]`` (0 = background, 1 = foreground) as int64.
 
     Sum these over a data set for the dataset-level IoUs of I-AI's evaluator."""
@@ -366,7 +367,7 @@ def ious_from_confusion(cm: np.ndarray) -> dict[str, float]:
 
 
 def _binary_metric(key: str) -> Callable[..., float]:
-    def fn(pred_bin, gt_bin, *, resize: ResizeMode = "nearest") -> float:
+    def fn(pred_bin: ArrayLike, gt_bin: ArrayLike, *, resize: ResizeMode = "nearest") -> float:
         return ious_from_confusion(confusion_2class(pred_bin, gt_bin, resize))[key]
 
     fn.__name__ = key
@@ -387,7 +388,7 @@ for _k, _f in (("fgiou", fg_iou), ("bgiou", bg_iou), ("fwiou", fw_iou), ("miou",
 
 
 @register_metric("ssim", kind="map", source="000 I-AI (torchmetrics SSIM, data_range 1)")
-def ssim(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+def ssim(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
     """Mean structural similarity (000's mSSIM per image).
 
     Both maps are divided by their max first (I-AI: pred = channel / max, GT = soft PNG / max; an
@@ -410,7 +411,7 @@ def ssim(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeM
 
 
 @register_metric("psnr", kind="map", source="000 I-AI (torchmetrics PSNR, data_range 1)")
-def psnr(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+def psnr(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
     """Peak signal-to-noise ratio in dB, ``10 log10(1 / MSE)`` (data range 1, after max-normalising both
     maps as :func:`ssim`); identical maps give ``inf``."""
     p, g = _prep(pred, gt, resize)
@@ -421,7 +422,7 @@ def psnr(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeM
 
 
 @register_metric("l1", kind="map", higher_is_better=False, source="000 I-AI (F.l1_loss)")
-def l1(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+def l1(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
     """Mean absolute difference (000's mL1 per image), both maps max-normalised as :func:`ssim`."""
     p, g = _prep(pred, gt, resize)
     if normalize == "max":
@@ -430,7 +431,7 @@ def l1(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeMod
 
 
 @register_metric("l2", kind="map", higher_is_better=False, source="000 I-AI (F.mse_loss)")
-def l2(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+def l2(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
     """Mean squared difference (000's mL2 per image = ``F.mse_loss``), both maps max-normalised."""
     p, g = _prep(pred, gt, resize)
     if normalize == "max":
@@ -447,8 +448,8 @@ def l2(pred, gt, *, normalize: Literal["max", "none"] = "max", resize: ResizeMod
     "kld_mtunet", kind="map", higher_is_better=False, source="001 MT-UNet hzhu_metrics_saliency.py", convention="mtunet"
 )
 def kld(
-    pred,
-    gt,
+    pred: ArrayLike,
+    gt: ArrayLike,
     *,
     convention: Literal["mit", "mtunet"] = "mit",
     eps: float = EPS_MATLAB,
@@ -472,7 +473,7 @@ def kld(
 
 
 @register_metric("cc", kind="map", source="MIT CC.m / 001 (scipy pearsonr)")
-def cc(pred, gt, *, resize: ResizeMode = "nearest") -> float:
+def cc(pred: ArrayLike, gt: ArrayLike, *, resize: ResizeMode = "nearest") -> float:
     """Pearson linear correlation of the two maps, flattened (symmetric; 001's PCC).
 
     A constant ``gt`` gives NaN; a constant ``pred`` with a non-constant ``gt`` gives 0 (pysaliency)."""
@@ -487,7 +488,7 @@ def cc(pred, gt, *, resize: ResizeMode = "nearest") -> float:
 
 
 @register_metric("hs", kind="map", source="001 MT-UNet hzhu_metrics_saliency.py (histogram similarity)")
-def histogram_similarity(pred, gt, *, resize: ResizeMode = "nearest") -> float:
+def histogram_similarity(pred: ArrayLike, gt: ArrayLike, *, resize: ResizeMode = "nearest") -> float:
     """001's histogram similarity: ``sum(min(P, G))`` with both maps sum-normalised (no min-max
     step, unlike MIT SIM). 1 for identical maps, 0 for disjoint support. NaN if either sums to 0."""
     p, g = _prep(pred, gt, resize)
@@ -497,7 +498,7 @@ def histogram_similarity(pred, gt, *, resize: ResizeMode = "nearest") -> float:
 
 
 @register_metric("sim", kind="map", source="MIT similarity.m")
-def sim(pred, gt, *, resize: ResizeMode = "nearest") -> float:
+def sim(pred: ArrayLike, gt: ArrayLike, *, resize: ResizeMode = "nearest") -> float:
     """MIT similarity: min-max normalise each map, then sum-normalise, then ``sum(min(P, G))``.
 
     (pysaliency subtracts the minimum only when it is negative; named deviation: use ``hs`` on
@@ -509,7 +510,7 @@ def sim(pred, gt, *, resize: ResizeMode = "nearest") -> float:
 
 
 @register_metric("nss", kind="fixations", source="MIT NSS.m")
-def nss(pred, fixation_map, *, ddof: int = 1, count_duplicates: bool = False, resize: ResizeMode = "nearest") -> float:
+def nss(pred: ArrayLike, fixation_map: ArrayLike, *, ddof: int = 1, count_duplicates: bool = False, resize: ResizeMode = "nearest") -> float:
     """Normalised scanpath saliency: mean of the z-scored prediction at fixated pixels.
 
     ``fixation_map``: binary map (MIT) or, with ``count_duplicates=True``, fixation counts per pixel
@@ -527,8 +528,8 @@ def nss(pred, fixation_map, *, ddof: int = 1, count_duplicates: bool = False, re
 
 @register_metric("auc_judd", kind="fixations", source="MIT AUC_Judd.m")
 def auc_judd(
-    pred,
-    fixation_map,
+    pred: ArrayLike,
+    fixation_map: ArrayLike,
     *,
     jitter: bool = True,
     seed: int = 0,
@@ -564,7 +565,7 @@ def auc_judd(
 
 @register_metric("diffgradcam", kind="region", source="001 ch. 3 (DiffGradCAM)")
 def diff_gradcam(
-    pred, mask, *, normalize: Literal["minmax", "none"] = "minmax", resize: ResizeMode = "nearest"
+    pred: ArrayLike, mask: ArrayLike, *, normalize: Literal["minmax", "none"] = "minmax", resize: ResizeMode = "nearest"
 ) -> float:
     """DiffGradCAM (001 ch. 3): mean CAM value inside the reference mask minus the mean outside.
 
@@ -581,8 +582,8 @@ def diff_gradcam(
 
 @register_metric("ehr_auc", kind="region", source="001 ch. 3 / Wollek et al. 2022 (effective heat ratio)")
 def ehr_auc(
-    pred,
-    mask,
+    pred: ArrayLike,
+    mask: ArrayLike,
     *,
     n_thresholds: int = 100,
     normalize: Literal["minmax", "none"] = "minmax",
@@ -608,7 +609,7 @@ def ehr_auc(
 
 
 @register_metric("interpretability", kind="region", source="002 GG-CAM eq. 12")
-def interpretable(pred, organ_mask, *, ties: Literal["first", "any"] = "first") -> float:
+def interpretable(pred: ArrayLike, organ_mask: ArrayLike, *, ties: Literal["first", "any"] = "first") -> float:
     """GG-CAM interpretability (002 eq. 12) for one image: 1.0 if the CAM's argmax lies inside the
     organ mask, else 0.0; the rate is the mean over images.
 
@@ -626,7 +627,7 @@ def interpretable(pred, organ_mask, *, ties: Literal["first", "any"] = "first") 
 # image-level AUC and bootstrap CIs (003 / 004)
 
 
-def roc_auc(y_true, y_score) -> float:
+def roc_auc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     """Image-level ROC AUC (``sklearn.metrics.roc_auc_score``); NaN when only one class is present.
 
     Scores holding NaN or inf raise :class:`NonFiniteMapError`."""
@@ -701,7 +702,7 @@ def bootstrap_ci(
     return est, float(lo), float(hi)
 
 
-def _auc_ranks(y_true, y_score) -> float:
+def _auc_ranks(y_true: ArrayLike, y_score: ArrayLike) -> float:
     """ROC AUC as the Mann-Whitney statistic (average ranks for ties): the same number as
     ``roc_auc_score`` without its per-call overhead (used inside the bootstrap)."""
     from scipy.stats import rankdata
@@ -716,7 +717,7 @@ def _auc_ranks(y_true, y_score) -> float:
 
 
 def bootstrap_auc(
-    y_true, y_score, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+    y_true: ArrayLike, y_score: ArrayLike, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
     """Image-level AUC with a seeded percentile-bootstrap CI (003/004): ``(auc, low, high)``.
 
@@ -732,7 +733,7 @@ def _resample_means(v: np.ndarray) -> np.ndarray:
         return v.mean(axis=-1)
 
 
-def bootstrap_mean(values, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_mean(values: ArrayLike, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """Mean of per-image values with a seeded percentile-bootstrap CI (:func:`bootstrap_ci`).
 
     NaN values (a metric undefined on that image) are left out first; the resamples are drawn from

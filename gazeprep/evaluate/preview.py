@@ -34,7 +34,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -43,6 +43,13 @@ from gazeprep._atomic import atomic_write_text
 from gazeprep.errors import GazeprepError
 from gazeprep.evaluate import metrics as M
 from gazeprep.paths import safe_component, safe_join
+
+if TYPE_CHECKING:
+    from PIL import Image, ImageDraw, ImageFont
+
+    from gazeprep.heatmaps.grid import OutputGrid
+
+    _Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 
 # An inferno-like ramp (dark purple -> orange -> pale yellow), linear between these stops.
 _STOPS = np.array(
@@ -326,7 +333,7 @@ def _gray_on_display(image: np.ndarray, dh: int, dw: int) -> np.ndarray:
     return np.asarray(im, dtype=np.float64) / 255.0
 
 
-def _heat_on_display(heat: np.ndarray, grid, dh: int, dw: int, s: float) -> np.ndarray:
+def _heat_on_display(heat: np.ndarray, grid: OutputGrid, dh: int, dw: int, s: float) -> np.ndarray:
     """Sample a grid map at the display pixels (display px -> original px -> grid, nearest)."""
     xs = (np.arange(dw) + 0.5) / s - 0.5
     ys = (np.arange(dh) + 0.5) / s - 0.5
@@ -634,7 +641,7 @@ def legend_entries(
 # --- drawing -----------------------------------------------------------------------------------
 
 
-def _font(size: int):
+def _font(size: int) -> _Font:
     from PIL import ImageFont
 
     try:
@@ -643,14 +650,14 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _text_width(font, text: str) -> float:
+def _text_width(font: _Font, text: str) -> float:
     try:
         return float(font.getlength(text))
     except AttributeError:  # bitmap font
         return 6.0 * len(text)
 
 
-def wrap_text(text: str, font, width: float) -> list[str]:
+def wrap_text(text: str, font: _Font, width: float) -> list[str]:
     """Split ``text`` into lines no wider than ``width`` pixels in ``font`` (words longer than a
     line are cut at the character that overflows)."""
     lines: list[str] = []
@@ -674,7 +681,7 @@ def wrap_text(text: str, font, width: float) -> list[str]:
     return lines
 
 
-def _dashed_ellipse(draw, box, colour, width: int = 1, step: int = 24) -> None:
+def _dashed_ellipse(draw: ImageDraw.ImageDraw, box: Sequence[float], colour: tuple[int, ...], width: int = 1, step: int = 24) -> None:
     for a in range(0, 360, step):
         draw.arc(box, a, a + step // 2, fill=colour, width=width)
 
@@ -688,7 +695,7 @@ def _triangle(cx: float, cy: float, r: float, direction: tuple[float, float]) ->
     return [tip, (cx - ux * r + px * r * 0.8, cy - uy * r + py * r * 0.8), (cx - ux * r - px * r * 0.8, cy - uy * r - py * r * 0.8)]
 
 
-def _draw_swatch(draw, x: float, y: float, e: LegendEntry, h: int) -> None:
+def _draw_swatch(draw: ImageDraw.ImageDraw, x: float, y: float, e: LegendEntry, h: int) -> None:
     c = e.colour + (255,)
     if e.shape == "ramp":
         for i in range(2 * h):
@@ -742,7 +749,7 @@ def parse_overlays(text: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(t for t in OVERLAYS if t in items)
 
 
-def _collect(export: Any, case_id: str, target: str, *, heat: np.ndarray, grid, image: np.ndarray | None,
+def _collect(export: Any, case_id: str, target: str, *, heat: np.ndarray, grid: OutputGrid, image: np.ndarray | None,
              dh: int, dw: int, s: float, overlays: Sequence[str], masks: dict[str, np.ndarray] | None,
              anatomy_dir: str | Path | None, warn: Callable[[str], None], marker_r: float) -> _Layers:
     from gazeprep.evaluate.evaluator import ellipse_labels_to_targets
@@ -802,14 +809,14 @@ def _collect(export: Any, case_id: str, target: str, *, heat: np.ndarray, grid, 
     return _Layers(hd, hmax, gray, image is not None, marks, dur, ells, bx, shown_masks, mask_note, note)
 
 
-def _draw_layers(canvas, L: _Layers, *, s: float, size: int, numbers: bool, ox: int = 0) -> None:
+def _draw_layers(canvas: Image.Image, L: _Layers, *, s: float, size: int, numbers: bool, ox: int = 0) -> None:
     from PIL import ImageDraw
 
     draw = ImageDraw.Draw(canvas, "RGBA")
     small = _font(max(10, size // 50))
     big = size >= 400
 
-    def to_disp(x, y):
+    def to_disp(x: float, y: float) -> tuple[float, float]:
         return (float(x) + 0.5) * s - 0.5 + ox, (float(y) + 0.5) * s - 0.5
 
     dh, dw = L.gray.shape
@@ -868,7 +875,7 @@ def _draw_layers(canvas, L: _Layers, *, s: float, size: int, numbers: bool, ox: 
                           stroke_fill=(0, 0, 0, 255))
 
 
-def _colour_bar(draw, x: int, y: int, w: int, h: int, lo_text: str, hi_text: str, font, *, diverging: bool = False) -> None:
+def _colour_bar(draw: ImageDraw.ImageDraw, x: int, y: int, w: int, h: int, lo_text: str, hi_text: str, font: _Font, *, diverging: bool = False) -> None:
     """A horizontal colour bar: what each value looks like over mid-grey, with end labels."""
     n = max(2, w)
     v = np.linspace(-1.0, 1.0, n) if diverging else np.linspace(0.0, 1.0, n)
@@ -883,7 +890,7 @@ def _colour_bar(draw, x: int, y: int, w: int, h: int, lo_text: str, hi_text: str
 
 
 def _footer(canvas_w: int, size: int, caption: list[str], legend: list[LegendEntry], bar: tuple[str, str, str] | None,
-            diverging: bool = False):
+            diverging: bool = False) -> tuple[int, Callable[[ImageDraw.ImageDraw, int], None]]:
     """(height, draw function) of the area under the image: colour bar, caption lines, legend."""
     fs = max(10, min(16, size // 40))
     font = _font(fs)
@@ -900,7 +907,7 @@ def _footer(canvas_w: int, size: int, caption: list[str], legend: list[LegendEnt
     line_h = fs + 3
     height = pad + bar_h + len(lines) * line_h + sum(len(t) * line_h + 2 for _, t in leg) + pad
 
-    def paint(draw, y0: int) -> None:
+    def paint(draw: ImageDraw.ImageDraw, y0: int) -> None:
         y = y0 + pad
         if bar is not None:
             bh = max(6, fs // 2 + 4)
@@ -934,7 +941,7 @@ def _panel_legend(L: _Layers, units: str | None) -> list[LegendEntry]:
     )
 
 
-def _grid_and_heat(export: Any, case_id: str, target: str, ref_row: dict | None = None):
+def _grid_and_heat(export: Any, case_id: str, target: str, ref_row: dict | None = None) -> tuple[np.ndarray, OutputGrid]:
     from gazeprep.evaluate.evaluator import grid_for
     from gazeprep.heatmaps.grid import OutputGrid
 
@@ -957,7 +964,7 @@ def panel_caption(export: Any, case_id: str, target: str, heat_max: float, n_fix
     return " | ".join(parts)
 
 
-def render_preview(export: Any, case_id: str, target: str, **kwargs):
+def render_preview(export: Any, case_id: str, target: str, **kwargs: Any) -> Image.Image:
     """A PIL RGB image: the case's X-ray with ``target``'s heatmap and overlays (module docstring).
 
     Keyword arguments as :func:`render_panel`."""
@@ -980,7 +987,7 @@ def render_panel(
     legend: bool | None = None,
     caption: bool = True,
     warn: Callable[[str], None] | None = None,
-):
+) -> tuple[Image.Image, _Layers]:
     """``(PIL RGB image, layers)``: the panel of :func:`render_preview` and what was drawn on it
     (``layers.marks``: the fixations, ``layers.masks``, ``layers.heat_max``, ``layers.has_image``).
 
@@ -1028,7 +1035,7 @@ def render_panel(
     return canvas, L
 
 
-def render_comparison(gt: Any, pred: Any, case_id: str, target: str, **kwargs):
+def render_comparison(gt: Any, pred: Any, case_id: str, target: str, **kwargs: Any) -> Image.Image:
     """Ground truth | prediction | difference of one (case, target), side by side (PIL RGB).
 
     Keyword arguments as :func:`render_comparison_panel`."""
@@ -1050,7 +1057,7 @@ def render_comparison_panel(
     legend: bool | None = None,
     caption: bool = True,
     warn: Callable[[str], None] | None = None,
-):
+) -> tuple[Image.Image, _Layers]:
     """``(PIL RGB image, layers of the ground-truth panel)``: ground truth | prediction | difference.
 
     Each map is brought to the image frame through its own output grid and divided by its own
@@ -1376,38 +1383,83 @@ def contact_sheet(
             if t not in st.targets:
                 cells.append('<td class="empty">-</td>')
                 continue
-            compare = pred is not None and t in ptargets
-            name = f"{safe_component(t)}_compare.png" if compare else f"{safe_component(t)}.png"
-            rel_full = Path(safe_component(cid)) / name
-            rel_thumb = Path("thumbs") / rel_full
-            meta: dict = {}
-            for rel, sz in ((rel_full, full), (rel_thumb, thumb)):
-                p = safe_join(out, *rel.parts)
-                p.parent.mkdir(parents=True, exist_ok=True)
-                small = sz < 400
-                if compare:
-                    im, lay = render_comparison_panel(export, pred, cid, t, finder=finder, image=image, size=sz,
-                                                      numbers=not small, overlays=overlays, anatomy_dir=anatomy_dir,
-                                                      caption=not small, warn=finder.warn)
-                else:
-                    im, lay = render_panel(export, cid, t, image=image, size=sz, numbers=not small, masks=masks,
-                                           overlays=overlays, anatomy_dir=anatomy_dir, finder=finder, caption=not small,
-                                           legend=not small)
-                im.save(p, compress_level=6)
-                if small:
-                    meta = _thumb_meta(lay)
-                    for mname in lay.masks:
-                        if mname not in mask_names:
-                            mask_names.append(mname)
-            cap = html.escape(meta["caption"] + (" | prediction vs ground truth (blue lower, red higher)" if compare else ""))
-            wins = "".join(f'<div class="win">{html.escape(w)}</div>' for w in window_text(export, cid, t))
-            cells.append(
-                f'<td><a href="{html.escape(rel_full.as_posix())}"><img loading="lazy" '
-                f'src="{html.escape(rel_thumb.as_posix())}" alt="{html.escape(cid + " / " + t)}" '
-                f'title="{html.escape(cid + " / " + t)}"></a><div class="cap">{cap}</div>{wins}</td>'
-            )
+            cells.append(_sheet_cell(
+                export, pred if t in ptargets else None, out, cid, t, image=image, masks=masks, finder=finder,
+                sizes=(full, thumb), overlays=overlays, anatomy_dir=anatomy_dir, mask_names=mask_names,
+            ))  # fmt: skip
         rows_html.append("<tr>" + "".join(cells) + "</tr>")
     legend = _legend_html(_sheet_legend(export, ids, overlays, mask_names))
+    page = _sheet_page(export, pred, statuses, all_targets, rows_html, legend, finder, n_missing_image)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "index.html"
+    atomic_write_text(path, page)
+    return path
+
+
+def _sheet_cell(
+    export: Any,
+    pred: Any,
+    out: Path,
+    cid: str,
+    t: str,
+    *,
+    image: np.ndarray | None,
+    masks: dict[str, np.ndarray] | None,
+    finder: ImageFinder,
+    sizes: tuple[int, int],
+    overlays: Sequence[str],
+    anatomy_dir: str | Path | None,
+    mask_names: list[str],
+) -> str:
+    """One ``<td>`` of the contact sheet: writes the full-size and the thumbnail panel of (``cid``,
+    ``t``) under ``out`` (``sizes``: (full, thumb) px; with ``pred``, ground truth / prediction /
+    difference) and returns the cell's HTML (thumbnail linking to the full panel, caption, window
+    text). Mask names drawn on the thumbnail are appended to ``mask_names`` in first-seen order."""
+    full, thumb = sizes
+    compare = pred is not None
+    name = f"{safe_component(t)}_compare.png" if compare else f"{safe_component(t)}.png"
+    rel_full = Path(safe_component(cid)) / name
+    rel_thumb = Path("thumbs") / rel_full
+    meta: dict = {}
+    for rel, sz in ((rel_full, full), (rel_thumb, thumb)):
+        p = safe_join(out, *rel.parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        small = sz < 400
+        if compare:
+            im, lay = render_comparison_panel(export, pred, cid, t, finder=finder, image=image, size=sz,
+                                              numbers=not small, overlays=overlays, anatomy_dir=anatomy_dir,
+                                              caption=not small, warn=finder.warn)
+        else:
+            im, lay = render_panel(export, cid, t, image=image, size=sz, numbers=not small, masks=masks,
+                                   overlays=overlays, anatomy_dir=anatomy_dir, finder=finder, caption=not small,
+                                   legend=not small)
+        im.save(p, compress_level=6)
+        if small:
+            meta = _thumb_meta(lay)
+            for mname in lay.masks:
+                if mname not in mask_names:
+                    mask_names.append(mname)
+    cap = html.escape(meta["caption"] + (" | prediction vs ground truth (blue lower, red higher)" if compare else ""))
+    wins = "".join(f'<div class="win">{html.escape(w)}</div>' for w in window_text(export, cid, t))
+    return (
+        f'<td><a href="{html.escape(rel_full.as_posix())}"><img loading="lazy" '
+        f'src="{html.escape(rel_thumb.as_posix())}" alt="{html.escape(cid + " / " + t)}" '
+        f'title="{html.escape(cid + " / " + t)}"></a><div class="cap">{cap}</div>{wins}</td>'
+    )
+
+
+def _sheet_page(
+    export: Any,
+    pred: Any,
+    statuses: Sequence[CaseStatus],
+    all_targets: Sequence[str],
+    rows_html: Sequence[str],
+    legend: str,
+    finder: ImageFinder,
+    n_missing_image: int,
+) -> str:
+    """The contact sheet's HTML page around its table rows: title and counts, sources, legend,
+    release-wide rejects and a note on cases drawn without their image."""
     head = "".join(f"<th>{html.escape(t)}</th>" for t in all_targets) or "<th>maps</th>"
     title = html.escape(str(getattr(export, "path", "export")))
     n_maps = sum(1 for st in statuses if st.targets)
@@ -1439,10 +1491,7 @@ it); click a thumbnail for the full-size panel with its legend and caption.</p>
 {chr(10).join(rows_html)}
 </tbody></table></body></html>
 """
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "index.html"
-    atomic_write_text(path, page)
-    return path
+    return page
 
 
 def _status_html(st: CaseStatus) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from gazeprep.registry import Registry
 
@@ -40,7 +40,7 @@ class Metric:
     source: str
     options: dict = field(default_factory=dict)
 
-    def __call__(self, pred, ref, **options) -> float:
+    def __call__(self, pred: Any, ref: Any, **options: Any) -> float:
         return self.fn(pred, ref, **{**self.options, **options})
 
 
@@ -57,7 +57,7 @@ def register_metric(
     kind: MetricKind,
     higher_is_better: bool = True,
     source: str = "",
-    **options,
+    **options: Any,
 ) -> Callable[[Callable[..., float]], Callable[..., float]]:
     """Decorator: register ``fn`` under ``name``.
 

@@ -35,9 +35,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from gazeprep.recipes import OutputSpec
 
 LetterboxRule = Literal["centre", "ricbl"]
 
@@ -141,11 +145,12 @@ class OutputGrid:
         return cls(out_h, out_w, s, s, pad_left * s, pad_top * s, H, W)
 
     @classmethod
-    def from_spec(cls, spec, image_height_px: int, image_width_px: int) -> OutputGrid:
+    def from_spec(cls, spec: OutputSpec, image_height_px: int, image_width_px: int) -> OutputGrid:
         """The grid an :class:`gazeprep.recipes.OutputSpec` describes for an image of this size."""
-        if spec.size == "native":
+        shape = spec.shape
+        if shape is None:  # size "native"
             return cls.native(image_height_px, image_width_px)
-        out_h, out_w = spec.shape
+        out_h, out_w = shape
         if spec.fit == "letterbox":
             return cls.letterbox(image_height_px, image_width_px, out_h, out_w, rule=spec.letterbox_rule)
         if spec.fit == "stretch":
@@ -170,7 +175,7 @@ class OutputGrid:
         return (self.scale_x, self.scale_y, self.offset_x, self.offset_y) == (1.0, 1.0, 0.0, 0.0) and (
             self.height, self.width) == (self.image_height_px, self.image_width_px)
 
-    def to_grid(self, x_px, y_px):
+    def to_grid(self, x_px: ArrayLike, y_px: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Original-image positions (pixels, any array shape) -> grid positions (float arrays)."""
         x = np.asarray(x_px, dtype=np.float64)
         y = np.asarray(y_px, dtype=np.float64)
@@ -178,7 +183,7 @@ class OutputGrid:
             return x.copy(), y.copy()
         return self.scale_x * x + self.offset_x, self.scale_y * y + self.offset_y
 
-    def from_grid(self, x_grid, y_grid):
+    def from_grid(self, x_grid: ArrayLike, y_grid: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Grid positions -> original-image positions (inverse of :meth:`to_grid`)."""
         x = np.asarray(x_grid, dtype=np.float64)
         y = np.asarray(y_grid, dtype=np.float64)
@@ -193,7 +198,7 @@ class OutputGrid:
         x1, y1 = self.to_grid(self.image_width_px - 0.5, self.image_height_px - 0.5)
         return float(x0), float(y0), float(x1), float(y1)
 
-    def pixel_range(self, lo_px, hi_px, axis: Literal["x", "y"]):
+    def pixel_range(self, lo_px: ArrayLike, hi_px: ArrayLike, axis: Literal["x", "y"]) -> tuple[np.ndarray, np.ndarray]:
         """Grid pixel index ranges ``[start, stop)`` whose centres map into ``[lo_px - 0.5, hi_px - 0.5)``
         (up to :data:`EDGE_EPS`).
 

@@ -30,7 +30,7 @@ import re
 import threading
 from bisect import bisect_right
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 
@@ -124,6 +124,17 @@ class _Trigger(NamedTuple):
     stops: bool  # a following trigger that does not reach back over uncertainty stop tokens
 
 
+class _Context(NamedTuple):
+    """Trigger matches of one doc (token indices): see :meth:`Labeler._context`."""
+
+    triggers: list[_Trigger]
+    quals: dict[int, list[tuple[int, int, str]]]  # qualifier entry -> (start, end, label)
+    sent_starts: list[int]
+    b_pre: list[int]  # boundaries of preceding-trigger scopes
+    b_fol: list[int]  # boundaries of following-trigger scopes
+    groups: dict[str, list[tuple[int, int]]]  # trigger group -> spans
+
+
 class _Flags(NamedTuple):
     cancel: bool
     negated: bool
@@ -170,12 +181,12 @@ class Labeler:
         self._unmention_re = {lab: [re.compile(x) for x in xs] for lab, xs in self.spec.unmention_regex.items() if xs}
         self.nlp = nlp
 
-        def docs(phrases):
+        def docs(phrases: Iterable[str]) -> list[Doc]:
             return list(cast(_Tokenizer, nlp.tokenizer).pipe(phrases))
 
         trig = PhraseMatcher(nlp.vocab, attr="LOWER")
 
-        def add(key, phrases):
+        def add(key: str, phrases: Sequence[str]) -> None:
             if phrases:
                 trig.add(key, docs(phrases))
 
@@ -303,7 +314,7 @@ class Labeler:
         return out
 
     # ------------------------------------------------------------------ scopes
-    def _context(self, doc):
+    def _context(self, doc: Doc) -> _Context:
         """Trigger matches of one doc: (triggers, qualifier matches, sentence starts, boundaries)."""
         strings = self.nlp.vocab.strings
         groups: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -323,7 +334,7 @@ class Labeler:
         b_fol = sorted(set(term) | {s for s, _ in groups["BFOL"]} | set(sent_starts[1:]))
         pseudo = groups["NPSEUDO"]
 
-        def real(spans):  # a negation trigger that starts inside a pseudo trigger is no trigger
+        def real(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:  # a negation trigger that starts inside a pseudo trigger is no trigger
             return [(s, e) for s, e in spans if not any(ps <= s < pe for ps, pe in pseudo)]
 
         n = len(doc)
@@ -346,9 +357,9 @@ class Labeler:
                 if rule.clause_final and rule.direction == "following" and not clause_final(e):
                     continue
                 trig.append(_Trigger(s, e, rule.category, rule.direction, rule.labels, rule.reach_tokens, False))
-        return trig, quals, sent_starts, b_pre, b_fol, groups
+        return _Context(trig, quals, sent_starts, b_pre, b_fol, groups)
 
-    def _covers(self, t: _Trigger, start: int, end: int, doc, b_pre, b_fol) -> bool:
+    def _covers(self, t: _Trigger, start: int, end: int, doc: Doc, b_pre: list[int], b_fol: list[int]) -> bool:
         """Whether trigger ``t`` covers the token span ``[start, end)``."""
         if t.direction == "overlap":
             return t.start < end and start < t.end
@@ -373,7 +384,9 @@ class Labeler:
                 return False
         return True
 
-    def _flags(self, trig, label: str | None, start: int, end: int, doc, b_pre, b_fol) -> _Flags:
+    def _flags(
+        self, trig: list[_Trigger], label: str | None, start: int, end: int, doc: Doc, b_pre: list[int], b_fol: list[int]
+    ) -> _Flags:
         hit = {"cancel": False, "negated": False, "uncertain": False, "uncertain_first": False, "hypothetical": False}
         for t in trig:
             if hit[t.category]:
@@ -386,9 +399,17 @@ class Labeler:
             return _Flags(hit["cancel"], False, True, False)
         return _Flags(hit["cancel"], hit["negated"], hit["uncertain"], hit["hypothetical"])
 
-    def _spans(self, doc, quals, trig, b_pre, b_fol, sent_starts):
+    def _spans(
+        self,
+        doc: Doc,
+        quals: dict[int, list[tuple[int, int, str]]],
+        trig: list[_Trigger],
+        b_pre: list[int],
+        b_fol: list[int],
+        sent_starts: list[int],
+    ) -> list[tuple[list[str], int, int, int, int, bool]]:
         """Candidate mentions: (labels, token start, token end, char start, char end, negated-by-qualifier)."""
-        out = []
+        out: list[tuple[list[str], int, int, int, int, bool]] = []
         if self._regex:
             text = doc.text.lower()
             for lab, pre, exprs in self._mention_re:
@@ -459,7 +480,7 @@ class Labeler:
                 out.append((labels, start_tok, end_tok, span.start_char, span.end_char, qneg))
         return out
 
-    def _mentions(self, doc) -> list[Mention]:
+    def _mentions(self, doc: Doc) -> list[Mention]:
         trig, quals, sent_starts, b_pre, b_fol, _ = self._context(doc)
         out: list[Mention] = []
         seen: set[tuple[str, int, int]] = set()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,7 +200,8 @@ class _LineLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` (same tags, same safety) whose sequences are :class:`_LineList`."""
 
 
-def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode):
+def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode) -> Iterator[_LineList]:
+    """Two-step construction (as PyYAML's own): the list first, its items once it is referenced."""
     data = _LineList()
     data.item_lines = [n.start_mark.line + 1 for n in node.value]
     yield data
@@ -279,7 +281,7 @@ def load_label_defs(rules_dir: Path) -> LabelDefs:
         if al:
             aliases[str(lid)] = tuple(al)
 
-    def check(ids, where):
+    def check(ids: Iterable[str], where: str) -> None:
         for x in ids:
             if x not in names:
                 raise RecipeError(f"{path}: {where}: unknown label id {x!r}")
@@ -348,7 +350,7 @@ def _phrase_dir(rules_dir: Path, sub: str, labels: LabelDefs) -> dict[str, tuple
     return out
 
 
-def _phrases(value, path: Path, where: str) -> tuple[str, ...]:
+def _phrases(value: object, path: Path, where: str) -> tuple[str, ...]:
     """Expanded phrases of a YAML list ``value`` (found at ``where`` in ``path``); errors name the
     item's line."""
     if not isinstance(value, list):
