@@ -37,14 +37,14 @@ def test_log_sigma_moves_under_adam_where_sigma_itself_cannot():
     loss.backward()
     assert float(sigma.grad) ** 2 > 3.4e38  # beyond float32: Adam's second moment becomes inf
     opt.step()
-    assert float(sigma) == pytest.approx(2e-9, rel=1e-6)  # stuck
+    assert float(sigma.detach()) == pytest.approx(2e-9, rel=1e-6)  # stuck
 
     w = L.UncertaintyWeighting(lg_sigma_sm=math.log(2e-9), lg_sigma_ce=0.0)
     opt = torch.optim.Adam(w.parameters(), lr=7e-3)
-    before = float(w.lg_sigma_sm)
+    before = float(w.lg_sigma_sm.detach())
     w(torch.tensor(0.02), torch.tensor(1.0)).backward()
     opt.step()
-    assert float(w.lg_sigma_sm) - before == pytest.approx(7e-3, rel=1e-3)  # sigma_sm grows, as the paper intends
+    assert float(w.lg_sigma_sm.detach()) - before == pytest.approx(7e-3, rel=1e-3)  # sigma_sm grows, as the paper intends
 
 
 def test_cam_layer_mean_is_the_sum_over_features_divided_by_g():
