@@ -22,20 +22,13 @@ from typing import Callable
 from torch import nn
 
 from gazeprep.errors import GazeprepError
+from gazeprep.text.labels import label_groups
 
 EGD_CLASSES = ["normal", "chf", "pneumonia"]
-#: Paper 004's ten labels in its list_labels order, as canonical ids of rules/labels.yaml (group
-#: ``lanfredi2023``; read from the rules when the text area is installed).
-REFLACX_LABELS = [
-    "edema", "opacity", "pneumothorax", "pleural_abnormality", "lung_lesion",
-    "atelectasis", "consolidation", "fracture", "enlarged_cardiac_silhouette", "abnormal_mediastinal_contour",
-]
-try:
-    from gazeprep.text.labels import label_groups as _label_groups
 
-    REFLACX_LABELS = list(_label_groups().get("lanfredi2023", REFLACX_LABELS))
-except Exception:  # noqa: BLE001 - rules/text area unavailable: keep the copy above
-    pass
+#: Paper 004's ten labels in its list_labels order, as canonical ids of rules/labels.yaml (group
+#: ``lanfredi2023``): the one label map, read from the rules, never a copy kept here.
+REFLACX_LABELS = list(label_groups()["lanfredi2023"])
 
 
 @dataclass(frozen=True)
