@@ -22,7 +22,8 @@ Failure semantics:
 * Ctrl-C (``KeyboardInterrupt``) stops the workers at once and propagates; finished parts stay for
   the rerun, nothing is committed;
 * after the export is written, :class:`RejectPolicyError` is raised when it holds no map or when
-  more than ``max_reject_fraction`` of the cases were rejected;
+  more than ``max_reject_fraction`` of the cases were rejected (cases the adapter dropped at ingest,
+  e.g. an EGD-CXR case whose image size is unknown, count as rejected cases);
 * one build per output folder at a time (:func:`gazeprep.export.lock.writer_lock`), and replacing
   an export built with another recipe needs ``force``.
 """
