@@ -7,8 +7,9 @@ label-specific maps are rendered (the ``reflacx-label-specific`` recipe with its
 small letterboxed grid for speed) and compared with the case's ellipses of certainty > 2 by IoU over
 004's thresholds. Text, windows and maps come from the pieces of the one per-case pipeline
 (:mod:`gazeprep.pipeline.case`), and the cases are mapped by the one executor
-(:mod:`gazeprep.pipeline.executor`), so a rule scores exactly the maps ``build-heatmaps`` would write. A label with an ellipse but no map under a rule (e.g. an empty window)
-scores IoU 0 at every threshold, as 004's reference code would (NaN -> 0).
+(:mod:`gazeprep.pipeline.executor`), so a rule scores exactly the maps ``build-heatmaps`` would write.
+A label with an ellipse but no map under a rule (e.g. an empty window) scores IoU 0 at every
+threshold, as 004's reference code would (NaN -> 0).
 
 Ranking: per rule and label, the threshold with the best mean IoU on the ``validate`` split (all
 cases when the split is absent) is chosen and that mean IoU kept; the rule's score is the mean over
