@@ -30,6 +30,13 @@ from gazeprep.commands import (
 )
 
 
+class WeakLabeler(str, Enum):
+    """``train --weak-labeler``: the MIMIC-CXR label table of the label-only images."""
+
+    chexpert = "chexpert"
+    negbio = "negbio"
+
+
 class Split(str, Enum):
     """``predict --split``: the run's saved splits, or every case of the export."""
 
@@ -81,6 +88,14 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="Start over: remove the run files in --out (a run of another config included)."
         ),
+        weak_labels: Path | None = typer.Option(
+            None, "--weak-labels", metavar="MIMIC_ROOT",
+            help="Paper 004 only: add MIMIC-CXR's label-only images (its train split, no export image, no held-out "
+                 "subject) to the training split, through the unannotated-image loss.",
+        ),
+        weak_labeler: WeakLabeler = typer.Option(
+            WeakLabeler.chexpert, "--weak-labeler", help="Label table of --weak-labels: chexpert or negbio."
+        ),
         quiet: bool = quiet_option(),
     ) -> None:
         """Train one of the papers' models on an export (checked against the model's inputs first).
@@ -107,7 +122,8 @@ def register(app: typer.Typer) -> None:
         run_dir = out or Path("runs") / model
         history = train_run(model, export, run_dir, cfg, device=device.value, epochs=epochs,
                             images_root=_images_root(images), progress=not quiet, resume=resume, force=force,
-                            notify=lambda msg: typer.echo(msg, err=True))
+                            notify=lambda msg: typer.echo(msg, err=True), weak_labels=weak_labels,
+                            weak_labeler=weak_labeler.value)
         last = history[-1] if history else {}
         summary = " ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
         typer.echo(f"trained {model}: {len(history)} epochs recorded in {run_dir}" + (f" (last: {summary})" if summary else ""))

@@ -437,6 +437,19 @@ def input_options(data: dict) -> dict[str, Any]:
     return out
 
 
+def assemble_batch(ds: "GazeDataset", buf: torch.Tensor, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items of one batch written into ``buf`` (B, 1 + T + M, H, W) by ``GazeDataset._fill``
+    (``items[k]`` its other fields), each with its planes as views of ``buf`` and the whole batch under
+    :data:`BATCH_KEY` (what :func:`gazeprep.train.loop._collate` hands on without stacking). Also used
+    by :class:`gazeprep.train.weak.WithLabelOnly`, whose items come from two datasets of one frame."""
+    batch: dict[str, Any] = dict(ds._planes(buf))
+    for key in items[0] if items else ():
+        vals = [it[key] for it in items]
+        batch[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else (torch.tensor(vals) if isinstance(vals[0], (int, float, bool)) else vals)
+    planes = [ds._planes(buf[k]) for k in range(len(items))]
+    return [{**p, **it, BATCH_KEY: batch} for p, it in zip(planes, items)]
+
+
 class GazeDataset(Dataset):
     """Samples of an export for training (one per case).
 
@@ -739,12 +752,7 @@ class GazeDataset(Dataset):
         shape = (len(indices), 1 + len(self.targets) + len(self.mask_structures), fh, fw)
         buf = _zeros_for_batch(shape)
         items = [self._fill(int(i), buf[k]) for k, i in enumerate(indices)]
-        batch: dict[str, Any] = dict(self._planes(buf))
-        for key in items[0] if items else ():
-            vals = [it[key] for it in items]
-            batch[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else (torch.tensor(vals) if isinstance(vals[0], (int, float, bool)) else vals)
-        planes = [self._planes(buf[k]) for k in range(len(items))]
-        return [{**p, **it, BATCH_KEY: batch} for p, it in zip(planes, items)]
+        return assemble_batch(self, buf, items)
 
     def _photometric(self, image: torch.Tensor, gen: torch.Generator) -> None:
         """Brightness, contrast and Gaussian noise on the (H, W) image, in place, clipped to [0, 1]."""

@@ -68,6 +68,8 @@ SPLIT_METHODS = ("auto", "export", "subject")
 RUNTIME_TRAIN_KEYS = ("device", "out_dir", "progress", "num_workers", "resume", "stop_after_epochs")
 #: ``predict --split`` choices (``val`` is the ``validate`` split).
 PREDICT_SPLITS = ("test", "val", "validate", "train", "all")
+#: The ``weak_labels`` entries of run.yaml that belong to a run's config (a change is another run).
+WEAK_IDENTITY_KEYS = ("root", "labeler", "table", "table_sha256")
 CLASS_SCORES = "class_scores"
 
 Notify = Callable[[str], None]
@@ -336,6 +338,11 @@ def config_differences(old: dict, new: dict) -> list[str]:
             continue
         if norm(a.get(k)) != norm(b.get(k)):
             diffs.append(f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}")
+    wo, wn = ({k: (d.get("weak_labels") or {}).get(k) for k in WEAK_IDENTITY_KEYS} for d in (old, new))
+    if wo != wn:
+        def weak(w: dict) -> str:
+            return "none" if w["labeler"] is None else f"{w['labeler']} of {w['root']} ({str(w['table_sha256'])[:12]})"
+        diffs.append(f"weak_labels: {weak(wo)} -> {weak(wn)}")
     ho = (old.get("export") or {}).get("recipe_hash")
     hn = (new.get("export") or {}).get("recipe_hash")
     if ho and hn and ho != hn:
@@ -386,7 +393,7 @@ def _plan_length(net, tc: TrainConfig, n_train: int) -> int:
 
 def train_run(model: str, export, out_dir: str | Path, config: dict | None = None, *, device: str = "auto", epochs: int | None = None,
               images_root: str | Path | None = None, progress: bool = True, resume: bool = False, force: bool = False,
-              notify: Notify | None = None) -> list[dict]:
+              notify: Notify | None = None, weak_labels: str | Path | None = None, weak_labeler: str = "chexpert") -> list[dict]:
     """Train ``model`` on an export (path or loaded) into the run folder ``out_dir``; returns the history.
 
     ``config``: the sections of :func:`gazeprep.train.models.resolve_config` (``preset``, ``model``,
@@ -396,6 +403,10 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
     so through ``notify``); one of another config is refused unless ``force`` (its run files are
     removed once the checks pass); ``resume`` refuses a folder without a run. ``notify`` receives
     one-line notes (resuming, warnings).
+
+    ``weak_labels``: a MIMIC-CXR root whose label-only images (``weak_labeler``'s table, ``chexpert``
+    or ``negbio``) join the training split (paper 004's models only; :mod:`gazeprep.train.weak` says
+    which images and how their labels are read); run.yaml records the source (``weak_labels``).
     """
     if resume and force:
         raise GazeprepError("give --resume or --force, not both")
@@ -411,6 +422,15 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
     if unknown:
         raise GazeprepError(f"unknown data options {sorted(unknown)}; known: {sorted(DATA_KEYS)}")
     resolve_data(model, cfg)
+    weak_id = None
+    if weak_labels is not None:
+        paper = spec_of(model).paper
+        if paper != "004":
+            raise GazeprepError(f"--weak-labels adds label-only images through paper 004's unannotated-image loss; "
+                                f"{model} is a model of paper {paper} (use lanfredi-mil)")
+        from gazeprep.train.weak import weak_identity
+
+        weak_id = weak_identity(weak_labels, weak_labeler)
     cfg["train"].update({"device": device, "out_dir": str(out), "progress": progress})
     tc = TrainConfig.from_dict(cfg["train"])
     ex = _open_export(export)
@@ -421,6 +441,7 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
         "export": {"path": str(export) if isinstance(export, (str, Path)) else None, "recipe": recipe,
                    "recipe_hash": recipe_hash, "dataset": dataset},
         "config": _stored_config(cfg),
+        **({"weak_labels": weak_id} if weak_id is not None else {}),
     }
 
     # 1. the run folder: refuse another config before any work
@@ -464,6 +485,21 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
     train = GazeDataset(ex, case_ids=splits["train"], augment=data.get("augment"), **common)
     val = GazeDataset(ex, case_ids=splits["validate"], augment=None, **common) if splits.get("validate") else None
     train.load_image(0)  # the image source: a missing root or file stops here, not in the first batch
+    if weak_labels is not None:
+        from gazeprep.train.weak import WithLabelOnly, label_only_dataset, weak_labels_for_run
+
+        weak = weak_labels_for_run(weak_labels, weak_labeler, data["labels"], _usable_cases(ex), splits)
+        if weak.cases.height == 0:
+            raise GazeprepError(f"--weak-labels {weak_labels}: no label-only image is left by the rules (removed: "
+                                f"{', '.join(f'{k} {v}' for k, v in weak.excluded.items())}); nothing to add")
+        label_only = label_only_dataset(weak, train, augment=data.get("augment"), **{"size": 512, **input_options(data)})
+        label_only.load_image(0)
+        train = WithLabelOnly(train, label_only)
+        identity["weak_labels"] = weak.record()
+        if weak.rejects:
+            say(f"warning: {len(weak.rejects)} malformed rows of the MIMIC-CXR tables left out (first: {weak.rejects[0]['file']} row {weak.rejects[0]['row']}: {weak.rejects[0]['reason']})")
+        say(f"weak labels: {weak.cases.height} label-only MIMIC-CXR images ({weak_labeler}) join the "
+            f"{len(train) - weak.cases.height} training cases")
 
     # 3. start or continue
     torch.manual_seed(tc.seed)
