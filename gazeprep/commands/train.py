@@ -93,8 +93,8 @@ def register(app: typer.Typer) -> None:
             help="Paper 004 only: add MIMIC-CXR's label-only images (its train split, no export image, no held-out "
                  "subject) to the training split, through the unannotated-image loss.",
         ),
-        weak_labeler: WeakLabeler = typer.Option(
-            WeakLabeler.chexpert, "--weak-labeler", help="Label table of --weak-labels: chexpert or negbio."
+        weak_labeler: WeakLabeler | None = typer.Option(
+            None, "--weak-labeler", help="Label table of --weak-labels: chexpert (default) or negbio."
         ),
         quiet: bool = quiet_option(),
     ) -> None:
@@ -110,6 +110,8 @@ def register(app: typer.Typer) -> None:
         if resume and force:
             raise usage_error("--resume continues a run and --force starts it over; give one", "--force")
         images = merge_alias(images, images_old, "--images", "--images-root")
+        if weak_labeler is not None and weak_labels is None:
+            raise usage_error("--weak-labeler chooses the table of --weak-labels MIMIC_ROOT; give both", "--weak-labeler")
         if config is not None and not config.is_file():
             raise usage_error(f"{str(config)!r} is not a file (--config takes a YAML file; named presets go to --preset)",
                               "--config")
@@ -123,7 +125,7 @@ def register(app: typer.Typer) -> None:
         history = train_run(model, export, run_dir, cfg, device=device.value, epochs=epochs,
                             images_root=_images_root(images), progress=not quiet, resume=resume, force=force,
                             notify=lambda msg: typer.echo(msg, err=True), weak_labels=weak_labels,
-                            weak_labeler=weak_labeler.value)
+                            weak_labeler=(weak_labeler or WeakLabeler.chexpert).value)
         last = history[-1] if history else {}
         summary = " ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
         typer.echo(f"trained {model}: {len(history)} epochs recorded in {run_dir}" + (f" (last: {summary})" if summary else ""))

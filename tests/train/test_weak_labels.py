@@ -356,3 +356,26 @@ def test_cli_trains_with_weak_labels(tmp_path, capsys):
     wl = yaml.safe_load((out / "run.yaml").read_text())["weak_labels"]
     # the export's subjects are not MIMIC's and its images are not MIMIC images: all 8 train images join
     assert wl["labeler"] == "negbio" and wl["cases"] == 8
+
+
+def test_cli_weak_labeler_needs_weak_labels(tmp_path, capsys):
+    export, images = write_export(tmp_path, "reflacx", n=8)
+    rc = cli(
+        [
+            "train",
+            "--arch",
+            "lanfredi-mil",
+            "--export",
+            export,
+            "--images",
+            images,
+            "--out",
+            tmp_path / "r",
+            "--weak-labeler",
+            "negbio",
+        ]
+    )
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "Error:" in line]  # typer's usage block: one message
+    assert rc == 2 and len(errors) == 1 and "--weak-labels MIMIC_ROOT" in errors[0] and "Traceback" not in err, err
+    assert not (tmp_path / "r").exists()
