@@ -267,6 +267,20 @@ def test_train_with_weak_labels(tmp_path, monkeypatch):
     wl = info["weak_labels"]
     assert wl["root"] == "mimic-cxr" and wl["labeler"] == "chexpert" and wl["cases"] == 5
     assert wl["table"] == "mimic-cxr-2.0.0-chexpert.csv.gz" and len(wl["table_sha256"]) == 64
+    notes: list[str] = []
+    again = train_run(
+        "lanfredi-mil",
+        ex,
+        out,
+        _tiny_cfg(),
+        device="cpu",
+        epochs=1,
+        progress=False,
+        weak_labels=SAMPLE,
+        weak_labeler="chexpert",
+        notify=notes.append,
+    )  # the same weak-label source is the same run: complete, nothing trained again
+    assert len(again) == len(history) and any("is complete" in n for n in notes), notes
     with pytest.raises(GazeprepError, match="weak_labels: chexpert of mimic-cxr"):
         train_run(
             "lanfredi-mil",
