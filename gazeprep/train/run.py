@@ -488,7 +488,8 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
     if weak_labels is not None:
         from gazeprep.train.weak import WithLabelOnly, label_only_dataset, weak_labels_for_run
 
-        weak = weak_labels_for_run(weak_labels, weak_labeler, data["labels"], _usable_cases(ex), splits)
+        # every export image is kept out, discarded cases included (their image may still be a REFLACX one)
+        weak = weak_labels_for_run(weak_labels, weak_labeler, data["labels"], ex.tables["cases"], splits)
         if weak.cases.height == 0:
             raise GazeprepError(f"--weak-labels {weak_labels}: no label-only image is left by the rules (removed: "
                                 f"{', '.join(f'{k} {v}' for k, v in weak.excluded.items())}); nothing to add")
