@@ -55,6 +55,9 @@ _MAPS_SCHEMA = pa.schema(
 # (959 against 873 MB), 25% less CPU to write (the workers' share) and no slower to read; storing
 # the maps uncompressed saved nothing in finalize (CRC-32 and copying 2.6x the bytes instead).
 _MAPS_IPC = pa_ipc.IpcWriteOptions(compression="lz4")
+# a part's buffers are small: decompressing them in Arrow's thread pool costs more than it saves
+# (0.37 against 0.22 ms to read the maps of a 512 x 512 case)
+_READ_IPC = pa_ipc.IpcReadOptions(use_threads=False)
 _CACHE_MAPS_BELOW = 32 << 20  # a maps member smaller than this is kept after the first read
 
 
@@ -152,7 +155,7 @@ class PartReader:
 
     def arrow_table(self, name: str) -> pa.Table:
         try:
-            return pa_ipc.open_file(pa.py_buffer(self._member(_table_member(name)))).read_all()
+            return pa_ipc.open_file(pa.py_buffer(self._member(_table_member(name))), options=_READ_IPC).read_all()
         except pa.ArrowException as exc:
             raise DamagedPart(f"{self.path}: table {name!r} is damaged ({exc})") from None
 
@@ -169,7 +172,7 @@ class PartReader:
         if self._maps is not None:
             return self._maps
         try:
-            maps = pa_ipc.open_file(pa.py_buffer(self._member(MAPS))).read_all()
+            maps = pa_ipc.open_file(pa.py_buffer(self._member(MAPS)), options=_READ_IPC).read_all()
         except pa.ArrowException as exc:
             raise DamagedPart(f"{self.path}: maps are damaged ({exc})") from None
         if maps.schema != _MAPS_SCHEMA or maps.column("target").to_pylist() != self.targets:

@@ -312,6 +312,10 @@ def _write_arrays(
                 )
             except OSError as exc:
                 raise StorageError.from_os_error(exc, zroot / name / "zarr.json") from exc
+            # zarr's own empty-chunk test (a comparison with a fill-value array per chunk) is 40% of
+            # its CPU per map (0.67 of 1.66 ms, measured at 512 x 512 float16); a block without any
+            # all-zero map goes through a handle that skips the test, which writes the same bytes
+            dense = arr.with_config({"write_empty_chunks": True})
             arrays_meta[name] = {"shape": [n, h, w], "shard_samples": k, "count": n}
             step = max(1, min(k, _MAX_BLOCK_BYTES // (h * w * np_dtype.itemsize)))
             for j in range(-(-n // k)):
@@ -328,9 +332,11 @@ def _write_arrays(
                     else:  # parts: the reader cache is not shared between threads
                         for r in range(len(sel)):
                             fill(r)
+                    bits = block.view(np.uint16 if np_dtype.itemsize == 2 else np.uint32).reshape(len(sel), -1)
+                    target = dense if bits.any(axis=1).all() else arr  # +0.0 is all zero bits
                     while len(pending) >= 2:  # bounds memory to ~3 blocks
                         pending.pop(0).result()
-                    pending.append(zwrites.submit(_write_block, arr, lo, block, zroot / name / f"c/{j}/0/0"))
+                    pending.append(zwrites.submit(_write_block, target, lo, block, zroot / name / f"c/{j}/0/0"))
                 if bar is not None:
                     bar.update(1)
         while pending:
