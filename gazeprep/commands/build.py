@@ -113,99 +113,103 @@ def print_summary(summary: BuildSummary, *, show_rejects: bool = True) -> None:
         typer.echo(f"next: gazeprep info {summary.out}")
 
 
+def build_heatmaps_cmd(
+    dataset: str = typer.Option(
+        ..., "--dataset", callback=_known_dataset, metavar="DATASET|FILE.yaml",
+        help="reflacx or egd-cxr (see `gazeprep datasets`), or a dataset definition file (docs/datasets.md)",
+    ),
+    root: Path | None = typer.Option(None, "--root", help="Release folder (default: bundled sample data)"),
+    recipe: str | None = typer.Option(None, "--recipe", help="Recipe name in pipelines/ or a YAML path"),
+    out: Path | None = typer.Option(
+        None, "--out", callback=out_folder, help="Output folder (default: out/<dataset>-<recipe>)"
+    ),
+    size: str | None = typer.Option(
+        None, "--size", callback=_parse_size, metavar="N|native",
+        help="Output size N (N x N, letterboxed, N >= 1) or 'native'",
+    ),
+    dtype: Dtype | None = typer.Option(None, "--dtype", help="Map storage (default: the recipe's)"),
+    workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0 = all cores)"),
+    force: bool = typer.Option(
+        False, "--force",
+        help="Replace an export built with another recipe, and recompute every case (ignore resumable parts)",
+    ),
+    max_reject_fraction: float = typer.Option(
+        0.5, "--max-reject-fraction", min=0.0, max=1.0,
+        help="Exit 1 (after writing the export) when more than this fraction of the cases is rejected",
+    ),
+    images: Path | None = typer.Option(
+        None, "--images", help="MIMIC-CXR(-JPG) root: EGD-CXR image sizes from its DICOM headers or JPGs"
+    ),
+    mimic_root: Path | None = hidden_alias("--mimic-root"),
+    images_root: Path | None = hidden_alias("--images-root"),
+    anatomy_dir: Path | None = typer.Option(
+        None, "--anatomy-dir", help="Masks written by `gazeprep anatomy predict` (anatomy recipes)"
+    ),
+    executor: Executor = typer.Option(Executor.local, "--executor", help="local (process pool) or ray"),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster address (auto, ray://host:10001); default: start Ray here"
+    ),
+    quiet: bool = quiet_option(),
+    progress: bool | None = progress_alias(),
+) -> None:
+    """Build gaze heatmaps for a dataset with a recipe: Parquet tables + Zarr heatmaps + manifest.
+
+    Exit status 1, after writing the export, when it holds no map or when more than
+    --max-reject-fraction of its cases were rejected. One build per --out at a time.
+    """
+    from gazeprep.errors import GazeprepError
+    from gazeprep.pipeline.build import BuildOptions, RejectPolicyError, build_heatmaps
+    from gazeprep.recipes import load_recipe
+
+    images = merge_alias(images, mimic_root, "--images", "--mimic-root")
+    images = merge_alias(images, images_root, "--images", "--images-root")
+    from gazeprep.datasets.registry import resolve_dataset
+
+    adapter = resolve_dataset(dataset)  # a definition file is loaded and registered under its name
+    definition = getattr(adapter, "definition_path", None)
+    dataset = adapter.name
+    recipe_name = recipe or adapter.default_recipe
+    if recipe_name is None:
+        raise GazeprepError(f"dataset {dataset!r} has no default recipe; give one with --recipe")
+    root = _release_root(root, definition, dataset, quiet)
+    rec = load_recipe(recipe_name)
+    rec = rec.with_overrides(size=size, dtype=dtype.value if dtype is not None else None)
+    out = out or Path("out") / f"{dataset}-{rec.name}"
+    opts = BuildOptions(
+        dataset=dataset,
+        root=root,
+        out=out,
+        recipe=rec,
+        workers=workers,
+        force=force,
+        anatomy_dir=anatomy_dir,
+        progress=show_progress(quiet, progress),
+        executor=executor.value,
+        ray_address=ray_address,
+        max_reject_fraction=max_reject_fraction,
+        images_root=images,
+        definition=definition,
+    )
+    try:
+        summary = build_heatmaps(opts)
+    except RejectPolicyError as exc:
+        print_summary(exc.summary)
+        raise  # the CLI prints its one `error:` line and exits 1
+    for ev in summary.extra.get("executor_events", []):
+        typer.echo(f"retried block at {ev['block_start']} (attempt {ev['attempt']}): {ev['error']}", err=True)
+    print_summary(summary)
+
+
+def recipes_cmd() -> None:
+    """List the recipes shipped in pipelines/."""
+    from gazeprep.recipes import list_recipes, load_recipe
+
+    for name in list_recipes():
+        r = load_recipe(name)
+        typer.echo(f"{name:28s} {r.dataset:8s} {r.description.splitlines()[0] if r.description else ''}")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("build-heatmaps")
-    def build_heatmaps_cmd(
-        dataset: str = typer.Option(
-            ..., "--dataset", callback=_known_dataset, metavar="DATASET|FILE.yaml",
-            help="reflacx or egd-cxr (see `gazeprep datasets`), or a dataset definition file (docs/datasets.md)",
-        ),
-        root: Path | None = typer.Option(None, "--root", help="Release folder (default: bundled sample data)"),
-        recipe: str | None = typer.Option(None, "--recipe", help="Recipe name in pipelines/ or a YAML path"),
-        out: Path | None = typer.Option(
-            None, "--out", callback=out_folder, help="Output folder (default: out/<dataset>-<recipe>)"
-        ),
-        size: str | None = typer.Option(
-            None, "--size", callback=_parse_size, metavar="N|native",
-            help="Output size N (N x N, letterboxed, N >= 1) or 'native'",
-        ),
-        dtype: Dtype | None = typer.Option(None, "--dtype", help="Map storage (default: the recipe's)"),
-        workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0 = all cores)"),
-        force: bool = typer.Option(
-            False, "--force",
-            help="Replace an export built with another recipe, and recompute every case (ignore resumable parts)",
-        ),
-        max_reject_fraction: float = typer.Option(
-            0.5, "--max-reject-fraction", min=0.0, max=1.0,
-            help="Exit 1 (after writing the export) when more than this fraction of the cases is rejected",
-        ),
-        images: Path | None = typer.Option(
-            None, "--images", help="MIMIC-CXR(-JPG) root: EGD-CXR image sizes from its DICOM headers or JPGs"
-        ),
-        mimic_root: Path | None = hidden_alias("--mimic-root"),
-        images_root: Path | None = hidden_alias("--images-root"),
-        anatomy_dir: Path | None = typer.Option(
-            None, "--anatomy-dir", help="Masks written by `gazeprep anatomy predict` (anatomy recipes)"
-        ),
-        executor: Executor = typer.Option(Executor.local, "--executor", help="local (process pool) or ray"),
-        ray_address: str | None = typer.Option(
-            None, "--ray-address", help="Ray cluster address (auto, ray://host:10001); default: start Ray here"
-        ),
-        quiet: bool = quiet_option(),
-        progress: bool | None = progress_alias(),
-    ) -> None:
-        """Build gaze heatmaps for a dataset with a recipe: Parquet tables + Zarr heatmaps + manifest.
-
-        Exit status 1, after writing the export, when it holds no map or when more than
-        --max-reject-fraction of its cases were rejected. One build per --out at a time.
-        """
-        from gazeprep.errors import GazeprepError
-        from gazeprep.pipeline.build import BuildOptions, RejectPolicyError, build_heatmaps
-        from gazeprep.recipes import load_recipe
-
-        images = merge_alias(images, mimic_root, "--images", "--mimic-root")
-        images = merge_alias(images, images_root, "--images", "--images-root")
-        from gazeprep.datasets.registry import resolve_dataset
-
-        adapter = resolve_dataset(dataset)  # a definition file is loaded and registered under its name
-        definition = getattr(adapter, "definition_path", None)
-        dataset = adapter.name
-        recipe_name = recipe or adapter.default_recipe
-        if recipe_name is None:
-            raise GazeprepError(f"dataset {dataset!r} has no default recipe; give one with --recipe")
-        root = _release_root(root, definition, dataset, quiet)
-        rec = load_recipe(recipe_name)
-        rec = rec.with_overrides(size=size, dtype=dtype.value if dtype is not None else None)
-        out = out or Path("out") / f"{dataset}-{rec.name}"
-        opts = BuildOptions(
-            dataset=dataset,
-            root=root,
-            out=out,
-            recipe=rec,
-            workers=workers,
-            force=force,
-            anatomy_dir=anatomy_dir,
-            progress=show_progress(quiet, progress),
-            executor=executor.value,
-            ray_address=ray_address,
-            max_reject_fraction=max_reject_fraction,
-            images_root=images,
-            definition=definition,
-        )
-        try:
-            summary = build_heatmaps(opts)
-        except RejectPolicyError as exc:
-            print_summary(exc.summary)
-            raise  # the CLI prints its one `error:` line and exits 1
-        for ev in summary.extra.get("executor_events", []):
-            typer.echo(f"retried block at {ev['block_start']} (attempt {ev['attempt']}): {ev['error']}", err=True)
-        print_summary(summary)
-
-    @app.command("recipes")
-    def recipes_cmd() -> None:
-        """List the recipes shipped in pipelines/."""
-        from gazeprep.recipes import list_recipes, load_recipe
-
-        for name in list_recipes():
-            r = load_recipe(name)
-            typer.echo(f"{name:28s} {r.dataset:8s} {r.description.splitlines()[0] if r.description else ''}")
+    """Add ``build-heatmaps`` and ``recipes`` to ``app``."""
+    app.command("build-heatmaps")(build_heatmaps_cmd)
+    app.command("recipes")(recipes_cmd)
