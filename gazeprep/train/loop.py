@@ -300,7 +300,8 @@ def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device) -> Non
     """Recompute the running statistics of the *trainable* batch-norm layers as exact averages over
     ``loader`` (like ``torch.optim.swa_utils.update_bn``, but frozen parts keep theirs). Short runs
     need it: after a few dozen steps the running averages still hold their initial values, so eval
-    mode would not match the trained network."""
+    mode would not match the trained network. A batch of one sample (a remainder) is left out: its
+    variance is undefined and batch norm refuses it in training mode."""
     was = model.training
     model.train()
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
@@ -312,7 +313,10 @@ def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device) -> Non
         m.reset_running_stats()
         m.momentum = None
     for batch in loader:
-        model(batch["image"].to(device))
+        images = batch["image"]
+        if images.shape[0] < 2:  # batch norm has no variance of one sample (a loader's remainder)
+            continue
+        model(images.to(device))
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     model.train(was)
