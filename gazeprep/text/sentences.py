@@ -127,26 +127,40 @@ def build_sentences(
     )
     w = conform(w, "words")
 
-    t0 = w["t_start_s"].to_list()
-    t1 = w["t_end_s"].to_list()
+    rows = _sentence_rows(style, tokens, starts, ends, text, w["t_start_s"].to_list(), w["t_end_s"].to_list())
+    for r in rows:
+        r.update(dataset=dataset, case_id=case_id)
+    sentences = pl.DataFrame(rows, schema=SENTENCES) if rows else empty("sentences")
+    return w, sentences, rejects
+
+
+def _sentence_rows(
+    style: TranscriptStyle,
+    tokens: list[str],
+    starts: list[int | None],
+    ends: list[int | None],
+    text: str,
+    t0: list[float],
+    t1: list[float],
+) -> list[dict[str, object]]:
+    """Cut the words into sentences: a sentence ends at a word the style says ends one, or at the last
+    word. Per sentence: its index, text (``text[char_start:char_end]``, from the first located word's
+    start to the last located word's end; None when no word of it was located), and times in seconds
+    from its first word's start to its last word's end."""
     rows: list[dict[str, object]] = []
     first = 0
     n = len(tokens)
     for i in range(n):
-        last = i == n - 1
-        if style.ends_sentence(tokens[i]) or last:
+        if style.ends_sentence(tokens[i]) or i == n - 1:
             cs = next((starts[k] for k in range(first, i + 1) if starts[k] is not None), None)
             ce = next((ends[k] for k in range(i, first - 1, -1) if ends[k] is not None), None)
             rows.append({
-                "dataset": dataset,
-                "case_id": case_id,
                 "sentence_idx": len(rows),
                 "text": text[cs:ce] if cs is not None and ce is not None else None,
                 "t_start_s": t0[first],
                 "t_end_s": t1[i],
                 "char_start": cs,
                 "char_end": ce,
-            })
+            })  # fmt: skip
             first = i + 1
-    sentences = pl.DataFrame(rows, schema=SENTENCES) if rows else empty("sentences")
-    return w, sentences, rejects
+    return rows
