@@ -77,12 +77,25 @@ def _ipc_file(table: pa.Table, options: pa_ipc.IpcWriteOptions | None = None) ->
 
 
 def _maps_table(targets: list[str], maps: list[np.ndarray]) -> pa.Table:
+    # the ``values`` column is built over one buffer holding the maps back to back (one copy;
+    # ``tobytes`` per map and then ``pa.array`` would copy every map twice)
+    sizes = [m.nbytes for m in maps]
+    data = (
+        np.concatenate([np.ascontiguousarray(m).view(np.uint8).ravel() for m in maps])
+        if maps
+        else np.empty(0, np.uint8)
+    )
+    offsets = np.zeros(len(maps) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    values = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(maps), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
     return pa.table(
         {
             "target": pa.array(targets, pa.utf8()),
             "height": pa.array([m.shape[0] for m in maps], pa.int32()),
             "width": pa.array([m.shape[1] for m in maps], pa.int32()),
-            "values": pa.array([m.tobytes() for m in maps], pa.large_binary()),
+            "values": values,
         },
         schema=_MAPS_SCHEMA,
     )
