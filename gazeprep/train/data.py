@@ -366,34 +366,27 @@ def _load_image_file(path: Path) -> np.ndarray:
 def labels_from_case_labels(case_labels: pl.DataFrame, case_ids: Sequence[str], labels: Sequence[str]) -> np.ndarray:
     """Label matrix (n_cases, n_labels): 1 present, 0 absent, NaN unknown.
 
-    Rows come from ``gazeprep.text.map_case_labels`` (canonical label ids, 1/0) when available, plus
-    the raw rows whose ``source_label`` equals a label id case-insensitively (spaces, ``-`` and ``_``
-    equal); values > 0 and CheXpert's -1 (uncertain, counted present as in paper 004) mean present,
+    Rows come from ``gazeprep.text.map_case_labels`` (canonical label ids, 1/0), plus the raw rows
+    whose ``source_label`` equals a label id in :func:`gazeprep.text.labels.normalise_label` form; values > 0 and CheXpert's -1 (uncertain, counted present as in paper 004) mean present,
     0 absent; several rows for one label combine with max. No row at all gives NaN.
     """
     ids = list(case_ids)
     out = np.full((len(ids), len(labels)), np.nan, dtype=np.float32)
     if case_labels is None or case_labels.height == 0 or not labels:
         return out
-    frames = []
-    try:  # the text area's mapping to canonical label ids (rules/labels.yaml), when it exists
-        from gazeprep.text import map_case_labels  # type: ignore[attr-defined]
+    from gazeprep.text.labels import map_case_labels, normalise_label
 
-        mapped = map_case_labels(case_labels)
-        if {"case_id", "label", "value"} <= set(mapped.columns) and mapped.height:
-            frames.append(mapped.select("case_id", pl.col("label").alias("source_label"), pl.col("value").cast(pl.Float64)))
-    except Exception:  # noqa: BLE001 - optional dependency on another area's helper
-        pass
+    frames = []
+    mapped = map_case_labels(case_labels)  # canonical label ids of rules/labels.yaml
+    if mapped.height:
+        frames.append(mapped.select("case_id", pl.col("label").alias("source_label"), pl.col("value").cast(pl.Float64)))
     frames.append(case_labels.select("case_id", "source_label", pl.col("value").cast(pl.Float64)))
 
-    def norm(s: str) -> str:
-        return s.lower().replace("_", " ").replace("-", " ").strip()
-
-    want = {norm(l): j for j, l in enumerate(labels)}
+    want = {normalise_label(lab): j for j, lab in enumerate(labels)}
     row_of = {c: i for i, c in enumerate(ids)}
     df = pl.concat(frames).filter(pl.col("case_id").is_in(ids) & pl.col("value").is_not_null())
     for cid, src, val in zip(df["case_id"].to_list(), df["source_label"].to_list(), df["value"].to_list()):
-        j = want.get(norm(src or ""))
+        j = want.get(normalise_label(src or ""))
         if j is None:
             continue
         present = 1.0 if (val > 0 or val == -1) else 0.0
