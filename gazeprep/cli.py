@@ -194,9 +194,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
     debug: bool = typer.Option(
-        False, "--debug", envvar=DEBUG_ENV, show_envvar=True,
+        False,
+        "--debug",
+        envvar=DEBUG_ENV,
+        show_envvar=True,
         help="On an error, also print the full Python traceback (may also follow the command).",
     ),
 ) -> None:
@@ -324,8 +329,7 @@ def run(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         typer.echo(
-            "interrupted: stopped before finishing, nothing incomplete was committed; "
-            "rerun the same command to resume",
+            "interrupted: stopped before finishing, nothing incomplete was committed; rerun the same command to resume",
             err=True,
         )
         return EXIT_INTERRUPTED

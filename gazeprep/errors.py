@@ -42,7 +42,9 @@ class InputFormatError(GazeprepError):
             where += f", column {column!r}"
         super().__init__(f"{where}: {message}")
 
-    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # picklable across worker processes (args holds the formatted message only)
+    def __reduce__(
+        self,
+    ) -> tuple[type, tuple[Any, ...]]:  # picklable across worker processes (args holds the formatted message only)
         return (type(self), (self.path, self.reason, self.row, self.column))
 
 
@@ -68,7 +70,9 @@ class StorageError(GazeprepError):
         self.reason = message
         super().__init__(f"{self.path}: {message}")
 
-    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # picklable across worker processes (args holds the formatted message only)
+    def __reduce__(
+        self,
+    ) -> tuple[type, tuple[Any, ...]]:  # picklable across worker processes (args holds the formatted message only)
         return (type(self), (self.path, self.reason))
 
     @classmethod

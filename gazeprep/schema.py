@@ -259,9 +259,7 @@ def validate(df: pl.DataFrame, name: str) -> None:
             raise GazeprepError(f"table {name!r}: column {c!r} has dtype {got[c]}, expected {t}")
 
 
-def reject(
-    dataset: str, case_id: str | None, stage: str, file: str | None, row: int | None, reason: str
-) -> dict:
+def reject(dataset: str, case_id: str | None, stage: str, file: str | None, row: int | None, reason: str) -> dict:
     """One row for the ``rejects`` table (a dict; collect and build the frame with :func:`rejects_frame`)."""
     return {"dataset": dataset, "case_id": case_id, "stage": stage, "file": file, "row": row, "reason": reason}
 

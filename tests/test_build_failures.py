@@ -105,7 +105,10 @@ def test_fatal_error_classifies_io_memory_and_data_problems(tmp_path):
 
 def test_errors_cross_process_boundaries():
     """Workers hand their fatal errors to the driver by pickling them."""
-    for exc in (StorageError("/o/.parts/c.part", "File too large"), InputFormatError("f.csv", "bad", row=4, column="x")):
+    for exc in (
+        StorageError("/o/.parts/c.part", "File too large"),
+        InputFormatError("f.csv", "bad", row=4, column="x"),
+    ):
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc) and str(back) == str(exc) and back.path == exc.path
 
@@ -175,12 +178,16 @@ def test_memory_error_is_fatal_and_data_errors_stay_rejects(tmp_path, monkeypatc
             raise exc
         return real(st, case_id, store)
 
-    monkeypatch.setattr(build_mod, "_compute_case", lambda st, c, s: broken(st, c, s, MemoryError("Unable to allocate 3.64 TiB")))
+    monkeypatch.setattr(
+        build_mod, "_compute_case", lambda st, c, s: broken(st, c, s, MemoryError("Unable to allocate 3.64 TiB"))
+    )
     with pytest.raises(GazeprepError, match=rf"case '{victim}': out of memory \(Unable to allocate 3.64 TiB\)"):
         build_heatmaps(_opts(tmp_path / "a"))
     assert not (tmp_path / "a" / "manifest.json").exists()
     # an OSError without errno (a damaged image Pillow cannot decode) is a problem of that case only
-    monkeypatch.setattr(build_mod, "_compute_case", lambda st, c, s: broken(st, c, s, OSError("cannot identify image file")))
+    monkeypatch.setattr(
+        build_mod, "_compute_case", lambda st, c, s: broken(st, c, s, OSError("cannot identify image file"))
+    )
     s = build_heatmaps(_opts(tmp_path / "b"))
     rej = load_export(s.out).tables["rejects"]
     row = rej.filter(rej["case_id"] == victim).row(0, named=True)
@@ -203,8 +210,22 @@ def test_file_size_limit_exits_1_naming_the_file(tmp_path, workers):
     workers too; the build stops with one line naming the file and writes no manifest."""
     out = tmp_path / "out"
     proc = _cli(
-        ["build-heatmaps", "--dataset", "reflacx", "--out", str(out), "--size", "256", "--recipe",
-         "reflacx-official", "--dtype", "float32", "--workers", workers, "--quiet"],
+        [
+            "build-heatmaps",
+            "--dataset",
+            "reflacx",
+            "--out",
+            str(out),
+            "--size",
+            "256",
+            "--recipe",
+            "reflacx-official",
+            "--dtype",
+            "float32",
+            "--workers",
+            workers,
+            "--quiet",
+        ],
         _env(tmp_path),
         preexec_fn=_limit_file_size(64 * 1024),
         timeout=300,
@@ -223,10 +244,25 @@ def test_file_size_limit_exits_1_naming_the_file(tmp_path, workers):
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_stops_workers_commits_nothing_and_resumes(tmp_path, workers):
     out = tmp_path / "out"
-    args = ["build-heatmaps", "--dataset", "reflacx", "--out", str(out), "--size", "32", "--workers", workers, "--quiet"]
+    args = [
+        "build-heatmaps",
+        "--dataset",
+        "reflacx",
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--workers",
+        workers,
+        "--quiet",
+    ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gazeprep", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_env(tmp_path, delay_s=1.0), start_new_session=True,
+        [sys.executable, "-m", "gazeprep", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path, delay_s=1.0),
+        start_new_session=True,
     )
     deadline = time.monotonic() + 240
     while not list((out / ".parts").glob("*.part")) and proc.poll() is None and time.monotonic() < deadline:
@@ -259,8 +295,10 @@ def test_a_worker_killed_mid_build_stops_it_with_one_line(tmp_path):
     proc = _cli(args, _env(tmp_path, kill_case="P201R336780"), timeout=300)
     assert proc.returncode == 1, proc.stderr
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert err == ["error: a worker process died (killed, or out of memory?); finished cases are kept: rerun "
-                   "the same command to resume, with fewer --workers if memory is short"]
+    assert err == [
+        "error: a worker process died (killed, or out of memory?); finished cases are kept: rerun "
+        "the same command to resume, with fewer --workers if memory is short"
+    ]
     assert "Traceback" not in proc.stderr
     assert not (out / "manifest.json").exists()
     again = _cli(args, _env(tmp_path))
@@ -279,8 +317,13 @@ def test_kill_9_of_the_driver_then_rerun(tmp_path):
     out = tmp_path / "out"
     args = ["build-heatmaps", "--dataset", "reflacx", "--out", str(out), "--size", "32", "--workers", "2", "--quiet"]
     # no pipes: orphaned workers would hold them open
-    proc = subprocess.Popen([sys.executable, "-m", "gazeprep", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=_env(tmp_path, delay_s=1.0), start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gazeprep", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(tmp_path, delay_s=1.0),
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not list((out / ".parts").glob("*.part")) and proc.poll() is None and time.monotonic() < deadline:
@@ -316,7 +359,9 @@ def test_reject_fraction_above_the_limit_exits_1_after_writing(tmp_path):
     root = tmp_path / "rel"
     shutil.copytree(SAMPLE, root)
     broken = _break_cases(root, 6)  # 6 of the 11 live cases (P102R429792 is discarded)
-    with pytest.raises(RejectPolicyError, match=r"6 of 11 cases \(55%\) were rejected, more than --max-reject-fraction 0.5") as ei:
+    with pytest.raises(
+        RejectPolicyError, match=r"6 of 11 cases \(55%\) were rejected, more than --max-reject-fraction 0.5"
+    ) as ei:
         build_heatmaps(_opts(tmp_path / "a", root=root))
     s = ei.value.summary
     assert (s.n_live, s.n_rejected_cases) == (11, 6) and s.reject_fraction == pytest.approx(6 / 11)
@@ -337,8 +382,24 @@ def test_zero_maps_exits_1_with_the_reasons(tmp_path, capsys):
     from gazeprep.cli import run
 
     out = tmp_path / "anat"
-    code = run(["build-heatmaps", "--dataset", "reflacx", "--recipe", "reflacx-anatomy", "--out", str(out),
-                "--size", "32", "--workers", "1", "--quiet", "--anatomy-dir", str(tmp_path / "no-masks")])
+    code = run(
+        [
+            "build-heatmaps",
+            "--dataset",
+            "reflacx",
+            "--recipe",
+            "reflacx-anatomy",
+            "--out",
+            str(out),
+            "--size",
+            "32",
+            "--workers",
+            "1",
+            "--quiet",
+            "--anatomy-dir",
+            str(tmp_path / "no-masks"),
+        ]
+    )
     cap = capsys.readouterr()
     assert code == 1
     errors = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
@@ -361,8 +422,25 @@ def test_summary_lists_file_and_row_of_rejects(tmp_path, capsys):
 
     egd = sample_data_dir() / "egd-cxr"
     out = tmp_path / "egd"
-    assert run(["build-heatmaps", "--dataset", "egd-cxr", "--root", str(egd), "--out", str(out), "--size", "32",
-                "--workers", "1", "--quiet"]) == 0
+    assert (
+        run(
+            [
+                "build-heatmaps",
+                "--dataset",
+                "egd-cxr",
+                "--root",
+                str(egd),
+                "--out",
+                str(out),
+                "--size",
+                "32",
+                "--workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     rej = load_export(out).tables["rejects"].sort("case_id")
     first = rej.row(0, named=True)
@@ -422,8 +500,16 @@ def test_two_concurrent_cli_builds(tmp_path):
     out = tmp_path / "out"
     args = ["build-heatmaps", "--dataset", "reflacx", "--out", str(out), "--size", "32", "--workers", "1", "--quiet"]
     env = _env(tmp_path, delay_s=0.5)  # >= 6 s of cases: the two runs overlap
-    procs = [subprocess.Popen([sys.executable, "-m", "gazeprep", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gazeprep", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     results = [(p.pid, *p.communicate(timeout=300), p.returncode) for p in procs]
     codes = sorted(r[3] for r in results)
     assert codes == [0, 1], results
@@ -443,7 +529,9 @@ def test_replacing_another_recipes_export_needs_force(tmp_path):
     before = _digests(out)
     with pytest.raises(GazeprepError, match=r"built with recipe 'reflacx-label-specific' with other settings.*--force"):
         build_heatmaps(_opts(out, size=48))
-    with pytest.raises(GazeprepError, match=r"built with recipe 'reflacx-label-specific', not 'reflacx-official'.*--force"):
+    with pytest.raises(
+        GazeprepError, match=r"built with recipe 'reflacx-label-specific', not 'reflacx-official'.*--force"
+    ):
         build_heatmaps(_opts(out, recipe="reflacx-official"))
     assert _digests(out) == before
     build_heatmaps(_opts(out, size=32))  # the same recipe: a rebuild, no --force needed

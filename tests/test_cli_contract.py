@@ -47,7 +47,9 @@ def _visible_options(cmd):
 
 def _value_options(cmd):
     """Visible options taking a value (not flags), with their parameter object."""
-    return [p for p in _visible_options(cmd) if not getattr(p, "is_flag", False) and p.opts and p.opts[0].startswith("--")]
+    return [
+        p for p in _visible_options(cmd) if not getattr(p, "is_flag", False) and p.opts and p.opts[0].startswith("--")
+    ]
 
 
 def _kind(param) -> str:
@@ -83,9 +85,23 @@ def assert_usage_error(code, out, err, *, contains=None):
 def test_the_walk_finds_every_command():
     names = set(IDS)
     # the commands the issue names, plus the groups' leaves
-    for expected in ("synth", "ingest", "datasets", "label-reports", "build-heatmaps", "recipes", "evaluate", "preview",
-                     "sweep-windows", "train", "predict", "models", "anatomy train", "anatomy predict",
-                     "anatomy export-masks"):
+    for expected in (
+        "synth",
+        "ingest",
+        "datasets",
+        "label-reports",
+        "build-heatmaps",
+        "recipes",
+        "evaluate",
+        "preview",
+        "sweep-windows",
+        "train",
+        "predict",
+        "models",
+        "anatomy train",
+        "anatomy predict",
+        "anatomy export-masks",
+    ):
         assert expected in names
 
 
@@ -109,8 +125,11 @@ def test_misspelt_option_gets_a_hint(path, capsys):
     assert_usage_error(code, out, err, contains=opts[0])  # "(Possible options: ...)" / "Did you mean"
 
 
-@pytest.mark.parametrize("path", [p for p, c in LEAVES if any(x.required for x in c.params)],
-                         ids=[i for i, (p, c) in zip(IDS, LEAVES) if any(x.required for x in c.params)])
+@pytest.mark.parametrize(
+    "path",
+    [p for p, c in LEAVES if any(x.required for x in c.params)],
+    ids=[i for i, (p, c) in zip(IDS, LEAVES) if any(x.required for x in c.params)],
+)
 def test_missing_required_value_is_a_usage_error(path, capsys):
     code, out, err = run(list(path), capsys)
     assert_usage_error(code, out, err)
@@ -138,26 +157,29 @@ def test_invalid_values_are_usage_errors(path, capsys):
         pytest.skip(f"gazeprep {' '.join(path)} has no typed option")
 
 
-@pytest.mark.parametrize("args", [
-    ["ingest", "--dataset", "reflacx", "--workers", "0"],
-    ["synth", "--dataset", "reflacx", "--cases", "0"],
-    ["train", "--arch", "x", "--export", "e", "--epochs", "0"],
-    ["anatomy", "train", "--preset", "tiny", "--epochs", "0"],
-    ["anatomy", "train", "--preset", "tiny", "--val-fraction", "1.5"],
-    ["sweep-windows", "--workers", "-1"],
-    ["evaluate", "--n-boot", "3"],
-    ["anatomy", "predict", "--executor", "dask"],
-    ["sweep-windows", "--executor", "dask"],
-    ["train", "--arch", "x", "--export", "e", "--device", "tpu"],
-    ["anatomy", "export-masks", "--heart-cut-top", "2"],
-    ["synth", "--dataset", "nope"],
-    ["ingest", "--dataset", "nope"],
-    ["evaluate", "--by", "case"],
-    ["evaluate", "--iou-threshold", "best"],
-    ["evaluate", "--gt-binarize", "otsu"],
-    ["evaluate", "--out", "summary.txt"],
-    ["sweep-windows", "--stage", "3"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ingest", "--dataset", "reflacx", "--workers", "0"],
+        ["synth", "--dataset", "reflacx", "--cases", "0"],
+        ["train", "--arch", "x", "--export", "e", "--epochs", "0"],
+        ["anatomy", "train", "--preset", "tiny", "--epochs", "0"],
+        ["anatomy", "train", "--preset", "tiny", "--val-fraction", "1.5"],
+        ["sweep-windows", "--workers", "-1"],
+        ["evaluate", "--n-boot", "3"],
+        ["anatomy", "predict", "--executor", "dask"],
+        ["sweep-windows", "--executor", "dask"],
+        ["train", "--arch", "x", "--export", "e", "--device", "tpu"],
+        ["anatomy", "export-masks", "--heart-cut-top", "2"],
+        ["synth", "--dataset", "nope"],
+        ["ingest", "--dataset", "nope"],
+        ["evaluate", "--by", "case"],
+        ["evaluate", "--iou-threshold", "best"],
+        ["evaluate", "--gt-binarize", "otsu"],
+        ["evaluate", "--out", "summary.txt"],
+        ["sweep-windows", "--stage", "3"],
+    ],
+)
 def test_out_of_range_and_unknown_choices(args, capsys):
     code, out, err = run(args, capsys)
     assert_usage_error(code, out, err, contains="Invalid value")
@@ -178,19 +200,22 @@ def test_a_group_without_a_command_prints_its_help_on_stderr_and_exits_2(group, 
     assert "Usage: gazeprep" in err and "Commands:" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize(("args", "mode"), [
-    (["synth", "--dataset", "reflacx", "--out", "{file}"], "folder"),
-    (["ingest", "--dataset", "reflacx", "--out", "{file}"], "folder"),
-    (["preview", "--export", "e", "--out", "{file}"], "folder"),
-    (["train", "--arch", "x", "--export", "e", "--out", "{file}"], "folder"),
-    (["predict", "--model", "m", "--export", "e", "--out", "{file}"], "folder"),
-    (["anatomy", "train", "--preset", "tiny", "--out", "{file}"], "folder"),
-    (["anatomy", "predict", "--model", "m", "--out", "{file}"], "folder"),
-    (["anatomy", "export-masks", "--anatomy-dir", "a", "--out", "{file}"], "folder"),
-    (["build-heatmaps", "--dataset", "reflacx", "--out", "{file}"], "folder"),
-    (["label-reports", "r.csv", "--id-column", "i", "--text-column", "t", "--out", "{dir}"], "file"),
-    (["evaluate", "--pred", "p", "--gt", "g", "--out", "{dir}/s.csv", "--pairs-out", "{dir}"], "file"),
-])
+@pytest.mark.parametrize(
+    ("args", "mode"),
+    [
+        (["synth", "--dataset", "reflacx", "--out", "{file}"], "folder"),
+        (["ingest", "--dataset", "reflacx", "--out", "{file}"], "folder"),
+        (["preview", "--export", "e", "--out", "{file}"], "folder"),
+        (["train", "--arch", "x", "--export", "e", "--out", "{file}"], "folder"),
+        (["predict", "--model", "m", "--export", "e", "--out", "{file}"], "folder"),
+        (["anatomy", "train", "--preset", "tiny", "--out", "{file}"], "folder"),
+        (["anatomy", "predict", "--model", "m", "--out", "{file}"], "folder"),
+        (["anatomy", "export-masks", "--anatomy-dir", "a", "--out", "{file}"], "folder"),
+        (["build-heatmaps", "--dataset", "reflacx", "--out", "{file}"], "folder"),
+        (["label-reports", "r.csv", "--id-column", "i", "--text-column", "t", "--out", "{dir}"], "file"),
+        (["evaluate", "--pred", "p", "--gt", "g", "--out", "{dir}/s.csv", "--pairs-out", "{dir}"], "file"),
+    ],
+)
 def test_out_naming_the_wrong_kind_of_path_is_a_usage_error(args, mode, tmp_path, capsys):
     f = tmp_path / "exists.txt"
     f.write_text("keep me\n")
@@ -206,12 +231,15 @@ def test_preview_unknown_target_lists_the_known_ones(tmp_path, capsys):
 
     from gazeprep.export import CaseResult, finalize
 
-    cases = pl.DataFrame({"dataset": ["reflacx"], "case_id": ["c1"], "split": ["test"],
-                          "image_height_px": [8], "image_width_px": [8]})
+    cases = pl.DataFrame(
+        {"dataset": ["reflacx"], "case_id": ["c1"], "split": ["test"], "image_height_px": [8], "image_width_px": [8]}
+    )
     maps = {"full": np.ones((8, 8), np.float32), "pleural_abnormality": np.ones((8, 8), np.float32)}
     export = finalize(tmp_path / "ex", [CaseResult("c1", "h-c1", {"cases": cases}, maps)], recipe=None, fsync=False)
-    code, out, err = run(["preview", "--export", export, "--case", "c1", "--target", "pleural_abnormalty",
-                          "--out", tmp_path / "pv"], capsys)
+    code, out, err = run(
+        ["preview", "--export", export, "--case", "c1", "--target", "pleural_abnormalty", "--out", tmp_path / "pv"],
+        capsys,
+    )
     assert_usage_error(code, out, err, contains="'pleural_abnormalty'")
     assert "full, pleural_abnormality" in err
     assert not (tmp_path / "pv").exists()
@@ -272,7 +300,7 @@ def test_old_spellings_are_hidden_but_still_work(path, old, new, dest, capsys, m
     base = list(ALIAS_BASE[path])
     if new in base:  # testing the old spelling of an option the base gives: drop the new one
         i = base.index(new)
-        del base[i:i + 2]
+        del base[i : i + 2]
     command = typer.main.get_command(cli.app)
     with pytest.raises(Reached):
         with command.make_context("gazeprep", [*path, *base, old, "some/where"]) as ctx:
@@ -294,7 +322,10 @@ def test_one_vocabulary_in_help():
     for path, cmd in LEAVES:
         for p in _visible_options(cmd):
             for o in p.opts + p.secondary_opts:
-                assert o not in ("--mimic-root", "--images-root", "--model-dir", "--progress", "--no-progress"), (path, o)
+                assert o not in ("--mimic-root", "--images-root", "--model-dir", "--progress", "--no-progress"), (
+                    path,
+                    o,
+                )
             if "--config" in p.opts:
                 assert p.metavar == "PATH", path
             if "--model" in p.opts:
@@ -317,13 +348,16 @@ def test_help_reads_well(path, capsys):
 # --- domain errors, interrupts, internal errors -------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [
-    ["ingest", "--dataset", "reflacx", "--root", "{tmp}/missing", "--out", "{tmp}/o"],
-    ["build-heatmaps", "--dataset", "reflacx", "--root", "{tmp}/missing", "--out", "{tmp}/o"],
-    ["info", "{tmp}/missing"],
-    ["evaluate", "--pred", "{tmp}/missing", "--gt", "{tmp}/missing"],
-    ["label-reports", "{tmp}/missing.csv", "--id-column", "i", "--text-column", "t", "--out", "{tmp}/m.parquet"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ingest", "--dataset", "reflacx", "--root", "{tmp}/missing", "--out", "{tmp}/o"],
+        ["build-heatmaps", "--dataset", "reflacx", "--root", "{tmp}/missing", "--out", "{tmp}/o"],
+        ["info", "{tmp}/missing"],
+        ["evaluate", "--pred", "{tmp}/missing", "--gt", "{tmp}/missing"],
+        ["label-reports", "{tmp}/missing.csv", "--id-column", "i", "--text-column", "t", "--out", "{tmp}/m.parquet"],
+    ],
+)
 def test_domain_errors_are_one_error_line_and_exit_1(args, tmp_path, capsys):
     code, out, err = run([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
     assert code == 1, err
@@ -373,7 +407,9 @@ def test_unexpected_exception_is_one_line_and_a_saved_traceback(tmp_path, capsys
     assert "Traceback" not in out + err
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1
-    m = re.fullmatch(r"error: internal error: ZeroDivisionError: float division by zero \(traceback saved to (.+)\)", errors[0])
+    m = re.fullmatch(
+        r"error: internal error: ZeroDivisionError: float division by zero \(traceback saved to (.+)\)", errors[0]
+    )
     assert m, errors[0]
     saved = Path(m.group(1))
     assert saved.parent == tmp_path / "tb" and saved.is_file()
@@ -409,8 +445,13 @@ def test_without_debug_there_is_no_traceback(tmp_path, capsys, monkeypatch):
 
 
 def test_shell_completion_is_on():
-    env = {**os.environ, "_GAZEPREP_COMPLETE": "complete_bash", "COMP_WORDS": "gazeprep synth --dataset ",
-           "COMP_CWORD": "3", "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}
+    env = {
+        **os.environ,
+        "_GAZEPREP_COMPLETE": "complete_bash",
+        "COMP_WORDS": "gazeprep synth --dataset ",
+        "COMP_CWORD": "3",
+        "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1]),
+    }
     proc = subprocess.run([sys.executable, "-m", "gazeprep"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["reflacx", "egd-cxr", "mimic-cxr"]
@@ -420,8 +461,9 @@ def test_shell_completion_is_on():
 
 
 def test_debug_on_a_domain_error_keeps_exit_1(tmp_path, capsys):
-    code, out, err = run(["--debug", "ingest", "--dataset", "reflacx", "--root", tmp_path / "missing", "--out",
-                          tmp_path / "o"], capsys)
+    code, out, err = run(
+        ["--debug", "ingest", "--dataset", "reflacx", "--root", tmp_path / "missing", "--out", tmp_path / "o"], capsys
+    )
     assert code == 1 and "Traceback (most recent call last)" in err and "error:" in err
 
 
@@ -486,8 +528,12 @@ def test_help_of_every_command_works_without_torch():
 
 
 def test_closed_stdout_exits_quietly():
-    proc = subprocess.Popen([sys.executable, "-m", "gazeprep", "recipes"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gazeprep", "recipes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])},
+    )
     proc.stdout.close()  # like `| head -0`: nobody reads
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == cli.EXIT_BROKEN_PIPE
@@ -498,15 +544,44 @@ def test_closed_stdout_exits_quietly():
 def test_ctrl_c_during_build_heatmaps_exits_130_and_commits_nothing(tmp_path):
     """A real SIGINT to a running build on a freshly synthesised release bigger than the sample data."""
     root, out = tmp_path / "reflacx", tmp_path / "out"
-    proc = _python(["-m", "gazeprep", "synth", "--dataset", "reflacx", "--cases", "200", "--gaze-cases", "0",
-                    "--out", str(root), "--quiet"])
+    proc = _python(
+        [
+            "-m",
+            "gazeprep",
+            "synth",
+            "--dataset",
+            "reflacx",
+            "--cases",
+            "200",
+            "--gaze-cases",
+            "0",
+            "--out",
+            str(root),
+            "--quiet",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(cli.__file__).resolve().parents[1])
     build = subprocess.Popen(
-        [sys.executable, "-m", "gazeprep", "build-heatmaps", "--dataset", "reflacx", "--root", str(root),
-         "--out", str(out), "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "gazeprep",
+            "build-heatmaps",
+            "--dataset",
+            "reflacx",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     chunks: list[str] = []
 

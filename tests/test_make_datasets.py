@@ -37,7 +37,10 @@ RECIPE_FILES = sorted((REPO / "pipelines").glob("*.yaml"))
 def _recipes(repo: Path) -> list[str]:
     """The shipped recipes of a repository copy that `make datasets` builds: those of the three
     releases (a ``dataset: declared`` template has no release to read)."""
-    return sorted(p.stem for p in (repo / "pipelines").glob("*.yaml") if _dataset(repo, p.stem) in ("reflacx", "egd-cxr"))
+    return sorted(
+        p.stem for p in (repo / "pipelines").glob("*.yaml") if _dataset(repo, p.stem) in ("reflacx", "egd-cxr")
+    )
+
 
 needs_make = pytest.mark.skipif(
     shutil.which("make") is None or shutil.which("git") is None or not (REPO / ".git").exists(),
@@ -114,8 +117,16 @@ def test_stamp_content_mode_ignores_touch_and_sees_edits(tmp_path: Path) -> None
     (src / "__pycache__" / "mod.cpython-311.py").write_text("ignored\n")
     (tmp_path / "pyproject.toml").write_text("[project]\n")
     stamp = tmp_path / "code.stamp"
-    args = [str(stamp), str(tmp_path / "pyproject.toml"), str(src), "--content", "--suffix", ".py",
-            "--exclude", "__pycache__"]
+    args = [
+        str(stamp),
+        str(tmp_path / "pyproject.toml"),
+        str(src),
+        "--content",
+        "--suffix",
+        ".py",
+        "--exclude",
+        "__pycache__",
+    ]
     r = _stamp(*args)
     assert "(2 files)" in r.stderr  # pyproject.toml (named directly) + mod.py
     before = stamp.read_text()
@@ -184,7 +195,7 @@ def _manifest_mtimes(out: Path, recipes: list[str]) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- Makefile logic (fake gazeprep)
-FAKE_GAZEPREP = r'''
+FAKE_GAZEPREP = r"""
 import json, os, sys
 from pathlib import Path
 args = sys.argv[1:]
@@ -205,7 +216,7 @@ elif args[0] == "build-heatmaps":
     if recipe == fail:
         print("error: 7 of 8 cases rejected (more than --max-reject-fraction 0.5)", file=sys.stderr)
         sys.exit(1)
-'''
+"""
 
 
 class FakeRepo:
@@ -233,11 +244,17 @@ class FakeRepo:
 
 
 def _built(calls: list[dict]) -> list[str]:
-    return sorted(Path(c["args"][c["args"].index("--recipe") + 1]).stem for c in calls if c["args"][0] == "build-heatmaps")
+    return sorted(
+        Path(c["args"][c["args"].index("--recipe") + 1]).stem for c in calls if c["args"][0] == "build-heatmaps"
+    )
 
 
 def _by_recipe(calls: list[dict]) -> dict[str, list[str]]:
-    return {Path(c["args"][c["args"].index("--recipe") + 1]).stem: c["args"] for c in calls if c["args"][0] == "build-heatmaps"}
+    return {
+        Path(c["args"][c["args"].index("--recipe") + 1]).stem: c["args"]
+        for c in calls
+        if c["args"][0] == "build-heatmaps"
+    }
 
 
 @needs_make

@@ -51,8 +51,11 @@ def _repo_files(folder: str, suffix: str | None = None) -> list[str]:
 
 def _clean_env(**extra: str) -> dict[str, str]:
     """The environment for a child process: no PYTHONPATH or override variables leaking in."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"PYTHONPATH", "PYTHONHOME", paths.RECIPES_ENV, paths.RULES_ENV, "GAZEPREP_DEBUG"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "PYTHONHOME", paths.RECIPES_ENV, paths.RULES_ENV, "GAZEPREP_DEBUG"}
+    }
     env.update(extra)
     return env
 
@@ -82,9 +85,24 @@ class WheelVenv:
                 shutil.copy2(p, src / name)
         dist = self.root / "dist"
         r = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-             "-q", "-w", str(dist), str(src)],
-            capture_output=True, text=True, cwd=self.root, env=_clean_env(), timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "-q",
+                "-w",
+                str(dist),
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            env=_clean_env(),
+            timeout=300,
         )
         assert r.returncode == 0, f"wheel build failed:\n{r.stdout}\n{r.stderr}"
         wheels = sorted(dist.glob("gazeprep-*.whl"))
@@ -95,30 +113,56 @@ class WheelVenv:
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(self.venv)], check=True, timeout=120)
         purelib = subprocess.run(
             [str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True, env=_clean_env(), cwd=self.work,
+            capture_output=True,
+            text=True,
+            check=True,
+            env=_clean_env(),
+            cwd=self.work,
         ).stdout.strip()
         # Dependencies come from this environment's site-packages, appended after the venv's own.
         dev_sites = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
         (Path(purelib) / "_gazeprep_test_deps.pth").write_text("".join(f"{d}\n" for d in dev_sites))
         r = subprocess.run(
-            [sys.executable, "-m", "pip", "--python", str(self.python), "install", "--no-deps", "--no-index",
-             "-q", str(self.wheel)],
-            capture_output=True, text=True, cwd=self.work, env=_clean_env(), timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                str(self.python),
+                "install",
+                "--no-deps",
+                "--no-index",
+                "-q",
+                str(self.wheel),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=self.work,
+            env=_clean_env(),
+            timeout=300,
         )
         assert r.returncode == 0, f"wheel install failed:\n{r.stdout}\n{r.stderr}"
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
         """Run the venv's ``gazeprep`` entry point from the work folder."""
         return subprocess.run(
-            [str(self.gazeprep_bin), *args], capture_output=True, text=True, cwd=self.work,
-            env=_clean_env(GAZEPREP_TRACEBACK_DIR=str(self.root / "tracebacks"), **(env or {})), timeout=timeout,
+            [str(self.gazeprep_bin), *args],
+            capture_output=True,
+            text=True,
+            cwd=self.work,
+            env=_clean_env(GAZEPREP_TRACEBACK_DIR=str(self.root / "tracebacks"), **(env or {})),
+            timeout=timeout,
         )
 
     def python_c(self, code: str, *args: str) -> subprocess.CompletedProcess:
         """Run ``python -c code args`` with the venv's interpreter from the work folder."""
         return subprocess.run(
-            [str(self.python), "-c", code, *args], capture_output=True, text=True, cwd=self.work,
-            env=_clean_env(GAZEPREP_TRACEBACK_DIR=str(self.root / "tracebacks")), timeout=300,
+            [str(self.python), "-c", code, *args],
+            capture_output=True,
+            text=True,
+            cwd=self.work,
+            env=_clean_env(GAZEPREP_TRACEBACK_DIR=str(self.root / "tracebacks")),
+            timeout=300,
         )
 
 
@@ -186,8 +230,17 @@ def test_wheel_recipes_env_override(wheel_venv, tmp_path):
 @pytest.mark.slow
 def test_wheel_build_heatmaps_on_sample_data(wheel_venv, tmp_path):
     out = tmp_path / "out"
-    r = wheel_venv.run("build-heatmaps", "--dataset", "reflacx", "--root", str(REPO / "sample_data" / "reflacx"),
-                       "--out", str(out), "--workers", "1")
+    r = wheel_venv.run(
+        "build-heatmaps",
+        "--dataset",
+        "reflacx",
+        "--root",
+        str(REPO / "sample_data" / "reflacx"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["recipe"]["name"] == "reflacx-label-specific"
@@ -210,8 +263,19 @@ def test_wheel_label_reports_loads_the_shipped_rules(wheel_venv, tmp_path):
     csv = tmp_path / "reports.csv"
     csv.write_text("id,text\nr1,Small left pleural effusion. No pneumothorax.\nr2,Heart size is normal.\n")
     out, summary = tmp_path / "m.parquet", tmp_path / "s.parquet"
-    r = wheel_venv.run("label-reports", str(csv), "--id-column", "id", "--text-column", "text",
-                       "--out", str(out), "--summary", str(summary), "--quiet")
+    r = wheel_venv.run(
+        "label-reports",
+        str(csv),
+        "--id-column",
+        "id",
+        "--text-column",
+        "text",
+        "--out",
+        str(out),
+        "--summary",
+        str(summary),
+        "--quiet",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     s = pl.read_parquet(summary)
     status = {(row["id"], row["label"]): row["status"] for row in s.iter_rows(named=True)}

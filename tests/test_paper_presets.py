@@ -30,23 +30,53 @@ def _with_output(recipe: Recipe, **changes) -> Recipe:
 
 
 def _whole(case_id="d1") -> pl.DataFrame:
-    return pl.DataFrame({"dataset": ["egd-cxr"], "case_id": [case_id], "target": ["full"], "window_idx": [0],
-                         "t_start_s": [None], "t_end_s": [None]},
-                        schema={"dataset": pl.Utf8, "case_id": pl.Utf8, "target": pl.Utf8, "window_idx": pl.Int32,
-                                "t_start_s": pl.Float64, "t_end_s": pl.Float64})
+    return pl.DataFrame(
+        {
+            "dataset": ["egd-cxr"],
+            "case_id": [case_id],
+            "target": ["full"],
+            "window_idx": [0],
+            "t_start_s": [None],
+            "t_end_s": [None],
+        },
+        schema={
+            "dataset": pl.Utf8,
+            "case_id": pl.Utf8,
+            "target": pl.Utf8,
+            "window_idx": pl.Int32,
+            "t_start_s": pl.Float64,
+            "t_end_s": pl.Float64,
+        },
+    )
 
 
 def _fixations(x, y) -> pl.DataFrame:
     n = len(x)
-    return pl.DataFrame({"dataset": "egd-cxr", "case_id": "d1", "fixation_idx": np.arange(n, dtype=np.int32),
-                         "t_start_s": np.arange(n) * 0.3, "t_end_s": np.arange(n) * 0.3 + 0.2,
-                         "x_px": np.asarray(x, float), "y_px": np.asarray(y, float)})
+    return pl.DataFrame(
+        {
+            "dataset": "egd-cxr",
+            "case_id": "d1",
+            "fixation_idx": np.arange(n, dtype=np.int32),
+            "t_start_s": np.arange(n) * 0.3,
+            "t_end_s": np.arange(n) * 0.3 + 0.2,
+            "x_px": np.asarray(x, float),
+            "y_px": np.asarray(y, float),
+        }
+    )
 
 
 def _samples(x, y) -> pl.DataFrame:
     n = len(x)
-    return pl.DataFrame({"dataset": "egd-cxr", "case_id": "d1", "sample_idx": np.arange(n, dtype=np.int32),
-                         "t_s": np.arange(n) / 60.0, "x_px": np.asarray(x, float), "y_px": np.asarray(y, float)})
+    return pl.DataFrame(
+        {
+            "dataset": "egd-cxr",
+            "case_id": "d1",
+            "sample_idx": np.arange(n, dtype=np.int32),
+            "t_s": np.arange(n) / 60.0,
+            "x_px": np.asarray(x, float),
+            "y_px": np.asarray(y, float),
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------ EGD-CXR
@@ -113,7 +143,7 @@ def _gaussian_blur_reflect101(img: np.ndarray, ksize: int) -> np.ndarray:
     out = img.astype(np.float64)
     for axis in (0, 1):
         mode = "edge" if out.shape[axis] == 1 else "reflect"
-        out = np.apply_along_axis(lambda v: np.convolve(np.pad(v, r, mode=mode), k, mode="valid"), axis, out)
+        out = np.apply_along_axis(lambda v, m=mode: np.convolve(np.pad(v, r, mode=m), k, mode="valid"), axis, out)
     return out
 
 
@@ -131,8 +161,8 @@ def _mtunet_code(X, Y, H, W, ksize, out_h, out_w, stride, wrap=True):
     Hc, Wc = out_h * stride, out_w * stride
     top, left = int((Hc - H) / 2), int((Wc - W) / 2)
     canvas = np.zeros((Hc, Wc))
-    src = blur[max(0, -top):, max(0, -left):][:Hc - max(0, top), :Wc - max(0, left)]
-    canvas[max(0, top):max(0, top) + src.shape[0], max(0, left):max(0, left) + src.shape[1]] = src
+    src = blur[max(0, -top) :, max(0, -left) :][: Hc - max(0, top), : Wc - max(0, left)]
+    canvas[max(0, top) : max(0, top) + src.shape[0], max(0, left) : max(0, left) + src.shape[1]] = src
     g = canvas[::stride, ::stride]
     return (g - g.min()) / (g.max() - g.min())
 
@@ -149,11 +179,14 @@ def _release_positions(xs, ys, H, W, pads):
 
 
 @pytest.mark.parametrize("variant", ["max", "sum"])
-@pytest.mark.parametrize("H,W,ksize,grid", [
-    (37, 29, 31, (10, 8, 5)),    # odd sizes, canvas 50 x 40: padding on every side
-    (44, 61, 21, (10, 12, 5)),   # an odd crop (61 -> 60) on x, padding on y
-    (23, 18, 61, (5, 4, 5)),     # a kernel far wider than the image: repeated reflections
-])
+@pytest.mark.parametrize(
+    "H,W,ksize,grid",
+    [
+        (37, 29, 31, (10, 8, 5)),  # odd sizes, canvas 50 x 40: padding on every side
+        (44, 61, 21, (10, 12, 5)),  # an odd crop (61 -> 60) on x, padding on y
+        (23, 18, 61, (5, 4, 5)),  # a kernel far wider than the image: repeated reflections
+    ],
+)
 def test_egd_gaze_samples_equal_mtunet_code(variant, H, W, ksize, grid):
     out_h, out_w, stride = grid
     rec = load_recipe(f"egd-gaze-samples-{variant}")

@@ -13,8 +13,13 @@ from gazeprep.paths import default_pipelines_dir
 from gazeprep.recipes import Recipe, list_recipes, load_recipe
 
 SHIPPED = {
-    "reflacx-label-specific", "reflacx-official", "reflacx-full-report", "egd-static", "egd-temporal",
-    "egd-gaze-samples-max", "egd-gaze-samples-sum",
+    "reflacx-label-specific",
+    "reflacx-official",
+    "reflacx-full-report",
+    "egd-static",
+    "egd-temporal",
+    "egd-gaze-samples-max",
+    "egd-gaze-samples-sum",
 }
 
 
@@ -34,9 +39,17 @@ def test_every_shipped_recipe_loads():
 def test_documented_parameters():
     ls = load_recipe("reflacx-label-specific")
     assert (ls.window.kind, ls.window.lag_s, ls.window.not_before, ls.window.end) == (
-        "sentence", 1.5, "previous_sentence_start", "last_mention")
+        "sentence",
+        1.5,
+        "previous_sentence_start",
+        "last_mention",
+    )
     assert (ls.render.weight, ls.render.clip_to_shown_rect, ls.render.normalize, ls.render.aggregate) == (
-        "window_overlap", True, "max", "max")
+        "window_overlap",
+        True,
+        "max",
+        "max",
+    )
     assert (ls.output.size, ls.output.letterbox_rule) == (512, "ricbl")
     off = load_recipe("reflacx-official")
     assert (off.render.weight, off.render.normalize, off.output.size) == ("duration", "sum", "native")
@@ -45,7 +58,11 @@ def test_documented_parameters():
     for v, norm in (("max", "minmax"), ("sum", "sum")):  # max: MT-UNet's min-max over its 640 x 512 sample
         r = load_recipe(f"egd-gaze-samples-{v}")
         assert (r.render.source, r.render.normalize, r.output.shape, r.output.stride) == (
-            "gaze_samples", norm, (640, 512), 5)
+            "gaze_samples",
+            norm,
+            (640, 512),
+            5,
+        )
 
 
 def test_resolved_and_hash_are_stable():
@@ -170,7 +187,11 @@ def test_legal_edges_load(tmp_path):
 
     # 16384 x 8192 float32 = exactly 512 MiB: at the limit, allowed
     assert map_bytes(16384, 8192) == MAX_MAP_BYTES == 512 * 1024 * 1024
-    for size, fit in (([MAX_OUTPUT_SIDE_PX, 8192], "stretch"), (1, "letterbox"), ([1, MAX_OUTPUT_SIDE_PX], "letterbox")):
+    for size, fit in (
+        ([MAX_OUTPUT_SIDE_PX, 8192], "stretch"),
+        (1, "letterbox"),
+        ([1, MAX_OUTPUT_SIDE_PX], "letterbox"),
+    ):
         d = copy.deepcopy(_base())
         d["output"].update(size=size, fit=fit)
         assert load_recipe(_write(tmp_path, d)).output.size == (tuple(size) if isinstance(size, list) else size)
@@ -212,14 +233,36 @@ def test_native_size_checked_per_case_at_render_time():
 
     r = load_recipe("reflacx-official")
     assert r.output.size == "native"
-    fx = pl.DataFrame({
-        "dataset": ["reflacx"], "case_id": ["P1R1"], "fixation_idx": [0], "t_start_s": [0.0], "t_end_s": [1.0],
-        "x_px": [5.0], "y_px": [5.0], "px_per_deg_x": [2.0], "px_per_deg_y": [2.0],
-        "shown_xmin_px": [0.0], "shown_ymin_px": [0.0], "shown_xmax_px": [20.0], "shown_ymax_px": [20.0],
-    })
-    win = pl.DataFrame({"dataset": ["reflacx"], "case_id": ["P1R1"], "target": ["full"], "recipe": ["t"],
-                        "window_idx": [0], "sentence_idx": [None], "t_start_s": [None], "t_end_s": [None]},
-                       schema_overrides={"t_start_s": pl.Float64, "t_end_s": pl.Float64, "sentence_idx": pl.Int32})
+    fx = pl.DataFrame(
+        {
+            "dataset": ["reflacx"],
+            "case_id": ["P1R1"],
+            "fixation_idx": [0],
+            "t_start_s": [0.0],
+            "t_end_s": [1.0],
+            "x_px": [5.0],
+            "y_px": [5.0],
+            "px_per_deg_x": [2.0],
+            "px_per_deg_y": [2.0],
+            "shown_xmin_px": [0.0],
+            "shown_ymin_px": [0.0],
+            "shown_xmax_px": [20.0],
+            "shown_ymax_px": [20.0],
+        }
+    )
+    win = pl.DataFrame(
+        {
+            "dataset": ["reflacx"],
+            "case_id": ["P1R1"],
+            "target": ["full"],
+            "recipe": ["t"],
+            "window_idx": [0],
+            "sentence_idx": [None],
+            "t_start_s": [None],
+            "t_end_s": [None],
+        },
+        schema_overrides={"t_start_s": pl.Float64, "t_end_s": pl.Float64, "sentence_idx": pl.Int32},
+    )
     maps, rej = render_case(fx, win, r, image_height_px=1_000_000, image_width_px=1_000_000)
     assert maps == {}
     assert len(rej) == 1 and rej[0]["case_id"] == "P1R1"

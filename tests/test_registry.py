@@ -100,7 +100,9 @@ def test_adapters_give_their_default_recipe_and_transcript_style():
     assert (r.default_recipe, e.default_recipe, m.default_recipe) == ("reflacx-label-specific", "egd-static", None)
     assert r.transcript.kind == "tokens" and e.transcript.kind == "phrases" and m.transcript is None
     # REFLACX tokens: '.' tokens end sentences, no space before ',' and '.'
-    assert r.transcript.join(["small", "effusion", ",", "no", "pneumothorax", "."]) == "small effusion, no pneumothorax."
+    assert (
+        r.transcript.join(["small", "effusion", ",", "no", "pneumothorax", "."]) == "small effusion, no pneumothorax."
+    )
     assert r.transcript.ends_sentence(".") and not r.transcript.ends_sentence("3.5")
     # EGD phrases: a period ends a sentence unless it sits between two digits
     assert e.transcript.join(["A 3.5 cm", "nodule."]) == "A 3.5 cm nodule."

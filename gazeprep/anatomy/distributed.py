@@ -11,8 +11,8 @@ never submitted). A batch whose actor died is retried by Ray (``max_task_retries
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from gazeprep.errors import GazeprepError
 
@@ -71,9 +71,7 @@ def segment_on_ray(
         opts = {"num_gpus": 1} if gpus else {"num_cpus": 1}
         actor_cls = ray.remote(max_restarts=2, max_task_retries=2, **opts)(_Segmenter)
         dev = device if gpus else "cpu"
-        actors = [
-            actor_cls.remote(str(model_dir), dev, str(images_root), mask_size, dataset) for _ in range(n_actors)
-        ]
+        actors = [actor_cls.remote(str(model_dir), dev, str(images_root), mask_size, dataset) for _ in range(n_actors)]
         pending: deque = deque()
         nxt = 0
         while nxt < len(chunks) or pending:

@@ -67,8 +67,15 @@ def read_overrides(overrides_dir: str | Path | None, image_id: str) -> dict[str,
     return {p.stem: read_mask_png(p) for p in sorted(folder.glob("*.png"))}
 
 
-def _compose(base: dict[str, np.ndarray], overrides: dict[str, np.ndarray], image_shape: tuple[int, int],
-             structures: tuple[str, ...], heart_cut_top: float, image_id: str, where: str) -> dict[str, np.ndarray]:
+def _compose(
+    base: dict[str, np.ndarray],
+    overrides: dict[str, np.ndarray],
+    image_shape: tuple[int, int],
+    structures: tuple[str, ...],
+    heart_cut_top: float,
+    image_id: str,
+    where: str,
+) -> dict[str, np.ndarray]:
     shape = (int(image_shape[0]), int(image_shape[1]))
     merged = {k: resize_mask(v, shape) for k, v in base.items()}
     merged.update({k: resize_mask(v, shape) for k, v in overrides.items()})  # overrides win
@@ -196,15 +203,22 @@ def masks_table(anatomy_dir: str | Path, overrides_dir: str | Path | None = None
     store = open_store(folder)
     idx = store.index
     pred = idx.select(
-        "dataset", pl.col("image_id").alias("case_id"), "structure", pl.lit("samed").alias("source"),
+        "dataset",
+        pl.col("image_id").alias("case_id"),
+        "structure",
+        pl.lit("samed").alias("source"),
         (pl.lit(f"{folder}/masks.zarr/") + pl.col("array") + pl.lit("#") + pl.col("row").cast(pl.Utf8)).alias("path"),
     )
     ov_dir = Path(overrides_dir) if overrides_dir is not None else folder / OVERRIDES_DIR
     dataset = store.meta.get("dataset")
-    ov_rows = [
-        {"dataset": dataset, "case_id": p.parent.name, "structure": p.stem, "source": "override", "path": str(p)}
-        for p in sorted(ov_dir.glob("*/*.png"))
-    ] if ov_dir.is_dir() else []
+    ov_rows = (
+        [
+            {"dataset": dataset, "case_id": p.parent.name, "structure": p.stem, "source": "override", "path": str(p)}
+            for p in sorted(ov_dir.glob("*/*.png"))
+        ]
+        if ov_dir.is_dir()
+        else []
+    )
     ov = pl.DataFrame(ov_rows, schema=MASKS)
     return pl.concat([pred.cast(MASKS), ov]).sort("case_id", "structure", "source")  # type: ignore[arg-type]
 
@@ -247,7 +261,11 @@ class AnatomyMasks:
         f = self.filter
         loader = load_egd_anatomy_masks if f.masks == "egd_masks" else load_anatomy_masks
         by_structure = loader(
-            self.folder, image_id, image_shape, structures=self.structures,
-            heart_cut_top=f.heart_from_mediastinum_cut_top, overrides_dir=f.overrides_dir,
+            self.folder,
+            image_id,
+            image_shape,
+            structures=self.structures,
+            heart_cut_top=f.heart_from_mediastinum_cut_top,
+            overrides_dir=f.overrides_dir,
         )
         return {t: by_structure[s] for t, s in f.target_structures.items()}

@@ -21,7 +21,9 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if union == 0 else int(np.logical_and(p, t).sum()) / union
 
 
-def per_structure_scores(pred_labels: np.ndarray, true_labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, dict[str, float]]:
+def per_structure_scores(
+    pred_labels: np.ndarray, true_labels: np.ndarray, classes: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
     """Dice and IoU per foreground class of two label maps of equal shape: ``{name: {dice, iou}}``."""
     if pred_labels.shape != true_labels.shape:
         raise ValueError(f"shape mismatch {pred_labels.shape} vs {true_labels.shape}")

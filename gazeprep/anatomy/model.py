@@ -88,7 +88,7 @@ class SamedConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "SamedConfig":
+    def from_json(cls, data: dict) -> SamedConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -104,19 +104,37 @@ PRESETS: dict[str, SamedConfig] = {
     # the official SAM ViT-B encoder at SAMed's 512 px input
     "vit_b": SamedConfig(),
     "vit_l": SamedConfig(
-        name="vit_l", encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16,
+        name="vit_l",
+        encoder_embed_dim=1024,
+        encoder_depth=24,
+        encoder_num_heads=16,
         encoder_global_attn_indexes=(5, 11, 17, 23),
     ),
     "vit_h": SamedConfig(
-        name="vit_h", encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16,
+        name="vit_h",
+        encoder_embed_dim=1280,
+        encoder_depth=32,
+        encoder_num_heads=16,
         encoder_global_attn_indexes=(7, 15, 23, 31),
     ),
     # a small random-init SAM of the same classes: trains on CPU in seconds (tests, smoke runs)
     "tiny": SamedConfig(
-        name="tiny", image_size=64, patch_size=8, encoder_embed_dim=48, encoder_depth=2,
-        encoder_num_heads=2, encoder_global_attn_indexes=(1,), window_size=4, prompt_embed_dim=32,
-        mask_in_chans=4, decoder_depth=1, decoder_mlp_dim=64, decoder_num_heads=2, iou_head_depth=2,
-        iou_head_hidden_dim=32, pretrained_image_size=64,
+        name="tiny",
+        image_size=64,
+        patch_size=8,
+        encoder_embed_dim=48,
+        encoder_depth=2,
+        encoder_num_heads=2,
+        encoder_global_attn_indexes=(1,),
+        window_size=4,
+        prompt_embed_dim=32,
+        mask_in_chans=4,
+        decoder_depth=1,
+        decoder_mlp_dim=64,
+        decoder_num_heads=2,
+        iou_head_depth=2,
+        iou_head_hidden_dim=32,
+        pretrained_image_size=64,
     ),
 }
 
@@ -149,7 +167,7 @@ class LoRAQKV(nn.Linear):
         self.reset_lora()
 
     @classmethod
-    def from_linear(cls, base: nn.Linear, rank: int) -> "LoRAQKV":
+    def from_linear(cls, base: nn.Linear, rank: int) -> LoRAQKV:
         """Wrap an existing ``qkv`` Linear, sharing its weight and bias tensors."""
         dim = base.in_features
         if base.out_features != 3 * dim:
@@ -274,8 +292,11 @@ def build_samed(config: SamedConfig, checkpoint: str | Path | None = None) -> Sa
         except RuntimeError as exc:  # tensor shape mismatch: another encoder size
             first = str(exc).split("\n")[1].strip() if "\n" in str(exc) else str(exc)
             raise GazeprepError(f"{checkpoint}: not a SAM {config.name} checkpoint ({first[:200]})") from None
-        allowed_missing = ("mask_decoder.mask_tokens", "mask_decoder.output_hypernetworks_mlps",
-                           "mask_decoder.iou_prediction_head")
+        allowed_missing = (
+            "mask_decoder.mask_tokens",
+            "mask_decoder.output_hypernetworks_mlps",
+            "mask_decoder.iou_prediction_head",
+        )
         bad_missing = [k for k in missing if not k.startswith(allowed_missing)]
         if bad_missing or unexpected:
             raise GazeprepError(
@@ -290,8 +311,15 @@ def build_samed(config: SamedConfig, checkpoint: str | Path | None = None) -> Sa
 #: formats): the weights-only unpickler's refusal, the zip reader's RuntimeError, and the errors of
 #: a corrupt pickle stream. Anything else (an ImportError, an AttributeError) is a bug, not a bad file.
 TORCH_LOAD_ERRORS: tuple[type[BaseException], ...] = (
-    pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError,
-    AssertionError, struct.error,
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AssertionError,
+    struct.error,
 )
 
 
@@ -314,8 +342,11 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-CLASS_DEPENDENT_KEYS = ("mask_decoder.mask_tokens", "mask_decoder.output_hypernetworks_mlps",
-                        "mask_decoder.iou_prediction_head")
+CLASS_DEPENDENT_KEYS = (
+    "mask_decoder.mask_tokens",
+    "mask_decoder.output_hypernetworks_mlps",
+    "mask_decoder.iou_prediction_head",
+)
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, size: int) -> torch.Tensor:
@@ -417,7 +448,18 @@ def model_config_of(model_dir: str | Path) -> dict:
 
 
 __all__ = [
-    "SamedConfig", "PRESETS", "preset", "LoRAQKV", "Samed", "build_sam", "build_samed",
-    "adapt_sam_state_dict", "resize_pos_embed", "resize_rel_pos", "save_model", "load_model",
-    "load_state_dict_file", "model_config_of",
+    "SamedConfig",
+    "PRESETS",
+    "preset",
+    "LoRAQKV",
+    "Samed",
+    "build_sam",
+    "build_samed",
+    "adapt_sam_state_dict",
+    "resize_pos_embed",
+    "resize_rel_pos",
+    "save_model",
+    "load_model",
+    "load_state_dict_file",
+    "model_config_of",
 ]

@@ -81,7 +81,7 @@ def run_predict(
     bar = tqdm(total=len(todo), desc="anatomy predict", unit="img", disable=not progress)
     s = cfg.image_size
 
-    chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     if executor == "ray":
         from gazeprep.anatomy.distributed import segment_on_ray
 

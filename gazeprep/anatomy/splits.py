@@ -62,8 +62,9 @@ def balance_classes(samples: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
     return pl.concat(parts) if parts else samples.head(0)
 
 
-def assign_subjects(samples: pl.DataFrame, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                    seed: int = 0) -> dict[str, str]:
+def assign_subjects(
+    samples: pl.DataFrame, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> dict[str, str]:
     """Subject -> split, aiming at ``fractions`` of the samples of every (setting, class) cell.
 
     Greedy: subjects in decreasing order of sample count (seeded random order among equals) go to
@@ -76,7 +77,8 @@ def assign_subjects(samples: pl.DataFrame, fractions: tuple[float, float, float]
         return {}
     cells = (
         samples.with_columns((pl.col("setting") + ":" + pl.col("positive").cast(pl.Utf8)).alias("_cell"))
-        .group_by("subject_id", "_cell").len()
+        .group_by("subject_id", "_cell")
+        .len()
     )
     cell_names = sorted(cells["_cell"].unique().to_list())
     subjects = sorted(cells["subject_id"].unique().to_list())
@@ -99,8 +101,12 @@ def assign_subjects(samples: pl.DataFrame, fractions: tuple[float, float, float]
     return out
 
 
-def build_setting_splits(samples: pl.DataFrame, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                         seed: int = 0, balance: bool = True) -> pl.DataFrame:
+def build_setting_splits(
+    samples: pl.DataFrame,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    balance: bool = True,
+) -> pl.DataFrame:
     """C/L/R/M splits of 000.
 
     Parameters
@@ -130,8 +136,10 @@ def build_setting_splits(samples: pl.DataFrame, fractions: tuple[float, float, f
     if balance:
         df = balance_classes(df, seed)
     assignment = assign_subjects(df, fractions, seed)
-    split_map = pl.DataFrame({"subject_id": list(assignment), "split": list(assignment.values())},
-                             schema={"subject_id": pl.Utf8, "split": pl.Utf8})
+    split_map = pl.DataFrame(
+        {"subject_id": list(assignment), "split": list(assignment.values())},
+        schema={"subject_id": pl.Utf8, "split": pl.Utf8},
+    )
     df = df.join(split_map, on="subject_id", how="left")
     df = df.with_columns(
         pl.col("setting").replace_strict(TARGET_OF_SETTING).alias("target"),
@@ -161,8 +169,15 @@ def split_summary(splits: pl.DataFrame) -> pl.DataFrame:
 
 CARDIOMEGALY_LABELS: tuple[str, ...] = ("Enlarged cardiac silhouette", "Cardiomegaly")
 NON_LUNG_LABELS: tuple[str, ...] = (
-    "Enlarged cardiac silhouette", "Cardiomegaly", "Support devices", "Quality issue", "Wide mediastinum",
-    "Abnormal mediastinal contour", "Fracture", "Acute fracture", "Hiatal hernia",
+    "Enlarged cardiac silhouette",
+    "Cardiomegaly",
+    "Support devices",
+    "Quality issue",
+    "Wide mediastinum",
+    "Abnormal mediastinal contour",
+    "Fracture",
+    "Acute fracture",
+    "Hiatal hernia",
 )
 
 
@@ -189,23 +204,33 @@ def reflacx_setting_samples(
 
     000 made its labels by hand; this is a reproducible approximation, not the paper's data.
     """
-    need = {"windows": (windows, ["case_id", "target"]), "cases": (cases, ["case_id", "subject_id", "image_id"]),
-            "case_labels": (case_labels, ["case_id", "source_label", "value"]),
-            "ellipses": (ellipses, ["case_id", "xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty", "source_label"])}
+    need = {
+        "windows": (windows, ["case_id", "target"]),
+        "cases": (cases, ["case_id", "subject_id", "image_id"]),
+        "case_labels": (case_labels, ["case_id", "source_label", "value"]),
+        "ellipses": (ellipses, ["case_id", "xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty", "source_label"]),
+    }
     for name, (df, cols) in need.items():
         miss = [c for c in cols if c not in df.columns]
         if miss:
             raise GazeprepError(f"table {name!r} lacks columns {miss}")
     members = windows.select("case_id", "target").unique().filter(pl.col("target").is_in(list(SETTING_OF_TARGET)))
-    info = cases.select("case_id", pl.col("subject_id").cast(pl.Utf8), "image_id",
-                        *[c for c in ("image_height_px", "image_width_px") if c in cases.columns]).unique("case_id")
+    info = cases.select(
+        "case_id",
+        pl.col("subject_id").cast(pl.Utf8),
+        "image_id",
+        *[c for c in ("image_height_px", "image_width_px") if c in cases.columns],
+    ).unique("case_id")
     cardio = (
         case_labels.filter(pl.col("source_label").is_in(list(CARDIOMEGALY_LABELS)))
-        .group_by("case_id").agg((pl.col("value").fill_null(0) > 0).any().alias("cardiomegaly"))
+        .group_by("case_id")
+        .agg((pl.col("value").fill_null(0) > 0).any().alias("cardiomegaly"))
     )
     ell = ellipses.filter(~pl.col("source_label").is_in(list(NON_LUNG_LABELS)) & (pl.col("certainty") >= min_certainty))
-    ell = ell.with_columns(((pl.col("xmin_px") + pl.col("xmax_px")) / 2).alias("cx"),
-                           ((pl.col("ymin_px") + pl.col("ymax_px")) / 2).alias("cy"))
+    ell = ell.with_columns(
+        ((pl.col("xmin_px") + pl.col("xmax_px")) / 2).alias("cx"),
+        ((pl.col("ymin_px") + pl.col("ymax_px")) / 2).alias("cy"),
+    )
     rows = []
     info_by_case = {r["case_id"]: r for r in info.iter_rows(named=True)}
     cardio_by_case = dict(zip(cardio["case_id"].to_list(), cardio["cardiomegaly"].to_list()))
@@ -231,5 +256,7 @@ def reflacx_setting_samples(
                 elif w > 0:
                     side = cx >= w / 2 if r["target"] == "left_lung" else cx < w / 2
                     positive = bool(side.any())
-        rows.append({"case_id": r["case_id"], "subject_id": case["subject_id"], "setting": setting, "positive": positive})
+        rows.append(
+            {"case_id": r["case_id"], "subject_id": case["subject_id"], "setting": setting, "positive": positive}
+        )
     return pl.DataFrame(rows, schema=SAMPLES_SCHEMA)

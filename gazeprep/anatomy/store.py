@@ -79,7 +79,9 @@ class MaskStore:
             else:
                 atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
         elif not meta_path.is_file():
-            raise GazeprepError(f"{self.folder}: not an anatomy folder (no {META_FILE}); run `gazeprep anatomy predict`")
+            raise GazeprepError(
+                f"{self.folder}: not an anatomy folder (no {META_FILE}); run `gazeprep anatomy predict`"
+            )
         self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
         ip = self.folder / INDEX_FILE
         self.index = pl.read_parquet(ip) if ip.is_file() else pl.DataFrame(schema=MASK_INDEX)
@@ -97,8 +99,14 @@ class MaskStore:
         """Image ids whose masks are complete in the index."""
         return set(self.index["image_id"].to_list())
 
-    def append(self, dataset: str, images: list[tuple[str, int, int]], label_maps: np.ndarray,
-               classes: tuple[str, ...], source: str = "samed") -> None:
+    def append(
+        self,
+        dataset: str,
+        images: list[tuple[str, int, int]],
+        label_maps: np.ndarray,
+        classes: tuple[str, ...],
+        source: str = "samed",
+    ) -> None:
         """Store the masks of a batch.
 
         ``images``: (image_id, original height, original width) per image; ``label_maps`` uint8
@@ -114,23 +122,39 @@ class MaskStore:
             arr = group[name]
         else:
             arr = group.create_array(
-                name, shape=(0, h, w), dtype=bool, chunks=(1, h, w), shards=(SHARD_ROWS, h, w),
-                compressors=ZstdCodec(level=3), fill_value=False,
+                name,
+                shape=(0, h, w),
+                dtype=bool,
+                chunks=(1, h, w),
+                shards=(SHARD_ROWS, h, w),
+                compressors=ZstdCodec(level=3),
+                fill_value=False,
             )
         done = self.index.filter(pl.col("array") == name)
         start = int(done["row"].max()) + 1 if done.height else 0
         stack = np.stack([label_maps == k for k in range(1, len(classes))], axis=1).reshape(-1, h, w)
         arr.resize((start + len(stack), h, w))
-        arr[start:start + len(stack)] = stack
+        arr[start : start + len(stack)] = stack
         rows = []
         for i, (image_id, ih, iw) in enumerate(images):
             for j, s in enumerate(structures):
                 r = i * len(structures) + j
-                rows.append({
-                    "dataset": dataset, "case_id": image_id, "image_id": image_id, "structure": s,
-                    "source": source, "array": name, "row": start + r, "height_px": h, "width_px": w,
-                    "image_height_px": ih, "image_width_px": iw, "area_px": int(stack[r].sum()),
-                })
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "case_id": image_id,
+                        "image_id": image_id,
+                        "structure": s,
+                        "source": source,
+                        "array": name,
+                        "row": start + r,
+                        "height_px": h,
+                        "width_px": w,
+                        "image_height_px": ih,
+                        "image_width_px": iw,
+                        "area_px": int(stack[r].sum()),
+                    }
+                )
         new = pl.DataFrame(rows, schema=MASK_INDEX)
         self.index = pl.concat([self.index, new]) if self.index.height else new
         atomic_write_parquet(self.index, self.folder / INDEX_FILE)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,9 @@ def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5
     return (1.0 - (2.0 * inter + eps) / (denom + eps)).mean()
 
 
-def samed_loss(logits: torch.Tensor, labels: torch.Tensor, ce_weight: float = 0.2, dice_weight: float = 0.8) -> torch.Tensor:
+def samed_loss(
+    logits: torch.Tensor, labels: torch.Tensor, ce_weight: float = 0.2, dice_weight: float = 0.8
+) -> torch.Tensor:
     """``ce_weight * CE + dice_weight * soft Dice`` on low-resolution logits (B, K, h, w) vs labels (B, h, w)."""
     return ce_weight * F.cross_entropy(logits, labels) + dice_weight * soft_dice_loss(logits, labels)
 
@@ -76,8 +78,9 @@ def downsample_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
     return labels[:, idx][:, :, idx]
 
 
-def rotate_batch(images: torch.Tensor, labels: torch.Tensor, max_deg: float, generator: torch.Generator,
-                 p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def rotate_batch(
+    images: torch.Tensor, labels: torch.Tensor, max_deg: float, generator: torch.Generator, p: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate each sample by a uniform angle in [-max_deg, max_deg] with probability ``p``
     (images bilinear, labels nearest, zero padding). images (B, C, S, S), labels (B, S, S)."""
     if max_deg <= 0:
@@ -91,8 +94,13 @@ def rotate_batch(images: torch.Tensor, labels: torch.Tensor, max_deg: float, gen
     theta = theta.to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     img = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    lab = F.grid_sample(labels[:, None].to(images.dtype), grid, mode="nearest", padding_mode="zeros",
-                        align_corners=False)[:, 0].round().long()
+    lab = (
+        F.grid_sample(
+            labels[:, None].to(images.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False
+        )[:, 0]
+        .round()
+        .long()
+    )
     return img, lab
 
 
@@ -119,8 +127,14 @@ def _to_input(gray: np.ndarray, device: torch.device) -> torch.Tensor:
     return x[:, None].expand(-1, 3, -1, -1).contiguous()
 
 
-def train_samed(model: Samed, images: np.ndarray, labels: np.ndarray, settings: TrainSettings,
-                device: torch.device, progress: bool = True) -> list[float]:
+def train_samed(
+    model: Samed,
+    images: np.ndarray,
+    labels: np.ndarray,
+    settings: TrainSettings,
+    device: torch.device,
+    progress: bool = True,
+) -> list[float]:
     """Fine-tune ``model`` in place. ``images`` (N, S, S) float in [0, 1], ``labels`` (N, S, S) uint8
     class indices, S = ``model.config.image_size``. Returns the loss of every iteration.
 
@@ -150,7 +164,7 @@ def train_samed(model: Samed, images: np.ndarray, labels: np.ndarray, settings: 
     for _epoch in range(settings.epochs):
         order = rng.permutation(n)
         for start in range(0, n, bs):
-            idx = order[start:start + bs]
+            idx = order[start : start + bs]
             x = _to_input(images[idx], device)
             y = torch.as_tensor(labels[idx].astype(np.int64), device=device)
             x, y = rotate_batch(x, y, settings.max_rotation_deg, gen)
@@ -188,8 +202,9 @@ def logits_to_labels(logits: torch.Tensor, out_size: tuple[int, int]) -> np.ndar
 # --------------------------------------------------------------------------- EGD-CXR data
 
 
-def load_training_case(record: ImageRecord, egd_root: Path, images_root: Path, classes: tuple[str, ...]
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def load_training_case(
+    record: ImageRecord, egd_root: Path, images_root: Path, classes: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """(image float32 (H, W) in [0, 1], labels uint8 at the mask size) of one EGD-CXR case.
 
     Raises :class:`GazeprepError` when a structure's mask is missing or sizes are inconsistent.
@@ -205,7 +220,9 @@ def load_training_case(record: ImageRecord, egd_root: Path, images_root: Path, c
     return img, labels_from_masks(masks, classes)
 
 
-def split_by_subject(records: list[ImageRecord], val_fraction: float, seed: int) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def split_by_subject(
+    records: list[ImageRecord], val_fraction: float, seed: int
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """Subject-disjoint train/held-out split: a seeded permutation of the subjects, the first
     ``round(val_fraction * n_subjects)`` (at least 1 when there are 2+ subjects) held out."""
     subjects = sorted({r.subject_id or r.image_id for r in records})
@@ -220,8 +237,9 @@ def split_by_subject(records: list[ImageRecord], val_fraction: float, seed: int)
     return train, val
 
 
-def evaluate(model: Samed, cases: Iterable[tuple[np.ndarray, np.ndarray]], device: torch.device,
-             batch_size: int = 8) -> dict:
+def evaluate(
+    model: Samed, cases: Iterable[tuple[np.ndarray, np.ndarray]], device: torch.device, batch_size: int = 8
+) -> dict:
     """Dice and IoU per structure over held-out cases at each case's mask resolution.
 
     ``cases``: an iterable (consumed in batches, so a lazy generator keeps memory bounded) of
@@ -238,7 +256,7 @@ def evaluate(model: Samed, cases: Iterable[tuple[np.ndarray, np.ndarray]], devic
         x = np.stack([resize_float(img, s) for img, _ in chunk])
         logits = predict_logits(model, x, device)
         for j, (_, truth) in enumerate(chunk):
-            pred = logits_to_labels(logits[j:j + 1], truth.shape)[0]
+            pred = logits_to_labels(logits[j : j + 1], truth.shape)[0]
             for name, d in per_structure_scores(pred, truth, classes).items():
                 scores[name]["dice"].append(d["dice"])
                 scores[name]["iou"].append(d["iou"])
@@ -372,15 +390,32 @@ def run_train(
             "train_seconds": round(train_s, 2),
         }
     )
-    save_model(model, out, extra={"trained_on": "egd-cxr", "settings": asdict(settings),
-                                  "checkpoint": str(checkpoint) if checkpoint else None})
+    save_model(
+        model,
+        out,
+        extra={
+            "trained_on": "egd-cxr",
+            "settings": asdict(settings),
+            "checkpoint": str(checkpoint) if checkpoint else None,
+        },
+    )
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     atomic_write_parquet(rejects_frame(rejects), out / "rejects.parquet")
     return metrics
 
 
 __all__ = [
-    "TrainSettings", "soft_dice_loss", "samed_loss", "lr_at", "rotate_batch", "downsample_labels",
-    "train_samed", "predict_logits", "logits_to_labels", "evaluate", "split_by_subject", "run_train",
+    "TrainSettings",
+    "soft_dice_loss",
+    "samed_loss",
+    "lr_at",
+    "rotate_batch",
+    "downsample_labels",
+    "train_samed",
+    "predict_logits",
+    "logits_to_labels",
+    "evaluate",
+    "split_by_subject",
+    "run_train",
     "load_training_case",
 ]

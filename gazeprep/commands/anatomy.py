@@ -73,22 +73,33 @@ def _preset_of(preset: AnatomyPreset | None, config: str | None) -> str:
 
 @anatomy_app.command("train")
 def train_cmd(
-    dataset: TrainDataset = typer.Option(TrainDataset.egd_cxr, "--dataset", help="Training masks: only egd-cxr ships them."),
+    dataset: TrainDataset = typer.Option(
+        TrainDataset.egd_cxr, "--dataset", help="Training masks: only egd-cxr ships them."
+    ),
     root: Path | None = typer.Option(None, "--root", help="EGD-CXR release folder (default: sample_data/egd-cxr)."),
     images: Path | None = images_option("MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Official SAM .pth (1024 px) to start from; local file."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Official SAM .pth (1024 px) to start from; local file."
+    ),
     preset: AnatomyPreset | None = typer.Option(
-        None, "--preset",
+        None,
+        "--preset",
         help="Architecture: vit_b (the default), vit_l, vit_h (need --checkpoint), or tiny (random init, CPU seconds).",
     ),
     config: str | None = hidden_alias("--config"),
-    out: Path = typer.Option(..., "--out", callback=out_folder, help="Model folder to write (config.json, samed.pt, metrics.json)."),
+    out: Path = typer.Option(
+        ..., "--out", callback=out_folder, help="Model folder to write (config.json, samed.pt, metrics.json)."
+    ),
     epochs: int = typer.Option(20, "--epochs", min=1, help="Passes over the training cases."),
     batch_size: int = typer.Option(12, "--batch-size", min=1, help="Images per step (SAMed: 12 per GPU)."),
     lr: float = typer.Option(0.005, "--lr", min=0.0, help="Base learning rate (AdamW)."),
-    warmup: int = typer.Option(250, "--warmup-iters", min=0, help="Linear warm-up iterations (shortened on short runs)."),
+    warmup: int = typer.Option(
+        250, "--warmup-iters", min=0, help="Linear warm-up iterations (shortened on short runs)."
+    ),
     rank: int = typer.Option(4, "--rank", min=1, help="LoRA rank on q and v."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9, help="Fraction of subjects held out for Dice/IoU."),
+    val_fraction: float = typer.Option(
+        0.2, "--val-fraction", min=0.0, max=0.9, help="Fraction of subjects held out for Dice/IoU."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed (split, order, augmentation, init)."),
     device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N cases (smoke runs)."),
@@ -107,12 +118,22 @@ def train_cmd(
 
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, warmup_iters=warmup, seed=seed)
     metrics = run_train(
-        _default_root(dataset.value, root), images or sample_data_dir() / "mimic-cxr", out,
-        checkpoint=checkpoint, config=name, settings=settings, lora_rank=rank, device=device.value,
-        val_fraction=val_fraction, limit=limit, progress=not quiet,
+        _default_root(dataset.value, root),
+        images or sample_data_dir() / "mimic-cxr",
+        out,
+        checkpoint=checkpoint,
+        config=name,
+        settings=settings,
+        lora_rank=rank,
+        device=device.value,
+        val_fraction=val_fraction,
+        limit=limit,
+        progress=not quiet,
     )
     per = {k: {m: round(v[m], 4) for m in ("dice", "iou")} for k, v in metrics["per_structure"].items()}
-    typer.echo(f"held-out cases: {metrics['n_cases']}, mean Dice {metrics['mean_dice']:.4f}, mean IoU {metrics['mean_iou']:.4f}")
+    typer.echo(
+        f"held-out cases: {metrics['n_cases']}, mean Dice {metrics['mean_dice']:.4f}, mean IoU {metrics['mean_iou']:.4f}"
+    )
     typer.echo(json.dumps(per))
     typer.echo(f"model written to {out}")
 
@@ -123,14 +144,20 @@ def predict_cmd(
     dataset: PredictDataset = typer.Option(PredictDataset.reflacx, "--dataset", help="Release whose images get masks."),
     root: Path | None = typer.Option(None, "--root", help="Release folder (default: sample_data/<dataset>)."),
     images: Path | None = images_option("MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
-    out: Path = typer.Option(..., "--out", callback=out_folder, help="Anatomy folder (masks.zarr + masks.parquet); reruns resume."),
+    out: Path = typer.Option(
+        ..., "--out", callback=out_folder, help="Anatomy folder (masks.zarr + masks.parquet); reruns resume."
+    ),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     mask_size: int = typer.Option(512, "--mask-size", min=8, help="Stored mask grid (square, whole image)."),
     device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding the next batches' images."),
-    executor: Executor = typer.Option(Executor.local, "--executor", help="local, or ray (actors, one per GPU when present)."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: start Ray here)."),
+    executor: Executor = typer.Option(
+        Executor.local, "--executor", help="local, or ray (actors, one per GPU when present)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster address (default: start Ray here)."
+    ),
     quiet: bool = quiet_option(),
 ) -> None:
     """Predict anatomy masks for every image of a release (batched, resumable)."""
@@ -138,9 +165,19 @@ def predict_cmd(
     from gazeprep.anatomy.predict import run_predict
 
     stats = run_predict(
-        model, dataset.value, _default_root(dataset.value, root), images or sample_data_dir() / "mimic-cxr", out,
-        batch_size=batch_size, device=device.value, mask_size=mask_size, limit=limit, workers=workers,
-        executor=executor.value, ray_address=ray_address, progress=not quiet,
+        model,
+        dataset.value,
+        _default_root(dataset.value, root),
+        images or sample_data_dir() / "mimic-cxr",
+        out,
+        batch_size=batch_size,
+        device=device.value,
+        mask_size=mask_size,
+        limit=limit,
+        workers=workers,
+        executor=executor.value,
+        ray_address=ray_address,
+        progress=not quiet,
     )
     typer.echo(
         f"{stats['segmented']} segmented, {stats['skipped_done']} already done, {stats['rejected']} rejected "
@@ -151,20 +188,34 @@ def predict_cmd(
 @anatomy_app.command("export-masks")
 def export_masks_cmd(
     anatomy_dir: Path = typer.Option(..., "--anatomy-dir", help="Folder written by `gazeprep anatomy predict`."),
-    out: Path = typer.Option(..., "--out", callback=out_folder, help="Where to write <image_id>/<structure>.png (0/255, original size)."),
+    out: Path = typer.Option(
+        ..., "--out", callback=out_folder, help="Where to write <image_id>/<structure>.png (0/255, original size)."
+    ),
     image_id: list[str] | None = typer.Option(None, "--image-id", help="Only these images (repeatable)."),
-    structures: str = typer.Option("heart,left_lung,right_lung,mediastinum,aortic_knob", "--structures",
-                                   help="Comma-separated structures to write (heart is derived)."),
-    heart_cut_top: float = typer.Option(1.0 / 3.0, "--heart-cut-top", min=0.0, max=0.99,
-                                        help="Fraction of the mediastinum's height cut from the top for the heart."),
+    structures: str = typer.Option(
+        "heart,left_lung,right_lung,mediastinum,aortic_knob",
+        "--structures",
+        help="Comma-separated structures to write (heart is derived).",
+    ),
+    heart_cut_top: float = typer.Option(
+        1.0 / 3.0,
+        "--heart-cut-top",
+        min=0.0,
+        max=0.99,
+        help="Fraction of the mediastinum's height cut from the top for the heart.",
+    ),
 ) -> None:
     """Write masks (overrides applied) as PNGs at the original image size, e.g. to correct them by hand
     and copy the fixed files into <anatomy-dir>/overrides/<image_id>/."""
     from gazeprep.anatomy.masks import export_mask_pngs
 
-    n = export_mask_pngs(anatomy_dir, out, image_ids=image_id or None,
-                         structures=tuple(s.strip() for s in structures.split(",") if s.strip()),
-                         heart_cut_top=heart_cut_top)
+    n = export_mask_pngs(
+        anatomy_dir,
+        out,
+        image_ids=image_id or None,
+        structures=tuple(s.strip() for s in structures.split(",") if s.strip()),
+        heart_cut_top=heart_cut_top,
+    )
     typer.echo(f"wrote {n} PNG masks to {out}")
 
 

@@ -115,7 +115,10 @@ def print_summary(summary: BuildSummary, *, show_rejects: bool = True) -> None:
 
 def build_heatmaps_cmd(
     dataset: str = typer.Option(
-        ..., "--dataset", callback=_known_dataset, metavar="DATASET|FILE.yaml",
+        ...,
+        "--dataset",
+        callback=_known_dataset,
+        metavar="DATASET|FILE.yaml",
         help="reflacx or egd-cxr (see `gazeprep datasets`), or a dataset definition file (docs/datasets.md)",
     ),
     root: Path | None = typer.Option(None, "--root", help="Release folder (default: bundled sample data)"),
@@ -124,17 +127,24 @@ def build_heatmaps_cmd(
         None, "--out", callback=out_folder, help="Output folder (default: out/<dataset>-<recipe>)"
     ),
     size: str | None = typer.Option(
-        None, "--size", callback=_parse_size, metavar="N|native",
+        None,
+        "--size",
+        callback=_parse_size,
+        metavar="N|native",
         help="Output size N (N x N, letterboxed, N >= 1) or 'native'",
     ),
     dtype: Dtype | None = typer.Option(None, "--dtype", help="Map storage (default: the recipe's)"),
     workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0 = all cores)"),
     force: bool = typer.Option(
-        False, "--force",
+        False,
+        "--force",
         help="Replace an export built with another recipe, and recompute every case (ignore resumable parts)",
     ),
     max_reject_fraction: float = typer.Option(
-        0.5, "--max-reject-fraction", min=0.0, max=1.0,
+        0.5,
+        "--max-reject-fraction",
+        min=0.0,
+        max=1.0,
         help="Exit 1 (after writing the export) when more than this fraction of the cases is rejected",
     ),
     images: Path | None = typer.Option(

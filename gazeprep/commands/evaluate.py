@@ -112,9 +112,7 @@ def _parse_organ_map(text: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _organ_loader(
-    export: Export, folder: Path, source: str, omap: dict[str, tuple[str, ...]] | None
-) -> OrganLoader:
+def _organ_loader(export: Export, folder: Path, source: str, omap: dict[str, tuple[str, ...]] | None) -> OrganLoader:
     """``case_id -> {structure: bool (H, W)}`` from anatomy predictions or EGD-CXR masks (None if missing)."""
     from gazeprep.evaluate.evaluator import DEFAULT_ORGAN_MAP
 
@@ -123,7 +121,10 @@ def _organ_loader(
     cases = export.tables["cases"] if "cases" in export.tables else None
     if cases is None or "image_id" not in cases.columns:
         raise GazeprepError("organ mode needs the reference export's cases table (image_id, image size)")
-    info = {r["case_id"]: r for r in cases.select("case_id", "image_id", "image_height_px", "image_width_px").iter_rows(named=True)}
+    info = {
+        r["case_id"]: r
+        for r in cases.select("case_id", "image_id", "image_height_px", "image_width_px").iter_rows(named=True)
+    }
     structures = tuple(sorted({x for v in (omap or DEFAULT_ORGAN_MAP).values() for x in v}))
 
     def load(case_id: str) -> dict[str, np.ndarray] | None:
@@ -149,44 +150,76 @@ def _organ_loader(
 
 
 def evaluate_cmd(
-    pred: Path | None = typer.Option(None, "--pred", help="Export with the maps under test (model output or another ground truth)."),
+    pred: Path | None = typer.Option(
+        None, "--pred", help="Export with the maps under test (model output or another ground truth)."
+    ),
     gt: Path | None = typer.Option(None, "--gt", help="Reference export (ground-truth heatmaps, ellipses, fixations)."),
     metrics: str | None = typer.Option(
-        None, "--metrics", help="Comma-separated metric names (see --list-metrics). Default: every map metric, or iou with --gt-ellipses."
+        None,
+        "--metrics",
+        help="Comma-separated metric names (see --list-metrics). Default: every map metric, or iou with --gt-ellipses.",
     ),
     by: By = typer.Option(By.label, "--by", help="'label': rows per target and overall; 'none': overall only."),
-    out: Path | None = typer.Option(None, "--out", callback=_table_path, help="Write the summary table here (.parquet or .csv)."),
+    out: Path | None = typer.Option(
+        None, "--out", callback=_table_path, help="Write the summary table here (.parquet or .csv)."
+    ),
     pairs_out: Path | None = typer.Option(
         None, "--pairs-out", callback=_table_path, help="Write the per-pair metric table here (.parquet or .csv)."
     ),
     gt_ellipses: bool = typer.Option(
-        False, "--gt-ellipses", help="Compare with the reference export's REFLACX ellipses (certainty > 2) instead of its maps (004 section 3.2)."
+        False,
+        "--gt-ellipses",
+        help="Compare with the reference export's REFLACX ellipses (certainty > 2) instead of its maps (004 section 3.2).",
     ),
     ellipse_grid: bool = typer.Option(
-        False, "--ellipse-grid", help="With --gt-ellipses: rasterise ellipses on the map's grid instead of upscaling maps to the image (faster)."
+        False,
+        "--ellipse-grid",
+        help="With --gt-ellipses: rasterise ellipses on the map's grid instead of upscaling maps to the image (faster).",
     ),
     organ_masks: Path | None = typer.Option(
-        None, "--organ-masks", help="002 organ mode: anatomy masks (`gazeprep anatomy predict` output, or the EGD-CXR root with --organ-source egd); CAMs vs the organ of each label."
+        None,
+        "--organ-masks",
+        help="002 organ mode: anatomy masks (`gazeprep anatomy predict` output, or the EGD-CXR root with --organ-source egd); CAMs vs the organ of each label.",
     ),
     organ_source: OrganSource = typer.Option(
-        OrganSource.anatomy, "--organ-source", help="'anatomy' (predicted masks) or 'egd' (the EGD-CXR release's PNG masks)."
+        OrganSource.anatomy,
+        "--organ-source",
+        help="'anatomy' (predicted masks) or 'egd' (the EGD-CXR release's PNG masks).",
     ),
     organ_map: str | None = typer.Option(
-        None, "--organ-map", help="Target -> structures, e.g. 'enlarged_cardiac_silhouette=heart,pneumonia=left_lung+right_lung' (default: 002's)."
+        None,
+        "--organ-map",
+        help="Target -> structures, e.g. 'enlarged_cardiac_silhouette=heart,pneumonia=left_lung+right_lung' (default: 002's).",
     ),
-    targets: str | None = typer.Option(None, "--targets", help="Comma-separated targets to evaluate (default: all paired)."),
-    gt_threshold: float = typer.Option(0.15, "--gt-threshold", help="Reference map > this is the region for IoU / DiffGradCAM / EHR-AUC / interpretability."),
-    pred_threshold: float = typer.Option(0.5, "--pred-threshold", help="Prediction > this is its foreground for fg/bg/fw IoU."),
+    targets: str | None = typer.Option(
+        None, "--targets", help="Comma-separated targets to evaluate (default: all paired)."
+    ),
+    gt_threshold: float = typer.Option(
+        0.15,
+        "--gt-threshold",
+        help="Reference map > this is the region for IoU / DiffGradCAM / EHR-AUC / interpretability.",
+    ),
+    pred_threshold: float = typer.Option(
+        0.5, "--pred-threshold", help="Prediction > this is its foreground for fg/bg/fw IoU."
+    ),
     gt_binarize: str = typer.Option(
-        "iai", "--gt-binarize", callback=_binarize, metavar="iai|NUMBER",
+        "iai",
+        "--gt-binarize",
+        callback=_binarize,
+        metavar="iai|NUMBER",
         help="Reference foreground for fg/bg/fw IoU: 'iai' (unique-level quantile) or a threshold.",
     ),
     iou_threshold: str = typer.Option(
-        "validated", "--iou-threshold", callback=_threshold, metavar="validated|NUMBER",
+        "validated",
+        "--iou-threshold",
+        callback=_threshold,
+        metavar="validated|NUMBER",
         help="'validated' (004: best on validate, reported on test) or a fixed threshold.",
     ),
     iou_average: IouAverage = typer.Option(
-        IouAverage.dataset, "--iou-average", help="fg/bg/fw IoU: 'dataset' (confusion summed, I-AI) or 'image' (mean of per-image IoUs)."
+        IouAverage.dataset,
+        "--iou-average",
+        help="fg/bg/fw IoU: 'dataset' (confusion summed, I-AI) or 'image' (mean of per-image IoUs).",
     ),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95% CIs.", min=10),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
@@ -291,25 +324,42 @@ def _overlays(value: str | None) -> tuple[str, ...]:
 
 def preview_cmd(
     export: Path = typer.Option(..., "--export", help="Export folder to look at."),
-    case: list[str] | None = typer.Option(None, "--case", help="Case id (repeatable). Default with --html: every case."),
-    html: bool = typer.Option(False, "--html", help="Write an HTML contact sheet (index.html): every case (rejected ones with their reason), thumbnails per case x target, one legend."),
+    case: list[str] | None = typer.Option(
+        None, "--case", help="Case id (repeatable). Default with --html: every case."
+    ),
+    html: bool = typer.Option(
+        False,
+        "--html",
+        help="Write an HTML contact sheet (index.html): every case (rejected ones with their reason), thumbnails per case x target, one legend.",
+    ),
     out: Path = typer.Option(Path("previews"), "--out", callback=out_folder, help="Output folder."),
     images: Path | None = typer.Option(
-        None, "--images", help="MIMIC-CXR(-JPG) root holding files/pXX/... (default: the bundled sample images, as `train`). A missing image is a warning naming its path, then a grey canvas."
+        None,
+        "--images",
+        help="MIMIC-CXR(-JPG) root holding files/pXX/... (default: the bundled sample images, as `train`). A missing image is a warning naming its path, then a grey canvas.",
     ),
     target: list[str] | None = typer.Option(None, "--target", help="Only these targets (repeatable)."),
     overlays: str = typer.Option(
-        "heatmap,fixations,ellipses,masks", "--overlays", callback=_overlays, metavar="LIST",
+        "heatmap,fixations,ellipses,masks",
+        "--overlays",
+        callback=_overlays,
+        metavar="LIST",
         help="Layers to draw, comma-separated: heatmap, fixations, ellipses, boxes, masks; or all / none (EGD-CXR's 17 anatomy boxes: add 'boxes').",
     ),
     pred: Path | None = typer.Option(
-        None, "--pred", help="A prediction export of the same cases: ground truth / prediction / difference side by side."
+        None,
+        "--pred",
+        help="A prediction export of the same cases: ground truth / prediction / difference side by side.",
     ),
     anatomy_dir: Path | None = typer.Option(
-        None, "--anatomy-dir", help="Masks: `gazeprep anatomy predict` output (outlines of heart and lungs; anatomy recipes' masks), or the EGD-CXR release folder for its mask PNGs."
+        None,
+        "--anatomy-dir",
+        help="Masks: `gazeprep anatomy predict` output (outlines of heart and lungs; anatomy recipes' masks), or the EGD-CXR release folder for its mask PNGs.",
     ),
     size: int = typer.Option(640, "--size", help="Longer side of each full-size PNG in pixels.", min=64),
-    max_cases: int | None = typer.Option(None, "--max-cases", help="With --html: only the first N cases (sorted ids).", min=1),
+    max_cases: int | None = typer.Option(
+        None, "--max-cases", help="With --html: only the first N cases (sorted ids).", min=1
+    ),
     quiet: bool = quiet_option(),
 ) -> None:
     """Draw PNG overlays (X-ray, heatmap per target with a colour bar, numbered fixations, ellipses/boxes, masks, legend)."""
@@ -324,33 +374,68 @@ def preview_cmd(
         typer.echo(f"warning: {message}", err=True)
 
     if html:
-        page = P.contact_sheet(ex, out, case_ids=list(case) if case else None, max_cases=max_cases, targets=target, images_root=images,
-                               full=size, anatomy_dir=anatomy_dir, overlays=overlays, pred=pe, progress=not quiet, warn=warn)
+        page = P.contact_sheet(
+            ex,
+            out,
+            case_ids=list(case) if case else None,
+            max_cases=max_cases,
+            targets=target,
+            images_root=images,
+            full=size,
+            anatomy_dir=anatomy_dir,
+            overlays=overlays,
+            pred=pe,
+            progress=not quiet,
+            warn=warn,
+        )
         typer.echo(f"wrote {page}")
         return
     if not case:
         raise usage_error("give --case ID (repeatable), or --html for a contact sheet of the whole export", "--case")
     for cid in case:
-        for p in P.preview_case(ex, cid, out, targets=target, images_root=images, size=size, anatomy_dir=anatomy_dir,
-                                overlays=overlays, pred=pe, warn=warn):
+        for p in P.preview_case(
+            ex,
+            cid,
+            out,
+            targets=target,
+            images_root=images,
+            size=size,
+            anatomy_dir=anatomy_dir,
+            overlays=overlays,
+            pred=pe,
+            warn=warn,
+        ):
             typer.echo(f"wrote {p}")
 
 
 def sweep_windows_cmd(
-    dataset: SweepDataset = typer.Option(SweepDataset.reflacx, "--dataset", help="Dataset (REFLACX: sentence timings and ellipses)."),
+    dataset: SweepDataset = typer.Option(
+        SweepDataset.reflacx, "--dataset", help="Dataset (REFLACX: sentence timings and ellipses)."
+    ),
     root: Path | None = typer.Option(None, "--root", help="Release folder (default: the bundled sample_data/reflacx)."),
-    stage: SweepStage = typer.Option(SweepStage.both, "--stage", help="004 section 2.8 grid: '1' (start/end options), '2' (fine lags), 'both'."),
+    stage: SweepStage = typer.Option(
+        SweepStage.both, "--stage", help="004 section 2.8 grid: '1' (start/end options), '2' (fine lags), 'both'."
+    ),
     size: int = typer.Option(128, "--size", help="Render and compare on an N x N letterboxed grid.", min=16),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes (0 = all cores)."),
-    recipe: str = typer.Option("reflacx-label-specific", "--recipe", help="Recipe whose window is varied (name or YAML path)."),
+    recipe: str = typer.Option(
+        "reflacx-label-specific", "--recipe", help="Recipe whose window is varied (name or YAML path)."
+    ),
     max_cases: int | None = typer.Option(None, "--max-cases", help="Only the first N cases (sorted ids).", min=1),
     top: int = typer.Option(20, "--top", help="Rules to print.", min=1),
-    out: Path | None = typer.Option(None, "--out", callback=_table_path, help="Write the full ranking here (.parquet or .csv)."),
+    out: Path | None = typer.Option(
+        None, "--out", callback=_table_path, help="Write the full ranking here (.parquet or .csv)."
+    ),
     rows_out: Path | None = typer.Option(
-        None, "--rows-out", callback=_table_path, help="Write per (rule, case, label) IoU curves here (.parquet or .csv)."
+        None,
+        "--rows-out",
+        callback=_table_path,
+        help="Write per (rule, case, label) IoU curves here (.parquet or .csv).",
     ),
     executor: Executor = typer.Option(Executor.local, "--executor", help="local (process pool) or ray."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: start Ray here)."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster address (default: start Ray here)."
+    ),
     quiet: bool = quiet_option(),
 ) -> None:
     """Rerun 004's window search: every start/end rule and lag vs the radiologists' ellipses, ranked by IoU."""
@@ -359,16 +444,32 @@ def sweep_windows_cmd(
     from gazeprep.paths import sample_data_dir
 
     root = root if root is not None else sample_data_dir() / dataset.value
-    res = S.run_sweep(root, dataset=dataset.value, stage=stage.value, size=size, workers=workers, recipe=recipe,
-                      max_cases=max_cases, progress=not quiet, executor=executor.value, ray_address=ray_address)
+    res = S.run_sweep(
+        root,
+        dataset=dataset.value,
+        stage=stage.value,
+        size=size,
+        workers=workers,
+        recipe=recipe,
+        max_cases=max_cases,
+        progress=not quiet,
+        executor=executor.value,
+        ray_address=ray_address,
+    )
     typer.echo(S.format_ranking(res.ranking, top))
-    typer.echo(f"{res.ranking.height} rules, {res.rows['case_id'].n_unique()} cases with ellipses; "
-               f"thresholds validated per label on split: {res.ranking['split'][0]}")
-    default = res.ranking.filter(pl.col("rule").str.starts_with("max(sentence_start - 1.5 s, previous_sentence_start) -> last_mention"))
+    typer.echo(
+        f"{res.ranking.height} rules, {res.rows['case_id'].n_unique()} cases with ellipses; "
+        f"thresholds validated per label on split: {res.ranking['split'][0]}"
+    )
+    default = res.ranking.filter(
+        pl.col("rule").str.starts_with("max(sentence_start - 1.5 s, previous_sentence_start) -> last_mention")
+    )
     base = res.ranking.filter(pl.col("rule") == S.BASELINE)
     if default.height and base.height:
-        typer.echo(f"004 default rule: rank {default['rank'][0]} (IoU {default['iou'][0]:.3f}); "
-                   f"whole recording: rank {base['rank'][0]} (IoU {base['iou'][0]:.3f})")
+        typer.echo(
+            f"004 default rule: rank {default['rank'][0]} (IoU {default['iou'][0]:.3f}); "
+            f"whole recording: rank {base['rank'][0]} (IoU {base['iou'][0]:.3f})"
+        )
     if out is not None:
         E.write_table(res.ranking, out)
         typer.echo(f"wrote {out}")

@@ -37,7 +37,10 @@ def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest_cmd(
         dataset: str = typer.Option(
-            ..., "--dataset", callback=known_dataset, metavar="DATASET",
+            ...,
+            "--dataset",
+            callback=known_dataset,
+            metavar="DATASET",
             help="Registered dataset name (see `gazeprep datasets`) or a dataset definition file (.yaml).",
         ),
         root: Path | None = typer.Option(

@@ -46,7 +46,11 @@ def register(app: typer.Typer) -> None:
             "targets    " + (", ".join(f"{t} ({n})" for t, n in info["targets"].items()) or "none"),
             "tables     " + ", ".join(f"{t} {n}" for t, n in info["tables"].items()),
             f"size       {_human_bytes(info['bytes_export'])} export"
-            + (f" + {_human_bytes(info['bytes_parts'])} resumable parts (.parts, safe to delete)" if info["bytes_parts"] else ""),
+            + (
+                f" + {_human_bytes(info['bytes_parts'])} resumable parts (.parts, safe to delete)"
+                if info["bytes_parts"]
+                else ""
+            ),
             "versions   " + ", ".join(f"{k} {v}" for k, v in sorted(info["versions"].items())),
         ]
         typer.echo("\n".join(lines))
@@ -56,7 +60,9 @@ def register(app: typer.Typer) -> None:
     @app.command("rejects")
     def rejects_cmd(
         export: Path = typer.Argument(..., metavar="EXPORT", help="Export folder (holds manifest.json)"),
-        stage: str | None = typer.Option(None, "--stage", metavar="STAGE", help="Only this stage (ingest, text, render, ...)"),
+        stage: str | None = typer.Option(
+            None, "--stage", metavar="STAGE", help="Only this stage (ingest, text, render, ...)"
+        ),
         reason_contains: str | None = typer.Option(
             None, "--reason-contains", metavar="TEXT", help="Only reasons containing TEXT (case-insensitive)"
         ),

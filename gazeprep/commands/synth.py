@@ -33,17 +33,24 @@ DATASETS = tuple(d.value for d in SynthDataset)
 
 def synth(
     dataset: SynthDataset = typer.Option(..., "--dataset", help="Which release to write."),
-    out: Path = typer.Option(..., "--out", callback=out_folder, help="Output folder (the release root); created if missing."),
-    cases: int = typer.Option(12, "--cases", min=1, help="Readings (reflacx), images (egd-cxr) or studies (mimic-cxr)."),
+    out: Path = typer.Option(
+        ..., "--out", callback=out_folder, help="Output folder (the release root); created if missing."
+    ),
+    cases: int = typer.Option(
+        12, "--cases", min=1, help="Readings (reflacx), images (egd-cxr) or studies (mimic-cxr)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same arguments give byte-identical files."),
     images: Path | None = typer.Option(
-        None, "--images",
+        None,
+        "--images",
         help="A MIMIC root written by `gazeprep synth --dataset mimic-cxr`: reflacx/egd-cxr cases use its images. "
         "Without it, image ids and sizes are invented and no image files exist.",
     ),
     mimic_root: Path | None = hidden_alias("--mimic-root"),
     gaze_cases: int = typer.Option(
-        1, "--gaze-cases", min=0,
+        1,
+        "--gaze-cases",
+        min=0,
         help="reflacx only: how many readings get a 1 kHz gaze_data/<id>/gaze.csv (each is 1-5 MB).",
     ),
     quiet: bool = quiet_option(),

@@ -62,8 +62,9 @@ def label_reports(
         if x is None or x == "":
             raise InputFormatError(input_csv, "empty id", row=i + 1, column=id_column)
         if x in first_row:  # an id names one report (one summary row per label, one wide row)
-            raise InputFormatError(input_csv, f"duplicate id {x!r} (first at row {first_row[x]})", row=i + 1,
-                                   column=id_column)
+            raise InputFormatError(
+                input_csv, f"duplicate id {x!r} (first at row {first_row[x]})", row=i + 1, column=id_column
+            )
         first_row[x] = i + 1
     labeler = Labeler.from_rules(rules_dir, profile=profile)
     label_ids = labeler.label_ids
@@ -71,13 +72,23 @@ def label_reports(
     s_rows: list[dict] = []
     bar = tqdm(total=len(texts), desc="label-reports", unit="report", disable=not progress)
     for k in range(0, len(texts), batch_size):
-        chunk_ids = ids[k:k + batch_size]
-        chunk = [t or "" for t in texts[k:k + batch_size]]
+        chunk_ids = ids[k : k + batch_size]
+        chunk = [t or "" for t in texts[k : k + batch_size]]
         for rid, ms in zip(chunk_ids, labeler.label_texts(chunk)):
             for m in ms:
-                m_rows.append({"id": rid, "label": m.label, "phrase": m.phrase, "sentence_idx": m.sentence_idx,
-                               "char_start": m.char_start, "char_end": m.char_end,
-                               "negated": m.negated, "uncertain": m.uncertain, "hypothetical": m.hypothetical})
+                m_rows.append(
+                    {
+                        "id": rid,
+                        "label": m.label,
+                        "phrase": m.phrase,
+                        "sentence_idx": m.sentence_idx,
+                        "char_start": m.char_start,
+                        "char_end": m.char_end,
+                        "negated": m.negated,
+                        "uncertain": m.uncertain,
+                        "hypothetical": m.hypothetical,
+                    }
+                )
             st = report_status(ms)
             s_rows.extend({"id": rid, "label": lab, "status": st.get(lab, "absent")} for lab in label_ids)
         bar.update(len(chunk))
@@ -108,23 +119,30 @@ def register(app: typer.Typer) -> None:
         id_column: str = typer.Option(..., "--id-column", help="Column holding the report id."),
         text_column: str = typer.Option(..., "--text-column", help="Column holding the report text."),
         out: Path = typer.Option(
-            ..., "--out", callback=table_file,
+            ...,
+            "--out",
+            callback=table_file,
             help="Mentions table (one row per mention); with --wide the wide report table. "
-                 "Format from the extension: .parquet, .csv or .tsv.",
+            "Format from the extension: .parquet, .csv or .tsv.",
         ),
         summary: Path | None = typer.Option(
-            None, "--summary", callback=table_file,
+            None,
+            "--summary",
+            callback=table_file,
             help="Report-level table: one row per report and label (status positive/uncertain/negative/"
-                 "hypothetical/absent); with --wide one row per report. Format from the extension.",
+            "hypothetical/absent); with --wide one row per report. Format from the extension.",
         ),
         wide: bool = typer.Option(
-            False, "--wide",
+            False,
+            "--wide",
             help="Write --out and --summary as one row per report with one column per label (labels.yaml order), "
-                 "CheXpert codes: 1 positive, 0 negative, -1 uncertain, empty not mentioned or hypothetical.",
+            "CheXpert codes: 1 positive, 0 negative, -1 uncertain, empty not mentioned or hypothetical.",
         ),
         rules: Path | None = typer.Option(None, "--rules", help="Rules folder (default: the bundled rules/)."),
         profile: str | None = typer.Option(
-            None, "--profile", help="Labeler profile: gazeprep (default, most accurate) or lanfredi2023 (paper 004's labeler)."
+            None,
+            "--profile",
+            help="Labeler profile: gazeprep (default, most accurate) or lanfredi2023 (paper 004's labeler).",
         ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
@@ -134,7 +152,9 @@ def register(app: typer.Typer) -> None:
 
         if summary is not None and summary.resolve() == out.resolve():
             raise usage_error("names the same file as --out", "--summary")
-        mentions, summ = label_reports(input_csv, id_column, text_column, rules_dir=rules, profile=profile, progress=not quiet)
+        mentions, summ = label_reports(
+            input_csv, id_column, text_column, rules_dir=rules, profile=profile, progress=not quiet
+        )
         n_reports = summ["id"].n_unique() if summ.height else 0
         if wide:
             labels = Labeler.from_rules(rules, profile=profile).label_ids
@@ -145,5 +165,9 @@ def register(app: typer.Typer) -> None:
         for path, frame in outputs:
             if path is not None:
                 write_table(frame, path)
-        what = f"{n_reports} reports x {len(labels)} labels (wide)" if wide else f"{mentions.height} mentions in {n_reports} reports"
+        what = (
+            f"{n_reports} reports x {len(labels)} labels (wide)"
+            if wide
+            else f"{mentions.height} mentions in {n_reports} reports"
+        )
         typer.echo(f"{what} -> {out}" + (f", summary -> {summary}" if summary is not None else ""))

@@ -85,9 +85,11 @@ def train_cmd(
         False, "--force", help="Start over: remove the run files in --out (a run of another config included)."
     ),
     weak_labels: Path | None = typer.Option(
-        None, "--weak-labels", metavar="MIMIC_ROOT",
+        None,
+        "--weak-labels",
+        metavar="MIMIC_ROOT",
         help="Paper 004 only: add MIMIC-CXR's label-only images (its train split, no export image, no held-out "
-             "subject) to the training split, through the unannotated-image loss.",
+        "subject) to the training split, through the unannotated-image loss.",
     ),
     weak_labeler: WeakLabeler | None = typer.Option(
         None, "--weak-labeler", help="Label table of --weak-labels: chexpert (default) or negbio."
@@ -109,8 +111,9 @@ def train_cmd(
     if weak_labeler is not None and weak_labels is None:
         raise usage_error("--weak-labeler chooses the table of --weak-labels MIMIC_ROOT; give both", "--weak-labeler")
     if config is not None and not config.is_file():
-        raise usage_error(f"{str(config)!r} is not a file (--config takes a YAML file; named presets go to --preset)",
-                          "--config")
+        raise usage_error(
+            f"{str(config)!r} is not a file (--config takes a YAML file; named presets go to --preset)", "--config"
+        )
     require_ml("gazeprep train")
     from gazeprep.train.run import load_config_file, train_run
 
@@ -118,13 +121,26 @@ def train_cmd(
     if preset is not None:
         cfg["preset"] = preset
     run_dir = out or Path("runs") / model
-    history = train_run(model, export, run_dir, cfg, device=device.value, epochs=epochs,
-                        images_root=_images_root(images), progress=not quiet, resume=resume, force=force,
-                        notify=lambda msg: typer.echo(msg, err=True), weak_labels=weak_labels,
-                        weak_labeler=(weak_labeler or WeakLabeler.chexpert).value)
+    history = train_run(
+        model,
+        export,
+        run_dir,
+        cfg,
+        device=device.value,
+        epochs=epochs,
+        images_root=_images_root(images),
+        progress=not quiet,
+        resume=resume,
+        force=force,
+        notify=lambda msg: typer.echo(msg, err=True),
+        weak_labels=weak_labels,
+        weak_labeler=(weak_labeler or WeakLabeler.chexpert).value,
+    )
     last = history[-1] if history else {}
     summary = " ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
-    typer.echo(f"trained {model}: {len(history)} epochs recorded in {run_dir}" + (f" (last: {summary})" if summary else ""))
+    typer.echo(
+        f"trained {model}: {len(history)} epochs recorded in {run_dir}" + (f" (last: {summary})" if summary else "")
+    )
 
 
 def predict_cmd(
@@ -133,7 +149,9 @@ def predict_cmd(
     ),
     model_old: Path | None = hidden_alias("--model-dir"),
     export: Path = typer.Option(..., "--export", help="Export whose cases to predict."),
-    out: Path = typer.Option(..., "--out", callback=out_folder, help="Prediction export to write (read it with `gazeprep evaluate`)."),
+    out: Path = typer.Option(
+        ..., "--out", callback=out_folder, help="Prediction export to write (read it with `gazeprep evaluate`)."
+    ),
     device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA when available), cpu or cuda."),
     images: Path | None = images_option(
         "MIMIC-CXR root the cases' image paths are relative to (default: the bundled sample images)."
@@ -153,8 +171,16 @@ def predict_cmd(
     require_ml("gazeprep predict")
     from gazeprep.train.run import predict_run
 
-    path = predict_run(model_dir, export, out, split=split.value, device=device.value, images_root=_images_root(images),
-                       batch_size=batch_size, progress=not quiet)
+    path = predict_run(
+        model_dir,
+        export,
+        out,
+        split=split.value,
+        device=device.value,
+        images_root=_images_root(images),
+        batch_size=batch_size,
+        progress=not quiet,
+    )
     which = "every case" if split is Split.all else f"the {split.value} cases"
     typer.echo(f"wrote predictions of {which} to {path}")
 

@@ -201,7 +201,10 @@ class Release:
         """The skipped case for an error on malformed data, with a rejects row naming the file."""
         path = getattr(exc, "path", None) or getattr(exc, "filename", None)
         msg = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-        return self.empty_case(case_id, [self.reject(case_id, Path(path) if path else None, getattr(exc, "row", None), f"{msg}; {CASE_SKIPPED}")])
+        return self.empty_case(
+            case_id,
+            [self.reject(case_id, Path(path) if path else None, getattr(exc, "row", None), f"{msg}; {CASE_SKIPPED}")],
+        )
 
     def _read_case(self, case_id: str) -> CaseData:  # pragma: no cover - abstract
         raise NotImplementedError

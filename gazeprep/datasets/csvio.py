@@ -143,9 +143,7 @@ def _check_header(path: Path, header: list[str], columns: dict[str, Col], known:
     if missing and len(missing) == len(columns):
         raise InputFormatError(path, f"wrong header {header[:20]}; expected {list(columns)}")
     if missing:
-        raise InputFormatError(
-            path, f"wrong header: missing column(s) {missing}; found {header}", column=missing[0]
-        )
+        raise InputFormatError(path, f"wrong header: missing column(s) {missing}; found {header}", column=missing[0])
     seen: set[str] = set()
     dup = [h for h in header if h in seen or seen.add(h)]  # type: ignore[func-returns-value]
     if dup:
@@ -276,9 +274,7 @@ def _fast_path(data: bytes, header: list[str], columns: dict[str, Col]) -> pl.Da
     Per-case files are small and many, so this path makes one polars call (the read) and checks
     with numpy / plain Python: a few hundred microseconds per file.
     """
-    schema = {
-        h: (pl.Float64 if h in columns and columns[h].kind in ("float", "int") else pl.Utf8) for h in header
-    }
+    schema = {h: (pl.Float64 if h in columns and columns[h].kind in ("float", "int") else pl.Utf8) for h in header}
     try:
         df = pl.read_csv(data, schema=schema, has_header=True, truncate_ragged_lines=False, raise_if_empty=False)
     except pl.exceptions.PolarsError:  # ComputeError / SchemaError: a value that does not parse
@@ -385,7 +381,10 @@ def _typed(strings: pl.DataFrame, bad: list[BadRow], columns: dict[str, Col]) ->
         empty = pl.DataFrame(
             schema={
                 "source_row": pl.Int64,
-                **{c: (pl.Boolean if s.kind == "bool" else pl.Utf8 if s.kind == "str" else pl.Float64) for c, s in columns.items()},
+                **{
+                    c: (pl.Boolean if s.kind == "bool" else pl.Utf8 if s.kind == "str" else pl.Float64)
+                    for c, s in columns.items()
+                },
             }
         )
         return CheckedTable(empty, sorted(bad, key=lambda b: b.row), n_rows)

@@ -169,7 +169,9 @@ class CasesTable(_Strict):
         named = {v for v in self.columns.model_dump().values() if v is not None}
         clash = [lab for lab in self.labels if lab in named]
         if clash or len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"labels: each label column once, and not a column of columns ({clash or list(self.labels)})")
+            raise ValueError(
+                f"labels: each label column once, and not a column of columns ({clash or list(self.labels)})"
+            )
         return self
 
 
@@ -509,7 +511,10 @@ class DeclaredRelease(Release):
             self._shared["fixations"] = self._split_shared(d.fixations.file, _fixation_cols(d.fixations), d.fixations)
         if d.words is not None and "{" + CASE_PLACEHOLDER + "}" not in d.words.file:
             self._shared["words"] = self._split_shared(d.words.file, _word_cols(d.words), d.words)
-        self.stats = {"cases": self.cases.height, "rejected_case_rows": sum(1 for r in self.rejects if r["case_id"] is None)}
+        self.stats = {
+            "cases": self.cases.height,
+            "rejected_case_rows": sum(1 for r in self.rejects if r["case_id"] is None),
+        }
 
     # ---- paths and files --------------------------------------------------------------------
     def _read_csv(self, path: Path, cols: dict[str, Col], other: tuple[str, ...], section: str) -> CheckedTable:
@@ -584,7 +589,9 @@ class DeclaredRelease(Release):
                     "dataset": self.dataset,
                     "case_id": cid,
                     "image_id": image_id,
-                    "subject_id": int(rec[c.subject_id]) if c.subject_id is not None and rec[c.subject_id] is not None else None,
+                    "subject_id": int(rec[c.subject_id])
+                    if c.subject_id is not None and rec[c.subject_id] is not None
+                    else None,
                     "split": rec[c.split].strip() if c.split is not None and rec[c.split] is not None else None,
                     "image_path": rec[c.image_path].strip() if c.image_path is not None else None,
                     "image_height_px": h,
@@ -598,7 +605,18 @@ class DeclaredRelease(Release):
                     {"dataset": self.dataset, "case_id": cid, "source": f"{self.dataset}_cases", "source_label": lab,
                      "value": rec[lab], "text": None}
                 )  # fmt: skip
-        keys = ("dataset", "case_id", "image_id", "subject_id", "split", "image_path", "image_height_px", "image_width_px", "reader", "discarded")
+        keys = (
+            "dataset",
+            "case_id",
+            "image_id",
+            "subject_id",
+            "split",
+            "image_path",
+            "image_height_px",
+            "image_width_px",
+            "reader",
+            "discarded",
+        )
         frame = pl.DataFrame(rows, schema={k: schema.CASES[k] for k in keys})
         self.cases = schema.conform(frame, "cases")
         if labels:
@@ -677,7 +695,9 @@ class DeclaredRelease(Release):
         df = table.df.with_columns(pl.col(cid_col).str.strip_chars())
         unknown = df.filter(~pl.col(cid_col).is_in(list(self._info)))
         for cid, row in unknown.select(cid_col, "source_row").iter_rows():
-            self.rejects.append(self.reject(None, path, row, f"case id {cid!r} is not in {self.definition.cases.file}; {ROW_DROPPED}"))
+            self.rejects.append(
+                self.reject(None, path, row, f"case id {cid!r} is not in {self.definition.cases.file}; {ROW_DROPPED}")
+            )
         df = df.filter(pl.col(cid_col).is_in(list(self._info)))
         if df.height == 0:
             return {}
@@ -691,7 +711,9 @@ class DeclaredRelease(Release):
         tables: dict[str, pl.DataFrame] = {t: schema.empty(t) for t in self.tables}
         w, h = self._info[case_id]
         try:
-            raw, fix_path = self._rows("fixations", d.fixations.file, _fixation_cols(d.fixations), d.fixations, case_id, rejects)
+            raw, fix_path = self._rows(
+                "fixations", d.fixations.file, _fixation_cols(d.fixations), d.fixations, case_id, rejects
+            )
             tables["fixations"] = self._fixations(case_id, raw, fix_path, w, h, rejects)
         except InputFormatError as exc:
             rejects.append(self.reject(case_id, Path(exc.path), exc.row, f"{exc.reason}; {CASE_SKIPPED}"))
@@ -701,7 +723,9 @@ class DeclaredRelease(Release):
                 raw, words_path = self._rows("words", d.words.file, _word_cols(d.words), d.words, case_id, rejects)
                 self._words(case_id, raw, words_path, tables, rejects)
             except InputFormatError as exc:
-                rejects.append(self.reject(case_id, Path(exc.path), exc.row, f"{exc.reason}; reports and words left empty"))
+                rejects.append(
+                    self.reject(case_id, Path(exc.path), exc.row, f"{exc.reason}; reports and words left empty")
+                )
         return CaseData(case_id, tables, rejects)
 
     def _rows(
@@ -729,7 +753,9 @@ class DeclaredRelease(Release):
         t1 = pl.col(c.t_end) * k if c.t_end is not None else (pl.col(c.t_start) + pl.col(c.duration)) * k  # type: ignore[arg-type]
         return df.with_columns(t0.alias("__t0"), t1.alias("__t1"))
 
-    def _fixations(self, case_id: str, df: pl.DataFrame, path: Path, w: int, h: int, rejects: list[dict]) -> pl.DataFrame:
+    def _fixations(
+        self, case_id: str, df: pl.DataFrame, path: Path, w: int, h: int, rejects: list[dict]
+    ) -> pl.DataFrame:
         f = self.definition.fixations
         c = f.columns
         df = self._times(df, c, f.time_unit)
@@ -780,7 +806,9 @@ class DeclaredRelease(Release):
             },
         )  # fmt: skip
 
-    def _words(self, case_id: str, df: pl.DataFrame, path: Path, tables: dict[str, pl.DataFrame], rejects: list[dict]) -> None:
+    def _words(
+        self, case_id: str, df: pl.DataFrame, path: Path, tables: dict[str, pl.DataFrame], rejects: list[dict]
+    ) -> None:
         wd = self.definition.words
         assert wd is not None and self.transcript is not None
         c = wd.columns

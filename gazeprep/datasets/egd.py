@@ -84,7 +84,12 @@ CHX_LABELS = (
     "pleural_other__chx", "pneumonia__chx", "pneumothorax__chx", "support_devices__chx",
 )  # fmt: skip
 PADS = ("image_top_pad", "image_bottom_pad", "image_left_pad", "image_right_pad")
-OLD_PAD_NAMES = {"image_top": "image_top_pad", "image_bottom": "image_bottom_pad", "image_left": "image_left_pad", "image_right": "image_right_pad"}
+OLD_PAD_NAMES = {
+    "image_top": "image_top_pad",
+    "image_bottom": "image_bottom_pad",
+    "image_left": "image_left_pad",
+    "image_right": "image_right_pad",
+}
 
 MASTER_COLS = {
     "dicom_id": Col("str"),
@@ -196,7 +201,9 @@ class EgdRelease(Release):
             if size is None:
                 self.stats["size_unknown"] += 1
                 where, at = (bad_png, None) if bad_png is not None else (rel, row)
-                self.rejects.append(self.reject(did, where, at, f"image size unknown: {'; '.join(missing)}; {CASE_SKIPPED}"))
+                self.rejects.append(
+                    self.reject(did, where, at, f"image size unknown: {'; '.join(missing)}; {CASE_SKIPPED}")
+                )
                 continue
             self.stats[f"size_from_{source.split()[0]}"] += 1
             h, w = size
@@ -218,11 +225,32 @@ class EgdRelease(Release):
                     except ValueError:
                         value = float("nan")
                     if value not in allowed:
-                        self.rejects.append(self.reject(did, rel, row, f"column '{c}': {raw!r} is not one of {[int(a) for a in allowed]}; label left out"))
+                        self.rejects.append(
+                            self.reject(
+                                did,
+                                rel,
+                                row,
+                                f"column '{c}': {raw!r} is not one of {[int(a) for a in allowed]}; label left out",
+                            )
+                        )
                         continue
                 labels.append({"dataset": DATASET, "case_id": did, "source": SOURCE, "source_label": c, "value": value})
-        self.cases = schema.conform(pl.DataFrame(rows, schema={k: schema.CASES[k] for k in rows[0]}) if rows else schema.empty("cases"), "cases")
-        self.case_labels = schema.conform(pl.DataFrame(labels, schema={k: schema.CASE_LABELS[k] for k in ("dataset", "case_id", "source", "source_label", "value")}), "case_labels") if labels else schema.empty("case_labels")
+        self.cases = schema.conform(
+            pl.DataFrame(rows, schema={k: schema.CASES[k] for k in rows[0]}) if rows else schema.empty("cases"), "cases"
+        )
+        self.case_labels = (
+            schema.conform(
+                pl.DataFrame(
+                    labels,
+                    schema={
+                        k: schema.CASE_LABELS[k] for k in ("dataset", "case_id", "source", "source_label", "value")
+                    },
+                ),
+                "case_labels",
+            )
+            if labels
+            else schema.empty("case_labels")
+        )
         if self.images_root is not None:
             extra = mimic.labels_for_cases(self.images_root, DATASET, self.cases, self.rejects)
             self.case_labels = pl.concat([self.case_labels, extra], how="vertical")
@@ -241,7 +269,9 @@ class EgdRelease(Release):
             meta = mimic.read_metadata(self.images_root)
         except InputFormatError as exc:
             if self._meta_path is not None:
-                self.rejects.append(self.reject(None, exc.path, exc.row, f"{exc.reason}; image sizes taken from the images"))
+                self.rejects.append(
+                    self.reject(None, exc.path, exc.row, f"{exc.reason}; image sizes taken from the images")
+                )
             return {}
         return {d: (int(r), int(c)) for d, r, c in meta.select("dicom_id", "Rows", "Columns").iter_rows()}
 
@@ -268,7 +298,9 @@ class EgdRelease(Release):
         missing: list[str] = []
         root = self.images_root
         if root is None:
-            missing.append("no MIMIC-CXR root given (--images MIMIC_ROOT reads it from the image's DICOM or JPG header)")
+            missing.append(
+                "no MIMIC-CXR root given (--images MIMIC_ROOT reads it from the image's DICOM or JPG header)"
+            )
         else:
             cands = image_candidates(root, image_path)
             found = next((c for c in cands if c.is_file()), None)
@@ -334,12 +366,16 @@ class EgdRelease(Release):
         unknown = df.filter(~pl.col("DICOM_ID").is_in(list(known)))
         n_cal_rows = n_cal_ids = 0
         if unknown.height:
-            groups = unknown.group_by("DICOM_ID", maintain_order=True).agg(pl.len().alias("n"), pl.col("source_row").min().alias("first"))
+            groups = unknown.group_by("DICOM_ID", maintain_order=True).agg(
+                pl.len().alias("n"), pl.col("source_row").min().alias("first")
+            )
             for did, n, first in groups.iter_rows():
                 if is_calibration_id(did, self._all_master_ids):
                     n_cal_rows += n
                     n_cal_ids += 1
-                    reason = f"calibration image (39-character DICOM_ID not in master_sheet.csv): {n} {kind} rows dropped"
+                    reason = (
+                        f"calibration image (39-character DICOM_ID not in master_sheet.csv): {n} {kind} rows dropped"
+                    )
                 elif did in self._all_master_ids:
                     reason = f"the master_sheet.csv row of this DICOM_ID was rejected: {n} {kind} rows dropped"
                 else:
@@ -351,7 +387,11 @@ class EgdRelease(Release):
         if kind == "fixation":  # the names the brief documents
             self.stats["calibration_rows"] = n_cal_rows
             self.stats["calibration_ids"] = n_cal_ids
-        return {k[0]: v for k, v in df.partition_by("DICOM_ID", as_dict=True, maintain_order=True).items()} if df.height else {}
+        return (
+            {k[0]: v for k, v in df.partition_by("DICOM_ID", as_dict=True, maintain_order=True).items()}
+            if df.height
+            else {}
+        )
 
     @staticmethod
     def _raw_ids(path: Path, rows: list[int], column: str = "DICOM_ID") -> dict[int, str]:
@@ -383,8 +423,14 @@ class EgdRelease(Release):
             self.rejects.append(self.reject(did, rel, r, f"box has x1 > x2 or y1 > y2; {ROW_DROPPED}"))
         df = df.filter((pl.col("x1") <= pl.col("x2")) & (pl.col("y1") <= pl.col("y2")))
         unknown = df.filter(~pl.col("dicom_id").is_in(list(self._info)))
-        for did, n, first in unknown.group_by("dicom_id", maintain_order=True).agg(pl.len(), pl.col("source_row").min()).iter_rows():
-            why = "the master_sheet.csv row of this dicom_id was rejected" if did in self._all_master_ids else "dicom_id not in master_sheet.csv"
+        for did, n, first in (
+            unknown.group_by("dicom_id", maintain_order=True).agg(pl.len(), pl.col("source_row").min()).iter_rows()
+        ):
+            why = (
+                "the master_sheet.csv row of this dicom_id was rejected"
+                if did in self._all_master_ids
+                else "dicom_id not in master_sheet.csv"
+            )
             self.rejects.append(self.reject(did, rel, first, f"{why}: {n} box rows dropped"))
         df = df.filter(pl.col("dicom_id").is_in(list(self._info)))
         out = df.select(
@@ -396,7 +442,11 @@ class EgdRelease(Release):
             pl.col("x2").alias("xmax_px"),
             pl.col("y2").alias("ymax_px"),
         )
-        return {k[0]: v for k, v in out.partition_by("case_id", as_dict=True, maintain_order=True).items()} if out.height else {}
+        return (
+            {k[0]: v for k, v in out.partition_by("case_id", as_dict=True, maintain_order=True).items()}
+            if out.height
+            else {}
+        )
 
     # ---- per case -----------------------------------------------------------------------
     def _read_case(self, case_id: str) -> CaseData:
@@ -417,7 +467,9 @@ class EgdRelease(Release):
         if self.gaze_samples:
             graw = self._gaze.get(case_id)
             if graw is not None and graw.height:
-                tables["gaze_samples"] = self._map_positions(case_id, graw, info, self.root / "eye_gaze.csv", rejects, fixations=False)
+                tables["gaze_samples"] = self._map_positions(
+                    case_id, graw, info, self.root / "eye_gaze.csv", rejects, fixations=False
+                )
         if case_id in self._boxes:
             tables["boxes"] = schema.conform(self._boxes[case_id], "boxes")
         folder = self.root / TRANSCRIPTS / safe_component(case_id)
@@ -442,7 +494,14 @@ class EgdRelease(Release):
             rejects.append(self.reject(case_id, path, r, f"{reason}; {ROW_DROPPED}"))
         far = (pl.col("FPOGX") < -1) | (pl.col("FPOGX") > 2) | (pl.col("FPOGY") < -1) | (pl.col("FPOGY") > 2)
         for r, fx, fy in df.filter(far).select("source_row", "FPOGX", "FPOGY").iter_rows():
-            rejects.append(self.reject(case_id, path, r, f"FPOGX/FPOGY ({fx:g}, {fy:g}) far outside the screen (corrupt value); {ROW_DROPPED}"))
+            rejects.append(
+                self.reject(
+                    case_id,
+                    path,
+                    r,
+                    f"FPOGX/FPOGY ({fx:g}, {fy:g}) far outside the screen (corrupt value); {ROW_DROPPED}",
+                )
+            )
         df = df.filter(~far)
         we, he = w + (w % 2), h + (h % 2)
         eye_x = pl.col("FPOGX") * SCREEN_W
@@ -453,7 +512,10 @@ class EgdRelease(Release):
         inside_screen = (eye_x > left) & (eye_x < SCREEN_W - right) & (eye_y > top) & (eye_y < SCREEN_H - bottom)
         mism = df.filter(
             inside_screen
-            & (((pl.col("__x").floor() - pl.col("X_ORIGINAL")).abs() > 1) | ((pl.col("__y").floor() - pl.col("Y_ORIGINAL")).abs() > 1))
+            & (
+                ((pl.col("__x").floor() - pl.col("X_ORIGINAL")).abs() > 1)
+                | ((pl.col("__y").floor() - pl.col("Y_ORIGINAL")).abs() > 1)
+            )
         )
         if mism.height:
             rejects.append(
@@ -500,14 +562,25 @@ class EgdRelease(Release):
             return
         for b in bad:
             rejects.append(self.reject(case_id, path, b.row, f"{b.reason}; {ROW_DROPPED}"))
-        words = pl.DataFrame(entries, schema={"word": pl.Utf8, "t_start_s": pl.Float64, "t_end_s": pl.Float64, "source_row": pl.Int64})
+        words = pl.DataFrame(
+            entries, schema={"word": pl.Utf8, "t_start_s": pl.Float64, "t_end_s": pl.Float64, "source_row": pl.Int64}
+        )
         words, tbad = time_problems(words, "t_start_s", "t_end_s", start_label="begin_time", end_label="end_time")
         for r, reason in tbad:
             rejects.append(self.reject(case_id, path, r, f"entry {r} of time_stamped_text: {reason}; {ROW_DROPPED}"))
         if words.height == 0:
-            rejects.append(self.reject(case_id, path, None, "empty transcript (no usable time_stamped_text entries); reports and words left empty"))
+            rejects.append(
+                self.reject(
+                    case_id,
+                    path,
+                    None,
+                    "empty transcript (no usable time_stamped_text entries); reports and words left empty",
+                )
+            )
             return
-        tables["reports"] = schema.conform(pl.DataFrame({"dataset": [DATASET], "case_id": [case_id], "text": [text]}), "reports")
+        tables["reports"] = schema.conform(
+            pl.DataFrame({"dataset": [DATASET], "case_id": [case_id], "text": [text]}), "reports"
+        )
         tables["words"] = schema.conform(
             words.select(
                 pl.lit(DATASET).alias("dataset"),
@@ -547,7 +620,15 @@ class EgdRelease(Release):
                             "image size kept, the mask is resized to it when used",
                         )
                     )  # fmt: skip
-                rows.append({"dataset": DATASET, "case_id": case_id, "structure": structure, "source": "egd_png", "path": self.rel(p)})
+                rows.append(
+                    {
+                        "dataset": DATASET,
+                        "case_id": case_id,
+                        "structure": structure,
+                        "source": "egd_png",
+                        "path": self.rel(p),
+                    }
+                )
                 break
         return pl.DataFrame(rows, schema=schema.MASKS) if rows else schema.empty("masks")
 
@@ -607,7 +688,14 @@ def parse_transcript(path: Path) -> tuple[str, list[dict], list[BadRow]]:
         if problem:
             bad.append(BadRow(i, problem))
             continue
-        entries.append({"word": it["phrase"], "t_start_s": float(it["begin_time"]), "t_end_s": float(it["end_time"]), "source_row": i})
+        entries.append(
+            {
+                "word": it["phrase"],
+                "t_start_s": float(it["begin_time"]),
+                "t_end_s": float(it["end_time"]),
+                "source_row": i,
+            }
+        )
     return text, entries, bad
 
 

@@ -93,7 +93,9 @@ def resolve_image(images_root: str | Path, image_path: str) -> Path:
     for c in cands:
         if c.is_file():
             return c
-    raise GazeprepError(f"image {image_path!r} not found under {root} (tried .dcm and .jpg under files/ and physionet.org/...)")
+    raise GazeprepError(
+        f"image {image_path!r} not found under {root} (tried .dcm and .jpg under files/ and physionet.org/...)"
+    )
 
 
 def is_io_fault(exc: OSError) -> bool:
@@ -147,7 +149,9 @@ def image_size(path: str | Path, *, require_format: str | None = None) -> tuple[
     except FileNotFoundError:
         raise InputFormatError(path, "file not found") from None
     if problem:
-        raise InputFormatError(path, f"{problem}, " + (f"not a {require_format} image" if require_format else "no image header"))
+        raise InputFormatError(
+            path, f"{problem}, " + (f"not a {require_format} image" if require_format else "no image header")
+        )
     if require_format == "PNG":
         with path.open("rb") as fh:
             if fh.read(8) != _PNG_SIGNATURE:

@@ -46,7 +46,12 @@ _META_COLS = {
     "ViewCodeSequence_CodeMeaning": Col("str", required=False),
     "PatientOrientationCodeSequence_CodeMeaning": Col("str", required=False),
 }
-_SPLIT_COLS = {"dicom_id": Col("str"), "study_id": Col("int", lo=0), "subject_id": Col("int", lo=0), "split": Col("str")}
+_SPLIT_COLS = {
+    "dicom_id": Col("str"),
+    "study_id": Col("int", lo=0),
+    "subject_id": Col("int", lo=0),
+    "split": Col("str"),
+}
 
 
 def find_table(root: Path, kind: str) -> Path:
@@ -120,7 +125,10 @@ def read_split(root: Path, rejects: list[dict] | None = None) -> pl.DataFrame:
     if wrong.height:
         from gazeprep.datasets.csvio import BadRow
 
-        bad += [BadRow(r, f"column 'split': {s!r} is not one of {list(SPLITS)}") for r, s in wrong.select("source_row", "split").iter_rows()]
+        bad += [
+            BadRow(r, f"column 'split': {s!r} is not one of {list(SPLITS)}")
+            for r, s in wrong.select("source_row", "split").iter_rows()
+        ]
         df = df.filter(pl.col("split").is_in(SPLITS))
     _report(rejects, path, Path(root), bad)
     return df.drop("source_row").with_columns(pl.col("study_id").cast(pl.Int64), pl.col("subject_id").cast(pl.Int64))
@@ -129,7 +137,9 @@ def read_split(root: Path, rejects: list[dict] | None = None) -> pl.DataFrame:
 def labels_long(labels: pl.DataFrame, source: str) -> pl.DataFrame:
     """Study-level label frame -> long rows (subject_id, study_id, source, source_label, value)."""
     return (
-        labels.unpivot(index=["subject_id", "study_id"], on=list(CHEXPERT_LABELS), variable_name="source_label", value_name="value")
+        labels.unpivot(
+            index=["subject_id", "study_id"], on=list(CHEXPERT_LABELS), variable_name="source_label", value_name="value"
+        )
         .with_columns(pl.lit(source).alias("source"))
         .select("subject_id", "study_id", "source", "source_label", pl.col("value").cast(pl.Float64))
     )
@@ -146,7 +156,9 @@ def labels_for_cases(mimic_root: Path, dataset: str, cases: pl.DataFrame, reject
         try:
             lab = reader(mimic_root, rejects)
         except InputFormatError as exc:
-            rejects.append(schema.reject(dataset, None, "ingest", exc.path, exc.row, f"{exc.reason}; mimic_{kind} labels left out"))
+            rejects.append(
+                schema.reject(dataset, None, "ingest", exc.path, exc.row, f"{exc.reason}; mimic_{kind} labels left out")
+            )
             continue
         long = labels_long(lab, f"mimic_{kind}")
         frames.append(
@@ -177,12 +189,23 @@ class MimicRelease(Release):
         try:
             split = read_split(root, self.rejects).select("dicom_id", "split")
         except InputFormatError as exc:
-            self.rejects.append(schema.reject(DATASET, None, "ingest", exc.path, None, f"{exc.reason}; split left empty"))
+            self.rejects.append(
+                schema.reject(DATASET, None, "ingest", exc.path, None, f"{exc.reason}; split left empty")
+            )
             split = pl.DataFrame(schema={"dicom_id": pl.Utf8, "split": pl.Utf8})
         dup = meta.filter(pl.col("dicom_id").is_duplicated())
         if dup.height:
             for d in dup["dicom_id"].unique().to_list():
-                self.rejects.append(schema.reject(DATASET, d, "ingest", find_table(root, "metadata").name, None, f"duplicate dicom_id; later rows {ROW_DROPPED}"))
+                self.rejects.append(
+                    schema.reject(
+                        DATASET,
+                        d,
+                        "ingest",
+                        find_table(root, "metadata").name,
+                        None,
+                        f"duplicate dicom_id; later rows {ROW_DROPPED}",
+                    )
+                )
             meta = meta.unique("dicom_id", keep="first", maintain_order=True)
         cases = meta.join(split.unique("dicom_id", keep="first"), on="dicom_id", how="left").select(
             pl.lit(DATASET).alias("dataset"),
@@ -192,10 +215,15 @@ class MimicRelease(Release):
             "study_id",
             "split",
             pl.concat_str(  # image_relpath(), vectorised
-                pl.lit("files/p"), pl.col("subject_id").cast(pl.Utf8).str.slice(0, 2),
-                pl.lit("/p"), pl.col("subject_id").cast(pl.Utf8),
-                pl.lit("/s"), pl.col("study_id").cast(pl.Utf8),
-                pl.lit("/"), pl.col("dicom_id"), pl.lit(".jpg"),
+                pl.lit("files/p"),
+                pl.col("subject_id").cast(pl.Utf8).str.slice(0, 2),
+                pl.lit("/p"),
+                pl.col("subject_id").cast(pl.Utf8),
+                pl.lit("/s"),
+                pl.col("study_id").cast(pl.Utf8),
+                pl.lit("/"),
+                pl.col("dicom_id"),
+                pl.lit(".jpg"),
             ).alias("image_path"),  # fmt: skip
             pl.col("Rows").alias("image_height_px"),
             pl.col("Columns").alias("image_width_px"),

@@ -113,7 +113,13 @@ GAZE_OTHER = (
     "xmax_in_screen_coordinates", "ymax_in_screen_coordinates",
 )  # fmt: skip
 WORD_COLS = {"word": Col("str"), "timestamp_start_word": Col(), "timestamp_end_word": Col()}
-ELLIPSE_BASE = {"xmin": Col("int"), "ymin": Col("int"), "xmax": Col("int"), "ymax": Col("int"), "certainty": Col("int", lo=1, hi=5)}
+ELLIPSE_BASE = {
+    "xmin": Col("int"),
+    "ymin": Col("int"),
+    "xmax": Col("int"),
+    "ymax": Col("int"),
+    "certainty": Col("int", lo=1, hi=5),
+}
 CHEST_HEADER = ["xmin", "ymin", "xmax", "ymax"]
 
 
@@ -122,7 +128,9 @@ def find_main_data(root: Path) -> Path:
     for cand in (root / "main_data", root / "physionet.org/files/reflacx-xray-localization/1.0.0/main_data"):
         if cand.is_dir():
             return cand
-    raise InputFormatError(root / "main_data", "folder not found (expected <root>/main_data/metadata_phase_{1,2,3}.csv)")
+    raise InputFormatError(
+        root / "main_data", "folder not found (expected <root>/main_data/metadata_phase_{1,2,3}.csv)"
+    )
 
 
 def _read_chest_box(path: Path) -> tuple[tuple[float, float, float, float] | None, int | None, str | None]:
@@ -225,7 +233,9 @@ class ReflacxRelease(Release):
             elif im.group(4) != rec["dicom_id"].strip():
                 problem = f"column 'dicom_id': {rec['dicom_id']!r} does not match the image path ({im.group(4)!r})"
             elif int(im.group(2)) != int(rec["subject_id"]) or im.group(2)[:2] != im.group(1):
-                problem = f"column 'subject_id': {int(rec['subject_id'])} does not match the image path ({im.group(0)!r})"
+                problem = (
+                    f"column 'subject_id': {int(rec['subject_id'])} does not match the image path ({im.group(0)!r})"
+                )
             if problem:
                 self.rejects.append(self.reject(cid or None, rel, row, f"{problem}; {CASE_SKIPPED}"))
                 continue
@@ -255,16 +265,40 @@ class ReflacxRelease(Release):
                     self.rejects.append(self.reject(cid, rel, row, f"column '{lab}': {err}; label left out"))
                     continue
                 label_rows.append(
-                    {"dataset": DATASET, "case_id": cid, "source": SOURCE, "source_label": lab, "value": value, "text": text}
+                    {
+                        "dataset": DATASET,
+                        "case_id": cid,
+                        "source": SOURCE,
+                        "source_label": lab,
+                        "value": value,
+                        "text": text,
+                    }
                 )
         frame = pl.DataFrame(
             rows_out,
-            schema={k: schema.CASES[k] for k in ("dataset", "case_id", "image_id", "subject_id", "study_id", "split", "image_path", "image_height_px", "image_width_px", "phase", "discarded")},
+            schema={
+                k: schema.CASES[k]
+                for k in (
+                    "dataset",
+                    "case_id",
+                    "image_id",
+                    "subject_id",
+                    "study_id",
+                    "split",
+                    "image_path",
+                    "image_height_px",
+                    "image_width_px",
+                    "phase",
+                    "discarded",
+                )
+            },
         )
         return frame, label_rows
 
     def _add_chest_boxes(self, cases: pl.DataFrame) -> pl.DataFrame:
-        boxes: dict[str, list[float | None]] = {k: [] for k in ("chest_xmin_px", "chest_ymin_px", "chest_xmax_px", "chest_ymax_px")}
+        boxes: dict[str, list[float | None]] = {
+            k: [] for k in ("chest_xmin_px", "chest_ymin_px", "chest_xmax_px", "chest_ymax_px")
+        }
         for cid in cases["case_id"].to_list():
             path = self.main_data / cid / "chest_bounding_box.csv"
             box, row, reason = _read_chest_box(path)
@@ -288,7 +322,11 @@ class ReflacxRelease(Release):
         try:
             tables["ellipses"] = self._ellipses(case_id, folder / "anomaly_location_ellipses.csv", phase, rejects)
         except InputFormatError as exc:
-            rejects.append(self.reject(case_id, folder / "anomaly_location_ellipses.csv", exc.row, f"{exc.reason}; ellipses left empty"))
+            rejects.append(
+                self.reject(
+                    case_id, folder / "anomaly_location_ellipses.csv", exc.row, f"{exc.reason}; ellipses left empty"
+                )
+            )
         if discarded:
             return CaseData(case_id, tables, rejects)
         fix_path = folder / "fixations.csv"
@@ -322,7 +360,9 @@ class ReflacxRelease(Release):
         shown_bad = (col("xmin_shown_from_image") >= col("xmax_shown_from_image")) | (
             col("ymin_shown_from_image") >= col("ymax_shown_from_image")
         )
-        res_bad = (col("angular_resolution_x_pixels_per_degree") <= 0) | (col("angular_resolution_y_pixels_per_degree") <= 0)
+        res_bad = (col("angular_resolution_x_pixels_per_degree") <= 0) | (
+            col("angular_resolution_y_pixels_per_degree") <= 0
+        )
         far = far_outside(x, y, w, h)
         drop = shown_bad | res_bad | far
         for i in np.flatnonzero(drop):
@@ -369,7 +409,12 @@ class ReflacxRelease(Release):
         far = far_outside(x, y, w, h)  # NaN (blink) compares False
         if far.any():
             rows = df.get_column("source_row").to_numpy()
-            self._bad_rows(case_id, path, [(int(r), f"position far outside the {w}x{h} image (corrupt value)") for r in rows[far]], rejects)
+            self._bad_rows(
+                case_id,
+                path,
+                [(int(r), f"position far outside the {w}x{h} image (corrupt value)") for r in rows[far]],
+                rejects,
+            )
             df = df.filter(pl.Series(~far))
         df, tbad = time_problems(df, "timestamp_sample", None, start_label="timestamp_sample")
         self._bad_rows(case_id, path, tbad, rejects)
@@ -444,11 +489,15 @@ class ReflacxRelease(Release):
             else:
                 keep.append(rec)
         self._bad_rows(case_id, path, bad, rejects)
-        out: dict[str, list] = {k: [] for k in ("ellipse_idx", "xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty", "source_label")}
+        out: dict[str, list] = {
+            k: [] for k in ("ellipse_idx", "xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty", "source_label")
+        }
         for idx, rec in enumerate(keep):
             for lab in labels:
                 if rec[lab]:
-                    for k, v in zip(out, (idx, rec["xmin"], rec["ymin"], rec["xmax"], rec["ymax"], int(rec["certainty"]), lab)):
+                    for k, v in zip(
+                        out, (idx, rec["xmin"], rec["ymin"], rec["xmax"], rec["ymax"], int(rec["certainty"]), lab)
+                    ):
                         out[k].append(v)
         n = len(out["ellipse_idx"])
         if n == 0:

@@ -46,7 +46,9 @@ DATASETS: Registry[DatasetAdapter] = Registry("dataset", loader=_load_builtins)
 def register_adapter(adapter: DatasetAdapter) -> DatasetAdapter:
     """Register an adapter instance under its ``name`` (:class:`RegistryError` on a taken name)."""
     if adapter.name == DECLARED:
-        raise RegistryError(f"{DECLARED!r} is reserved (recipes use it for any declared dataset); choose another dataset name")
+        raise RegistryError(
+            f"{DECLARED!r} is reserved (recipes use it for any declared dataset); choose another dataset name"
+        )
     return DATASETS.register(adapter.name, adapter)
 
 
@@ -101,7 +103,9 @@ def declare(path: str | Path) -> DeclaredAdapter:
         same = isinstance(existing, DeclaredAdapter) and existing.definition_path == adapter.definition_path
         if not same:
             by = existing.definition_path if isinstance(existing, DeclaredAdapter) else "a built-in or plugin adapter"
-            raise RegistryError(f"{adapter.definition_path}: name: dataset {adapter.name!r} is already registered (by {by})")
+            raise RegistryError(
+                f"{adapter.definition_path}: name: dataset {adapter.name!r} is already registered (by {by})"
+            )
         DATASETS.unregister(adapter.name)
     register_adapter(adapter)
     return adapter
@@ -125,7 +129,9 @@ def transcript_style(dataset: str) -> TranscriptStyle:
     """
     style = get_adapter(dataset).transcript
     if style is None:
-        raise GazeprepError(f"dataset {dataset!r} declares no transcript style, so its words cannot be read as sentences")
+        raise GazeprepError(
+            f"dataset {dataset!r} declares no transcript style, so its words cannot be read as sentences"
+        )
     return style
 
 

@@ -45,7 +45,9 @@ def read_class_scores(export: Any) -> pl.DataFrame | None:
         return None
     missing = [c for c in _COLUMNS if c not in df.columns]
     if missing:
-        raise GazeprepError(f"class_scores table lacks column(s) {', '.join(missing)} (expected case_id, label, score, truth)")
+        raise GazeprepError(
+            f"class_scores table lacks column(s) {', '.join(missing)} (expected case_id, label, score, truth)"
+        )
     return df.select([pl.col(c).cast(t) for c, t in _COLUMNS.items()])
 
 
@@ -89,8 +91,18 @@ def single_label_rows(y: np.ndarray) -> np.ndarray:
 
 
 def _row(group: str, metric: str, n: int, mean: float, lo: float | None, hi: float | None, average: str) -> dict:
-    return {"group": group, "metric": metric, "n": int(n), "mean": float(mean), "ci_low": lo, "ci_high": hi,
-            "higher_is_better": True, "average": average, "threshold": None, "threshold_from": None}
+    return {
+        "group": group,
+        "metric": metric,
+        "n": int(n),
+        "mean": float(mean),
+        "ci_low": lo,
+        "ci_high": hi,
+        "higher_is_better": True,
+        "average": average,
+        "threshold": None,
+        "threshold_from": None,
+    }
 
 
 def classification_summary(
@@ -130,8 +142,18 @@ def classification_summary(
             correct = (np.argmax(s[one], axis=1) == np.argmax(np.nan_to_num(y[one], nan=0.0), axis=1)).astype(float)
             est, lo, hi = M.bootstrap_ci(np.mean, correct, n_boot=n_boot, ci=ci, seed=seed)
             rows.append(_row("all", "accuracy", int(one.sum()), est, lo, hi, "image"))
-    return pl.DataFrame(rows, schema={
-        "group": pl.Utf8, "metric": pl.Utf8, "n": pl.Int64, "mean": pl.Float64, "ci_low": pl.Float64,
-        "ci_high": pl.Float64, "higher_is_better": pl.Boolean, "average": pl.Utf8, "threshold": pl.Float64,
-        "threshold_from": pl.Utf8,
-    })
+    return pl.DataFrame(
+        rows,
+        schema={
+            "group": pl.Utf8,
+            "metric": pl.Utf8,
+            "n": pl.Int64,
+            "mean": pl.Float64,
+            "ci_low": pl.Float64,
+            "ci_high": pl.Float64,
+            "higher_is_better": pl.Boolean,
+            "average": pl.Utf8,
+            "threshold": pl.Float64,
+            "threshold_from": pl.Utf8,
+        },
+    )

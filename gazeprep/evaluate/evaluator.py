@@ -49,8 +49,9 @@ when the data have no such split it is chosen on all pairs and the summary says 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import polars as pl
@@ -75,6 +76,7 @@ DEFAULT_ORGAN_MAP: dict[str, tuple[str, ...]] = {
 }
 CONFUSION_METRICS = ("fgiou", "bgiou", "fwiou", "miou")
 LABEL_MEAN = "mean over labels"  # summary group: unweighted mean of the per-label means (n = labels)
+
 
 class ExportLike(Protocol):
     tables: Mapping[str, pl.DataFrame]
@@ -125,10 +127,18 @@ class _OneTargetForAll:
             have = sorted(idx.get_column("target").unique().to_list())[:10]
             raise GazeprepError(f"no map for target {source_target!r} (targets: {have})")
         ts = sorted(set(targets))
-        heat = pl.DataFrame({"case_id": [c for c in cases for _ in ts], "target": [t for _ in cases for t in ts]},
-                            schema={"case_id": pl.Utf8, "target": pl.Utf8})
-        self.tables = {**{k: _table(export, k) for k in ("cases", "fixations", "windows", "ellipses", "boxes", "masks")
-                          if _table(export, k) is not None}, "heatmaps": heat}
+        heat = pl.DataFrame(
+            {"case_id": [c for c in cases for _ in ts], "target": [t for _ in cases for t in ts]},
+            schema={"case_id": pl.Utf8, "target": pl.Utf8},
+        )
+        self.tables = {
+            **{
+                k: _table(export, k)
+                for k in ("cases", "fixations", "windows", "ellipses", "boxes", "masks")
+                if _table(export, k) is not None
+            },
+            "heatmaps": heat,
+        }
         self.manifest = getattr(export, "manifest", None)
         self.path = getattr(export, "path", None)
 
@@ -270,7 +280,9 @@ def regrid(a: np.ndarray, src, dst) -> np.ndarray:
     r = np.rint(gy).astype(np.int64)
     okc = (c >= 0) & (c < src.width)
     okr = (r >= 0) & (r < src.height)
-    out = np.asarray(a)[np.clip(r, 0, src.height - 1)[:, None], np.clip(c, 0, src.width - 1)[None, :]].astype(np.float64)
+    out = np.asarray(a)[np.clip(r, 0, src.height - 1)[:, None], np.clip(c, 0, src.width - 1)[None, :]].astype(
+        np.float64
+    )
     out[~okr, :] = 0.0
     out[:, ~okc] = 0.0
     return out
@@ -396,7 +408,9 @@ def evaluate_exports(
         Use that one map of each case (e.g. ``full``, the whole-recording map) for every target of
         the other side: the baseline of 004's window comparison, or label maps vs the full map.
     """
-    defaults = {"ellipses": DEFAULT_ELLIPSE_METRICS, "organs": DEFAULT_ORGAN_METRICS}.get(reference, DEFAULT_MAP_METRICS)
+    defaults = {"ellipses": DEFAULT_ELLIPSE_METRICS, "organs": DEFAULT_ORGAN_METRICS}.get(
+        reference, DEFAULT_MAP_METRICS
+    )
     names = list(metrics) if metrics else list(defaults)
     # image-level AUC / accuracy come from the prediction's class scores (gazeprep.evaluate.classification)
     class_metrics = [n for n in names if n in C.CLASSIFICATION_METRICS] if metrics else list(C.CLASSIFICATION_METRICS)
@@ -407,11 +421,16 @@ def evaluate_exports(
             f"{', '.join(class_metrics)}: image-level metrics need classifier scores "
             f"(tables/class_scores.parquet, written by gazeprep predict); {export_label(pred)} has none"
         )
-    class_summary = (C.classification_summary(scores, metrics=class_metrics, by=by, n_boot=n_boot, seed=seed)
-                     if scores is not None and class_metrics else None)
+    class_summary = (
+        C.classification_summary(scores, metrics=class_metrics, by=by, n_boot=n_boot, seed=seed)
+        if scores is not None and class_metrics
+        else None
+    )
     if not names and class_summary is not None:  # only image-level metrics asked for: no map pairing
         empty = pl.DataFrame(schema={"case_id": pl.Utf8, "target": pl.Utf8})
-        return EvalResult(pairs=empty, summary=class_summary, unpaired=empty.with_columns(pl.lit(None, pl.Utf8).alias("only_in")))
+        return EvalResult(
+            pairs=empty, summary=class_summary, unpaired=empty.with_columns(pl.lit(None, pl.Utf8).alias("only_in"))
+        )
     mets: list[Metric] = [get_metric(n) for n in names]
     notes: list[str] = []
 
@@ -433,7 +452,9 @@ def evaluate_exports(
         if reference == "ellipses":
             e = _table(gt, "ellipses")
             labels = e.get_column("source_label").unique().to_list() if e is not None else []
-            ref_targets = sorted({t for ts in ellipse_labels_to_targets(labels, _default_labels()).values() for t in ts})
+            ref_targets = sorted(
+                {t for ts in ellipse_labels_to_targets(labels, _default_labels()).values() for t in ts}
+            )
         else:
             gi = _table(gt, "heatmaps")
             ref_targets = gi.get_column("target").unique().to_list() if gi is not None else []
@@ -671,7 +692,8 @@ def _apply_validated_thresholds(
             "splits): optimistic; 004 chooses on validation and reports test"
         )
     pairs = pairs.with_columns(
-        pl.Series("iou", iou), pl.Series("iou_reported", use),
+        pl.Series("iou", iou),
+        pl.Series("iou_reported", use),
         pl.Series("iou_threshold", [thresholds[t][0] for t in target]),
     )
     return pairs, thresholds, notes
@@ -719,25 +741,53 @@ def _summarise(
                 mean = float(finite.mean()) if finite.size else float("nan")
                 _, lo, hi = M.bootstrap_mean(v, n_boot=n_boot, seed=seed)
                 avg = "image"
-            out.append({
-                "group": gname, "metric": m.name, "n": int((~np.isnan(v)).sum()), "mean": mean,
-                "ci_low": lo, "ci_high": hi, "higher_is_better": m.higher_is_better,
-                "average": avg, "threshold": thr, "threshold_from": where,
-            })
+            out.append(
+                {
+                    "group": gname,
+                    "metric": m.name,
+                    "n": int((~np.isnan(v)).sum()),
+                    "mean": mean,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "higher_is_better": m.higher_is_better,
+                    "average": avg,
+                    "threshold": thr,
+                    "threshold_from": where,
+                }
+            )
     if by == "label" and len(groups) > 2:  # 004 reports IoU averaged over labels
         for m in mets:
             vals = [r["mean"] for r in out if r["metric"] == m.name and r["group"] != "all" and not np.isnan(r["mean"])]
             if vals:
-                out.append({
-                    "group": LABEL_MEAN, "metric": m.name, "n": len(vals), "mean": float(np.mean(vals)),
-                    "ci_low": None, "ci_high": None, "higher_is_better": m.higher_is_better,
-                    "average": "labels", "threshold": None, "threshold_from": None,
-                })
-    return pl.DataFrame(out, schema={
-        "group": pl.Utf8, "metric": pl.Utf8, "n": pl.Int64, "mean": pl.Float64, "ci_low": pl.Float64,
-        "ci_high": pl.Float64, "higher_is_better": pl.Boolean, "average": pl.Utf8, "threshold": pl.Float64,
-        "threshold_from": pl.Utf8,
-    })
+                out.append(
+                    {
+                        "group": LABEL_MEAN,
+                        "metric": m.name,
+                        "n": len(vals),
+                        "mean": float(np.mean(vals)),
+                        "ci_low": None,
+                        "ci_high": None,
+                        "higher_is_better": m.higher_is_better,
+                        "average": "labels",
+                        "threshold": None,
+                        "threshold_from": None,
+                    }
+                )
+    return pl.DataFrame(
+        out,
+        schema={
+            "group": pl.Utf8,
+            "metric": pl.Utf8,
+            "n": pl.Int64,
+            "mean": pl.Float64,
+            "ci_low": pl.Float64,
+            "ci_high": pl.Float64,
+            "higher_is_better": pl.Boolean,
+            "average": pl.Utf8,
+            "threshold": pl.Float64,
+            "threshold_from": pl.Utf8,
+        },
+    )
 
 
 def format_summary(summary: pl.DataFrame) -> str:

@@ -233,7 +233,9 @@ def box_mask(h: int, w: int, boxes: np.ndarray | Sequence[Sequence[float]]) -> n
 
 
 @register_metric("iou", kind="region", source="004 ricbl src/train.py localization_score_fn", threshold=0.15)
-def iou_at_threshold(pred: ArrayLike, gt_mask: ArrayLike, *, threshold: float = 0.15, resize: ResizeMode = "nearest") -> float:
+def iou_at_threshold(
+    pred: ArrayLike, gt_mask: ArrayLike, *, threshold: float = 0.15, resize: ResizeMode = "nearest"
+) -> float:
     """IoU of ``pred > threshold`` with a binary reference mask (004, ricbl ``localization_score_fn``).
 
     ``inter = sum(bin(pred) * gt)``, ``union = sum(max(bin(pred), gt))``; an empty union (NaN in the
@@ -244,7 +246,9 @@ def iou_at_threshold(pred: ArrayLike, gt_mask: ArrayLike, *, threshold: float = 
     return float(_iou_curve(p, g > 0.5, (threshold,))[0])
 
 
-def iou_curve(pred: ArrayLike, gt_mask: ArrayLike, thresholds: Sequence[float] = THRESHOLDS_004, resize: ResizeMode = "nearest") -> np.ndarray:
+def iou_curve(
+    pred: ArrayLike, gt_mask: ArrayLike, thresholds: Sequence[float] = THRESHOLDS_004, resize: ResizeMode = "nearest"
+) -> np.ndarray:
     """IoU at every threshold (vectorised); shape ``(len(thresholds),)``. Same convention as
     :func:`iou_at_threshold`."""
     p, g = _prep(pred, gt_mask, resize)
@@ -286,9 +290,7 @@ def _count_above(values: np.ndarray, inside: np.ndarray, thresholds: np.ndarray)
     return above, above_in
 
 
-def best_thresholds(
-    iou_table: np.ndarray, thresholds: Sequence[float] = THRESHOLDS_004
-) -> tuple[float, float]:
+def best_thresholds(iou_table: np.ndarray, thresholds: Sequence[float] = THRESHOLDS_004) -> tuple[float, float]:
     """The threshold with the highest mean IoU over images (004: chosen per label on validation).
 
     ``iou_table``: ``(n_images, n_thresholds)`` from :func:`iou_curve`. Returns ``(threshold,
@@ -388,7 +390,9 @@ for _k, _f in (("fgiou", fg_iou), ("bgiou", bg_iou), ("fwiou", fw_iou), ("miou",
 
 
 @register_metric("ssim", kind="map", source="000 I-AI (torchmetrics SSIM, data_range 1)")
-def ssim(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+def ssim(
+    pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest"
+) -> float:
     """Mean structural similarity (000's mSSIM per image).
 
     Both maps are divided by their max first (I-AI: pred = channel / max, GT = soft PNG / max; an
@@ -404,14 +408,14 @@ def ssim(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = 
     if min(g.shape) < 11:
         raise GazeprepError(f"ssim needs maps of at least 11 x 11 pixels (Gaussian window), got {g.shape}")
     return float(
-        structural_similarity(
-            p, g, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
-        )
+        structural_similarity(p, g, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
     )
 
 
 @register_metric("psnr", kind="map", source="000 I-AI (torchmetrics PSNR, data_range 1)")
-def psnr(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+def psnr(
+    pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest"
+) -> float:
     """Peak signal-to-noise ratio in dB, ``10 log10(1 / MSE)`` (data range 1, after max-normalising both
     maps as :func:`ssim`); identical maps give ``inf``."""
     p, g = _prep(pred, gt, resize)
@@ -422,7 +426,9 @@ def psnr(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = 
 
 
 @register_metric("l1", kind="map", higher_is_better=False, source="000 I-AI (F.l1_loss)")
-def l1(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+def l1(
+    pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest"
+) -> float:
     """Mean absolute difference (000's mL1 per image), both maps max-normalised as :func:`ssim`."""
     p, g = _prep(pred, gt, resize)
     if normalize == "max":
@@ -431,7 +437,9 @@ def l1(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "m
 
 
 @register_metric("l2", kind="map", higher_is_better=False, source="000 I-AI (F.mse_loss)")
-def l2(pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest") -> float:
+def l2(
+    pred: ArrayLike, gt: ArrayLike, *, normalize: Literal["max", "none"] = "max", resize: ResizeMode = "nearest"
+) -> float:
     """Mean squared difference (000's mL2 per image = ``F.mse_loss``), both maps max-normalised."""
     p, g = _prep(pred, gt, resize)
     if normalize == "max":
@@ -510,7 +518,14 @@ def sim(pred: ArrayLike, gt: ArrayLike, *, resize: ResizeMode = "nearest") -> fl
 
 
 @register_metric("nss", kind="fixations", source="MIT NSS.m")
-def nss(pred: ArrayLike, fixation_map: ArrayLike, *, ddof: int = 1, count_duplicates: bool = False, resize: ResizeMode = "nearest") -> float:
+def nss(
+    pred: ArrayLike,
+    fixation_map: ArrayLike,
+    *,
+    ddof: int = 1,
+    count_duplicates: bool = False,
+    resize: ResizeMode = "nearest",
+) -> float:
     """Normalised scanpath saliency: mean of the z-scored prediction at fixated pixels.
 
     ``fixation_map``: binary map (MIT) or, with ``count_duplicates=True``, fixation counts per pixel
@@ -733,7 +748,9 @@ def _resample_means(v: np.ndarray) -> np.ndarray:
         return v.mean(axis=-1)
 
 
-def bootstrap_mean(values: ArrayLike, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_mean(
+    values: ArrayLike, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean of per-image values with a seeded percentile-bootstrap CI (:func:`bootstrap_ci`).
 
     NaN values (a metric undefined on that image) are left out first; the resamples are drawn from

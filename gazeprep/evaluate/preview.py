@@ -278,8 +278,11 @@ class ImageFinder:
             self._once(f"norel:{case_id}", f"case {case_id}: the cases table names no image_path; grey canvas")
             return None
         if self.root is None:
-            self._once("noroot", "no --images given and no bundled sample images in this installation: previews "
-                                 "are drawn on a grey canvas (pass --images, the MIMIC-CXR root)")
+            self._once(
+                "noroot",
+                "no --images given and no bundled sample images in this installation: previews "
+                "are drawn on a grey canvas (pass --images, the MIMIC-CXR root)",
+            )
             return None
         if not self.root.is_dir():
             return None  # said once in __init__
@@ -293,8 +296,11 @@ class ImageFinder:
                 tried = image_candidates(self.root, rel)[0]
             except GazeprepError:
                 tried = direct
-            self._once(f"missing:{rel}", f"image of case {case_id} not found: {tried} (also tried .dcm/.jpg and the "
-                                         f"physionet.org/... prefix under {self.root}, {self.source}); grey canvas")
+            self._once(
+                f"missing:{rel}",
+                f"image of case {case_id} not found: {tried} (also tried .dcm/.jpg and the "
+                f"physionet.org/... prefix under {self.root}, {self.source}); grey canvas",
+            )
             return None
         try:
             img = np.asarray(load_image(path), dtype=np.float32)
@@ -303,8 +309,11 @@ class ImageFinder:
             return None
         H, W = row.get("image_height_px"), row.get("image_width_px")
         if H and W and tuple(img.shape[:2]) != (int(H), int(W)):
-            self._once(f"size:{path}", f"image {path} is {img.shape[1]}x{img.shape[0]} px but the export's cases table "
-                                       f"says {int(W)}x{int(H)} px for case {case_id}: not used (grey canvas)")
+            self._once(
+                f"size:{path}",
+                f"image {path} is {img.shape[1]}x{img.shape[0]} px but the export's cases table "
+                f"says {int(W)}x{int(H)} px for case {case_id}: not used (grey canvas)",
+            )
             return None
         return img
 
@@ -343,7 +352,9 @@ def _heat_on_display(heat: np.ndarray, grid: OutputGrid, dh: int, dw: int, s: fl
     r = np.rint(gy).astype(np.int64)
     okc = (c >= 0) & (c < grid.width)
     okr = (r >= 0) & (r < grid.height)
-    out = np.asarray(heat, dtype=np.float64)[np.clip(r, 0, grid.height - 1)[:, None], np.clip(c, 0, grid.width - 1)[None, :]]
+    out = np.asarray(heat, dtype=np.float64)[
+        np.clip(r, 0, grid.height - 1)[:, None], np.clip(c, 0, grid.width - 1)[None, :]
+    ]
     out[~okr, :] = 0
     out[:, ~okc] = 0
     return out
@@ -508,8 +519,9 @@ def _anatomy_spec(export: Any) -> dict | None:
     return a if isinstance(a, dict) and a.get("target_structures") else None
 
 
-def _anatomy_target_mask(export: Any, case_id: str, target: str, anatomy_dir: str | Path | None,
-                         warn: Callable[[str], None]) -> np.ndarray | None:
+def _anatomy_target_mask(
+    export: Any, case_id: str, target: str, anatomy_dir: str | Path | None, warn: Callable[[str], None]
+) -> np.ndarray | None:
     """The mask an anatomy recipe filtered ``target``'s fixations with (bool, image size), or None."""
     spec = _anatomy_spec(export)
     if spec is None or target not in spec["target_structures"]:
@@ -533,12 +545,16 @@ def _anatomy_target_mask(export: Any, case_id: str, target: str, anatomy_dir: st
         prov = AnatomyMasks(AnatomyFilter.model_validate(spec), default_dir=folder)
         return prov.for_image(str(row["image_id"]), (int(row["image_height_px"]), int(row["image_width_px"])))[target]
     except (GazeprepError, ImportError, OSError, KeyError, ValueError) as exc:
-        warn(f"anatomy mask of case {case_id}, target {target} not found ({exc}); pass --anatomy-dir: "
-             "all fixations of its window are shown")
+        warn(
+            f"anatomy mask of case {case_id}, target {target} not found ({exc}); pass --anatomy-dir: "
+            "all fixations of its window are shown"
+        )
         return None
 
 
-def _table_masks(export: Any, case_id: str, anatomy_dir: str | Path | None, warn: Callable[[str], None]) -> dict[str, np.ndarray]:
+def _table_masks(
+    export: Any, case_id: str, anatomy_dir: str | Path | None, warn: Callable[[str], None]
+) -> dict[str, np.ndarray]:
     """Masks listed in the export's ``masks`` table for the case: {structure: bool (H, W)} at the
     image size. Paths are tried as given, under the export, under ``anatomy_dir`` and under the
     bundled sample release of the export's dataset."""
@@ -579,8 +595,10 @@ def _table_masks(export: Any, case_id: str, anatomy_dir: str | Path | None, warn
             a = M.resize_nearest(a, (int(H), int(W))).astype(bool)
         out[str(m["structure"])] = a
     if missing:
-        warn(f"{len(missing)} mask PNG(s) of case {case_id} not found, e.g. {missing[0]} (paths in the masks table "
-             "are relative to the release folder: pass it as --anatomy-dir)")
+        warn(
+            f"{len(missing)} mask PNG(s) of case {case_id} not found, e.g. {missing[0]} (paths in the masks table "
+            "are relative to the release folder: pass it as --anatomy-dir)"
+        )
     return out
 
 
@@ -619,11 +637,26 @@ def legend_entries(
     out: list[LegendEntry] = []
     if heat_units is not None:
         top = _LUT[-1]
-        out.append(LegendEntry("heatmap", (int(top[0]), int(top[1]), int(top[2])), f"heatmap, colour scaled to the panel's max; {heat_units}", "ramp"))
+        out.append(
+            LegendEntry(
+                "heatmap",
+                (int(top[0]), int(top[1]), int(top[2])),
+                f"heatmap, colour scaled to the panel's max; {heat_units}",
+                "ramp",
+            )
+        )
     if fixations:
-        out.append(LegendEntry("fixations", FIX_COLOUR, "fixation: numbered in time order, area ~ duration, line = scanpath", "circle"))
+        out.append(
+            LegendEntry(
+                "fixations", FIX_COLOUR, "fixation: numbered in time order, area ~ duration, line = scanpath", "circle"
+            )
+        )
     if off_image:
-        out.append(LegendEntry("fixations", FIX_COLOUR, "fixation outside the image, drawn at the border (points outwards)", "triangle"))
+        out.append(
+            LegendEntry(
+                "fixations", FIX_COLOUR, "fixation outside the image, drawn at the border (points outwards)", "triangle"
+            )
+        )
     for c in sorted({int(c) for c in certainties if c is not None}, reverse=True):
         colour = ELLIPSE_COLOURS.get(c, ELLIPSE_COLOURS[1])
         word = CERTAINTY_WORDS.get(c, "unknown")
@@ -681,7 +714,9 @@ def wrap_text(text: str, font: _Font, width: float) -> list[str]:
     return lines
 
 
-def _dashed_ellipse(draw: ImageDraw.ImageDraw, box: Sequence[float], colour: tuple[int, ...], width: int = 1, step: int = 24) -> None:
+def _dashed_ellipse(
+    draw: ImageDraw.ImageDraw, box: Sequence[float], colour: tuple[int, ...], width: int = 1, step: int = 24
+) -> None:
     for a in range(0, 360, step):
         draw.arc(box, a, a + step // 2, fill=colour, width=width)
 
@@ -692,7 +727,11 @@ def _triangle(cx: float, cy: float, r: float, direction: tuple[float, float]) ->
         ux, uy = 0.0, -1.0
     px, py = -uy, ux  # perpendicular
     tip = (cx + ux * r, cy + uy * r)
-    return [tip, (cx - ux * r + px * r * 0.8, cy - uy * r + py * r * 0.8), (cx - ux * r - px * r * 0.8, cy - uy * r - py * r * 0.8)]
+    return [
+        tip,
+        (cx - ux * r + px * r * 0.8, cy - uy * r + py * r * 0.8),
+        (cx - ux * r - px * r * 0.8, cy - uy * r - py * r * 0.8),
+    ]
 
 
 def _draw_swatch(draw: ImageDraw.ImageDraw, x: float, y: float, e: LegendEntry, h: int) -> None:
@@ -749,9 +788,23 @@ def parse_overlays(text: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(t for t in OVERLAYS if t in items)
 
 
-def _collect(export: Any, case_id: str, target: str, *, heat: np.ndarray, grid: OutputGrid, image: np.ndarray | None,
-             dh: int, dw: int, s: float, overlays: Sequence[str], masks: dict[str, np.ndarray] | None,
-             anatomy_dir: str | Path | None, warn: Callable[[str], None], marker_r: float) -> _Layers:
+def _collect(
+    export: Any,
+    case_id: str,
+    target: str,
+    *,
+    heat: np.ndarray,
+    grid: OutputGrid,
+    image: np.ndarray | None,
+    dh: int,
+    dw: int,
+    s: float,
+    overlays: Sequence[str],
+    masks: dict[str, np.ndarray] | None,
+    anatomy_dir: str | Path | None,
+    warn: Callable[[str], None],
+    marker_r: float,
+) -> _Layers:
     from gazeprep.evaluate.evaluator import ellipse_labels_to_targets
 
     H, W = grid.image_height_px, grid.image_width_px
@@ -834,8 +887,14 @@ def _draw_layers(canvas: Image.Image, L: _Layers, *, s: float, size: int, number
         col = mask_colour(name)
         draw.point(list(zip((xs + ox).tolist(), ys.tolist())), fill=col + (235,))
         if big and xs.size:
-            draw.text((int(xs.mean()) + ox, int(ys.min()) + 2), name, fill=col + (255,), font=small,
-                      stroke_width=1, stroke_fill=(0, 0, 0, 255))
+            draw.text(
+                (int(xs.mean()) + ox, int(ys.min()) + 2),
+                name,
+                fill=col + (255,),
+                font=small,
+                stroke_width=1,
+                stroke_fill=(0, 0, 0, 255),
+            )
     for r in L.ellipses:
         x0, y0 = to_disp(r["xmin_px"], r["ymin_px"])
         x1, y1 = to_disp(r["xmax_px"], r["ymax_px"])
@@ -848,13 +907,27 @@ def _draw_layers(canvas: Image.Image, L: _Layers, *, s: float, size: int, number
         if big:
             fs = max(10, size // 50)
             ty = y0 - fs - 3 if y0 > fs + 3 else y1 + 2
-            draw.text((x0, ty), f"{r['source_label']} ({c})", fill=rgba, font=small, stroke_width=1, stroke_fill=(0, 0, 0, 255))
+            draw.text(
+                (x0, ty),
+                f"{r['source_label']} ({c})",
+                fill=rgba,
+                font=small,
+                stroke_width=1,
+                stroke_fill=(0, 0, 0, 255),
+            )
     for i, r in enumerate(L.boxes, 1):
         x0, y0 = to_disp(r["xmin_px"], r["ymin_px"])
         x1, y1 = to_disp(r["xmax_px"], r["ymax_px"])
         draw.rectangle([x0, y0, x1, y1], outline=BOX_COLOUR + (210,), width=1)
         if big:
-            draw.text((x0 + 2, y0 + 1), str(i), fill=BOX_COLOUR + (255,), font=small, stroke_width=1, stroke_fill=(0, 0, 0, 255))
+            draw.text(
+                (x0 + 2, y0 + 1),
+                str(i),
+                fill=BOX_COLOUR + (255,),
+                font=small,
+                stroke_width=1,
+                stroke_fill=(0, 0, 0, 255),
+            )
     if L.marks:
         dmax = float(np.max(L.durations)) if L.durations.size and np.any(L.durations > 0) else 1.0
         pts = [(m.x + ox, m.y) for m in L.marks]
@@ -867,15 +940,34 @@ def _draw_layers(canvas: Image.Image, L: _Layers, *, s: float, size: int, number
                 r2 = max(5.0, size / 50.0)
                 draw.polygon(_triangle(cx, cy, r2, m.direction), fill=FIX_COLOUR + (255,), outline=(0, 0, 0, 255))
             else:
-                draw.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], outline=FIX_COLOUR + (235,), fill=FIX_COLOUR + (40,), width=2)
+                draw.ellipse(
+                    [cx - rr, cy - rr, cx + rr, cy + rr], outline=FIX_COLOUR + (235,), fill=FIX_COLOUR + (40,), width=2
+                )
             if numbers:
                 tx = min(max(cx + rr * 0.7, ox), ox + dw - 14)
                 ty = min(max(cy - rr * 0.7 - 6, 0), dh - 12)
-                draw.text((tx, ty), str(m.number), fill=(255, 255, 255, 255), font=small, stroke_width=1,
-                          stroke_fill=(0, 0, 0, 255))
+                draw.text(
+                    (tx, ty),
+                    str(m.number),
+                    fill=(255, 255, 255, 255),
+                    font=small,
+                    stroke_width=1,
+                    stroke_fill=(0, 0, 0, 255),
+                )
 
 
-def _colour_bar(draw: ImageDraw.ImageDraw, x: int, y: int, w: int, h: int, lo_text: str, hi_text: str, font: _Font, *, diverging: bool = False) -> None:
+def _colour_bar(
+    draw: ImageDraw.ImageDraw,
+    x: int,
+    y: int,
+    w: int,
+    h: int,
+    lo_text: str,
+    hi_text: str,
+    font: _Font,
+    *,
+    diverging: bool = False,
+) -> None:
     """A horizontal colour bar: what each value looks like over mid-grey, with end labels."""
     n = max(2, w)
     v = np.linspace(-1.0, 1.0, n) if diverging else np.linspace(0.0, 1.0, n)
@@ -889,8 +981,14 @@ def _colour_bar(draw: ImageDraw.ImageDraw, x: int, y: int, w: int, h: int, lo_te
     draw.text((x + n - _text_width(font, hi_text), th), hi_text, fill=(235, 235, 235, 255), font=font)
 
 
-def _footer(canvas_w: int, size: int, caption: list[str], legend: list[LegendEntry], bar: tuple[str, str, str] | None,
-            diverging: bool = False) -> tuple[int, Callable[[ImageDraw.ImageDraw, int], None]]:
+def _footer(
+    canvas_w: int,
+    size: int,
+    caption: list[str],
+    legend: list[LegendEntry],
+    bar: tuple[str, str, str] | None,
+    diverging: bool = False,
+) -> tuple[int, Callable[[ImageDraw.ImageDraw, int], None]]:
     """(height, draw function) of the area under the image: colour bar, caption lines, legend."""
     fs = max(10, min(16, size // 40))
     font = _font(fs)
@@ -941,7 +1039,9 @@ def _panel_legend(L: _Layers, units: str | None) -> list[LegendEntry]:
     )
 
 
-def _grid_and_heat(export: Any, case_id: str, target: str, ref_row: dict | None = None) -> tuple[np.ndarray, OutputGrid]:
+def _grid_and_heat(
+    export: Any, case_id: str, target: str, ref_row: dict | None = None
+) -> tuple[np.ndarray, OutputGrid]:
     from gazeprep.evaluate.evaluator import grid_for
     from gazeprep.heatmaps.grid import OutputGrid
 
@@ -953,8 +1053,9 @@ def _grid_and_heat(export: Any, case_id: str, target: str, ref_row: dict | None 
     return heat, grid
 
 
-def panel_caption(export: Any, case_id: str, target: str, heat_max: float, n_fix: int, *, has_image: bool,
-                  note: str = "") -> str:
+def panel_caption(
+    export: Any, case_id: str, target: str, heat_max: float, n_fix: int, *, has_image: bool, note: str = ""
+) -> str:
     """``case | target | recipe NAME (or prediction by MODEL) | max V | N fixations [| no image]``."""
     parts = [case_id, target, _source_label(export, case_id), f"max {heat_max:.3g}", f"{n_fix} fixations"]
     if note:
@@ -1006,20 +1107,37 @@ def render_panel(
     if image is None:
         image = (finder or ImageFinder(export, images_root, warn)).load(case_id)
     if image is not None and tuple(image.shape[:2]) != (H, W):
-        warn(f"case {case_id}: image of {image.shape[1]}x{image.shape[0]} px does not match the export's "
-             f"{W}x{H} px; grey canvas")
+        warn(
+            f"case {case_id}: image of {image.shape[1]}x{image.shape[0]} px does not match the export's "
+            f"{W}x{H} px; grey canvas"
+        )
         image = None
     dh, dw, s = _display_grid((H, W), size)
     marker_r = max(5.0, size / 50.0)
-    L = _collect(export, case_id, target, heat=heat, grid=grid, image=image, dh=dh, dw=dw, s=s, overlays=overlays,
-                 masks=masks, anatomy_dir=anatomy_dir, warn=warn, marker_r=marker_r)
+    L = _collect(
+        export,
+        case_id,
+        target,
+        heat=heat,
+        grid=grid,
+        image=image,
+        dh=dh,
+        dw=dw,
+        s=s,
+        overlays=overlays,
+        masks=masks,
+        anatomy_dir=anatomy_dir,
+        warn=warn,
+        marker_r=marker_r,
+    )
     rgb = overlay_heatmap(L.gray, L.heat) if L.heat is not None else overlay_heatmap(L.gray, np.zeros((dh, dw)))
     units = map_units(export)
     show_legend = size >= 400 if legend is None else legend
     lines: list[str] = []
     if caption:
-        lines.append(panel_caption(export, case_id, target, L.heat_max, len(L.marks), has_image=L.has_image,
-                                   note=L.n_fix_note))
+        lines.append(
+            panel_caption(export, case_id, target, L.heat_max, len(L.marks), has_image=L.has_image, note=L.n_fix_note)
+        )
         lines.extend(window_text(export, case_id, target))
     bar = None
     if L.heat is not None:
@@ -1075,8 +1193,22 @@ def render_comparison_panel(
         image = None
     dh, dw, s = _display_grid((H, W), size)
     marker_r = max(5.0, size / 50.0)
-    L = _collect(gt, case_id, target, heat=gheat, grid=ggrid, image=image, dh=dh, dw=dw, s=s, overlays=overlays,
-                 masks=None, anatomy_dir=anatomy_dir, warn=warn, marker_r=marker_r)
+    L = _collect(
+        gt,
+        case_id,
+        target,
+        heat=gheat,
+        grid=ggrid,
+        image=image,
+        dh=dh,
+        dw=dw,
+        s=s,
+        overlays=overlays,
+        masks=None,
+        anatomy_dir=anatomy_dir,
+        warn=warn,
+        marker_r=marker_r,
+    )
     gd = _heat_on_display(gheat, ggrid, dh, dw, s)
     pd = _heat_on_display(pheat, pgrid, dh, dw, s) if (pgrid.image_height_px, pgrid.image_width_px) == (H, W) else None
     if pd is None:
@@ -1087,19 +1219,34 @@ def render_comparison_panel(
     gap = 6
     show_legend = size >= 400 if legend is None else legend
     panels = [
-        (overlay_heatmap(L.gray, gd), [f"ground truth ({_source_label(gt, case_id)})", f"max {L.heat_max:.3g}"]
-         + ([f"{len(L.marks)} fixations"] if L.marks else []), ("0", f"{L.heat_max:.3g}", f"0 to this panel's max; {map_units(gt)}"), False),
-        (overlay_heatmap(L.gray, pd), [_source_label(pred, case_id), f"max {float(np.nanmax(pheat)) if pheat.size else 0:.3g}"],
-         ("0", f"{float(np.nanmax(pheat)) if pheat.size else 0:.3g}", f"0 to this panel's max; {map_units(pred)}"), False),
-        (overlay_difference(L.gray, diff), ["difference: prediction/max - ground truth/max"],
-         ("-1", "+1", "blue: prediction lower, red: prediction higher"), True),
+        (
+            overlay_heatmap(L.gray, gd),
+            [f"ground truth ({_source_label(gt, case_id)})", f"max {L.heat_max:.3g}"]
+            + ([f"{len(L.marks)} fixations"] if L.marks else []),
+            ("0", f"{L.heat_max:.3g}", f"0 to this panel's max; {map_units(gt)}"),
+            False,
+        ),
+        (
+            overlay_heatmap(L.gray, pd),
+            [_source_label(pred, case_id), f"max {float(np.nanmax(pheat)) if pheat.size else 0:.3g}"],
+            ("0", f"{float(np.nanmax(pheat)) if pheat.size else 0:.3g}", f"0 to this panel's max; {map_units(pred)}"),
+            False,
+        ),
+        (
+            overlay_difference(L.gray, diff),
+            ["difference: prediction/max - ground truth/max"],
+            ("-1", "+1", "blue: prediction lower, red: prediction higher"),
+            True,
+        ),
     ]
     footers = []
     for _, cap, bar, div in panels:
         footers.append(_footer(dw, size, [" | ".join(cap)] if caption else [], [], bar, diverging=div))
     head_lines = []
     if caption:
-        head_lines = [f"{case_id} | {target}" + ("" if L.has_image else " | no image (grey canvas)")] + window_text(gt, case_id, target)
+        head_lines = [f"{case_id} | {target}" + ("" if L.has_image else " | no image (grey canvas)")] + window_text(
+            gt, case_id, target
+        )
     total_w = 3 * dw + 2 * gap
     hh, hpaint = _footer(total_w, size, head_lines, _panel_legend(L, None) if show_legend else [], None)
     fh = max(f[0] for f in footers)
@@ -1131,7 +1278,9 @@ def case_masks(export: Any, case_id: str, anatomy_dir: str | Path | None) -> dic
     try:
         from gazeprep.anatomy import load_anatomy_masks
 
-        return load_anatomy_masks(anatomy_dir, row["image_id"], (int(row["image_height_px"]), int(row["image_width_px"])))
+        return load_anatomy_masks(
+            anatomy_dir, row["image_id"], (int(row["image_height_px"]), int(row["image_width_px"]))
+        )
     except (GazeprepError, ImportError, OSError):
         return None
 
@@ -1161,7 +1310,9 @@ def preview_case(
     tg = list(targets) if targets else _targets_of(export, case_id)
     if not tg:
         why = case_statuses(export, [case_id])[0].reasons
-        raise GazeprepError(f"case {case_id!r} has no heatmap in this export" + (f" (rejected: {why[0]})" if why else ""))
+        raise GazeprepError(
+            f"case {case_id!r} has no heatmap in this export" + (f" (rejected: {why[0]})" if why else "")
+        )
     finder = ImageFinder(export, images_root, warn)
     image = finder.load(case_id)
     masks = case_masks(export, case_id, anatomy_dir)
@@ -1170,12 +1321,31 @@ def preview_case(
     for t in tg:
         if pred is not None and t in ptargets:
             p = safe_join(Path(out_dir), safe_component(case_id), f"{safe_component(t)}_compare.png")
-            im = render_comparison(export, pred, case_id, t, finder=finder, image=image, size=size, overlays=overlays,
-                                   anatomy_dir=anatomy_dir, warn=finder.warn)
+            im = render_comparison(
+                export,
+                pred,
+                case_id,
+                t,
+                finder=finder,
+                image=image,
+                size=size,
+                overlays=overlays,
+                anatomy_dir=anatomy_dir,
+                warn=finder.warn,
+            )
         else:
             p = safe_join(Path(out_dir), safe_component(case_id), f"{safe_component(t)}.png")
-            im = render_preview(export, case_id, t, image=image, size=size, masks=masks, overlays=overlays,
-                                anatomy_dir=anatomy_dir, finder=finder)
+            im = render_preview(
+                export,
+                case_id,
+                t,
+                image=image,
+                size=size,
+                masks=masks,
+                overlays=overlays,
+                anatomy_dir=anatomy_dir,
+                finder=finder,
+            )
         p.parent.mkdir(parents=True, exist_ok=True)
         im.save(p, compress_level=6)
         paths.append(p)
@@ -1236,8 +1406,13 @@ def case_statuses(export: Any, case_ids: Sequence[str] | None = None) -> list[Ca
                 lst.append(txt)
     ids = list(case_ids) if case_ids is not None else sorted(in_cases | set(targets) | set(reasons))
     return [
-        CaseStatus(c, tuple(sorted(set(targets.get(c, [])))), tuple(reasons.get(c, [])), c in discarded,
-                   c in in_cases or c in targets)
+        CaseStatus(
+            c,
+            tuple(sorted(set(targets.get(c, [])))),
+            tuple(reasons.get(c, [])),
+            c in discarded,
+            c in in_cases or c in targets,
+        )
         for c in ids
     ]
 
@@ -1255,7 +1430,9 @@ def _legend_html(entries: list[LegendEntry]) -> str:
     for e in entries:
         rgb = "rgb({},{},{})".format(*e.colour)
         if e.shape == "ramp":
-            stops = ", ".join("rgb({},{},{})".format(*(int(c) for c in _LUT[int(round(v * 255))])) for v in np.linspace(0, 1, 8))
+            stops = ", ".join(
+                "rgb({},{},{})".format(*(int(c) for c in _LUT[int(round(v * 255))])) for v in np.linspace(0, 1, 8)
+            )
             sw = f'<span class="sw ramp" style="background:linear-gradient(to right, {stops})"></span>'
         elif e.shape == "circle":
             sw = f'<span class="sw" style="background:{rgb};border-radius:50%"></span>'
@@ -1273,7 +1450,14 @@ def _sheet_legend(export: Any, ids: Sequence[str], overlays: Sequence[str], has_
     certs: list[int] = []
     ell = _table(export, "ellipses")
     if "ellipses" in overlays and ell is not None and ell.height and "certainty" in ell.columns:
-        certs = [int(c) for c in ell.filter(pl.col("case_id").is_in(list(ids))).get_column("certainty").drop_nulls().unique().to_list()]
+        certs = [
+            int(c)
+            for c in ell.filter(pl.col("case_id").is_in(list(ids)))
+            .get_column("certainty")
+            .drop_nulls()
+            .unique()
+            .to_list()
+        ]
     boxes = _table(export, "boxes")
     box_names: list[str] = []
     if "boxes" in overlays and boxes is not None and boxes.height:
@@ -1367,12 +1551,16 @@ def contact_sheet(
         cid = st.case_id
         head = f"<th>{html.escape(cid)}" + _status_html(st) + "</th>"
         if not st.targets:
-            rows_html.append(f'<tr class="{st.status.replace(" ", "")}">{head}'
-                             f'<td class="empty" colspan="{max(1, len(all_targets))}">no map</td></tr>')
+            rows_html.append(
+                f'<tr class="{st.status.replace(" ", "")}">{head}'
+                f'<td class="empty" colspan="{max(1, len(all_targets))}">no map</td></tr>'
+            )
             continue
         if not any(t in st.targets for t in all_targets):
-            rows_html.append(f'<tr>{head}<td class="empty" colspan="{max(1, len(all_targets))}">no map of the '
-                             f'selected targets</td></tr>')
+            rows_html.append(
+                f'<tr>{head}<td class="empty" colspan="{max(1, len(all_targets))}">no map of the '
+                f"selected targets</td></tr>"
+            )
             continue
         image = finder.load(cid)
         n_missing_image += image is None
@@ -1426,13 +1614,35 @@ def _sheet_cell(
         p.parent.mkdir(parents=True, exist_ok=True)
         small = sz < 400
         if compare:
-            im, lay = render_comparison_panel(export, pred, cid, t, finder=finder, image=image, size=sz,
-                                              numbers=not small, overlays=overlays, anatomy_dir=anatomy_dir,
-                                              caption=not small, warn=finder.warn)
+            im, lay = render_comparison_panel(
+                export,
+                pred,
+                cid,
+                t,
+                finder=finder,
+                image=image,
+                size=sz,
+                numbers=not small,
+                overlays=overlays,
+                anatomy_dir=anatomy_dir,
+                caption=not small,
+                warn=finder.warn,
+            )
         else:
-            im, lay = render_panel(export, cid, t, image=image, size=sz, numbers=not small, masks=masks,
-                                   overlays=overlays, anatomy_dir=anatomy_dir, finder=finder, caption=not small,
-                                   legend=not small)
+            im, lay = render_panel(
+                export,
+                cid,
+                t,
+                image=image,
+                size=sz,
+                numbers=not small,
+                masks=masks,
+                overlays=overlays,
+                anatomy_dir=anatomy_dir,
+                finder=finder,
+                caption=not small,
+                legend=not small,
+            )
         im.save(p, compress_level=6)
         if small:
             meta = _thumb_meta(lay)
@@ -1476,8 +1686,10 @@ def _sheet_page(
     )
     img_note = ""
     if n_missing_image:
-        img_note = (f"<p class=\"nomap\">{n_missing_image} case(s) drawn on a grey canvas: image not found "
-                    f"(looked under {html.escape(str(finder.root))}, {html.escape(finder.source)}; pass --images).</p>")
+        img_note = (
+            f'<p class="nomap">{n_missing_image} case(s) drawn on a grey canvas: image not found '
+            f"(looked under {html.escape(str(finder.root))}, {html.escape(finder.source)}; pass --images).</p>"
+        )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gazeprep preview: {title}</title>
 <style>{_CSS}</style><script>{_BROKEN_JS}</script></head><body>
@@ -1500,7 +1712,9 @@ def _status_html(st: CaseStatus) -> str:
         parts.append('<div class="status rejected">discarded in the release</div>')
     if not st.targets:
         if st.reasons:
-            parts.append('<div class="status rejected">rejected: ' + "<br>".join(html.escape(r) for r in st.reasons) + "</div>")
+            parts.append(
+                '<div class="status rejected">rejected: ' + "<br>".join(html.escape(r) for r in st.reasons) + "</div>"
+            )
         elif not st.discarded:
             parts.append('<div class="status nomap">no map: no window for any target (e.g. no positive finding)</div>')
         if not st.in_cases_table:

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -83,13 +83,21 @@ def window_grid(stage: str = "both") -> list[SweepRule]:
             for anchor in ("sentence_start", "first_mention", "sentence_end"):
                 for lag in STAGE1_LAGS_S:
                     add(SentenceWindow(start=anchor, lag_s=lag, not_before="previous_sentence_start", end=end))
-            for anchor in ("report_start", "previous_sentence_start", "previous_sentence_end", "sentence_start",
-                           "recording_start"):
+            for anchor in (
+                "report_start",
+                "previous_sentence_start",
+                "previous_sentence_end",
+                "sentence_start",
+                "recording_start",
+            ):
                 add(SentenceWindow(start=anchor, lag_s=0.0, not_before="none", end=end))
     if stage in ("2", "both"):
         for lag in STAGE2_LAGS_S:
-            add(SentenceWindow(start="sentence_start", lag_s=lag, not_before="previous_sentence_start",
-                               end="last_mention"))
+            add(
+                SentenceWindow(
+                    start="sentence_start", lag_s=lag, not_before="previous_sentence_start", end="last_mention"
+                )
+            )
     if stage not in ("1", "2", "both"):
         raise GazeprepError(f"--stage must be 1, 2 or both, got {stage!r}")
     return [*rules.values(), SweepRule(BASELINE, None)]
@@ -142,8 +150,10 @@ def _init_worker(params: dict) -> None:
         "release": get_adapter(params["dataset"]).open(Path(params["root"])),
         "rules": rules,
         "size": params["size"],
-        "recipes": {r.name: _recipe_for(base, r.window if r.window is not None else WholeRecordingWindow(), params["size"])
-                    for r in rules},
+        "recipes": {
+            r.name: _recipe_for(base, r.window if r.window is not None else WholeRecordingWindow(), params["size"])
+            for r in rules
+        },
         "labels": list(defs.groups["lanfredi2023"]),
         "closure": {k: defs.closure(k) for k in defs.names},
     }
@@ -203,8 +213,16 @@ def _sweep_case(case_id: str) -> list[dict]:
             else:
                 m = _label_map(maps, t, st["closure"])
             curve = M.iou_curve(m, region) if m is not None else np.zeros(n_t)
-            rows.append({"rule": rule.name, "case_id": case_id, "target": t, "split": split,
-                         "has_map": m is not None, **{f"iou_{k}": float(curve[k]) for k in range(n_t)}})
+            rows.append(
+                {
+                    "rule": rule.name,
+                    "case_id": case_id,
+                    "target": t,
+                    "split": split,
+                    "has_map": m is not None,
+                    **{f"iou_{k}": float(curve[k]) for k in range(n_t)},
+                }
+            )
     return rows
 
 
@@ -243,8 +261,16 @@ def rank_rules(rows: pl.DataFrame, *, split: str = "validate") -> pl.DataFrame:
         for (_t,), gl in g.group_by(["target"], maintain_order=True):
             _, best = M.best_thresholds(gl.select(cols).to_numpy())
             per_label.append(best)
-        out.append({"rule": rule, "iou": float(np.mean(per_label)), "n_labels": len(per_label),
-                    "n_pairs": g.height, "coverage": float(g.get_column("has_map").mean()), "split": used_split})
+        out.append(
+            {
+                "rule": rule,
+                "iou": float(np.mean(per_label)),
+                "n_labels": len(per_label),
+                "n_pairs": g.height,
+                "coverage": float(g.get_column("has_map").mean()),
+                "split": used_split,
+            }
+        )
     rank = pl.DataFrame(out).sort(["iou", "rule"], descending=[True, False])
     return rank.with_columns(pl.int_range(1, rank.height + 1).alias("rank")).select(
         "rank", "rule", "iou", "n_labels", "n_pairs", "coverage", "split"
@@ -273,7 +299,9 @@ def run_sweep(
     from gazeprep.recipes import load_recipe
 
     if get_adapter(dataset).transcript is None:  # the other need, ellipses, is checked once it is open
-        raise GazeprepError(f"the window sweep needs timed dictation and ellipses (REFLACX); dataset {dataset!r} has no transcript")
+        raise GazeprepError(
+            f"the window sweep needs timed dictation and ellipses (REFLACX); dataset {dataset!r} has no transcript"
+        )
     root = Path(root)
     if not root.exists():
         raise GazeprepError(f"release folder not found: {root}")
@@ -281,7 +309,9 @@ def run_sweep(
     rules = list(rules) if rules is not None else window_grid(stage)
     release = get_adapter(dataset).open(root)
     if "ellipses" not in release.tables:
-        raise GazeprepError(f"the window sweep needs timed dictation and ellipses (REFLACX); dataset {dataset!r} has no ellipses")
+        raise GazeprepError(
+            f"the window sweep needs timed dictation and ellipses (REFLACX); dataset {dataset!r} has no ellipses"
+        )
     ids = release.cases.filter(~pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
     if max_cases:
         ids = ids[:max_cases]
@@ -290,8 +320,9 @@ def run_sweep(
     workers = max(1, min(workers or (os.cpu_count() or 1), -(-len(ids) // 8) or 1))
     from gazeprep.pipeline.executor import make_executor
 
-    ex = make_executor(executor, workers=workers, ray_address=ray_address,
-                       died_hint="rerun with fewer --workers if memory is short")
+    ex = make_executor(
+        executor, workers=workers, ray_address=ray_address, died_hint="rerun with fewer --workers if memory is short"
+    )
     bar = tqdm(total=len(ids), desc=f"sweep: {len(rules)} rules", unit="case", disable=not progress, file=sys.stderr)
     try:
         run = ex.map_blocks(partial(_sweep_block, params), ids, progress=bar)
@@ -302,8 +333,14 @@ def run_sweep(
         cid, reason = run.failed[0]
         raise GazeprepError(f"the sweep failed on {len(run.failed)} case(s), e.g. {cid}: {reason}")
     rows = [row for case_rows in run.results for row in case_rows]
-    schema = {"rule": pl.Utf8, "case_id": pl.Utf8, "target": pl.Utf8, "split": pl.Utf8, "has_map": pl.Boolean,
-              **{f"iou_{k}": pl.Float64 for k in range(len(M.THRESHOLDS_004))}}
+    schema = {
+        "rule": pl.Utf8,
+        "case_id": pl.Utf8,
+        "target": pl.Utf8,
+        "split": pl.Utf8,
+        "has_map": pl.Boolean,
+        **{f"iou_{k}": pl.Float64 for k in range(len(M.THRESHOLDS_004))},
+    }
     df = pl.DataFrame(rows, schema=schema).sort("rule", "case_id", "target")
     return SweepResult(rows=df, ranking=rank_rules(df))
 
@@ -314,6 +351,8 @@ def format_ranking(ranking: pl.DataFrame, top: int | None = 20) -> str:
     width = max(len(x) for x in r.get_column("rule").to_list() + ["rule"])
     lines = [f"{'rank':>4}  {'rule':<{width}}  {'IoU':>6}  {'labels':>6}  {'pairs':>6}  {'maps':>5}"]
     for row in r.iter_rows(named=True):
-        lines.append(f"{row['rank']:>4}  {row['rule']:<{width}}  {row['iou']:6.3f}  {row['n_labels']:>6}  "
-                     f"{row['n_pairs']:>6}  {row['coverage']:5.0%}")
+        lines.append(
+            f"{row['rank']:>4}  {row['rule']:<{width}}  {row['iou']:6.3f}  {row['n_labels']:>6}  "
+            f"{row['n_pairs']:>6}  {row['coverage']:5.0%}"
+        )
     return "\n".join(lines)

@@ -54,9 +54,7 @@ def export_info(ex: Export) -> dict[str, Any]:
     """
     m = ex.manifest
     index = ex.index if "heatmaps" in ex.tables else pl.DataFrame({"case_id": [], "target": []})
-    per_target = (
-        index.group_by("target").agg(pl.len().alias("n")).sort("target") if index.height else pl.DataFrame()
-    )
+    per_target = index.group_by("target").agg(pl.len().alias("n")).sort("target") if index.height else pl.DataFrame()
     rejects = ex.tables["rejects"] if "rejects" in ex.tables else pl.DataFrame({"case_id": []})
     mtime = (ex.path / MANIFEST).stat().st_mtime
     recipe = m.get("recipe") or {}
@@ -67,7 +65,7 @@ def export_info(ex: Export) -> dict[str, Any]:
         "recipe": recipe.get("name"),
         "recipe_hash": m.get("recipe_hash"),
         "labeler_profile": m.get("labeler_profile"),
-        "built_at": _dt.datetime.fromtimestamp(mtime, tz=_dt.timezone.utc).isoformat(timespec="seconds"),
+        "built_at": _dt.datetime.fromtimestamp(mtime, tz=_dt.UTC).isoformat(timespec="seconds"),
         "cases": int(m.get("counts", {}).get("cases", 0)),
         "cases_with_maps": int(index["case_id"].n_unique()) if index.height else 0,
         "rejected_cases": int(rejects["case_id"].drop_nulls().n_unique()) if rejects.height else 0,

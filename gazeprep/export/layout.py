@@ -1,12 +1,12 @@
 """Names of the export layout (shared by the writer and the loader)::
 
-    OUT/
-      manifest.json             commit marker, written last (see gazeprep.export.writer)
-      tables/<name>.parquet     every canonical table of gazeprep.schema.TABLES (zstd)
-      heatmaps.zarr/            zarr v3 group; one array per output shape, e.g. "h512_w512"
-        h512_w512/zarr.json     shape (N, H, W), chunk (1, H, W), shard (K, H, W), zstd
-        h512_w512/c/<j>/0/0     shard j: samples [j*K, (j+1)*K)
-      .parts/                   resumable per-case parts (gazeprep.export.parts), not part of the export
+OUT/
+  manifest.json             commit marker, written last (see gazeprep.export.writer)
+  tables/<name>.parquet     every canonical table of gazeprep.schema.TABLES (zstd)
+  heatmaps.zarr/            zarr v3 group; one array per output shape, e.g. "h512_w512"
+    h512_w512/zarr.json     shape (N, H, W), chunk (1, H, W), shard (K, H, W), zstd
+    h512_w512/c/<j>/0/0     shard j: samples [j*K, (j+1)*K)
+  .parts/                   resumable per-case parts (gazeprep.export.parts), not part of the export
 """
 
 from __future__ import annotations

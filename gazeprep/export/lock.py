@@ -90,8 +90,11 @@ def _acquire(out: Path) -> int:
         except OSError as exc:
             os.close(fd)
             if exc.errno in _NO_LOCKS:
-                warnings.warn(f"{path}: the file system does not support locks; nothing stops a second "
-                              "build from writing into this folder at the same time", stacklevel=4)
+                warnings.warn(
+                    f"{path}: the file system does not support locks; nothing stops a second "
+                    "build from writing into this folder at the same time",
+                    stacklevel=4,
+                )
                 return -1
             raise StorageError.from_os_error(exc, path) from exc
         if not locked:

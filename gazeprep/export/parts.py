@@ -213,7 +213,7 @@ class PartReader:
         self._maps = None
         self._zip.close()
 
-    def __enter__(self) -> "PartReader":
+    def __enter__(self) -> PartReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -251,7 +251,7 @@ class PartStore:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def for_recipe(cls, out_dir: str | Path, recipe, *, fsync: bool = False) -> "PartStore":
+    def for_recipe(cls, out_dir: str | Path, recipe, *, fsync: bool = False) -> PartStore:
         """The store of ``recipe`` (keyed by its hash, maps stored in ``recipe.output.dtype``)."""
         return cls(out_dir, recipe.hash(), dtype=recipe.output.dtype, fsync=fsync)
 

@@ -32,7 +32,6 @@ from gazeprep.export._io import sha256_file
 from gazeprep.export.layout import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST, TABLES_DIR, ZARR_DIR
 from gazeprep.recipes import Recipe
 
-
 # errors a read can raise when its files are swapped or deleted underneath it (zarr raises
 # ValueError for a shard whose CRC no longer matches, polars ComputeError for a vanished file)
 _READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, pl.exceptions.PolarsError)
@@ -101,7 +100,11 @@ class Export:
         mpath = self.path / MANIFEST
         stamp = _stamp(mpath)
         if not mpath.is_file():
-            if (self.path / ".staging").exists() or (self.path / TABLES_DIR).exists() or (self.path / ZARR_DIR).exists():
+            if (
+                (self.path / ".staging").exists()
+                or (self.path / TABLES_DIR).exists()
+                or (self.path / ZARR_DIR).exists()
+            ):
                 raise GazeprepError(
                     f"{self.path}: incomplete export (no {MANIFEST}; its build was interrupted or is still "
                     "running) - rerun the build to finish it"
@@ -126,10 +129,14 @@ class Export:
                 size = p.stat().st_size
             except OSError:
                 self._check_current()  # replaced while opening?
-                raise GazeprepError(f"{self.path}: export is damaged: {rel} listed in the manifest is missing") from None
+                raise GazeprepError(
+                    f"{self.path}: export is damaged: {rel} listed in the manifest is missing"
+                ) from None
             if size != info["bytes"]:
                 self._check_current()
-                raise GazeprepError(f"{self.path}: export is damaged: {rel} has {size} bytes, manifest says {info['bytes']}")
+                raise GazeprepError(
+                    f"{self.path}: export is damaged: {rel} has {size} bytes, manifest says {info['bytes']}"
+                )
         self.manifest: dict = manifest
         names = sorted(Path(rel).stem for rel in manifest.get("files", {}) if rel.startswith(f"{TABLES_DIR}/"))
         self.tables: Mapping[str, pl.DataFrame] = _Tables(self.path, names, self._checked_read)
@@ -155,7 +162,9 @@ class Export:
                 "opened; open it again with load_export once that build has finished"
             ) from None
         except OSError as exc:
-            raise ExportReplacedError(f"{mpath}: manifest unreadable since the export was opened ({exc.strerror})") from None
+            raise ExportReplacedError(
+                f"{mpath}: manifest unreadable since the export was opened ({exc.strerror})"
+            ) from None
         digest = hashlib.sha256(raw).hexdigest()
         if self._manifest_sha is None:  # unpickled from a state without it: this is the baseline
             self._manifest_sha = digest
@@ -178,8 +187,10 @@ class Export:
                 if self._check_current() and attempt == 0:
                     self._group, self._arrays = None, {}
                     continue
-                raise GazeprepError(f"{self.path}: export is damaged: reading {what} failed ({exc}); "
-                                    "Export.verify() compares every file with its checksum") from None
+                raise GazeprepError(
+                    f"{self.path}: export is damaged: reading {what} failed ({exc}); "
+                    "Export.verify() compares every file with its checksum"
+                ) from None
             self._check_current()
             return value
         raise AssertionError("unreachable")  # pragma: no cover

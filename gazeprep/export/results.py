@@ -51,7 +51,7 @@ class CaseResult:
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     rejects: list[dict] = field(default_factory=list)
 
-    def validated(self, *, recipe_name: str | None = None, dataset: str | None = None) -> "CaseResult":
+    def validated(self, *, recipe_name: str | None = None, dataset: str | None = None) -> CaseResult:
         """A copy with tables conformed to their schemas and maps as float32; raises
         :class:`GazeprepError` naming the case on any inconsistency.
 
@@ -102,7 +102,9 @@ def _index_for(
     """The case's ``heatmaps`` index: one row per map, sorted by target, height/width checked."""
     targets = sorted(maps)
     if given is None or given.height == 0:
-        idx = pl.DataFrame({"case_id": [cid] * len(targets), "target": targets}, schema={"case_id": pl.Utf8, "target": pl.Utf8})
+        idx = pl.DataFrame(
+            {"case_id": [cid] * len(targets), "target": targets}, schema={"case_id": pl.Utf8, "target": pl.Utf8}
+        )
         idx = schema.conform(idx, "heatmaps")
     else:
         idx = given
@@ -127,8 +129,12 @@ def _index_for(
     if fill:
         idx = idx.with_columns(fill)
     idx = idx.with_columns(
-        pl.col("target").replace_strict(targets, [shapes[t][0] for t in targets], return_dtype=pl.Int32).alias("height_px"),
-        pl.col("target").replace_strict(targets, [shapes[t][1] for t in targets], return_dtype=pl.Int32).alias("width_px"),
+        pl.col("target")
+        .replace_strict(targets, [shapes[t][0] for t in targets], return_dtype=pl.Int32)
+        .alias("height_px"),
+        pl.col("target")
+        .replace_strict(targets, [shapes[t][1] for t in targets], return_dtype=pl.Int32)
+        .alias("width_px"),
     )
     return idx.sort("target")
 
@@ -167,4 +173,3 @@ def hash_inputs(root: str | Path, files: Iterable[str | Path], *extra: str) -> s
     for e in extra:
         h.update(b"\1" + str(e).encode())
     return h.hexdigest()
-

@@ -32,7 +32,9 @@ def _sigma_px_per_case(cases: pl.DataFrame, recipe: Any, fixations: pl.DataFrame
     ppd = (
         fixations.select(
             "case_id",
-            pl.max_horizontal(pl.col("px_per_deg_x").cast(pl.Float64), pl.col("px_per_deg_y").cast(pl.Float64)).alias("ppd"),
+            pl.max_horizontal(pl.col("px_per_deg_x").cast(pl.Float64), pl.col("px_per_deg_y").cast(pl.Float64)).alias(
+                "ppd"
+            ),
         )
         .group_by("case_id")
         .agg(pl.col("ppd").median())
@@ -83,7 +85,9 @@ def sigma_check(
     if count == 0:
         return 0, None
     sig = recipe.render.sigma
-    sigma_text = f"{sig.value:g} px" if sig.unit == "px" else f"{sig.value:g} deg (~{np.nanmedian(sigma_px[hit]):.0f} px)"
+    sigma_text = (
+        f"{sig.value:g} px" if sig.unit == "px" else f"{sig.value:g} deg (~{np.nanmedian(sigma_px[hit]):.0f} px)"
+    )
     lo, hi = int(np.min(short[hit])), int(np.max(short[hit]))
     sides = f"{lo} px" if lo == hi else f"{lo}-{hi} px"
     frac_text = "a quarter" if fraction == 0.25 else f"{fraction:g} times"

@@ -84,7 +84,11 @@ class OutputGrid:
 
     @classmethod
     def letterbox(
-        cls, image_height_px: int, image_width_px: int, out_h: int, out_w: int | None = None,
+        cls,
+        image_height_px: int,
+        image_width_px: int,
+        out_h: int,
+        out_w: int | None = None,
         rule: LetterboxRule = "centre",
     ) -> OutputGrid:
         """Aspect-preserving resize into ``out_h x out_w`` (``out_w`` defaults to ``out_h``), centred.
@@ -128,8 +132,9 @@ class OutputGrid:
         return cls(out_h, out_w, sx, sy, 0.5 * sx - 0.5, 0.5 * sy - 0.5, H, W)
 
     @classmethod
-    def pad_crop_stride(cls, image_height_px: int, image_width_px: int, out_h: int, out_w: int,
-                        stride: int) -> OutputGrid:
+    def pad_crop_stride(
+        cls, image_height_px: int, image_width_px: int, out_h: int, out_w: int, stride: int
+    ) -> OutputGrid:
         """MT-UNet's grid: centre-pad/crop the image to ``out_h * stride x out_w * stride`` pixels
         (``int(difference / 2)`` before, truncated towards zero as MT-UNet's ``MasterDataHandle.process``;
         negative = crop) and keep every ``stride``-th pixel (``canvas[0::stride, 0::stride]``, no
@@ -173,7 +178,9 @@ class OutputGrid:
     @property
     def is_native(self) -> bool:
         return (self.scale_x, self.scale_y, self.offset_x, self.offset_y) == (1.0, 1.0, 0.0, 0.0) and (
-            self.height, self.width) == (self.image_height_px, self.image_width_px)
+            self.height,
+            self.width,
+        ) == (self.image_height_px, self.image_width_px)
 
     def to_grid(self, x_px: ArrayLike, y_px: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Original-image positions (pixels, any array shape) -> grid positions (float arrays)."""
@@ -223,9 +230,14 @@ class OutputGrid:
     def describe(self) -> dict:
         """JSON-compatible description (for manifests)."""
         return {
-            "height": self.height, "width": self.width, "scale_x": self.scale_x, "scale_y": self.scale_y,
-            "offset_x": self.offset_x, "offset_y": self.offset_y,
-            "image_height_px": self.image_height_px, "image_width_px": self.image_width_px,
+            "height": self.height,
+            "width": self.width,
+            "scale_x": self.scale_x,
+            "scale_y": self.scale_y,
+            "offset_x": self.offset_x,
+            "offset_y": self.offset_y,
+            "image_height_px": self.image_height_px,
+            "image_width_px": self.image_width_px,
         }
 
 

@@ -46,9 +46,9 @@ float64, no truncation, a Python loop over fixations) used by the tests and the 
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Mapping
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -137,6 +137,8 @@ def keep_freed_memory() -> bool:
         return bool(ok)
     except (OSError, AttributeError):  # pragma: no cover - no libc to load, or a libc without mallopt (non-glibc)
         return False
+
+
 _NBANDS = 8  # row bands per render: measured best at 512 and native (4-16 are within 10%)
 
 
@@ -235,7 +237,7 @@ class KernelRule:
     kernel_size: int | None = None
 
     @classmethod
-    def from_spec(cls, spec) -> "KernelRule":
+    def from_spec(cls, spec) -> KernelRule:
         """The rule a :class:`gazeprep.recipes.RenderSpec` describes."""
         return cls(spec.kernel, spec.border, float(spec.truncate_sigmas), spec.kernel_size)
 
@@ -318,8 +320,9 @@ def mirror_copies(pos: np.ndarray, radius: np.ndarray, extent: int, border: str)
     return owner, image
 
 
-def _rule_profiles_1d(pos, sigma, lo, hi, n: int, scale: float, offset: float, extent: int, rule: KernelRule,
-                      n_points: int):
+def _rule_profiles_1d(
+    pos, sigma, lo, hi, n: int, scale: float, offset: float, extent: int, rule: KernelRule, n_points: int
+):
     """Per-point 1-D profiles on a grid axis under a :class:`KernelRule` (border folding, kernels).
 
     ``pos``, ``sigma`` in original pixels (k,); grid position ``g = scale * u + offset``; ``[lo, hi)``
@@ -341,8 +344,12 @@ def _rule_profiles_1d(pos, sigma, lo, hi, n: int, scale: float, offset: float, e
     extra = np.ones(owner.shape[0], dtype=bool)
     extra[first[has]] = False
     rows_owner = np.concatenate([np.arange(k), owner[extra]])
-    rows_image = np.concatenate([np.where(has, image[np.minimum(first, max(owner.shape[0] - 1, 0))]
-                                          if owner.shape[0] else 0.0, np.nan), image[extra]])
+    rows_image = np.concatenate(
+        [
+            np.where(has, image[np.minimum(first, max(owner.shape[0] - 1, 0))] if owner.shape[0] else 0.0, np.nan),
+            image[extra],
+        ]
+    )
     cg = scale * rows_image + offset
     sg = sigma[rows_owner] * scale
     half = radius[rows_owner] * scale
@@ -405,8 +412,18 @@ class GaussianProfiles:
         reflects at the image edges ``grid.image_width_px`` / ``grid.image_height_px``.
     """
 
-    def __init__(self, grid: OutputGrid, x_px, y_px, sx_px, sy_px, clip_rects=None, *, truncate_sigmas: float = 6.0,
-                 rule: KernelRule | None = None):
+    def __init__(
+        self,
+        grid: OutputGrid,
+        x_px,
+        y_px,
+        sx_px,
+        sy_px,
+        clip_rects=None,
+        *,
+        truncate_sigmas: float = 6.0,
+        rule: KernelRule | None = None,
+    ):
         self.grid = grid
         x_px = np.asarray(x_px, dtype=np.float64).ravel()
         y_px = np.asarray(y_px, dtype=np.float64).ravel()
@@ -444,11 +461,29 @@ class GaussianProfiles:
         else:
             self.radius = truncation_radius(n, rule.truncate_sigmas) if rule.kernel == "density" else None
             self.gx, self.col_start, self.col_stop = _rule_profiles_1d(
-                x_px, np.asarray(sx_px, dtype=np.float64), col_lo, col_hi, grid.width, grid.scale_x, grid.offset_x,
-                grid.image_width_px, rule, n)
+                x_px,
+                np.asarray(sx_px, dtype=np.float64),
+                col_lo,
+                col_hi,
+                grid.width,
+                grid.scale_x,
+                grid.offset_x,
+                grid.image_width_px,
+                rule,
+                n,
+            )
             self.gy, self.row_start, self.row_stop = _rule_profiles_1d(
-                y_px, np.asarray(sy_px, dtype=np.float64), row_lo, row_hi, grid.height, grid.scale_y, grid.offset_y,
-                grid.image_height_px, rule, n)
+                y_px,
+                np.asarray(sy_px, dtype=np.float64),
+                row_lo,
+                row_hi,
+                grid.height,
+                grid.scale_y,
+                grid.offset_y,
+                grid.image_height_px,
+                rule,
+                n,
+            )
 
     def render(self, weights) -> np.ndarray:
         """``sum_i weights[i] * outer(gy[i], gx[i])`` as float32 (height, width); zero weights are skipped
@@ -492,8 +527,19 @@ class _ChunkedProfiles:
     memory (e.g. 1 kHz gaze samples at native size): each :meth:`render` builds the profiles of the
     points it needs, ``chunk`` at a time."""
 
-    def __init__(self, grid: OutputGrid, x_px, y_px, sx_px, sy_px, clip_rects, *, truncate_sigmas: float,
-                 chunk: int, rule: KernelRule | None = None):
+    def __init__(
+        self,
+        grid: OutputGrid,
+        x_px,
+        y_px,
+        sx_px,
+        sy_px,
+        clip_rects,
+        *,
+        truncate_sigmas: float,
+        chunk: int,
+        rule: KernelRule | None = None,
+    ):
         self.grid, self.n, self.chunk = grid, len(x_px), max(1, int(chunk))
         self.x, self.y, self.sx, self.sy, self.clip = x_px, y_px, sx_px, sy_px, clip_rects
         # the tail budget is for all points together, not per chunk
@@ -507,10 +553,17 @@ class _ChunkedProfiles:
         sel = np.flatnonzero(w > 0)
         out = np.zeros(self.grid.shape, dtype=np.float32)
         for s0 in range(0, sel.size, self.chunk):
-            m = sel[s0:s0 + self.chunk]
-            prof = GaussianProfiles(self.grid, self.x[m], self.y[m], self.sx[m], self.sy[m],
-                                    None if self.clip is None else self.clip[m], truncate_sigmas=self.truncate,
-                                    rule=self.rule)
+            m = sel[s0 : s0 + self.chunk]
+            prof = GaussianProfiles(
+                self.grid,
+                self.x[m],
+                self.y[m],
+                self.sx[m],
+                self.sy[m],
+                None if self.clip is None else self.clip[m],
+                truncate_sigmas=self.truncate,
+                rule=self.rule,
+            )
             out += prof.render(w[m])
         return out
 
@@ -524,12 +577,23 @@ def _profiles_for(grid: OutputGrid, x, y, sx, sy, clip, truncate_sigmas: float, 
     per_point = grid.height + grid.width
     if n * per_point <= PROFILE_BUDGET:
         return GaussianProfiles(grid, x, y, sx, sy, clip, truncate_sigmas=truncate_sigmas, rule=rule)
-    return _ChunkedProfiles(grid, x, y, sx, sy, clip, truncate_sigmas=truncate_sigmas,
-                            chunk=PROFILE_BUDGET // (4 * per_point), rule=rule)
+    return _ChunkedProfiles(
+        grid, x, y, sx, sy, clip, truncate_sigmas=truncate_sigmas, chunk=PROFILE_BUDGET // (4 * per_point), rule=rule
+    )
 
 
-def render_points(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects=None, *,
-                  truncate_sigmas: float = 6.0, rule: KernelRule | None = None) -> np.ndarray:
+def render_points(
+    grid: OutputGrid,
+    x_px,
+    y_px,
+    sx_px,
+    sy_px,
+    weights,
+    clip_rects=None,
+    *,
+    truncate_sigmas: float = 6.0,
+    rule: KernelRule | None = None,
+) -> np.ndarray:
     """Render weighted Gaussians on ``grid`` (unnormalised), float32 (height, width).
 
     Same arguments as :class:`GaussianProfiles` plus ``weights`` (n,). Positions and sigmas are in
@@ -539,8 +603,9 @@ def render_points(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rect
     return prof.render(weights)
 
 
-def naive_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects=None, *,
-                 rule: KernelRule | None = None) -> np.ndarray:
+def naive_render(
+    grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects=None, *, rule: KernelRule | None = None
+) -> np.ndarray:
     """Reference renderer: one full 2-D density per fixation over the whole grid (float64).
 
     With a non-contract ``rule`` (border folding, discrete kernels; no ``clip_rects``) it stamps one
@@ -614,8 +679,8 @@ def _naive_rule_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, rule
     for i in range(n):
         if w[i] == 0:
             continue
-        _, mxs = mirror_copies(x_px[i:i + 1], rx[i:i + 1], grid.image_width_px, rule.border)
-        _, mys = mirror_copies(y_px[i:i + 1], ry[i:i + 1], grid.image_height_px, rule.border)
+        _, mxs = mirror_copies(x_px[i : i + 1], rx[i : i + 1], grid.image_width_px, rule.border)
+        _, mys = mirror_copies(y_px[i : i + 1], ry[i : i + 1], grid.image_height_px, rule.border)
         for my in mys:
             for mx in mxs:
                 dx, dy = cc - mx, rr - my
@@ -800,9 +865,11 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
                 x[moved], y[moved] = float(off_px[0]), float(off_px[1])
                 valid |= moved
             elif not known:
-                _reject(f"{int(moved.sum())} of {n_valid} samples are off the image's screen area and the screen "
-                        "layout is unknown; dropped (MT-UNet's code counts them at pixel (0, 0) when the image is "
-                        "smaller than its screen area)")
+                _reject(
+                    f"{int(moved.sum())} of {n_valid} samples are off the image's screen area and the screen "
+                    "layout is unknown; dropped (MT-UNet's code counts them at pixel (0, 0) when the image is "
+                    "smaller than its screen area)"
+                )
     if spec.position_rounding == "floor":
         x, y = np.floor(x), np.floor(y)
     elif spec.position_rounding == "round":
@@ -815,8 +882,10 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
         sy = _col(fixations, "px_per_deg_y") * spec.sigma.value
         bad = valid & ~((sx > 0) & (sy > 0) & np.isfinite(sx) & np.isfinite(sy))
         if bad.any():
-            _reject(f"{int(bad.sum())} of {n_all} fixations have no pixels-per-degree; dropped (sigma in degrees)",
-                    "fixations")
+            _reject(
+                f"{int(bad.sum())} of {n_all} fixations have no pixels-per-degree; dropped (sigma in degrees)",
+                "fixations",
+            )
             valid &= ~bad
     else:
         sx = np.full(n_all, spec.sigma.value)
@@ -824,8 +893,13 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
 
     clip = None
     if spec.clip_to_shown_rect:
-        clip = np.stack([np.round(_col(fixations, c)) for c in
-                         ("shown_xmin_px", "shown_ymin_px", "shown_xmax_px", "shown_ymax_px")], axis=1)
+        clip = np.stack(
+            [
+                np.round(_col(fixations, c))
+                for c in ("shown_xmin_px", "shown_ymin_px", "shown_xmax_px", "shown_ymax_px")
+            ],
+            axis=1,
+        )
 
     # distinct point configurations; weights of duplicates add up (gaze samples repeat pixels)
     idx = np.flatnonzero(valid)
@@ -840,12 +914,23 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
     else:
         inverse = np.zeros(0, dtype=np.int64)
         rep = idx
-    profiles = _profiles_for(grid, x[rep], y[rep], sx[rep], sy[rep], None if clip is None else clip[rep],
-                             spec.truncate_sigmas, None if rule.is_contract else rule)
+    profiles = _profiles_for(
+        grid,
+        x[rep],
+        y[rep],
+        sx[rep],
+        sy[rep],
+        None if clip is None else clip[rep],
+        spec.truncate_sigmas,
+        None if rule.is_contract else rule,
+    )
     n_unique = rep.shape[0]
     # MT-UNet's count image is int8: per-pixel counts of 128 or more wrap negative
-    int8_counts = spec.weight == "count" and spec.position_rounding != "none" and (
-        spec.int8_count_wrap or spec.point_filter == "mt-unet")
+    int8_counts = (
+        spec.weight == "count"
+        and spec.position_rounding != "none"
+        and (spec.int8_count_wrap or spec.point_filter == "mt-unet")
+    )
     wrapped_pixels = 0
 
     duration = np.maximum(t1 - t0, 0.0)
@@ -857,8 +942,9 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
         if target not in inside_mask_cache:
             m = np.asarray(masks[target])
             if m.shape != (H, W):
-                raise GazeprepError(f"case {case_id}: mask for target {target!r} has shape {m.shape}, "
-                                    f"expected the image size {(H, W)}")
+                raise GazeprepError(
+                    f"case {case_id}: mask for target {target!r} has shape {m.shape}, expected the image size {(H, W)}"
+                )
             rx, ry = np.rint(x), np.rint(y)
             ok = np.isfinite(rx) & np.isfinite(ry) & (rx >= 0) & (rx < W) & (ry >= 0) & (ry < H)
             keep = np.zeros(n_all, dtype=bool)
@@ -872,8 +958,7 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
     ws_all = np.where(np.isnan(ws_all), -np.inf, ws_all)
     we_all = np.where(np.isnan(we_all), np.inf, we_all)
     targets = wt.get_column("target").cast(pl.Utf8).to_list() if "target" in wt.columns else []
-    window_idx = (wt.get_column("window_idx").to_list() if "window_idx" in wt.columns
-                  else list(range(wt.height)))
+    window_idx = wt.get_column("window_idx").to_list() if "window_idx" in wt.columns else list(range(wt.height))
 
     per_target: dict[str, list[tuple[np.ndarray, np.ndarray, tuple | None]]] = {}
     uses: dict[tuple | None, int] = {}
@@ -922,8 +1007,11 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
         raw, w = cache[key]
         if raw is None:
             if spec.empty_window == "skip":
-                _reject(f"target {target!r} window {window_idx[k]} [{ws:g}, {we:g}] s has no fixation weight "
-                        f"on the image; skipped", "windows")
+                _reject(
+                    f"target {target!r} window {window_idx[k]} [{ws:g}, {we:g}] s has no fixation weight "
+                    f"on the image; skipped",
+                    "windows",
+                )
                 continue
             key = None  # a fresh zero map
             raw = np.zeros(grid.shape, dtype=np.float32)
@@ -969,11 +1057,15 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
         )
     if wrapped_pixels:
         if spec.int8_count_wrap:
-            msg = (f"{wrapped_pixels} pixels hold 128 or more samples; their counts wrapped negative as in MT-UNet's "
-                   "int8 count image (render.int8_count_wrap: true)")
+            msg = (
+                f"{wrapped_pixels} pixels hold 128 or more samples; their counts wrapped negative as in MT-UNet's "
+                "int8 count image (render.int8_count_wrap: true)"
+            )
         else:
-            msg = (f"{wrapped_pixels} pixels hold 128 or more samples; MT-UNet's int8 count image would wrap them "
-                   "negative and change the map; counted exactly (render.int8_count_wrap: false)")
+            msg = (
+                f"{wrapped_pixels} pixels hold 128 or more samples; MT-UNet's int8 count image would wrap them "
+                "negative and change the map; counted exactly (render.int8_count_wrap: false)"
+            )
         _reject(msg)
         warnings.warn(f"case {case_id}: {msg}", RuntimeWarning, stacklevel=3)
     return maps, rejects

@@ -47,9 +47,16 @@ from gazeprep.pipeline.case import process_case
 from gazeprep.pipeline.executor import fatal_error, make_executor
 from gazeprep.recipes import Recipe
 
-__all__ = ["BuildOptions", "BuildSpec", "BuildSummary", "RejectPolicyError", "build_heatmaps", "fatal_error",
-           "make_state", "open_release"]
-
+__all__ = [
+    "BuildOptions",
+    "BuildSpec",
+    "BuildSummary",
+    "RejectPolicyError",
+    "build_heatmaps",
+    "fatal_error",
+    "make_state",
+    "open_release",
+]
 
 
 @dataclass
@@ -202,7 +209,7 @@ def open_release(
     return get_adapter(dataset).open(Path(root), gaze_samples=recipe.render.source == "gaze_samples", **kwargs)
 
 
-def make_state(spec: "BuildSpec", release=None) -> _BuildState:
+def make_state(spec: BuildSpec, release=None) -> _BuildState:
     """Build state from a picklable :class:`BuildSpec` (driver, spawned workers and Ray tasks)."""
     recipe = Recipe.from_stored(spec.recipe_json)  # checked by the driver (its dataset may be declared)
     if release is None:
@@ -236,7 +243,7 @@ class BuildSpec:
     definition: str | None = None  # a declared dataset's YAML file (absolute), reloaded by each worker
 
     @classmethod
-    def from_options(cls, opts: "BuildOptions") -> "BuildSpec":
+    def from_options(cls, opts: BuildOptions) -> BuildSpec:
         return cls(
             dataset=opts.dataset,
             root=str(opts.root),
@@ -277,7 +284,7 @@ def _case_input_hash(
     return _hash_tables(data_tables, salt)
 
 
-def _compute_case_safely(st: "_BuildState", case_id: str, store) -> tuple[int, bool]:
+def _compute_case_safely(st: _BuildState, case_id: str, store) -> tuple[int, bool]:
     """:func:`_compute_case` (returns the number of maps and whether the part was reused), turning an unexpected error of one case into a ``rejects`` row.
 
     Data problems are already rejects; this catches bugs or corrupt inputs that escaped the
@@ -317,7 +324,13 @@ def _compute_case(st: _BuildState, case_id: str, store) -> tuple[int, bool]:
             with reader:
                 return len(reader.targets), True
     result = process_case(
-        release, case_id, st.recipe, dataset=st.dataset, data=data, masks=masks, mask_error=mask_error,
+        release,
+        case_id,
+        st.recipe,
+        dataset=st.dataset,
+        data=data,
+        masks=masks,
+        mask_error=mask_error,
         input_hash=input_hash,
     )
     store.put(result)
@@ -327,7 +340,7 @@ def _compute_case(st: _BuildState, case_id: str, store) -> tuple[int, bool]:
 _WORKER_STATE: dict = {}
 
 
-def _state_for(spec: "BuildSpec") -> _BuildState:
+def _state_for(spec: BuildSpec) -> _BuildState:
     """The build state of this process (the release is opened once per worker, keyed by the spec)."""
     st = _WORKER_STATE.get(spec)
     if st is None:
@@ -337,7 +350,7 @@ def _state_for(spec: "BuildSpec") -> _BuildState:
     return st
 
 
-def build_block(spec: "BuildSpec", case_ids: list[str]) -> list[tuple[str, bool, int]]:
+def build_block(spec: BuildSpec, case_ids: list[str]) -> list[tuple[str, bool, int]]:
     """The executor's per-block function of a build: ``(case_id, reused, n_maps)`` per case (runs
     in the driver, a pool worker or a Ray task)."""
     st = _state_for(spec)
@@ -372,7 +385,9 @@ def _check_replace(out: Path, recipe: Recipe, force: bool) -> None:
         what = f"recipe {name!r}, not {recipe.name!r}"
     else:
         what = f"no recipe (a {manifest.get('kind') or 'foreign'} export)"
-    raise GazeprepError(f"{out} holds an export built with {what}; rerun with --force to replace it, or choose another --out")
+    raise GazeprepError(
+        f"{out} holds an export built with {what}; rerun with --force to replace it, or choose another --out"
+    )
 
 
 def _validate(opts: BuildOptions) -> None:

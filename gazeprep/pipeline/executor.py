@@ -44,12 +44,12 @@ R = TypeVar("R")
 FAULT_ENV = "GAZEPREP_FAULT_ONCE"
 
 #: What a dead pool worker means for a resumable build (the default message of :class:`LocalExecutor`).
-RESUME_HINT = (
-    "finished cases are kept: rerun the same command to resume, with fewer --workers if memory is short"
-)
+RESUME_HINT = "finished cases are kept: rerun the same command to resume, with fewer --workers if memory is short"
 
 
-def fatal_error(exc: BaseException, case_id: str | None = None, where: Path | str | None = None) -> GazeprepError | None:
+def fatal_error(
+    exc: BaseException, case_id: str | None = None, where: Path | str | None = None
+) -> GazeprepError | None:
     """The error that must stop the whole run for ``exc``, or None when ``exc`` is a problem of
     one case (a reject).
 
@@ -61,7 +61,9 @@ def fatal_error(exc: BaseException, case_id: str | None = None, where: Path | st
     if isinstance(exc, StorageError):
         return exc
     if isinstance(exc, OSError) and exc.errno is not None:
-        return StorageError.from_os_error(exc, exc.filename if exc.filename is not None else (where or "<unknown file>"))
+        return StorageError.from_os_error(
+            exc, exc.filename if exc.filename is not None else (where or "<unknown file>")
+        )
     if isinstance(exc, MemoryError):
         detail = str(exc) or "MemoryError"
         case = f"case {case_id!r}: " if case_id else ""
@@ -293,8 +295,9 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus}
             env = {FAULT_ENV: os.environ[FAULT_ENV]} if FAULT_ENV in os.environ else {}
-            ray.init(**kwargs, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": env} if env else None)
+            ray.init(
+                **kwargs, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env} if env else None
+            )
             started_here = True
         remote = ray.remote(max_retries=self.max_retries)(run_block)
         run: BlockRun[T, R] = BlockRun()
@@ -317,7 +320,9 @@ class RayExecutor:
                     if fatal is not None:  # I/O fault or out of memory: stop, do not retry
                         raise fatal from None
                     reason = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
-                    run.events.append({"block_start": block[0], "size": len(block), "attempt": attempt, "error": reason})
+                    run.events.append(
+                        {"block_start": block[0], "size": len(block), "attempt": attempt, "error": reason}
+                    )
                     if attempt < self.block_retries:
                         pending[remote.remote(fn, block)] = (first, block, attempt + 1)
                     elif len(block) > 1:

@@ -40,9 +40,25 @@ from gazeprep.synth.truth import (
 )
 
 __all__ = [
-    "EgdCalibration", "EgdCase", "Ellipse", "Mention", "MimicImage", "PhantomParams", "ReflacxCase",
-    "Sentence", "SynthEgd", "SynthMimic", "SynthReflacx", "chest_box", "generate_egd", "generate_mimic",
-    "generate_reflacx", "params_for_image", "phantom_masks", "region_boxes", "render_phantom",
+    "EgdCalibration",
+    "EgdCase",
+    "Ellipse",
+    "Mention",
+    "MimicImage",
+    "PhantomParams",
+    "ReflacxCase",
+    "Sentence",
+    "SynthEgd",
+    "SynthMimic",
+    "SynthReflacx",
+    "chest_box",
+    "generate_egd",
+    "generate_mimic",
+    "generate_reflacx",
+    "params_for_image",
+    "phantom_masks",
+    "region_boxes",
+    "render_phantom",
 ]
 
 

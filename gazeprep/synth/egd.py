@@ -36,34 +36,132 @@ from gazeprep.synth.truth import EgdCalibration, EgdCase, Mention, Sentence, Syn
 __all__ = ["generate_egd", "GAZE_COLUMNS", "MASTER_COLUMNS", "MASK_FILES", "resize_pad", "x_original", "y_original"]
 
 MASTER_COLUMNS = (
-    "dicom_id", "path", "study_id", "patient_id", "stay_id", "gender", "anchor_age", "image_top_pad",
-    "image_bottom_pad", "image_left_pad", "image_right_pad",
+    "dicom_id",
+    "path",
+    "study_id",
+    "patient_id",
+    "stay_id",
+    "gender",
+    "anchor_age",
+    "image_top_pad",
+    "image_bottom_pad",
+    "image_left_pad",
+    "image_right_pad",
     *[c for i in range(1, 10) for c in (f"dx{i}", f"dx{i}_icd")],
-    "normal_reports", "Normal", "CHF", "pneumonia", *EGD_GRANULAR,
+    "normal_reports",
+    "Normal",
+    "CHF",
+    "pneumonia",
+    *EGD_GRANULAR,
     *[lab.lower().replace(" ", "_") + "__chx" for lab in CHEXPERT_LABELS],
     "cxr_exam_indication",
 )
 GAZE_COLUMNS = (
-    "SESSION_ID", "MEDIA_ID", "DICOM_ID", "CNT", "Time (in secs)", "TIMETICK(f=10000000)", "FPOGX", "FPOGY", "FPOGS",
-    "FPOGD", "FPOGID", "FPOGV", "BPOGX", "BPOGY", "BPOGV", "LPCX", "LPCY", "LPD", "LPS", "LPV", "RPCX", "RPCY", "RPD",
-    "RPS", "RPV", "BKID", "BKDUR", "BKPMIN", "LPMM", "LPMMV", "RPMM", "RPMMV", "SACCADE_MAG", "SACCADE_DIR",
-    "VID_FRAME", "X_ORIGINAL", "Y_ORIGINAL",
+    "SESSION_ID",
+    "MEDIA_ID",
+    "DICOM_ID",
+    "CNT",
+    "Time (in secs)",
+    "TIMETICK(f=10000000)",
+    "FPOGX",
+    "FPOGY",
+    "FPOGS",
+    "FPOGD",
+    "FPOGID",
+    "FPOGV",
+    "BPOGX",
+    "BPOGY",
+    "BPOGV",
+    "LPCX",
+    "LPCY",
+    "LPD",
+    "LPS",
+    "LPV",
+    "RPCX",
+    "RPCY",
+    "RPD",
+    "RPS",
+    "RPV",
+    "BKID",
+    "BKDUR",
+    "BKPMIN",
+    "LPMM",
+    "LPMMV",
+    "RPMM",
+    "RPMMV",
+    "SACCADE_MAG",
+    "SACCADE_DIR",
+    "VID_FRAME",
+    "X_ORIGINAL",
+    "Y_ORIGINAL",
 )
 #: mask file name per phantom structure (the release spells the mediastinum ``mediastanum``)
-MASK_FILES = {"left_lung": "left_lung.png", "right_lung": "right_lung.png", "mediastinum": "mediastanum.png", "aortic_knob": "aortic_knob.png"}
-_INT_COLUMNS = {"SESSION_ID", "MEDIA_ID", "CNT", "FPOGID", "FPOGV", "BPOGV", "LPV", "RPV", "BKID", "BKPMIN", "LPMMV", "RPMMV", "X_ORIGINAL", "Y_ORIGINAL"}
+MASK_FILES = {
+    "left_lung": "left_lung.png",
+    "right_lung": "right_lung.png",
+    "mediastinum": "mediastanum.png",
+    "aortic_knob": "aortic_knob.png",
+}
+_INT_COLUMNS = {
+    "SESSION_ID",
+    "MEDIA_ID",
+    "CNT",
+    "FPOGID",
+    "FPOGV",
+    "BPOGV",
+    "LPV",
+    "RPV",
+    "BKID",
+    "BKPMIN",
+    "LPMMV",
+    "RPMMV",
+    "X_ORIGINAL",
+    "Y_ORIGINAL",
+}
 SCREEN_W, SCREEN_H = 1920, 1080
 
 _DX = {
-    "Normal": [("CHEST PAIN NOS", "786.50"), ("Chest pain, unspecified", "R07.9"), ("Syncope and collapse", "R55"), ("Other chest pain", "R07.89")],
-    "CHF": [("Heart failure, unspecified", "I50.9"), ("CONGESTIVE HEART FAILURE, UNSPEC", "428"), ("Hypertensive heart disease with heart failure", "I11.0")],
-    "pneumonia": [("Pneumonia, unspecified organism", "J18.9"), ("PNEUMONIA,ORGANISM UNSPECIFIED", "486"), ("Sepsis, unspecified organism", "A41.9")],
+    "Normal": [
+        ("CHEST PAIN NOS", "786.50"),
+        ("Chest pain, unspecified", "R07.9"),
+        ("Syncope and collapse", "R55"),
+        ("Other chest pain", "R07.89"),
+    ],
+    "CHF": [
+        ("Heart failure, unspecified", "I50.9"),
+        ("CONGESTIVE HEART FAILURE, UNSPEC", "428"),
+        ("Hypertensive heart disease with heart failure", "I11.0"),
+    ],
+    "pneumonia": [
+        ("Pneumonia, unspecified organism", "J18.9"),
+        ("PNEUMONIA,ORGANISM UNSPECIFIED", "486"),
+        ("Sepsis, unspecified organism", "A41.9"),
+    ],
 }
-_DX_EXTRA = [("HYPERTENSION NOS", "401.9"), ("Shortness of breath", "R06.02"), ("Fever, unspecified", "R50.9"), ("Cough", "R05"), ("DIABETES UNCOMPL ADULT", "250.00"), ("Acute kidney failure, unspecified", "N17.9")]
+_DX_EXTRA = [
+    ("HYPERTENSION NOS", "401.9"),
+    ("Shortness of breath", "R06.02"),
+    ("Fever, unspecified", "R50.9"),
+    ("Cough", "R05"),
+    ("DIABETES UNCOMPL ADULT", "250.00"),
+    ("Acute kidney failure, unspecified", "N17.9"),
+]
 _INDICATION = {
-    "Normal": ["___{g} with chest pain// eval for acute process", "___{g} with syncope, r/o pna", "History: ___{g} with chest pain\nTECHNIQUE: Chest PA and lateral"],
-    "CHF": ["___{g} with CHF and  shortness of breath// ?Pulmonary edema", "___{g} with hypertension, tachycardia", "___{g} with dyspnea, leg swelling\n?CHF"],
-    "pneumonia": ["___{g} with fever and cough\n?pneumonia", "___{g} with productive cough// eval for infiltrate", "___{g} with hypoxia, fever"],
+    "Normal": [
+        "___{g} with chest pain// eval for acute process",
+        "___{g} with syncope, r/o pna",
+        "History: ___{g} with chest pain\nTECHNIQUE: Chest PA and lateral",
+    ],
+    "CHF": [
+        "___{g} with CHF and  shortness of breath// ?Pulmonary edema",
+        "___{g} with hypertension, tachycardia",
+        "___{g} with dyspnea, leg swelling\n?CHF",
+    ],
+    "pneumonia": [
+        "___{g} with fever and cough\n?pneumonia",
+        "___{g} with productive cough// eval for infiltrate",
+        "___{g} with hypoxia, fever",
+    ],
 }
 
 
@@ -167,7 +265,16 @@ def generate_egd(
         iterator = tqdm(iterator, desc="egd-cxr", unit="image")
     for i, img in iterator:
         sid = i // session_size + 1
-        st = session_state.setdefault(sid, {"cnt": int(rng.integers(1, 50)), "tick": float(rng.integers(6 * 10**11, 7 * 10**11)), "media": 0, "fixid": 0, "clock": 0.0})
+        st = session_state.setdefault(
+            sid,
+            {
+                "cnt": int(rng.integers(1, 50)),
+                "tick": float(rng.integers(6 * 10**11, 7 * 10**11)),
+                "media": 0,
+                "fixid": 0,
+                "clock": 0.0,
+            },
+        )
         case_rng = np.random.default_rng([int(seed), 0xE6D, i])
         c, g, f = _generate_case(case_rng, out, img, sid, st, chx_table)
         truth.append(c)
@@ -196,7 +303,9 @@ def _sample_times(rng, t_end: float) -> np.ndarray:
     return _q5(np.maximum.accumulate(t))
 
 
-def _rows_from_fixations(rng, t: np.ndarray, fstart, fend, fx, fy, st: dict) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _rows_from_fixations(
+    rng, t: np.ndarray, fstart, fend, fx, fy, st: dict
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Per-sample Gazepoint columns (without ids/X_ORIGINAL) for fixations given in screen fractions.
 
     Returns (columns, fixation index per sample (-1 before the first), index of the last sample of each fixation).
@@ -222,25 +331,41 @@ def _rows_from_fixations(rng, t: np.ndarray, fstart, fend, fx, fy, st: dict) -> 
     by = np.where(in_fix, fpy, fpy + (fy[nxt] - fpy) * frac) + rng.normal(0, 0.006, n)
     blink = np.zeros(n, dtype=bool)
     for b0 in rng.integers(0, n, max(1, n // 300)):
-        blink[b0:b0 + int(rng.integers(5, 14))] = True
+        blink[b0 : b0 + int(rng.integers(5, 14))] = True
     bkid = np.cumsum(np.diff(np.concatenate([[0], blink.astype(np.int64)])) == 1) * blink
     sac_mag = np.where(in_fix & (np.arange(n) == a[jj]), rng.uniform(20, 200, n), 0.0)
     cols = {
         "CNT": st["cnt"] + np.arange(n, dtype=np.int64),
         "Time (in secs)": t,
         "TIMETICK(f=10000000)": np.round(st["tick"] + (st["clock"] + t) * 1e7),
-        "FPOGX": _q5(fpx), "FPOGY": _q5(fpy), "FPOGS": fpogs, "FPOGD": fpogd,
-        "FPOGID": fid.astype(np.int64), "FPOGV": in_fix.astype(np.int64),
-        "BPOGX": _q5(bx), "BPOGY": _q5(by), "BPOGV": (~blink).astype(np.int64),
-        "LPCX": _q5(0.378 + rng.normal(0, 0.002, n)), "LPCY": _q5(0.594 + rng.normal(0, 0.002, n)),
-        "LPD": _q5(18.2 + rng.normal(0, 0.4, n)), "LPS": _q5(1.05 + rng.normal(0, 0.01, n)), "LPV": (~blink).astype(np.int64),
-        "RPCX": _q5(0.637 + rng.normal(0, 0.002, n)), "RPCY": _q5(0.598 + rng.normal(0, 0.002, n)),
-        "RPD": _q5(18.3 + rng.normal(0, 0.4, n)), "RPS": _q5(1.06 + rng.normal(0, 0.01, n)), "RPV": (~blink).astype(np.int64),
-        "BKID": bkid.astype(np.int64), "BKDUR": np.where(blink, _q5(rng.uniform(0.08, 0.25, n)), 0.0),
+        "FPOGX": _q5(fpx),
+        "FPOGY": _q5(fpy),
+        "FPOGS": fpogs,
+        "FPOGD": fpogd,
+        "FPOGID": fid.astype(np.int64),
+        "FPOGV": in_fix.astype(np.int64),
+        "BPOGX": _q5(bx),
+        "BPOGY": _q5(by),
+        "BPOGV": (~blink).astype(np.int64),
+        "LPCX": _q5(0.378 + rng.normal(0, 0.002, n)),
+        "LPCY": _q5(0.594 + rng.normal(0, 0.002, n)),
+        "LPD": _q5(18.2 + rng.normal(0, 0.4, n)),
+        "LPS": _q5(1.05 + rng.normal(0, 0.01, n)),
+        "LPV": (~blink).astype(np.int64),
+        "RPCX": _q5(0.637 + rng.normal(0, 0.002, n)),
+        "RPCY": _q5(0.598 + rng.normal(0, 0.002, n)),
+        "RPD": _q5(18.3 + rng.normal(0, 0.4, n)),
+        "RPS": _q5(1.06 + rng.normal(0, 0.01, n)),
+        "RPV": (~blink).astype(np.int64),
+        "BKID": bkid.astype(np.int64),
+        "BKDUR": np.where(blink, _q5(rng.uniform(0.08, 0.25, n)), 0.0),
         "BKPMIN": rng.integers(17, 22, n).astype(np.int64),
-        "LPMM": _q5(3.5 + rng.normal(0, 0.1, n)), "LPMMV": (~blink).astype(np.int64),
-        "RPMM": _q5n(3.6 + rng.normal(0, 0.1, n)), "RPMMV": (~blink).astype(np.int64),
-        "SACCADE_MAG": _q5(sac_mag), "SACCADE_DIR": _q5(np.where(sac_mag > 0, rng.uniform(0.01, 360, n), 0.0)),
+        "LPMM": _q5(3.5 + rng.normal(0, 0.1, n)),
+        "LPMMV": (~blink).astype(np.int64),
+        "RPMM": _q5n(3.6 + rng.normal(0, 0.1, n)),
+        "RPMMV": (~blink).astype(np.int64),
+        "SACCADE_MAG": _q5(sac_mag),
+        "SACCADE_DIR": _q5(np.where(sac_mag > 0, rng.uniform(0.01, 360, n), 0.0)),
         "VID_FRAME": np.zeros(n),
     }
     st["cnt"] += n
@@ -249,7 +374,11 @@ def _rows_from_fixations(rng, t: np.ndarray, fstart, fend, fx, fy, st: dict) -> 
 
 def _finish(cols: dict, sid: int, media: int, dicom_id: str, xo, yo) -> dict:
     n = len(cols["CNT"])
-    out = {"SESSION_ID": np.full(n, sid, dtype=np.int64), "MEDIA_ID": np.full(n, media, dtype=np.int64), "DICOM_ID": [dicom_id] * n}
+    out = {
+        "SESSION_ID": np.full(n, sid, dtype=np.int64),
+        "MEDIA_ID": np.full(n, media, dtype=np.int64),
+        "DICOM_ID": [dicom_id] * n,
+    }
     out.update(cols)
     out["X_ORIGINAL"], out["Y_ORIGINAL"] = xo, yo
     return out
@@ -264,7 +393,9 @@ def _fixation_rows(g: dict, b: np.ndarray) -> dict:
 
 
 def _frame(d: dict) -> pl.DataFrame:
-    return pl.DataFrame({c: (pl.Series(c, d[c], dtype=pl.Int64) if c in _INT_COLUMNS else pl.Series(c, d[c])) for c in GAZE_COLUMNS})
+    return pl.DataFrame(
+        {c: (pl.Series(c, d[c], dtype=pl.Int64) if c in _INT_COLUMNS else pl.Series(c, d[c])) for c in GAZE_COLUMNS}
+    )
 
 
 def _phrases(rng, tokens: list[str], start: np.ndarray, end: np.ndarray, sent_start: set[int]):
@@ -301,7 +432,13 @@ def _generate_case(rng, out: Path, img: ImageRef, sid: int, st: dict, chx_table)
     params, image_findings = params_for_image(img.dicom_id)
     boxes = region_boxes(params, H, W)
     kinds = {f.kind for f in image_findings}
-    cls = "pneumonia" if kinds & {"consolidation", "groundglass_opacity"} else "CHF" if kinds & {"cardiomegaly", "pulmonary_edema", "pleural_effusion"} else "Normal"
+    cls = (
+        "pneumonia"
+        if kinds & {"consolidation", "groundglass_opacity"}
+        else "CHF"
+        if kinds & {"cardiomegaly", "pulmonary_edema", "pleural_effusion"}
+        else "Normal"
+    )
     pads = resize_pad(H, W)
     findings = sample_reading_findings(rng, image_findings)
     sentences = plan_sentences(rng, findings)
@@ -322,11 +459,23 @@ def _generate_case(rng, out: Path, img: ImageRef, sid: int, st: dict, chx_table)
             bom.append(list(mb))
             ws, wend = int(tok2[a0 + pm.token_start]), int(tok2[a0 + pm.token_end - 1]) + 1
             m_idx.append(len(mentions))
-            mentions.append(Mention(
-                kind=pm.kind, label=label_for(pm.kind, "egd"), phrase=" ".join(s.tokens[pm.token_start:pm.token_end]),
-                sentence_idx=si, token_start=ws, token_end=wend, t_start_s=float(wb[ws]), t_end_s=float(we[wend - 1]),
-                negated=pm.negated, uncertain=pm.uncertain, certainty=pm.certainty, regions=pm.regions, boxes_px=mb,
-            ))
+            mentions.append(
+                Mention(
+                    kind=pm.kind,
+                    label=label_for(pm.kind, "egd"),
+                    phrase=" ".join(s.tokens[pm.token_start : pm.token_end]),
+                    sentence_idx=si,
+                    token_start=ws,
+                    token_end=wend,
+                    t_start_s=float(wb[ws]),
+                    t_end_s=float(we[wend - 1]),
+                    negated=pm.negated,
+                    uncertain=pm.uncertain,
+                    certainty=pm.certainty,
+                    regions=pm.regions,
+                    boxes_px=mb,
+                )
+            )
         tsent.append(Sentence(" ".join(words[pa:pb]), pa, pb, float(wb[pa]), float(we[pb - 1]), tuple(m_idx)))
     segs = focus_segments(rng, sentences, timing, bom)
     for sg in segs:
@@ -335,8 +484,12 @@ def _generate_case(rng, out: Path, img: ImageRef, sid: int, st: dict, chx_table)
     full_text = " ".join(words)
     folder = out / "audio_segmentation_transcripts" / img.dicom_id
     folder.mkdir(parents=True, exist_ok=True)
-    doc = {"full_text": full_text, "time_stamped_text": [
-        {"phrase": w, "begin_time": float(b), "end_time": float(e)} for w, b, e in zip(words, wb, we)]}
+    doc = {
+        "full_text": full_text,
+        "time_stamped_text": [
+            {"phrase": w, "begin_time": float(b), "end_time": float(e)} for w, b, e in zip(words, wb, we)
+        ],
+    }
     write_text(folder / "transcript.json", json.dumps(doc, indent=2, sort_keys=True))
     from PIL import Image
 
@@ -346,10 +499,18 @@ def _generate_case(rng, out: Path, img: ImageRef, sid: int, st: dict, chx_table)
     # gaze
     t_end = float(we[-1]) + rng.uniform(0.5, 1.5)
     t = _sample_times(rng, t_end)
-    wander = [boxes["right lung"], boxes["left lung"], boxes["cardiac silhouette"], boxes["upper mediastinum"], (0.0, 0.0, float(W), float(H))]
+    wander = [
+        boxes["right lung"],
+        boxes["left lung"],
+        boxes["cardiac silhouette"],
+        boxes["upper mediastinum"],
+        (0.0, 0.0, float(W), float(H)),
+    ]
     targets = [(i, bom[i]) for i, m in enumerate(mentions) if not m.negated and bom[i]]
     t_first = rng.uniform(0.02, 0.3)
-    segs = sorted(search_visits(rng, t_first, segs[0].t_start if segs else float(wb[0]), targets) + segs, key=lambda g: g.t_start)
+    segs = sorted(
+        search_visits(rng, t_first, segs[0].t_start if segs else float(wb[0]), targets) + segs, key=lambda g: g.t_start
+    )
     sp = scanpath(rng, t_first, float(t[-1]), segs, wander, [0.38, 0.38, 0.12, 0.06, 0.06], mean_duration=0.28)
     top, bottom, left, right = pads
     Wp, Hp = W + W % 2, H + H % 2
@@ -371,14 +532,30 @@ def _generate_case(rng, out: Path, img: ImageRef, sid: int, st: dict, chx_table)
     g = _finish(cols, sid, media, img.dicom_id, xo, yo)
     f = _fixation_rows(g, b)
     case = EgdCase(
-        dicom_id=img.dicom_id, path=img.rel_path, study_id=img.study_id, patient_id=img.subject_id,
-        image_height=H, image_width=W, pads=pads, master=_master_row(rng, img, cls, pads, findings, chx_table),
-        class_label=cls, session_id=sid, media_id=media, full_text=full_text, words=words,
-        word_start_s=wb, word_end_s=we, sentences=tsent, mentions=mentions,
-        fixations={k: v for k, v in f.items() if k != "DICOM_ID"}, fixation_target=target.astype(np.int64),
+        dicom_id=img.dicom_id,
+        path=img.rel_path,
+        study_id=img.study_id,
+        patient_id=img.subject_id,
+        image_height=H,
+        image_width=W,
+        pads=pads,
+        master=_master_row(rng, img, cls, pads, findings, chx_table),
+        class_label=cls,
+        session_id=sid,
+        media_id=media,
+        full_text=full_text,
+        words=words,
+        word_start_s=wb,
+        word_end_s=we,
+        sentences=tsent,
+        mentions=mentions,
+        fixations={k: v for k, v in f.items() if k != "DICOM_ID"},
+        fixation_target=target.astype(np.int64),
         gaze={k: v for k, v in g.items() if k != "DICOM_ID"},
-        boxes={n: _xxyy(boxes[n]) for n in EGD_BBOX_NAMES}, mask_files=tuple(MASK_FILES[k] for k in MASK_FILES),
-        image_findings=image_findings, params=params,
+        boxes={n: _xxyy(boxes[n]) for n in EGD_BBOX_NAMES},
+        mask_files=tuple(MASK_FILES[k] for k in MASK_FILES),
+        image_findings=image_findings,
+        params=params,
     )
     return case, _frame(g), _frame(f)
 
@@ -413,9 +590,17 @@ def _master_row(rng, img: ImageRef, cls: str, pads, findings, chx_table) -> dict
     gender = str(rng.choice(["F", "M"]))
     dec = int(rng.integers(2, 8))
     row: dict[str, object] = {
-        "dicom_id": img.dicom_id, "path": img.rel_path, "study_id": img.study_id, "patient_id": img.subject_id,
-        "stay_id": int(rng.integers(30_000_000, 40_000_000)), "gender": gender, "anchor_age": f"{dec * 10} - {dec * 10 + 10}",
-        "image_top_pad": pads[0], "image_bottom_pad": pads[1], "image_left_pad": pads[2], "image_right_pad": pads[3],
+        "dicom_id": img.dicom_id,
+        "path": img.rel_path,
+        "study_id": img.study_id,
+        "patient_id": img.subject_id,
+        "stay_id": int(rng.integers(30_000_000, 40_000_000)),
+        "gender": gender,
+        "anchor_age": f"{dec * 10} - {dec * 10 + 10}",
+        "image_top_pad": pads[0],
+        "image_bottom_pad": pads[1],
+        "image_left_pad": pads[2],
+        "image_right_pad": pads[3],
     }
     dx = [_DX[cls][int(rng.integers(0, len(_DX[cls])))]]
     for k in rng.choice(len(_DX_EXTRA), size=int(rng.integers(0, 4)), replace=False):
@@ -456,8 +641,14 @@ def _write_master(path: Path, cases: list[EgdCase]) -> None:
 
 def _write_boxes(path: Path, cases: list[EgdCase]) -> None:
     rows = sorted((c.dicom_id, n, c.boxes[n]) for c in cases for n in EGD_BBOX_NAMES)
-    write_csv(path, {
-        "dicom_id": [r[0] for r in rows], "bbox_name": [r[1] for r in rows],
-        "x1": np.array([r[2][0] for r in rows]), "x2": np.array([r[2][1] for r in rows]),
-        "y1": np.array([r[2][2] for r in rows]), "y2": np.array([r[2][3] for r in rows]),
-    })
+    write_csv(
+        path,
+        {
+            "dicom_id": [r[0] for r in rows],
+            "bbox_name": [r[1] for r in rows],
+            "x1": np.array([r[2][0] for r in rows]),
+            "x2": np.array([r[2][1] for r in rows]),
+            "y1": np.array([r[2][2] for r in rows]),
+            "y2": np.array([r[2][3] for r in rows]),
+        },
+    )

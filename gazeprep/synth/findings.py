@@ -39,20 +39,46 @@ __all__ = [
 REFLACX_P1_LABELS = tuple(
     sorted(
         [
-            "Airway wall thickening", "Atelectasis", "Consolidation", "Emphysema",
-            "Enlarged cardiac silhouette", "Fibrosis", "Fracture", "Groundglass opacity", "Mass", "Nodule",
-            "Other", "Pleural effusion", "Pleural thickening", "Pneumothorax", "Pulmonary edema",
-            "Quality issue", "Support devices", "Wide mediastinum",
+            "Airway wall thickening",
+            "Atelectasis",
+            "Consolidation",
+            "Emphysema",
+            "Enlarged cardiac silhouette",
+            "Fibrosis",
+            "Fracture",
+            "Groundglass opacity",
+            "Mass",
+            "Nodule",
+            "Other",
+            "Pleural effusion",
+            "Pleural thickening",
+            "Pneumothorax",
+            "Pulmonary edema",
+            "Quality issue",
+            "Support devices",
+            "Wide mediastinum",
         ]
     )
 )
 REFLACX_P23_LABELS = tuple(
     sorted(
         [
-            "Abnormal mediastinal contour", "Acute fracture", "Atelectasis", "Consolidation",
-            "Enlarged cardiac silhouette", "Enlarged hilum", "Groundglass opacity", "Hiatal hernia",
-            "High lung volume / emphysema", "Interstitial lung disease", "Lung nodule or mass", "Other",
-            "Pleural abnormality", "Pneumothorax", "Pulmonary edema", "Support devices",
+            "Abnormal mediastinal contour",
+            "Acute fracture",
+            "Atelectasis",
+            "Consolidation",
+            "Enlarged cardiac silhouette",
+            "Enlarged hilum",
+            "Groundglass opacity",
+            "Hiatal hernia",
+            "High lung volume / emphysema",
+            "Interstitial lung disease",
+            "Lung nodule or mass",
+            "Other",
+            "Pleural abnormality",
+            "Pneumothorax",
+            "Pulmonary edema",
+            "Support devices",
         ]
     )
 )
@@ -71,9 +97,20 @@ EGD_GRANULAR = (
     "vascular_redistribution",
 )
 CHEXPERT_LABELS = (
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-    "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-    "Pneumothorax", "Support Devices",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
 )
 
 #: REFLACX certainty (1..5) -> (prefix words, suffix words) used in the dictation.
@@ -111,68 +148,265 @@ def _k(*args, **kw) -> Kind:
 KINDS: dict[str, Kind] = {
     k.key: k
     for k in [
-        _k("pleural_effusion", "Pleural effusion", "Pleural abnormality", "Pleural effusion",
-           "pleural_effusion_or_thickening", "Pleural Effusion", ("left", "right", "bilateral"), ("lower",), 0.20,
-           ("{size} {side} [pleural effusion]", "{side} [pleural effusion]", "there is a {size} {side} [pleural effusion]"),
-           ("no [pleural effusion]", "no [pleural effusion] or [pneumothorax]"),
-           ("left costophrenic angle", "right costophrenic angle")),
-        _k("consolidation", "Consolidation", "Consolidation", "Consolidation", "consolidation", "Consolidation",
-           ("left", "right"), ("lower", "mid", "upper"), 0.15,
-           ("{side} {zone} lobe [consolidation]", "[consolidation] in the {side} {zone} lung", "focal {side} {zone} lobe [consolidation]"),
-           ("no focal [consolidation]",), ("left lung", "right lung")),
-        _k("atelectasis", "Atelectasis", "Atelectasis", "Atelectasis", "linear__patchy_atelectasis", "Atelectasis",
-           ("bilateral", "left", "right"), ("lower",), 0.15,
-           ("{side} basilar [atelectasis]", "linear [atelectasis] in the {side} lower lung", "{side} basilar [atelectasis] / scarring")),
-        _k("cardiomegaly", "Enlarged cardiac silhouette", "Enlarged cardiac silhouette", "Enlarged cardiac silhouette",
-           "enlarged_cardiac_silhouette", "Cardiomegaly", ("",), ("",), 0.15,
-           ("{size} [cardiomegaly]", "the [heart is enlarged]", "[enlarged cardiac silhouette]"),
-           ("[heart size] is normal", "the [cardiac silhouette] is within normal limits"), ("cardiac silhouette",)),
-        _k("pulmonary_edema", "Pulmonary edema", "Pulmonary edema", "Pulmonary edema", "pulmonary_edema__hazy_opacity",
-           "Edema", ("bilateral",), ("mid",), 0.10,
-           ("{size} [pulmonary edema]", "{size} [interstitial edema]", "findings consistent with {size} [pulmonary edema]"),
-           ("no [pulmonary edema]",), ("left mid lung zone", "right mid lung zone")),
-        _k("pneumothorax", "Pneumothorax", "Pneumothorax", "Pneumothorax", None, "Pneumothorax",
-           ("left", "right"), ("apex",), 0.05,
-           ("{size} {side} apical [pneumothorax]", "{size} {side} [pneumothorax]"),
-           ("no [pneumothorax]",), ("left apex", "right apex")),
-        _k("nodule", "Nodule", "Lung nodule or mass", "Nodule",
-           "not_otherwise_specified_opacity___pleural__parenchymal_opacity__", "Lung Lesion",
-           ("left", "right"), ("upper", "mid"), 0.05,
-           ("{side} {zone} lobe [nodule]", "{size} [nodule] in the {side} {zone} lung")),
-        _k("mass", "Mass", "Lung nodule or mass", "Mass",
-           "not_otherwise_specified_opacity___pleural__parenchymal_opacity__", "Lung Lesion",
-           ("left", "right"), ("upper", "mid"), 0.02,
-           ("{side} {zone} lobe [mass]", "[mass] in the {side} {zone} lung")),
-        _k("emphysema", "Emphysema", "High lung volume / emphysema", "Emphysema", "hyperaeration", None,
-           ("bilateral",), ("upper",), 0.04, ("[emphysema]", "[hyperinflated lungs]")),
-        _k("wide_mediastinum", "Wide mediastinum", "Abnormal mediastinal contour", "Wide mediastinum", None,
-           "Enlarged Cardiomediastinum", ("",), ("",), 0.03, ("[widened mediastinum]", "the [mediastinum is widened]")),
-        _k("hiatal_hernia", None, "Hiatal hernia", "Hiatal hernia", None, None, ("",), ("",), 0.02,
-           ("{size} [hiatal hernia]",)),
-        _k("enlarged_hilum", None, "Enlarged hilum", "Enlarged hilum", "vascular_redistribution", None,
-           ("left", "right"), ("",), 0.02, ("[enlarged {side} hilum]",)),
-        _k("fracture", "Fracture", "Acute fracture", "Fracture", None, "Fracture", ("left", "right"), ("",), 0.02,
-           ("acute {side} [rib fracture]", "{side} [rib fracture]")),
-        _k("groundglass_opacity", "Groundglass opacity", "Groundglass opacity", "Groundglass opacity",
-           "not_otherwise_specified_opacity___pleural__parenchymal_opacity__", "Lung Opacity",
-           ("left", "right"), ("mid", "lower"), 0.03,
-           ("[groundglass opacity] in the {side} {zone} lung", "{side} {zone} lung [groundglass opacities]")),
-        _k("interstitial_disease", "Fibrosis", "Interstitial lung disease", "Interstitial lung disease",
-           "not_otherwise_specified_opacity___pleural__parenchymal_opacity__", "Lung Opacity",
-           ("bilateral",), ("lower",), 0.03,
-           ("[interstitial lung disease]", "bibasilar [interstitial fibrosis]", "[pulmonary fibrosis]")),
-        _k("pleural_thickening", "Pleural thickening", "Pleural abnormality", "Pleural thickening",
-           "pleural_effusion_or_thickening", "Pleural Other", ("left", "right"), ("apex",), 0.02,
-           ("{side} apical [pleural thickening]",)),
-        _k("airway_wall_thickening", "Airway wall thickening", None, "Airway wall thickening", None, None,
-           ("bilateral",), ("hilar",), 0.02, ("[peribronchial thickening]", "[airway wall thickening]")),
-        _k("elevated_hemidiaphragm", None, None, "Elevated hemidiaphragm", "elevated_hemidiaphragm", None,
-           ("left", "right"), ("lower",), 0.02, ("elevated {side} [hemidiaphragm]",)),
+        _k(
+            "pleural_effusion",
+            "Pleural effusion",
+            "Pleural abnormality",
+            "Pleural effusion",
+            "pleural_effusion_or_thickening",
+            "Pleural Effusion",
+            ("left", "right", "bilateral"),
+            ("lower",),
+            0.20,
+            (
+                "{size} {side} [pleural effusion]",
+                "{side} [pleural effusion]",
+                "there is a {size} {side} [pleural effusion]",
+            ),
+            ("no [pleural effusion]", "no [pleural effusion] or [pneumothorax]"),
+            ("left costophrenic angle", "right costophrenic angle"),
+        ),
+        _k(
+            "consolidation",
+            "Consolidation",
+            "Consolidation",
+            "Consolidation",
+            "consolidation",
+            "Consolidation",
+            ("left", "right"),
+            ("lower", "mid", "upper"),
+            0.15,
+            (
+                "{side} {zone} lobe [consolidation]",
+                "[consolidation] in the {side} {zone} lung",
+                "focal {side} {zone} lobe [consolidation]",
+            ),
+            ("no focal [consolidation]",),
+            ("left lung", "right lung"),
+        ),
+        _k(
+            "atelectasis",
+            "Atelectasis",
+            "Atelectasis",
+            "Atelectasis",
+            "linear__patchy_atelectasis",
+            "Atelectasis",
+            ("bilateral", "left", "right"),
+            ("lower",),
+            0.15,
+            (
+                "{side} basilar [atelectasis]",
+                "linear [atelectasis] in the {side} lower lung",
+                "{side} basilar [atelectasis] / scarring",
+            ),
+        ),
+        _k(
+            "cardiomegaly",
+            "Enlarged cardiac silhouette",
+            "Enlarged cardiac silhouette",
+            "Enlarged cardiac silhouette",
+            "enlarged_cardiac_silhouette",
+            "Cardiomegaly",
+            ("",),
+            ("",),
+            0.15,
+            ("{size} [cardiomegaly]", "the [heart is enlarged]", "[enlarged cardiac silhouette]"),
+            ("[heart size] is normal", "the [cardiac silhouette] is within normal limits"),
+            ("cardiac silhouette",),
+        ),
+        _k(
+            "pulmonary_edema",
+            "Pulmonary edema",
+            "Pulmonary edema",
+            "Pulmonary edema",
+            "pulmonary_edema__hazy_opacity",
+            "Edema",
+            ("bilateral",),
+            ("mid",),
+            0.10,
+            (
+                "{size} [pulmonary edema]",
+                "{size} [interstitial edema]",
+                "findings consistent with {size} [pulmonary edema]",
+            ),
+            ("no [pulmonary edema]",),
+            ("left mid lung zone", "right mid lung zone"),
+        ),
+        _k(
+            "pneumothorax",
+            "Pneumothorax",
+            "Pneumothorax",
+            "Pneumothorax",
+            None,
+            "Pneumothorax",
+            ("left", "right"),
+            ("apex",),
+            0.05,
+            ("{size} {side} apical [pneumothorax]", "{size} {side} [pneumothorax]"),
+            ("no [pneumothorax]",),
+            ("left apex", "right apex"),
+        ),
+        _k(
+            "nodule",
+            "Nodule",
+            "Lung nodule or mass",
+            "Nodule",
+            "not_otherwise_specified_opacity___pleural__parenchymal_opacity__",
+            "Lung Lesion",
+            ("left", "right"),
+            ("upper", "mid"),
+            0.05,
+            ("{side} {zone} lobe [nodule]", "{size} [nodule] in the {side} {zone} lung"),
+        ),
+        _k(
+            "mass",
+            "Mass",
+            "Lung nodule or mass",
+            "Mass",
+            "not_otherwise_specified_opacity___pleural__parenchymal_opacity__",
+            "Lung Lesion",
+            ("left", "right"),
+            ("upper", "mid"),
+            0.02,
+            ("{side} {zone} lobe [mass]", "[mass] in the {side} {zone} lung"),
+        ),
+        _k(
+            "emphysema",
+            "Emphysema",
+            "High lung volume / emphysema",
+            "Emphysema",
+            "hyperaeration",
+            None,
+            ("bilateral",),
+            ("upper",),
+            0.04,
+            ("[emphysema]", "[hyperinflated lungs]"),
+        ),
+        _k(
+            "wide_mediastinum",
+            "Wide mediastinum",
+            "Abnormal mediastinal contour",
+            "Wide mediastinum",
+            None,
+            "Enlarged Cardiomediastinum",
+            ("",),
+            ("",),
+            0.03,
+            ("[widened mediastinum]", "the [mediastinum is widened]"),
+        ),
+        _k(
+            "hiatal_hernia",
+            None,
+            "Hiatal hernia",
+            "Hiatal hernia",
+            None,
+            None,
+            ("",),
+            ("",),
+            0.02,
+            ("{size} [hiatal hernia]",),
+        ),
+        _k(
+            "enlarged_hilum",
+            None,
+            "Enlarged hilum",
+            "Enlarged hilum",
+            "vascular_redistribution",
+            None,
+            ("left", "right"),
+            ("",),
+            0.02,
+            ("[enlarged {side} hilum]",),
+        ),
+        _k(
+            "fracture",
+            "Fracture",
+            "Acute fracture",
+            "Fracture",
+            None,
+            "Fracture",
+            ("left", "right"),
+            ("",),
+            0.02,
+            ("acute {side} [rib fracture]", "{side} [rib fracture]"),
+        ),
+        _k(
+            "groundglass_opacity",
+            "Groundglass opacity",
+            "Groundglass opacity",
+            "Groundglass opacity",
+            "not_otherwise_specified_opacity___pleural__parenchymal_opacity__",
+            "Lung Opacity",
+            ("left", "right"),
+            ("mid", "lower"),
+            0.03,
+            ("[groundglass opacity] in the {side} {zone} lung", "{side} {zone} lung [groundglass opacities]"),
+        ),
+        _k(
+            "interstitial_disease",
+            "Fibrosis",
+            "Interstitial lung disease",
+            "Interstitial lung disease",
+            "not_otherwise_specified_opacity___pleural__parenchymal_opacity__",
+            "Lung Opacity",
+            ("bilateral",),
+            ("lower",),
+            0.03,
+            ("[interstitial lung disease]", "bibasilar [interstitial fibrosis]", "[pulmonary fibrosis]"),
+        ),
+        _k(
+            "pleural_thickening",
+            "Pleural thickening",
+            "Pleural abnormality",
+            "Pleural thickening",
+            "pleural_effusion_or_thickening",
+            "Pleural Other",
+            ("left", "right"),
+            ("apex",),
+            0.02,
+            ("{side} apical [pleural thickening]",),
+        ),
+        _k(
+            "airway_wall_thickening",
+            "Airway wall thickening",
+            None,
+            "Airway wall thickening",
+            None,
+            None,
+            ("bilateral",),
+            ("hilar",),
+            0.02,
+            ("[peribronchial thickening]", "[airway wall thickening]"),
+        ),
+        _k(
+            "elevated_hemidiaphragm",
+            None,
+            None,
+            "Elevated hemidiaphragm",
+            "elevated_hemidiaphragm",
+            None,
+            ("left", "right"),
+            ("lower",),
+            0.02,
+            ("elevated {side} [hemidiaphragm]",),
+        ),
         _k("scoliosis", None, None, "Scoliosis", None, None, ("",), ("",), 0.02, ("[scoliosis]",)),
-        _k("support_devices", "Support devices", "Support devices", "Support devices", None, "Support Devices",
-           ("",), ("",), 0.0,
-           ("[endotracheal tube] in place", "[right internal jugular catheter] with tip in the svc",
-            "[nasogastric tube] courses below the diaphragm")),
+        _k(
+            "support_devices",
+            "Support devices",
+            "Support devices",
+            "Support devices",
+            None,
+            "Support Devices",
+            ("",),
+            ("",),
+            0.0,
+            (
+                "[endotracheal tube] in place",
+                "[right internal jugular catheter] with tip in the svc",
+                "[nasogastric tube] courses below the diaphragm",
+            ),
+        ),
     ]
 }
 
@@ -308,25 +542,57 @@ def sample_reading_findings(
     for f in image_findings:
         if f.kind != "support_devices" and rng.random() > 0.85:
             continue
-        c = 5 if f.kind == "support_devices" or not allow_uncertain else int(rng.choice([5, 4, 3, 2], p=[0.6, 0.2, 0.15, 0.05]))
+        c = (
+            5
+            if f.kind == "support_devices" or not allow_uncertain
+            else int(rng.choice([5, 4, 3, 2], p=[0.6, 0.2, 0.15, 0.05]))
+        )
         out.append(ReadingFinding(f.kind, f.side, f.regions, f.severity, c, False, int(rng.integers(0, 1 << 16))))
     if allow_uncertain and rng.random() < 0.12:
         kind = str(rng.choice(["consolidation", "atelectasis"]))
         if kind not in present:
             side = str(rng.choice(["left", "right"]))
             regs = regions_for(kind, side, "lower")
-            out.append(ReadingFinding(kind, side, regs, 0.3, int(rng.choice([3, 2])), False, int(rng.integers(0, 1 << 16))))
+            out.append(
+                ReadingFinding(kind, side, regs, 0.3, int(rng.choice([3, 2])), False, int(rng.integers(0, 1 << 16)))
+            )
     reported = {f.kind for f in out}
-    neg_pool = [k for k in ("pneumothorax", "pleural_effusion", "consolidation", "pulmonary_edema", "cardiomegaly") if k not in present and k not in reported]
+    neg_pool = [
+        k
+        for k in ("pneumothorax", "pleural_effusion", "consolidation", "pulmonary_edema", "cardiomegaly")
+        if k not in present and k not in reported
+    ]
     n_neg = min(len(neg_pool), int(rng.integers(negatives[0], negatives[1] + 1)))
     for i in sorted(rng.choice(len(neg_pool), size=n_neg, replace=False).tolist()) if n_neg else []:
         k = neg_pool[i]
         out.append(ReadingFinding(k, "", KINDS[k].negative_regions, 0.0, None, True, int(rng.integers(0, 1 << 16))))
-    order = {k: i for i, k in enumerate([
-        "support_devices", "consolidation", "groundglass_opacity", "pulmonary_edema", "interstitial_disease",
-        "atelectasis", "nodule", "mass", "emphysema", "airway_wall_thickening", "pleural_effusion",
-        "pleural_thickening", "pneumothorax", "cardiomegaly", "wide_mediastinum", "enlarged_hilum",
-        "hiatal_hernia", "elevated_hemidiaphragm", "fracture", "scoliosis"])}
+    order = {
+        k: i
+        for i, k in enumerate(
+            [
+                "support_devices",
+                "consolidation",
+                "groundglass_opacity",
+                "pulmonary_edema",
+                "interstitial_disease",
+                "atelectasis",
+                "nodule",
+                "mass",
+                "emphysema",
+                "airway_wall_thickening",
+                "pleural_effusion",
+                "pleural_thickening",
+                "pneumothorax",
+                "cardiomegaly",
+                "wide_mediastinum",
+                "enlarged_hilum",
+                "hiatal_hernia",
+                "elevated_hemidiaphragm",
+                "fracture",
+                "scoliosis",
+            ]
+        )
+    }
     out.sort(key=lambda f: (order.get(f.kind, 99), f.negated))
     return out
 
@@ -363,7 +629,9 @@ def _fill(template: str, kind: str, side: str, zone: str, severity: float) -> tu
     """Render a bracketed template into tokens and mention spans."""
     zone_word = zone
     if kind in ("consolidation", "nodule", "mass") and "lobe" in template:
-        zone_word = {"upper": "upper", "mid": "middle" if side == "right" else "upper", "lower": "lower"}.get(zone, zone)
+        zone_word = {"upper": "upper", "mid": "middle" if side == "right" else "upper", "lower": "lower"}.get(
+            zone, zone
+        )
     text = template.format(size=size_word(kind, severity), side=_side_word(kind, side, template), zone=zone_word)
     if side == "bilateral" and "basilar" in template:
         text = text.replace("bibasilar basilar", "bibasilar")
@@ -414,8 +682,9 @@ def plan_sentences(rng: np.random.Generator, findings: list[ReadingFinding]) -> 
             tokens, spans = _fill(tpl, f.kind, "", "", 0.0)
             mentions = []
             span_kinds = [f.kind] if len(spans) == 1 else [f.kind, "pneumothorax"]
-            if len(spans) > 1 and ("pneumothorax" in negated_done or any(
-                    g.kind == "pneumothorax" and not g.negated for g in findings)):
+            if len(spans) > 1 and (
+                "pneumothorax" in negated_done or any(g.kind == "pneumothorax" and not g.negated for g in findings)
+            ):
                 tpl = choices[0]
                 tokens, spans = _fill(tpl, f.kind, "", "", 0.0)
                 span_kinds = [f.kind]

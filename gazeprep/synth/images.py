@@ -43,7 +43,9 @@ def read_mimic_table(root: Path, stem: str) -> pl.DataFrame:
             if name.endswith(".gz"):
                 data = gzip.decompress(data)
             return pl.read_csv(io.BytesIO(data), infer_schema_length=0)
-    raise GazeprepError(f"{root}: no {stem}.csv(.gz) - is this a MIMIC-CXR root (see `gazeprep synth --dataset mimic-cxr`)?")
+    raise GazeprepError(
+        f"{root}: no {stem}.csv(.gz) - is this a MIMIC-CXR root (see `gazeprep synth --dataset mimic-cxr`)?"
+    )
 
 
 def load_mimic_images(root: str | Path) -> list[ImageRef]:
@@ -58,7 +60,11 @@ def load_mimic_images(root: str | Path) -> list[ImageRef]:
         if row["ViewPosition"] not in ("PA", "AP"):
             continue
         ref = ImageRef(
-            row["dicom_id"], int(row["subject_id"]), int(row["study_id"]), int(row["Rows"]), int(row["Columns"]),
+            row["dicom_id"],
+            int(row["subject_id"]),
+            int(row["study_id"]),
+            int(row["Rows"]),
+            int(row["Columns"]),
             split_of.get(row["dicom_id"], "train"),
         )
         if (root / ref.rel_path).exists():

@@ -26,8 +26,17 @@ from gazeprep.synth.truth import MimicImage, SynthMimic
 __all__ = ["generate_mimic", "METADATA_COLUMNS", "display_8bit"]
 
 METADATA_COLUMNS = (
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
-    "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
     "PatientOrientationCodeSequence_CodeMeaning",
 )
 
@@ -142,9 +151,21 @@ def generate_mimic(out: str | Path, cases: int, seed: int) -> SynthMimic:
         s = str(subj_of[i])
         rel = f"files/p{s[:2]}/p{s}/s{studies[i]}/{did}"
         img = MimicImage(
-            dicom_id=did, subject_id=subj_of[i], study_id=studies[i], view_position=view, rows=h, columns=w,
-            study_date=date, study_time=study_time, split=split_of_subject[subj_of[i]], photometric=photometric,
-            window_center=wc, window_width=ww, dcm_path=rel + ".dcm", jpg_path=rel + ".jpg", params=params,
+            dicom_id=did,
+            subject_id=subj_of[i],
+            study_id=studies[i],
+            view_position=view,
+            rows=h,
+            columns=w,
+            study_date=date,
+            study_time=study_time,
+            split=split_of_subject[subj_of[i]],
+            photometric=photometric,
+            window_center=wc,
+            window_width=ww,
+            dcm_path=rel + ".dcm",
+            jpg_path=rel + ".jpg",
+            params=params,
             findings=findings,
         )
         pix_rng = np.random.default_rng(seed_from_text("pixels:" + did))
@@ -189,23 +210,34 @@ def _write_tables(out: Path, images: list[MimicImage], chexpert, negbio) -> None
         "dicom_id": [m.dicom_id for m in images],
         "subject_id": np.array([m.subject_id for m in images], dtype=np.int64),
         "study_id": np.array([m.study_id for m in images], dtype=np.int64),
-        "PerformedProcedureStepDescription": ["CHEST (PA AND LAT)" if m.view_position == "PA" else "CHEST (PORTABLE AP)" for m in images],
+        "PerformedProcedureStepDescription": [
+            "CHEST (PA AND LAT)" if m.view_position == "PA" else "CHEST (PORTABLE AP)" for m in images
+        ],
         "ViewPosition": [m.view_position for m in images],
         "Rows": np.array([m.rows for m in images], dtype=np.int64),
         "Columns": np.array([m.columns for m in images], dtype=np.int64),
         "StudyDate": np.array([m.study_date for m in images], dtype=np.int64),
         "StudyTime": np.array([m.study_time for m in images], dtype=np.float64),
-        "ProcedureCodeSequence_CodeMeaning": ["CHEST (PA AND LAT)" if m.view_position == "PA" else "CHEST (PORTABLE AP)" for m in images],
-        "ViewCodeSequence_CodeMeaning": ["postero-anterior" if m.view_position == "PA" else "antero-posterior" for m in images],
-        "PatientOrientationCodeSequence_CodeMeaning": ["Erect" if m.view_position == "PA" else "Recumbent" for m in images],
+        "ProcedureCodeSequence_CodeMeaning": [
+            "CHEST (PA AND LAT)" if m.view_position == "PA" else "CHEST (PORTABLE AP)" for m in images
+        ],
+        "ViewCodeSequence_CodeMeaning": [
+            "postero-anterior" if m.view_position == "PA" else "antero-posterior" for m in images
+        ],
+        "PatientOrientationCodeSequence_CodeMeaning": [
+            "Erect" if m.view_position == "PA" else "Recumbent" for m in images
+        ],
     }
     write_csv_gz(out / "mimic-cxr-2.0.0-metadata.csv.gz", meta)
-    write_csv_gz(out / "mimic-cxr-2.0.0-split.csv.gz", {
-        "dicom_id": [m.dicom_id for m in images],
-        "study_id": np.array([m.study_id for m in images], dtype=np.int64),
-        "subject_id": np.array([m.subject_id for m in images], dtype=np.int64),
-        "split": [m.split for m in images],
-    })
+    write_csv_gz(
+        out / "mimic-cxr-2.0.0-split.csv.gz",
+        {
+            "dicom_id": [m.dicom_id for m in images],
+            "study_id": np.array([m.study_id for m in images], dtype=np.int64),
+            "subject_id": np.array([m.subject_id for m in images], dtype=np.int64),
+            "split": [m.split for m in images],
+        },
+    )
     keys = sorted({(m.subject_id, m.study_id) for m in images})
     for name, table in (("chexpert", chexpert), ("negbio", negbio)):
         cols: dict[str, object] = {

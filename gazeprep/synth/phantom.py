@@ -252,12 +252,19 @@ def phantom_masks(params: PhantomParams, H: int, W: int) -> dict[str, np.ndarray
     """
     p = params
     g = 0.005
-    heart_box = (p.heart_cu - p.heart_au - g, p.heart_cv - p.heart_av - g, p.heart_cu + p.heart_au + g, p.heart_cv + p.heart_av + g)
+    heart_box = (
+        p.heart_cu - p.heart_au - g,
+        p.heart_cv - p.heart_av - g,
+        p.heart_cu + p.heart_au + g,
+        p.heart_cv + p.heart_av + g,
+    )
     heart = _boxed(H, W, heart_box, lambda u, v: _heart_mask(p, u, v))
     heart_grown = _boxed(H, W, heart_box, lambda u, v: _heart_mask(p, u, v, grow=g))
     mw = p.mediastinum_half_width
     band = _boxed(
-        H, W, (p.midline_u - mw, p.lung_top_v - 0.06, p.midline_u + mw, p.heart_cv),
+        H,
+        W,
+        (p.midline_u - mw, p.lung_top_v - 0.06, p.midline_u + mw, p.heart_cv),
         lambda u, v: (np.abs(u - p.midline_u) <= mw) & (v >= p.lung_top_v - 0.06) & (v <= p.heart_cv),
     )
     med = band | heart
@@ -269,7 +276,9 @@ def phantom_masks(params: PhantomParams, H: int, W: int) -> dict[str, np.ndarray
     out["mediastinum"] = med
     rv = p.knob_r * W / H
     out["aortic_knob"] = _boxed(
-        H, W, (p.knob_cu - p.knob_r, p.knob_cv - rv, p.knob_cu + p.knob_r, p.knob_cv + rv),
+        H,
+        W,
+        (p.knob_cu - p.knob_r, p.knob_cv - rv, p.knob_cu + p.knob_r, p.knob_cv + rv),
         lambda u, v: _knob_mask(p, u, v, H / W),
     )
     return {k: out[k] for k in MASK_STRUCTURES}
@@ -310,11 +319,21 @@ def _norm_region_boxes(p: PhantomParams) -> dict[str, tuple[float, float, float,
         p.heart_cu + p.heart_au,
         p.heart_cv + p.heart_av,
     )
-    boxes["retrocardiac"] = (p.heart_cu - 0.5 * p.heart_au, p.heart_cv, p.heart_cu + 0.6 * p.heart_au, p.heart_cv + p.heart_av)
+    boxes["retrocardiac"] = (
+        p.heart_cu - 0.5 * p.heart_au,
+        p.heart_cv,
+        p.heart_cu + 0.6 * p.heart_au,
+        p.heart_cv + p.heart_av,
+    )
     mw = p.mediastinum_half_width
     boxes["upper mediastinum"] = (p.midline_u - mw, p.lung_top_v - 0.05, p.midline_u + mw, p.heart_cv - p.heart_av)
     boxes["trachea"] = (p.midline_u - 0.015, 0.02, p.midline_u + 0.015, p.knob_cv)
-    boxes["aortic knob"] = (p.knob_cu - p.knob_r, p.knob_cv - p.knob_r * 0.8, p.knob_cu + p.knob_r, p.knob_cv + p.knob_r * 0.8)
+    boxes["aortic knob"] = (
+        p.knob_cu - p.knob_r,
+        p.knob_cv - p.knob_r * 0.8,
+        p.knob_cu + p.knob_r,
+        p.knob_cv + p.knob_r * 0.8,
+    )
     boxes["spine"] = (p.midline_u - 0.03, 0.05, p.midline_u + 0.03, 0.95)
     return boxes
 
@@ -339,8 +358,8 @@ def region_boxes(params: PhantomParams, H: int, W: int) -> dict[str, tuple[float
 def chest_box(params: PhantomParams, H: int, W: int) -> tuple[float, float, float, float]:
     """Rectangle around both lungs and the heart in image pixels (xmin, ymin, xmax, ymax), floats."""
     b = region_boxes(params, H, W)
-    r, l, c = b["right lung"], b["left lung"], b["cardiac silhouette"]
-    return (min(r[0], l[0], c[0]), min(r[1], l[1], c[1]), max(r[2], l[2], c[2]), max(r[3], l[3], c[3]))
+    r, lf, c = b["right lung"], b["left lung"], b["cardiac silhouette"]
+    return (min(r[0], lf[0], c[0]), min(r[1], lf[1], c[1]), max(r[2], lf[2], c[2]), max(r[3], lf[3], c[3]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -389,8 +408,10 @@ def render_phantom(
     c0 = np.minimum(ci.astype(int), coarse.shape[1] - 2)
     fr, fc = (ri - r0)[:, None], (ci - c0)[None, :]
     texture = (  # bilinear upsampling of the coarse field
-        coarse[r0][:, c0] * (1 - fr) * (1 - fc) + coarse[r0 + 1][:, c0] * fr * (1 - fc)
-        + coarse[r0][:, c0 + 1] * (1 - fr) * fc + coarse[r0 + 1][:, c0 + 1] * fr * fc
+        coarse[r0][:, c0] * (1 - fr) * (1 - fc)
+        + coarse[r0 + 1][:, c0] * fr * (1 - fc)
+        + coarse[r0][:, c0 + 1] * (1 - fr) * fc
+        + coarse[r0 + 1][:, c0 + 1] * fr * fc
     )
     lung_val = 0.18 + 0.04 * texture + ribs
     img = np.where(lungs, lung_val, img)

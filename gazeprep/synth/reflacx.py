@@ -40,24 +40,59 @@ from gazeprep.synth.io import bool_strings, write_csv, write_text
 from gazeprep.synth.phantom import chest_box, params_for_image, region_boxes
 from gazeprep.synth.truth import Ellipse, Mention, ReflacxCase, Sentence, SynthReflacx
 
-__all__ = ["generate_reflacx", "FIXATION_COLUMNS", "GAZE_COLUMNS", "METADATA_FIXED_COLUMNS", "view_rects", "join_tokens"]
+__all__ = [
+    "generate_reflacx",
+    "FIXATION_COLUMNS",
+    "GAZE_COLUMNS",
+    "METADATA_FIXED_COLUMNS",
+    "view_rects",
+    "join_tokens",
+]
 
 CRLF = "\r\n"
 SCREEN_W, SCREEN_H = 3840, 2160
 IMAGE_X0 = 661  # first screen column of the image area (control strip is x < 660)
 AREA_W = SCREEN_W - IMAGE_X0  # 3179
-METADATA_FIXED_COLUMNS = ("id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id", "image_size_x", "image_size_y")
+METADATA_FIXED_COLUMNS = (
+    "id",
+    "split",
+    "eye_tracking_data_discarded",
+    "image",
+    "dicom_id",
+    "subject_id",
+    "image_size_x",
+    "image_size_y",
+)
 RECT_COLUMNS = (
-    "xmin_shown_from_image", "ymin_shown_from_image", "xmax_shown_from_image", "ymax_shown_from_image",
-    "xmin_in_screen_coordinates", "ymin_in_screen_coordinates", "xmax_in_screen_coordinates", "ymax_in_screen_coordinates",
+    "xmin_shown_from_image",
+    "ymin_shown_from_image",
+    "xmax_shown_from_image",
+    "ymax_shown_from_image",
+    "xmin_in_screen_coordinates",
+    "ymin_in_screen_coordinates",
+    "xmax_in_screen_coordinates",
+    "ymax_in_screen_coordinates",
 )
 FIXATION_COLUMNS = (
-    "timestamp_start_fixation", "timestamp_end_fixation", "x_position", "y_position", "pupil_area_normalized",
-    "angular_resolution_x_pixels_per_degree", "angular_resolution_y_pixels_per_degree", "window_width", "window_level",
+    "timestamp_start_fixation",
+    "timestamp_end_fixation",
+    "x_position",
+    "y_position",
+    "pupil_area_normalized",
+    "angular_resolution_x_pixels_per_degree",
+    "angular_resolution_y_pixels_per_degree",
+    "window_width",
+    "window_level",
 ) + RECT_COLUMNS
 GAZE_COLUMNS = (
-    "timestamp_sample", "x_position", "y_position", "pupil_area_normalized",
-    "angular_resolution_x_pixels_per_degree", "angular_resolution_y_pixels_per_degree", "window_width", "window_level",
+    "timestamp_sample",
+    "x_position",
+    "y_position",
+    "pupil_area_normalized",
+    "angular_resolution_x_pixels_per_degree",
+    "angular_resolution_y_pixels_per_degree",
+    "window_width",
+    "window_level",
 ) + RECT_COLUMNS
 PHYSIONET_PREFIX = "physionet.org/files/mimic-cxr/2.0.0/"
 
@@ -198,12 +233,24 @@ def generate_reflacx(
         with_gaze = (not disc) and gaze_left > 0
         if with_gaze:
             gaze_left -= 1
-        c = _generate_case(case_rng, out, cid, phase, trial, img, disc, with_gaze, long_mode,
-                           first_gaze=with_gaze and gaze_left == gaze_cases - 1)
+        c = _generate_case(
+            case_rng,
+            out,
+            cid,
+            phase,
+            trial,
+            img,
+            disc,
+            with_gaze,
+            long_mode,
+            first_gaze=with_gaze and gaze_left == gaze_cases - 1,
+        )
         truth_cases.append(c)
     label_columns = {1: REFLACX_P1_LABELS, 2: REFLACX_P23_LABELS, 3: REFLACX_P23_LABELS}
     for phase in (1, 2, 3):
-        _write_metadata(main / f"metadata_phase_{phase}.csv", [c for c in truth_cases if c.phase == phase], label_columns[phase])
+        _write_metadata(
+            main / f"metadata_phase_{phase}.csv", [c for c in truth_cases if c.phase == phase], label_columns[phase]
+        )
     return SynthReflacx(out, int(seed), truth_cases, label_columns)
 
 
@@ -247,7 +294,9 @@ def _ellipse_from_box(rng, box, W, H) -> tuple[int, int, int, int]:
     return xa, ya, max(xb, xa + 1), max(yb, ya + 1)
 
 
-def _generate_case(rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_gaze, long_mode, first_gaze) -> ReflacxCase:
+def _generate_case(
+    rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_gaze, long_mode, first_gaze
+) -> ReflacxCase:
     W, H = img.width, img.height
     params, image_findings = params_for_image(img.dicom_id)
     boxes = region_boxes(params, H, W)
@@ -257,7 +306,12 @@ def _generate_case(rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_
     cb = chest_box(params, H, W)
     jit = rng.uniform(-0.015, 0.015, 4) * np.array([W, H, W, H])
     chest = tuple(int(round(v)) for v in np.array(cb) + jit)
-    chest = (min(chest[0], chest[2] - 1), min(chest[1], chest[3] - 1), max(chest[2], chest[0] + 1), max(chest[3], chest[1] + 1))
+    chest = (
+        min(chest[0], chest[2] - 1),
+        min(chest[1], chest[3] - 1),
+        max(chest[2], chest[0] + 1),
+        max(chest[3], chest[1] + 1),
+    )
 
     findings = sample_reading_findings(rng, image_findings, negatives=(2, 4) if long_mode else (1, 3))
     quality = phase == 1 and rng.random() < 0.05
@@ -295,16 +349,31 @@ def _generate_case(rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_
         labels["Other"] = "|".join(sorted(other_texts))
     split = img.split
     case = ReflacxCase(
-        case_id=cid, phase=phase, trial=trial, split=split, discarded=disc,
-        image=PHYSIONET_PREFIX + img.rel_path, dicom_id=img.dicom_id, subject_id=img.subject_id,
-        study_id=img.study_id, image_width=W, image_height=H, labels=labels, chest_box=chest,
-        ellipses=ellipses, image_findings=image_findings, params=params,
+        case_id=cid,
+        phase=phase,
+        trial=trial,
+        split=split,
+        discarded=disc,
+        image=PHYSIONET_PREFIX + img.rel_path,
+        dicom_id=img.dicom_id,
+        subject_id=img.subject_id,
+        study_id=img.study_id,
+        image_width=W,
+        image_height=H,
+        labels=labels,
+        chest_box=chest,
+        ellipses=ellipses,
+        image_findings=image_findings,
+        params=params,
     )
     folder = out / "main_data" / cid
     folder.mkdir(parents=True, exist_ok=True)
     (out / "gaze_data" / cid).mkdir(parents=True, exist_ok=True)
-    write_csv(folder / "chest_bounding_box.csv",
-              {"xmin": [chest[0]], "ymin": [chest[1]], "xmax": [chest[2]], "ymax": [chest[3]]}, CRLF)
+    write_csv(
+        folder / "chest_bounding_box.csv",
+        {"xmin": [chest[0]], "ymin": [chest[1]], "xmax": [chest[2]], "ymax": [chest[3]]},
+        CRLF,
+    )
     _write_ellipses(folder / "anomaly_location_ellipses.csv", ellipses, columns)
     if disc:
         return case
@@ -328,13 +397,26 @@ def _generate_case(rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_
             mb = tuple(boxes[r] for r in pm.regions)
             boxes_of_mention.append(list(mb))
             m_idx.append(len(mentions))
-            mentions.append(Mention(
-                kind=pm.kind, label=col, phrase=" ".join(s.tokens[pm.token_start:pm.token_end]), sentence_idx=si,
-                token_start=a + pm.token_start, token_end=a + pm.token_end,
-                t_start_s=float(timing.start[a + pm.token_start]), t_end_s=float(timing.end[a + pm.token_end - 1]),
-                negated=pm.negated, uncertain=pm.uncertain, certainty=pm.certainty, regions=pm.regions, boxes_px=mb,
-            ))
-        truth_sentences.append(Sentence(join_tokens(list(s.tokens)), a, b, float(timing.start[a]), float(timing.end[b - 1]), tuple(m_idx)))
+            mentions.append(
+                Mention(
+                    kind=pm.kind,
+                    label=col,
+                    phrase=" ".join(s.tokens[pm.token_start : pm.token_end]),
+                    sentence_idx=si,
+                    token_start=a + pm.token_start,
+                    token_end=a + pm.token_end,
+                    t_start_s=float(timing.start[a + pm.token_start]),
+                    t_end_s=float(timing.end[a + pm.token_end - 1]),
+                    negated=pm.negated,
+                    uncertain=pm.uncertain,
+                    certainty=pm.certainty,
+                    regions=pm.regions,
+                    boxes_px=mb,
+                )
+            )
+        truth_sentences.append(
+            Sentence(join_tokens(list(s.tokens)), a, b, float(timing.start[a]), float(timing.end[b - 1]), tuple(m_idx))
+        )
     segs = focus_segments(rng, sentences, timing, boxes_of_mention)
     for sg in segs:
         mentions[sg.mention].focus_start_s = round(sg.t_start, 3)
@@ -342,18 +424,29 @@ def _generate_case(rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_
     transcription = join_tokens(tokens)
     case.tokens, case.token_start_s, case.token_end_s = tokens, timing.start, timing.end
     case.transcription, case.sentences, case.mentions = transcription, truth_sentences, mentions
-    write_csv(folder / "timestamps_transcription.csv",
-              {"word": tokens, "timestamp_start_word": timing.start, "timestamp_end_word": timing.end}, CRLF)
+    write_csv(
+        folder / "timestamps_transcription.csv",
+        {"word": tokens, "timestamp_start_word": timing.start, "timestamp_end_word": timing.end},
+        CRLF,
+    )
     write_text(folder / "transcription.txt", transcription)
 
     # fixations
     negative_start = first_gaze or rng.random() < 0.25
     t0 = -rng.uniform(0.005, 0.25) if negative_start else rng.uniform(0.05, 0.4)
     t_stop = float(timing.end[-1]) + rng.uniform(0.5, 2.5)
-    wander = [boxes["right lung"], boxes["left lung"], boxes["cardiac silhouette"], boxes["upper mediastinum"], (0.0, 0.0, float(W), float(H))]
+    wander = [
+        boxes["right lung"],
+        boxes["left lung"],
+        boxes["cardiac silhouette"],
+        boxes["upper mediastinum"],
+        (0.0, 0.0, float(W), float(H)),
+    ]
     targets = [(i, boxes_of_mention[i]) for i, m in enumerate(mentions) if not m.negated and boxes_of_mention[i]]
     visits = search_visits(rng, max(t0, 0.0), segs[0].t_start if segs else silent, targets)
-    sp = scanpath(rng, t0, t_stop, sorted(visits + segs, key=lambda g: g.t_start), wander, [0.38, 0.38, 0.12, 0.06, 0.06])
+    sp = scanpath(
+        rng, t0, t_stop, sorted(visits + segs, key=lambda g: g.t_start), wander, [0.38, 0.38, 0.12, 0.06, 0.06]
+    )
     segs = sorted(visits + segs, key=lambda g: g.t_start)
     n = len(sp["start"])
     target = np.where(sp["segment"] >= 0, np.array([s.mention for s in segs] + [-1])[sp["segment"]], -1)
@@ -373,7 +466,10 @@ def _generate_case(rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_
             z = float(rng.uniform(1.4, 2.6))
             prev = views[-1]
             times += [ts, te]
-            views += [(z, (bx[0] + bx[2]) / 2, (bx[1] + bx[3]) / 2, prev[3], prev[4]), (1.0, W / 2, H / 2, prev[3], prev[4])]
+            views += [
+                (z, (bx[0] + bx[2]) / 2, (bx[1] + bx[3]) / 2, prev[3], prev[4]),
+                (1.0, W / 2, H / 2, prev[3], prev[4]),
+            ]
     if rng.random() < 0.3:  # window/level adjustment from some time on
         tw = rng.uniform(t0, t_stop)
         ww, wl = round(float(rng.uniform(0.55, 0.98)), 5), round(float(rng.uniform(0.42, 0.58)), 5)
@@ -464,7 +560,7 @@ def _gaze_samples(rng, fix, times_arr, rect_table, win_table, res_x, res_y) -> d
     blink = np.zeros(n, dtype=bool)
     n_blinks = max(1, int(n / 4000))
     for b0 in rng.integers(0, n, n_blinks):
-        blink[b0:b0 + int(rng.integers(80, 250))] = True
+        blink[b0 : b0 + int(rng.integers(80, 250))] = True
     xr = np.round(x)
     yr = np.round(y)
     ax = np.round(res_x * sx)
@@ -485,7 +581,12 @@ def _gaze_samples(rng, fix, times_arr, rect_table, win_table, res_x, res_y) -> d
     return g
 
 
-_GAZE_INT_COLUMNS = ("x_position", "y_position", "angular_resolution_x_pixels_per_degree", "angular_resolution_y_pixels_per_degree")
+_GAZE_INT_COLUMNS = (
+    "x_position",
+    "y_position",
+    "angular_resolution_x_pixels_per_degree",
+    "angular_resolution_y_pixels_per_degree",
+)
 
 
 def _gaze_columns_for_csv(g: dict[str, np.ndarray]) -> dict[str, object]:

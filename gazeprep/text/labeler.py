@@ -51,6 +51,7 @@ class _Tokenizer(Protocol):
 
     def pipe(self, texts: Iterable[str]) -> Iterable[Doc]: ...
 
+
 STATUS_ORDER = ("positive", "uncertain", "negative", "hypothetical")  # strongest first
 
 
@@ -306,8 +307,16 @@ class Labeler:
                     if local is None:  # evicted meanwhile
                         local = self._mentions(self.nlp(sent))
                 ms.extend(
-                    Mention(m.label, m.phrase, i, m.char_start + off, m.char_end + off, m.negated, m.uncertain,
-                            m.hypothetical)
+                    Mention(
+                        m.label,
+                        m.phrase,
+                        i,
+                        m.char_start + off,
+                        m.char_end + off,
+                        m.negated,
+                        m.uncertain,
+                        m.hypothetical,
+                    )
                     for m in local
                 )
             out.append(ms)
@@ -334,7 +343,9 @@ class Labeler:
         b_fol = sorted(set(term) | {s for s, _ in groups["BFOL"]} | set(sent_starts[1:]))
         pseudo = groups["NPSEUDO"]
 
-        def real(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:  # a negation trigger that starts inside a pseudo trigger is no trigger
+        def real(
+            spans: Iterable[tuple[int, int]],
+        ) -> list[tuple[int, int]]:  # a negation trigger that starts inside a pseudo trigger is no trigger
             return [(s, e) for s, e in spans if not any(ps <= s < pe for ps, pe in pseudo)]
 
         n = len(doc)
@@ -385,7 +396,14 @@ class Labeler:
         return True
 
     def _flags(
-        self, trig: list[_Trigger], label: str | None, start: int, end: int, doc: Doc, b_pre: list[int], b_fol: list[int]
+        self,
+        trig: list[_Trigger],
+        label: str | None,
+        start: int,
+        end: int,
+        doc: Doc,
+        b_pre: list[int],
+        b_fol: list[int],
     ) -> _Flags:
         hit = {"cancel": False, "negated": False, "uncertain": False, "uncertain_first": False, "hypothetical": False}
         for t in trig:
@@ -473,8 +491,9 @@ class Labeler:
                         continue  # a neutral phrase alone says nothing ("heart size is stable")
                     labels = [entry.label]
             else:
-                labels = [lab for lab in key.split("|")
-                          if not any(s < ent.end and ent.start < e for s, e in unm.get(lab, ()))]
+                labels = [
+                    lab for lab in key.split("|") if not any(s < ent.end and ent.start < e for s, e in unm.get(lab, ()))
+                ]
             if labels:
                 span = doc[start_tok:end_tok]
                 out.append((labels, start_tok, end_tok, span.start_char, span.end_char, qneg))

@@ -185,7 +185,9 @@ def map_case_labels(
     """
     defs = label_defs(rules_dir)
     th: dict[str, float | bool] = {
-        "reflacx_min_certainty": 3, "reflacx_positive_certainty": 4, "chexpert_uncertain_present": True,
+        "reflacx_min_certainty": 3,
+        "reflacx_positive_certainty": 4,
+        "chexpert_uncertain_present": True,
     }
     th.update(defs.thresholds)
     if reflacx_min_certainty is not None:
@@ -215,8 +217,14 @@ def map_case_labels(
                 else:
                     best[key] = (st if _RANK[st] < _RANK[old[0]] else old[0], present or old[1])
     rows = [
-        {"dataset": d, "case_id": c, "label": lab, "status": st, "present": pres,
-         "value": None if st == "absent" else float(pres)}
+        {
+            "dataset": d,
+            "case_id": c,
+            "label": lab,
+            "status": st,
+            "present": pres,
+            "value": None if st == "absent" else float(pres),
+        }
         for (d, c, lab), (st, pres) in best.items()
     ]
     order = {lab: i for i, lab in enumerate(defs.names)}

@@ -214,8 +214,14 @@ def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None =
             if reach is not None and (not isinstance(reach, int) or isinstance(reach, bool) or reach < 0):
                 raise RecipeError(f"{where}.reach_tokens must be a non-negative integer")
             rules.append(
-                ContextRule(cat, direction, _phrases(r.get("phrases"), cpath, f"rules[{i}].phrases"), labs, reach,
-                            bool(r.get("clause_final", False)))
+                ContextRule(
+                    cat,
+                    direction,
+                    _phrases(r.get("phrases"), cpath, f"rules[{i}].phrases"),
+                    labs,
+                    reach,
+                    bool(r.get("clause_final", False)),
+                )
             )
     spec = ProfileSpec(
         name=name,

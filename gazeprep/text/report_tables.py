@@ -101,8 +101,7 @@ def read_table(path: str | Path, schema: dict[str, pl.DataType] | None = None) -
     fmt = table_format(path)
     if fmt == "parquet":
         return pl.read_parquet(path)
-    return pl.read_csv(path, separator="\t" if fmt == "tsv" else ",", infer_schema_length=0,
-                       schema_overrides=schema)
+    return pl.read_csv(path, separator="\t" if fmt == "tsv" else ",", infer_schema_length=0, schema_overrides=schema)
 
 
 def status_code(status: str) -> int | None:

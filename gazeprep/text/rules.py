@@ -48,7 +48,9 @@ def list_profiles(rules_dir: str | Path | None = None) -> tuple[str, ...]:
     sub = root / PROFILES_SUBDIR
     names = [DEFAULT_PROFILE]
     if sub.is_dir():
-        names += sorted(p.name for p in sub.iterdir() if p.is_dir() and _NAME.match(p.name) and p.name != DEFAULT_PROFILE)
+        names += sorted(
+            p.name for p in sub.iterdir() if p.is_dir() and _NAME.match(p.name) and p.name != DEFAULT_PROFILE
+        )
     return tuple(names)
 
 

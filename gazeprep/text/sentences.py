@@ -103,24 +103,41 @@ def build_sentences(
     tokens = [t if t is not None else "" for t in w["word"].to_list()]
     rebuilt = style.join(tokens)
     if report_text is None:
-        rejects.append(reject(dataset, case_id, "text", file, None,
-                              "no report text; offsets refer to the text rebuilt from the words"))
+        rejects.append(
+            reject(
+                dataset, case_id, "text", file, None, "no report text; offsets refer to the text rebuilt from the words"
+            )
+        )
         text = rebuilt
     else:
         text = report_text
         if style.words_rebuild_report and rebuilt != text.strip():
             k = next((i for i, (a, b) in enumerate(zip(rebuilt, text)) if a != b), min(len(rebuilt), len(text)))
-            rejects.append(reject(
-                dataset, case_id, "text", style.report_file_for(case_id), None,
-                f"tokens do not rebuild the transcription (first difference at character {k}: "
-                f"{text[max(0, k - 15):k + 15]!r} vs tokens {rebuilt[max(0, k - 15):k + 15]!r}); "
-                "offsets assigned token by token",
-            ))
+            rejects.append(
+                reject(
+                    dataset,
+                    case_id,
+                    "text",
+                    style.report_file_for(case_id),
+                    None,
+                    f"tokens do not rebuild the transcription (first difference at character {k}: "
+                    f"{text[max(0, k - 15) : k + 15]!r} vs tokens {rebuilt[max(0, k - 15) : k + 15]!r}); "
+                    "offsets assigned token by token",
+                )
+            )
     starts, ends, missing = _align(tokens, text)
     for i in missing:
         row = w["word_idx"][i] if "word_idx" in w.columns else i
-        rejects.append(reject(dataset, case_id, "text", file, int(row) + 1 if row is not None else None,
-                              f"word {tokens[i]!r} not found in the report text; no character offsets"))
+        rejects.append(
+            reject(
+                dataset,
+                case_id,
+                "text",
+                file,
+                int(row) + 1 if row is not None else None,
+                f"word {tokens[i]!r} not found in the report text; no character offsets",
+            )
+        )
     w = w.with_columns(
         pl.Series("char_start", starts, dtype=pl.Int32),
         pl.Series("char_end", ends, dtype=pl.Int32),

@@ -45,8 +45,10 @@ from gazeprep.text.rules import load_keyword_sets
 
 def _status_expr() -> pl.Expr:
     return (
-        pl.when(pl.col("negated")).then(pl.lit("negative"))
-        .when(pl.col("uncertain")).then(pl.lit("uncertain"))
+        pl.when(pl.col("negated"))
+        .then(pl.lit("negative"))
+        .when(pl.col("uncertain"))
+        .then(pl.lit("uncertain"))
         .otherwise(pl.lit("positive"))
     )
 
@@ -106,10 +108,13 @@ def compute_windows(
             end = max(ends) if ends else None
         if end is None or (isinstance(end, float) and math.isnan(end)):
             if rejects is not None:
-                rejects.append(reject(dataset, case_id, "windows", None, None, "no end time for the whole-recording window"))
+                rejects.append(
+                    reject(dataset, case_id, "windows", None, None, "no end time for the whole-recording window")
+                )
             return empty("windows")
-        return _frame([{**ctx, "target": "full", "window_idx": 0, "sentence_idx": None,
-                        "t_start_s": 0.0, "t_end_s": float(end)}])
+        return _frame(
+            [{**ctx, "target": "full", "window_idx": 0, "sentence_idx": None, "t_start_s": 0.0, "t_end_s": float(end)}]
+        )
     if isinstance(rule, PhraseWindow):
         return _phrase_windows(rule, sentences, words, ctx)
     raise RecipeError(f"unknown window rule {type(rule).__name__}")
@@ -121,7 +126,9 @@ def _group_labels(group: str, rules_dir: str | Path | None) -> tuple[str, ...]:
 
     groups = label_groups(rules_dir)
     if group not in groups:
-        raise RecipeError(f"window label_group {group!r} is not a group of labels.yaml (known: {', '.join(sorted(groups))})")
+        raise RecipeError(
+            f"window label_group {group!r} is not a group of labels.yaml (known: {', '.join(sorted(groups))})"
+        )
     return groups[group]
 
 
@@ -149,8 +156,9 @@ def _sentence_windows(rule, sentences, words, mentions, ctx, rejects) -> pl.Data
         recs = by_sentence[sidx]
         if sidx not in pos:
             if rejects is not None:
-                rejects.append(reject(ctx["dataset"], ctx["case_id"], "windows", None, None,
-                                      f"mention in unknown sentence {sidx}"))
+                rejects.append(
+                    reject(ctx["dataset"], ctx["case_id"], "windows", None, None, f"mention in unknown sentence {sidx}")
+                )
             continue
         i = pos[sidx]
         prev_start = s_t0[i - 1] if i > 0 else 0.0
@@ -179,23 +187,47 @@ def _sentence_windows(rule, sentences, words, mentions, ctx, rejects) -> pl.Data
         a0, a1 = anchors[rule.start], anchors[rule.end]
         if a0 is None or a1 is None:
             if rejects is not None:
-                rejects.append(reject(ctx["dataset"], ctx["case_id"], "windows", None, None,
-                                      f"sentence {sidx}: mention without word times; no window"))
+                rejects.append(
+                    reject(
+                        ctx["dataset"],
+                        ctx["case_id"],
+                        "windows",
+                        None,
+                        None,
+                        f"sentence {sidx}: mention without word times; no window",
+                    )
+                )
             continue
         t_start = max(a0 - rule.lag_s, floors[rule.not_before])
         t_end = a1
         if t_end < t_start:
             if rejects is not None:
-                rejects.append(reject(ctx["dataset"], ctx["case_id"], "windows", None, None,
-                                      f"sentence {sidx}: window end {t_end:.3f} s before start {t_start:.3f} s; no window"))
+                rejects.append(
+                    reject(
+                        ctx["dataset"],
+                        ctx["case_id"],
+                        "windows",
+                        None,
+                        None,
+                        f"sentence {sidx}: window end {t_end:.3f} s before start {t_start:.3f} s; no window",
+                    )
+                )
             continue
         targets: list[str] = []
         for r in recs:
             if r["label"] not in targets:
                 targets.append(r["label"])
         for t in targets:
-            rows.append({**ctx, "target": t, "window_idx": counts.get(t, 0), "sentence_idx": sidx,
-                         "t_start_s": float(t_start), "t_end_s": float(t_end)})
+            rows.append(
+                {
+                    **ctx,
+                    "target": t,
+                    "window_idx": counts.get(t, 0),
+                    "sentence_idx": sidx,
+                    "t_start_s": float(t_start),
+                    "t_end_s": float(t_end),
+                }
+            )
             counts[t] = counts.get(t, 0) + 1
     return _frame(rows)
 
@@ -253,8 +285,16 @@ def _keyword_windows(rule: KeywordWindow, sentences, ctx, rules_dir) -> pl.DataF
             if chosen is None or rec["t_end_s"] >= chosen["t_end_s"]:
                 chosen = rec  # rightmost = latest sentence
         if chosen is not None:
-            rows.append({**ctx, "target": target, "window_idx": 0, "sentence_idx": chosen["sentence_idx"],
-                         "t_start_s": 0.0, "t_end_s": float(chosen["t_end_s"])})
+            rows.append(
+                {
+                    **ctx,
+                    "target": target,
+                    "window_idx": 0,
+                    "sentence_idx": chosen["sentence_idx"],
+                    "t_start_s": 0.0,
+                    "t_end_s": float(chosen["t_end_s"]),
+                }
+            )
     return _frame(rows)
 
 
@@ -273,6 +313,14 @@ def _phrase_windows(rule: PhraseWindow, sentences, words, ctx) -> pl.DataFrame:
         if rec["char_start"] is not None and s_end:
             k = bisect_right([e if e is not None else -1 for e in s_end], rec["char_start"])
             sidx = s_idx[k] if k < len(s_idx) else None
-        rows.append({**ctx, "target": f"phrase_{i:04d}", "window_idx": 0, "sentence_idx": sidx,
-                     "t_start_s": float(rec["t_start_s"]) - rule.lag_s, "t_end_s": float(rec["t_end_s"])})
+        rows.append(
+            {
+                **ctx,
+                "target": f"phrase_{i:04d}",
+                "window_idx": 0,
+                "sentence_idx": sidx,
+                "t_start_s": float(rec["t_start_s"]) - rule.lag_s,
+                "t_end_s": float(rec["t_end_s"]),
+            }
+        )
     return _frame(rows)

@@ -27,6 +27,15 @@ from gazeprep.train.loop import TrainConfig, evaluate, fit
 from gazeprep.train.models import get_model, get_objective, list_models, resolve_config
 
 __all__ = [
-    "GazeDataset", "MemoryExport", "TrainConfig", "evaluate", "fit", "get_model", "get_objective",
-    "list_models", "resolve_config", "seed_everything", "subject_split",
+    "GazeDataset",
+    "MemoryExport",
+    "TrainConfig",
+    "evaluate",
+    "fit",
+    "get_model",
+    "get_objective",
+    "list_models",
+    "resolve_config",
+    "seed_everything",
+    "subject_split",
 ]

@@ -26,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -38,7 +39,16 @@ from torch.utils.data import Dataset
 
 from gazeprep.errors import GazeprepError
 from gazeprep.heatmaps.grid import OutputGrid
-from gazeprep.train.frames import TrainFrame, _place, grid_from_spec, letterbox_params, map_to_grid, resize, size_hw, transfer
+from gazeprep.train.frames import (
+    TrainFrame,
+    _place,
+    grid_from_spec,
+    letterbox_params,
+    map_to_grid,
+    resize,
+    size_hw,
+    transfer,
+)
 
 
 class ExportLike(Protocol):
@@ -280,7 +290,7 @@ class AugmentConfig:
     noise_std: float = 0.0
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "AugmentConfig | None":
+    def from_dict(cls, d: dict | None) -> AugmentConfig | None:
         if d is None or d is False:
             return None
         if d is True:
@@ -324,8 +334,14 @@ def apply_affine(stack: torch.Tensor, theta: torch.Tensor, n_nearest: int = 0) -
         return F.grid_sample(stack[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     parts = []
     if c - n_nearest > 0:
-        parts.append(F.grid_sample(stack[None, : c - n_nearest], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0])
-    parts.append(F.grid_sample(stack[None, c - n_nearest :], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0])
+        parts.append(
+            F.grid_sample(
+                stack[None, : c - n_nearest], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            )[0]
+        )
+    parts.append(
+        F.grid_sample(stack[None, c - n_nearest :], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
+    )
     return torch.cat(parts, 0)
 
 
@@ -335,7 +351,9 @@ def clahe(image: np.ndarray, clip_limit: float = 0.01, kernel_size: int | None =
     clip limit 0.01, 256 bins; 001 chapter 3 names CLAHE without its parameters)."""
     from skimage.exposure import equalize_adapthist
 
-    return equalize_adapthist(np.clip(image, 0, 1), kernel_size=kernel_size, clip_limit=clip_limit, nbins=nbins).astype(np.float32)
+    return equalize_adapthist(np.clip(image, 0, 1), kernel_size=kernel_size, clip_limit=clip_limit, nbins=nbins).astype(
+        np.float32
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +448,7 @@ def input_options(data: dict) -> dict[str, Any]:
     return out
 
 
-def assemble_batch(ds: "GazeDataset", buf: torch.Tensor, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def assemble_batch(ds: GazeDataset, buf: torch.Tensor, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The items of one batch written into ``buf`` (B, 1 + T + M, H, W) by ``GazeDataset._fill``
     (``items[k]`` its other fields), each with its planes as views of ``buf`` and the whole batch under
     :data:`BATCH_KEY` (what :func:`gazeprep.train.loop._collate` hands on without stacking). Also used
@@ -438,7 +456,11 @@ def assemble_batch(ds: "GazeDataset", buf: torch.Tensor, items: list[dict[str, A
     batch: dict[str, Any] = dict(ds._planes(buf))
     for key in items[0] if items else ():
         vals = [it[key] for it in items]
-        batch[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else (torch.tensor(vals) if isinstance(vals[0], (int, float, bool)) else vals)
+        batch[key] = (
+            torch.stack(vals)
+            if isinstance(vals[0], torch.Tensor)
+            else (torch.tensor(vals) if isinstance(vals[0], (int, float, bool)) else vals)
+        )
     planes = [ds._planes(buf[k]) for k in range(len(items))]
     return [{**p, **it, BATCH_KEY: batch} for p, it in zip(planes, items)]
 
@@ -517,9 +539,12 @@ class GazeDataset(Dataset):
             if missing:
                 raise GazeprepError(f"cases not in the export: {sorted(missing)[:5]}")
             order = {c: i for i, c in enumerate(keep)}
-            cases = cases.filter(pl.col("case_id").is_in(keep)).with_columns(
-                pl.col("case_id").replace_strict(order, return_dtype=pl.Int64).alias("_o")
-            ).sort("_o").drop("_o")
+            cases = (
+                cases.filter(pl.col("case_id").is_in(keep))
+                .with_columns(pl.col("case_id").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
+                .sort("_o")
+                .drop("_o")
+            )
         self.cases = cases
         self.case_ids: list[str] = cases["case_id"].to_list()
         hm = export.tables.get("heatmaps")
@@ -544,14 +569,18 @@ class GazeDataset(Dataset):
         if label_matrix is not None:
             lm = np.asarray(label_matrix, dtype=np.float32)
             if lm.shape != (len(self.case_ids), len(self.labels)):
-                raise GazeprepError(f"label_matrix has shape {lm.shape}, expected {(len(self.case_ids), len(self.labels))}")
+                raise GazeprepError(
+                    f"label_matrix has shape {lm.shape}, expected {(len(self.case_ids), len(self.labels))}"
+                )
             self.label_matrix = lm
         else:
             self.label_matrix = labels_from_case_labels(export.tables.get("case_labels"), self.case_ids, self.labels)
         self.frame = TrainFrame.make(size, fit, letterbox_rule, stride)
         self.size = size if isinstance(size, (int, np.integer)) else tuple(self.frame.shape)
         self.clahe = None if not clahe else ({} if clahe is True else dict(clahe))
-        self.augment = augment if isinstance(augment, AugmentConfig) or augment is None else AugmentConfig.from_dict(augment)
+        self.augment = (
+            augment if isinstance(augment, AugmentConfig) or augment is None else AugmentConfig.from_dict(augment)
+        )
         self.mask_structures = list(mask_structures)
         self.image_root = Path(image_root) if image_root is not None else None
         self.masks_root = Path(masks_root) if masks_root is not None else None
@@ -559,13 +588,17 @@ class GazeDataset(Dataset):
         mt = export.tables.get("masks") if hasattr(export.tables, "get") else None
         if self.mask_structures and mt is not None and mt.height and not hasattr(export, "mask"):
             rank = {"override": 0, "samed": 1, "egd_png": 2}
-            rows = sorted(mt.select("case_id", "structure", "source", "path").iter_rows(), key=lambda r: rank.get(r[2], 9))
+            rows = sorted(
+                mt.select("case_id", "structure", "source", "path").iter_rows(), key=lambda r: rank.get(r[2], 9)
+            )
             for cid, struct, _src, path in rows:
                 self._mask_paths.setdefault((cid, struct), path)
         self.seed = int(seed)
         self.epoch = 0
         self._subjects = (
-            [(-1 if s is None else int(s)) for s in cases["subject_id"].to_list()] if "subject_id" in cases.columns else [-1] * len(self.case_ids)
+            [(-1 if s is None else int(s)) for s in cases["subject_id"].to_list()]
+            if "subject_id" in cases.columns
+            else [-1] * len(self.case_ids)
         )
         recipe = (getattr(export, "manifest", None) or {}).get("recipe") or {}
         self._map_spec = recipe.get("output") if isinstance(recipe, dict) else None
@@ -626,7 +659,13 @@ class GazeDataset(Dataset):
             return int(h), int(w)
         img = self.load_image(index)
         ih, iw = img.shape
-        transfer(torch.from_numpy(np.ascontiguousarray(img))[None], OutputGrid.native(ih, iw), self.frame.grid(ih, iw), "bilinear", out=out)
+        transfer(
+            torch.from_numpy(np.ascontiguousarray(img))[None],
+            OutputGrid.native(ih, iw),
+            self.frame.grid(ih, iw),
+            "bilinear",
+            out=out,
+        )
         if self.clahe is not None:
             out[0] = torch.from_numpy(clahe(out[0].numpy(), **self.clahe))
         if self._cache is not None:
@@ -685,7 +724,9 @@ class GazeDataset(Dataset):
             return None
         p = Path(rel) if self.masks_root is None else self.masks_root / rel
         if not p.is_file():
-            raise GazeprepError(f"{p}: mask of case {case_id} ({structure}) not found; pass masks_root (the release folder)")
+            raise GazeprepError(
+                f"{p}: mask of case {case_id} ({structure}) not found; pass masks_root (the release folder)"
+            )
         from PIL import Image
 
         with Image.open(p) as im:
@@ -704,7 +745,13 @@ class GazeDataset(Dataset):
             if m is not None:
                 mh, mw = m.shape
                 src = OutputGrid.native(ih, iw) if (mh, mw) == (ih, iw) else grid_from_spec(None, ih, iw, mh, mw)
-                transfer(torch.from_numpy(np.asarray(m, dtype=np.float32))[None], src, self.frame.grid(ih, iw), "nearest", out=buf[1 + n_t + j : 2 + n_t + j])
+                transfer(
+                    torch.from_numpy(np.asarray(m, dtype=np.float32))[None],
+                    src,
+                    self.frame.grid(ih, iw),
+                    "nearest",
+                    out=buf[1 + n_t + j : 2 + n_t + j],
+                )
         if self.augment is not None:
             gen = torch.Generator().manual_seed(_stable_int(self.seed, self.epoch, index))
             theta = random_affine(gen, self.augment, aspect=fh / fw)
@@ -727,8 +774,11 @@ class GazeDataset(Dataset):
         """Image (expanded to 3 channels, no copy), heatmaps and masks as views of ``buf`` (..., C, H, W)."""
         n_t = len(self.targets)
         fh, fw = self.frame.shape
-        return {"image": buf[..., 0:1, :, :].expand(*buf.shape[:-3], 3, fh, fw), "heatmaps": buf[..., 1 : 1 + n_t, :, :],
-                "masks": buf[..., 1 + n_t :, :, :]}
+        return {
+            "image": buf[..., 0:1, :, :].expand(*buf.shape[:-3], 3, fh, fw),
+            "heatmaps": buf[..., 1 : 1 + n_t, :, :],
+            "masks": buf[..., 1 + n_t :, :, :],
+        }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         fh, fw = self.frame.shape
@@ -760,8 +810,13 @@ class GazeDataset(Dataset):
             image.add_(torch.randn(image.shape, generator=gen) * cfg.noise_std)
         image.clamp_(0, 1)
 
-    def prediction_to_map_frame(self, pred: np.ndarray, index: int, out_hw: tuple[int, int] | None = None,
-                                image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    def prediction_to_map_frame(
+        self,
+        pred: np.ndarray,
+        index: int,
+        out_hw: tuple[int, int] | None = None,
+        image_hw: tuple[int, int] | None = None,
+    ) -> np.ndarray:
         """A predicted map of case ``index`` (any resolution, covering the training frame) in the frame
         of that case's exported maps of shape ``out_hw`` (default: the original image size), clipped
         to [0, 1]."""

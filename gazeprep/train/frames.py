@@ -77,7 +77,7 @@ class TrainFrame:
     stride: int = 1
 
     @classmethod
-    def make(cls, size, fit: str = "letterbox", rule: str = "centre", stride: int = 1) -> "TrainFrame":
+    def make(cls, size, fit: str = "letterbox", rule: str = "centre", stride: int = 1) -> TrainFrame:
         h, w = size_hw(size)
         if fit not in FITS:
             raise GazeprepError(f"data.fit must be one of {', '.join(FITS)}, not {fit!r}")
@@ -179,7 +179,9 @@ def resize(arr: torch.Tensor, hw: tuple[int, int], mode: str = "bilinear") -> to
     return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=shrink)[0]
 
 
-def _place(content: torch.Tensor, out_hw: tuple[int, int], top: int, left: int, out: torch.Tensor | None = None) -> torch.Tensor:
+def _place(
+    content: torch.Tensor, out_hw: tuple[int, int], top: int, left: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Put (C, h, w) at (top, left) of a zero (C, H, W) frame (negative offsets / overhang crop)."""
     c, h, w = content.shape
     H, W = out_hw
@@ -231,10 +233,14 @@ def _affine_sample(arr: torch.Tensor, src: OutputGrid, dst: OutputGrid, mode: st
     gx = ((2 * xs + 1) / w - 1).float()
     gy = ((2 * ys + 1) / h - 1).float()
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
-    return F.grid_sample(a, grid, mode="nearest" if mode == "nearest" else "bilinear", padding_mode="zeros", align_corners=False)[0]
+    return F.grid_sample(
+        a, grid, mode="nearest" if mode == "nearest" else "bilinear", padding_mode="zeros", align_corners=False
+    )[0]
 
 
-def transfer(arr: torch.Tensor, src: OutputGrid, dst: OutputGrid, mode: str = "bilinear", out: torch.Tensor | None = None) -> torch.Tensor:
+def transfer(
+    arr: torch.Tensor, src: OutputGrid, dst: OutputGrid, mode: str = "bilinear", out: torch.Tensor | None = None
+) -> torch.Tensor:
     """(C, h, w) on grid ``src`` -> (C, H, W) on grid ``dst`` (see the module docstring).
 
     ``mode``: ``bilinear`` for images and heatmaps, ``nearest`` for masks. ``out``: an optional
@@ -277,10 +283,29 @@ def map_to_grid(pred: np.ndarray, src: OutputGrid, dst: OutputGrid) -> np.ndarra
     t = torch.as_tensor(np.asarray(pred, dtype=np.float32))[None]
     if tuple(t.shape[-2:]) != src.shape:  # a coarser (or finer) output of the same frame
         kx, ky = t.shape[-1] / src.width, t.shape[-2] / src.height
-        src = OutputGrid(t.shape[-2], t.shape[-1], src.scale_x * kx, src.scale_y * ky, (src.offset_x + 0.5) * kx - 0.5,
-                         (src.offset_y + 0.5) * ky - 0.5, src.image_height_px, src.image_width_px)
+        src = OutputGrid(
+            t.shape[-2],
+            t.shape[-1],
+            src.scale_x * kx,
+            src.scale_y * ky,
+            (src.offset_x + 0.5) * kx - 0.5,
+            (src.offset_y + 0.5) * ky - 0.5,
+            src.image_height_px,
+            src.image_width_px,
+        )
     out = transfer(t, src, dst, "bilinear")
     return out[0].clamp(0, 1).numpy()
 
 
-__all__ = ["FITS", "TrainFrame", "grid_from_spec", "letterbox_params", "map_to_grid", "placed_grid", "resize", "same_grid", "size_hw", "transfer"]
+__all__ = [
+    "FITS",
+    "TrainFrame",
+    "grid_from_spec",
+    "letterbox_params",
+    "map_to_grid",
+    "placed_grid",
+    "resize",
+    "same_grid",
+    "size_hw",
+    "transfer",
+]

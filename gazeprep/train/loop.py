@@ -95,7 +95,7 @@ class TrainConfig:
     recalibrate_bn: bool = False  # recompute batch-norm statistics after each epoch (short runs)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "TrainConfig":
+    def from_dict(cls, d: dict | None) -> TrainConfig:
         d = dict(d or {})
         known = set(cls.__dataclass_fields__)
         extra = sorted(set(d) - known)
@@ -111,7 +111,9 @@ class TrainConfig:
         """Raise :class:`GazeprepError` (one line) for values that cannot work."""
         if self.scheduler is not None:
             if not isinstance(self.scheduler, dict) or self.scheduler.get("kind", "none") not in SCHEDULERS:
-                raise GazeprepError(f"train.scheduler must be a mapping with kind one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}")
+                raise GazeprepError(
+                    f"train.scheduler must be a mapping with kind one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}"
+                )
         if self.monitor_mode not in (None, "min", "max"):
             raise GazeprepError(f"train.monitor_mode must be min or max, not {self.monitor_mode!r}")
         if (self.select_best or self.early_stop_patience) and not self.monitor:
@@ -139,7 +141,11 @@ def _collate(items: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in items[0]:
         vals = [it[k] for it in items]
-        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else (torch.tensor(vals) if isinstance(vals[0], (int, float, bool)) else vals)
+        out[k] = (
+            torch.stack(vals)
+            if isinstance(vals[0], torch.Tensor)
+            else (torch.tensor(vals) if isinstance(vals[0], (int, float, bool)) else vals)
+        )
     return out
 
 
@@ -173,7 +179,9 @@ def cyclic_factor(epoch: int, step_size: int, min_factor: float, max_factor: flo
     return min_factor + (max_factor - min_factor) * max(0.0, 1 - x) / (2.0 ** (cycle - 1))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, spec: dict | None, total_epochs: int, total_steps: int, mode: str = "min"):
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, spec: dict | None, total_epochs: int, total_steps: int, mode: str = "min"
+):
     """``(scheduler, interval)`` for one stage, or ``(None, None)``.
 
     ``spec['kind']``:
@@ -197,14 +205,24 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: dict | None, total_e
     sched = torch.optim.lr_scheduler
     try:
         if kind == "step":
-            return sched.StepLR(optimizer, step_size=int(s.get("step_size", 10)), gamma=float(s.get("gamma", 0.1))), "epoch"
+            return sched.StepLR(
+                optimizer, step_size=int(s.get("step_size", 10)), gamma=float(s.get("gamma", 0.1))
+            ), "epoch"
         if kind == "multistep":
-            return sched.MultiStepLR(optimizer, milestones=[int(m) for m in s["milestones"]], gamma=float(s.get("gamma", 0.1))), "epoch"
+            return sched.MultiStepLR(
+                optimizer, milestones=[int(m) for m in s["milestones"]], gamma=float(s.get("gamma", 0.1))
+            ), "epoch"
         if kind == "plateau":
             return sched.ReduceLROnPlateau(
-                optimizer, mode=mode, factor=float(s.get("factor", 0.1)), patience=int(s.get("patience", 10)),
-                threshold=float(s.get("threshold", 1e-4)), threshold_mode=s.get("threshold_mode", "rel"),
-                cooldown=int(s.get("cooldown", 0)), min_lr=float(s.get("min_lr", 0.0)), eps=float(s.get("eps", 1e-8)),
+                optimizer,
+                mode=mode,
+                factor=float(s.get("factor", 0.1)),
+                patience=int(s.get("patience", 10)),
+                threshold=float(s.get("threshold", 1e-4)),
+                threshold_mode=s.get("threshold_mode", "rel"),
+                cooldown=int(s.get("cooldown", 0)),
+                min_lr=float(s.get("min_lr", 0.0)),
+                eps=float(s.get("eps", 1e-8)),
             ), "plateau"
         if kind == "poly":
             power, total = float(s.get("power", 0.9)), max(int(total_steps), 1)
@@ -220,7 +238,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: dict | None, total_e
         if kind == "cosine":
             interval = s.get("interval", "epoch")
             t_max = int(s.get("t_max") or (total_steps if interval == "step" else total_epochs))
-            return sched.CosineAnnealingLR(optimizer, T_max=max(t_max, 1), eta_min=float(s.get("eta_min", 0.0))), interval
+            return sched.CosineAnnealingLR(
+                optimizer, T_max=max(t_max, 1), eta_min=float(s.get("eta_min", 0.0))
+            ), interval
         if kind == "cyclic":
             step, lo, hi = int(s["step_size"]), float(s["min_factor"]), float(s.get("max_factor", 1.0))
             return sched.LambdaLR(optimizer, lambda e: cyclic_factor(e, step, lo, hi)), "epoch"
@@ -304,7 +324,11 @@ def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device) -> Non
     variance is undefined and batch norm refuses it in training mode."""
     was = model.training
     model.train()
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    bns = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+    ]
     if not bns:
         model.train(was)
         return
@@ -394,11 +418,15 @@ class _Sums:
         return out
 
 
-def evaluate(model: nn.Module, objective: nn.Module, data: Dataset, cfg: TrainConfig, device: torch.device | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, objective: nn.Module, data: Dataset, cfg: TrainConfig, device: torch.device | None = None
+) -> dict[str, float]:
     """Mean loss, its parts, map metrics (CC, KLD, IoU) and, for models with class scores,
     ``auc_mean`` and ``acc`` over ``data`` in eval mode."""
     device = device or resolve_device(cfg.device)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate, num_workers=cfg.num_workers)
+    loader = DataLoader(
+        data, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate, num_workers=cfg.num_workers
+    )
     was = model.training
     model.eval()
     acc = _Sums()
@@ -439,7 +467,13 @@ def _params(model: nn.Module, objective: nn.Module) -> list[nn.Parameter]:
     return [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
 
 
-def fit(model: nn.Module, objective: nn.Module, data: Dataset, config: TrainConfig | dict | None = None, val_data: Dataset | None = None) -> list[dict]:
+def fit(
+    model: nn.Module,
+    objective: nn.Module,
+    data: Dataset,
+    config: TrainConfig | dict | None = None,
+    val_data: Dataset | None = None,
+) -> list[dict]:
     """Train and return the history: one dict per epoch (stage, epoch, train loss and parts,
     class metrics, and the validation loss/metrics as ``val_*`` when ``val_data`` is given, else
     ``train_*`` map metrics; with a monitor, ``improved`` marks the epochs that set a new best;
@@ -501,7 +535,9 @@ def fit(model: nn.Module, objective: nn.Module, data: Dataset, config: TrainConf
             optimizer = _optimizer(params, cfg, cfg.stage_lr.get(stage, cfg.lr))
             stage_start = next(i for i in range(len(plan)) if plan[i].stage == stage)
             stage_epochs = sum(1 for p in plan if p.stage == stage)
-            scheduler, interval = build_scheduler(optimizer, cfg.scheduler, stage_epochs, _stage_steps(plan, stage_start, n_items, cfg), mode)
+            scheduler, interval = build_scheduler(
+                optimizer, cfg.scheduler, stage_epochs, _stage_steps(plan, stage_start, n_items, cfg), mode
+            )
             resuming = resume_state is not None and e == start and e > 0 and plan[e - 1].stage == stage
             if resuming:
                 optimizer.load_state_dict(resume_state["optimizer"])
@@ -519,7 +555,15 @@ def fit(model: nn.Module, objective: nn.Module, data: Dataset, config: TrainConf
         if hasattr(data, "set_epoch"):
             data.set_epoch(e)
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + e)
-        loader = DataLoader(data, batch_size=bs, shuffle=True, generator=gen, collate_fn=_collate, num_workers=cfg.num_workers, drop_last=n_items > bs)
+        loader = DataLoader(
+            data,
+            batch_size=bs,
+            shuffle=True,
+            generator=gen,
+            collate_fn=_collate,
+            num_workers=cfg.num_workers,
+            drop_last=n_items > bs,
+        )
         limit = ep.step_limit if ep.step_limit is not None else cfg.max_batches
         acc = _Sums()
         bar = tqdm(loader, desc=f"{stage} epoch {e + 1}/{len(plan)}", disable=not cfg.progress, leave=False)
@@ -552,8 +596,14 @@ def fit(model: nn.Module, objective: nn.Module, data: Dataset, config: TrainConf
             rec["improved"] = _better(value, sel.get("best"), mode)
             if rec["improved"]:
                 sel.update(best=value, best_epoch=e + 1, bad=0)
-                best_state = {"stage": stage, "epoch": e + 1, "value": value, "model": _cpu_state(model), "objective": _cpu_state(objective),
-                              "optimizer": optimizer.state_dict()}
+                best_state = {
+                    "stage": stage,
+                    "epoch": e + 1,
+                    "value": value,
+                    "model": _cpu_state(model),
+                    "objective": _cpu_state(objective),
+                    "optimizer": optimizer.state_dict(),
+                }
                 if out_dir is not None:
                     save_atomic(best_state, out_dir / BEST)
             else:
@@ -585,9 +635,18 @@ def fit(model: nn.Module, objective: nn.Module, data: Dataset, config: TrainConf
         if cfg.progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
         if ckpt_path is not None:
-            save_atomic({"model": model.state_dict(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": None if scheduler is None else scheduler.state_dict(), "selection": dict(sel),
-                         "epoch": e + 1, "history": history}, ckpt_path)
+            save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "objective": objective.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": None if scheduler is None else scheduler.state_dict(),
+                    "selection": dict(sel),
+                    "epoch": e + 1,
+                    "history": history,
+                },
+                ckpt_path,
+            )
             (ckpt_path.parent / "history.json").write_text(json.dumps(history, indent=1))
         done_this_call += 1
         if cfg.stop_after_epochs is not None and done_this_call >= cfg.stop_after_epochs and e + 1 < len(plan):

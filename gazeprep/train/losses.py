@@ -35,7 +35,9 @@ LI_LOWER = 0.98
 # 002 GG-CAM
 
 
-def selective_mse(cam: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor, true_class: torch.Tensor) -> torch.Tensor:
+def selective_mse(
+    cam: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor, true_class: torch.Tensor
+) -> torch.Tensor:
     """Selective MSE of GG-CAM (paper 002, eqs. 9-10).
 
     ``L_sm = mean_{i,j} (sigmoid(alpha * CAM[Y])_{ij} - Psi_{ij})^2`` where ``Y`` is the true class:
@@ -71,7 +73,13 @@ class UncertaintyWeighting(nn.Module):
     ``lg_sigma_ce``; the code's values are -23 / 7 for ResNet-50 and -16 / 7 for EfficientNetV2-S).
     """
 
-    def __init__(self, sigma_sm: float | None = 2e-9, sigma_ce: float | None = 1.0, lg_sigma_sm: float | None = None, lg_sigma_ce: float | None = None):
+    def __init__(
+        self,
+        sigma_sm: float | None = 2e-9,
+        sigma_ce: float | None = 1.0,
+        lg_sigma_sm: float | None = None,
+        lg_sigma_ce: float | None = None,
+    ):
         super().__init__()
 
         def log_of(sigma, lg, name):
@@ -94,8 +102,12 @@ class UncertaintyWeighting(nn.Module):
 
     def forward(self, loss_sm: torch.Tensor, loss_ce: torch.Tensor) -> torch.Tensor:
         # 1 / sigma^2 = exp(-2 lg): no division by a float32 square that could underflow to 0
-        return (loss_sm * torch.exp(-2 * self.lg_sigma_sm) / 2 + loss_ce * torch.exp(-2 * self.lg_sigma_ce)
-                + torch.log1p(self.sigma_sm) + torch.log1p(self.sigma_ce))
+        return (
+            loss_sm * torch.exp(-2 * self.lg_sigma_sm) / 2
+            + loss_ce * torch.exp(-2 * self.lg_sigma_ce)
+            + torch.log1p(self.sigma_sm)
+            + torch.log1p(self.sigma_ce)
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,7 +165,9 @@ def mil_image_probability(grid_logits: torch.Tensor, normalization: str = "brn")
     return -torch.expm1(log_neg.sum(-1))
 
 
-def annotated_log_likelihood(grid_logits: torch.Tensor, cell_targets: torch.Tensor, normalization: str = "brn") -> torch.Tensor:
+def annotated_log_likelihood(
+    grid_logits: torch.Tensor, cell_targets: torch.Tensor, normalization: str = "brn"
+) -> torch.Tensor:
     """``log(prod_{j in B} s(g_j) * prod_{j not in B} (1 - s(g_j)))`` of eq. 2 per image and label: (B, K).
 
     With balanced range normalisation (``brn`` and ``brn_code``) each of the two products has its
@@ -229,7 +243,9 @@ def mil_loss(
     return total.sum(-1).mean()
 
 
-def multitask_heatmap_bce(decoder_logits: torch.Tensor, targets: torch.Tensor, positive_annotated: torch.Tensor, reduction: str = "paper") -> torch.Tensor:
+def multitask_heatmap_bce(
+    decoder_logits: torch.Tensor, targets: torch.Tensor, positive_annotated: torch.Tensor, reduction: str = "paper"
+) -> torch.Tensor:
     """Pixel-level cross-entropy of the decoder (paper 004, eq. 6).
 
     ``reduction='paper'``: ``L_T = -E_x sum_k 1_{kA+}(x) mean_j [t_j log s(d_j) + (1 - t_j) log(1 - s(d_j))]``:

@@ -12,7 +12,7 @@ case and target it belongs to.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -47,14 +47,11 @@ def require_finite_maps(maps: torch.Tensor, what: str, labels: Sequence[str] | N
     who = labels[i] if labels is not None and i < len(labels) else f"map {i + 1} of {maps.shape[0]}"
     more = f" ({len(bad) - 1} other map{'s' if len(bad) > 2 else ''} too)" if len(bad) > 1 else ""
     raise GazeprepError(
-        f"{what} {who}: {EM.describe_non_finite(*counts, row.size)}{more}; "
-        "no metric is defined on non-finite values"
+        f"{what} {who}: {EM.describe_non_finite(*counts, row.size)}{more}; no metric is defined on non-finite values"
     )
 
 
-def map_metrics(
-    pred: torch.Tensor, target: torch.Tensor, *, labels: Sequence[str] | None = None
-) -> dict[str, float]:
+def map_metrics(pred: torch.Tensor, target: torch.Tensor, *, labels: Sequence[str] | None = None) -> dict[str, float]:
     """Mean CC, KLD and IoU@0.15 over (N, h, w) maps.
 
     The target is area-resampled to the prediction grid when the sizes differ. CC and KLD are the

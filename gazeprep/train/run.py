@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -44,9 +45,9 @@ from gazeprep.device import resolve_device
 from gazeprep.errors import GazeprepError
 from gazeprep.train.data import (
     DEFAULT_SPLIT_FRACTIONS,
+    INPUT_OPTIONS,
     SPLIT_NAMES,
     GazeDataset,
-    INPUT_OPTIONS,
     export_split,
     input_options,
     labels_from_case_labels,
@@ -62,7 +63,17 @@ SPLITS_FILE = "splits.parquet"
 HISTORY_FILE = "history.json"
 #: The files a run writes into its folder (what ``force`` removes; nothing else is touched).
 RUN_FILES = (RUN_FILE, CHECKPOINT, BEST, MODEL_FILE, SPLITS_FILE, HISTORY_FILE)
-DATA_KEYS = {"size", "targets", "labels", "augment", "mask_structures", "split", "split_fractions", "split_seed", *INPUT_OPTIONS}
+DATA_KEYS = {
+    "size",
+    "targets",
+    "labels",
+    "augment",
+    "mask_structures",
+    "split",
+    "split_fractions",
+    "split_seed",
+    *INPUT_OPTIONS,
+}
 SPLIT_METHODS = ("auto", "export", "subject")
 #: Train options that say how a run executes, not what it learns: not part of the stored config.
 RUNTIME_TRAIN_KEYS = ("device", "out_dir", "progress", "num_workers", "resume", "stop_after_epochs")
@@ -227,14 +238,16 @@ def check_export(model: str, cfg: dict, ex, case_ids: Sequence[str], export_name
     if wants_maps:
         usable |= np.array([c in with_map for c in ids], dtype=bool)
     if not usable.any():
-        raise GazeprepError(f"none of the {len(ids)} training cases of {export_name} has a heatmap of "
-                            f"{_fmt(targets)} or a label of {_fmt(labels)}: nothing to train on")
+        raise GazeprepError(
+            f"none of the {len(ids)} training cases of {export_name} has a heatmap of "
+            f"{_fmt(targets)} or a label of {_fmt(labels)}: nothing to train on"
+        )
     warnings = []
     if wants_maps:
         absent = [t for t, n in per_target.items() if n == 0]
         if absent:
             warnings.append(f"no training case has a heatmap of {_fmt(absent)} (those outputs learn nothing)")
-    absent_l = [l for j, l in enumerate(labels) if not known[:, j].any()]
+    absent_l = [lab for j, lab in enumerate(labels) if not known[:, j].any()]
     if absent_l:
         warnings.append(f"no training case has a value for label {_fmt(absent_l)}")
     return warnings
@@ -287,7 +300,11 @@ def write_splits(path: Path, splits: dict[str, list[str]], ex) -> None:
     """Save the case ids of each split (``case_id, subject_id, split``) as Parquet, atomically."""
     cases = _usable_cases(ex)
     subj = dict(zip(cases["case_id"].to_list(), cases["subject_id"].to_list())) if "subject_id" in cases.columns else {}
-    rows = [(cid, None if subj.get(cid) is None else str(subj.get(cid)), name) for name in SPLIT_NAMES for cid in splits.get(name, [])]
+    rows = [
+        (cid, None if subj.get(cid) is None else str(subj.get(cid)), name)
+        for name in SPLIT_NAMES
+        for cid in splits.get(name, [])
+    ]
     df = pl.DataFrame(rows, schema={"case_id": pl.Utf8, "subject_id": pl.Utf8, "split": pl.Utf8}, orient="row")
     tmp = path.with_name(f".{path.name}.tmp")
     df.write_parquet(tmp)
@@ -326,6 +343,7 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(old: dict, new: dict) -> list[str]:
     """Readable differences between two run identities (``model``, ``config``, ``export_recipe_hash``):
     ``"train.lr: 0.003 -> 0.01"``. Lists and tuples compare equal by content."""
+
     def norm(v):
         return list(v) if isinstance(v, tuple) else v
 
@@ -340,14 +358,18 @@ def config_differences(old: dict, new: dict) -> list[str]:
             diffs.append(f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}")
     wo, wn = ({k: (d.get("weak_labels") or {}).get(k) for k in WEAK_IDENTITY_KEYS} for d in (old, new))
     if wo != wn:
+
         def weak(w: dict) -> str:
             return "none" if w["labeler"] is None else f"{w['labeler']} of {w['root']} ({str(w['table_sha256'])[:12]})"
+
         diffs.append(f"weak_labels: {weak(wo)} -> {weak(wn)}")
     ho = (old.get("export") or {}).get("recipe_hash")
     hn = (new.get("export") or {}).get("recipe_hash")
     if ho and hn and ho != hn:
-        diffs.append(f"export recipe: {(old.get('export') or {}).get('recipe')} ({ho[:12]}) -> "
-                     f"{(new.get('export') or {}).get('recipe')} ({hn[:12]})")
+        diffs.append(
+            f"export recipe: {(old.get('export') or {}).get('recipe')} ({ho[:12]}) -> "
+            f"{(new.get('export') or {}).get('recipe')} ({hn[:12]})"
+        )
     return diffs
 
 
@@ -391,9 +413,22 @@ def _plan_length(net, tc: TrainConfig, n_train: int) -> int:
 # train
 
 
-def train_run(model: str, export, out_dir: str | Path, config: dict | None = None, *, device: str = "auto", epochs: int | None = None,
-              images_root: str | Path | None = None, progress: bool = True, resume: bool = False, force: bool = False,
-              notify: Notify | None = None, weak_labels: str | Path | None = None, weak_labeler: str = "chexpert") -> list[dict]:
+def train_run(
+    model: str,
+    export,
+    out_dir: str | Path,
+    config: dict | None = None,
+    *,
+    device: str = "auto",
+    epochs: int | None = None,
+    images_root: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    force: bool = False,
+    notify: Notify | None = None,
+    weak_labels: str | Path | None = None,
+    weak_labeler: str = "chexpert",
+) -> list[dict]:
     """Train ``model`` on an export (path or loaded) into the run folder ``out_dir``; returns the history.
 
     ``config``: the sections of :func:`gazeprep.train.models.resolve_config` (``preset``, ``model``,
@@ -426,8 +461,10 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
     if weak_labels is not None:
         paper = spec_of(model).paper
         if paper != "004":
-            raise GazeprepError(f"--weak-labels adds label-only images through paper 004's unannotated-image loss; "
-                                f"{model} is a model of paper {paper} (use lanfredi-mil)")
+            raise GazeprepError(
+                f"--weak-labels adds label-only images through paper 004's unannotated-image loss; "
+                f"{model} is a model of paper {paper} (use lanfredi-mil)"
+            )
         from gazeprep.train.weak import weak_identity
 
         weak_id = weak_identity(weak_labels, weak_labeler)
@@ -438,8 +475,12 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
     recipe, recipe_hash, dataset = _export_recipe(ex)
     identity = {
         "model": model,
-        "export": {"path": str(export) if isinstance(export, (str, Path)) else None, "recipe": recipe,
-                   "recipe_hash": recipe_hash, "dataset": dataset},
+        "export": {
+            "path": str(export) if isinstance(export, (str, Path)) else None,
+            "recipe": recipe,
+            "recipe_hash": recipe_hash,
+            "dataset": dataset,
+        },
         "config": _stored_config(cfg),
         **({"weak_labels": weak_id} if weak_id is not None else {}),
     }
@@ -452,17 +493,27 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
         diffs = config_differences(stored, identity)
         if diffs:
             shown = "; ".join(diffs[:4]) + (f"; {len(diffs) - 4} more" if len(diffs) > 4 else "")
-            why = "--resume continues only a run of the same config" if resume else "its checkpoints belong to the stored one"
-            raise GazeprepError(f"{out} holds a run of another config ({shown}); {why}: use --force to start over, or another --out")
+            why = (
+                "--resume continues only a run of the same config"
+                if resume
+                else "its checkpoints belong to the stored one"
+            )
+            raise GazeprepError(
+                f"{out} holds a run of another config ({shown}); {why}: use --force to start over, or another --out"
+            )
         if not (out / SPLITS_FILE).is_file():
-            raise GazeprepError(f"{out} holds a run without saved splits (an older gazeprep); use --force to start over")
+            raise GazeprepError(
+                f"{out} holds a run without saved splits (an older gazeprep); use --force to start over"
+            )
         continuing = True
     elif stored is None and not force:
         if resume:
             raise GazeprepError(f"--resume: {out} holds no run to resume ({RUN_FILE} missing)")
         leftovers = [n for n in (CHECKPOINT, MODEL_FILE, SPLITS_FILE) if (out / n).exists()]
         if leftovers:
-            raise GazeprepError(f"{out} holds {', '.join(leftovers)} but no {RUN_FILE}; use --force to start over, or another --out")
+            raise GazeprepError(
+                f"{out} holds {', '.join(leftovers)} but no {RUN_FILE}; use --force to start over, or another --out"
+            )
 
     # 2. splits and the model's inputs against the export
     if continuing:
@@ -470,18 +521,28 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
         have = set(_usable_cases(ex)["case_id"].to_list())
         lost = [c for n in SPLIT_NAMES for c in splits.get(n, []) if c not in have]
         if lost:
-            raise GazeprepError(f"{len(lost)} cases of the run in {out} are not in {name} (first: {lost[0]}); "
-                                "continue it on its own export, or use --force to start over")
+            raise GazeprepError(
+                f"{len(lost)} cases of the run in {out} are not in {name} (first: {lost[0]}); "
+                "continue it on its own export, or use --force to start over"
+            )
         split_info = dict(stored.get("splits") or {})
     else:
         splits, split_info = make_splits(model, cfg, ex, tc.seed)
     if not splits.get("train"):
-        raise GazeprepError(f"the training split of {name} is empty ({split_info.get('source')} split: "
-                            f"{', '.join(f'{n} {len(splits.get(n, []))}' for n in SPLIT_NAMES)}); nothing to train on")
+        raise GazeprepError(
+            f"the training split of {name} is empty ({split_info.get('source')} split: "
+            f"{', '.join(f'{n} {len(splits.get(n, []))}' for n in SPLIT_NAMES)}); nothing to train on"
+        )
     for w in check_export(model, cfg, ex, splits["train"], name):
         say(f"warning: {w}")
     data = cfg["data"]
-    common = dict(targets=data["targets"], labels=data["labels"], image_root=images_root, seed=tc.seed, **{"size": 512, **input_options(data)})
+    common = dict(
+        targets=data["targets"],
+        labels=data["labels"],
+        image_root=images_root,
+        seed=tc.seed,
+        **{"size": 512, **input_options(data)},
+    )
     train = GazeDataset(ex, case_ids=splits["train"], augment=data.get("augment"), **common)
     val = GazeDataset(ex, case_ids=splits["validate"], augment=None, **common) if splits.get("validate") else None
     train.load_image(0)  # the image source: a missing root or file stops here, not in the first batch
@@ -491,16 +552,24 @@ def train_run(model: str, export, out_dir: str | Path, config: dict | None = Non
         # every export image is kept out, discarded cases included (their image may still be a REFLACX one)
         weak = weak_labels_for_run(weak_labels, weak_labeler, data["labels"], ex.tables["cases"], splits)
         if weak.cases.height == 0:
-            raise GazeprepError(f"--weak-labels {weak_labels}: no label-only image is left by the rules (removed: "
-                                f"{', '.join(f'{k} {v}' for k, v in weak.excluded.items())}); nothing to add")
-        label_only = label_only_dataset(weak, train, augment=data.get("augment"), **{"size": 512, **input_options(data)})
+            raise GazeprepError(
+                f"--weak-labels {weak_labels}: no label-only image is left by the rules (removed: "
+                f"{', '.join(f'{k} {v}' for k, v in weak.excluded.items())}); nothing to add"
+            )
+        label_only = label_only_dataset(
+            weak, train, augment=data.get("augment"), **{"size": 512, **input_options(data)}
+        )
         label_only.load_image(0)
         train = WithLabelOnly(train, label_only)
         identity["weak_labels"] = weak.record()
         if weak.rejects:
-            say(f"warning: {len(weak.rejects)} malformed rows of the MIMIC-CXR tables left out (first: {weak.rejects[0]['file']} row {weak.rejects[0]['row']}: {weak.rejects[0]['reason']})")
-        say(f"weak labels: {weak.cases.height} label-only MIMIC-CXR images ({weak_labeler}) join the "
-            f"{len(train) - weak.cases.height} training cases")
+            say(
+                f"warning: {len(weak.rejects)} malformed rows of the MIMIC-CXR tables left out (first: {weak.rejects[0]['file']} row {weak.rejects[0]['row']}: {weak.rejects[0]['reason']})"
+            )
+        say(
+            f"weak labels: {weak.cases.height} label-only MIMIC-CXR images ({weak_labeler}) join the "
+            f"{len(train) - weak.cases.height} training cases"
+        )
 
     # 3. start or continue
     torch.manual_seed(tc.seed)
@@ -577,8 +646,9 @@ def class_scores(outputs: dict[str, torch.Tensor], multilabel: bool) -> torch.Te
 
 
 @torch.no_grad()
-def predict_outputs(net, ds: GazeDataset, device, batch_size: int = 8, progress: bool = True, multilabel: bool = False
-                    ) -> tuple[dict[tuple[str, str], np.ndarray], pl.DataFrame]:
+def predict_outputs(
+    net, ds: GazeDataset, device, batch_size: int = 8, progress: bool = True, multilabel: bool = False
+) -> tuple[dict[tuple[str, str], np.ndarray], pl.DataFrame]:
     """Predicted maps of every case of ``ds`` keyed ``(case_id, target)`` in each GT map's frame, and
     the class scores: one row per (case, label) with ``case_id, label, score`` and ``truth`` (1/0 from
     the export's labels, null when unknown)."""
@@ -590,7 +660,10 @@ def predict_outputs(net, ds: GazeDataset, device, batch_size: int = 8, progress:
     hm = ds.export.tables["heatmaps"] if "heatmaps" in ds.export.tables else None
     shapes = {}
     if hm is not None and {"height_px", "width_px"} <= set(hm.columns):
-        shapes = {(c, t): (int(h), int(w)) for c, t, h, w in hm.select("case_id", "target", "height_px", "width_px").iter_rows()}
+        shapes = {
+            (c, t): (int(h), int(w))
+            for c, t, h, w in hm.select("case_id", "target", "height_px", "width_px").iter_rows()
+        }
     rows: list[tuple[str, str, float, float | None]] = []
     labels = list(ds.labels)
     for start in tqdm(range(0, len(ds), batch_size), desc="predict", disable=not progress):
@@ -610,21 +683,33 @@ def predict_outputs(net, ds: GazeDataset, device, batch_size: int = 8, progress:
         maps = maps.detach().cpu().numpy()
         sc = scores.detach().float().cpu().numpy() if scores is not None else None
         if sc is not None and sc.shape[1] != len(labels):
-            raise GazeprepError(f"{type(net).__name__} scores {sc.shape[1]} classes but the run has {len(labels)} labels")
+            raise GazeprepError(
+                f"{type(net).__name__} scores {sc.shape[1]} classes but the run has {len(labels)} labels"
+            )
         for k, (it, m) in enumerate(zip(items, maps)):
             row = ds.cases.row(it["index"], named=True)
-            ihw = (int(row["image_height_px"]), int(row["image_width_px"])) if row.get("image_height_px") and row.get("image_width_px") else None
+            ihw = (
+                (int(row["image_height_px"]), int(row["image_width_px"]))
+                if row.get("image_height_px") and row.get("image_width_px")
+                else None
+            )
             for j, target in enumerate(names):  # back into the frame of the case's exported map (or the image)
-                out[(it["case_id"], target)] = ds.prediction_to_map_frame(m[j], it["index"], shapes.get((it["case_id"], target), ihw), image_hw=ihw)
+                out[(it["case_id"], target)] = ds.prediction_to_map_frame(
+                    m[j], it["index"], shapes.get((it["case_id"], target), ihw), image_hw=ihw
+                )
             if sc is not None:
                 truth = ds.label_matrix[it["index"]]
                 for j, lab in enumerate(labels):
                     rows.append((it["case_id"], lab, float(sc[k, j]), None if np.isnan(truth[j]) else float(truth[j])))
-    table = pl.DataFrame(rows, schema={"case_id": pl.Utf8, "label": pl.Utf8, "score": pl.Float64, "truth": pl.Float64}, orient="row")
+    table = pl.DataFrame(
+        rows, schema={"case_id": pl.Utf8, "label": pl.Utf8, "score": pl.Float64, "truth": pl.Float64}, orient="row"
+    )
     return out, table
 
 
-def predict_maps(net, ds: GazeDataset, device, batch_size: int = 8, progress: bool = True) -> dict[tuple[str, str], np.ndarray]:
+def predict_maps(
+    net, ds: GazeDataset, device, batch_size: int = 8, progress: bool = True
+) -> dict[tuple[str, str], np.ndarray]:
     """Predicted maps for every case of ``ds``, keyed ``(case_id, target)`` in each GT map's frame."""
     return predict_outputs(net, ds, device, batch_size, progress)[0]
 
@@ -648,13 +733,24 @@ def select_cases(run_dir: str | Path, ex, split: str, export_name: str = "the ex
     have = set(ids)
     chosen = [c for c in want if c in have]
     if not chosen:
-        raise GazeprepError(f"none of the run's {len(want)} {key} cases is in {export_name}; "
-                            "--split all predicts every case of another export")
+        raise GazeprepError(
+            f"none of the run's {len(want)} {key} cases is in {export_name}; "
+            "--split all predicts every case of another export"
+        )
     return chosen
 
 
-def predict_run(run_dir: str | Path, export, out: str | Path, *, split: str = "test", device: str = "auto",
-                images_root: str | Path | None = None, batch_size: int = 8, progress: bool = True) -> Path:
+def predict_run(
+    run_dir: str | Path,
+    export,
+    out: str | Path,
+    *,
+    split: str = "test",
+    device: str = "auto",
+    images_root: str | Path | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Path:
     """Predict the cases of the run's ``split`` of ``export`` (default ``test``; ``all`` for every case)
     with the trained run and write a prediction export: maps plus ``tables/class_scores.parquet``."""
     dev = resolve_device(device)
@@ -664,16 +760,35 @@ def predict_run(run_dir: str | Path, export, out: str | Path, *, split: str = "t
     name = _export_name(export)
     ids = select_cases(run_dir, ex, split, name)
     data = cfg["data"]
-    ds = GazeDataset(ex, case_ids=ids, targets=data.get("targets"), labels=data.get("labels"), image_root=images_root,
-                     **{"size": 512, **input_options(data)})
+    ds = GazeDataset(
+        ex,
+        case_ids=ids,
+        targets=data.get("targets"),
+        labels=data.get("labels"),
+        image_root=images_root,
+        **{"size": 512, **input_options(data)},
+    )
     multilabel = is_multilabel(info["model"], cfg)
     maps, scores = predict_outputs(net, ds, dev, batch_size, progress, multilabel=multilabel)
     from gazeprep.export import write_prediction_export
 
     extra: dict[str, Any] = {
-        "training": {"model": info["model"], "run_dir": str(run_dir), "preset": cfg.get("preset"), "split": split, "cases": len(ids)},
+        "training": {
+            "model": info["model"],
+            "run_dir": str(run_dir),
+            "preset": cfg.get("preset"),
+            "split": split,
+            "cases": len(ids),
+        },
         CLASS_SCORES: {"activation": "sigmoid" if multilabel else "softmax", "labels": list(ds.labels)},
     }
     tables = {CLASS_SCORES: scores} if scores.height else None
-    return write_prediction_export(out, maps, model=f"{info['model']} ({Path(run_dir).name})", source_export=ex if not isinstance(export, (str, Path)) else export,
-                                   manifest_extra=extra, tables=tables, progress=progress)
+    return write_prediction_export(
+        out,
+        maps,
+        model=f"{info['model']} ({Path(run_dir).name})",
+        source_export=ex if not isinstance(export, (str, Path)) else export,
+        manifest_extra=extra,
+        tables=tables,
+        progress=progress,
+    )

@@ -17,7 +17,9 @@ from gazeprep.train.data import MemoryExport
 CLASSES = ("disc", "ring", "bar")
 
 
-def make_synthetic_export(n_cases: int = 24, height: int = 48, width: int = 40, seed: int = 0, unannotated: int = 0) -> MemoryExport:
+def make_synthetic_export(
+    n_cases: int = 24, height: int = 48, width: int = 40, seed: int = 0, unannotated: int = 0
+) -> MemoryExport:
     """Build a :class:`~gazeprep.train.data.MemoryExport` of ``n_cases`` cases.
 
     Images are (height, width) float32 in [0, 1]. The last ``unannotated`` cases have labels but no
@@ -45,15 +47,47 @@ def make_synthetic_export(n_cases: int = 24, height: int = 48, width: int = 40, 
         heat = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2)).astype(np.float32)
         heat[heat < 1e-3] = 0.0  # a truncated kernel, as rendered maps have
         heat /= heat.max()
-        cases.append({"dataset": "synthetic", "case_id": cid, "image_id": cid, "subject_id": i // 2, "split": None,
-                      "image_path": None, "image_height_px": height, "image_width_px": width, "discarded": False})
+        cases.append(
+            {
+                "dataset": "synthetic",
+                "case_id": cid,
+                "image_id": cid,
+                "subject_id": i // 2,
+                "split": None,
+                "image_path": None,
+                "image_height_px": height,
+                "image_width_px": width,
+                "discarded": False,
+            }
+        )
         for j, name in enumerate(CLASSES):
-            labels.append({"dataset": "synthetic", "case_id": cid, "source": "synthetic", "source_label": name, "value": float(j == cls), "text": None})
+            labels.append(
+                {
+                    "dataset": "synthetic",
+                    "case_id": cid,
+                    "source": "synthetic",
+                    "source_label": name,
+                    "value": float(j == cls),
+                    "text": None,
+                }
+            )
         if i < n_cases - unannotated:
             for target in ("full", CLASSES[cls]):
                 heatmaps[(cid, target)] = heat
-                hm_rows.append({"dataset": "synthetic", "case_id": cid, "target": target, "recipe": "synthetic", "array": f"{height}x{width}",
-                                "row": len(hm_rows), "height_px": height, "width_px": width, "n_fixations": 1, "total_weight": 1.0})
+                hm_rows.append(
+                    {
+                        "dataset": "synthetic",
+                        "case_id": cid,
+                        "target": target,
+                        "recipe": "synthetic",
+                        "array": f"{height}x{width}",
+                        "row": len(hm_rows),
+                        "height_px": height,
+                        "width_px": width,
+                        "n_fixations": 1,
+                        "total_weight": 1.0,
+                    }
+                )
     tables = {
         "cases": pl.DataFrame(cases, schema_overrides={"split": pl.Utf8, "image_path": pl.Utf8}),
         "case_labels": pl.DataFrame(labels, schema_overrides={"text": pl.Utf8}),

@@ -44,7 +44,7 @@ def phantom(rng: np.random.Generator, height: int = 96, width: int = 80) -> tupl
 def _dicom_id(rng: np.random.Generator) -> str:
     h = uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | int(rng.integers(0, 2**63))).hex
     h = (h + h)[:40]
-    return "-".join(h[i:i + 8] for i in range(0, 40, 8))
+    return "-".join(h[i : i + 8] for i in range(0, 40, 8))
 
 
 def write_png(path: Path, arr: np.ndarray) -> None:
@@ -52,8 +52,9 @@ def write_png(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(arr).save(path)
 
 
-def make_releases(base: Path, n_egd: int = 24, n_reflacx: int = 5, seed: int = 0, size=(96, 80),
-                  misspell: bool = True) -> dict:
+def make_releases(
+    base: Path, n_egd: int = 24, n_reflacx: int = 5, seed: int = 0, size=(96, 80), misspell: bool = True
+) -> dict:
     """Write ``base/{egd-cxr,mimic-cxr,reflacx}`` with EGD masks and JPG images (REFLACX as DICOM
     for one image). Returns ids and the ground-truth masks of the REFLACX images."""
     rng = np.random.default_rng(seed)
@@ -89,15 +90,28 @@ def make_releases(base: Path, n_egd: int = 24, n_reflacx: int = 5, seed: int = 0
         else:
             write_png(mimic / rel.replace(".dcm", ".jpg"), (img * 255).round().astype(np.uint8))
         for rep in range(2 if i == 1 else 1):  # image 1 read twice
-            refl_rows.append({"id": f"P1{i:02d}R{rep}", "image": f"physionet.org/files/mimic-cxr/2.0.0/{rel}",
-                              "dicom_id": did, "subject_id": subject, "image_size_x": size[1], "image_size_y": size[0]})
+            refl_rows.append(
+                {
+                    "id": f"P1{i:02d}R{rep}",
+                    "image": f"physionet.org/files/mimic-cxr/2.0.0/{rel}",
+                    "dicom_id": did,
+                    "subject_id": subject,
+                    "image_size_x": size[1],
+                    "image_size_y": size[0],
+                }
+            )
     (refl / "main_data").mkdir(parents=True)
     with open(refl / "main_data" / "metadata_phase_1.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(refl_rows[0]))
         w.writeheader()
         w.writerows(refl_rows)
-    return {"egd": egd, "mimic": mimic, "reflacx": refl, "reflacx_truth": truth,
-            "egd_ids": [r["dicom_id"] for r in rows]}
+    return {
+        "egd": egd,
+        "mimic": mimic,
+        "reflacx": refl,
+        "reflacx_truth": truth,
+        "egd_ids": [r["dicom_id"] for r in rows],
+    }
 
 
 def _write_dicom(path: Path, arr: np.ndarray) -> None:

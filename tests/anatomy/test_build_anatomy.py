@@ -36,30 +36,109 @@ def built(tmp_path_factory):
     else:  # not generated yet: the same releases as `make sample-data`, in tmp
         sd = base / "sd"
         _run(["synth", "--dataset", "mimic-cxr", "--out", sd / "mimic-cxr", "--cases", 12, "--seed", 7])
-        _run(["synth", "--dataset", "reflacx", "--out", sd / "reflacx", "--cases", 12, "--seed", 7, "--mimic-root", sd / "mimic-cxr"])
-        _run(["synth", "--dataset", "egd-cxr", "--out", sd / "egd-cxr", "--cases", 8, "--seed", 7, "--mimic-root", sd / "mimic-cxr"])
-        roots = {"egd": ["--root", sd / "egd-cxr", "--images", sd / "mimic-cxr"],
-                 "reflacx": ["--root", sd / "reflacx", "--images", sd / "mimic-cxr"]}
+        _run(
+            [
+                "synth",
+                "--dataset",
+                "reflacx",
+                "--out",
+                sd / "reflacx",
+                "--cases",
+                12,
+                "--seed",
+                7,
+                "--mimic-root",
+                sd / "mimic-cxr",
+            ]
+        )
+        _run(
+            [
+                "synth",
+                "--dataset",
+                "egd-cxr",
+                "--out",
+                sd / "egd-cxr",
+                "--cases",
+                8,
+                "--seed",
+                7,
+                "--mimic-root",
+                sd / "mimic-cxr",
+            ]
+        )
+        roots = {
+            "egd": ["--root", sd / "egd-cxr", "--images", sd / "mimic-cxr"],
+            "reflacx": ["--root", sd / "reflacx", "--images", sd / "mimic-cxr"],
+        }
     model = base / "model"
-    _run(["anatomy", "train", "--dataset", "egd-cxr", *roots["egd"],
-          "--config", "tiny", "--out", model, "--epochs", 3, "--batch-size", 4, "--device", "cpu"])
+    _run(
+        [
+            "anatomy",
+            "train",
+            "--dataset",
+            "egd-cxr",
+            *roots["egd"],
+            "--config",
+            "tiny",
+            "--out",
+            model,
+            "--epochs",
+            3,
+            "--batch-size",
+            4,
+            "--device",
+            "cpu",
+        ]
+    )
     anatomy = base / "anatomy"
-    _run(["anatomy", "predict", "--model", model, "--dataset", "reflacx", *roots["reflacx"],
-          "--out", anatomy, "--batch-size", 4, "--mask-size", 128, "--device", "cpu"])
+    _run(
+        [
+            "anatomy",
+            "predict",
+            "--model",
+            model,
+            "--dataset",
+            "reflacx",
+            *roots["reflacx"],
+            "--out",
+            anatomy,
+            "--batch-size",
+            4,
+            "--mask-size",
+            128,
+            "--device",
+            "cpu",
+        ]
+    )
     # manual corrections for every image: a heart box and a left-lung half (they take precedence)
     ids = pl.read_parquet(anatomy / "masks.parquet").select("image_id", "image_height_px", "image_width_px").unique()
     for image_id, h, w in ids.iter_rows():
         folder = anatomy / "overrides" / image_id
         folder.mkdir(parents=True)
         heart = np.zeros((h, w), np.uint8)
-        heart[h // 2: 4 * h // 5, w // 3: 2 * w // 3] = 255
+        heart[h // 2 : 4 * h // 5, w // 3 : 2 * w // 3] = 255
         Image.fromarray(heart).save(folder / "heart.png")
         left = np.zeros((h, w), np.uint8)
-        left[h // 6: 5 * h // 6, w // 2 + 5:] = 255
+        left[h // 6 : 5 * h // 6, w // 2 + 5 :] = 255
         Image.fromarray(left).save(folder / "left_lung.png")
     out = base / "build"
-    _run(["build-heatmaps", "--dataset", "reflacx", "--root", sd / "reflacx", "--recipe", "reflacx-anatomy",
-          "--out", out, "--anatomy-dir", anatomy, "--workers", 1])
+    _run(
+        [
+            "build-heatmaps",
+            "--dataset",
+            "reflacx",
+            "--root",
+            sd / "reflacx",
+            "--recipe",
+            "reflacx-anatomy",
+            "--out",
+            out,
+            "--anatomy-dir",
+            anatomy,
+            "--workers",
+            1,
+        ]
+    )
     return {"out": out, "anatomy": anatomy}
 
 

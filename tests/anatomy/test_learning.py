@@ -56,12 +56,33 @@ def _run(args):
 
 def test_train_then_predict_on_tiny_through_cli(releases, tmp_path, capsys):
     model_dir = tmp_path / "model"
-    _run(["anatomy", "train", "--dataset", "egd-cxr", "--root", str(releases["egd"]), "--images",
-          str(releases["mimic"]), "--config", "tiny", "--out", str(model_dir), "--epochs", "2",
-          "--batch-size", "8", "--device", "cpu"])
+    _run(
+        [
+            "anatomy",
+            "train",
+            "--dataset",
+            "egd-cxr",
+            "--root",
+            str(releases["egd"]),
+            "--images",
+            str(releases["mimic"]),
+            "--config",
+            "tiny",
+            "--out",
+            str(model_dir),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert set(metrics["per_structure"]) == {"left_lung", "right_lung", "mediastinum", "aortic_knob"}
-    assert all(0.0 <= v["dice"] <= 1.0 and 0.0 <= v["iou"] <= v["dice"] + 1e-12 for v in metrics["per_structure"].values())
+    assert all(
+        0.0 <= v["dice"] <= 1.0 and 0.0 <= v["iou"] <= v["dice"] + 1e-12 for v in metrics["per_structure"].values()
+    )
     assert metrics["n_cases"] >= 1 and metrics["n_train"] + metrics["n_cases"] == 16
     # held out by subject: no subject in both
     held = set(metrics["held_out_image_ids"])
@@ -69,9 +90,26 @@ def test_train_then_predict_on_tiny_through_cli(releases, tmp_path, capsys):
     assert "mean Dice" in capsys.readouterr().out
 
     out = tmp_path / "anat"
-    base = ["anatomy", "predict", "--model", str(model_dir), "--dataset", "reflacx", "--root",
-            str(releases["reflacx"]), "--images", str(releases["mimic"]), "--out", str(out),
-            "--batch-size", "2", "--mask-size", "64", "--device", "cpu"]
+    base = [
+        "anatomy",
+        "predict",
+        "--model",
+        str(model_dir),
+        "--dataset",
+        "reflacx",
+        "--root",
+        str(releases["reflacx"]),
+        "--images",
+        str(releases["mimic"]),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--mask-size",
+        "64",
+        "--device",
+        "cpu",
+    ]
     _run(base + ["--limit", "2"])
     idx = pl.read_parquet(out / "masks.parquet")
     assert idx["image_id"].n_unique() == 2 and idx.height == 8
@@ -102,8 +140,17 @@ def test_predict_rejects_unreadable_images_and_goes_on(releases, tmp_path):
     victim = next(iter(releases["reflacx_truth"]))
     for p in mimic.rglob(f"{victim}.*"):
         p.unlink()
-    stats = run_predict(tmp_path / "m", "reflacx", releases["reflacx"], mimic, tmp_path / "a",
-                        batch_size=4, device="cpu", mask_size=32, progress=False)
+    stats = run_predict(
+        tmp_path / "m",
+        "reflacx",
+        releases["reflacx"],
+        mimic,
+        tmp_path / "a",
+        batch_size=4,
+        device="cpu",
+        mask_size=32,
+        progress=False,
+    )
     assert stats["segmented"] == 4 and stats["rejected"] == 1
     rej = pl.read_parquet(tmp_path / "a" / "rejects.parquet")
     assert rej["case_id"].to_list() == [victim] and rej["stage"].to_list() == ["anatomy"]
@@ -125,8 +172,15 @@ def test_train_rejects_cases_without_masks_and_goes_on(releases, tmp_path):
     shutil.copytree(releases["egd"], egd)
     victim = releases["egd_ids"][3]
     (egd / "audio_segmentation_transcripts" / victim / "left_lung.png").unlink()
-    metrics = run_train(egd, releases["mimic"], tmp_path / "m", config="tiny",
-                        settings=TrainSettings(epochs=1, batch_size=8), device="cpu", progress=False)
+    metrics = run_train(
+        egd,
+        releases["mimic"],
+        tmp_path / "m",
+        config="tiny",
+        settings=TrainSettings(epochs=1, batch_size=8),
+        device="cpu",
+        progress=False,
+    )
     rej = pl.read_parquet(tmp_path / "m" / "rejects.parquet")
     assert rej["case_id"].to_list() == [victim]
     assert "left_lung" in rej["reason"][0] and rej["row"][0] == 4  # 4th data row of master_sheet.csv
@@ -146,14 +200,24 @@ def test_predict_on_ray_writes_the_same_store_as_local(releases, tmp_path):
     local = run_predict(tmp_path / "m", "reflacx", releases["reflacx"], releases["mimic"], tmp_path / "local", **common)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        dist = run_predict(tmp_path / "m", "reflacx", releases["reflacx"], releases["mimic"], tmp_path / "ray",
-                           executor="ray", **common)
+        dist = run_predict(
+            tmp_path / "m",
+            "reflacx",
+            releases["reflacx"],
+            releases["mimic"],
+            tmp_path / "ray",
+            executor="ray",
+            **common,
+        )
     finally:
         ray.shutdown()
     assert local["segmented"] == dist["segmented"] == 5
 
     def digests(root):
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
 
     assert digests(tmp_path / "local") == digests(tmp_path / "ray")

@@ -53,8 +53,12 @@ def test_heart_cut_uses_extent_of_irregular_mask_and_keeps_columns():
 
 def test_resize_labels_nearest_pixel_centres():
     a = np.arange(6).reshape(2, 3)
-    assert resize_labels(a, (4, 6)).tolist() == [[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2],
-                                                [3, 3, 4, 4, 5, 5], [3, 3, 4, 4, 5, 5]]
+    assert resize_labels(a, (4, 6)).tolist() == [
+        [0, 0, 1, 1, 2, 2],
+        [0, 0, 1, 1, 2, 2],
+        [3, 3, 4, 4, 5, 5],
+        [3, 3, 4, 4, 5, 5],
+    ]
     big = np.arange(16).reshape(4, 4)
     assert resize_labels(big, (2, 2)).tolist() == [[5, 7], [13, 15]]
 
@@ -152,7 +156,10 @@ def test_overrides_take_precedence(tmp_path):
     assert load_anatomy_masks(tmp_path / "anat", "img-9", (8, 8), structures=("heart",))["heart"].sum() == 1
     # explicit overrides folder replaces the default one
     other = tmp_path / "elsewhere"
-    assert load_anatomy_masks(tmp_path / "anat", "img-1", (8, 8), overrides_dir=other)["left_lung"].sum() == (grid == 1).sum()
+    assert (
+        load_anatomy_masks(tmp_path / "anat", "img-1", (8, 8), overrides_dir=other)["left_lung"].sum()
+        == (grid == 1).sum()
+    )
 
 
 def test_anatomy_masks_from_recipe_filter(tmp_path):
@@ -194,7 +201,9 @@ def test_resolve_image_prefixes_and_extension_fallback(tmp_path):
     rel = "files/p10/p10000001/s5/abc.jpg"
     (tmp_path / rel).parent.mkdir(parents=True)
     (tmp_path / rel).write_bytes(b"x")
-    assert resolve_image(tmp_path, "physionet.org/files/mimic-cxr/2.0.0/files/p10/p10000001/s5/abc.dcm") == tmp_path / rel
+    assert (
+        resolve_image(tmp_path, "physionet.org/files/mimic-cxr/2.0.0/files/p10/p10000001/s5/abc.dcm") == tmp_path / rel
+    )
     assert resolve_image(tmp_path, "files/p10/p10000001/s5/abc.dcm") == tmp_path / rel
     with pytest.raises(GazeprepError, match="not found"):
         resolve_image(tmp_path, "files/p10/p10000001/s5/zzz.dcm")

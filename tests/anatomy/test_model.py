@@ -158,13 +158,16 @@ def test_official_vit_b_checkpoint_loads_into_512_px_samed(vit_b_checkpoint):
             assert torch.equal(blk.attn.rel_pos_h, state[f"image_encoder.blocks.{i}.attn.rel_pos_h"])
         # frozen base weights are the checkpoint's
         assert torch.equal(blk.attn.qkv.weight, state[f"image_encoder.blocks.{i}.attn.qkv.weight"])
-    torch.testing.assert_close(enc.blocks[5].attn.rel_pos_h[:, 0], (torch.arange(63.0) + 0.5) * 127 / 63 - 0.5,
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        enc.blocks[5].attn.rel_pos_h[:, 0], (torch.arange(63.0) + 0.5) * 127 / 63 - 0.5, atol=1e-4, rtol=0
+    )
     dec = model.sam.mask_decoder
     assert dec.mask_tokens.weight.shape == (5, 256)  # background + 4 structures, fresh init
     assert len(dec.output_hypernetworks_mlps) == 5
-    assert torch.equal(dec.transformer.layers[0].self_attn.q_proj.weight,
-                       state["mask_decoder.transformer.layers.0.self_attn.q_proj.weight"])
+    assert torch.equal(
+        dec.transformer.layers[0].self_attn.q_proj.weight,
+        state["mask_decoder.transformer.layers.0.self_attn.q_proj.weight"],
+    )
     with torch.no_grad():
         out = model(torch.rand(1, 3, 512, 512))
     assert out.shape == (1, 5, 128, 128)
@@ -222,8 +225,9 @@ def test_soft_dice_and_loss_hand_computed():
     d1 = 1 - (2 * (p1 * t1).sum() + eps) / ((p1**2).sum() + (t1**2).sum() + eps)
     torch.testing.assert_close(soft_dice_loss(logits, labels), (d0 + d1) / 2, atol=1e-6, rtol=0)
     ce = -(math.log(0.5) + 0.0) / 2
-    torch.testing.assert_close(samed_loss(logits, labels), 0.2 * torch.tensor(ce) + 0.8 * (d0 + d1) / 2,
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        samed_loss(logits, labels), 0.2 * torch.tensor(ce) + 0.8 * (d0 + d1) / 2, atol=1e-6, rtol=0
+    )
 
 
 def test_lr_schedule_warmup_then_poly():

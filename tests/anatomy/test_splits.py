@@ -26,8 +26,14 @@ def _samples(n_subjects=500, seed=3):
             case = f"P{s:04d}R{k}"
             for setting in ("C", "L", "R"):
                 if rng.random() < 0.5:
-                    rows.append({"case_id": case, "subject_id": str(10000000 + s), "setting": setting,
-                                 "positive": bool(rng.random() < prevalence[setting])})
+                    rows.append(
+                        {
+                            "case_id": case,
+                            "subject_id": str(10000000 + s),
+                            "setting": setting,
+                            "positive": bool(rng.random() < prevalence[setting]),
+                        }
+                    )
     return pl.DataFrame(rows)
 
 
@@ -39,8 +45,14 @@ def test_questions_of_section_4_3():
 
 
 def test_balance_is_exactly_one_to_one_per_setting():
-    df = pl.DataFrame({"case_id": list("abcdefgh"), "subject_id": list("abcdefgh"), "setting": ["C"] * 8,
-                       "positive": [True, True, True, False, False, False, False, False]})
+    df = pl.DataFrame(
+        {
+            "case_id": list("abcdefgh"),
+            "subject_id": list("abcdefgh"),
+            "setting": ["C"] * 8,
+            "positive": [True, True, True, False, False, False, False, False],
+        }
+    )
     out = balance_classes(df, seed=1)
     assert out.height == 6 and out["positive"].sum() == 3
     assert set(out.filter(pl.col("positive"))["case_id"]) == {"a", "b", "c"}  # minority kept whole
@@ -49,7 +61,9 @@ def test_balance_is_exactly_one_to_one_per_setting():
 
 
 def test_assign_subjects_hand_case():
-    df = pl.DataFrame({"case_id": ["a", "b"], "subject_id": ["1", "2"], "setting": ["C", "C"], "positive": [True, True]})
+    df = pl.DataFrame(
+        {"case_id": ["a", "b"], "subject_id": ["1", "2"], "setting": ["C", "C"], "positive": [True, True]}
+    )
     got = assign_subjects(df, (0.5, 0.5, 0.0))
     assert sorted(got.values()) == ["train", "val"]
     with pytest.raises(GazeprepError):
@@ -75,7 +89,9 @@ def test_splits_are_balanced_subject_disjoint_and_70_15_15():
             assert part["positive"].mean() == pytest.approx(0.5, abs=0.06), (setting, s)
     # M is exactly the union of C, L, R
     m = out.filter(pl.col("setting") == "M").select("case_id", "target", "positive", "split").sort("case_id", "target")
-    clr = out.filter(pl.col("setting") != "M").select("case_id", "target", "positive", "split").sort("case_id", "target")
+    clr = (
+        out.filter(pl.col("setting") != "M").select("case_id", "target", "positive", "split").sort("case_id", "target")
+    )
     assert m.equals(clr)
     assert set(out.filter(pl.col("setting") == "C")["target"]) == {"heart"}
     assert out.filter(pl.col("setting") == "L")["question"][0] == CLASSIFICATION_QUESTIONS["L"]
@@ -88,22 +104,47 @@ def test_splits_are_balanced_subject_disjoint_and_70_15_15():
 
 def test_unknown_setting_or_missing_column_is_an_error():
     with pytest.raises(GazeprepError, match="setting"):
-        build_setting_splits(pl.DataFrame({"case_id": ["a"], "subject_id": ["1"], "setting": ["M"], "positive": [True]}))
+        build_setting_splits(
+            pl.DataFrame({"case_id": ["a"], "subject_id": ["1"], "setting": ["M"], "positive": [True]})
+        )
     with pytest.raises(GazeprepError, match="missing"):
         build_setting_splits(pl.DataFrame({"case_id": ["a"]}))
 
 
 def test_reflacx_setting_samples_from_tables():
-    windows = pl.DataFrame({"case_id": ["r1", "r1", "r2", "r3"], "target": ["heart", "left_lung", "right_lung", "heart"]})
-    cases = pl.DataFrame({"case_id": ["r1", "r2", "r3"], "subject_id": [1, 2, 3], "image_id": ["i1", "i2", "i3"],
-                          "image_height_px": [100, 100, 100], "image_width_px": [200, 200, 200]})
-    labels = pl.DataFrame({"case_id": ["r1", "r3"], "source_label": ["Enlarged cardiac silhouette"] * 2,
-                           "value": [3.0, 0.0]})
-    ell = pl.DataFrame({"case_id": ["r1", "r2", "r2"], "xmin_px": [150.0, 10.0, 150.0], "ymin_px": [10.0, 10.0, 10.0],
-                        "xmax_px": [170.0, 30.0, 170.0], "ymax_px": [30.0, 30.0, 30.0], "certainty": [4, 5, 5],
-                        "source_label": ["Atelectasis", "Support devices", "Consolidation"]})
+    windows = pl.DataFrame(
+        {"case_id": ["r1", "r1", "r2", "r3"], "target": ["heart", "left_lung", "right_lung", "heart"]}
+    )
+    cases = pl.DataFrame(
+        {
+            "case_id": ["r1", "r2", "r3"],
+            "subject_id": [1, 2, 3],
+            "image_id": ["i1", "i2", "i3"],
+            "image_height_px": [100, 100, 100],
+            "image_width_px": [200, 200, 200],
+        }
+    )
+    labels = pl.DataFrame(
+        {"case_id": ["r1", "r3"], "source_label": ["Enlarged cardiac silhouette"] * 2, "value": [3.0, 0.0]}
+    )
+    ell = pl.DataFrame(
+        {
+            "case_id": ["r1", "r2", "r2"],
+            "xmin_px": [150.0, 10.0, 150.0],
+            "ymin_px": [10.0, 10.0, 10.0],
+            "xmax_px": [170.0, 30.0, 170.0],
+            "ymax_px": [30.0, 30.0, 30.0],
+            "certainty": [4, 5, 5],
+            "source_label": ["Atelectasis", "Support devices", "Consolidation"],
+        }
+    )
     got = reflacx_setting_samples(windows, cases, labels, ell).sort("case_id", "setting")
-    assert got.rows() == [("r1", "1", "C", True), ("r1", "1", "L", True), ("r2", "2", "R", False), ("r3", "3", "C", False)]
+    assert got.rows() == [
+        ("r1", "1", "C", True),
+        ("r1", "1", "L", True),
+        ("r2", "2", "R", False),
+        ("r3", "3", "C", False),
+    ]
 
     # with masks: the right lung covers the whole image -> r2's consolidation (centre x=160) counts
     def masks(image_id, shape):

@@ -69,11 +69,15 @@ def write_pixels(root: Path) -> Path:
     """study-px: p1 and p2 read; p3 names an image without a size row (skipped at open)."""
     (root / "fix").mkdir(parents=True)
     (root / "words").mkdir()
-    (root / "cases.csv").write_text("reading,image,radiologist,effusion\np1,img1,R1,1\np2,img2,R2,0\np3,img-missing,R1,\n")
+    (root / "cases.csv").write_text(
+        "reading,image,radiologist,effusion\np1,img1,R1,1\np2,img2,R2,0\np3,img-missing,R1,\n"
+    )
     (root / "sizes.csv").write_text("image,w,h\nimg1,200,160\nimg2,120,100\n")
     (root / "fix" / "p1.csv").write_text("onset_ms,offset_ms,fx,fy\n0,250,100.0,80.0\n300,800,120.5,70.0\n")
     # data row 2 is malformed (fy is not a number)
-    (root / "fix" / "p2.csv").write_text("onset_ms,offset_ms,fx,fy\n0,400,60.0,50.0\n450,900,61.0,abc\n950,1150,58.0,52.0\n")
+    (root / "fix" / "p2.csv").write_text(
+        "onset_ms,offset_ms,fx,fy\n0,400,60.0,50.0\n450,900,61.0,abc\n950,1150,58.0,52.0\n"
+    )
     (root / "words" / "p1.csv").write_text(
         "token,on_ms,off_ms\nsmall,100,300\nright,310,500\npleural,510,800\neffusion,810,1200\n.,1200,1210\n"
     )
@@ -108,11 +112,11 @@ def write_screen(root: Path) -> Path:
     (root / "cases.csv").write_text("trial,file\ns1,s1.png\ns2,s2.png\n")
     (root / "gaze.csv").write_text(
         "trial,t,dur,u,v,eye\n"
-        "s1,0.0,0.2,0.5,0.5,R\n"      # row 1: screen centre
-        "s1,0.3,0.1,0.25,0.5,R\n"     # row 2
-        "s9,0.0,0.1,0.5,0.5,R\n"      # row 3: a trial that is not in cases.csv
-        "s2,0.0,0.3,0.5,0.375,R\n"    # row 4
-        "s2,0.4,0.2,0.6,nan,R\n"      # row 5: NaN position
+        "s1,0.0,0.2,0.5,0.5,R\n"  # row 1: screen centre
+        "s1,0.3,0.1,0.25,0.5,R\n"  # row 2
+        "s9,0.0,0.1,0.5,0.5,R\n"  # row 3: a trial that is not in cases.csv
+        "s2,0.0,0.3,0.5,0.375,R\n"  # row 4
+        "s2,0.4,0.2,0.6,nan,R\n"  # row 5: NaN position
     )
     d = root / "study-screen.yaml"
     d.write_text(yaml.safe_dump(SCREEN_DEF, sort_keys=False))
@@ -138,7 +142,18 @@ def test_pixel_collection_builds_with_rejects_text_and_resume(tmp_path, capsys):
 
     defn = write_pixels(tmp_path / "px")
     out = tmp_path / "out"
-    argv = ["build-heatmaps", "--dataset", str(defn), "--root", str(tmp_path / "px"), "--out", str(out), "--workers", "1", "--quiet"]
+    argv = [
+        "build-heatmaps",
+        "--dataset",
+        str(defn),
+        "--root",
+        str(tmp_path / "px"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     assert run(argv) == 0
     assert "2 heatmaps" in capsys.readouterr().out
 
@@ -154,10 +169,14 @@ def test_pixel_collection_builds_with_rejects_text_and_resume(tmp_path, capsys):
         assert m[r, c] == pytest.approx(expected_sum_normalised(r, c, fx, 160, 200), rel=1e-5)
     assert m.sum() == pytest.approx(1.0, rel=1e-5)
     m2 = ex.heatmap("p2", "full")  # the malformed row left out
-    assert m2[50, 60] == pytest.approx(expected_sum_normalised(50, 60, [(60.0, 50.0, 0.4), (58.0, 52.0, 0.2)], 100, 120), rel=1e-5)
+    assert m2[50, 60] == pytest.approx(
+        expected_sum_normalised(50, 60, [(60.0, 50.0, 0.4), (58.0, 52.0, 0.2)], 100, 120), rel=1e-5
+    )
 
     fix = ex.tables["fixations"].filter(pl.col("case_id") == "p1")
-    assert fix["t_start_s"].to_list() == pytest.approx([0.0, 0.3]) and fix["t_end_s"].to_list() == pytest.approx([0.25, 0.8])
+    assert fix["t_start_s"].to_list() == pytest.approx([0.0, 0.3]) and fix["t_end_s"].to_list() == pytest.approx(
+        [0.25, 0.8]
+    )
     assert fix["px_per_deg_x"].to_list() == [40.0, 40.0] and fix["dataset"].to_list() == ["study-px"] * 2
 
     rej = ex.tables["rejects"]
@@ -195,15 +214,22 @@ def test_screen_collection_maps_positions_and_builds_on_workers(tmp_path):
     defn = write_screen(tmp_path / "scr")
     adapter = dsreg.declare(defn)
     rel = adapter.open(tmp_path / "scr")
-    assert rel.cases.select("case_id", "image_width_px", "image_height_px").rows() == [("s1", 500, 300), ("s2", 300, 300)]
+    assert rel.cases.select("case_id", "image_width_px", "image_height_px").rows() == [
+        ("s1", 500, 300),
+        ("s2", 300, 300),
+    ]
     fix = rel.read_case("s1").tables["fixations"]
     # s1 is 500 x 300 on a 1000 x 800 screen, 'fit': scale min(1000/500, 800/300) = 2, area 1000 x 600 at
     # left 0, top 100; (u, v) = (0.5, 0.5) -> screen (500, 400) -> image ((500 - 0) * 500/1000, (400 - 100) * 300/600)
-    assert fix["x_px"].to_list() == pytest.approx([250.0, 125.0]) and fix["y_px"].to_list() == pytest.approx([150.0, 150.0])
+    assert fix["x_px"].to_list() == pytest.approx([250.0, 125.0]) and fix["y_px"].to_list() == pytest.approx(
+        [150.0, 150.0]
+    )
     assert fix["t_end_s"].to_list() == pytest.approx([0.2, 0.4])
     # one degree at 57 cm spans 2 * 57 * tan(0.5 deg) cm; 20 screen px per cm; 0.5 image px per screen px
     ppd = 2 * 57.0 * math.tan(math.radians(0.5)) * 20.0 * 0.5
-    assert fix["px_per_deg_x"].to_list() == pytest.approx([ppd, ppd]) and fix["px_per_deg_y"].to_list() == pytest.approx([ppd, ppd])
+    assert fix["px_per_deg_x"].to_list() == pytest.approx([ppd, ppd]) and fix[
+        "px_per_deg_y"
+    ].to_list() == pytest.approx([ppd, ppd])
     # s2 (300 x 300): scale 800/300, area 800 x 800 at left 100, top 0; (0.5, 0.375) -> (500, 300) -> (150, 112.5)
     fix2 = rel.read_case("s2")
     assert fix2.tables["fixations"]["x_px"].to_list() == pytest.approx([150.0])
@@ -221,14 +247,26 @@ def test_screen_collection_maps_positions_and_builds_on_workers(tmp_path):
     assert shared[("gaze.csv", 5)] == "column 'v': value is NaN; row dropped"
 
     recipe = load_recipe("generic-fixation-duration")
-    opts = BuildOptions(dataset="study-screen", root=tmp_path / "scr", out=tmp_path / "out", recipe=recipe,
-                        workers=2, progress=False, definition=defn)  # spawned workers reload the definition
+    opts = BuildOptions(
+        dataset="study-screen",
+        root=tmp_path / "scr",
+        out=tmp_path / "out",
+        recipe=recipe,
+        workers=2,
+        progress=False,
+        definition=defn,
+    )  # spawned workers reload the definition
     s = build_heatmaps(opts)
     assert (s.n_cases, s.n_heatmaps, s.n_reused) == (2, 2, 0)
     ex = load_export(s.out)
     m = ex.heatmap("s1", "full")
-    assert m[150, 250] == pytest.approx(expected_sum_normalised(150, 250, [(250.0, 150.0, 0.2), (125.0, 150.0, 0.1)], 300, 500), rel=1e-5)
-    assert {(r["file"], r["row"]) for r in ex.tables["rejects"].iter_rows(named=True)} >= {("gaze.csv", 3), ("gaze.csv", 5)}
+    assert m[150, 250] == pytest.approx(
+        expected_sum_normalised(150, 250, [(250.0, 150.0, 0.2), (125.0, 150.0, 0.1)], 300, 500), rel=1e-5
+    )
+    assert {(r["file"], r["row"]) for r in ex.tables["rejects"].iter_rows(named=True)} >= {
+        ("gaze.csv", 3),
+        ("gaze.csv", 5),
+    }
     s2 = build_heatmaps(BuildOptions(**{**opts.__dict__, "workers": 1}))
     assert s2.n_reused == 2
 
@@ -285,7 +323,10 @@ _DELETE = object()
         (_set("fixations.columns.duration", "dur"), "give exactly one of t_end and duration"),
         (_set("fixations.columns.y", "fx"), "fields x and y both name the column 'fx'"),
         (_set("fixations.file", "fix.csv"), "give columns.case_id"),
-        (_set("images", _DELETE), "image sizes: give cases.columns image_width_px/image_height_px, or an images section"),
+        (
+            _set("images", _DELETE),
+            "image sizes: give cases.columns image_width_px/image_height_px, or an images section",
+        ),
         (_set("name", "Study PX"), "name: String should match pattern"),
         (_set("name", "declared"), "'declared' is reserved"),
         (_set("fixations.time_unit", "minutes"), "fixations.time_unit"),

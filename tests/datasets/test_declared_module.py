@@ -130,7 +130,8 @@ def _recipe(tmp_path: Path, **changes) -> Path:
 def _density(r: int, c: int, fixations: list[tuple[float, float, float]], sigma: float) -> float:
     """DESIGN.md's rendering contract written out: sum_i w_i / (2 pi s^2) exp(-((c-x)^2 + (r-y)^2) / (2 s^2))."""
     return sum(
-        w / (2 * math.pi * sigma**2) * math.exp(-((c - x) ** 2 + (r - y) ** 2) / (2 * sigma**2)) for x, y, w in fixations
+        w / (2 * math.pi * sigma**2) * math.exp(-((c - x) ** 2 + (r - y) ** 2) / (2 * sigma**2))
+        for x, y, w in fixations
     )
 
 
@@ -183,7 +184,9 @@ def test_a_recipe_for_an_unregistered_dataset_is_refused(tmp_path):
 
         load_recipe(p)
     msg = str(e.value)
-    assert str(p) in msg and "unknown dataset 'toy-nowhere'; known datasets: declared, egd-cxr" in msg and "\n" not in msg
+    assert (
+        str(p) in msg and "unknown dataset 'toy-nowhere'; known datasets: declared, egd-cxr" in msg and "\n" not in msg
+    )
 
 
 def test_a_recipe_of_another_dataset_is_refused_at_build(toy, tmp_path):
@@ -192,6 +195,8 @@ def test_a_recipe_of_another_dataset_is_refused_at_build(toy, tmp_path):
 
     root = _release(tmp_path / "toy")
     for name in ("reflacx-official", "generic-fixation-duration"):  # 'declared' fits declared datasets only
-        opts = BuildOptions(dataset="toy-module", root=root, out=tmp_path / name, recipe=load_recipe(name), workers=1, progress=False)
+        opts = BuildOptions(
+            dataset="toy-module", root=root, out=tmp_path / name, recipe=load_recipe(name), workers=1, progress=False
+        )
         with pytest.raises(GazeprepError, match=f"recipe '{name}' is for dataset '.*', not 'toy-module'"):
             build_heatmaps(opts)

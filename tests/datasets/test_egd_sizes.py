@@ -103,7 +103,9 @@ def test_image_header_wins_over_metadata(rel):
     root, mimic_root, truth, _ = rel
     meta = mimic_root / "mimic-cxr-2.0.0-metadata.csv.gz"
     df = pl.read_csv(gzip.decompress(meta.read_bytes()), infer_schema=False)
-    df = df.with_columns((pl.col("Rows").cast(pl.Int64) * 2).cast(pl.Utf8), (pl.col("Columns").cast(pl.Int64) * 2).cast(pl.Utf8))
+    df = df.with_columns(
+        (pl.col("Rows").cast(pl.Int64) * 2).cast(pl.Utf8), (pl.col("Columns").cast(pl.Int64) * 2).cast(pl.Utf8)
+    )
     meta.write_bytes(gzip.compress(df.write_csv().encode()))
     r = open_(root, mimic_root)
     assert sizes(r) == truth and r.stats["size_from_image"] == N
@@ -137,7 +139,10 @@ def test_no_masks_no_images_root_every_case_rejected(rel):
         did = x["case_id"]
         assert x["file"] == "master_sheet.csv" and x["row"] == i and x["stage"] == "ingest"
         assert "no MIMIC-CXR root given (--images MIMIC_ROOT" in x["reason"]
-        assert f"no mask PNG in {TR}/{did}/ (looked for left_lung.png, right_lung.png, mediastanum.png or mediastinum.png, aortic_knob.png)" in x["reason"]
+        assert (
+            f"no mask PNG in {TR}/{did}/ (looked for left_lung.png, right_lung.png, mediastanum.png or mediastinum.png, aortic_knob.png)"
+            in x["reason"]
+        )
         assert x["reason"].endswith("case skipped")
     # their gaze rows are dropped and say why
     fix = [x for x in r.rejects if x["file"] == "fixations.csv" and x["case_id"] in truth]
@@ -183,11 +188,17 @@ def _truncated_png(root: Path) -> bytes:
 
 @pytest.mark.parametrize(
     "kind, needle",
-    [("empty", "empty file (0 bytes)"), ("garbage", "not a PNG file (bad signature)"), ("truncated", "cannot read image header")],
+    [
+        ("empty", "empty file (0 bytes)"),
+        ("garbage", "not a PNG file (bad signature)"),
+        ("truncated", "cannot read image header"),
+    ],
 )
 def test_bad_mask_png_without_images_is_a_reject_naming_the_png(rel, kind, needle):
     root, _, truth, e = rel
-    content = {"empty": b"", "garbage": b"\x00garbage bytes, not an image\xff" * 3, "truncated": _truncated_png(root)}[kind]
+    content = {"empty": b"", "garbage": b"\x00garbage bytes, not an image\xff" * 3, "truncated": _truncated_png(root)}[
+        kind
+    ]
     did = e.cases[1].dicom_id
     delete_masks(root)
     png = root / TR / did / "left_lung.png"
@@ -199,7 +210,9 @@ def test_bad_mask_png_without_images_is_a_reject_naming_the_png(rel, kind, needl
     assert x["reason"].endswith("case skipped")
 
 
-@pytest.mark.parametrize("content, needle", [(b"", "empty file (0 bytes)"), (b"GIF89a not a png at all", "not a PNG file (bad signature)")])
+@pytest.mark.parametrize(
+    "content, needle", [(b"", "empty file (0 bytes)"), (b"GIF89a not a png at all", "not a PNG file (bad signature)")]
+)
 def test_bad_mask_png_with_images_leaves_that_mask_out(rel, content, needle):
     root, mimic_root, truth, e = rel
     did = e.cases[0].dicom_id
@@ -239,7 +252,11 @@ def test_anatomy_loader_names_a_bad_png(rel):
     png = root / TR / did / "left_lung.png"
     good = png.read_bytes()
     assert load_egd_anatomy_masks(root, did, truth[did])["left_lung"].shape == truth[did]
-    for content, needle in ((b"", "empty file (0 bytes)"), (b"\x89PNG\r\n\x1a\nnonsense", "cannot read mask PNG"), (good[: len(good) // 2], "cannot read mask PNG")):
+    for content, needle in (
+        (b"", "empty file (0 bytes)"),
+        (b"\x89PNG\r\n\x1a\nnonsense", "cannot read mask PNG"),
+        (good[: len(good) // 2], "cannot read mask PNG"),
+    ):
         png.write_bytes(content)
         with pytest.raises(InputFormatError) as ei:
             load_egd_anatomy_masks(root, did, truth[did])
@@ -360,7 +377,17 @@ def test_build_heatmaps_with_and_without_images(rel, tmp_path):
     root, mimic_root, truth, _ = rel
     delete_masks(root)
     recipe = load_recipe("egd-static-contract")
-    s = build_heatmaps(BuildOptions(dataset="egd-cxr", root=root, out=tmp_path / "a", recipe=recipe, workers=1, progress=False, images_root=mimic_root))
+    s = build_heatmaps(
+        BuildOptions(
+            dataset="egd-cxr",
+            root=root,
+            out=tmp_path / "a",
+            recipe=recipe,
+            workers=1,
+            progress=False,
+            images_root=mimic_root,
+        )
+    )
     ex = load_export(s.out)
     idx = ex.tables["heatmaps"]
     assert set(idx["case_id"]) == set(truth)
@@ -369,7 +396,9 @@ def test_build_heatmaps_with_and_without_images(rel, tmp_path):
     assert not any("TypeError" in (x or "") for x in ex.tables["rejects"]["reason"].to_list())
 
     with pytest.raises(RejectPolicyError) as ei:
-        build_heatmaps(BuildOptions(dataset="egd-cxr", root=root, out=tmp_path / "b", recipe=recipe, workers=1, progress=False))
+        build_heatmaps(
+            BuildOptions(dataset="egd-cxr", root=root, out=tmp_path / "b", recipe=recipe, workers=1, progress=False)
+        )
     rej = load_export(ei.value.summary.out).tables["rejects"]
     unknown = rej.filter(pl.col("reason").str.starts_with("image size unknown"))
     assert set(unknown["case_id"]) == set(truth) and set(unknown["file"]) == {"master_sheet.csv"}

@@ -147,7 +147,9 @@ def test_gt_all_foreground_bg_nan():
     r = M.ious_from_confusion(M.confusion_2class(pred, gt))
     # fg: tp 8, union 9 + 8 - 8 = 9 -> 8/9; bg: pos_gt 0 -> NaN
     assert math.isnan(r["bgiou"])
-    assert r["fgiou"] == pytest.approx(8 / 9) and r["miou"] == pytest.approx(8 / 9) and r["fwiou"] == pytest.approx(8 / 9)
+    assert (
+        r["fgiou"] == pytest.approx(8 / 9) and r["miou"] == pytest.approx(8 / 9) and r["fwiou"] == pytest.approx(8 / 9)
+    )
 
 
 def test_perfect_prediction():
@@ -201,14 +203,23 @@ def _semseg_evaluator_arithmetic(cm_gt_pred: np.ndarray) -> dict[str, float]:
     union = pos_gt + pos_pred - tp
     iou_valid = acc_valid & (union > 0)
     iou[iou_valid] = tp[iou_valid] / union[iou_valid]
-    return {"bgiou": iou[0], "fgiou": iou[1], "miou": iou[iou_valid].sum() / iou_valid.sum(),
-            "fwiou": (iou[iou_valid] * weights[iou_valid]).sum()}
+    return {
+        "bgiou": iou[0],
+        "fgiou": iou[1],
+        "miou": iou[iou_valid].sum() / iou_valid.sum(),
+        "fwiou": (iou[iou_valid] * weights[iou_valid]).sum(),
+    }
 
 
 def test_agrees_with_the_semseg_evaluator_arithmetic():
     rng = np.random.default_rng(3)
     cases = [rng.integers(0, 20, size=(2, 2)) for _ in range(200)]
-    cases += [np.array([[5, 4], [0, 0]]), np.array([[0, 0], [3, 6]]), np.array([[0, 2], [0, 5]]), np.array([[4, 0], [3, 0]])]
+    cases += [
+        np.array([[5, 4], [0, 0]]),
+        np.array([[0, 0], [3, 6]]),
+        np.array([[0, 2], [0, 5]]),
+        np.array([[4, 0], [3, 0]]),
+    ]
     for cm in cases:
         if cm.sum() == 0:
             continue
@@ -256,7 +267,9 @@ def test_evaluator_names_export_case_target_and_side(side):
         E.evaluate_exports(pred, gt, metrics=["cc"], n_boot=10)
     msg = str(exc.value)
     assert "\n" not in msg
-    assert msg.startswith(f"{side} export (in memory): case 'c2', target 'edema': map holds 1 NaN value (of 256 pixels)")
+    assert msg.startswith(
+        f"{side} export (in memory): case 'c2', target 'edema': map holds 1 NaN value (of 256 pixels)"
+    )
 
 
 def test_evaluator_names_the_export_path_and_the_stored_target(tmp_path):
@@ -264,7 +277,9 @@ def test_evaluator_names_the_export_path_and_the_stored_target(tmp_path):
     pred.path = tmp_path / "pred"  # an export read from disk has a path
     full = E.InMemoryExport({("c1", "full"): pred.maps[("c1", "edema")], ("c2", "full"): pred.maps[("c2", "edema")]})
     full.path = tmp_path / "pred"
-    with pytest.raises(GazeprepError, match=rf"^prediction export {tmp_path / 'pred'}: case 'c2', target 'edema': map holds 1 \+inf"):
+    with pytest.raises(
+        GazeprepError, match=rf"^prediction export {tmp_path / 'pred'}: case 'c2', target 'edema': map holds 1 \+inf"
+    ):
         E.evaluate_exports(pred, gt, metrics=["kld"], n_boot=10)
     with pytest.raises(GazeprepError, match=r"case 'c2', target 'full' \(compared as 'edema'\): map holds 1 \+inf"):
         E.evaluate_exports(full, gt, metrics=["kld"], n_boot=10, pred_target="full")
@@ -274,17 +289,44 @@ def test_evaluator_names_the_export_path_and_the_stored_target(tmp_path):
 def test_evaluator_checks_the_prediction_in_region_modes(reference):
     pred, _ = _pair_exports("prediction", np.nan)
     cases = pl.DataFrame({"case_id": ["c1", "c2"], "image_height_px": [S, S], "image_width_px": [S, S]})
-    ell = pl.DataFrame({"case_id": ["c1", "c2"], "ellipse_idx": [0, 0], "xmin_px": [2.0, 2.0], "ymin_px": [2.0, 2.0],
-                        "xmax_px": [9.0, 9.0], "ymax_px": [9.0, 9.0], "certainty": [5, 5], "source_label": ["edema", "edema"]})
-    gt = E.InMemoryExport({}, tables={"cases": cases, "ellipses": ell,
-                                      "heatmaps": pl.DataFrame(schema={"case_id": pl.Utf8, "target": pl.Utf8})})
+    ell = pl.DataFrame(
+        {
+            "case_id": ["c1", "c2"],
+            "ellipse_idx": [0, 0],
+            "xmin_px": [2.0, 2.0],
+            "ymin_px": [2.0, 2.0],
+            "xmax_px": [9.0, 9.0],
+            "ymax_px": [9.0, 9.0],
+            "certainty": [5, 5],
+            "source_label": ["edema", "edema"],
+        }
+    )
+    gt = E.InMemoryExport(
+        {},
+        tables={
+            "cases": cases,
+            "ellipses": ell,
+            "heatmaps": pl.DataFrame(schema={"case_id": pl.Utf8, "target": pl.Utf8}),
+        },
+    )
     pred.tables = {**pred.tables, "cases": cases}
     mask = np.zeros((S, S), bool)
     mask[3:9, 3:9] = True
-    kw = {"organ_masks": lambda cid: {"lungs": mask}, "organ_map": {"edema": ("lungs",)}} if reference == "organs" else {}
+    kw = (
+        {"organ_masks": lambda cid: {"lungs": mask}, "organ_map": {"edema": ("lungs",)}}
+        if reference == "organs"
+        else {}
+    )
     with pytest.raises(GazeprepError, match="prediction export .*case 'c2', target 'edema': map holds 1 NaN"):
-        E.evaluate_exports(pred, gt, reference=reference, metrics=["iou"] if reference == "ellipses" else ["diffgradcam"],
-                           iou_threshold=0.5, n_boot=10, **kw)
+        E.evaluate_exports(
+            pred,
+            gt,
+            reference=reference,
+            metrics=["iou"] if reference == "ellipses" else ["diffgradcam"],
+            iou_threshold=0.5,
+            n_boot=10,
+            **kw,
+        )
 
 
 def test_ellipse_with_a_missing_coordinate():
@@ -294,10 +336,28 @@ def test_ellipse_with_a_missing_coordinate():
     assert not M.ellipse_mask(8, 8, [(1.0, 1.0, np.nan, 5.0, 2)]).any()
     pred, _ = _pair_exports("prediction", 0.0)
     cases = pl.DataFrame({"case_id": ["c1", "c2"], "image_height_px": [S, S], "image_width_px": [S, S]})
-    ell = pl.DataFrame({"case_id": ["c1", "c2"], "ellipse_idx": [0, 0], "xmin_px": [2.0, None], "ymin_px": [2.0, 2.0],
-                        "xmax_px": [9.0, 9.0], "ymax_px": [9.0, 9.0], "certainty": [5, 5], "source_label": ["edema", "edema"]})
-    gt = E.InMemoryExport({}, tables={"cases": cases, "ellipses": ell,
-                                      "heatmaps": pl.DataFrame(schema={"case_id": pl.Utf8, "target": pl.Utf8})})
+    ell = pl.DataFrame(
+        {
+            "case_id": ["c1", "c2"],
+            "ellipse_idx": [0, 0],
+            "xmin_px": [2.0, None],
+            "ymin_px": [2.0, 2.0],
+            "xmax_px": [9.0, 9.0],
+            "ymax_px": [9.0, 9.0],
+            "certainty": [5, 5],
+            "source_label": ["edema", "edema"],
+        }
+    )
+    gt = E.InMemoryExport(
+        {},
+        tables={
+            "cases": cases,
+            "ellipses": ell,
+            "heatmaps": pl.DataFrame(schema={"case_id": pl.Utf8, "target": pl.Utf8}),
+        },
+    )
     pred.tables = {**pred.tables, "cases": cases}
-    with pytest.raises(GazeprepError, match=r"ground truth export \(in memory\): case 'c2', target 'edema': an ellipse"):
+    with pytest.raises(
+        GazeprepError, match=r"ground truth export \(in memory\): case 'c2', target 'edema': an ellipse"
+    ):
         E.evaluate_exports(pred, gt, reference="ellipses", metrics=["iou"], iou_threshold=0.5, n_boot=10)

@@ -17,7 +17,9 @@ def _table(labels: dict[str, tuple[list, list]]) -> pl.DataFrame:
     for lab, (truth, score) in labels.items():
         for i, (t, s) in enumerate(zip(truth, score)):
             rows.append((f"c{i}", lab, float(s), None if t is None else float(t)))
-    return pl.DataFrame(rows, schema={"case_id": pl.Utf8, "label": pl.Utf8, "score": pl.Float64, "truth": pl.Float64}, orient="row")
+    return pl.DataFrame(
+        rows, schema={"case_id": pl.Utf8, "label": pl.Utf8, "score": pl.Float64, "truth": pl.Float64}, orient="row"
+    )
 
 
 def _get(summary, group, metric):
@@ -27,11 +29,13 @@ def _get(summary, group, metric):
 
 
 def test_auc_known_answers():
-    t = _table({
-        "perfect": ([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]),
-        "reversed": ([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]),
-        "tied": ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]),
-    })
+    t = _table(
+        {
+            "perfect": ([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]),
+            "reversed": ([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]),
+            "tied": ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]),
+        }
+    )
     s = classification_summary(t, n_boot=20)
     assert _get(s, "perfect", "auc")["mean"] == 1.0
     assert _get(s, "reversed", "auc")["mean"] == 0.0
@@ -42,9 +46,13 @@ def test_auc_known_answers():
 def test_auc_counted_by_hand():
     # positives score 0.9 and 0.4, negatives 0.5, 0.3, 0.1: of the 2 x 3 = 6 (pos, neg) pairs the
     # positive wins 3 (0.9) + 2 (0.4 > 0.3, 0.1) = 5 -> 5/6
-    t = _table({"a": ([1, 1, 0, 0, 0], [0.9, 0.4, 0.5, 0.3, 0.1]),
-                # a tie counts one half: positive 0.5 vs negatives 0.5 (tie) and 0.2 (win) -> 1.5 / 2
-                "b": ([1, 0, 0, None, None], [0.5, 0.5, 0.2, 0.9, 0.0])})
+    t = _table(
+        {
+            "a": ([1, 1, 0, 0, 0], [0.9, 0.4, 0.5, 0.3, 0.1]),
+            # a tie counts one half: positive 0.5 vs negatives 0.5 (tie) and 0.2 (win) -> 1.5 / 2
+            "b": ([1, 0, 0, None, None], [0.5, 0.5, 0.2, 0.9, 0.0]),
+        }
+    )
     s = classification_summary(t, n_boot=20)
     a, b = _get(s, "a", "auc"), _get(s, "b", "auc")
     assert a["mean"] == pytest.approx(5 / 6) and a["n"] == 5
@@ -73,11 +81,13 @@ def test_one_class_label_is_nan_not_an_error():
 
 def test_accuracy_for_one_class_per_case():
     # 4 cases, 3 classes; argmax of the scores is right for cases 0, 1, 3 -> 3/4
-    t = _table({
-        "normal": ([1, 0, 0, 0], [0.7, 0.1, 0.2, 0.3]),
-        "chf": ([0, 1, 0, 1], [0.2, 0.8, 0.7, 0.6]),
-        "pneumonia": ([0, 0, 1, 0], [0.1, 0.1, 0.1, 0.1]),
-    })
+    t = _table(
+        {
+            "normal": ([1, 0, 0, 0], [0.7, 0.1, 0.2, 0.3]),
+            "chf": ([0, 1, 0, 1], [0.2, 0.8, 0.7, 0.6]),
+            "pneumonia": ([0, 0, 1, 0], [0.1, 0.1, 0.1, 0.1]),
+        }
+    )
     s = classification_summary(t, n_boot=50)
     acc = _get(s, "all", "accuracy")
     assert acc["mean"] == 0.75 and acc["n"] == 4 and acc["ci_low"] <= 0.75 <= acc["ci_high"]

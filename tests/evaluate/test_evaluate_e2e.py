@@ -26,10 +26,15 @@ def run(argv: list[str]) -> int:
 
 
 def _recipe() -> Recipe:
-    return Recipe.model_validate({
-        "name": "t", "dataset": "reflacx", "window": {"kind": "sentence"},
-        "render": {"sigma": {"value": 1.0, "unit": "deg"}}, "output": {"size": N},
-    })
+    return Recipe.model_validate(
+        {
+            "name": "t",
+            "dataset": "reflacx",
+            "window": {"kind": "sentence"},
+            "render": {"sigma": {"value": 1.0, "unit": "deg"}},
+            "output": {"size": N},
+        }
+    )
 
 
 def _case(cid: str, split: str, box: tuple[float, float, float, float]) -> CaseResult:
@@ -40,14 +45,33 @@ def _case(cid: str, split: str, box: tuple[float, float, float, float]) -> CaseR
     cx, cy, sx, sy = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 3, (y1 - y0) / 3
     heat = np.exp(-((c - cx) ** 2 / (2 * sx**2) + (r - cy) ** 2 / (2 * sy**2)))
     tables = {
-        "cases": pl.DataFrame({"dataset": ["reflacx"], "case_id": [cid], "split": [split],
-                               "image_height_px": [H], "image_width_px": [W]}),
-        "ellipses": pl.DataFrame({"dataset": ["reflacx"], "case_id": [cid], "ellipse_idx": [0],
-                                  "xmin_px": [box[0]], "ymin_px": [box[1]], "xmax_px": [box[2]], "ymax_px": [box[3]],
-                                  "certainty": [5], "source_label": ["Pleural effusion"]}),
-        "fixations": pl.DataFrame({"dataset": ["reflacx"], "case_id": [cid], "fixation_idx": [0],
-                                   "t_start_s": [0.0], "t_end_s": [1.0], "x_px": [(box[0] + box[2]) / 2],
-                                   "y_px": [(box[1] + box[3]) / 2]}),
+        "cases": pl.DataFrame(
+            {"dataset": ["reflacx"], "case_id": [cid], "split": [split], "image_height_px": [H], "image_width_px": [W]}
+        ),
+        "ellipses": pl.DataFrame(
+            {
+                "dataset": ["reflacx"],
+                "case_id": [cid],
+                "ellipse_idx": [0],
+                "xmin_px": [box[0]],
+                "ymin_px": [box[1]],
+                "xmax_px": [box[2]],
+                "ymax_px": [box[3]],
+                "certainty": [5],
+                "source_label": ["Pleural effusion"],
+            }
+        ),
+        "fixations": pl.DataFrame(
+            {
+                "dataset": ["reflacx"],
+                "case_id": [cid],
+                "fixation_idx": [0],
+                "t_start_s": [0.0],
+                "t_end_s": [1.0],
+                "x_px": [(box[0] + box[2]) / 2],
+                "y_px": [(box[1] + box[3]) / 2],
+            }
+        ),
     }
     return CaseResult(cid, f"h-{cid}", tables, {"pleural_abnormality": heat.astype(np.float32)})
 
@@ -69,8 +93,23 @@ def exports(tmp_path_factory):
 def test_cli_map_metrics(exports, tmp_path, capsys):
     gt, pred = exports
     out = tmp_path / "summary.csv"
-    code = run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "cc,kld,ssim,iou,fgiou,nss",
-                "--out", str(out), "--pairs-out", str(tmp_path / "pairs.parquet"), "--n-boot", "50"])
+    code = run(
+        [
+            "evaluate",
+            "--pred",
+            str(pred),
+            "--gt",
+            str(gt),
+            "--metrics",
+            "cc,kld,ssim,iou,fgiou,nss",
+            "--out",
+            str(out),
+            "--pairs-out",
+            str(tmp_path / "pairs.parquet"),
+            "--n-boot",
+            "50",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "pleural_abnormality" in text and "cc↑" in text and "4 pairs" in text
@@ -80,14 +119,18 @@ def test_cli_map_metrics(exports, tmp_path, capsys):
     pairs = pl.read_parquet(tmp_path / "pairs.parquet")
     g, p = load_export(gt), load_export(pred)
     r = pairs.filter(pl.col("case_id") == "t1").row(0, named=True)
-    assert r["cc"] == pytest.approx(M.cc(p.heatmap("t1", "pleural_abnormality"), g.heatmap("t1", "pleural_abnormality")))
+    assert r["cc"] == pytest.approx(
+        M.cc(p.heatmap("t1", "pleural_abnormality"), g.heatmap("t1", "pleural_abnormality"))
+    )
     assert np.isfinite(r["nss"]) and r["nss"] > 1  # the fixation sits at the blob's centre
 
 
 def test_cli_gt_ellipses_vs_gt_maps(exports, tmp_path, capsys):
     gt, _ = exports
     out = tmp_path / "ell.parquet"
-    assert run(["evaluate", "--pred", str(gt), "--gt", str(gt), "--gt-ellipses", "--out", str(out), "--n-boot", "50"]) == 0
+    assert (
+        run(["evaluate", "--pred", str(gt), "--gt", str(gt), "--gt-ellipses", "--out", str(out), "--n-boot", "50"]) == 0
+    )
     s = pl.read_parquet(out)
     lab = s.filter(pl.col("group") == "pleural_abnormality").row(0, named=True)
     # threshold chosen on the two validate cases, IoU reported on the two test cases
@@ -139,11 +182,26 @@ def test_cli_organ_mode_errors_and_map_parsing(exports, tmp_path, capsys):
     gt, pred = exports
     assert run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path / "nope")]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path), "--organ-map", "x"]) == 2
+    assert (
+        run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path), "--organ-map", "x"]) == 2
+    )
     assert "target=structure" in capsys.readouterr().err
     # masks folder without masks for these images: every pair NaN, reported, no crash
-    code = run(["evaluate", "--pred", str(pred), "--gt", str(gt), "--organ-masks", str(tmp_path),
-                "--organ-map", "pleural_abnormality=left_lung", "--n-boot", "20"])
+    code = run(
+        [
+            "evaluate",
+            "--pred",
+            str(pred),
+            "--gt",
+            str(gt),
+            "--organ-masks",
+            str(tmp_path),
+            "--organ-map",
+            "pleural_abnormality=left_lung",
+            "--n-boot",
+            "20",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "without an organ mask" in out
 
@@ -185,7 +243,9 @@ def test_cli_refuses_a_map_holding_nan_or_inf(exports, tmp_path, capsys, side, v
     _inject(bad, "t2", "pleural_abnormality", value)
     assert not np.isfinite(load_export(bad).heatmap("t2", "pleural_abnormality")).all()
     capsys.readouterr()
-    code = run(["evaluate", "--pred", str(pred2), "--gt", str(gt2), "--metrics", "cc,ssim,l1,iou,fgiou", "--n-boot", "20"])
+    code = run(
+        ["evaluate", "--pred", str(pred2), "--gt", str(gt2), "--metrics", "cc,ssim,l1,iou,fgiou", "--n-boot", "20"]
+    )
     cap = capsys.readouterr()
     assert code == 1
     assert "Traceback" not in cap.out + cap.err

@@ -19,7 +19,9 @@ def _blob(h, w, cy, cx, s):
 
 
 def _cases(ids, splits, h=16, w=16):
-    return pl.DataFrame({"case_id": ids, "split": splits, "image_height_px": [h] * len(ids), "image_width_px": [w] * len(ids)})
+    return pl.DataFrame(
+        {"case_id": ids, "split": splits, "image_height_px": [h] * len(ids), "image_width_px": [w] * len(ids)}
+    )
 
 
 def test_pairs_unpaired_and_map_metrics_match_direct_calls():
@@ -48,35 +50,47 @@ def test_identical_exports_give_perfect_scores():
     # I-AI binarises the two sides differently (pred > .5, gt by unique-level quantile), so even
     # identical maps need the same rule on both sides to score fgIoU 1
     assert s["fgiou"] < 1
-    res = E.evaluate_exports(E.InMemoryExport(maps), E.InMemoryExport(maps), metrics=["fgiou"], gt_binarize=0.5, n_boot=20)
+    res = E.evaluate_exports(
+        E.InMemoryExport(maps), E.InMemoryExport(maps), metrics=["fgiou"], gt_binarize=0.5, n_boot=20
+    )
     assert res.summary["mean"][0] == pytest.approx(1)
 
 
 def test_dataset_level_fgiou_sums_confusions():
-    gt_a = np.zeros((4, 4)); gt_a[:2, :2] = 1  # noqa: E702
-    gt_b = np.zeros((4, 4)); gt_b[0, 0] = 1  # noqa: E702
+    gt_a = np.zeros((4, 4))
+    gt_a[:2, :2] = 1  # noqa: E702
+    gt_b = np.zeros((4, 4))
+    gt_b[0, 0] = 1  # noqa: E702
     pr_a = gt_a.copy()  # perfect: tp 4
-    pr_b = np.zeros((4, 4)); pr_b[3, 3] = 1  # noqa: E702  tp 0, fp 1, fn 1
+    pr_b = np.zeros((4, 4))
+    pr_b[3, 3] = 1  # noqa: E702  tp 0, fp 1, fn 1
     gt = E.InMemoryExport({("a", "t"): gt_a, ("b", "t"): gt_b})
     pred = E.InMemoryExport({("a", "t"): pr_a, ("b", "t"): pr_b})
     res = E.evaluate_exports(pred, gt, metrics=["fgiou"], gt_binarize=0.5, n_boot=20, by="none")
     # summed: tp 4, fp 1, fn 1 -> 4/6; per-image mean would be (1 + 0)/2
     assert res.summary.row(0, named=True)["mean"] == pytest.approx(4 / 6)
-    res_img = E.evaluate_exports(pred, gt, metrics=["fgiou"], gt_binarize=0.5, n_boot=20, by="none", iou_average="image")
+    res_img = E.evaluate_exports(
+        pred, gt, metrics=["fgiou"], gt_binarize=0.5, n_boot=20, by="none", iou_average="image"
+    )
     assert res_img.summary.row(0, named=True)["mean"] == pytest.approx(0.5)
 
 
 def test_validated_threshold_chosen_on_validate_reported_on_test():
     # reference region = gt > .15; predictions are the gt scaled by a per-case factor so that
     # validate pairs favour one threshold; test IoU is reported at that threshold only
-    g = np.zeros((8, 8)); g[2:6, 2:6] = 1  # noqa: E702
-    noise = np.zeros((8, 8)); noise[0, :] = 0.27  # noqa: E702  a false-positive row at .27
+    g = np.zeros((8, 8))
+    g[2:6, 2:6] = 1  # noqa: E702
+    noise = np.zeros((8, 8))
+    noise[0, :] = 0.27  # noqa: E702  a false-positive row at .27
     pred_map = g * 0.9 + noise
     maps_p = {(c, "t"): pred_map for c in ("v1", "v2", "t1")}
     maps_g = {(c, "t"): g for c in ("v1", "v2", "t1")}
     cases = _cases(["v1", "v2", "t1"], ["validate", "validate", "test"], 8, 8)
     res = E.evaluate_exports(
-        E.InMemoryExport(maps_p, {"cases": cases}), E.InMemoryExport(maps_g, {"cases": cases}), metrics=["iou"], n_boot=20
+        E.InMemoryExport(maps_p, {"cases": cases}),
+        E.InMemoryExport(maps_g, {"cases": cases}),
+        metrics=["iou"],
+        n_boot=20,
     )
     # any threshold in [.27, .9) isolates the square: the first such in THRESHOLDS_004 is .3 -> IoU 1
     lab = res.summary.filter(pl.col("group") == "t").row(0, named=True)
@@ -87,7 +101,9 @@ def test_validated_threshold_chosen_on_validate_reported_on_test():
     res2 = E.evaluate_exports(E.InMemoryExport(maps_p), E.InMemoryExport(maps_g), metrics=["iou"], n_boot=20)
     assert res2.notes and res2.summary.filter(pl.col("group") == "t")["threshold_from"][0] == "same data"
     # a fixed threshold: .15 lets the noise row in: inter 16, union 16 + 8
-    res3 = E.evaluate_exports(E.InMemoryExport(maps_p), E.InMemoryExport(maps_g), metrics=["iou"], iou_threshold=0.15, n_boot=20)
+    res3 = E.evaluate_exports(
+        E.InMemoryExport(maps_p), E.InMemoryExport(maps_g), metrics=["iou"], iou_threshold=0.15, n_boot=20
+    )
     assert res3.summary.filter(pl.col("group") == "all")["mean"][0] == pytest.approx(16 / 24)
 
 
@@ -95,11 +111,18 @@ def test_ellipse_mode_letterboxed_prediction():
     # image 20 (h) x 40 (w); prediction letterboxed into 20x20 (scale .5, rows 5..14)
     H, W = 20, 40
     grid = OutputGrid.letterbox(H, W, 20)
-    ell = pl.DataFrame({
-        "case_id": ["a", "a"], "ellipse_idx": [0, 1], "xmin_px": [10.0, 0.0], "ymin_px": [4.0, 0.0],
-        "xmax_px": [30.0, 5.0], "ymax_px": [16.0, 5.0], "certainty": [5, 1],
-        "source_label": ["Pulmonary edema", "Pneumothorax"],
-    })
+    ell = pl.DataFrame(
+        {
+            "case_id": ["a", "a"],
+            "ellipse_idx": [0, 1],
+            "xmin_px": [10.0, 0.0],
+            "ymin_px": [4.0, 0.0],
+            "xmax_px": [30.0, 5.0],
+            "ymax_px": [16.0, 5.0],
+            "certainty": [5, 1],
+            "source_label": ["Pulmonary edema", "Pneumothorax"],
+        }
+    )
     truth = M.ellipse_mask(H, W, [(10, 4, 30, 16)])
     # prediction: the ellipse region drawn in grid coordinates
     x0, y0 = grid.to_grid(10, 4)
@@ -125,10 +148,15 @@ def test_ellipse_mode_letterboxed_prediction():
 
 def test_fixation_metrics_use_windowed_fixations():
     H = W = 10
-    fx = pl.DataFrame({
-        "case_id": ["a"] * 3, "t_start_s": [0.0, 2.0, 5.0], "t_end_s": [1.0, 3.0, 6.0],
-        "x_px": [2.0, 7.0, 4.0], "y_px": [2.0, 7.0, 8.0],
-    })
+    fx = pl.DataFrame(
+        {
+            "case_id": ["a"] * 3,
+            "t_start_s": [0.0, 2.0, 5.0],
+            "t_end_s": [1.0, 3.0, 6.0],
+            "x_px": [2.0, 7.0, 4.0],
+            "y_px": [2.0, 7.0, 8.0],
+        }
+    )
     win = pl.DataFrame({"case_id": ["a"], "target": ["t"], "t_start_s": [1.5], "t_end_s": [4.0]})
     grid = OutputGrid.native(H, W)
     fm = E.fixation_map(fx, win, grid)
@@ -170,7 +198,8 @@ def test_errors_are_one_line():
 def test_label_mean_row_is_unweighted_mean_of_labels():
     # label a: 3 pairs with l1 = .1 each... built as constant maps: |p - g| after max-norm
     g = np.ones((4, 4))
-    p_half = np.ones((4, 4)); p_half[:2] = 0.5  # noqa: E702  max-norm keeps it: l1 = .25
+    p_half = np.ones((4, 4))
+    p_half[:2] = 0.5  # noqa: E702  max-norm keeps it: l1 = .25
     gt = E.InMemoryExport({("c1", "a"): g, ("c2", "a"): g, ("c3", "a"): g, ("c1", "b"): g})
     pred = E.InMemoryExport({("c1", "a"): g, ("c2", "a"): g, ("c3", "a"): g, ("c1", "b"): p_half})
     res = E.evaluate_exports(pred, gt, metrics=["l1"], n_boot=20)
@@ -182,8 +211,10 @@ def test_label_mean_row_is_unweighted_mean_of_labels():
 
 
 def test_pred_target_full_stands_for_every_label():
-    g = np.zeros((8, 8)); g[2:6, 2:6] = 1  # noqa: E702
-    full = np.zeros((8, 8)); full[2:6, 2:4] = 1  # noqa: E702  half of the square
+    g = np.zeros((8, 8))
+    g[2:6, 2:6] = 1  # noqa: E702
+    full = np.zeros((8, 8))
+    full[2:6, 2:4] = 1  # noqa: E702  half of the square
     gt = E.InMemoryExport({("a", "x"): g, ("a", "y"): g, ("b", "x"): g})
     pred = E.InMemoryExport({("a", "full"): full, ("b", "full"): g})
     res = E.evaluate_exports(pred, gt, metrics=["iou"], iou_threshold=0.5, pred_target="full", n_boot=20)
@@ -199,29 +230,42 @@ def test_pred_target_full_stands_for_every_label():
 def test_regrid_letterboxed_prediction_onto_native_reference():
     # image 10 x 20 (h x w); prediction on a 20 x 20 letterbox grid (scale 1, rows 5..14 hold the image)
     H, W = 10, 20
-    g = np.zeros((H, W)); g[2:5, 3:9] = 1  # noqa: E702
+    g = np.zeros((H, W))
+    g[2:5, 3:9] = 1  # noqa: E702
     lb = OutputGrid.letterbox(H, W, 20)
-    p = np.zeros((20, 20)); p[7:10, 3:9] = 1  # noqa: E702  the same square, shifted by the padding
+    p = np.zeros((20, 20))
+    p[7:10, 3:9] = 1  # noqa: E702  the same square, shifted by the padding
     np.testing.assert_array_equal(E.regrid(p, lb, OutputGrid.native(H, W)), g)
     cases = pl.DataFrame({"case_id": ["a"], "image_height_px": [H], "image_width_px": [W]})
-    res = E.evaluate_exports(E.InMemoryExport({("a", "t"): p}, {"cases": cases}),
-                             E.InMemoryExport({("a", "t"): g}, {"cases": cases}), metrics=["cc", "l1"], n_boot=20)
+    res = E.evaluate_exports(
+        E.InMemoryExport({("a", "t"): p}, {"cases": cases}),
+        E.InMemoryExport({("a", "t"): g}, {"cases": cases}),
+        metrics=["cc", "l1"],
+        n_boot=20,
+    )
     assert res.pairs["cc"][0] == pytest.approx(1.0) and res.pairs["l1"][0] == 0
     # without the image size a plain resize is all that can be done: misaligned
-    res2 = E.evaluate_exports(E.InMemoryExport({("a", "t"): p}), E.InMemoryExport({("a", "t"): g}), metrics=["cc"], n_boot=20)
+    res2 = E.evaluate_exports(
+        E.InMemoryExport({("a", "t"): p}), E.InMemoryExport({("a", "t"): g}), metrics=["cc"], n_boot=20
+    )
     assert res2.pairs["cc"][0] < 0.9
 
 
 def test_organ_mode_interpretability_rate():
     # image 20 x 40, CAMs on a 10 x 10 letterbox grid (scale .25, image rows 2.5..7.5 of the grid)
     H, W = 20, 40
-    heart = np.zeros((H, W), bool); heart[8:20, 16:28] = True  # noqa: E702
-    lungs = np.zeros((H, W), bool); lungs[0:16, 0:12] = True  # noqa: E702
+    heart = np.zeros((H, W), bool)
+    heart[8:20, 16:28] = True  # noqa: E702
+    lungs = np.zeros((H, W), bool)
+    lungs[0:16, 0:12] = True  # noqa: E702
     grid = OutputGrid.letterbox(H, W, 10)
+
     def cam_at(x_px, y_px):
         gx, gy = grid.to_grid(x_px, y_px)
-        c = np.zeros((10, 10)); c[int(round(float(gy))), int(round(float(gx)))] = 1.0  # noqa: E702
+        c = np.zeros((10, 10))
+        c[int(round(float(gy))), int(round(float(gx)))] = 1.0  # noqa: E702
         return c
+
     maps = {
         ("a", "enlarged_cardiac_silhouette"): cam_at(22, 14),  # peak in the heart -> 1
         ("b", "enlarged_cardiac_silhouette"): cam_at(4, 4),  # peak in the lung -> 0
@@ -230,16 +274,26 @@ def test_organ_mode_interpretability_rate():
     }
     cases = pl.DataFrame({"case_id": ["a", "b"], "image_height_px": [H, H], "image_width_px": [W, W]})
     pred = E.InMemoryExport(maps, {"cases": cases})
-    res = E.evaluate_exports(pred, pred, reference="organs", organ_masks=lambda cid: {"heart": heart, "left_lung": lungs},
-                             metrics=["interpretability"], n_boot=20)
+    res = E.evaluate_exports(
+        pred,
+        pred,
+        reference="organs",
+        organ_masks=lambda cid: {"heart": heart, "left_lung": lungs},
+        metrics=["interpretability"],
+        n_boot=20,
+    )
     got = {(r["case_id"], r["target"]): r["interpretability"] for r in res.pairs.iter_rows(named=True)}
-    assert got == {("a", "enlarged_cardiac_silhouette"): 1.0, ("b", "enlarged_cardiac_silhouette"): 0.0,
-                   ("a", "pneumonia"): 1.0}
+    assert got == {
+        ("a", "enlarged_cardiac_silhouette"): 1.0,
+        ("b", "enlarged_cardiac_silhouette"): 0.0,
+        ("a", "pneumonia"): 1.0,
+    }
     s = {r["group"]: r["mean"] for r in res.summary.iter_rows(named=True)}
     assert s["enlarged_cardiac_silhouette"] == 0.5 and s["pneumonia"] == 1.0
     # a case without masks: NaN and a note, not a crash
-    res2 = E.evaluate_exports(pred, pred, reference="organs", organ_masks=lambda cid: None,
-                              metrics=["interpretability"], n_boot=20)
+    res2 = E.evaluate_exports(
+        pred, pred, reference="organs", organ_masks=lambda cid: None, metrics=["interpretability"], n_boot=20
+    )
     assert res2.pairs["interpretability"].is_nan().all() and any("organ mask" in n for n in res2.notes)
     with pytest.raises(GazeprepError, match="organ masks"):
         E.evaluate_exports(pred, pred, reference="organs")
@@ -247,12 +301,19 @@ def test_organ_mode_interpretability_rate():
 
 def test_organ_mode_iou_with_missing_masks_does_not_crash():
     H, W = 10, 10
-    heart = np.zeros((H, W), bool); heart[2:6, 2:6] = True  # noqa: E702
+    heart = np.zeros((H, W), bool)
+    heart[2:6, 2:6] = True  # noqa: E702
     cam = heart.astype(float)
     cases = pl.DataFrame({"case_id": ["a", "b"], "image_height_px": [H, H], "image_width_px": [W, W]})
     pred = E.InMemoryExport({("a", "heart"): cam, ("b", "heart"): cam}, {"cases": cases})
-    res = E.evaluate_exports(pred, pred, reference="organs", metrics=["iou"], n_boot=20,
-                             organ_masks=lambda cid: {"heart": heart} if cid == "a" else None)
+    res = E.evaluate_exports(
+        pred,
+        pred,
+        reference="organs",
+        metrics=["iou"],
+        n_boot=20,
+        organ_masks=lambda cid: {"heart": heart} if cid == "a" else None,
+    )
     got = dict(zip(res.pairs["case_id"], res.pairs["iou"]))
     assert got["a"] == 1.0 and np.isnan(got["b"])
     assert np.isnan(M.best_thresholds(np.full((2, len(M.THRESHOLDS_004)), np.nan))[0])

@@ -297,8 +297,26 @@ def test_bootstrap_mean_width_matches_normal_theory():
 # ------------------------------------------------------------------------------------------ registry
 def test_registry_names_kinds_and_errors():
     names = list_metrics()
-    for n in ("iou", "fgiou", "bgiou", "fwiou", "ssim", "psnr", "l1", "l2", "kld", "cc", "hs", "nss",
-              "sim", "auc_judd", "diffgradcam", "ehr_auc", "interpretability", "auc"):
+    for n in (
+        "iou",
+        "fgiou",
+        "bgiou",
+        "fwiou",
+        "ssim",
+        "psnr",
+        "l1",
+        "l2",
+        "kld",
+        "cc",
+        "hs",
+        "nss",
+        "sim",
+        "auc_judd",
+        "diffgradcam",
+        "ehr_auc",
+        "interpretability",
+        "auc",
+    ):
         assert n in names
     assert "nss" in list_metrics("fixations") and "kld" in list_metrics("map")
     assert get_metric("l2").higher_is_better is False

@@ -24,7 +24,8 @@ def test_overlay_zero_heat_leaves_image_and_peak_is_coloured():
     g = np.full((4, 4), 0.5)
     out = P.overlay_heatmap(g, np.zeros((4, 4)))
     assert np.all(out == 128)
-    h = np.zeros((4, 4)); h[1, 1] = 2.0  # noqa: E702
+    h = np.zeros((4, 4))
+    h[1, 1] = 2.0  # noqa: E702
     out = P.overlay_heatmap(g, h, max_alpha=1.0)
     assert tuple(out[1, 1]) == (252, 255, 164) and tuple(out[0, 0]) == (128, 128, 128)
 
@@ -32,22 +33,43 @@ def test_overlay_zero_heat_leaves_image_and_peak_is_coloured():
 def _export(H=20, W=40, N=20, heat=None):
     grid = OutputGrid.letterbox(H, W, N)
     if heat is None:
-        heat = np.zeros((N, N)); heat[8:12, 8:12] = 1.0  # noqa: E702
-    cases = pl.DataFrame({"case_id": ["c1"], "image_height_px": [H], "image_width_px": [W], "image_path": ["files/p1/x.jpg"]})
-    fx = pl.DataFrame({"case_id": ["c1"] * 3, "t_start_s": [0.0, 1.0, 2.0], "t_end_s": [0.2, 1.9, 2.1],
-                       "x_px": [5.0, 20.0, 35.0], "y_px": [5.0, 10.0, 15.0]})
-    ell = pl.DataFrame({"case_id": ["c1"], "xmin_px": [10.0], "ymin_px": [4.0], "xmax_px": [30.0], "ymax_px": [16.0],
-                        "certainty": [4], "source_label": ["Pneumothorax"]})
+        heat = np.zeros((N, N))
+        heat[8:12, 8:12] = 1.0  # noqa: E702
+    cases = pl.DataFrame(
+        {"case_id": ["c1"], "image_height_px": [H], "image_width_px": [W], "image_path": ["files/p1/x.jpg"]}
+    )
+    fx = pl.DataFrame(
+        {
+            "case_id": ["c1"] * 3,
+            "t_start_s": [0.0, 1.0, 2.0],
+            "t_end_s": [0.2, 1.9, 2.1],
+            "x_px": [5.0, 20.0, 35.0],
+            "y_px": [5.0, 10.0, 15.0],
+        }
+    )
+    ell = pl.DataFrame(
+        {
+            "case_id": ["c1"],
+            "xmin_px": [10.0],
+            "ymin_px": [4.0],
+            "xmax_px": [30.0],
+            "ymax_px": [16.0],
+            "certainty": [4],
+            "source_label": ["Pneumothorax"],
+        }
+    )
     return E.InMemoryExport({("c1", "pneumothorax"): heat}, {"cases": cases, "fixations": fx, "ellipses": ell}), grid
 
 
 def test_heat_layer_cuts_letterbox_padding():
     # heat only in the padding rows of the 20x20 grid (the 20x40 image fills rows 5..14)
-    heat = np.zeros((20, 20)); heat[:4] = 1.0  # noqa: E702
+    heat = np.zeros((20, 20))
+    heat[:4] = 1.0  # noqa: E702
     ex, grid = _export(heat=heat)
     d = P._heat_on_display(heat, grid, 20, 40, 1.0)
     assert d.max() == 0
-    heat = np.zeros((20, 20)); heat[5:15] = 1.0  # noqa: E702
+    heat = np.zeros((20, 20))
+    heat[5:15] = 1.0  # noqa: E702
     assert P._heat_on_display(heat, grid, 20, 40, 1.0).min() == 1.0
 
 
@@ -89,8 +111,9 @@ def test_mask_outline_drawn_from_arrays():
     m = np.zeros((20, 40), bool)
     m[4:16, 4:16] = True
     plain = np.asarray(P.render_preview(ex, "c1", "pneumothorax", image=np.zeros((20, 40), np.float32), size=400))
-    drawn = np.asarray(P.render_preview(ex, "c1", "pneumothorax", image=np.zeros((20, 40), np.float32), size=400,
-                                        masks={"heart": m}))
+    drawn = np.asarray(
+        P.render_preview(ex, "c1", "pneumothorax", image=np.zeros((20, 40), np.float32), size=400, masks={"heart": m})
+    )
     # each structure has a fixed outline colour (the same in every panel and in the sheet's legend)
     col = np.array(P.mask_colour("heart"))
     red = (np.abs(drawn.astype(int) - col) <= 30).all(axis=-1)

@@ -20,7 +20,14 @@ from PIL import Image
 from gazeprep.evaluate import evaluator as E
 from gazeprep.evaluate import preview as P
 
-_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "chromium-headless-shell")
+_BROWSERS = (
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+    "google-chrome-stable",
+    "chrome",
+    "chromium-headless-shell",
+)
 
 
 def _browser() -> str | None:
@@ -43,8 +50,18 @@ pytestmark = pytest.mark.skipif(
 
 
 def _chrome(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-           "--disable-dev-shm-usage", f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=5000", *args]
+    cmd = [
+        BROWSER,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--virtual-time-budget=5000",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -68,7 +85,7 @@ def _xray(H: int, W: int) -> np.ndarray:
     img = 0.55 + 0.25 * (r / H) + 0.05 * np.sin(c / 3.0)
     for cx in (0.3 * W, 0.7 * W):
         img -= 0.35 * np.exp(-(((c - cx) / (0.14 * W)) ** 2 + ((r - 0.5 * H) / (0.3 * H)) ** 2))
-    img[:, int(0.47 * W): int(0.53 * W)] += 0.2
+    img[:, int(0.47 * W) : int(0.53 * W)] += 0.2
     return np.clip(img, 0, 1).astype(np.float32)
 
 
@@ -83,21 +100,49 @@ def _export(tmp: Path) -> E.InMemoryExport:
     grid = __import__("gazeprep.heatmaps.grid", fromlist=["OutputGrid"]).OutputGrid.letterbox(H, W, N)
     rr, cc = np.mgrid[0:N, 0:N]
     maps = {}
-    for k, (cid, x, y) in enumerate((("case-a", 30, 50), ("case-b", 70, 70))):
+    for cid, x, y in (("case-a", 30, 50), ("case-b", 70, 70)):
         gx, gy = grid.to_grid(x, y)
         maps[(cid, "pneumothorax")] = np.exp(-((cc - gx) ** 2 + (rr - gy) ** 2) / (2 * 6.0**2)).astype(np.float32)
     ids = ["case-a", "case-b", "case-c"]
-    cases = pl.DataFrame({"case_id": ids, "image_id": ["img"] * 3, "image_height_px": [H] * 3, "image_width_px": [W] * 3,
-                          "image_path": [rel] * 3})
-    fx = pl.DataFrame({"case_id": ["case-a"] * 3 + ["case-b"] * 2, "t_start_s": [0.0, 1.0, 2.0, 0.0, 1.0],
-                       "t_end_s": [0.5, 1.8, 2.4, 0.6, 1.2], "x_px": [30.0, 40.0, -20.0, 70.0, 65.0],
-                       "y_px": [50.0, 55.0, 60.0, 70.0, 75.0]})
-    ell = pl.DataFrame({"case_id": ["case-a", "case-b"], "xmin_px": [15.0, 55.0], "ymin_px": [35.0, 55.0],
-                        "xmax_px": [45.0, 85.0], "ymax_px": [65.0, 85.0], "certainty": [5, 2],
-                        "source_label": ["Pneumothorax", "Pneumothorax"]})
-    rejects = pl.DataFrame({"case_id": ["case-c"], "stage": ["render"], "file": [None], "row": [None],
-                            "reason": ["no fixation in any window"]},
-                           schema={"case_id": pl.Utf8, "stage": pl.Utf8, "file": pl.Utf8, "row": pl.Int64, "reason": pl.Utf8})
+    cases = pl.DataFrame(
+        {
+            "case_id": ids,
+            "image_id": ["img"] * 3,
+            "image_height_px": [H] * 3,
+            "image_width_px": [W] * 3,
+            "image_path": [rel] * 3,
+        }
+    )
+    fx = pl.DataFrame(
+        {
+            "case_id": ["case-a"] * 3 + ["case-b"] * 2,
+            "t_start_s": [0.0, 1.0, 2.0, 0.0, 1.0],
+            "t_end_s": [0.5, 1.8, 2.4, 0.6, 1.2],
+            "x_px": [30.0, 40.0, -20.0, 70.0, 65.0],
+            "y_px": [50.0, 55.0, 60.0, 70.0, 75.0],
+        }
+    )
+    ell = pl.DataFrame(
+        {
+            "case_id": ["case-a", "case-b"],
+            "xmin_px": [15.0, 55.0],
+            "ymin_px": [35.0, 55.0],
+            "xmax_px": [45.0, 85.0],
+            "ymax_px": [65.0, 85.0],
+            "certainty": [5, 2],
+            "source_label": ["Pneumothorax", "Pneumothorax"],
+        }
+    )
+    rejects = pl.DataFrame(
+        {
+            "case_id": ["case-c"],
+            "stage": ["render"],
+            "file": [None],
+            "row": [None],
+            "reason": ["no fixation in any window"],
+        },
+        schema={"case_id": pl.Utf8, "stage": pl.Utf8, "file": pl.Utf8, "row": pl.Int64, "reason": pl.Utf8},
+    )
     man = {"kind": "ground_truth", "recipe": load_recipe("reflacx-label-specific").model_dump(mode="json")}
     ex = E.InMemoryExport(maps, {"cases": cases, "fixations": fx, "ellipses": ell, "rejects": rejects}, man)
     ex.images_root = root  # type: ignore[attr-defined]
@@ -113,8 +158,8 @@ def _smooth_grey_levels(a: np.ndarray, min_pixels: int = 20) -> int:
     c = g[1:-1, 1:-1]
     smooth = grey[1:-1, 1:-1].copy()
     for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        nb = g[1 + dy: g.shape[0] - 1 + dy, 1 + dx: g.shape[1] - 1 + dx]
-        ng = grey[1 + dy: g.shape[0] - 1 + dy, 1 + dx: g.shape[1] - 1 + dx]
+        nb = g[1 + dy : g.shape[0] - 1 + dy, 1 + dx : g.shape[1] - 1 + dx]
+        ng = grey[1 + dy : g.shape[0] - 1 + dy, 1 + dx : g.shape[1] - 1 + dx]
         smooth &= ng & (np.abs(nb - c) <= 4)
     counts = np.bincount(c[smooth].ravel(), minlength=256)
     return int((counts >= min_pixels).sum())
@@ -131,8 +176,9 @@ def _solid_block(a: np.ndarray, colour, tol: int = 6, k: int = 6) -> bool:
 def test_contact_sheet_in_a_headless_browser(tmp_path):
     ex = _export(tmp_path)
     said: list[str] = []
-    page = P.contact_sheet(ex, tmp_path / "sheet", images_root=ex.images_root, thumb=256, full=480, progress=False,
-                           warn=said.append)
+    page = P.contact_sheet(
+        ex, tmp_path / "sheet", images_root=ex.images_root, thumb=256, full=480, progress=False, warn=said.append
+    )
     assert said == []  # the image was found
     a = _screenshot(page, tmp_path / "shot.png", tmp_path)
     assert a.shape[0] >= 1000 and a.shape[1] >= 1300
@@ -162,8 +208,9 @@ def test_grey_canvas_is_what_the_screenshot_sees_without_images(tmp_path):
     """Negative control of the first check: the same sheet without images has no X-ray grey levels."""
     ex = _export(tmp_path)
     said: list[str] = []
-    page = P.contact_sheet(ex, tmp_path / "sheet", images_root=tmp_path / "nowhere", thumb=256, full=480,
-                           progress=False, warn=said.append)
+    page = P.contact_sheet(
+        ex, tmp_path / "sheet", images_root=tmp_path / "nowhere", thumb=256, full=480, progress=False, warn=said.append
+    )
     assert len(said) == 1 and "nowhere" in said[0]
     a = _screenshot(page, tmp_path / "shot.png", tmp_path)
     assert _smooth_grey_levels(a) < 15

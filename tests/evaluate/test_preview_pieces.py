@@ -13,7 +13,6 @@ from gazeprep.cli import main
 from gazeprep.evaluate import evaluator as E
 from gazeprep.evaluate import preview as P
 from gazeprep.export import CaseResult, finalize, write_prediction_export
-from gazeprep.heatmaps.grid import OutputGrid
 from gazeprep.paths import bundled_sample_data
 from gazeprep.recipes import Recipe, load_recipe
 
@@ -27,8 +26,9 @@ def run(argv: list[str]) -> int:
 
 
 def _cases(rel="files/p10/p100/s1/img.jpg", H=20, W=40, cid="c1"):
-    return pl.DataFrame({"case_id": [cid], "image_id": ["img"], "image_height_px": [H], "image_width_px": [W],
-                         "image_path": [rel]})
+    return pl.DataFrame(
+        {"case_id": [cid], "image_id": ["img"], "image_height_px": [H], "image_width_px": [W], "image_path": [rel]}
+    )
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -73,7 +73,9 @@ def test_default_lookup_reads_the_bundled_sample_images_as_train_does():
     jpg = next(iter(sorted(sample.glob("files/p*/p*/s*/*.jpg"))))
     with Image.open(jpg) as im:
         w, h = im.size
-    rel = "physionet.org/files/mimic-cxr/2.0.0/" + jpg.relative_to(sample).with_suffix(".dcm").as_posix()  # as REFLACX writes it
+    rel = (
+        "physionet.org/files/mimic-cxr/2.0.0/" + jpg.relative_to(sample).with_suffix(".dcm").as_posix()
+    )  # as REFLACX writes it
     ex = E.InMemoryExport({("c1", "t"): np.ones((4, 4))}, {"cases": _cases(rel, h, w)})
     said: list[str] = []
     finder = P.ImageFinder(ex, None, said.append)
@@ -107,10 +109,18 @@ def test_off_image_fixations_clamped_to_the_border_and_numbering_unbroken():
 
 def _export(fx=None, ell=None, manifest=None, H=20, W=40, N=20, heat=None, tables=None):
     if heat is None:
-        heat = np.zeros((N, N)); heat[8:12, 8:12] = 1.0  # noqa: E702
+        heat = np.zeros((N, N))
+        heat[8:12, 8:12] = 1.0  # noqa: E702
     if fx is None:
-        fx = pl.DataFrame({"case_id": ["c1"] * 3, "t_start_s": [0.0, 1.0, 2.0], "t_end_s": [0.2, 1.9, 2.1],
-                           "x_px": [5.0, -10.0, 35.0], "y_px": [5.0, 10.0, 15.0]})
+        fx = pl.DataFrame(
+            {
+                "case_id": ["c1"] * 3,
+                "t_start_s": [0.0, 1.0, 2.0],
+                "t_end_s": [0.2, 1.9, 2.1],
+                "x_px": [5.0, -10.0, 35.0],
+                "y_px": [5.0, 10.0, 15.0],
+            }
+        )
     t = {"cases": _cases(H=H, W=W), "fixations": fx}
     if ell is not None:
         t["ellipses"] = ell
@@ -136,13 +146,22 @@ def test_off_image_fixation_drawn_as_a_marker_at_the_left_border(tmp_path):
 
 
 def test_legend_entries_one_per_overlay_with_distinct_certainty_colours():
-    es = P.legend_entries(fixations=True, off_image=True, certainties=[2, 5, 5, 3], boxes=["cardiac silhouette", "trachea"],
-                          masks=["left_lung", "heart"], heat_units="max-normalised (peak = 1)")
+    es = P.legend_entries(
+        fixations=True,
+        off_image=True,
+        certainties=[2, 5, 5, 3],
+        boxes=["cardiac silhouette", "trachea"],
+        masks=["left_lung", "heart"],
+        heat_units="max-normalised (peak = 1)",
+    )
     kinds = [e.overlay for e in es]
     assert kinds == ["heatmap", "fixations", "fixations", "ellipses", "ellipses", "ellipses", "boxes", "masks", "masks"]
     ell = [e for e in es if e.overlay == "ellipses"]
-    assert [e.text.split(":")[0] for e in ell] == ["REFLACX ellipse, certainty 5", "REFLACX ellipse, certainty 3",
-                                                    "REFLACX ellipse, certainty 2"]
+    assert [e.text.split(":")[0] for e in ell] == [
+        "REFLACX ellipse, certainty 5",
+        "REFLACX ellipse, certainty 3",
+        "REFLACX ellipse, certainty 2",
+    ]
     assert len({e.colour for e in ell}) == 3 and all(e.colour != (255, 255, 255) for e in ell)
     assert [e.shape for e in ell] == ["ellipse", "ellipse", "ellipse-thin"] and "not counted as positive" in ell[2].text
     assert "1 cardiac silhouette; 2 trachea" in es[6].text
@@ -153,7 +172,11 @@ def test_legend_entries_one_per_overlay_with_distinct_certainty_colours():
 
 def test_map_units_from_the_recipe_normalisation_and_prediction_caption():
     def ex(norm=None, kind="ground_truth", extra=None):
-        man = {"kind": kind, "recipe": {"name": "r", "render": {"normalize": norm}} if norm else {}, "extra": extra or {}}
+        man = {
+            "kind": kind,
+            "recipe": {"name": "r", "render": {"normalize": norm}} if norm else {},
+            "extra": extra or {},
+        }
         return E.InMemoryExport({}, {}, man)
 
     assert P.map_units(ex("max")) == "max-normalised (peak = 1)"
@@ -162,7 +185,10 @@ def test_map_units_from_the_recipe_normalisation_and_prediction_caption():
     assert P.map_units(ex()) == "values"
     pred = ex("max", "prediction", {"prediction": {"model": "unet (run3)"}})
     assert P.map_units(pred) == "model output" and P.model_name(pred) == "unet (run3)"
-    assert P.panel_caption(pred, "c1", "t", 0.5, 3, has_image=True) == "c1 | t | prediction by unet (run3) | max 0.5 | 3 fixations"
+    assert (
+        P.panel_caption(pred, "c1", "t", 0.5, 3, has_image=True)
+        == "c1 | t | prediction by unet (run3) | max 0.5 | 3 fixations"
+    )
     assert "recipe r" in P.panel_caption(ex("max"), "c1", "t", 1, 0, has_image=False)
     assert P.model_name(ex("max")) is None
 
@@ -191,8 +217,17 @@ def test_parse_overlays():
 
 
 def test_overlays_switch_layers_off():
-    ell = pl.DataFrame({"case_id": ["c1"], "xmin_px": [10.0], "ymin_px": [4.0], "xmax_px": [30.0], "ymax_px": [16.0],
-                        "certainty": [5], "source_label": ["Pneumothorax"]})
+    ell = pl.DataFrame(
+        {
+            "case_id": ["c1"],
+            "xmin_px": [10.0],
+            "ymin_px": [4.0],
+            "xmax_px": [30.0],
+            "ymax_px": [16.0],
+            "certainty": [5],
+            "source_label": ["Pneumothorax"],
+        }
+    )
     ex = _export(ell=ell)
     img = np.zeros((20, 40), np.float32)
     _, on = P.render_panel(ex, "c1", "pneumothorax", image=img, size=200)
@@ -208,12 +243,25 @@ def test_overlays_switch_layers_off():
 
 
 def test_window_text_sentence_phrase_and_whole_recording():
-    sentences = pl.DataFrame({"case_id": ["c1", "c1"], "sentence_idx": [0, 1],
-                              "text": ["the lungs are clear.", "small right pneumothorax."],
-                              "t_start_s": [1.0, 4.0], "t_end_s": [3.0, 6.5]})
-    windows = pl.DataFrame({"case_id": ["c1", "c1", "c1"], "target": ["pneumothorax", "full", "phrase_0001"],
-                            "window_idx": [0, 0, 0], "sentence_idx": [1, None, 0],
-                            "t_start_s": [2.5, 0.0, 1.6], "t_end_s": [5.25, 9.0, 2.0]})
+    sentences = pl.DataFrame(
+        {
+            "case_id": ["c1", "c1"],
+            "sentence_idx": [0, 1],
+            "text": ["the lungs are clear.", "small right pneumothorax."],
+            "t_start_s": [1.0, 4.0],
+            "t_end_s": [3.0, 6.5],
+        }
+    )
+    windows = pl.DataFrame(
+        {
+            "case_id": ["c1", "c1", "c1"],
+            "target": ["pneumothorax", "full", "phrase_0001"],
+            "window_idx": [0, 0, 0],
+            "sentence_idx": [1, None, 0],
+            "t_start_s": [2.5, 0.0, 1.6],
+            "t_end_s": [5.25, 9.0, 2.0],
+        }
+    )
     words = pl.DataFrame({"case_id": ["c1"] * 3, "word_idx": [0, 1, 2], "word": ["the", "lungs", "are"]})
     man = {"recipe": {"name": "r", "window": {"kind": "sentence"}}}
     ex = E.InMemoryExport({}, {"sentences": sentences, "windows": windows, "words": words}, man)
@@ -221,8 +269,11 @@ def test_window_text_sentence_phrase_and_whole_recording():
     assert P.window_text(ex, "c1", "full") == ["whole recording 0.00-9.00 s"]
     assert P.window_text(ex, "c1", "phrase_0001") == ['phrase "lungs" 1.60-2.00 s, in "the lungs are clear."']
     assert P.window_text(ex, "c1", "nothing") == []
-    kw = E.InMemoryExport({}, {"sentences": sentences, "windows": windows.with_columns(pl.lit("heart").alias("target"))[:1]},
-                          {"recipe": {"window": {"kind": "keyword_sentences"}}})
+    kw = E.InMemoryExport(
+        {},
+        {"sentences": sentences, "windows": windows.with_columns(pl.lit("heart").alias("target"))[:1]},
+        {"recipe": {"window": {"kind": "keyword_sentences"}}},
+    )
     assert P.window_text(kw, "c1", "heart") == ['2.50-5.25 s, up to "small right pneumothorax."']
 
 
@@ -240,12 +291,20 @@ def test_inside_mask_rounds_as_the_recipe_then_takes_the_nearest_pixel():
 
 
 def test_anatomy_panel_shows_its_mask_and_only_the_fixations_inside(monkeypatch):
-    fx = pl.DataFrame({"case_id": ["c1"] * 4, "t_start_s": [0.0, 1.0, 2.0, 3.0], "t_end_s": [0.5, 1.5, 2.5, 3.5],
-                       "x_px": [5.0, 12.0, 14.0, 35.0], "y_px": [5.0, 10.0, 12.0, 15.0]})
+    fx = pl.DataFrame(
+        {
+            "case_id": ["c1"] * 4,
+            "t_start_s": [0.0, 1.0, 2.0, 3.0],
+            "t_end_s": [0.5, 1.5, 2.5, 3.5],
+            "x_px": [5.0, 12.0, 14.0, 35.0],
+            "y_px": [5.0, 10.0, 12.0, 15.0],
+        }
+    )
     recipe = load_recipe("reflacx-anatomy")  # position_rounding floor, targets heart / left_lung / right_lung
     assert recipe.render.position_rounding == "floor" and recipe.anatomy.target_structures["heart"] == "heart"
     man = {"recipe": recipe.model_dump(mode="json")}
-    heat = np.zeros((20, 20)); heat[8:12, 8:12] = 1.0  # noqa: E702
+    heat = np.zeros((20, 20))
+    heat[8:12, 8:12] = 1.0  # noqa: E702
     mask = np.zeros((20, 40), bool)
     mask[8:16, 10:20] = True
     ex = E.InMemoryExport({("c1", "heart"): heat}, {"cases": _cases(), "fixations": fx}, man)
@@ -265,17 +324,38 @@ def test_anatomy_panel_shows_its_mask_and_only_the_fixations_inside(monkeypatch)
 
 
 def _sheet_export():
-    heat = np.zeros((20, 20)); heat[8:12, 8:12] = 1.0  # noqa: E702
-    cases = pl.DataFrame({"case_id": ["a", "b", "c", "d"], "image_height_px": [20] * 4, "image_width_px": [40] * 4,
-                          "image_path": ["files/p1/a.jpg"] * 4, "discarded": [False, False, False, True]})
-    rejects = pl.DataFrame({"case_id": ["b", "c", "d", "zz", None], "stage": ["render", "ingest", "ingest", "ingest", "ingest"],
-                            "file": [None, "fixations.csv", None, "fixations.csv", "master_sheet.csv"],
-                            "row": [None, 12, None, 125, None],
-                            "reason": ["no fixations in any window", "bad pupil value", "eye-tracking data discarded",
-                                       "calibration image", "release-wide thing"]},
-                           schema={"case_id": pl.Utf8, "stage": pl.Utf8, "file": pl.Utf8, "row": pl.Int64, "reason": pl.Utf8})
-    return E.InMemoryExport({("a", "t1"): heat, ("c", "t2"): heat}, {"cases": cases, "rejects": rejects},
-                            {"kind": "ground_truth", "recipe": load_recipe("reflacx-label-specific").model_dump(mode="json")})
+    heat = np.zeros((20, 20))
+    heat[8:12, 8:12] = 1.0  # noqa: E702
+    cases = pl.DataFrame(
+        {
+            "case_id": ["a", "b", "c", "d"],
+            "image_height_px": [20] * 4,
+            "image_width_px": [40] * 4,
+            "image_path": ["files/p1/a.jpg"] * 4,
+            "discarded": [False, False, False, True],
+        }
+    )
+    rejects = pl.DataFrame(
+        {
+            "case_id": ["b", "c", "d", "zz", None],
+            "stage": ["render", "ingest", "ingest", "ingest", "ingest"],
+            "file": [None, "fixations.csv", None, "fixations.csv", "master_sheet.csv"],
+            "row": [None, 12, None, 125, None],
+            "reason": [
+                "no fixations in any window",
+                "bad pupil value",
+                "eye-tracking data discarded",
+                "calibration image",
+                "release-wide thing",
+            ],
+        },
+        schema={"case_id": pl.Utf8, "stage": pl.Utf8, "file": pl.Utf8, "row": pl.Int64, "reason": pl.Utf8},
+    )
+    return E.InMemoryExport(
+        {("a", "t1"): heat, ("c", "t2"): heat},
+        {"cases": cases, "rejects": rejects},
+        {"kind": "ground_truth", "recipe": load_recipe("reflacx-label-specific").model_dump(mode="json")},
+    )
 
 
 def test_case_statuses_list_every_case_with_reasons():
@@ -296,8 +376,15 @@ def test_preview_of_a_rejected_case_says_why(tmp_path):
 
 def test_contact_sheet_lists_rejected_cases_and_cases_without_maps(tmp_path):
     said: list[str] = []
-    page = P.contact_sheet(_sheet_export(), tmp_path / "s", thumb=80, full=160, progress=False, warn=said.append,
-                           images_root=tmp_path / "none")
+    page = P.contact_sheet(
+        _sheet_export(),
+        tmp_path / "s",
+        thumb=80,
+        full=160,
+        progress=False,
+        warn=said.append,
+        images_root=tmp_path / "none",
+    )
     text = page.read_text()
     for cid in ("<th>a", "<th>b", "<th>c", "<th>d", "<th>zz"):
         assert cid in text
@@ -308,10 +395,17 @@ def test_contact_sheet_lists_rejected_cases_and_cases_without_maps(tmp_path):
     assert text.count("<img") == 2 and 'id="legend"' in text and "max-normalised (peak = 1)" in text
     assert "colour scaled to this panel" in text
     assert "grey canvas" in text and len(said) == 1  # one warning for the missing --images folder
-    assert P.contact_sheet(_sheet_export(), tmp_path / "s2", max_cases=2, progress=False, warn=said.append,
-                           thumb=80, full=160).read_text().count("<tr") == 3  # header + 2 cases
-    only = P.contact_sheet(_sheet_export(), tmp_path / "s3", targets=["t2"], progress=False, warn=said.append,
-                           thumb=80, full=160).read_text()
+    assert (
+        P.contact_sheet(
+            _sheet_export(), tmp_path / "s2", max_cases=2, progress=False, warn=said.append, thumb=80, full=160
+        )
+        .read_text()
+        .count("<tr")
+        == 3
+    )  # header + 2 cases
+    only = P.contact_sheet(
+        _sheet_export(), tmp_path / "s3", targets=["t2"], progress=False, warn=said.append, thumb=80, full=160
+    ).read_text()
     assert only.count("<img") == 1 and "thumbs/c/t2.png" in only and "no map of the selected targets" in only
 
 
@@ -319,22 +413,35 @@ def test_contact_sheet_lists_rejected_cases_and_cases_without_maps(tmp_path):
 
 
 def test_comparison_panels_and_difference_colours():
-    gt_heat = np.zeros((20, 20)); gt_heat[6:9, 4:7] = 1.0  # noqa: E702
-    pr_heat = np.zeros((20, 20)); pr_heat[10:13, 13:16] = 2.0  # noqa: E702
+    gt_heat = np.zeros((20, 20))
+    gt_heat[6:9, 4:7] = 1.0  # noqa: E702
+    pr_heat = np.zeros((20, 20))
+    pr_heat[10:13, 13:16] = 2.0  # noqa: E702
     gt = _export(heat=gt_heat)
-    pred = E.InMemoryExport({("c1", "pneumothorax"): pr_heat}, {"cases": _cases()},
-                            {"kind": "prediction", "extra": {"prediction": {"model": "tiny-unet (r1)"}}})
-    im = P.render_comparison(gt, pred, "c1", "pneumothorax", image=np.full((20, 40), 0.5, np.float32), size=200,
-                             overlays=("heatmap",), warn=lambda m: None)
+    pred = E.InMemoryExport(
+        {("c1", "pneumothorax"): pr_heat},
+        {"cases": _cases()},
+        {"kind": "prediction", "extra": {"prediction": {"model": "tiny-unet (r1)"}}},
+    )
+    im = P.render_comparison(
+        gt,
+        pred,
+        "c1",
+        "pneumothorax",
+        image=np.full((20, 40), 0.5, np.float32),
+        size=200,
+        overlays=("heatmap",),
+        warn=lambda m: None,
+    )
     dh, dw, _ = P._display_grid((20, 40), 200)
     assert im.size[0] == 3 * dw + 12
     a = np.asarray(im).astype(int)
-    diff = a[:dh, 2 * (dw + 6):]
+    diff = a[:dh, 2 * (dw + 6) :]
     # 20x40 letterboxed into 20x20: grid (gx, gy) <-> image x = 2 gx + 0.5, y = 2 gy - 9.5 (pixel centres);
     # nearest grid pixel: gt columns 4..6 / rows 6..8 -> image x 8..13, y 2..7 -> display (x5) 40..70, 10..40;
     # prediction columns 13..15 / rows 10..12 -> x 26..31, y 10..15 -> display 130..160, 50..80
-    blue = (diff[..., 2] > diff[..., 0] + 60)
-    red = (diff[..., 0] > diff[..., 2] + 60)
+    blue = diff[..., 2] > diff[..., 0] + 60
+    red = diff[..., 0] > diff[..., 2] + 60
     assert blue[12:38, 42:68].all() and red[52:78, 132:158].all()
     assert not red[10:40, 40:70].any() and not blue[50:80, 130:160].any()
     assert not (red | blue)[:, :30].any()  # zero difference elsewhere stays grey
@@ -345,31 +452,101 @@ H, W, N = 40, 60, 32
 
 
 def _disk_exports(root):
-    recipe = Recipe.model_validate({"name": "t", "dataset": "reflacx", "window": {"kind": "sentence"},
-                                    "render": {"sigma": {"value": 1.0, "unit": "deg"}}, "output": {"size": N}})
-    heat = np.zeros((N, N), np.float32); heat[10:20, 10:20] = 1  # noqa: E702
-    tables = {"cases": pl.DataFrame({"dataset": ["reflacx"], "case_id": ["k1"], "image_height_px": [H],
-                                     "image_width_px": [W], "image_path": ["files/p1/p1/s1/missing.jpg"]})}
-    gt = finalize(root / "gt", [CaseResult("k1", "h", tables, {"opacity": heat})], recipe=recipe, fsync=False, progress=False)
-    pred = write_prediction_export(root / "pred", {("k1", "opacity"): heat[::-1].copy()}, model="tiny (run7)",
-                                   source_export=gt, fsync=False)
+    recipe = Recipe.model_validate(
+        {
+            "name": "t",
+            "dataset": "reflacx",
+            "window": {"kind": "sentence"},
+            "render": {"sigma": {"value": 1.0, "unit": "deg"}},
+            "output": {"size": N},
+        }
+    )
+    heat = np.zeros((N, N), np.float32)
+    heat[10:20, 10:20] = 1  # noqa: E702
+    tables = {
+        "cases": pl.DataFrame(
+            {
+                "dataset": ["reflacx"],
+                "case_id": ["k1"],
+                "image_height_px": [H],
+                "image_width_px": [W],
+                "image_path": ["files/p1/p1/s1/missing.jpg"],
+            }
+        )
+    }
+    gt = finalize(
+        root / "gt", [CaseResult("k1", "h", tables, {"opacity": heat})], recipe=recipe, fsync=False, progress=False
+    )
+    pred = write_prediction_export(
+        root / "pred", {("k1", "opacity"): heat[::-1].copy()}, model="tiny (run7)", source_export=gt, fsync=False
+    )
     return gt, pred
 
 
 def test_cli_missing_images_warn_and_pred_side_by_side(tmp_path, capsys):
     gt, pred = _disk_exports(tmp_path)
     out = tmp_path / "p"
-    assert run(["preview", "--export", str(gt), "--case", "k1", "--out", str(out), "--images", str(tmp_path / "nonexistent"),
-                "--size", "120"]) == 0
+    assert (
+        run(
+            [
+                "preview",
+                "--export",
+                str(gt),
+                "--case",
+                "k1",
+                "--out",
+                str(out),
+                "--images",
+                str(tmp_path / "nonexistent"),
+                "--size",
+                "120",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "nonexistent" in err
-    assert run(["preview", "--export", str(gt), "--case", "k1", "--out", str(out), "--images", str(tmp_path),
-                "--size", "120", "--pred", str(pred)]) == 0
+    assert (
+        run(
+            [
+                "preview",
+                "--export",
+                str(gt),
+                "--case",
+                "k1",
+                "--out",
+                str(out),
+                "--images",
+                str(tmp_path),
+                "--size",
+                "120",
+                "--pred",
+                str(pred),
+            ]
+        )
+        == 0
+    )
     cap = capsys.readouterr()
     assert "missing" in cap.err and "k1" in cap.err  # the image path it looked for
     with Image.open(out / "k1" / "opacity_compare.png") as im:
         assert im.size[0] == 3 * 120 + 12
-    assert run(["preview", "--export", str(pred), "--html", "--out", str(tmp_path / "s"), "--size", "120", "--quiet",
-                "--images", str(tmp_path)]) == 0
+    assert (
+        run(
+            [
+                "preview",
+                "--export",
+                str(pred),
+                "--html",
+                "--out",
+                str(tmp_path / "s"),
+                "--size",
+                "120",
+                "--quiet",
+                "--images",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "prediction by tiny (run7)" in (tmp_path / "s" / "index.html").read_text()
     assert run(["preview", "--export", str(gt), "--html", "--out", str(tmp_path / "s"), "--overlays", "dots"]) == 2

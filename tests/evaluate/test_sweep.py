@@ -27,8 +27,14 @@ def test_grid_contains_004_rules_once():
 
 
 def _row(rule, case, target, split, curve):
-    return {"rule": rule, "case_id": case, "target": target, "split": split, "has_map": True,
-            **{f"iou_{k}": float(curve[k]) for k in range(NT)}}
+    return {
+        "rule": rule,
+        "case_id": case,
+        "target": target,
+        "split": split,
+        "has_map": True,
+        **{f"iou_{k}": float(curve[k]) for k in range(NT)},
+    }
 
 
 def test_rank_rules_validates_threshold_per_label_and_averages_labels():
@@ -39,10 +45,12 @@ def test_rank_rules_validates_threshold_per_label_and_averages_labels():
 
     rows = [
         # rule A: label x peaks .6 at threshold 3 (both val cases), label y .2 -> (.6 + .2) / 2 = .4
-        _row("A", "c1", "x", "validate", curve(3, 0.6)), _row("A", "c2", "x", "validate", curve(3, 0.6)),
+        _row("A", "c1", "x", "validate", curve(3, 0.6)),
+        _row("A", "c2", "x", "validate", curve(3, 0.6)),
         _row("A", "c1", "y", "validate", curve(5, 0.2)),
         # rule B: label x .5 and .3 at different thresholds -> best mean is .25; y .5 -> (.25 + .5) / 2 = .375
-        _row("B", "c1", "x", "validate", curve(3, 0.5)), _row("B", "c2", "x", "validate", curve(4, 0.3)),
+        _row("B", "c1", "x", "validate", curve(3, 0.5)),
+        _row("B", "c2", "x", "validate", curve(4, 0.3)),
         _row("B", "c1", "y", "validate", curve(5, 0.5)),
         # test rows are ignored for the ranking
         _row("B", "c9", "x", "test", curve(3, 1.0)),
@@ -63,7 +71,9 @@ def reflacx_root(tmp_path_factory):
 
 
 def test_synthetic_release_default_rule_beats_whole_recording(reflacx_root):
-    rules = [r for r in S.window_grid("2") if r.name.startswith("max(sentence_start - 1.5 s")] + [S.window_grid("2")[-1]]
+    rules = [r for r in S.window_grid("2") if r.name.startswith("max(sentence_start - 1.5 s")] + [
+        S.window_grid("2")[-1]
+    ]
     res = S.run_sweep(reflacx_root, rules=rules, size=64, workers=1, progress=False)
     rank = dict(zip(res.ranking["rule"], res.ranking["iou"]))
     assert set(rank) == {rules[0].name, S.BASELINE}
@@ -77,8 +87,21 @@ def test_cli_sweep_windows(reflacx_root, tmp_path, capsys):
 
     out = tmp_path / "rank.csv"
     try:
-        main(["sweep-windows", "--root", str(reflacx_root), "--stage", "2", "--workers", "1", "--size", "64",
-              "--out", str(out)])
+        main(
+            [
+                "sweep-windows",
+                "--root",
+                str(reflacx_root),
+                "--stage",
+                "2",
+                "--workers",
+                "1",
+                "--size",
+                "64",
+                "--out",
+                str(out),
+            ]
+        )
     except SystemExit as exc:
         assert not exc.code
     text = capsys.readouterr().out
@@ -90,7 +113,9 @@ def test_cli_sweep_windows(reflacx_root, tmp_path, capsys):
 
 def test_sweep_on_ray_equals_local(reflacx_root):
     pytest.importorskip("ray")
-    rules = [r for r in S.window_grid("2") if r.name.startswith("max(sentence_start - 1.5 s")] + [S.window_grid("2")[-1]]
+    rules = [r for r in S.window_grid("2") if r.name.startswith("max(sentence_start - 1.5 s")] + [
+        S.window_grid("2")[-1]
+    ]
     local = S.run_sweep(reflacx_root, rules=rules, size=48, workers=1, progress=False)
     dist = S.run_sweep(reflacx_root, rules=rules, size=48, workers=2, progress=False, executor="ray")
     assert dist.rows.equals(local.rows)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from export_testlib import recipe, standard_results, tree_bytes
 
 from gazeprep.errors import GazeprepError
 from gazeprep.export import PartStore, finalize, load_export
-from export_testlib import recipe, standard_results, tree_bytes
 
 
 class Crash(RuntimeError):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from export_testlib import case_result, recipe
 
 from gazeprep.errors import GazeprepError
 from gazeprep.export import CaseResult, PartStore, finalize, hash_inputs
-from export_testlib import case_result, recipe
 
 
 def test_get_round_trips_and_checks_the_input_hash(tmp_path):

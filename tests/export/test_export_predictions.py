@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from export_testlib import recipe, standard_results
 
 from gazeprep.errors import GazeprepError
 from gazeprep.export import finalize, load_export, write_prediction_export
-from export_testlib import recipe, standard_results
 
 
 def test_prediction_export_round_trip_and_links_to_source(tmp_path):

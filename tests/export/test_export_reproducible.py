@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 import numpy as np
+from export_testlib import recipe, standard_results, tree_bytes
 
 from gazeprep.export import PartStore, finalize, load_export
-from export_testlib import recipe, standard_results, tree_bytes
 
 EXPORT_FILES = ("manifest.json", "tables", "heatmaps.zarr")
 

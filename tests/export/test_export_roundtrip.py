@@ -8,12 +8,12 @@ import numpy as np
 import polars as pl
 import pytest
 import zarr
+from export_testlib import case_result, recipe, standard_results
 
 import gazeprep
 from gazeprep import schema
 from gazeprep.errors import GazeprepError
 from gazeprep.export import CaseResult, Export, array_name, finalize, load_export
-from export_testlib import case_result, recipe, standard_results
 
 
 def test_float32_round_trip_is_exact(tmp_path):

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from export_testlib import recipe, smooth_map
 
 from gazeprep.export import CaseResult, finalize, load_export
 from gazeprep.export._io import ZSTD_LEVEL
-from export_testlib import recipe, smooth_map
 
 
 def _many(n: int, shape=(16, 16), seed=0) -> list[CaseResult]:
@@ -125,8 +125,7 @@ def test_one_sample_reads_independently_of_the_others(tmp_path):
     ex = load_export(out)
     for i in range(8):
         if i == 5:
-            with pytest.raises(Exception):
-                v = ex.heatmap(f"C{i:04d}", "full")
-                assert np.array_equal(v, results[i].heatmaps["full"])
+            with pytest.raises(RuntimeError):  # numcodecs' zstd: the damaged frame does not decode
+                ex.heatmap(f"C{i:04d}", "full")
         else:
             assert np.array_equal(ex.heatmap(f"C{i:04d}", "full"), results[i].heatmaps["full"])

@@ -107,8 +107,11 @@ def test_fold_equals_padded_convolution(border, numpy_mode, H, W, sigma):
     counts = np.zeros((H, W))
     np.add.at(counts, (y.astype(int), x.astype(int)), w)
     R = int(4.0 * sigma + 0.5)
-    rule = (KernelRule("discrete", border, truncate_sigmas=4.0) if border == "reflect"
-            else KernelRule("discrete", border, kernel_size=2 * R + 1))
+    rule = (
+        KernelRule("discrete", border, truncate_sigmas=4.0)
+        if border == "reflect"
+        else KernelRule("discrete", border, kernel_size=2 * R + 1)
+    )
     out = render_points(OutputGrid.native(H, W), x, y, sigma, sigma, w, rule=rule)
     ref = _blur_2d(counts, _kernel(sigma, R), numpy_mode)
     assert np.abs(out - ref).max() < 1e-6 * ref.max()
@@ -127,7 +130,7 @@ def test_reflect_is_symmetric_and_drop_loses_the_outside_mass():
     k = _kernel(sigma, R)
     drop = render_points(grid, [0.0], [15.0], sigma, sigma, [1.0], rule=KernelRule("discrete", "drop", 4.0))
     refl = render_points(grid, [0.0], [15.0], sigma, sigma, [1.0], rule=rule)
-    y_inside = k[R - 15:R + 16].sum()  # rows 0..30 around row 15: the y axis drops its tails too
+    y_inside = k[R - 15 : R + 16].sum()  # rows 0..30 around row 15: the y axis drops its tails too
     assert drop.sum(dtype=np.float64) == pytest.approx(k[R:].sum() * y_inside, rel=1e-6)
     assert refl.sum(dtype=np.float64) == pytest.approx(1.0, rel=1e-6)  # reflect folds both axes
     assert np.all(refl >= drop - 1e-9)
@@ -137,10 +140,17 @@ def test_density_reflect_folds_the_continuous_density():
     # kernel: density with reflection: each image adds the normalised density, evaluated at pixels
     sigma, W = 1.7, 12
     x0 = 0.6
-    out = render_points(OutputGrid.native(1, W), [x0], [0.0], sigma, 1e-3, [1.0],
-                        rule=KernelRule("density", "reflect", truncate_sigmas=8.0))[0]
+    out = render_points(
+        OutputGrid.native(1, W),
+        [x0],
+        [0.0],
+        sigma,
+        1e-3,
+        [1.0],
+        rule=KernelRule("density", "reflect", truncate_sigmas=8.0),
+    )[0]
     j = np.arange(W, dtype=float)
-    dens = lambda m: np.exp(-(j - m) ** 2 / (2 * sigma * sigma)) / (math.sqrt(2 * math.pi) * sigma)  # noqa: E731
+    dens = lambda m: np.exp(-((j - m) ** 2) / (2 * sigma * sigma)) / (math.sqrt(2 * math.pi) * sigma)  # noqa: E731
     # y axis: a 1-pixel image folds a (tiny-sigma) density onto its only pixel -> factor = its sum, ~1
     fy = out.sum() / (dens(x0) + dens(-1 - x0) + dens(2 * W - 1 - x0)).sum()
     expect = (dens(x0) + dens(-1 - x0)) * fy

@@ -90,10 +90,10 @@ def test_ricbl_matches_resize_pad_resize_of_a_ramp():
     step1 = _resize_f(xr, L, new_w)
     pad_l = (L - new_w) // 2
     canvas = np.zeros((L, L), dtype=np.float32)
-    canvas[:, pad_l:pad_l + new_w] = step1
+    canvas[:, pad_l : pad_l + new_w] = step1
     # the second resize mixes the zero padding into the edge columns; keep to the interior
     marker = np.zeros((L, L), dtype=np.float32)
-    marker[:, pad_l:pad_l + new_w] = 1
+    marker[:, pad_l : pad_l + new_w] = 1
     out, wsum = _resize_f(canvas, N, N), _resize_f(marker, N, N)
     cols = np.flatnonzero(wsum[N // 2] > 0.999)[2:-2]
     xo, _ = g.from_grid(cols.astype(float), 0.0)
@@ -106,7 +106,7 @@ def test_pad_crop_stride_is_a_sampling_of_the_padded_canvas():
     ramp = np.tile(np.arange(W, dtype=float), (H, 1))
     pt, pl_ = (out_h * stride - H) // 2, (out_w * stride - W) // 2
     canvas = np.full((out_h * stride, out_w * stride), np.nan)
-    canvas[pt:pt + H, pl_:pl_ + W] = ramp
+    canvas[pt : pt + H, pl_ : pl_ + W] = ramp
     sampled = canvas[::stride, ::stride]
     xo, _ = g.from_grid(np.arange(out_w, dtype=float), 0.0)
     row = sampled[2]

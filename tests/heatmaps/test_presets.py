@@ -22,10 +22,18 @@ def _with_render(recipe: Recipe, **changes) -> Recipe:
 
 def _windows(rows, dataset="reflacx", case_id="c1") -> pl.DataFrame:
     return pl.DataFrame(
-        [{"dataset": dataset, "case_id": case_id, "target": t, "window_idx": i, "t_start_s": a, "t_end_s": b}
-         for i, (t, a, b) in enumerate(rows)],
-        schema={"dataset": pl.Utf8, "case_id": pl.Utf8, "target": pl.Utf8, "window_idx": pl.Int32,
-                "t_start_s": pl.Float64, "t_end_s": pl.Float64},
+        [
+            {"dataset": dataset, "case_id": case_id, "target": t, "window_idx": i, "t_start_s": a, "t_end_s": b}
+            for i, (t, a, b) in enumerate(rows)
+        ],
+        schema={
+            "dataset": pl.Utf8,
+            "case_id": pl.Utf8,
+            "target": pl.Utf8,
+            "window_idx": pl.Int32,
+            "t_start_s": pl.Float64,
+            "t_end_s": pl.Float64,
+        },
     )
 
 
@@ -39,13 +47,23 @@ def _reflacx_fixations(rng, n, H, W) -> pl.DataFrame:
     ymin = np.minimum(y, rng.uniform(0, H / 2, n)).clip(0) * (rng.random(n) < 0.5)
     xmax = np.where(rng.random(n) < 0.5, W, np.maximum(x + 1, rng.uniform(W / 2, W, n)).clip(max=W))
     ymax = np.where(rng.random(n) < 0.5, H, np.maximum(y + 1, rng.uniform(H / 2, H, n)).clip(max=H))
-    return pl.DataFrame({
-        "dataset": "reflacx", "case_id": "c1", "fixation_idx": np.arange(n, dtype=np.int32),
-        "t_start_s": t0, "t_end_s": t1, "x_px": x, "y_px": y,
-        "px_per_deg_x": ppd, "px_per_deg_y": ppd * rng.uniform(0.9, 1.1, n),
-        "shown_xmin_px": xmin + 0.3, "shown_ymin_px": ymin + 0.2, "shown_xmax_px": xmax - 0.3,
-        "shown_ymax_px": ymax - 0.4,
-    })
+    return pl.DataFrame(
+        {
+            "dataset": "reflacx",
+            "case_id": "c1",
+            "fixation_idx": np.arange(n, dtype=np.int32),
+            "t_start_s": t0,
+            "t_end_s": t1,
+            "x_px": x,
+            "y_px": y,
+            "px_per_deg_x": ppd,
+            "px_per_deg_y": ppd * rng.uniform(0.9, 1.1, n),
+            "shown_xmin_px": xmin + 0.3,
+            "shown_ymin_px": ymin + 0.2,
+            "shown_xmax_px": xmax - 0.3,
+            "shown_ymax_px": ymax - 0.4,
+        }
+    )
 
 
 def _ricbl_heatmap(fx: pl.DataFrame, H: int, W: int, start: float | None, end: float | None, clip_weights: bool):
@@ -61,13 +79,18 @@ def _ricbl_heatmap(fx: pl.DataFrame, H: int, W: int, start: float | None, end: f
             w = min(r["t_end_s"], hi) - max(r["t_start_s"], lo)
         else:
             w = r["t_end_s"] - r["t_start_s"]
-        rect = [round(r["shown_xmin_px"]), round(r["shown_ymin_px"]), round(r["shown_xmax_px"]), round(r["shown_ymax_px"])]
+        rect = [
+            round(r["shown_xmin_px"]),
+            round(r["shown_ymin_px"]),
+            round(r["shown_xmax_px"]),
+            round(r["shown_ymax_px"]),
+        ]
         mu = [r["y_px"] - rect[1], r["x_px"] - rect[0]]
         cov = np.diag([r["px_per_deg_y"] ** 2, r["px_per_deg_x"] ** 2])
         X, Y = np.meshgrid(np.arange(0, rect[2] - rect[0]), np.arange(0, rect[3] - rect[1]))
         pos = np.stack([Y, X], axis=-1)
         g = np.zeros((H, W))
-        g[rect[1]:rect[3], rect[0]:rect[2]] = multivariate_normal(mu, cov).pdf(pos)
+        g[rect[1] : rect[3], rect[0] : rect[2]] = multivariate_normal(mu, cov).pdf(pos)
         img += g * w
     return img
 
@@ -79,8 +102,9 @@ def test_reflacx_official_matches_the_dataset_code():
     rng = np.random.default_rng(0)
     H, W = 70, 90
     fx = _reflacx_fixations(rng, 25, H, W)
-    maps, rej = render_case(fx, _windows([("full", 0.0, float(fx["t_end_s"].max()))]), rec,
-                            image_height_px=H, image_width_px=W)
+    maps, rej = render_case(
+        fx, _windows([("full", 0.0, float(fx["t_end_s"].max()))]), rec, image_height_px=H, image_width_px=W
+    )
     ref = _ricbl_heatmap(fx, H, W, None, None, clip_weights=False)
     ref /= ref.sum()
     out = maps["full"].array
@@ -124,7 +148,7 @@ def test_004_recipes_match_004s_per_sentence_maps(name):
     # letterbox padding stays zero (004 pads with zeros)
     _, y0, _, y1 = g.image_box  # landscape image: padding above and below
     assert y0 > 10 and not maps512["atelectasis"].array[: int(math.floor(y0))].any()
-    assert not maps512["atelectasis"].array[int(math.ceil(y1)):].any()
+    assert not maps512["atelectasis"].array[int(math.ceil(y1)) :].any()
 
 
 # ----------------------------------------------------------------------------- EGD-CXR
@@ -139,18 +163,30 @@ def _egd_counts(rng, n, H, W, border_heavy=False):
 
 def _egd_frame(x, y):
     n = len(x)
-    return pl.DataFrame({
-        "dataset": "egd-cxr", "case_id": "d1", "fixation_idx": np.arange(n, dtype=np.int32),
-        "t_start_s": np.arange(n) * 0.3, "t_end_s": np.arange(n) * 0.3 + 0.25, "x_px": x, "y_px": y,
-        "px_per_deg_x": [None] * n, "px_per_deg_y": [None] * n,
-    })
+    return pl.DataFrame(
+        {
+            "dataset": "egd-cxr",
+            "case_id": "d1",
+            "fixation_idx": np.arange(n, dtype=np.int32),
+            "t_start_s": np.arange(n) * 0.3,
+            "t_end_s": np.arange(n) * 0.3 + 0.25,
+            "x_px": x,
+            "y_px": y,
+            "px_per_deg_x": [None] * n,
+            "px_per_deg_y": [None] * n,
+        }
+    )
 
 
 def test_egd_static_contract_is_blurred_counts_min_max_scaled():
     # gazeprep's contract on EGD's counts (egd-static itself reproduces EGD's code: tests/test_paper_presets.py)
     rec = load_recipe("egd-static-contract")
     assert (rec.render.sigma.value, rec.render.sigma.unit, rec.render.weight, rec.render.normalize) == (
-        150.0, "px", "count", "minmax")
+        150.0,
+        "px",
+        "count",
+        "minmax",
+    )
     # the same definition at a tenth of the scale keeps scipy's reference fast (sigma 15 px)
     small = _with_render(rec, sigma={"value": 15.0, "unit": "px"})
     rng = np.random.default_rng(2)
@@ -158,8 +194,9 @@ def test_egd_static_contract_is_blurred_counts_min_max_scaled():
     x, y = _egd_counts(rng, 40, H, W)
     x = np.append(x, [-3.0, 50.0])  # off-image points are not counted (EGD maps them to -1)
     y = np.append(y, [20.0, H + 5.0])
-    maps, _ = render_case(_egd_frame(x, y), _windows([("full", None, None)], "egd-cxr", "d1"), small,
-                          image_height_px=H, image_width_px=W)
+    maps, _ = render_case(
+        _egd_frame(x, y), _windows([("full", None, None)], "egd-cxr", "d1"), small, image_height_px=H, image_width_px=W
+    )
     counts = np.zeros((H, W))
     inside = (x >= 0) & (x < W) & (y >= 0) & (y < H)
     np.add.at(counts, (np.floor(y[inside]).astype(int), np.floor(x[inside]).astype(int)), 1)
@@ -176,8 +213,9 @@ def test_egd_reflect_difference_is_a_border_effect():
     rng = np.random.default_rng(3)
     H, W, s = 260, 220, 8.0
     x, y = _egd_counts(rng, 60, H, W, border_heavy=True)
-    maps, _ = render_case(_egd_frame(x, y), _windows([("full", None, None)], "egd-cxr", "d1"), rec,
-                          image_height_px=H, image_width_px=W)
+    maps, _ = render_case(
+        _egd_frame(x, y), _windows([("full", None, None)], "egd-cxr", "d1"), rec, image_height_px=H, image_width_px=W
+    )
     counts = np.zeros((H, W))
     np.add.at(counts, (np.floor(y).astype(int), np.floor(x).astype(int)), 1)
     reflect = ndimage.gaussian_filter(counts, s, mode="reflect", truncate=8.0)
@@ -196,8 +234,9 @@ def test_egd_temporal_one_map_per_phrase():
     H, W = 400, 300
     x, y = _egd_counts(rng, 12, H, W)
     fx = _egd_frame(x, y)  # fixations every 0.3 s
-    win = _windows([("phrase_0000", 0.0, 1.0), ("phrase_0001", 100.0, 101.0), ("phrase_0002", 1.5, 3.0)],
-                   "egd-cxr", "d1")
+    win = _windows(
+        [("phrase_0000", 0.0, 1.0), ("phrase_0001", 100.0, 101.0), ("phrase_0002", 1.5, 3.0)], "egd-cxr", "d1"
+    )
     maps, rej = render_case(fx, win, rec, image_height_px=H, image_width_px=W)
     assert list(maps) == ["phrase_0000", "phrase_0001", "phrase_0002"] and rej == []
     assert all(m.array.shape == (224, 224) for m in maps.values())
@@ -220,10 +259,19 @@ def test_egd_gaze_samples_contract_on_mtunet_grid(variant):
     x, y = px[pick], py[pick]
     x[:5] = np.nan
     x[5:8] = W + 10.0
-    samples = pl.DataFrame({"dataset": "egd-cxr", "case_id": "d1", "sample_idx": np.arange(n, dtype=np.int32),
-                            "t_s": np.arange(n) / 60.0, "x_px": x, "y_px": y})
-    maps, _ = render_case(samples, _windows([("full", None, None)], "egd-cxr", "d1"), rec,
-                          image_height_px=H, image_width_px=W)
+    samples = pl.DataFrame(
+        {
+            "dataset": "egd-cxr",
+            "case_id": "d1",
+            "sample_idx": np.arange(n, dtype=np.int32),
+            "t_s": np.arange(n) / 60.0,
+            "x_px": x,
+            "y_px": y,
+        }
+    )
+    maps, _ = render_case(
+        samples, _windows([("full", None, None)], "egd-cxr", "d1"), rec, image_height_px=H, image_width_px=W
+    )
     out = maps["full"].array
     assert out.shape == (640, 512)
     assert maps["full"].n_fixations == n - 8

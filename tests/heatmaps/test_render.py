@@ -30,22 +30,52 @@ def _fix(rows: list[dict]) -> pl.DataFrame:
     out = []
     for i, r in enumerate(rows):
         rect = r.get("rect", (None, None, None, None))
-        out.append({
-            "dataset": "reflacx", "case_id": "P1R1", "fixation_idx": i,
-            "t_start_s": r["t0"], "t_end_s": r["t1"], "x_px": r["x"], "y_px": r["y"],
-            "px_per_deg_x": r.get("ppd", 10.0), "px_per_deg_y": r.get("ppd_y", r.get("ppd", 10.0)),
-            "shown_xmin_px": rect[0], "shown_ymin_px": rect[1], "shown_xmax_px": rect[2], "shown_ymax_px": rect[3],
-        })
+        out.append(
+            {
+                "dataset": "reflacx",
+                "case_id": "P1R1",
+                "fixation_idx": i,
+                "t_start_s": r["t0"],
+                "t_end_s": r["t1"],
+                "x_px": r["x"],
+                "y_px": r["y"],
+                "px_per_deg_x": r.get("ppd", 10.0),
+                "px_per_deg_y": r.get("ppd_y", r.get("ppd", 10.0)),
+                "shown_xmin_px": rect[0],
+                "shown_ymin_px": rect[1],
+                "shown_xmax_px": rect[2],
+                "shown_ymax_px": rect[3],
+            }
+        )
     return pl.DataFrame(out)
 
 
 def _win(rows: list[tuple]) -> pl.DataFrame:
     """Windows frame from (target, t_start, t_end) tuples."""
     return pl.DataFrame(
-        [{"dataset": "reflacx", "case_id": "P1R1", "target": t, "recipe": "t", "window_idx": i,
-          "sentence_idx": None, "t_start_s": a, "t_end_s": b} for i, (t, a, b) in enumerate(rows)],
-        schema={"dataset": pl.Utf8, "case_id": pl.Utf8, "target": pl.Utf8, "recipe": pl.Utf8,
-                "window_idx": pl.Int32, "sentence_idx": pl.Int32, "t_start_s": pl.Float64, "t_end_s": pl.Float64},
+        [
+            {
+                "dataset": "reflacx",
+                "case_id": "P1R1",
+                "target": t,
+                "recipe": "t",
+                "window_idx": i,
+                "sentence_idx": None,
+                "t_start_s": a,
+                "t_end_s": b,
+            }
+            for i, (t, a, b) in enumerate(rows)
+        ],
+        schema={
+            "dataset": pl.Utf8,
+            "case_id": pl.Utf8,
+            "target": pl.Utf8,
+            "recipe": pl.Utf8,
+            "window_idx": pl.Int32,
+            "sentence_idx": pl.Int32,
+            "t_start_s": pl.Float64,
+            "t_end_s": pl.Float64,
+        },
     )
 
 
@@ -155,7 +185,7 @@ def test_tiny_sigmas_and_many_overlapping_points():
     ref = naive_render(g, x, y, s, s, w)
     assert np.abs(fast - ref).max() < 1e-6 * ref.max()
     assert truncation_radius(n) > truncation_radius(1) >= 6.0
-    assert math.exp(-truncation_radius(n) ** 2 / 2) * n <= 1e-7 * 1.0001
+    assert math.exp(-(truncation_radius(n) ** 2) / 2) * n <= 1e-7 * 1.0001
 
 
 def test_profiles_are_shared_across_weightings():
@@ -192,20 +222,25 @@ def test_normalisations():
 # ----------------------------------------------------------------------------- render_case rules
 def test_window_selection_and_weights_follow_004():
     # 004: included iff t_end > w_start and t_start <= w_end; weight = duration clipped to the window
-    fx = _fix([
-        {"t0": 0.0, "t1": 1.0, "x": 20.0, "y": 20.0},  # ends exactly at w_start: excluded
-        {"t0": 0.5, "t1": 1.5, "x": 40.0, "y": 30.0},  # overlaps 0.5 s
-        {"t0": 1.2, "t1": 1.6, "x": 60.0, "y": 40.0},  # inside: 0.4 s
-        {"t0": 2.8, "t1": 4.0, "x": 30.0, "y": 50.0},  # overlaps 0.2 s
-        {"t0": 3.0, "t1": 3.5, "x": 70.0, "y": 10.0},  # starts exactly at w_end: included, weight 0
-        {"t0": 3.1, "t1": 3.5, "x": 10.0, "y": 10.0},  # after: excluded
-    ])
+    fx = _fix(
+        [
+            {"t0": 0.0, "t1": 1.0, "x": 20.0, "y": 20.0},  # ends exactly at w_start: excluded
+            {"t0": 0.5, "t1": 1.5, "x": 40.0, "y": 30.0},  # overlaps 0.5 s
+            {"t0": 1.2, "t1": 1.6, "x": 60.0, "y": 40.0},  # inside: 0.4 s
+            {"t0": 2.8, "t1": 4.0, "x": 30.0, "y": 50.0},  # overlaps 0.2 s
+            {"t0": 3.0, "t1": 3.5, "x": 70.0, "y": 10.0},  # starts exactly at w_end: included, weight 0
+            {"t0": 3.1, "t1": 3.5, "x": 10.0, "y": 10.0},  # after: excluded
+        ]
+    )
     win = _win([("edema", 1.0, 3.0)])
     H, W = 60, 80
     g = OutputGrid.native(H, W)
     xs, ys = [40.0, 60.0, 30.0], [30.0, 40.0, 50.0]
-    for weight, ws in [("window_overlap", [0.5, 0.4, 0.2]), ("duration", [1.0, 0.4, 1.2, 0.5]),
-                       ("count", [1, 1, 1, 1])]:
+    for weight, ws in [
+        ("window_overlap", [0.5, 0.4, 0.2]),
+        ("duration", [1.0, 0.4, 1.2, 0.5]),
+        ("count", [1, 1, 1, 1]),
+    ]:
         maps, rej = render_case(fx, win, _recipe(weight=weight), image_height_px=H, image_width_px=W)
         px, py = (xs + [70.0], ys + [10.0]) if len(ws) == 4 else (xs, ys)
         expect = render_points(g, px, py, 5.0, 5.0, ws)
@@ -216,10 +251,12 @@ def test_window_selection_and_weights_follow_004():
 
 
 def test_aggregation_max_over_windows_after_per_window_max():
-    fx = _fix([
-        {"t0": 0.0, "t1": 2.0, "x": 20.0, "y": 20.0},
-        {"t0": 5.0, "t1": 5.1, "x": 60.0, "y": 40.0},
-    ])
+    fx = _fix(
+        [
+            {"t0": 0.0, "t1": 2.0, "x": 20.0, "y": 20.0},
+            {"t0": 5.0, "t1": 5.1, "x": 60.0, "y": 40.0},
+        ]
+    )
     win = _win([("a", 0.0, 3.0), ("a", 4.0, 6.0), ("b", 4.0, 6.0)])
     H, W = 60, 80
     maps, _ = render_case(fx, win, _recipe(normalize="max", aggregate="max"), image_height_px=H, image_width_px=W)
@@ -241,25 +278,31 @@ def test_aggregation_max_over_windows_after_per_window_max():
 def test_empty_window_policy():
     fx = _fix([{"t0": 0.0, "t1": 1.0, "x": 20.0, "y": 20.0}])
     win = _win([("full", 0.0, 2.0), ("late", 5.0, 6.0), ("late", 7.0, 8.0)])
-    maps, rej = render_case(fx, win, _recipe(normalize="max", empty_window="skip"), image_height_px=40, image_width_px=40)
+    maps, rej = render_case(
+        fx, win, _recipe(normalize="max", empty_window="skip"), image_height_px=40, image_width_px=40
+    )
     assert set(maps) == {"full"}
     assert len(rej) == 3 and all(r["stage"] == "render" and r["case_id"] == "P1R1" for r in rej)
     assert any("every window is empty" in r["reason"] for r in rej)
-    maps, rej = render_case(fx, win, _recipe(normalize="max", empty_window="zeros"), image_height_px=40, image_width_px=40)
+    maps, rej = render_case(
+        fx, win, _recipe(normalize="max", empty_window="zeros"), image_height_px=40, image_width_px=40
+    )
     assert set(maps) == {"full", "late"} and rej == []
     assert maps["late"].array.dtype == np.float32 and not maps["late"].array.any()
     assert maps["late"].n_fixations == 0 and maps["late"].total_weight == 0.0
     for how in ("sum", "minmax", "none"):  # no policy divides by zero
-        maps, _ = render_case(fx, win, _recipe(normalize=how, empty_window="zeros"), image_height_px=40,
-                              image_width_px=40)
+        maps, _ = render_case(
+            fx, win, _recipe(normalize=how, empty_window="zeros"), image_height_px=40, image_width_px=40
+        )
         assert np.isfinite(maps["late"].array).all()
     # no fixations at all
     maps, rej = render_case(fx.head(0), win, _recipe(empty_window="skip"), image_height_px=40, image_width_px=40)
     assert maps == {} and len(rej) == 5
     # a fixation whose density lies wholly outside its shown rect leaves the window empty
     fx2 = _fix([{"t0": 0.0, "t1": 1.0, "x": 5.0, "y": 5.0, "rect": (100, 100, 120, 120)}])
-    maps, rej = render_case(fx2, _win([("full", None, None)]), _recipe(clip_to_shown_rect=True),
-                            image_height_px=40, image_width_px=40)
+    maps, rej = render_case(
+        fx2, _win([("full", None, None)]), _recipe(clip_to_shown_rect=True), image_height_px=40, image_width_px=40
+    )
     assert maps == {} and rej
 
 
@@ -286,11 +329,13 @@ def test_mask_filter_equals_rendering_only_inside_fixations():
 
 
 def test_sigma_in_degrees_is_per_fixation_and_per_axis():
-    fx = _fix([
-        {"t0": 0.0, "t1": 1.0, "x": 30.0, "y": 30.0, "ppd": 4.0, "ppd_y": 6.0},
-        {"t0": 0.0, "t1": 1.0, "x": 70.0, "y": 40.0, "ppd": 8.0},
-        {"t0": 0.0, "t1": 1.0, "x": 50.0, "y": 50.0, "ppd": None},  # no px/deg: dropped, reported
-    ])
+    fx = _fix(
+        [
+            {"t0": 0.0, "t1": 1.0, "x": 30.0, "y": 30.0, "ppd": 4.0, "ppd_y": 6.0},
+            {"t0": 0.0, "t1": 1.0, "x": 70.0, "y": 40.0, "ppd": 8.0},
+            {"t0": 0.0, "t1": 1.0, "x": 50.0, "y": 50.0, "ppd": None},  # no px/deg: dropped, reported
+        ]
+    )
     rec = _recipe(sigma={"value": 1.5, "unit": "deg"})
     maps, rej = render_case(fx, _win([("full", None, None)]), rec, image_height_px=80, image_width_px=100)
     g = OutputGrid.native(80, 100)
@@ -312,11 +357,16 @@ def test_sigma_in_pixels_scales_into_the_grid():
 
 
 def test_gaze_samples_are_point_events_and_duplicates_add_up():
-    samples = pl.DataFrame({
-        "dataset": "egd-cxr", "case_id": "d1", "sample_idx": [0, 1, 2, 3, 4],
-        "t_s": [0.0, 0.1, 0.2, 0.3, 5.0], "x_px": [10.0, 10.0, 30.5, None, 20.0],
-        "y_px": [12.0, 12.0, 25.2, None, 20.0],
-    })
+    samples = pl.DataFrame(
+        {
+            "dataset": "egd-cxr",
+            "case_id": "d1",
+            "sample_idx": [0, 1, 2, 3, 4],
+            "t_s": [0.0, 0.1, 0.2, 0.3, 5.0],
+            "x_px": [10.0, 10.0, 30.5, None, 20.0],
+            "y_px": [12.0, 12.0, 25.2, None, 20.0],
+        }
+    )
     rec = _recipe(source="gaze_samples", weight="count", position_rounding="floor")
     win = _win([("full", 0.0, 0.2)])  # closed interval for point events; the blink row is ignored
     maps, rej = render_case(samples, win, rec, image_height_px=40, image_width_px=50)
@@ -359,8 +409,16 @@ def test_large_point_sets_render_in_chunks(monkeypatch):
 
     rng = np.random.default_rng(9)
     n, H, W = 300, 50, 60
-    samples = pl.DataFrame({"dataset": "egd-cxr", "case_id": "d1", "sample_idx": np.arange(n, dtype=np.int32),
-                            "t_s": np.arange(n) / 60.0, "x_px": rng.uniform(0, W, n), "y_px": rng.uniform(0, H, n)})
+    samples = pl.DataFrame(
+        {
+            "dataset": "egd-cxr",
+            "case_id": "d1",
+            "sample_idx": np.arange(n, dtype=np.int32),
+            "t_s": np.arange(n) / 60.0,
+            "x_px": rng.uniform(0, W, n),
+            "y_px": rng.uniform(0, H, n),
+        }
+    )
     rec = _recipe(source="gaze_samples", weight="count", normalize="sum")
     win = _win([("full", None, None), ("early", 0.0, 2.0)])
     whole, _ = render_case(samples, win, rec, image_height_px=H, image_width_px=W)
@@ -373,8 +431,9 @@ def test_large_point_sets_render_in_chunks(monkeypatch):
 
 def test_rendered_map_carries_its_grid():
     fx = _fix([{"t0": 0.0, "t1": 1.0, "x": 20.0, "y": 10.0}])
-    maps, _ = render_case(fx, _win([("full", None, None)]), _recipe(output={"size": 32}), image_height_px=40,
-                          image_width_px=80)
+    maps, _ = render_case(
+        fx, _win([("full", None, None)]), _recipe(output={"size": 32}), image_height_px=40, image_width_px=80
+    )
     g = maps["full"].grid
     assert g == OutputGrid.letterbox(40, 80, 32) and maps["full"].array.shape == g.shape
     r, c = np.unravel_index(np.argmax(maps["full"].array), g.shape)

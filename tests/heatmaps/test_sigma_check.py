@@ -10,8 +10,11 @@ from gazeprep.recipes import load_recipe
 
 def _cases(sizes):
     return pl.DataFrame(
-        {"case_id": [f"c{i}" for i in range(len(sizes))],
-         "image_height_px": [h for h, _ in sizes], "image_width_px": [w for _, w in sizes]},
+        {
+            "case_id": [f"c{i}" for i in range(len(sizes))],
+            "image_height_px": [h for h, _ in sizes],
+            "image_width_px": [w for _, w in sizes],
+        },
         schema={"case_id": pl.Utf8, "image_height_px": pl.Int64, "image_width_px": pl.Int64},
     )
 
@@ -37,8 +40,9 @@ def test_sigma_in_degrees_uses_pixels_per_degree_of_the_fixations():
     assert recipe.render.sigma.unit == "deg"
     cases = _cases([(200, 240), (200, 240)])
     # c0: 60 px/deg -> sigma 60 px > 50 (= 200 / 4); c1: 40 px/deg -> 40 px, not above
-    fx = pl.DataFrame({"case_id": ["c0", "c0", "c1"], "px_per_deg_x": [60.0, 60.0, 40.0],
-                       "px_per_deg_y": [55.0, 58.0, 30.0]})
+    fx = pl.DataFrame(
+        {"case_id": ["c0", "c0", "c1"], "px_per_deg_x": [60.0, 60.0, 40.0], "px_per_deg_y": [55.0, 58.0, 30.0]}
+    )
     n, msg = sigma_check(cases, recipe, fx)
     assert n == 1 and "1 of 2 cases" in msg and "200 px" in msg
     # without fixations a sigma in degrees cannot be checked

@@ -146,7 +146,9 @@ def master_row(dicom: str, subject: int, study: int, pads: tuple[int, int, int, 
     top, bottom, left, right = pads
     dx = '"Heart failure, unspecified",I50.9' + ",," * 8
     labels = "0,0,1,0,0,1,0,0,0,0,1,0,0,0,0,,1,,-1,,,,,,,,,,"
-    return f"{dicom},{path},{study},{subject},33811834,F,20 - 30,{top},{bottom},{left},{right},{dx},{labels},{indication}"
+    return (
+        f"{dicom},{path},{study},{subject},33811834,F,20 - 30,{top},{bottom},{left},{right},{dx},{labels},{indication}"
+    )
 
 
 def write_png_mask(path: Path, h: int, w: int) -> None:
@@ -166,7 +168,13 @@ def write_egd(root: Path) -> dict:
     d2 = "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee"
     lines = [
         EGD_MASTER_HEADER,
-        master_row(EGD_REAL_DICOM, 15628804, 58573295, (0, 0, 534, 534), '"___F with CHF and\nshortness of breath// ?Pulmonary edema"'),
+        master_row(
+            EGD_REAL_DICOM,
+            15628804,
+            58573295,
+            (0, 0, 534, 534),
+            '"___F with CHF and\nshortness of breath// ?Pulmonary edema"',
+        ),
         master_row(d2, 19462352, 51900589, (86, 86, 448, 448), "cough"),
     ]
     (root / "master_sheet.csv").write_bytes(("\n".join(lines) + "\n").encode())

@@ -82,8 +82,14 @@ def test_other_header_defects_reject_the_file(tmp_path, header, column, needle):
 @pytest.mark.parametrize("reader", [read_checked_csv, scan_checked_csv])
 @pytest.mark.parametrize(
     "value, needle",
-    [("-1", "must be greater than 0: '-1'"), ("0", "must be greater than 0: '0'"), ("nan", "value is NaN"),
-     ("inf", "value is infinite"), ("-inf", "value is infinite"), ("abc", "not a number")],
+    [
+        ("-1", "must be greater than 0: '-1'"),
+        ("0", "must be greater than 0: '0'"),
+        ("nan", "value is NaN"),
+        ("inf", "value is infinite"),
+        ("-inf", "value is infinite"),
+        ("abc", "not a number"),
+    ],
 )
 def test_exclusive_lower_bound_and_finiteness(tmp_path, reader, value, needle):
     p = _write(tmp_path / "f.csv", ["t,v", "1.0,1.1", f"2.0,{value}", "3.0,", "4.0,0.001"])
@@ -151,8 +157,13 @@ def test_reflacx_per_case_file_with_extra_column_is_a_reject(rx, rel_path, kwarg
 
 @pytest.mark.parametrize(
     "pupil, needle",
-    [("-1", "must be greater than 0: '-1'"), ("0", "must be greater than 0"), ("nan", "value is NaN"),
-     ("inf", "value is infinite"), ("1e999", "value is infinite")],
+    [
+        ("-1", "must be greater than 0: '-1'"),
+        ("0", "must be greater than 0"),
+        ("nan", "value is NaN"),
+        ("inf", "value is infinite"),
+        ("1e999", "value is infinite"),
+    ],
 )
 def test_reflacx_pupil_area_out_of_range_drops_the_row(rx, pupil, needle):
     rows = list(FIX_ROWS)
@@ -171,8 +182,13 @@ def test_reflacx_pupil_area_out_of_range_drops_the_row(rx, pupil, needle):
 
 @pytest.mark.parametrize(
     "index, value, column",
-    [(7, "0", "window_width"), (7, "-0.5", "window_width"), (2, "nan", "x_position"),
-     (1, "inf", "timestamp_end_fixation"), (10, "-inf", "ymin_shown_from_image")],
+    [
+        (7, "0", "window_width"),
+        (7, "-0.5", "window_width"),
+        (2, "nan", "x_position"),
+        (1, "inf", "timestamp_end_fixation"),
+        (10, "-inf", "ymin_shown_from_image"),
+    ],
 )
 def test_reflacx_other_fixation_ranges(rx, index, value, column):
     rows = list(FIX_ROWS)
@@ -226,8 +242,11 @@ def test_egd_release_wide_file_with_extra_column_stops_the_ingest(egd, name):
 
 
 @pytest.mark.parametrize(
-    "name, kwargs, outcome", [("eye_gaze.csv", {"gaze_samples": True}, "gaze samples left empty"),
-                              ("bounding_boxes.csv", {}, "boxes left empty")],
+    "name, kwargs, outcome",
+    [
+        ("eye_gaze.csv", {"gaze_samples": True}, "gaze samples left empty"),
+        ("bounding_boxes.csv", {}, "boxes left empty"),
+    ],
 )
 def test_egd_optional_file_with_extra_column_is_a_reject(egd, name, kwargs, outcome):
     root, ids = egd

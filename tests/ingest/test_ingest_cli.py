@@ -45,7 +45,9 @@ def test_ingest_writes_all_tables(tmp_path):
     # worker processes give the same tables
     ingest("reflacx", tmp_path / "r", tmp_path / "out2", gaze_samples=True, progress=False, workers=2)
     for name in counts:
-        assert pl.read_parquet(tmp_path / "out" / f"{name}.parquet").equals(pl.read_parquet(tmp_path / "out2" / f"{name}.parquet"))
+        assert pl.read_parquet(tmp_path / "out" / f"{name}.parquet").equals(
+            pl.read_parquet(tmp_path / "out2" / f"{name}.parquet")
+        )
 
 
 def test_ingest_collects_rejects(tmp_path):
@@ -82,9 +84,27 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert run_main(["ingest", "--dataset", "nope", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown dataset 'nope'; known datasets: egd-cxr, mimic-cxr, reflacx" in err and "Traceback" not in err
-    assert run_main(["ingest", "--dataset", "reflacx", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
+    assert (
+        run_main(["ingest", "--dataset", "reflacx", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+        == 1
+    )
     assert "release folder not found" in capsys.readouterr().err
-    assert run_main(["ingest", "--dataset", "mimic-cxr", "--root", str(tmp_path), "--out", str(tmp_path / "o"), "--mimic-root", str(tmp_path)]) == 1
+    assert (
+        run_main(
+            [
+                "ingest",
+                "--dataset",
+                "mimic-cxr",
+                "--root",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--mimic-root",
+                str(tmp_path),
+            ]
+        )
+        == 1
+    )
     # every adapter takes the MIMIC root (mimic-cxr ignores it); here the folder has no metadata table
     assert "mimic-cxr-2.0.0-metadata.csv[.gz]: file not found" in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ from gazeprep.datasets.csvio import Col, read_checked_csv, scan_checked_csv
 from gazeprep.errors import InputFormatError
 
 COLS = {"t": Col(), "n": Col("int", lo=0, hi=5), "flag": Col("bool"), "name": Col("str"), "opt": Col(required=False)}
-GOOD = ["t,n,flag,name,opt", "0.5,5,True,a,", "1.5,5.0,False,b,2.5", "2.0,0,True,\"c, d\",1"]
+GOOD = ["t,n,flag,name,opt", "0.5,5,True,a,", "1.5,5.0,False,b,2.5", '2.0,0,True,"c, d",1']
 
 
 def write(tmp_path: Path, lines: list[str], name: str = "f.csv", eol: str = "\r\n") -> Path:
@@ -134,7 +134,9 @@ def test_ordered_keep_mask_is_a_longest_sorted_subsequence():
 def test_single_wild_timestamp_drops_one_row():
     import polars as pl
 
-    df = pl.DataFrame({"s": [1.0, 2.0, 999.0, 4.0, 5.0], "e": [1.5, 2.5, 1000.0, 4.5, 5.5], "source_row": [1, 2, 3, 4, 5]})
+    df = pl.DataFrame(
+        {"s": [1.0, 2.0, 999.0, 4.0, 5.0], "e": [1.5, 2.5, 1000.0, 4.5, 5.5], "source_row": [1, 2, 3, 4, 5]}
+    )
     kept, bad = time_problems(df, "s", "e", start_label="start", end_label="end")
     assert bad == [(3, "timestamps out of order: start 999 is earlier than the rows that follow")] or (
         [r for r, _ in bad] == [3] and "start 999" in bad[0][1]
@@ -169,7 +171,9 @@ _row = st.tuples(
     st.floats(allow_nan=False, allow_infinity=False, width=64),
     st.integers(0, 5),
     st.booleans(),
-    st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=8).filter(lambda s: s.strip() == s and s),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=8).filter(
+        lambda s: s.strip() == s and s
+    ),
     st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=64)),
 )
 

@@ -80,13 +80,18 @@ def test_calibration_rows_dropped_and_counted(egd):
     assert rel.stats["calibration_rows"] == 2 and rel.stats["calibration_ids"] == 1
     cal = [r for r in rel.rejects if r["case_id"] == ids["calibration"]]
     assert [(r["file"], r["row"]) for r in cal] == [("fixations.csv", 4), ("eye_gaze.csv", 4)]
-    assert "calibration image (39-character DICOM_ID not in master_sheet.csv): 2 fixation rows dropped" == cal[0]["reason"]
+    assert (
+        "calibration image (39-character DICOM_ID not in master_sheet.csv): 2 fixation rows dropped" == cal[0]["reason"]
+    )
     assert set(rel.cases["case_id"]) == {ids["real"], ids["landscape"]}
 
 
 def test_unknown_dicom_id_rows_dropped(egd):
     root, mroot, ids = egd
-    write_fixations(root, [*EGD_REAL_ROWS, egd_row(3, "ffffffff-ffffffff-ffffffff-ffffffff-ffffffff", 0.5, 0.5, 0.5, 0.1, 0.4, 1, 1)])
+    write_fixations(
+        root,
+        [*EGD_REAL_ROWS, egd_row(3, "ffffffff-ffffffff-ffffffff-ffffffff-ffffffff", 0.5, 0.5, 0.5, 0.1, 0.4, 1, 1)],
+    )
     rel = open_(root, mroot)
     (r,) = [r for r in rel.rejects if r["file"] == "fixations.csv"]
     assert r["row"] == 4 and "DICOM_ID not in master_sheet.csv: 1 fixation rows dropped" in r["reason"]
@@ -109,7 +114,13 @@ def test_master_sheet_quirks(egd, tmp_path):
     assert lab[(ids["real"], "edema__chx")] == -1.0 and lab[(ids["real"], "atelectasis__chx")] is None
     # old pad column names are accepted
     p = root / "master_sheet.csv"
-    p.write_bytes(p.read_bytes().replace(b"image_top_pad,image_bottom_pad,image_left_pad,image_right_pad", b"image_top,image_bottom,image_left,image_right", 1))
+    p.write_bytes(
+        p.read_bytes().replace(
+            b"image_top_pad,image_bottom_pad,image_left_pad,image_right_pad",
+            b"image_top,image_bottom,image_left,image_right",
+            1,
+        )
+    )
     assert open_(root, mroot).cases["pad_left_px"].to_list() == [534, 448]
 
 
@@ -145,15 +156,24 @@ def test_case_tables(egd):
     cd = rel.read_case(ids["landscape"])
     for name, df in cd.tables.items():
         schema.validate(df, name)
-    assert cd.tables["words"]["word"].to_list() == ["the", "lungs are clear.", "heart size normal."]  # one row per phrase
+    assert cd.tables["words"]["word"].to_list() == [
+        "the",
+        "lungs are clear.",
+        "heart size normal.",
+    ]  # one row per phrase
     assert cd.tables["reports"]["text"][0] == "the lungs are clear. heart size normal."
     m = cd.tables["masks"]
     assert m["structure"].to_list() == ["left_lung", "right_lung", "mediastinum", "aortic_knob"]
     assert m["path"][2] == f"audio_segmentation_transcripts/{ids['landscape']}/mediastanum.png"
     b = rel.read_case(ids["real"]).tables["boxes"]
     assert b.row(0, named=True) | {} == {
-        "dataset": "egd-cxr", "case_id": ids["real"], "box_name": "cardiac silhouette",
-        "xmin_px": 1007.0, "ymin_px": 1278.0, "xmax_px": 1743.0, "ymax_px": 2040.0,
+        "dataset": "egd-cxr",
+        "case_id": ids["real"],
+        "box_name": "cardiac silhouette",
+        "xmin_px": 1007.0,
+        "ymin_px": 1278.0,
+        "xmax_px": 1743.0,
+        "ymax_px": 2040.0,
     }  # fmt: skip  (file order x1,x2,y1,y2)
     g = cd.tables["gaze_samples"]
     assert g["t_s"].to_list() == [0.6, 1.2]
@@ -237,16 +257,34 @@ def test_missing_transcript_folder(egd):
 @pytest.mark.parametrize(
     "row, needle",
     [
-        (egd_row(2, "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee", 0.6, "abc", 0.5, 0.2, 0.4, 20, 15), "column 'FPOGX': not a number: 'abc'"),
-        (egd_row(2, "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee", 0.6, 0.5, 0.5, 0.2, -0.4, 20, 15), "negative duration: FPOGD -0.4"),
-        (egd_row(2, "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee", 0.6, 0.5, 0.5, 0.1, 0.1, 20, 15), "timestamps out of order: FPOGS 0.1 is earlier than row 4 (0.2)"),
-        (egd_row(2, "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee", 0.6, 55.0, 0.5, 0.2, 0.4, 20, 15), "far outside the screen"),
-        (egd_row(2, "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee", 0.6, "nan", 0.5, 0.2, 0.4, 20, 15), "column 'FPOGX': value is NaN"),
+        (
+            egd_row(2, "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee", 0.6, "abc", 0.5, 0.2, 0.4, 20, 15),
+            "column 'FPOGX': not a number: 'abc'",
+        ),
+        (
+            egd_row(2, "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee", 0.6, 0.5, 0.5, 0.2, -0.4, 20, 15),
+            "negative duration: FPOGD -0.4",
+        ),
+        (
+            egd_row(2, "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee", 0.6, 0.5, 0.5, 0.1, 0.1, 20, 15),
+            "timestamps out of order: FPOGS 0.1 is earlier than row 4 (0.2)",
+        ),
+        (
+            egd_row(2, "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee", 0.6, 55.0, 0.5, 0.2, 0.4, 20, 15),
+            "far outside the screen",
+        ),
+        (
+            egd_row(2, "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee", 0.6, "nan", 0.5, 0.2, 0.4, 20, 15),
+            "column 'FPOGX': value is NaN",
+        ),
     ],
 )
 def test_bad_fixation_rows(egd, row, needle):
     root, _, ids = egd
-    good = [egd_row(2, ids["landscape"], 0.6, 0.5, 0.5, 0.2, 0.4, 20, 15), egd_row(2, ids["landscape"], 1.2, 0.1, 0.5, 0.7, 0.5, -1, 15)]
+    good = [
+        egd_row(2, ids["landscape"], 0.6, 0.5, 0.5, 0.2, 0.4, 20, 15),
+        egd_row(2, ids["landscape"], 1.2, 0.1, 0.5, 0.7, 0.5, -1, 15),
+    ]
     write_fixations(root, [*EGD_REAL_ROWS, good[0], row, good[1]])
     rel = open_(root)
     cd = rel.read_case(ids["landscape"])
@@ -286,7 +324,9 @@ def test_bad_master_row_skips_that_case(egd):
     lines = [
         EGD_MASTER_HEADER,
         master_row(ids["real"], 15628804, 58573295, (0, 0, 534, 534), "x"),
-        master_row(ids["landscape"], 19462352, 51900589, (86, 86, 448, 448), "y").replace(",86,86,448,", ",86,eighty,448,", 1),
+        master_row(ids["landscape"], 19462352, 51900589, (86, 86, 448, 448), "y").replace(
+            ",86,86,448,", ",86,eighty,448,", 1
+        ),
     ]
     (root / "master_sheet.csv").write_text("\n".join(lines) + "\n")
     rel = open_(root, mroot)
@@ -351,7 +391,13 @@ def test_bad_master_label_drops_only_that_label(egd):
     p.write_bytes(p.read_bytes().replace(b",,,0,0,1,0,0,1,", b",,,0,0,7,0,0,1,", 1))
     rel = open_(root, mroot)
     (r,) = [r for r in rel.rejects if r["file"] == "master_sheet.csv"]
-    assert r["case_id"] == ids["real"] and r["row"] == 1 and "column 'CHF': '7' is not one of [0, 1]; label left out" in r["reason"]
+    assert (
+        r["case_id"] == ids["real"]
+        and r["row"] == 1
+        and "column 'CHF': '7' is not one of [0, 1]; label left out" in r["reason"]
+    )
     assert ids["real"] in rel.cases["case_id"].to_list()
-    lab = rel.case_labels.filter((pl.col("case_id") == ids["real"]) & (pl.col("source") == "egd_master"))["source_label"].to_list()
+    lab = rel.case_labels.filter((pl.col("case_id") == ids["real"]) & (pl.col("source") == "egd_master"))[
+        "source_label"
+    ].to_list()
     assert "CHF" not in lab and "Normal" in lab and len(lab) == 28

@@ -15,7 +15,9 @@ REFLACX_IMAGE = f"physionet.org/files/mimic-cxr/2.0.0/files/p10/p10000032/s50414
 EGD_PATH = f"files/p10/p10000032/s50414267/{DICOM}.dcm"
 
 
-def write_dicom(path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2", window=None, bits: int = 12, slope=None) -> None:
+def write_dicom(
+    path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2", window=None, bits: int = 12, slope=None
+) -> None:
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -77,7 +79,9 @@ def test_resolve_follows_symlinks_inside_root(tmp_path, stored):
     assert resolve_image(tmp_path / "root", EGD_PATH) == tmp_path / "root" / EGD_PATH
 
 
-@pytest.mark.parametrize("bad", ["../../etc/passwd", "files/../../secret.dcm", "/etc/passwd", "files/p10/../../../x.dcm"])
+@pytest.mark.parametrize(
+    "bad", ["../../etc/passwd", "files/../../secret.dcm", "/etc/passwd", "files/p10/../../../x.dcm"]
+)
 def test_resolve_never_leaves_root(tmp_path, bad):
     (tmp_path / "root").mkdir()
     with pytest.raises(GazeprepError):
@@ -135,7 +139,10 @@ def test_png_and_jpg(tmp_path):
     assert load_image(tmp_path / "rgb.png").shape == (2, 2)
 
 
-@pytest.mark.parametrize("name, content", [("bad.dcm", b"DICM" * 50), ("bad.jpg", b"\xff\xd8\xff" + b"\x00" * 30), ("bad.png", b"\x89PNG\r\n\x1a\n garbage")])
+@pytest.mark.parametrize(
+    "name, content",
+    [("bad.dcm", b"DICM" * 50), ("bad.jpg", b"\xff\xd8\xff" + b"\x00" * 30), ("bad.png", b"\x89PNG\r\n\x1a\n garbage")],
+)
 def test_corrupt_image_names_file(tmp_path, name, content):
     p = tmp_path / name
     p.write_bytes(content)

@@ -59,12 +59,19 @@ def test_missing_table(tmp_path):
 def test_labels_for_cases_by_study(tmp_path):
     write_mimic(tmp_path, IMAGES)
     cases = pl.DataFrame(
-        {"dataset": ["x", "x", "x"], "case_id": ["a", "b", "c"], "subject_id": [10000032, 10000032, 1], "study_id": [50414267, 50414267, 2]}
+        {
+            "dataset": ["x", "x", "x"],
+            "case_id": ["a", "b", "c"],
+            "subject_id": [10000032, 10000032, 1],
+            "study_id": [50414267, 50414267, 2],
+        }
     )
     lab = labels_for_cases(tmp_path, "x", cases, [])
     schema.validate(lab, "case_labels")
     assert set(lab["case_id"]) == {"a", "b"}  # c's study is not in MIMIC
-    a = {(r["source"], r["source_label"]): r["value"] for r in lab.filter(pl.col("case_id") == "a").iter_rows(named=True)}
+    a = {
+        (r["source"], r["source_label"]): r["value"] for r in lab.filter(pl.col("case_id") == "a").iter_rows(named=True)
+    }
     assert a[("mimic_chexpert", "Atelectasis")] == 1.0 and a[("mimic_chexpert", "Edema")] == -1.0
     assert a[("mimic_negbio", "No Finding")] == 0.0 and a[("mimic_chexpert", "Fracture")] is None
     assert len(a) == 28

@@ -101,7 +101,9 @@ def test_header_only_ellipses_and_discarded_case(rx):
 
 def test_comma_token_is_quoted_in_words_file(rx):
     p = rx / "main_data" / C1 / "timestamps_transcription.csv"
-    p.write_bytes(crlf(["word,timestamp_start_word,timestamp_end_word", "heart,0.1,0.4", '",",0.4,0.45', "lungs,0.5,0.9"]))
+    p.write_bytes(
+        crlf(["word,timestamp_start_word,timestamp_end_word", "heart,0.1,0.4", '",",0.4,0.45', "lungs,0.5,0.9"])
+    )
     (rx / "main_data" / C1 / "transcription.txt").write_text("heart, lungs")
     assert open_(rx).read_case(C1).tables["words"]["word"].to_list() == ["heart", ",", "lungs"]
 
@@ -181,16 +183,40 @@ def test_broken_chest_box_keeps_case(rx):
 @pytest.mark.parametrize(
     "bad_row, needle",
     [
-        ("7.4,7.9,abc,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160", "column 'x_position': not a number: 'abc'"),
-        ("7.4,7.9,nan,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160", "column 'x_position': value is NaN"),
-        ("7.4,7.9,,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160", "column 'x_position': empty value"),
+        (
+            "7.4,7.9,abc,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160",
+            "column 'x_position': not a number: 'abc'",
+        ),
+        (
+            "7.4,7.9,nan,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160",
+            "column 'x_position': value is NaN",
+        ),
+        (
+            "7.4,7.9,,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160",
+            "column 'x_position': empty value",
+        ),
         ("7.4,7.9,1200,15", "column 'angular_resolution_x_pixels_per_degree': empty value"),  # truncated row
-        ("7.9,7.4,1200,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160", "negative duration: timestamp_end_fixation 7.4 is before timestamp_start_fixation 7.9"),
-        ("7.0,7.05,1200,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160", "timestamps out of order: timestamp_start_fixation 7 is earlier than row 1 (7.08)"),
-        ("7.4,7.9,90000,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160", "far outside the 2544x3056 image"),
+        (
+            "7.9,7.4,1200,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160",
+            "negative duration: timestamp_end_fixation 7.4 is before timestamp_start_fixation 7.9",
+        ),
+        (
+            "7.0,7.05,1200,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160",
+            "timestamps out of order: timestamp_start_fixation 7 is earlier than row 1 (7.08)",
+        ),
+        (
+            "7.4,7.9,90000,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160",
+            "far outside the 2544x3056 image",
+        ),
         ("7.4,7.9,1200,1500,1.05,94,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160,99", "has 18 fields"),
-        ("7.4,7.9,1200,1500,1.05,0,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160", "angular resolution (pixels per degree) must be > 0"),
-        ("7.4,7.9,1200,1500,1.05,94,94,0.99829,0.49841,2521,303,0,2463,661,0,3180,2160", "shown rectangle is empty or has min > max"),
+        (
+            "7.4,7.9,1200,1500,1.05,0,94,0.99829,0.49841,0,303,2521,2463,661,0,3180,2160",
+            "angular resolution (pixels per degree) must be > 0",
+        ),
+        (
+            "7.4,7.9,1200,1500,1.05,94,94,0.99829,0.49841,2521,303,0,2463,661,0,3180,2160",
+            "shown rectangle is empty or has min > max",
+        ),
     ],
 )
 def test_bad_fixation_row_dropped_rest_kept(rx, bad_row, needle):
@@ -217,7 +243,10 @@ def test_truncated_fixations_file(rx):
     [
         (lambda p: p.unlink(), "file not found; case skipped"),
         (lambda p: p.write_bytes(crlf([FIX_HEADER])), "no data rows (header only); case skipped"),
-        (lambda p: p.write_bytes(crlf([FIX_HEADER.replace("x_position", "x_pos"), *FIX_ROWS])), "missing column(s) ['x_position']"),
+        (
+            lambda p: p.write_bytes(crlf([FIX_HEADER.replace("x_position", "x_pos"), *FIX_ROWS])),
+            "missing column(s) ['x_position']",
+        ),
         (lambda p: p.write_bytes(b""), "empty file (no header line)"),
         (lambda p: p.write_bytes(bytes(range(256)) * 4), "binary file (NUL bytes), not CSV text"),
         (lambda p: p.write_bytes(b"\xff\xfe\xfa" * 40), "header line is not UTF-8 text"),
@@ -249,7 +278,11 @@ def test_missing_case_folder(rx):
     [
         ("transcription.txt", b"", "empty transcript; reports and words left empty"),
         ("transcription.txt", b"  \r\n", "empty transcript"),
-        ("timestamps_transcription.csv", crlf(["word,timestamp_start_word,timestamp_end_word"]), "empty transcript (no word rows)"),
+        (
+            "timestamps_transcription.csv",
+            crlf(["word,timestamp_start_word,timestamp_end_word"]),
+            "empty transcript (no word rows)",
+        ),
         ("timestamps_transcription.csv", None, "file not found; reports and words left empty"),
     ],
 )
@@ -268,7 +301,17 @@ def test_empty_or_missing_transcript_keeps_fixations(rx, name, content, needle):
 
 def test_bad_word_rows(rx):
     p = rx / "main_data" / C1 / "timestamps_transcription.csv"
-    p.write_bytes(crlf(["word,timestamp_start_word,timestamp_end_word", "no,1.0,1.2", "pneumothorax,1.9,1.2", "heart,x,2.8", ".,0.5,0.6"]))
+    p.write_bytes(
+        crlf(
+            [
+                "word,timestamp_start_word,timestamp_end_word",
+                "no,1.0,1.2",
+                "pneumothorax,1.9,1.2",
+                "heart,x,2.8",
+                ".,0.5,0.6",
+            ]
+        )
+    )
     cd = open_(rx).read_case(C1)
     reasons = {r["row"]: r["reason"] for r in cd.rejects}
     assert "negative duration" in reasons[2]
@@ -370,7 +413,9 @@ def test_reader_errors_skip_the_case_not_the_run(rx, monkeypatch):
     monkeypatch.setattr(rel, "_fixations", boom)
     cd = rel.read_case(C1)
     (r,) = cd.rejects
-    assert r["case_id"] == C1 and "ValueError: could not convert" in r["reason"] and r["reason"].endswith("case skipped")
+    assert (
+        r["case_id"] == C1 and "ValueError: could not convert" in r["reason"] and r["reason"].endswith("case skipped")
+    )
     assert all(df.height == 0 for df in cd.tables.values())
 
     def decoder(*a, **k):
@@ -381,7 +426,9 @@ def test_reader_errors_skip_the_case_not_the_run(rx, monkeypatch):
     assert "image file is truncated" in r["reason"] and r["reason"].endswith("case skipped")
 
 
-@pytest.mark.parametrize("err", [OSError(5, "Input/output error", "main_data/x"), PermissionError(13, "Permission denied", "main_data/x")])
+@pytest.mark.parametrize(
+    "err", [OSError(5, "Input/output error", "main_data/x"), PermissionError(13, "Permission denied", "main_data/x")]
+)
 def test_io_fault_while_reading_propagates(rx, monkeypatch, err):
     """EIO/EACCES on an existing file is an I/O fault: never a per-case reject (the build stops on it)."""
     rel = open_(rx)

@@ -22,7 +22,13 @@ from gazeprep.paths import sample_data_dir
 
 synth = pytest.importorskip("gazeprep.synth")
 
-MASK_STRUCTURE = {"left_lung.png": "left_lung", "right_lung.png": "right_lung", "mediastanum.png": "mediastinum", "mediastinum.png": "mediastinum", "aortic_knob.png": "aortic_knob"}
+MASK_STRUCTURE = {
+    "left_lung.png": "left_lung",
+    "right_lung.png": "right_lung",
+    "mediastanum.png": "mediastinum",
+    "mediastinum.png": "mediastinum",
+    "aortic_knob.png": "aortic_knob",
+}
 SAMPLE_ARGS = {"mimic": (12, 7), "reflacx": (12, 7), "egd": (8, 7)}  # Makefile `sample-data`
 
 
@@ -31,7 +37,9 @@ def _eq(got: pl.Series, want, what: str) -> None:
     g = got.to_numpy().astype(np.float64)
     w = np.asarray(want, dtype=np.float64)
     assert g.shape == w.shape, f"{what}: {g.shape} rows != {w.shape}"
-    assert np.array_equal(g, w, equal_nan=True), f"{what}: first mismatch at {np.flatnonzero(~((g == w) | (np.isnan(g) & np.isnan(w))))[:5]}"
+    assert np.array_equal(g, w, equal_nan=True), (
+        f"{what}: first mismatch at {np.flatnonzero(~((g == w) | (np.isnan(g) & np.isnan(w))))[:5]}"
+    )
 
 
 def mimic_label_rows(truth_mimic, cases) -> dict:
@@ -75,18 +83,22 @@ def check_reflacx(truth, root: Path, truth_mimic=None, mimic_root: Path | None =
             else:
                 want_labels[(c.case_id, name)] = (float(v), None)
         cd = rel.read_case(c.case_id)
-        want_rejects = (
-            [f"gaze_data/{c.case_id}/gaze.csv"] if (c.gaze is None and not c.discarded) else []
-        )
+        want_rejects = [f"gaze_data/{c.case_id}/gaze.csv"] if (c.gaze is None and not c.discarded) else []
         assert [x["file"] for x in cd.rejects] == want_rejects, (c.case_id, cd.rejects)
         t = cd.tables
         for name, df in t.items():
             schema.validate(df, name)
         # ellipses: one row per (ellipse, True label)
         want_ell = sorted(
-            (i, e.xmin, e.ymin, e.xmax, e.ymax, e.certainty, lab_) for i, e in enumerate(c.ellipses) for lab_ in e.labels
+            (i, e.xmin, e.ymin, e.xmax, e.ymax, e.certainty, lab_)
+            for i, e in enumerate(c.ellipses)
+            for lab_ in e.labels
         )
-        got_ell = sorted(t["ellipses"].select("ellipse_idx", "xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty", "source_label").iter_rows())
+        got_ell = sorted(
+            t["ellipses"]
+            .select("ellipse_idx", "xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty", "source_label")
+            .iter_rows()
+        )
         assert got_ell == want_ell, c.case_id
         if c.discarded:
             assert t["fixations"].height == t["words"].height == t["reports"].height == t["gaze_samples"].height == 0
@@ -141,7 +153,10 @@ def check_egd(truth, root: Path, truth_mimic, mimic_root: Path) -> None:
     assert sorted((r["case_id"], r["file"], r["reason"].split(": ")[-1]) for r in rel.rejects) == want_rej
     splits = {i.dicom_id: i.split for i in truth_mimic.images}
     rows = {r["case_id"]: r for r in rel.cases.iter_rows(named=True)}
-    labels = {(r["case_id"], r["source_label"]): r["value"] for r in rel.case_labels.filter(pl.col("source") == "egd_master").iter_rows(named=True)}
+    labels = {
+        (r["case_id"], r["source_label"]): r["value"]
+        for r in rel.case_labels.filter(pl.col("source") == "egd_master").iter_rows(named=True)
+    }
     for c in truth.cases:
         r = rows[c.dicom_id]
         top, bottom, left, right = c.pads
@@ -161,7 +176,7 @@ def check_egd(truth, root: Path, truth_mimic, mimic_root: Path) -> None:
         for name, df in t.items():
             schema.validate(df, name)
         W, H = c.image_width, c.image_height
-        for table, src, tcol in (("fixations", c.fixations, "t_start_s"), ("gaze_samples", c.gaze, "t_s")):
+        for table, src in (("fixations", c.fixations), ("gaze_samples", c.gaze)):
             f = t[table]
             fx_, fy_ = np.asarray(src["FPOGX"], float), np.asarray(src["FPOGY"], float)
             # independent: FORMATS 2.4 without the int() and without the -1 clamp
@@ -169,7 +184,9 @@ def check_egd(truth, root: Path, truth_mimic, mimic_root: Path) -> None:
             ey = (H + H % 2) / (1080 - top - bottom) * (fy_ * 1080 - top)
             np.testing.assert_allclose(f["x_px"].to_numpy(), ex, rtol=0, atol=1e-9)
             np.testing.assert_allclose(f["y_px"].to_numpy(), ey, rtol=0, atol=1e-9)
-            inside = (fx_ * 1920 > left) & (fx_ * 1920 < 1920 - right) & (fy_ * 1080 > top) & (fy_ * 1080 < 1080 - bottom)
+            inside = (
+                (fx_ * 1920 > left) & (fx_ * 1920 < 1920 - right) & (fy_ * 1080 > top) & (fy_ * 1080 < 1080 - bottom)
+            )
             assert np.array_equal(np.trunc(f["x_px"].to_numpy()[inside]), np.asarray(src["X_ORIGINAL"])[inside])
             assert np.array_equal(np.trunc(f["y_px"].to_numpy()[inside]), np.asarray(src["Y_ORIGINAL"])[inside])
             assert f["in_image"].to_list() == list((ex >= 0) & (ex < W) & (ey >= 0) & (ey < H))
@@ -183,7 +200,9 @@ def check_egd(truth, root: Path, truth_mimic, mimic_root: Path) -> None:
         assert t["words"]["word"].to_list() == c.words
         _eq(t["words"]["t_start_s"], c.word_start_s, "begin_time")
         _eq(t["words"]["t_end_s"], c.word_end_s, "end_time")
-        got_boxes = {r[0]: r[1:] for r in t["boxes"].select("box_name", "xmin_px", "xmax_px", "ymin_px", "ymax_px").iter_rows()}
+        got_boxes = {
+            r[0]: r[1:] for r in t["boxes"].select("box_name", "xmin_px", "xmax_px", "ymin_px", "ymax_px").iter_rows()
+        }
         assert got_boxes == c.boxes
         assert sorted(t["masks"]["structure"]) == sorted(MASK_STRUCTURE[m] for m in c.mask_files)
         for p in t["masks"]["path"]:
@@ -227,7 +246,11 @@ def test_mimic_roundtrip(generated):
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")

@@ -77,9 +77,7 @@ def write_hand_release(root: Path) -> dict:
     for p in (1, 2):
         (main / f"metadata_phase_{p}.csv").write_text(_crlf([header if p > 1 else _phase1_header()]), newline="")
     fix = [(0.0, 1.0, 20, 30), (1.2, 2.0, 60, 70), (2.0, 4.0, 70, 80), (4.5, 6.0, 40, 90), (6.0, 7.0, 10, 10)]
-    lines = [FIX_HEADER] + [
-        f"{s},{e},{x},{y},1.0,{PPD},{PPD},1,0.5,0,0,{W},{H},661,0,3180,2160" for s, e, x, y in fix
-    ]
+    lines = [FIX_HEADER] + [f"{s},{e},{x},{y},1.0,{PPD},{PPD},1,0.5,0,0,{W},{H},661,0,3180,2160" for s, e, x, y in fix]
     (main / case / "fixations.csv").write_text(_crlf(lines), newline="")
     tokens = [
         ("heart", 0.50, 0.80),
@@ -99,7 +97,9 @@ def write_hand_release(root: Path) -> dict:
         newline="",
     )
     (main / case / "transcription.txt").write_text("heart size is normal. small left effusion and atelectasis.")
-    (main / case / "chest_bounding_box.csv").write_text(_crlf(["xmin,ymin,xmax,ymax", f"5,5,{W - 5},{H - 5}"]), newline="")
+    (main / case / "chest_bounding_box.csv").write_text(
+        _crlf(["xmin,ymin,xmax,ymax", f"5,5,{W - 5},{H - 5}"]), newline=""
+    )
     ell_header = "xmin,ymin,xmax,ymax,certainty," + ",".join(PHASE23_LABELS)
     ell = {k: "False" for k in PHASE23_LABELS}
     ell["Pleural abnormality"] = "True"
@@ -151,7 +151,9 @@ def test_hand_built_case_reproduces_004(tmp_path):
     info = write_hand_release(tmp_path / "rel")
     out = tmp_path / "out"
     summary = build_heatmaps(
-        BuildOptions(dataset="reflacx", root=tmp_path / "rel", out=out, recipe=_native_recipe(), workers=1, progress=False)
+        BuildOptions(
+            dataset="reflacx", root=tmp_path / "rel", out=out, recipe=_native_recipe(), workers=1, progress=False
+        )
     )
     from gazeprep import load_export
 
@@ -257,7 +259,9 @@ def test_whole_recording_map_survives_a_missing_transcript(tmp_path):
     (victim_dir / "transcript.json").unlink()
     victim = victim_dir.name
     recipe = load_recipe("egd-static").with_overrides(size=32)
-    s = build_heatmaps(BuildOptions(dataset="egd-cxr", root=root, out=tmp_path / "out", recipe=recipe, workers=1, progress=False))
+    s = build_heatmaps(
+        BuildOptions(dataset="egd-cxr", root=root, out=tmp_path / "out", recipe=recipe, workers=1, progress=False)
+    )
     from gazeprep import load_export
 
     ex = load_export(s.out)

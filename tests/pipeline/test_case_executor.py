@@ -38,12 +38,24 @@ def _sentence_case():
     from gazeprep.schema import empty
 
     sentences = pl.DataFrame(
-        {"sentence_idx": [0, 1], "t_start_s": [2.0, 6.0], "t_end_s": [5.0, 9.0], "char_start": [0, 20], "char_end": [19, 40],
-         "text": ["a", "b"]}
+        {
+            "sentence_idx": [0, 1],
+            "t_start_s": [2.0, 6.0],
+            "t_end_s": [5.0, 9.0],
+            "char_start": [0, 20],
+            "char_end": [19, 40],
+            "text": ["a", "b"],
+        }
     )
     mentions = pl.DataFrame(
-        {"sentence_idx": [0, 0, 1], "label": ["atelectasis", "not_a_group_label", "edema"], "char_start": [2, 8, 22],
-         "t_start_s": [3.0, 4.0, 7.0], "negated": [False, False, False], "uncertain": [False, False, False]}
+        {
+            "sentence_idx": [0, 0, 1],
+            "label": ["atelectasis", "not_a_group_label", "edema"],
+            "char_start": [2, 8, 22],
+            "t_start_s": [3.0, 4.0, 7.0],
+            "negated": [False, False, False],
+            "uncertain": [False, False, False],
+        }
     )
     return sentences, empty("words"), mentions
 
@@ -52,8 +64,15 @@ def test_compute_windows_keeps_only_the_label_group():
     from gazeprep.text import compute_windows, label_groups
 
     sentences, words, mentions = _sentence_case()
-    kw = dict(sentences=sentences, words=words, mentions=mentions, recording_end_s=10.0, dataset="reflacx",
-              case_id="c", recipe="r")
+    kw = dict(
+        sentences=sentences,
+        words=words,
+        mentions=mentions,
+        recording_end_s=10.0,
+        dataset="reflacx",
+        case_id="c",
+        recipe="r",
+    )
     every = compute_windows(SentenceWindow(), **kw)
     grouped = compute_windows(SentenceWindow(label_group="lanfredi2023"), **kw)
     assert sorted(every["target"].to_list()) == ["atelectasis", "edema", "not_a_group_label"]
@@ -81,8 +100,17 @@ def test_process_case_equals_the_built_part_and_applies_the_transcript_rule(tmp_
 
     root = _release("reflacx")
     recipe = load_recipe("reflacx-label-specific").with_overrides(size=32, dtype="float32")
-    s = build_heatmaps(BuildOptions(dataset="reflacx", root=root, out=tmp_path / "o", recipe=recipe, workers=1,
-                                    progress=False, max_reject_fraction=1.0))
+    s = build_heatmaps(
+        BuildOptions(
+            dataset="reflacx",
+            root=root,
+            out=tmp_path / "o",
+            recipe=recipe,
+            workers=1,
+            progress=False,
+            max_reject_fraction=1.0,
+        )
+    )
     ex = load_export(s.out)
     cid = sorted(ex.case_ids)[0]
     release = open_release("reflacx", root, recipe)
@@ -213,8 +241,11 @@ def test_rule_edit_recomputes_cases_on_resume(tmp_path, monkeypatch):
 
     def build():
         labeler_mod._CACHE.clear()
-        return build_heatmaps(BuildOptions(dataset="reflacx", root=root, out=out, recipe=recipe, workers=1,
-                                           progress=False, max_reject_fraction=1.0))
+        return build_heatmaps(
+            BuildOptions(
+                dataset="reflacx", root=root, out=out, recipe=recipe, workers=1, progress=False, max_reject_fraction=1.0
+            )
+        )
 
     from gazeprep.export import load_export
 
@@ -259,8 +290,25 @@ def _cli(args, capsys):
 
 def test_every_case_dropped_at_ingest_fails_the_build(tmp_path, capsys):
     root = _egd_without_masks(tmp_path, keep=0)
-    code, cap = _cli(["build-heatmaps", "--dataset", "egd-cxr", "--root", str(root), "--recipe", "egd-static",
-                      "--size", "16", "--workers", "1", "--quiet", "--out", str(tmp_path / "o")], capsys)
+    code, cap = _cli(
+        [
+            "build-heatmaps",
+            "--dataset",
+            "egd-cxr",
+            "--root",
+            str(root),
+            "--recipe",
+            "egd-static",
+            "--size",
+            "16",
+            "--workers",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 1, cap.err
     assert "error: no heatmaps: all 8 cases were rejected" in cap.err and "Traceback" not in cap.err
 
@@ -270,10 +318,23 @@ def test_six_of_eight_dropped_is_above_the_reject_limit(tmp_path, capsys):
 
     root = _egd_without_masks(tmp_path, keep=2)
     recipe = load_recipe("egd-static").with_overrides(size=16)
-    with pytest.raises(RejectPolicyError, match=r"6 of 8 cases \(75%\) were rejected, more than --max-reject-fraction 0.5") as ei:
-        build_heatmaps(BuildOptions(dataset="egd-cxr", root=root, out=tmp_path / "a", recipe=recipe, workers=1, progress=False))
+    with pytest.raises(
+        RejectPolicyError, match=r"6 of 8 cases \(75%\) were rejected, more than --max-reject-fraction 0.5"
+    ) as ei:
+        build_heatmaps(
+            BuildOptions(dataset="egd-cxr", root=root, out=tmp_path / "a", recipe=recipe, workers=1, progress=False)
+        )
     s = ei.value.summary
     assert (s.n_dropped, s.n_live, s.n_rejected_cases, s.n_cases) == (6, 8, 6, 2) and s.n_heatmaps > 0
-    ok = build_heatmaps(BuildOptions(dataset="egd-cxr", root=root, out=tmp_path / "b", recipe=recipe, workers=1,
-                                     progress=False, max_reject_fraction=0.8))
+    ok = build_heatmaps(
+        BuildOptions(
+            dataset="egd-cxr",
+            root=root,
+            out=tmp_path / "b",
+            recipe=recipe,
+            workers=1,
+            progress=False,
+            max_reject_fraction=0.8,
+        )
+    )
     assert ok.reject_fraction == pytest.approx(0.75) and ok.problem is None

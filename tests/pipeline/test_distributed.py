@@ -70,7 +70,17 @@ def test_ray_io_fault_stops_the_build_without_retries(release, tmp_path):
     (out / ".parts").write_text("not a folder")
     recipe = load_recipe("reflacx-label-specific").with_overrides(size=32)
     with pytest.raises(StorageError, match=r"\.parts: File exists"):
-        build_heatmaps(BuildOptions(dataset="reflacx", root=release, out=out, recipe=recipe, workers=2,
-                                    progress=False, executor="ray", ray_block_size=4))
+        build_heatmaps(
+            BuildOptions(
+                dataset="reflacx",
+                root=release,
+                out=out,
+                recipe=recipe,
+                workers=2,
+                progress=False,
+                executor="ray",
+                ray_block_size=4,
+            )
+        )
     assert not (out / "manifest.json").exists()
     assert not ray.is_initialized()

@@ -42,7 +42,11 @@ def test_resize_pad_known_values():
 
 def test_x_original_reproduces_real_rows():
     # the three real fixations of FORMATS 2.3 (pads 0,0,534,534; image 2544 x 3056)
-    real = [(0.45224, 0.33879000000000004, 998, 1035), (0.44419, 0.28933000000000003, 952, 884), (0.39018, 0.28168000000000004, 642, 860)]
+    real = [
+        (0.45224, 0.33879000000000004, 998, 1035),
+        (0.44419, 0.28933000000000003, 952, 884),
+        (0.39018, 0.28168000000000004, 642, 860),
+    ]
     fx = np.array([r[0] for r in real])
     fy = np.array([r[1] for r in real])
     pads = (0, 0, 534, 534)
@@ -150,9 +154,19 @@ def test_transcripts_and_masks(egd):
         b = [e["begin_time"] for e in doc["time_stamped_text"]]
         e = [e["end_time"] for e in doc["time_stamped_text"]]
         assert all(x < y for x, y in zip(b, e)) and b == sorted(b)
-        assert sorted(p.name for p in folder.glob("*.png")) == ["aortic_knob.png", "left_lung.png", "mediastanum.png", "right_lung.png"]
+        assert sorted(p.name for p in folder.glob("*.png")) == [
+            "aortic_knob.png",
+            "left_lung.png",
+            "mediastanum.png",
+            "right_lung.png",
+        ]
         masks = phantom_masks(c.params, c.image_height, c.image_width)
-        for struct, fname in (("left_lung", "left_lung.png"), ("right_lung", "right_lung.png"), ("mediastinum", "mediastanum.png"), ("aortic_knob", "aortic_knob.png")):
+        for struct, fname in (
+            ("left_lung", "left_lung.png"),
+            ("right_lung", "right_lung.png"),
+            ("mediastinum", "mediastanum.png"),
+            ("aortic_knob", "aortic_knob.png"),
+        ):
             im = Image.open(folder / fname)
             assert im.mode == "L" and im.size == (c.image_width, c.image_height)
             a = np.array(im)

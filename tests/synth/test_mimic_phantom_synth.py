@@ -66,8 +66,12 @@ def test_mimic_images(mimic):
         has_window = "WindowCenter" in ds
         windows.add(has_window)
         jpg = np.array(Image.open(root / img.jpg_path)).astype(float)
-        disp = display_8bit(px, ds.PhotometricInterpretation, float(ds.WindowCenter) if has_window else None,
-                            float(ds.WindowWidth) if has_window else None)
+        disp = display_8bit(
+            px,
+            ds.PhotometricInterpretation,
+            float(ds.WindowCenter) if has_window else None,
+            float(ds.WindowWidth) if has_window else None,
+        )
         assert np.abs(jpg - disp).mean() < 3.0
         # in the displayed image the lungs are dark and the mediastinum bright, for both photometrics
         m = phantom_masks(img.params, img.rows, img.columns)
@@ -115,7 +119,11 @@ def test_phantom_masks_and_regions():
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_determinism(tmp_path):
@@ -140,10 +148,38 @@ def test_cli(tmp_path, capsys):
     assert exc.value.code == 2  # an invalid --dataset value is a usage error
     assert "Invalid value for '--dataset'" in capsys.readouterr().err
     main(["synth", "--dataset", "mimic-cxr", "--out", str(tmp_path / "m"), "--cases", "3", "--seed", "1"])
-    main(["synth", "--dataset", "reflacx", "--out", str(tmp_path / "r"), "--cases", "7", "--seed", "1",
-          "--mimic-root", str(tmp_path / "m"), "--no-progress"])
-    main(["synth", "--dataset", "egd-cxr", "--out", str(tmp_path / "e"), "--cases", "3", "--seed", "1",
-          "--mimic-root", str(tmp_path / "m"), "--no-progress"])
+    main(
+        [
+            "synth",
+            "--dataset",
+            "reflacx",
+            "--out",
+            str(tmp_path / "r"),
+            "--cases",
+            "7",
+            "--seed",
+            "1",
+            "--mimic-root",
+            str(tmp_path / "m"),
+            "--no-progress",
+        ]
+    )
+    main(
+        [
+            "synth",
+            "--dataset",
+            "egd-cxr",
+            "--out",
+            str(tmp_path / "e"),
+            "--cases",
+            "3",
+            "--seed",
+            "1",
+            "--mimic-root",
+            str(tmp_path / "m"),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert "wrote synthetic reflacx: 7 readings" in out
     assert (tmp_path / "r" / "main_data" / "metadata_phase_3.csv").exists()

@@ -17,9 +17,20 @@ from gazeprep.synth.reflacx import FIXATION_COLUMNS, GAZE_COLUMNS, view_rects
 sys.path.insert(0, str(Path(__file__).parent))
 from _window_check import window_vs_whole  # noqa: E402
 
-FIXED = ["id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id", "image_size_x", "image_size_y"]
+FIXED = [
+    "id",
+    "split",
+    "eye_tracking_data_discarded",
+    "image",
+    "dicom_id",
+    "subject_id",
+    "image_size_x",
+    "image_size_y",
+]
 ID_RE = re.compile(r"^P[123]\d{2}R\d{6}$")
-IMAGE_RE = re.compile(r"^physionet\.org/files/mimic-cxr/2\.0\.0/files/p(1\d)/p(\1\d{6})/s(5\d{7})/([0-9a-f]{8}(-[0-9a-f]{8}){4})\.dcm$")
+IMAGE_RE = re.compile(
+    r"^physionet\.org/files/mimic-cxr/2\.0\.0/files/p(1\d)/p(\1\d{6})/s(5\d{7})/([0-9a-f]{8}(-[0-9a-f]{8}){4})\.dcm$"
+)
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -78,7 +89,9 @@ def test_labels_match_ellipses(reflacx_big):
         cols = list(REFLACX_P1_LABELS if c.phase == 1 else REFLACX_P23_LABELS)
         assert rows[0] == ["xmin", "ymin", "xmax", "ymax", "certainty"] + cols
         header_only += len(rows) == 1
-        meta = {r[0]: r for r in _rows(Path(reflacx_big.root) / "main_data" / f"metadata_phase_{c.phase}.csv")}[c.case_id]
+        meta = {r[0]: r for r in _rows(Path(reflacx_big.root) / "main_data" / f"metadata_phase_{c.phase}.csv")}[
+            c.case_id
+        ]
         values = dict(zip(FIXED + cols, meta))
         for lab in cols:
             if lab in ("Support devices", "Quality issue"):
@@ -139,7 +152,8 @@ def test_fixations_as_written_and_screen_geometry(reflacx_big, reflacx_small):
             assert np.all((f["xmin_in_screen_coordinates"] >= 660) & (f["xmax_in_screen_coordinates"] <= 3840))
             assert np.all((f["ymin_in_screen_coordinates"] >= 0) & (f["ymax_in_screen_coordinates"] <= 2160))
             scale = (f["xmax_shown_from_image"] - f["xmin_shown_from_image"]) / (
-                f["xmax_in_screen_coordinates"] - f["xmin_in_screen_coordinates"])
+                f["xmax_in_screen_coordinates"] - f["xmin_in_screen_coordinates"]
+            )
             ppd = f["angular_resolution_x_pixels_per_degree"] / scale
             assert np.all(np.abs(ppd - 94) < 3 + 0.6 / scale)  # rounding of small ints
             zoomed_cases += len(np.unique(f["xmax_shown_from_image"] - f["xmin_shown_from_image"])) > 1
@@ -174,7 +188,7 @@ def test_transcription_tokens(reflacx_small):
         np.testing.assert_array_equal(st, c.token_start_s)
         punct |= {w for w in words if w in {".", ",", "/"}}
         for m in c.mentions:
-            assert " ".join(words[m.token_start:m.token_end]) == m.phrase
+            assert " ".join(words[m.token_start : m.token_end]) == m.phrase
             assert m.t_start_s == st[m.token_start]
         for s in c.sentences:
             assert words[s.token_end - 1] == "."

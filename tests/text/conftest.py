@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from gz_text_cases import REFLACX_TEXT, REFLACX_TOKENS, words_frame
 
 

@@ -33,8 +33,16 @@ from pathlib import Path
 import polars as pl
 
 ENV = "GAZEPREP_IU_REPORTS"
-LABELS = ("enlarged_cardiac_silhouette", "pleural_effusion", "pneumothorax", "atelectasis", "edema",
-          "consolidation", "fracture", "hiatal_hernia")
+LABELS = (
+    "enlarged_cardiac_silhouette",
+    "pleural_effusion",
+    "pneumothorax",
+    "atelectasis",
+    "edema",
+    "consolidation",
+    "fracture",
+    "hiatal_hernia",
+)
 _HEADINGS = {
     "Cardiomegaly": "enlarged_cardiac_silhouette",
     "Pleural Effusion": "pleural_effusion",
@@ -71,8 +79,11 @@ def evaluate(csv_path: str | Path, which: str = "test", labeler=None) -> dict:
     from gazeprep.text import Labeler, report_status
 
     df = pl.read_csv(csv_path, infer_schema_length=0)
-    rows = [r for r in df.iter_rows(named=True)
-            if part(str(r["uid"])) == which and (r.get("findings") or r.get("impression"))]
+    rows = [
+        r
+        for r in df.iter_rows(named=True)
+        if part(str(r["uid"])) == which and (r.get("findings") or r.get("impression"))
+    ]
     texts = [" ".join(x for x in (r.get("findings"), r.get("impression")) if x) for r in rows]
     lab = labeler or Labeler.from_rules()
     counts = {k: [0, 0, 0] for k in LABELS}  # tp, fp, fn

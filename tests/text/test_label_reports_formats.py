@@ -91,6 +91,7 @@ def emitted_labels() -> tuple[str, ...]:
 
 # --- long layout ----------------------------------------------------------------------------------
 
+
 def test_long_outputs_read_back_equal_in_every_format(reports_csv, tmp_path, capsys):
     frames = {}
     for ext in ("parquet", "csv", "tsv"):
@@ -133,6 +134,7 @@ def test_ids_keep_leading_zeros_and_commas(reports_csv, tmp_path, capsys):
 
 
 # --- wide layout ----------------------------------------------------------------------------------
+
 
 def expected_wide(labels) -> dict[str, dict[str, int | None]]:
     return {rid: {lab: CODE.get(st.get(lab, "absent")) for lab in labels} for rid, st in EXPECTED_STATUS.items()}
@@ -188,12 +190,22 @@ def test_wide_agrees_with_chexpert_aggregation_of_the_mentions(reports_csv, tmp_
 
 
 def _m(label: str, status: str) -> Mention:
-    return Mention(label, label, 0, 0, 1, negated=status == "negative", uncertain=status == "uncertain",
-                   hypothetical=status == "hypothetical")
+    return Mention(
+        label,
+        label,
+        0,
+        0,
+        1,
+        negated=status == "negative",
+        uncertain=status == "uncertain",
+        hypothetical=status == "hypothetical",
+    )
 
 
-@pytest.mark.parametrize("statuses", [c for n in range(1, 5) for c in itertools.combinations(
-    ["positive", "uncertain", "negative", "hypothetical"], n)])
+@pytest.mark.parametrize(
+    "statuses",
+    [c for n in range(1, 5) for c in itertools.combinations(["positive", "uncertain", "negative", "hypothetical"], n)],
+)
 def test_precedence_of_every_status_combination(statuses):
     # hand table: positive wins, then uncertain, then negative; hypothetical alone is not mentioned
     want = 1 if "positive" in statuses else -1 if "uncertain" in statuses else 0 if "negative" in statuses else None
@@ -207,8 +219,9 @@ def test_precedence_of_every_status_combination(statuses):
 
 
 def test_summary_to_wide_rows_and_columns():
-    summary = pl.DataFrame({"id": ["b", "b", "a"], "label": ["x", "y", "x"],
-                            "status": ["negative", "absent", "uncertain"]})
+    summary = pl.DataFrame(
+        {"id": ["b", "b", "a"], "label": ["x", "y", "x"], "status": ["negative", "absent", "uncertain"]}
+    )
     w = summary_to_wide(summary, ["y", "x", "z"], ids=["a", "c", "b"])
     assert w.columns == ["id", "y", "x", "z"]
     assert w.rows() == [("a", None, -1, None), ("c", None, None, None), ("b", None, 0, None)]
@@ -220,8 +233,10 @@ def test_summary_to_wide_rows_and_columns():
 
 # --- errors ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("option", "name"), [("--out", "m.txt"), ("--out", "m"), ("--summary", "s.json"),
-                                              ("--out", "m.csv.gz")])
+
+@pytest.mark.parametrize(
+    ("option", "name"), [("--out", "m.txt"), ("--out", "m"), ("--summary", "s.json"), ("--out", "m.csv.gz")]
+)
 def test_unknown_extension_is_a_usage_error(reports_csv, tmp_path, capsys, option, name):
     target = tmp_path / name
     args = {"--out": tmp_path / "ok.parquet", "--summary": None}
@@ -238,8 +253,9 @@ def test_unknown_extension_is_a_usage_error(reports_csv, tmp_path, capsys, optio
 
 
 def test_same_file_for_out_and_summary_is_a_usage_error(reports_csv, tmp_path, capsys):
-    code, out, err = run(label_args(reports_csv, "--out", tmp_path / "x.csv", "--summary", tmp_path / "." / "x.csv"),
-                         capsys)
+    code, out, err = run(
+        label_args(reports_csv, "--out", tmp_path / "x.csv", "--summary", tmp_path / "." / "x.csv"), capsys
+    )
     assert code == 2 and "--summary" in err and "Traceback" not in err
 
 

@@ -32,10 +32,14 @@ CASES = [
     ("the heart is mildly enlarged.", {"enlarged_cardiac_silhouette": "positive"}),
     ("moderate bilateral effusions.", {"pleural_effusion": "positive", "pleural_abnormality": "positive"}),
     ("bibasilar atelectasis.", {"atelectasis": "positive", "opacity": "positive"}),
-    ("no effusion, consolidation or pneumothorax.",
-     {"pleural_effusion": "negative", "consolidation": "negative", "pneumothorax": "negative"}),
-    ("no focal consolidation, pleural effusion, or pneumothorax.",
-     {"pleural_effusion": "negative", "consolidation": "negative", "pneumothorax": "negative"}),
+    (
+        "no effusion, consolidation or pneumothorax.",
+        {"pleural_effusion": "negative", "consolidation": "negative", "pneumothorax": "negative"},
+    ),
+    (
+        "no focal consolidation, pleural effusion, or pneumothorax.",
+        {"pleural_effusion": "negative", "consolidation": "negative", "pneumothorax": "negative"},
+    ),
     ("diffuse ground-glass opacification.", {"groundglass_opacity": "positive", "opacity": "positive"}),
     ("diffuse ground glass opacification.", {"groundglass_opacity": "positive"}),
     ("diffuse groundglass opacification.", {"groundglass_opacity": "positive"}),
@@ -46,8 +50,10 @@ CASES = [
     ("left upper lobe nodule.", {"nodule": "positive", "lung_nodule_or_mass": "positive", "lung_lesion": "positive"}),
     ("small pericardial effusion.", {}),
     ("extensive subcutaneous emphysema along the chest wall.", {}),
-    ("no pneumothorax, but there is a moderate left effusion.",
-     {"pneumothorax": "negative", "pleural_effusion": "positive"}),
+    (
+        "no pneumothorax, but there is a moderate left effusion.",
+        {"pneumothorax": "negative", "pleural_effusion": "positive"},
+    ),
     ("no significant change in the moderate cardiomegaly.", {"enlarged_cardiac_silhouette": "positive"}),
     ("et tube in normal position.", {"support_devices": "positive"}),
     ("the mediastinum is widened.", {"wide_mediastinum": "positive", "abnormal_mediastinal_contour": "positive"}),
@@ -84,7 +90,7 @@ def test_mention_fields(lab):
     ms = [m for m in lab.label_text(text) if m.label == "pleural_effusion"]
     assert len(ms) == 1
     m = ms[0]
-    assert text[m.char_start:m.char_end] == "effusion"
+    assert text[m.char_start : m.char_end] == "effusion"
     assert m.sentence_idx == 1
     assert m.uncertain and not m.negated and m.status == "uncertain"
 

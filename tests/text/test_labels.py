@@ -7,8 +7,18 @@ import polars as pl
 from gazeprep.schema import CASE_LABELS
 from gazeprep.text import implied_labels, label_groups, label_ids, map_case_labels
 
-TEN = {"abnormal_mediastinal_contour", "atelectasis", "enlarged_cardiac_silhouette", "consolidation", "edema",
-       "fracture", "lung_lesion", "opacity", "pleural_abnormality", "pneumothorax"}
+TEN = {
+    "abnormal_mediastinal_contour",
+    "atelectasis",
+    "enlarged_cardiac_silhouette",
+    "consolidation",
+    "edema",
+    "fracture",
+    "lung_lesion",
+    "opacity",
+    "pleural_abnormality",
+    "pneumothorax",
+}
 
 
 def test_ten_labels_of_004_and_groups():
@@ -19,8 +29,18 @@ def test_ten_labels_of_004_and_groups():
 
 
 def test_opacity_fires_for_its_members():
-    for lab in ("edema", "lung_lesion", "atelectasis", "consolidation", "groundglass_opacity",
-                "interstitial_lung_disease", "pneumonia", "nodule", "mass", "fibrosis"):
+    for lab in (
+        "edema",
+        "lung_lesion",
+        "atelectasis",
+        "consolidation",
+        "groundglass_opacity",
+        "interstitial_lung_disease",
+        "pneumonia",
+        "nodule",
+        "mass",
+        "fibrosis",
+    ):
         assert "opacity" in implied_labels(lab), lab
     assert implied_labels("nodule") == ("nodule", "lung_nodule_or_mass", "lung_lesion", "opacity")
     assert "opacity" not in implied_labels("pneumothorax")
@@ -39,16 +59,20 @@ def _get(df, case, label):
 
 
 def test_reflacx_certainty_thresholds():
-    df = map_case_labels(_rows([
-        ("reflacx", "A", "reflacx_metadata", "Atelectasis", 3.0),
-        ("reflacx", "A", "reflacx_metadata", "Consolidation", 2.0),
-        ("reflacx", "A", "reflacx_metadata", "Pneumothorax", 5.0),
-        ("reflacx", "A", "reflacx_metadata", "Pleural effusion", 0.0),
-        ("reflacx", "A", "reflacx_metadata", "Pleural thickening", 4.0),
-        ("reflacx", "A", "reflacx_metadata", "Lung nodule or mass", 4.0),
-        ("reflacx", "A", "reflacx_metadata", "Support devices", 1.0),
-        ("reflacx", "A", "reflacx_metadata", "Other", None),
-    ]))
+    df = map_case_labels(
+        _rows(
+            [
+                ("reflacx", "A", "reflacx_metadata", "Atelectasis", 3.0),
+                ("reflacx", "A", "reflacx_metadata", "Consolidation", 2.0),
+                ("reflacx", "A", "reflacx_metadata", "Pneumothorax", 5.0),
+                ("reflacx", "A", "reflacx_metadata", "Pleural effusion", 0.0),
+                ("reflacx", "A", "reflacx_metadata", "Pleural thickening", 4.0),
+                ("reflacx", "A", "reflacx_metadata", "Lung nodule or mass", 4.0),
+                ("reflacx", "A", "reflacx_metadata", "Support devices", 1.0),
+                ("reflacx", "A", "reflacx_metadata", "Other", None),
+            ]
+        )
+    )
     assert _get(df, "A", "atelectasis") == ("uncertain", True)  # 3 = "Possibly": present (>= 3)
     assert _get(df, "A", "consolidation") == ("negative", False)
     assert _get(df, "A", "pneumothorax") == ("positive", True)
@@ -57,17 +81,21 @@ def test_reflacx_certainty_thresholds():
     assert _get(df, "A", "lung_lesion") == ("positive", True)
     assert _get(df, "A", "opacity") == ("positive", True)  # lesion implies opacity; atelectasis only uncertain
     assert _get(df, "A", "support_devices") == ("positive", True)
-    stricter = map_case_labels(_rows([("reflacx", "A", "reflacx_metadata", "Atelectasis", 3.0)]), reflacx_min_certainty=4)
+    stricter = map_case_labels(
+        _rows([("reflacx", "A", "reflacx_metadata", "Atelectasis", 3.0)]), reflacx_min_certainty=4
+    )
     assert _get(stricter, "A", "atelectasis") == ("negative", False)
 
 
 def test_chexpert_values():
-    rows = _rows([
-        ("reflacx", "B", "mimic_chexpert", "Cardiomegaly", -1.0),
-        ("reflacx", "B", "mimic_chexpert", "Edema", 0.0),
-        ("reflacx", "B", "mimic_chexpert", "Pneumothorax", None),
-        ("reflacx", "B", "mimic_chexpert", "Enlarged Cardiomediastinum", 1.0),
-    ])
+    rows = _rows(
+        [
+            ("reflacx", "B", "mimic_chexpert", "Cardiomegaly", -1.0),
+            ("reflacx", "B", "mimic_chexpert", "Edema", 0.0),
+            ("reflacx", "B", "mimic_chexpert", "Pneumothorax", None),
+            ("reflacx", "B", "mimic_chexpert", "Enlarged Cardiomediastinum", 1.0),
+        ]
+    )
     df = map_case_labels(rows)
     assert _get(df, "B", "enlarged_cardiac_silhouette") == ("uncertain", True)
     assert _get(df, "B", "edema") == ("negative", False)
@@ -78,11 +106,15 @@ def test_chexpert_values():
 
 
 def test_egd_master_columns():
-    df = map_case_labels(_rows([
-        ("egd-cxr", "d", "egd_master", "pulmonary_edema__hazy_opacity", 1.0),
-        ("egd-cxr", "d", "egd_master", "pleural_other__chx", -1.0),
-        ("egd-cxr", "d", "egd_master", "dx1", 1.0),
-    ]))
+    df = map_case_labels(
+        _rows(
+            [
+                ("egd-cxr", "d", "egd_master", "pulmonary_edema__hazy_opacity", 1.0),
+                ("egd-cxr", "d", "egd_master", "pleural_other__chx", -1.0),
+                ("egd-cxr", "d", "egd_master", "dx1", 1.0),
+            ]
+        )
+    )
     assert _get(df, "d", "edema") == ("positive", True)
     assert _get(df, "d", "opacity") == ("positive", True)
     assert _get(df, "d", "pleural_abnormality") == ("uncertain", True)
@@ -90,10 +122,14 @@ def test_egd_master_columns():
 
 
 def test_value_column():
-    df = map_case_labels(_rows([
-        ("reflacx", "C", "mimic_chexpert", "Edema", 1.0),
-        ("reflacx", "C", "mimic_chexpert", "Fracture", 0.0),
-        ("reflacx", "C", "mimic_chexpert", "Pneumonia", None),
-    ]))
+    df = map_case_labels(
+        _rows(
+            [
+                ("reflacx", "C", "mimic_chexpert", "Edema", 1.0),
+                ("reflacx", "C", "mimic_chexpert", "Fracture", 0.0),
+                ("reflacx", "C", "mimic_chexpert", "Pneumonia", None),
+            ]
+        )
+    )
     v = {r["label"]: r["value"] for r in df.iter_rows(named=True)}
     assert v["edema"] == 1.0 and v["opacity"] == 1.0 and v["fracture"] == 0.0 and v["pneumonia"] is None

@@ -83,7 +83,10 @@ def test_single_profile_rules_folder_still_works(tmp_path, monkeypatch):
     lab = Labeler.from_rules()
     assert lab.rules.rules_dir == d
     assert st(lab, "no pneumothorax. small left effusion.") == {
-        "pneumothorax": "negative", "pleural_effusion": "positive", "pleural_abnormality": "positive"}
+        "pneumothorax": "negative",
+        "pleural_effusion": "positive",
+        "pleural_abnormality": "positive",
+    }
     with pytest.raises(RecipeError, match="known: gazeprep"):
         Labeler.from_rules(profile="lanfredi2023")
 
@@ -104,8 +107,15 @@ def test_bad_context_rule_names_the_file(tmp_path):
 L23 = [
     # a bare opacity is atelectasis and consolidation (both lists hold "opaci"), hence opacity
     ("left basilar opacity.", {"atelectasis": "positive", "consolidation": "positive", "opacity": "positive"}),
-    ("increased density at the right base.", {"atelectasis": "positive", "consolidation": "positive",
-                                              "groundglass_opacity": "positive", "nodule": "positive"}),
+    (
+        "increased density at the right base.",
+        {
+            "atelectasis": "positive",
+            "consolidation": "positive",
+            "groundglass_opacity": "positive",
+            "nodule": "positive",
+        },
+    ),
     # unmentions: subsegmental atelectasis; hazy/reticular opacities are not atelectasis/consolidation
     ("subsegmental atelectasis.", {}),
     ("hazy opacities in both lungs.", {"groundglass_opacity": "positive", "opacity": "positive"}),
@@ -119,7 +129,10 @@ L23 = [
     ("calcified nodule.", {}),
     ("small pericardial effusion.", {"enlarged_cardiac_silhouette": "positive"}),
     ("opacity over the left heart.", {"atelectasis": "positive", "consolidation": "positive"}),
-    ("the mediastinal contours are normal.", {"wide_mediastinum": "negative", "abnormal_mediastinal_contour": "negative"}),
+    (
+        "the mediastinal contours are normal.",
+        {"wide_mediastinum": "negative", "abnormal_mediastinal_contour": "negative"},
+    ),
     # CheXpert's label-specific and pre-negation uncertainty rules
     ("the heart size is stable.", {"enlarged_cardiac_silhouette": "uncertain"}),
     ("borderline heart size.", {"enlarged_cardiac_silhouette": "uncertain"}),
@@ -127,8 +140,10 @@ L23 = [
     ("no new consolidation.", {"consolidation": "uncertain"}),
     ("cannot exclude pneumonia.", {"consolidation": "uncertain"}),
     ("likely pneumonia.", {"consolidation": "positive"}),  # CheXpert has no "likely" rule
-    ("no pneumothorax, effusion or consolidation.",
-     {"pneumothorax": "negative", "pleural_effusion": "negative", "consolidation": "negative"}),
+    (
+        "no pneumothorax, effusion or consolidation.",
+        {"pneumothorax": "negative", "pleural_effusion": "negative", "consolidation": "negative"},
+    ),
     ("heart size is normal.", {"enlarged_cardiac_silhouette": "negative"}),
 ]
 
@@ -160,13 +175,17 @@ def test_lanfredi2023_offsets_are_the_regex_match(l23):
 
 # ------------------------------------------------------------------ gazeprep: issue 15 decisions
 GZ = [
-    ("There is stable, mild cardiomegaly with normal caliber pulmonary vasculature.",
-     {"enlarged_cardiac_silhouette": "positive"}),
+    (
+        "There is stable, mild cardiomegaly with normal caliber pulmonary vasculature.",
+        {"enlarged_cardiac_silhouette": "positive"},
+    ),
     ("mild cardiomegaly and normal pulmonary vasculature.", {"enlarged_cardiac_silhouette": "positive"}),
     ("heart size normal.", {"enlarged_cardiac_silhouette": "negative"}),
     ("normal heart size.", {"enlarged_cardiac_silhouette": "negative"}),
-    ("heart size, mediastinal contours and pulmonary vascularity are within normal limits.",
-     {"enlarged_cardiac_silhouette": "negative", "abnormal_mediastinal_contour": "negative"}),
+    (
+        "heart size, mediastinal contours and pulmonary vascularity are within normal limits.",
+        {"enlarged_cardiac_silhouette": "negative", "abnormal_mediastinal_contour": "negative"},
+    ),
     ("Borderline heart size.", {"enlarged_cardiac_silhouette": "uncertain"}),
     ("Heart size upper limits of normal.", {"enlarged_cardiac_silhouette": "uncertain"}),
     ("The heart size is at the upper limits of normal.", {"enlarged_cardiac_silhouette": "uncertain"}),
@@ -215,8 +234,9 @@ def test_hypothetical_is_weakest_and_kept_out_of_case_tables(gz):
     assert st(gz, "Small right pneumothorax. Evaluation for pneumothorax is limited.")["pneumothorax"] == "positive"
     ms = gz.label_text("To evaluate for pneumonia.")
     assert ms and all(m.hypothetical and not m.negated and m.status == "hypothetical" for m in ms)
-    from gazeprep.text import build_sentences
     from gz_text_cases import words_frame
+
+    from gazeprep.text import build_sentences
 
     toks = [("to", 0.0, 0.2), ("evaluate", 0.2, 0.5), ("for", 0.5, 0.6), ("pneumonia", 0.6, 1.0), (".", 1.0, 1.1)]
     text = "to evaluate for pneumonia."
@@ -240,8 +260,19 @@ def test_cli_profile_option(tmp_path):
     src = tmp_path / "r.csv"
     pl.DataFrame({"rid": ["a"], "report": ["Left basilar opacity. To evaluate for pneumothorax."]}).write_csv(src)
     out, summ = tmp_path / "m.parquet", tmp_path / "s.parquet"
-    args = ["label-reports", str(src), "--id-column", "rid", "--text-column", "report", "--out", str(out),
-            "--summary", str(summ), "--quiet"]
+    args = [
+        "label-reports",
+        str(src),
+        "--id-column",
+        "rid",
+        "--text-column",
+        "report",
+        "--out",
+        str(out),
+        "--summary",
+        str(summ),
+        "--quiet",
+    ]
     res = CliRunner().invoke(app, args + ["--profile", "lanfredi2023"])
     assert res.exit_code == 0, res.output
     s = {r["label"]: r["status"] for r in pl.read_parquet(summ).iter_rows(named=True)}
@@ -260,9 +291,25 @@ def test_cli_unknown_profile_is_one_error_line(tmp_path):
 
     src = tmp_path / "r.csv"
     src.write_text("rid,report\na,no edema\n")
-    p = subprocess.run([sys.executable, "-m", "gazeprep.cli", "label-reports", str(src), "--id-column", "rid",
-                        "--text-column", "report", "--out", str(tmp_path / "m.parquet"), "--profile", "nope"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gazeprep.cli",
+            "label-reports",
+            str(src),
+            "--id-column",
+            "rid",
+            "--text-column",
+            "report",
+            "--out",
+            str(tmp_path / "m.parquet"),
+            "--profile",
+            "nope",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 1
     lines = [x for x in p.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "lanfredi2023" in lines[0], p.stderr
@@ -285,12 +332,18 @@ def test_build_records_profile_in_manifest(tmp_path):
     tb.write_hand_release(tmp_path / "rel")
     recipe = load_recipe("reflacx-label-specific").with_overrides(size=32)
     assert recipe.profile == "lanfredi2023"
-    summary = build_heatmaps(BuildOptions(dataset="reflacx", root=tmp_path / "rel", out=tmp_path / "out",
-                                          recipe=recipe, workers=1, progress=False))
+    summary = build_heatmaps(
+        BuildOptions(
+            dataset="reflacx", root=tmp_path / "rel", out=tmp_path / "out", recipe=recipe, workers=1, progress=False
+        )
+    )
     man = load_export(summary.out).manifest
     blob = repr(man)
     assert "lanfredi2023" in blob and profile_hash("lanfredi2023") in blob
     bad = recipe.model_copy(update={"profile": "nope"})
     with pytest.raises(RecipeError, match="unknown labeler profile 'nope'"):
-        build_heatmaps(BuildOptions(dataset="reflacx", root=tmp_path / "rel", out=tmp_path / "out2",
-                                    recipe=bad, workers=1, progress=False))
+        build_heatmaps(
+            BuildOptions(
+                dataset="reflacx", root=tmp_path / "rel", out=tmp_path / "out2", recipe=bad, workers=1, progress=False
+            )
+        )

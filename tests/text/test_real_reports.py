@@ -43,7 +43,10 @@ def test_split_is_fixed():
 def test_truth_reads_mesh():
     assert ev.truth("Cardiomegaly/borderline;Pulmonary Artery/enlarged") == {"enlarged_cardiac_silhouette"}
     assert ev.truth("Fractures, Bone/ribs/left/healed") == set()
-    assert ev.truth("Fractures, Bone/clavicle/left;Cardiac Shadow/enlarged") == {"fracture", "enlarged_cardiac_silhouette"}
+    assert ev.truth("Fractures, Bone/clavicle/left;Cardiac Shadow/enlarged") == {
+        "fracture",
+        "enlarged_cardiac_silhouette",
+    }
     assert ev.truth("normal") == set()
 
 

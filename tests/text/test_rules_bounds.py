@@ -44,8 +44,14 @@ def _append(path: Path, lines: list[str]) -> int:
 def test_expansion_known_answers():
     # 2 x 3 combinations; the empty alternative drops the slot; duplicates removed in order
     assert expand_phrase("{left |right }{pleural |}effusion{|s}") == [
-        "left pleural effusion", "left pleural effusions", "left effusion", "left effusions",
-        "right pleural effusion", "right pleural effusions", "right effusion", "right effusions",
+        "left pleural effusion",
+        "left pleural effusions",
+        "left effusion",
+        "left effusions",
+        "right pleural effusion",
+        "right pleural effusions",
+        "right effusion",
+        "right effusions",
     ]
     assert expand_phrase("Ground-glass") == ["ground-glass", "ground glass", "groundglass"]
     assert expand_phrase("{a|a|A}") == ["a"]
@@ -75,7 +81,12 @@ def test_length_bound():
 
 @pytest.mark.parametrize(
     "line, needle",
-    [("{a{b|c}}", "nested braces"), ("{a|b", "not closed"), ("a|b}", "without an opening"), ("}{", "without an opening")],
+    [
+        ("{a{b|c}}", "nested braces"),
+        ("{a|b", "not closed"),
+        ("a|b}", "without an opening"),
+        ("}{", "without an opening"),
+    ],
 )
 def test_brace_depth_and_balance(line, needle):
     with pytest.raises(RecipeError) as exc:
@@ -139,9 +150,25 @@ def test_label_reports_with_a_bomb_exits_fast_with_one_line(rules_copy, tmp_path
     src.write_text("id,text\nr1,No pneumothorax.\n", encoding="utf-8")
     t0 = time.perf_counter()
     res = subprocess.run(
-        [sys.executable, "-m", "gazeprep", "label-reports", str(src), "--id-column", "id", "--text-column", "text",
-         "--out", str(tmp_path / "m.parquet"), "--rules", str(rules_copy), "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "gazeprep",
+            "label-reports",
+            str(src),
+            "--id-column",
+            "id",
+            "--text-column",
+            "text",
+            "--out",
+            str(tmp_path / "m.parquet"),
+            "--rules",
+            str(rules_copy),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     elapsed = time.perf_counter() - t0
     assert res.returncode == 1, res.stderr

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from gz_text_cases import REFLACX_TEXT, REFLACX_TOKENS, words_frame
 
 from gazeprep.schema import validate
 from gazeprep.text import Labeler, build_sentences, rebuild_reflacx_text
-
-from gz_text_cases import REFLACX_TEXT, REFLACX_TOKENS, words_frame
 
 
 def test_reflacx_sentences_times_and_offsets(reflacx_case):
@@ -21,28 +20,43 @@ def test_reflacx_sentences_times_and_offsets(reflacx_case):
     assert s["t_end_s"].to_list() == pytest.approx([1.6, 5.7, 8.0], abs=1e-9)
     assert s["text"].to_list() == ["lungs are clear.", "small left effusion and mild atelectasis.", "no pneumothorax."]
     for rec in w.iter_rows(named=True):
-        assert REFLACX_TEXT[rec["char_start"]:rec["char_end"]] == rec["word"]
+        assert REFLACX_TEXT[rec["char_start"] : rec["char_end"]] == rec["word"]
     # sentence offsets: first token start .. end of the '.' token
     assert s["char_start"].to_list() == [0, 17, 59]
     assert s["char_end"].to_list() == [16, 58, 75]
 
 
 def test_rebuild_reflacx_text_has_no_space_before_period_and_comma():
-    assert rebuild_reflacx_text(["small", "effusion", ",", "no", "pneumothorax", "."]) == "small effusion, no pneumothorax."
+    assert (
+        rebuild_reflacx_text(["small", "effusion", ",", "no", "pneumothorax", "."])
+        == "small effusion, no pneumothorax."
+    )
 
 
 def test_reflacx_mismatch_is_reported_not_fatal():
-    tokens = [("small", 0.0, 0.5), ("effusion", 0.5, 1.0), (".", 1.0, 1.1), ("no", 2.0, 2.2), ("edema", 2.2, 2.8), (".", 2.8, 2.9)]
+    tokens = [
+        ("small", 0.0, 0.5),
+        ("effusion", 0.5, 1.0),
+        (".", 1.0, 1.1),
+        ("no", 2.0, 2.2),
+        ("edema", 2.2, 2.8),
+        (".", 2.8, 2.9),
+    ]
     text = "small effusions. no edema."  # transcription differs from the tokens
     w, s, rej = build_sentences(words_frame(tokens), text, dataset="reflacx", case_id="C1")
     assert any("do not rebuild" in r["reason"] and r["stage"] == "text" for r in rej)
     assert s.height == 2
     edema = w.filter(pl.col("word") == "edema").row(0, named=True)
-    assert text[edema["char_start"]:edema["char_end"]] == "edema"
+    assert text[edema["char_start"] : edema["char_end"]] == "edema"
 
 
 def test_reflacx_token_not_found_gets_null_offsets_and_a_reject():
-    tokens = [("small", 0.0, 0.5), ("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", 0.5, 1.0), ("effusion", 1.0, 1.5), (".", 1.5, 1.6)]
+    tokens = [
+        ("small", 0.0, 0.5),
+        ("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", 0.5, 1.0),
+        ("effusion", 1.0, 1.5),
+        (".", 1.5, 1.6),
+    ]
     w, s, rej = build_sentences(words_frame(tokens), "small effusion.", dataset="reflacx", case_id="C1")
     assert w["char_start"].null_count() == 1
     assert any(r["row"] == 2 and "not found" in r["reason"] for r in rej)
@@ -63,8 +77,13 @@ def test_trailing_tokens_without_period_form_a_last_sentence():
 
 
 def test_egd_phrases_sentences_and_offsets():
-    phrases = [("The lungs are", 0.0, 1.0), ("clear.", 1.0, 1.4), ("A 3.5 cm", 2.0, 2.6),
-               ("right upper lobe mass", 2.6, 3.9), ("is noted.", 3.9, 4.5)]
+    phrases = [
+        ("The lungs are", 0.0, 1.0),
+        ("clear.", 1.0, 1.4),
+        ("A 3.5 cm", 2.0, 2.6),
+        ("right upper lobe mass", 2.6, 3.9),
+        ("is noted.", 3.9, 4.5),
+    ]
     full = "The lungs are clear. A 3.5 cm right upper lobe mass is noted."
     w, s, rej = build_sentences(words_frame(phrases, "egd-cxr", "d1"), full, dataset="egd-cxr", case_id="d1")
     assert rej == []
@@ -72,7 +91,7 @@ def test_egd_phrases_sentences_and_offsets():
     assert s["t_start_s"].to_list() == pytest.approx([0.0, 2.0])
     assert s["t_end_s"].to_list() == pytest.approx([1.4, 4.5])
     for rec in w.iter_rows(named=True):
-        assert full[rec["char_start"]:rec["char_end"]] == rec["word"]
+        assert full[rec["char_start"] : rec["char_end"]] == rec["word"]
     m = Labeler.from_rules().label_case(s, w, full, dataset="egd-cxr", case_id="d1")
     mass = m.filter(pl.col("label") == "mass").row(0, named=True)
     assert mass["sentence_idx"] == 1

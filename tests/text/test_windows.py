@@ -11,20 +11,29 @@ import shutil
 
 import polars as pl
 import pytest
+from gz_text_cases import words_frame
 
 from gazeprep.recipes import KeywordWindow, PhraseWindow, SentenceWindow, WholeRecordingWindow
 from gazeprep.schema import validate
 from gazeprep.text import Labeler, build_sentences, compute_windows
-
-from gz_text_cases import words_frame
 
 MS = 1e-3 / 2  # half a millisecond
 
 
 def windows(rule, case, recording_end_s=9.0, rejects=None, rules_dir=None):
     w, s, m, _ = case
-    out = compute_windows(rule, sentences=s, words=w, mentions=m, recording_end_s=recording_end_s,
-                          dataset="reflacx", case_id="P102R000001", recipe="r", rejects=rejects, rules_dir=rules_dir)
+    out = compute_windows(
+        rule,
+        sentences=s,
+        words=w,
+        mentions=m,
+        recording_end_s=recording_end_s,
+        dataset="reflacx",
+        case_id="P102R000001",
+        recipe="r",
+        rejects=rejects,
+        rules_dir=rules_dir,
+    )
     validate(out, "windows")
     return out
 
@@ -82,8 +91,11 @@ def test_end_options(reflacx_case, end, expected_end):
 
 def test_negative_duration_is_dropped_and_reported(reflacx_case):
     rej = []
-    out = windows(SentenceWindow(start="sentence_end", lag_s=0.0, not_before="none", end="sentence_start"),
-                  reflacx_case, rejects=rej)
+    out = windows(
+        SentenceWindow(start="sentence_end", lag_s=0.0, not_before="none", end="sentence_start"),
+        reflacx_case,
+        rejects=rej,
+    )
     assert out.height == 0
     assert rej and rej[0]["stage"] == "windows" and "before start" in rej[0]["reason"]
 
@@ -103,9 +115,17 @@ def _case(tokens, text):
 
 
 def test_first_sentence_previous_start_is_zero_and_window_idx_counts_sentences():
-    tokens = [("small", 1.0, 1.3), ("effusion", 1.3, 1.9), (".", 1.9, 2.0),
-              ("possible", 4.0, 4.5), ("effusion", 4.6, 5.2), ("on", 5.2, 5.3), ("the", 5.3, 5.4),
-              ("right", 5.4, 5.8), (".", 5.8, 5.9)]
+    tokens = [
+        ("small", 1.0, 1.3),
+        ("effusion", 1.3, 1.9),
+        (".", 1.9, 2.0),
+        ("possible", 4.0, 4.5),
+        ("effusion", 4.6, 5.2),
+        ("on", 5.2, 5.3),
+        ("the", 5.3, 5.4),
+        ("right", 5.4, 5.8),
+        (".", 5.8, 5.9),
+    ]
     case = _case(tokens, "small effusion. possible effusion on the right.")
     out = windows(SentenceWindow(), case)
     eff = out.filter(pl.col("target") == "pleural_effusion").sort("window_idx")
@@ -118,10 +138,24 @@ def test_first_sentence_previous_start_is_zero_and_window_idx_counts_sentences()
     assert only_pos.filter(pl.col("target") == "pleural_effusion").height == 1
 
 
-KW_TOKENS = [("the", 0.2, 0.4), ("heart", 0.4, 0.8), ("is", 0.8, 0.9), ("enlarged", 0.9, 1.5), (".", 1.5, 1.6),
-             ("left", 2.0, 2.3), ("lower", 2.3, 2.6), ("lobe", 2.6, 2.9), ("opacity", 2.9, 3.5), (".", 3.5, 3.6),
-             ("no", 4.0, 4.2), ("cardiomegaly", 4.2, 5.0), (".", 5.0, 5.1),
-             ("lungs", 6.0, 6.3), ("clear", 6.3, 6.8), (".", 6.8, 6.9)]
+KW_TOKENS = [
+    ("the", 0.2, 0.4),
+    ("heart", 0.4, 0.8),
+    ("is", 0.8, 0.9),
+    ("enlarged", 0.9, 1.5),
+    (".", 1.5, 1.6),
+    ("left", 2.0, 2.3),
+    ("lower", 2.3, 2.6),
+    ("lobe", 2.6, 2.9),
+    ("opacity", 2.9, 3.5),
+    (".", 3.5, 3.6),
+    ("no", 4.0, 4.2),
+    ("cardiomegaly", 4.2, 5.0),
+    (".", 5.0, 5.1),
+    ("lungs", 6.0, 6.3),
+    ("clear", 6.3, 6.8),
+    (".", 6.8, 6.9),
+]
 KW_TEXT = "the heart is enlarged. left lower lobe opacity. no cardiomegaly. lungs clear."
 
 
@@ -164,8 +198,16 @@ def test_phrase_windows():
     phrases = [("The lungs are", 0.0, 1.0), ("clear.", 1.0, 1.4), ("Small effusion.", 2.0, 2.9)]
     full = "The lungs are clear. Small effusion."
     w, s, _ = build_sentences(words_frame(phrases, "egd-cxr", "d1"), full, dataset="egd-cxr", case_id="d1")
-    out = compute_windows(PhraseWindow(lag_s=0.25), sentences=s, words=w, mentions=pl.DataFrame(),
-                          recording_end_s=3.0, dataset="egd-cxr", case_id="d1", recipe="r")
+    out = compute_windows(
+        PhraseWindow(lag_s=0.25),
+        sentences=s,
+        words=w,
+        mentions=pl.DataFrame(),
+        recording_end_s=3.0,
+        dataset="egd-cxr",
+        case_id="d1",
+        recipe="r",
+    )
     validate(out, "windows")
     assert out["target"].to_list() == ["phrase_0000", "phrase_0001", "phrase_0002"]
     assert out["t_start_s"].to_list() == pytest.approx([-0.25, 0.75, 1.75], abs=MS)

@@ -32,8 +32,15 @@ def cli(args) -> int:
     return 0
 
 
-def write_export(tmp_path: Path, kind: str = "egd", n: int = 12, split: list[str | None] | None = None,
-                 name: str | None = None, size: tuple[int, int] = (48, 40), prefix: str = "") -> tuple[Path, Path]:
+def write_export(
+    tmp_path: Path,
+    kind: str = "egd",
+    n: int = 12,
+    split: list[str | None] | None = None,
+    name: str | None = None,
+    size: tuple[int, int] = (48, 40),
+    prefix: str = "",
+) -> tuple[Path, Path]:
     """Write an export of ``n`` cases shaped like ``kind`` (``egd``, ``reflacx`` or ``synthetic``,
     the latter keeping the disc/ring/bar classes and a ``full`` map) and their PNG images.
 
@@ -64,7 +71,8 @@ def write_export(tmp_path: Path, kind: str = "egd", n: int = 12, split: list[str
         cases = cases.with_columns(pl.Series("split", split, dtype=pl.Utf8))
     cases = schema.conform(cases, "cases")
     labels = mem.tables["case_labels"].with_columns(
-        pl.col("source_label").replace_strict(rename, return_dtype=pl.Utf8), pl.lit(kind).alias("dataset"))
+        pl.col("source_label").replace_strict(rename, return_dtype=pl.Utf8), pl.lit(kind).alias("dataset")
+    )
     labels = schema.conform(labels, "case_labels")
     results = []
     for cid in cases["case_id"]:
@@ -76,19 +84,38 @@ def write_export(tmp_path: Path, kind: str = "egd", n: int = 12, split: list[str
                 maps[rename[t]] = a  # one map per positive label, no whole-recording map
             elif kind != "reflacx" and t == "full":
                 maps[t] = a
-        results.append(CaseResult(cid, f"h-{kind}-{cid}", {"cases": cases.filter(pl.col("case_id") == cid),
-                                                           "case_labels": labels.filter(pl.col("case_id") == cid)}, maps, []))
-    recipe = {"egd": load_recipe("egd-static"), "reflacx": load_recipe("reflacx-label-specific"), "synthetic": None}[kind]
+        results.append(
+            CaseResult(
+                cid,
+                f"h-{kind}-{cid}",
+                {
+                    "cases": cases.filter(pl.col("case_id") == cid),
+                    "case_labels": labels.filter(pl.col("case_id") == cid),
+                },
+                maps,
+                [],
+            )
+        )
+    recipe = {"egd": load_recipe("egd-static"), "reflacx": load_recipe("reflacx-label-specific"), "synthetic": None}[
+        kind
+    ]
     out = finalize(base, results, recipe=recipe, fsync=False)
     return Path(out), img_dir
 
 
-def tiny_config(tmp_path: Path, name: str = "cfg.yaml", *, data: dict | None = None, train: dict | None = None, **sections) -> Path:
+def tiny_config(
+    tmp_path: Path, name: str = "cfg.yaml", *, data: dict | None = None, train: dict | None = None, **sections
+) -> Path:
     """A YAML config file: the tiny preset at 32 px with batch 4, updated with ``data``, ``train`` and
     other sections (``loss``, ``model``)."""
     import yaml
 
-    cfg = {"preset": "tiny", "data": {"size": 32, **(data or {})}, "train": {"batch_size": 4, **(train or {})}, **sections}
+    cfg = {
+        "preset": "tiny",
+        "data": {"size": 32, **(data or {})},
+        "train": {"batch_size": 4, **(train or {})},
+        **sections,
+    }
     p = Path(tmp_path) / name
     p.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return p

@@ -24,7 +24,13 @@ def tiny_setup(name: str, overrides: dict | None = None, n_cases: int = 24, unan
 
     def make_dataset(n: int, data_seed: int, unannotated: int = 0) -> GazeDataset:
         ex = make_synthetic_export(n, seed=data_seed, unannotated=unannotated)
-        return GazeDataset(ex, targets=data.get("targets") or list(CLASSES), labels=data["labels"], size=data["size"], augment=data.get("augment"))
+        return GazeDataset(
+            ex,
+            targets=data.get("targets") or list(CLASSES),
+            labels=data["labels"],
+            size=data["size"],
+            augment=data.get("augment"),
+        )
 
     ds = make_dataset(n_cases, seed, unannotated)
     model = get_model(name, cfg)

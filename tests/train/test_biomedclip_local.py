@@ -22,23 +22,46 @@ def _biomedclip_like_folder(d, with_weights_from=None):
     cfg = {
         "model_cfg": {
             "embed_dim": 32,
-            "vision_cfg": {"timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False,
-                           "timm_pool": "", "timm_proj": "linear", "image_size": 224},
-            "text_cfg": {"hf_model_name": str(d), "hf_tokenizer_name": str(d), "hf_proj_type": "mlp",
-                         "hf_pooler_type": "cls_last_hidden_state_pooler", "hf_model_pretrained": False,
-                         "context_length": 16},
+            "vision_cfg": {
+                "timm_model_name": "vit_tiny_patch16_224",
+                "timm_model_pretrained": False,
+                "timm_pool": "",
+                "timm_proj": "linear",
+                "image_size": 224,
+            },
+            "text_cfg": {
+                "hf_model_name": str(d),
+                "hf_tokenizer_name": str(d),
+                "hf_proj_type": "mlp",
+                "hf_pooler_type": "cls_last_hidden_state_pooler",
+                "hf_model_pretrained": False,
+                "context_length": 16,
+            },
         },
         "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
     }
     (d / "open_clip_config.json").write_text(json.dumps(cfg))
-    (d / "config.json").write_text(json.dumps({
-        "model_type": "bert", "architectures": ["BertModel"], "hidden_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "intermediate_size": 128, "vocab_size": 16, "max_position_embeddings": 64,
-        "type_vocab_size": 2}))
-    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "heart", "left",
-                                           "right", "lung"]) + "\n")
-    (d / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer",
-                                                         "model_max_length": 16}))
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "bert",
+                "architectures": ["BertModel"],
+                "hidden_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 128,
+                "vocab_size": 16,
+                "max_position_embeddings": 64,
+                "type_vocab_size": 2,
+            }
+        )
+    )
+    (d / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "heart", "left", "right", "lung"]) + "\n"
+    )
+    (d / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer", "model_max_length": 16})
+    )
     if with_weights_from is not None:
         torch.save(with_weights_from.state_dict(), d / "open_clip_pytorch_model.bin")
     return d
@@ -75,8 +98,17 @@ def test_iai_model_runs_on_the_biomedclip_architecture(tmp_path):
     (tmp_path / "c").mkdir()
     d = _biomedclip_like_folder(tmp_path / "c")
     torch.manual_seed(0)
-    model = IAIModel(map_names=("heart",), clip="biomedclip", clip_dir=str(d), image_size=64, adapter_dim=32,
-                     adapter_depth=4, adapter_heads=2, mlp_hidden=16, fuse_clip_layers=(1, 2, 3))
+    model = IAIModel(
+        map_names=("heart",),
+        clip="biomedclip",
+        clip_dir=str(d),
+        image_size=64,
+        adapter_dim=32,
+        adapter_depth=4,
+        adapter_heads=2,
+        mlp_hidden=16,
+        fuse_clip_layers=(1, 2, 3),
+    )
     assert all(not p.requires_grad for p in model.clip.parameters())  # frozen encoder (000)
     model.train()
     out = model(torch.rand(2, 3, 64, 64))

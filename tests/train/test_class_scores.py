@@ -5,7 +5,6 @@ map metrics."""
 import numpy as np
 import polars as pl
 import pytest
-
 from _run_exports import EGD_NAMES, cli, tiny_config, write_export
 
 
@@ -15,15 +14,47 @@ def trained(tmp_path_factory):
     t = tmp_path_factory.mktemp("run")
     export, images = write_export(t, "egd", n=20)
     run = t / "run"
-    code = cli(["train", "--arch", "ggcam-resnet50", "--export", export, "--config", tiny_config(t, train={"epochs": 2}),
-                "--out", run, "--images", images, "--device", "cpu", "--quiet"])
+    code = cli(
+        [
+            "train",
+            "--arch",
+            "ggcam-resnet50",
+            "--export",
+            export,
+            "--config",
+            tiny_config(t, train={"epochs": 2}),
+            "--out",
+            run,
+            "--images",
+            images,
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert code == 0
     return export, images, run, t
 
 
 def _predict(trained, out, *extra):
     export, images, run, _ = trained
-    return cli(["predict", "--model", run, "--export", export, "--out", out, "--images", images, "--device", "cpu", "--quiet", *extra])
+    return cli(
+        [
+            "predict",
+            "--model",
+            run,
+            "--export",
+            export,
+            "--out",
+            out,
+            "--images",
+            images,
+            "--device",
+            "cpu",
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def test_predict_defaults_to_the_test_split(trained, tmp_path, capsys):
@@ -37,7 +68,9 @@ def test_predict_defaults_to_the_test_split(trained, tmp_path, capsys):
     test_ids = set(splits.filter(pl.col("split") == "test")["case_id"])
     assert test_ids and set(p.tables["heatmaps"]["case_id"]) == test_ids
     assert _predict(trained, tmp_path / "v", "--split", "val") == 0
-    assert set(load_export(tmp_path / "v").tables["heatmaps"]["case_id"]) == set(splits.filter(pl.col("split") == "validate")["case_id"])
+    assert set(load_export(tmp_path / "v").tables["heatmaps"]["case_id"]) == set(
+        splits.filter(pl.col("split") == "validate")["case_id"]
+    )
     assert _predict(trained, tmp_path / "a", "--split", "all") == 0
     assert load_export(tmp_path / "a").tables["heatmaps"]["case_id"].n_unique() == 20
     assert _predict(trained, tmp_path / "x", "--split", "holdout") == 2
@@ -72,7 +105,20 @@ def test_class_scores_table_and_evaluate_prints_auc(trained, tmp_path, capsys):
     assert truth["label"].to_list() == [EGD_NAMES[i % 3] for i in range(20)]
     assert p.manifest["extra"]["class_scores"] == {"activation": "softmax", "labels": list(EGD_NAMES)}
 
-    code = cli(["evaluate", "--pred", tmp_path / "p", "--gt", export, "--metrics", "cc,auc,accuracy", "--n-boot", "50", "--quiet"])
+    code = cli(
+        [
+            "evaluate",
+            "--pred",
+            tmp_path / "p",
+            "--gt",
+            export,
+            "--metrics",
+            "cc,auc,accuracy",
+            "--n-boot",
+            "50",
+            "--quiet",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "auc↑" in out and "accuracy↑" in out and "cc↑" in out
@@ -84,17 +130,55 @@ def test_class_scores_table_and_evaluate_prints_auc(trained, tmp_path, capsys):
 
 def test_multilabel_model_writes_sigmoid_scores(tmp_path, capsys):
     """004 (MIL) on a REFLACX-shaped export: one independent probability per label."""
-    from gazeprep.export import load_export
-
     from _run_exports import REFLACX_NAMES
+
+    from gazeprep.export import load_export
 
     export, images = write_export(tmp_path, "reflacx", n=12)
     cfg = tiny_config(tmp_path, data={"labels": list(REFLACX_NAMES)}, train={"epochs": 1})
     run = tmp_path / "run"
-    assert cli(["train", "--arch", "lanfredi-mil", "--export", export, "--config", cfg, "--out", run,
-                "--images", images, "--device", "cpu", "--quiet"]) == 0
-    assert cli(["predict", "--model", run, "--export", export, "--out", tmp_path / "p", "--images", images,
-                "--device", "cpu", "--quiet", "--split", "all"]) == 0
+    assert (
+        cli(
+            [
+                "train",
+                "--arch",
+                "lanfredi-mil",
+                "--export",
+                export,
+                "--config",
+                cfg,
+                "--out",
+                run,
+                "--images",
+                images,
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli(
+            [
+                "predict",
+                "--model",
+                run,
+                "--export",
+                export,
+                "--out",
+                tmp_path / "p",
+                "--images",
+                images,
+                "--device",
+                "cpu",
+                "--quiet",
+                "--split",
+                "all",
+            ]
+        )
+        == 0
+    )
     p = load_export(tmp_path / "p")
     assert p.manifest["extra"]["class_scores"]["activation"] == "sigmoid"
     sc = p.tables["class_scores"]

@@ -33,7 +33,18 @@ def _write_export(tmp_path, n=12):
     results = []
     for cid in cases["case_id"]:
         maps = {t: a for (c, t), a in mem.heatmaps.items() if c == cid}
-        results.append(CaseResult(cid, f"h-{cid}", {"cases": cases.filter(pl.col("case_id") == cid), "case_labels": labels.filter(pl.col("case_id") == cid)}, maps, []))
+        results.append(
+            CaseResult(
+                cid,
+                f"h-{cid}",
+                {
+                    "cases": cases.filter(pl.col("case_id") == cid),
+                    "case_labels": labels.filter(pl.col("case_id") == cid),
+                },
+                maps,
+                [],
+            )
+        )
     out = finalize(tmp_path / "export", results, recipe=None, fsync=False)
     return out, img_dir, mem
 
@@ -43,14 +54,50 @@ def test_train_then_predict_writes_a_readable_prediction_export(tmp_path, capsys
 
     export, images, mem = _write_export(tmp_path)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("preset: tiny\ndata:\n  size: 48\n  targets: [full]\n  labels: [disc, ring, bar]\ntrain:\n  batch_size: 4\n", encoding="utf-8")
+    cfg.write_text(
+        "preset: tiny\ndata:\n  size: 48\n  targets: [full]\n  labels: [disc, ring, bar]\ntrain:\n  batch_size: 4\n",
+        encoding="utf-8",
+    )
     run = tmp_path / "run"
-    code = _cli(["train", "--model", "karargyris-unet", "--export", str(export), "--config", str(cfg), "--epochs", "2",
-                 "--out", str(run), "--images-root", str(images), "--device", "cpu", "--quiet"])
+    code = _cli(
+        [
+            "train",
+            "--model",
+            "karargyris-unet",
+            "--export",
+            str(export),
+            "--config",
+            str(cfg),
+            "--epochs",
+            "2",
+            "--out",
+            str(run),
+            "--images-root",
+            str(images),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert (run / "model.pt").is_file() and (run / "checkpoint.pt").is_file() and (run / "run.yaml").is_file()
     pred = tmp_path / "pred"
-    code = _cli(["predict", "--model-dir", str(run), "--export", str(export), "--out", str(pred), "--images-root", str(images), "--device", "cpu", "--quiet"])
+    code = _cli(
+        [
+            "predict",
+            "--model-dir",
+            str(run),
+            "--export",
+            str(export),
+            "--out",
+            str(pred),
+            "--images-root",
+            str(images),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert code == 0
     p = load_export(pred)
     gt = load_export(export)
@@ -68,5 +115,22 @@ def test_train_reports_bad_input_in_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {epochz: 3}\n", encoding="utf-8")
     export, images, _ = _write_export(tmp_path, n=6)
-    assert _cli(["train", "--model", "ggcam-resnet50", "--export", str(export), "--config", str(bad), "--preset", "tiny", "--out", str(tmp_path / "r")]) == 1
+    assert (
+        _cli(
+            [
+                "train",
+                "--model",
+                "ggcam-resnet50",
+                "--export",
+                str(export),
+                "--config",
+                str(bad),
+                "--preset",
+                "tiny",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 1
+    )
     assert "epochz" in capsys.readouterr().err

@@ -31,8 +31,15 @@ def test_letterbox_centres_and_keeps_aspect():
 
 def test_augmentation_moves_image_heatmap_and_mask_together():
     ex = _bright_pixel_export()
-    ds = GazeDataset(ex, targets=["full"], labels=[], size=40, augment={"rotation_deg": 45, "translation": 0.15, "scale": 0.15, "hflip": True},
-                     mask_structures=["lung"], seed=3)
+    ds = GazeDataset(
+        ex,
+        targets=["full"],
+        labels=[],
+        size=40,
+        augment={"rotation_deg": 45, "translation": 0.15, "scale": 0.15, "hflip": True},
+        mask_structures=["lung"],
+        seed=3,
+    )
     plain = GazeDataset(ex, targets=["full"], labels=[], size=40, augment=None, mask_structures=["lung"])[0]
     moved = 0
     for epoch in range(6):
@@ -80,6 +87,10 @@ def test_subject_split_is_disjoint_and_deterministic():
     assert sum(len(v) for v in a.values()) == n
     subj = dict(zip(cases["case_id"], cases["subject_id"]))
     sets = {k: {subj[c] for c in v} for k, v in a.items()}
-    assert not (sets["train"] & sets["validate"]) and not (sets["train"] & sets["test"]) and not (sets["validate"] & sets["test"])
+    assert (
+        not (sets["train"] & sets["validate"])
+        and not (sets["train"] & sets["test"])
+        and not (sets["validate"] & sets["test"])
+    )
     assert all(len(v) > 0 for v in a.values())
     assert subject_split(cases, seed=2) != a

@@ -37,7 +37,9 @@ def test_pad_crop_stride_samples_the_codes_pixels():
 def test_cover_and_stretch_geometry():
     # cover: 30 x 20 into 10 x 10: scale max(1/3, 1/2) = 1/2 -> 15 x 10, 3 rows cropped above ((10 - 15) // 2 = -3)
     img = torch.zeros(1, 30, 20)
-    img[0, 4:10, :] = 1.0  # rows 4-9 -> resized rows 2-4; resized row 3 (source rows 5-8 with the antialias kernel) -> frame row 0
+    img[0, 4:10, :] = (
+        1.0  # rows 4-9 -> resized rows 2-4; resized row 3 (source rows 5-8 with the antialias kernel) -> frame row 0
+    )
     out = transfer(img, OutputGrid.native(30, 20), TrainFrame.make(10, "cover").grid(30, 20))
     assert out.shape == (1, 10, 10)
     assert int(out[0, :, 5].argmax()) == 0 and float(out[0, 0, 5]) == pytest.approx(1.0)
@@ -60,8 +62,15 @@ def test_non_square_letterbox_and_prediction_round_trip():
 
 
 def _export(images, maps, spec=None, rows=None):
-    cases = pl.DataFrame({"case_id": list(images), "subject_id": list(range(len(images))), "discarded": [False] * len(images),
-                          "image_height_px": [v.shape[0] for v in images.values()], "image_width_px": [v.shape[1] for v in images.values()]})
+    cases = pl.DataFrame(
+        {
+            "case_id": list(images),
+            "subject_id": list(range(len(images))),
+            "discarded": [False] * len(images),
+            "image_height_px": [v.shape[0] for v in images.values()],
+            "image_width_px": [v.shape[1] for v in images.values()],
+        }
+    )
     hm = pl.DataFrame({"case_id": [k[0] for k in maps], "target": [k[1] for k in maps]})
     man = {"recipe": {"name": "t", "output": spec}} if spec else {}
     return MemoryExport({"cases": cases, "heatmaps": hm}, maps, images, manifest=man)
@@ -115,7 +124,14 @@ def test_all_maps_of_a_case_in_one_array_read():
     img = rng.random((16, 16)).astype(np.float32)
     stack = rng.random((5, 16, 16)).astype(np.float16)
     # case a: rows 0-2 (contiguous), case b: rows 3 and 4 of targets t2, t0
-    idx = pl.DataFrame({"case_id": ["a", "a", "a", "b", "b"], "target": ["t0", "t1", "t2", "t2", "t0"], "array": ["h16_w16"] * 5, "row": [0, 1, 2, 3, 4]})
+    idx = pl.DataFrame(
+        {
+            "case_id": ["a", "a", "a", "b", "b"],
+            "target": ["t0", "t1", "t2", "t2", "t0"],
+            "array": ["h16_w16"] * 5,
+            "row": [0, 1, 2, 3, 4],
+        }
+    )
     cases = pl.DataFrame({"case_id": ["a", "b"], "subject_id": [1, 2], "discarded": [False, False]})
     ex = _ZarrLikeExport({"cases": cases, "heatmaps": idx}, {}, {"a": img, "b": img})
     ex.arrays = {"h16_w16": _CountingArray(stack)}

@@ -20,7 +20,7 @@ def test_mil_image_probability_2x2_by_hand():
     g = torch.tensor([[[[0.0, 0.0], [0.0, math.log(3.0)]]]])  # sigmoids 0.5, 0.5, 0.5, 0.75
     # without normalisation: C = 1 - 0.5 * 0.5 * 0.5 * 0.25
     assert float(L.mil_image_probability(g, "none")) == pytest.approx(1 - 0.5**3 * 0.25, abs=1e-6)
-    lo = L.BRN_BASE ** 0.25
+    lo = L.BRN_BASE**0.25
     f = lambda s: lo + (1 - lo) * s  # noqa: E731
     want = 1 - f(0.5) ** 3 * f(0.25)
     assert float(L.mil_image_probability(g, "brn")) == pytest.approx(want, abs=1e-6)
@@ -33,12 +33,14 @@ def test_mil_loss_2x2_grid_all_three_cases():
     cells[0, 0, 1, 1] = True  # annotated: evidence only in the last cell
     annotated = torch.tensor([True, False, False])
     labels = torch.tensor([[1.0], [1.0], [0.0]])
-    lo = L.BRN_BASE ** 0.25
+    lo = L.BRN_BASE**0.25
     f = lambda s: lo + (1 - lo) * s  # noqa: E731
     # eq. 2 under BRN: each product has its own n_t (004's p_box with balancing): the evidence product
     # has 1 factor (range [BASE, 1]), the other product 3 (range [BASE^(1/3), 1]), not 4 for both
     lo_p, lo_n = L.BRN_BASE, L.BRN_BASE ** (1 / 3)
-    l_a = -(3 * math.log(lo_n + (1 - lo_n) * 0.5) + math.log(lo_p + (1 - lo_p) * 0.75))  # three negatives (1-s=.5), one positive (s=.75)
+    l_a = -(
+        3 * math.log(lo_n + (1 - lo_n) * 0.5) + math.log(lo_p + (1 - lo_p) * 0.75)
+    )  # three negatives (1-s=.5), one positive (s=.75)
     prod_neg = f(0.5) ** 3 * f(0.25)
     l_up = -math.log(1 - prod_neg)  # eq. 3
     l_un = -math.log(prod_neg)  # eq. 4

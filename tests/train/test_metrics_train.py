@@ -55,7 +55,10 @@ def test_non_finite_maps_refused_naming_the_map(side, bad):
     token = "NaN" if math.isnan(bad) else ("+inf" if bad > 0 else "-inf")
     with pytest.raises(GazeprepError) as exc:
         TM.map_metrics(pred, target)
-    assert str(exc.value) == f"{side} map 2 of 3: map holds 1 {token} value (of 16 pixels); no metric is defined on non-finite values"
+    assert (
+        str(exc.value)
+        == f"{side} map 2 of 3: map holds 1 {token} value (of 16 pixels); no metric is defined on non-finite values"
+    )
     labels = ["case 'a', target 'x'", "case 'b', target 'x'", "case 'c', target 'x'"]
     with pytest.raises(GazeprepError, match=rf"^{side} case 'b', target 'x': map holds 1 "):
         TM.map_metrics(pred, target, labels=labels)
@@ -66,7 +69,9 @@ def test_non_finite_message_counts_other_maps():
     pred[0, 0, 0] = float("nan")
     pred[0, 1, 1] = float("nan")
     pred[3, 0, 0] = float("inf")
-    with pytest.raises(GazeprepError, match=r"^prediction map 1 of 4: map holds 2 NaN values \(of 9 pixels\) \(1 other map too\)"):
+    with pytest.raises(
+        GazeprepError, match=r"^prediction map 1 of 4: map holds 2 NaN values \(of 9 pixels\) \(1 other map too\)"
+    ):
         TM.map_metrics(pred, torch.rand(4, 3, 3))
 
 

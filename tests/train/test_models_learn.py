@@ -3,7 +3,6 @@ predictors, the predicted maps move onto the gaze maps (CC rises from near 0 at 
 
 import pytest
 import torch
-
 from _train_helpers import tiny_run
 
 
@@ -42,13 +41,17 @@ def test_karargyris_baseline_learns():
 
 
 def test_karargyris_guided_backprop_set1_moves_saliency_to_gaze():
-    before, after, history, *_ = tiny_run("karargyris-unet", {"loss": {"variant": "set1", "generator": "guided"}, "train": {"epochs": 6}})
+    before, after, history, *_ = tiny_run(
+        "karargyris-unet", {"loss": {"variant": "set1", "generator": "guided"}, "train": {"epochs": 6}}
+    )
     assert_learns(before, after, history, cc_gain=0.2, cc_min=0.3)
 
 
 @pytest.mark.parametrize("variant,generator", [("set2", "deconvnet"), ("set3", "deconvnet")])
 def test_karargyris_other_sets_train(variant, generator):
-    before, after, history, *_ = tiny_run("karargyris-unet", {"loss": {"variant": variant, "generator": generator}, "train": {"epochs": 4}}, n_cases=16)
+    before, after, history, *_ = tiny_run(
+        "karargyris-unet", {"loss": {"variant": variant, "generator": generator}, "train": {"epochs": 4}}, n_cases=16
+    )
     assert_learns(before, after, history, cc_min=None)
 
 
@@ -63,7 +66,9 @@ def _same(a, b):
 def test_qiu_three_stage_cooperative_training():
     from _train_helpers import tiny_run
 
-    before, after, history, model, objective, ds = tiny_run("qiu-dual-unet", {"train": {"stages": ["pretrain", "classify"], "epochs": 3}})
+    before, after, history, model, objective, ds = tiny_run(
+        "qiu-dual-unet", {"train": {"stages": ["pretrain", "classify"], "epochs": 3}}
+    )
     by = {s: [r for r in history if r["stage"] == s] for s in ("pretrain", "classify")}
     assert by["pretrain"][-1]["train_triplet"] < by["pretrain"][0]["train_triplet"]
     assert by["classify"][-1]["train_ce"] < by["classify"][0]["train_ce"]
@@ -90,7 +95,9 @@ def test_qiu_three_stage_cooperative_training():
 def test_iai_adapter_heatmap_stage_learns_and_classifier_stage_is_isolated():
     from _train_helpers import tiny_run
 
-    before, after, history, model, objective, ds = tiny_run("iai-adapter", {"train": {"stages": ["heatmap"], "epochs": 6}})
+    before, after, history, model, objective, ds = tiny_run(
+        "iai-adapter", {"train": {"stages": ["heatmap"], "epochs": 6}}
+    )
     # a smooth random map already correlates with the centred targets (CC ~0.5 at init), so the margin
     # is on KLD: the predicted distribution must concentrate on the gaze maps
     assert_learns(before, after, history, loss_ratio=0.5, cc_gain=0.05, cc_min=0.6)
@@ -100,9 +107,15 @@ def test_iai_adapter_heatmap_stage_learns_and_classifier_stage_is_isolated():
     adapter, clip = _snapshot(model.adapter), _snapshot(model.clip)
     alpha = model.alpha.detach().clone()
     head = _snapshot(model.classifier)
-    hist = fit(model, objective, ds, TrainConfig(epochs=2, batch_size=8, lr=1e-2, progress=False, stages=["classifier"]))
+    hist = fit(
+        model, objective, ds, TrainConfig(epochs=2, batch_size=8, lr=1e-2, progress=False, stages=["classifier"])
+    )
     assert all(torch.isfinite(torch.tensor(r["train_ce"])) for r in hist)
-    assert _same(adapter, _snapshot(model.adapter)) and _same(clip, _snapshot(model.clip)) and torch.equal(alpha, model.alpha)
+    assert (
+        _same(adapter, _snapshot(model.adapter))
+        and _same(clip, _snapshot(model.clip))
+        and torch.equal(alpha, model.alpha)
+    )
     assert not _same(head, _snapshot(model.classifier))
     maps = model.predict_heatmaps(ds[0]["image"][None])
     assert maps.shape == (1, 1, 64, 64) and float(maps.min()) >= 0 and float(maps.max()) <= 1
@@ -149,7 +162,10 @@ def _assert_classifier_learns(before, after, history):
     assert after["train"]["ce"] < 0.7 * before["train"]["ce"], (before, after)
     assert after["train"]["acc"] >= 0.7, (before, after)
     assert after["held_out"]["ce"] < 0.85 * before["held_out"]["ce"], (before, after)
-    assert after["held_out"]["acc"] >= 0.6 and after["held_out"]["acc"] > before["held_out"]["acc"] + 0.25, (before, after)
+    assert after["held_out"]["acc"] >= 0.6 and after["held_out"]["acc"] > before["held_out"]["acc"] + 0.25, (
+        before,
+        after,
+    )
 
 
 def test_iai_masked_classifier_learns_from_predicted_heatmaps():

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 from gazeprep.train.data import GazeDataset, MemoryExport, input_options  # noqa: E402
 from gazeprep.train.loop import TrainConfig, fit  # noqa: E402
-from gazeprep.train.models import EGD_CLASSES, REFLACX_LABELS, get_model, get_objective, resolve_config  # noqa: E402
+from gazeprep.train.models import REFLACX_LABELS, get_model, get_objective, resolve_config  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
@@ -52,17 +52,32 @@ def _step_each_stage(name: str, over: dict | None = None, n: int = 2, hw=(3056, 
     cfg = resolve_config(name, {"preset": "default", **(over or {})})
     data = cfg["data"]
     targets, labels = list(data.get("targets") or ["full"]), list(data["labels"])
-    ds = GazeDataset(_export(n, hw, targets, labels), targets=targets, labels=labels, augment=data.get("augment"), **input_options(data))
+    ds = GazeDataset(
+        _export(n, hw, targets, labels),
+        targets=targets,
+        labels=labels,
+        augment=data.get("augment"),
+        **input_options(data),
+    )
     model, objective = get_model(name, cfg), get_objective(name, cfg)
     captured: dict[str, torch.Size] = {}
     for key, module in hooks:
+
         def hook(_m, _i, out, key=key):  # returns None: the module's output is kept
             captured.setdefault(key, out[-1].shape if isinstance(out, tuple) else out.shape)
 
         module(model).register_forward_hook(hook)
     stages = cfg["train"].get("stages") or list(model.stage_names)
-    train = {**cfg["train"], "batch_size": n, "stage_batch_size": {}, "iterations": None, "stage_epochs": {},
-             "stage_iterations": {s: 1 for s in stages}, "progress": False, "device": "cpu"}
+    train = {
+        **cfg["train"],
+        "batch_size": n,
+        "stage_batch_size": {},
+        "iterations": None,
+        "stage_epochs": {},
+        "stage_iterations": {s: 1 for s in stages},
+        "progress": False,
+        "device": "cpu",
+    }
     hist = fit(model, objective, ds, TrainConfig.from_dict(train))
     assert [r["stage"] for r in hist] == stages
     assert all(math.isfinite(r["train_loss"]) for r in hist), hist
@@ -79,8 +94,9 @@ def test_ggcam_presets_train_at_1536_by_1280(name, lg_sigma):
 
 
 def test_lanfredi_preset_trains_at_512():
-    hist, model, cfg, cap, ds = _step_each_stage("lanfredi-mil", n=2, hw=(3000, 2500),
-                                                 hooks=[("grid", lambda m: m.grid_head), ("dec", lambda m: m.decoder)])
+    hist, model, cfg, cap, ds = _step_each_stage(
+        "lanfredi-mil", n=2, hw=(3000, 2500), hooks=[("grid", lambda m: m.grid_head), ("dec", lambda m: m.decoder)]
+    )
     assert cap["grid"] == (2, len(REFLACX_LABELS), 32, 32)
     assert cap["dec"] == (2, len(REFLACX_LABELS), 256, 256)
     assert 0.6e6 < sum(p.numel() for p in model.decoder.parameters()) < 0.7e6
@@ -102,18 +118,50 @@ def test_karargyris_and_gradcam_presets_train_at_224():
 def _biomedclip_folder(d):
     """BiomedCLIP's real architecture (ViT-B/16 at 224, a 12-layer 768-wide BERT) as a local folder
     without weights; the vocabulary file is a stub (ids stay below the configured size)."""
-    cfg = {"model_cfg": {"embed_dim": 512,
-                         "vision_cfg": {"timm_model_name": "vit_base_patch16_224", "timm_model_pretrained": False, "timm_pool": "",
-                                        "timm_proj": "linear", "image_size": 224},
-                         "text_cfg": {"hf_model_name": str(d), "hf_tokenizer_name": str(d), "hf_proj_type": "mlp",
-                                      "hf_pooler_type": "cls_last_hidden_state_pooler", "hf_model_pretrained": False, "context_length": 256}},
-           "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}
+    cfg = {
+        "model_cfg": {
+            "embed_dim": 512,
+            "vision_cfg": {
+                "timm_model_name": "vit_base_patch16_224",
+                "timm_model_pretrained": False,
+                "timm_pool": "",
+                "timm_proj": "linear",
+                "image_size": 224,
+            },
+            "text_cfg": {
+                "hf_model_name": str(d),
+                "hf_tokenizer_name": str(d),
+                "hf_proj_type": "mlp",
+                "hf_pooler_type": "cls_last_hidden_state_pooler",
+                "hf_model_pretrained": False,
+                "context_length": 256,
+            },
+        },
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
+    }
     (d / "open_clip_config.json").write_text(json.dumps(cfg))
-    (d / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"], "hidden_size": 768,
-                                               "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-                                               "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2}))
-    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "chest", "heart", "left", "right", "lung"]) + "\n")
-    (d / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer", "model_max_length": 256}))
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "bert",
+                "architectures": ["BertModel"],
+                "hidden_size": 768,
+                "num_hidden_layers": 12,
+                "num_attention_heads": 12,
+                "intermediate_size": 3072,
+                "vocab_size": 30522,
+                "max_position_embeddings": 512,
+                "type_vocab_size": 2,
+            }
+        )
+    )
+    (d / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "chest", "heart", "left", "right", "lung"])
+        + "\n"
+    )
+    (d / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer", "model_max_length": 256})
+    )
     return d
 
 

@@ -67,6 +67,7 @@ def test_iterations_plan_and_exact_step_count():
     assert [(e.stage, e.step_limit) for e in _plan(m, cfg, 10)] == [("main", 2), ("main", 2), ("main", 1)]
     hist = fit(m, _Scripted([0.0]), _Items(10), cfg)
     assert m.steps == 5 and len(hist) == 3
+
     # stage-specific lengths: iterations for one stage, epochs for another
     class _Two(_One):
         stage_names = ("a", "b")
@@ -84,7 +85,9 @@ def test_poly_schedule_per_step_by_hand():
 
 
 def test_step_and_cosine_schedules_per_epoch():
-    hist = fit(_One(), _Scripted([0.0]), _Items(4), _cfg(epochs=5, scheduler={"kind": "step", "step_size": 2, "gamma": 0.1}))
+    hist = fit(
+        _One(), _Scripted([0.0]), _Items(4), _cfg(epochs=5, scheduler={"kind": "step", "step_size": 2, "gamma": 0.1})
+    )
     assert [r["lr"] for r in hist] == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
     hist = fit(_One(), _Scripted([0.0]), _Items(4), _cfg(epochs=4, scheduler={"kind": "cosine"}))
     assert [r["lr"] for r in hist] == pytest.approx([0.1 * (1 + math.cos(math.pi * e / 4)) / 2 for e in (1, 2, 3, 4)])
@@ -93,9 +96,24 @@ def test_step_and_cosine_schedules_per_epoch():
 def test_cyclic_factor_of_003_by_hand():
     lo = 0.0090552
     # triangle of period 4 epochs between lo and 1, amplitude halved each cycle
-    want = [lo, lo + (1 - lo) * 0.5, 1.0, lo + (1 - lo) * 0.5, lo, lo + (1 - lo) * 0.25, lo + (1 - lo) * 0.5, lo + (1 - lo) * 0.25, lo]
+    want = [
+        lo,
+        lo + (1 - lo) * 0.5,
+        1.0,
+        lo + (1 - lo) * 0.5,
+        lo,
+        lo + (1 - lo) * 0.25,
+        lo + (1 - lo) * 0.5,
+        lo + (1 - lo) * 0.25,
+        lo,
+    ]
     assert [cyclic_factor(e, 2, lo, 1.0) for e in range(9)] == pytest.approx(want)
-    hist = fit(_One(), _Scripted([0.0]), _Items(4), _cfg(epochs=3, lr=lo, scheduler={"kind": "cyclic", "step_size": 2, "min_factor": lo}))
+    hist = fit(
+        _One(),
+        _Scripted([0.0]),
+        _Items(4),
+        _cfg(epochs=3, lr=lo, scheduler={"kind": "cyclic", "step_size": 2, "min_factor": lo}),
+    )
     assert [r["lr"] for r in hist] == pytest.approx([lo * want[e] for e in (1, 2, 3)])
 
 
@@ -114,8 +132,14 @@ def test_plateau_reload_best_select_best_and_early_stop(tmp_path):
             return super().forward(model, batch)
 
     obj = _Watch(obj.script)
-    cfg = _cfg(epochs=8, monitor="val_loss", select_best=True, early_stop_patience=3,
-               scheduler={"kind": "plateau", "patience": 1, "factor": 0.1, "reload_best": True}, out_dir=str(tmp_path))
+    cfg = _cfg(
+        epochs=8,
+        monitor="val_loss",
+        select_best=True,
+        early_stop_patience=3,
+        scheduler={"kind": "plateau", "patience": 1, "factor": 0.1, "reload_best": True},
+        out_dir=str(tmp_path),
+    )
     hist = fit(m, obj, _Items(4), cfg, val_data=_Items(2))
     assert [r["val_loss"] for r in hist] == pytest.approx([5.0, 4.0, 4.5, 4.6, 4.7])
     assert [r["improved"] for r in hist] == [True, True, False, False, False]
@@ -170,12 +194,23 @@ def test_roc_auc_by_hand():
 
 
 def test_protocol_run_resumes_to_the_same_weights(tmp_path):
-    cfg = dict(epochs=6, monitor="val_loss", select_best=True, scheduler={"kind": "plateau", "patience": 1, "reload_best": True})
+    cfg = dict(
+        epochs=6,
+        monitor="val_loss",
+        select_best=True,
+        scheduler={"kind": "plateau", "patience": 1, "reload_best": True},
+    )
     script = [5.0, 4.0, 4.5, 4.6, 3.0, 3.5]
     m1 = _One()
     h1 = fit(m1, _Scripted(script), _Items(4), _cfg(**cfg, out_dir=str(tmp_path / "a")), val_data=_Items(2))
     m2 = _One()
-    fit(m2, _Scripted(script), _Items(4), _cfg(**cfg, out_dir=str(tmp_path / "b"), stop_after_epochs=3), val_data=_Items(2))
+    fit(
+        m2,
+        _Scripted(script),
+        _Items(4),
+        _cfg(**cfg, out_dir=str(tmp_path / "b"), stop_after_epochs=3),
+        val_data=_Items(2),
+    )
     m3 = _One()
     obj3 = _Scripted(script)
     obj3.k = 3  # the scripted curve continues where the first process stopped

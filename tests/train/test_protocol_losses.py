@@ -9,7 +9,6 @@ import torch
 
 from gazeprep.train import losses as L
 
-
 # -- 002 GG-CAM -------------------------------------------------------------------------------------
 
 
@@ -44,7 +43,9 @@ def test_log_sigma_moves_under_adam_where_sigma_itself_cannot():
     before = float(w.lg_sigma_sm.detach())
     w(torch.tensor(0.02), torch.tensor(1.0)).backward()
     opt.step()
-    assert float(w.lg_sigma_sm.detach()) - before == pytest.approx(7e-3, rel=1e-3)  # sigma_sm grows, as the paper intends
+    assert float(w.lg_sigma_sm.detach()) - before == pytest.approx(
+        7e-3, rel=1e-3
+    )  # sigma_sm grows, as the paper intends
 
 
 def test_cam_layer_mean_is_the_sum_over_features_divided_by_g():
@@ -73,14 +74,14 @@ def _grid():
 def test_brn_counts_each_product_of_eq2_separately():
     g = _grid()
     cells = torch.tensor([[[[True, True], [False, False]]]])  # |B| = 2, |G - B| = 2
-    lo2 = L.BRN_BASE ** 0.5
+    lo2 = L.BRN_BASE**0.5
     # evidence product over cells 0, 1 (s = .5, .5), the other over cells 2, 3 (1 - s = .5, .25), both n_t = 2
     want = 2 * math.log(lo2 + (1 - lo2) * 0.5) + math.log(lo2 + (1 - lo2) * 0.5) + math.log(lo2 + (1 - lo2) * 0.25)
     assert float(L.annotated_log_likelihood(g, cells, "brn")[0, 0]) == pytest.approx(want, rel=1e-6)
     assert float(L.annotated_log_likelihood(g, cells, "brn_code")[0, 0]) == pytest.approx(want, rel=1e-6)
     # no evidence: the product over B is empty (1) and the other product has all 4 factors
     none = torch.zeros_like(cells)
-    lo4 = L.BRN_BASE ** 0.25
+    lo4 = L.BRN_BASE**0.25
     want0 = 3 * math.log(lo4 + (1 - lo4) * 0.5) + math.log(lo4 + (1 - lo4) * 0.25)
     assert float(L.annotated_log_likelihood(g, none, "brn")[0, 0]) == pytest.approx(want0, rel=1e-6)
     # Li et al.: [0.98, 1] for every factor whatever the counts
@@ -95,8 +96,10 @@ def test_image_probability_of_the_code_keeps_li_range():
     li = lambda p: 0.98 + 0.02 * p  # noqa: E731
     want = 1 - li(0.5) ** 3 * li(0.25)
     assert float(L.mil_image_probability(g, "brn_code")) == pytest.approx(want, rel=1e-6)
-    lo4 = L.BRN_BASE ** 0.25
-    assert float(L.mil_image_probability(g, "brn")) == pytest.approx(1 - (lo4 + (1 - lo4) * 0.5) ** 3 * (lo4 + (1 - lo4) * 0.25), rel=1e-6)
+    lo4 = L.BRN_BASE**0.25
+    assert float(L.mil_image_probability(g, "brn")) == pytest.approx(
+        1 - (lo4 + (1 - lo4) * 0.5) ** 3 * (lo4 + (1 - lo4) * 0.25), rel=1e-6
+    )
 
 
 def test_mil_loss_sum_reduction_is_batch_times_mean():

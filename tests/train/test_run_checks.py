@@ -4,8 +4,8 @@ set with nothing to learn from is an error, never a 0-loss "success"."""
 
 import polars as pl
 import pytest
-
 from _run_exports import cli, tiny_config, write_export
+
 from gazeprep.errors import GazeprepError
 
 
@@ -22,17 +22,38 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("arch, kind, recipe", [
-    ("karargyris-unet", "reflacx", "egd-static"),  # measured on main: trained 8 epochs with loss 0
-    ("ggcam-resnet50", "reflacx", "egd-gaze-samples-max"),  # ce = 0, sm = 0
-    ("qiu-dual-unet", "reflacx", "egd-gaze-samples-max"),
-    ("lanfredi-mil", "egd", "reflacx-label-specific"),  # died with a RuntimeError in train/losses.py
-])
+@pytest.mark.parametrize(
+    "arch, kind, recipe",
+    [
+        ("karargyris-unet", "reflacx", "egd-static"),  # measured on main: trained 8 epochs with loss 0
+        ("ggcam-resnet50", "reflacx", "egd-gaze-samples-max"),  # ce = 0, sm = 0
+        ("qiu-dual-unet", "reflacx", "egd-gaze-samples-max"),
+        ("lanfredi-mil", "egd", "reflacx-label-specific"),  # died with a RuntimeError in train/losses.py
+    ],
+)
 def test_wrong_export_is_one_error_line(exports, tmp_path, capsys, arch, kind, recipe):
     export, images = exports[kind]
     run = tmp_path / "run"
-    code = cli(["train", "--arch", arch, "--export", export, "--config", tiny_config(tmp_path), "--out", run,
-                "--images", images, "--device", "cpu", "--quiet", "--epochs", "1"])
+    code = cli(
+        [
+            "train",
+            "--arch",
+            arch,
+            "--export",
+            export,
+            "--config",
+            tiny_config(tmp_path),
+            "--out",
+            run,
+            "--images",
+            images,
+            "--device",
+            "cpu",
+            "--quiet",
+            "--epochs",
+            "1",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 1
     line = _one_error_line(err)
@@ -50,8 +71,26 @@ def test_wrong_export_is_one_error_line(exports, tmp_path, capsys, arch, kind, r
 
 def test_matching_export_trains(exports, tmp_path, capsys):
     export, images = exports["egd"]
-    code = cli(["train", "--arch", "karargyris-unet", "--export", export, "--config", tiny_config(tmp_path),
-                "--out", tmp_path / "run", "--images", images, "--device", "cpu", "--quiet", "--epochs", "1"])
+    code = cli(
+        [
+            "train",
+            "--arch",
+            "karargyris-unet",
+            "--export",
+            export,
+            "--config",
+            tiny_config(tmp_path),
+            "--out",
+            tmp_path / "run",
+            "--images",
+            images,
+            "--device",
+            "cpu",
+            "--quiet",
+            "--epochs",
+            "1",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "trained karargyris-unet" in out
@@ -117,9 +156,9 @@ def test_check_export_counts_only_training_cases():
 def test_models_lists_recipe_and_targets(capsys):
     assert cli(["models"]) == 0
     out = capsys.readouterr().out
-    block = out[out.index("lanfredi-mil"):].splitlines()
+    block = out[out.index("lanfredi-mil") :].splitlines()
     assert "recipe reflacx-label-specific on reflacx" in block[1] and "one heatmap per label" in block[1]
-    kar = out[out.index("karargyris-unet"):].splitlines()[1]
+    kar = out[out.index("karargyris-unet") :].splitlines()[1]
     assert "recipe egd-static on egd-cxr" in kar and "heatmap targets full" in kar and "normal, chf, pneumonia" in kar
 
 
@@ -129,8 +168,26 @@ def test_missing_images_stop_before_training(exports, tmp_path, capsys):
     empty = tmp_path / "no-images"
     empty.mkdir()
     run = tmp_path / "run"
-    code = cli(["train", "--arch", "karargyris-unet", "--export", export, "--config", tiny_config(tmp_path),
-                "--out", run, "--images", empty, "--device", "cpu", "--quiet", "--epochs", "1"])
+    code = cli(
+        [
+            "train",
+            "--arch",
+            "karargyris-unet",
+            "--export",
+            export,
+            "--config",
+            tiny_config(tmp_path),
+            "--out",
+            run,
+            "--images",
+            empty,
+            "--device",
+            "cpu",
+            "--quiet",
+            "--epochs",
+            "1",
+        ]
+    )
     assert code == 1
     assert "not found" in _one_error_line(capsys.readouterr().err)
     assert not run.exists()

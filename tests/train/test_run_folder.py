@@ -4,7 +4,6 @@ config and a folder without a run."""
 
 import pytest
 import yaml
-
 from _run_exports import cli, tiny_config, write_export
 
 
@@ -15,8 +14,25 @@ def egd(tmp_path_factory):
 
 def _train(egd, run, cfg, *extra):
     export, images = egd
-    return cli(["train", "--arch", "karargyris-unet", "--export", export, "--config", cfg, "--out", run,
-                "--images", images, "--device", "cpu", "--quiet", *extra])
+    return cli(
+        [
+            "train",
+            "--arch",
+            "karargyris-unet",
+            "--export",
+            export,
+            "--config",
+            cfg,
+            "--out",
+            run,
+            "--images",
+            images,
+            "--device",
+            "cpu",
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def _err_line(err):
@@ -99,8 +115,11 @@ def test_config_differences_reads_nested_keys():
     a = {"model": "m", "config": {"train": {"lr": 1e-3, "device": "cpu"}, "data": {"labels": ["a", "b"]}}}
     b = {"model": "m", "config": {"train": {"lr": 1e-3, "device": "cuda"}, "data": {"labels": ("a", "b")}}}
     assert config_differences(a, b) == []  # the device says how it runs; tuples equal lists
-    c = {"model": "n", "config": {"train": {"lr": 1e-2}, "data": {"labels": ["a"]}},
-         "export": {"recipe": "r", "recipe_hash": "1" * 64}}
+    c = {
+        "model": "n",
+        "config": {"train": {"lr": 1e-2}, "data": {"labels": ["a"]}},
+        "export": {"recipe": "r", "recipe_hash": "1" * 64},
+    }
     d = dict(a, export={"recipe": "s", "recipe_hash": "2" * 64})
     diffs = config_differences(d, c)
     assert diffs[0] == "model: m -> n"

@@ -7,7 +7,9 @@ import pytest
 from gazeprep.paths import sample_data_dir
 
 SAMPLE = sample_data_dir()
-pytestmark = pytest.mark.skipif(not (SAMPLE / "egd-cxr").is_dir() or not (SAMPLE / "mimic-cxr").is_dir(), reason="sample data not generated")
+pytestmark = pytest.mark.skipif(
+    not (SAMPLE / "egd-cxr").is_dir() or not (SAMPLE / "mimic-cxr").is_dir(), reason="sample data not generated"
+)
 
 
 def _build(dataset, out):
@@ -26,10 +28,21 @@ def test_egd_sample_train_predict(tmp_path):
 
     export = _build("egd-cxr", tmp_path / "egd")
     cfg = {"preset": "tiny", "data": {"size": 48}, "train": {"batch_size": 4}}
-    hist = train_run("ggcam-resnet50", export, tmp_path / "run", cfg, device="cpu", epochs=2, images_root=SAMPLE / "mimic-cxr", progress=False)
+    hist = train_run(
+        "ggcam-resnet50",
+        export,
+        tmp_path / "run",
+        cfg,
+        device="cpu",
+        epochs=2,
+        images_root=SAMPLE / "mimic-cxr",
+        progress=False,
+    )
     assert len(hist) == 2 and all(np.isfinite(r["train_loss"]) for r in hist)
     # labels came from the release (Normal / CHF / pneumonia columns): every case has one class
-    pred = predict_run(tmp_path / "run", export, tmp_path / "pred", device="cpu", images_root=SAMPLE / "mimic-cxr", progress=False)
+    pred = predict_run(
+        tmp_path / "run", export, tmp_path / "pred", device="cpu", images_root=SAMPLE / "mimic-cxr", progress=False
+    )
     p, g = load_export(pred), load_export(export)
     test_ids = p.tables["cases"]["case_id"].to_list()  # predict covers the run's test split by default
     saved = pl.read_parquet(tmp_path / "run" / "splits.parquet")
@@ -59,8 +72,15 @@ def test_egd_sample_masks_follow_the_image(tmp_path):
     from gazeprep.train.data import GazeDataset
 
     export = load_export(_build("egd-cxr", tmp_path / "egd"))
-    ds = GazeDataset(export, targets=["full"], labels=[], size=48, image_root=SAMPLE / "mimic-cxr",
-                     mask_structures=["left_lung", "right_lung"], masks_root=SAMPLE / "egd-cxr")
+    ds = GazeDataset(
+        export,
+        targets=["full"],
+        labels=[],
+        size=48,
+        image_root=SAMPLE / "mimic-cxr",
+        mask_structures=["left_lung", "right_lung"],
+        masks_root=SAMPLE / "egd-cxr",
+    )
     s = ds[0]
     left, right = s["masks"][0].numpy(), s["masks"][1].numpy()
     assert left.sum() > 20 and right.sum() > 20 and float((left * right).sum()) == 0  # two disjoint lungs

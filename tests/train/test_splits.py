@@ -71,8 +71,10 @@ def test_few_subjects_still_fill_every_split():
 
 
 def test_unknown_subject_is_its_own_subject():
-    cases = pl.DataFrame({"case_id": ["a", "b", "c", "d"], "subject_id": [None, None, 7, 7]},
-                         schema={"case_id": pl.Utf8, "subject_id": pl.Int64})
+    cases = pl.DataFrame(
+        {"case_id": ["a", "b", "c", "d"], "subject_id": [None, None, 7, 7]},
+        schema={"case_id": pl.Utf8, "subject_id": pl.Int64},
+    )
     s = stratified_subject_split(cases, None, (0.5, 0.0, 0.5), seed=0)
     where = {c: n for n, ids in s.items() for c in ids}
     assert where["c"] == where["d"] and not s["validate"]
@@ -91,7 +93,11 @@ def test_export_split_column():
 def _train(ex, run, **data):
     from gazeprep.train.run import train_run
 
-    cfg = {"preset": "tiny", "data": {"size": 32, "labels": ["disc", "ring", "bar"], **data}, "train": {"batch_size": 4}}
+    cfg = {
+        "preset": "tiny",
+        "data": {"size": 32, "labels": ["disc", "ring", "bar"], **data},
+        "train": {"batch_size": 4},
+    }
     return train_run("karargyris-unet", ex, run, cfg, device="cpu", epochs=1, progress=False)
 
 

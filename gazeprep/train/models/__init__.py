@@ -16,8 +16,8 @@ local file with ``model.weights`` (loaded with ``torch.load(..., weights_only=Tr
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from torch import nn
 
@@ -138,4 +138,16 @@ def _load_builtin() -> None:
     from gazeprep.train.models import zoo  # noqa: F401 - registers the built-in models
 
 
-__all__ = ["EGD_CLASSES", "REFLACX_LABELS", "ModelInputs", "ModelSpec", "REGISTRY", "get_model", "get_objective", "list_models", "register", "resolve_config", "spec_of"]
+__all__ = [
+    "EGD_CLASSES",
+    "REFLACX_LABELS",
+    "ModelInputs",
+    "ModelSpec",
+    "REGISTRY",
+    "get_model",
+    "get_objective",
+    "list_models",
+    "register",
+    "resolve_config",
+    "spec_of",
+]

@@ -121,7 +121,9 @@ class GazeModel(nn.Module):
                 p.requires_grad_(True)
         trainable_ids = {id(p) for m in train_mods for p in m.parameters()}
         self._frozen = [
-            m for m in self.children() if not any(id(p) in trainable_ids for p in m.parameters()) and any(True for _ in m.parameters())
+            m
+            for m in self.children()
+            if not any(id(p) in trainable_ids for p in m.parameters()) and any(True for _ in m.parameters())
         ]
         self.train(self.training)
 
@@ -138,7 +140,12 @@ class GazeModel(nn.Module):
         return None
 
 
-def load_weights(module: nn.Module, path: str | Path, prefix_strip: tuple[str, ...] = ("module.", "model.", "backbone."), key_map=None) -> tuple[int, int]:
+def load_weights(
+    module: nn.Module,
+    path: str | Path,
+    prefix_strip: tuple[str, ...] = ("module.", "model.", "backbone."),
+    key_map=None,
+) -> tuple[int, int]:
     """Load a local state dict (``torch.load(..., weights_only=True)``) into ``module``.
 
     Accepts a bare state dict or one under ``state_dict``/``model``. Keys are matched after stripping
@@ -170,7 +177,9 @@ def load_weights(module: nn.Module, path: str | Path, prefix_strip: tuple[str, .
         if kk in own and tuple(own[kk].shape) == tuple(v.shape):
             clean[kk] = v
     if len(clean) < 0.5 * len(own):
-        raise GazeprepError(f"{p}: only {len(clean)} of {len(own)} tensors match {type(module).__name__}; wrong architecture?")
+        raise GazeprepError(
+            f"{p}: only {len(clean)} of {len(own)} tensors match {type(module).__name__}; wrong architecture?"
+        )
     module.load_state_dict(clean, strict=False)
     return len(clean), len(own)
 

@@ -75,8 +75,17 @@ class GGCAM(GazeModel):
         divides each image by its maximum (``max``) and trains from random init.
     """
 
-    def __init__(self, backbone: str = "resnet50", class_names=("normal", "chf", "pneumonia"), weights: str | None = None, alpha_init: float = 1.0,
-                 backbone_kwargs: dict | None = None, cam_reduce: str = "sum", log_alpha: bool = False, input_norm: str = "none"):
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        class_names=("normal", "chf", "pneumonia"),
+        weights: str | None = None,
+        alpha_init: float = 1.0,
+        backbone_kwargs: dict | None = None,
+        cam_reduce: str = "sum",
+        log_alpha: bool = False,
+        input_norm: str = "none",
+    ):
         super().__init__()
         self.input_norm = InputNorm(input_norm)
         self.features = timm_model(backbone, weights=weights, num_classes=0, global_pool="", **(backbone_kwargs or {}))
@@ -118,8 +127,14 @@ class GGCAMObjective(nn.Module):
     without a gaze map do not enter L_sm.
     """
 
-    def __init__(self, sigma_sm: float | None = 2e-9, sigma_ce: float | None = 1.0, target_channel: int | None = 0,
-                 lg_sigma_sm: float | None = None, lg_sigma_ce: float | None = None):
+    def __init__(
+        self,
+        sigma_sm: float | None = 2e-9,
+        sigma_ce: float | None = 1.0,
+        target_channel: int | None = 0,
+        lg_sigma_sm: float | None = None,
+        lg_sigma_ce: float | None = None,
+    ):
         super().__init__()
         self.weighting = UncertaintyWeighting(sigma_sm, sigma_ce, lg_sigma_sm, lg_sigma_ce)
         self.target_channel = target_channel

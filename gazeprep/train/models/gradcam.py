@@ -32,8 +32,15 @@ def cam_class(method: str):
     ensure_torchvision()
     import pytorch_grad_cam as pgc
 
-    table = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM, "eigencam": pgc.EigenCAM,
-             "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "scorecam": pgc.ScoreCAM}
+    table = {
+        "gradcam": pgc.GradCAM,
+        "gradcam++": pgc.GradCAMPlusPlus,
+        "xgradcam": pgc.XGradCAM,
+        "eigencam": pgc.EigenCAM,
+        "layercam": pgc.LayerCAM,
+        "hirescam": pgc.HiResCAM,
+        "scorecam": pgc.ScoreCAM,
+    }
     if method not in table:
         raise GazeprepError(f"unknown CAM method {method!r}; use one of {', '.join(METHODS)}")
     return table[method]
@@ -49,8 +56,14 @@ class CAMBaseline(GazeModel):
     input_norm: see :class:`~gazeprep.train.models.base.InputNorm` (001 ch. 3: ``zscore``).
     """
 
-    def __init__(self, class_names=("normal", "chf", "pneumonia"), backbone: str = "resnet50", method: str = "gradcam", weights: str | None = None,
-                 input_norm: str = "imagenet"):
+    def __init__(
+        self,
+        class_names=("normal", "chf", "pneumonia"),
+        backbone: str = "resnet50",
+        method: str = "gradcam",
+        weights: str | None = None,
+        input_norm: str = "imagenet",
+    ):
         super().__init__()
         self.class_names = list(class_names)
         self.map_names = ["full"]

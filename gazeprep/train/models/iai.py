@@ -50,8 +50,14 @@ from gazeprep.train.models.base import GazeModel, LossOutput
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: Default anatomical prompts per target (paper 000 uses 'the heart', 'left lung', 'right lung').
-DEFAULT_PROMPTS = {"heart": "the heart", "cardiomegaly": "the heart", "left_lung": "left lung", "right_lung": "right lung",
-                   "full": "the chest", "mediastinum": "the mediastinum"}
+DEFAULT_PROMPTS = {
+    "heart": "the heart",
+    "cardiomegaly": "the heart",
+    "left_lung": "left lung",
+    "right_lung": "right lung",
+    "full": "the chest",
+    "mediastinum": "the mediastinum",
+}
 
 
 def tiny_clip_config(image_size: int = 64) -> dict:
@@ -68,7 +74,13 @@ def tiny_clip_config(image_size: int = 64) -> dict:
         "model_cfg": {
             "embed_dim": 32,
             "custom_text": True,
-            "vision_cfg": {"timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False, "timm_pool": "avg", "timm_proj": "linear", "image_size": image_size},
+            "vision_cfg": {
+                "timm_model_name": "vit_tiny_patch16_224",
+                "timm_model_pretrained": False,
+                "timm_pool": "avg",
+                "timm_proj": "linear",
+                "image_size": image_size,
+            },
             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
         },
         "preprocess_cfg": {"mean": list(CLIP_MEAN), "std": list(CLIP_STD)},
@@ -91,7 +103,9 @@ def build_clip(kind: str = "tiny", clip_dir: str | Path | None = None, image_siz
 
     if kind == "biomedclip":
         if not clip_dir or not (Path(clip_dir) / "open_clip_config.json").is_file():
-            raise GazeprepError(f"BiomedCLIP needs model.clip_dir: a local folder with open_clip_config.json (got {clip_dir!r}); gazeprep never downloads it")
+            raise GazeprepError(
+                f"BiomedCLIP needs model.clip_dir: a local folder with open_clip_config.json (got {clip_dir!r}); gazeprep never downloads it"
+            )
         name = f"local-dir:{clip_dir}"
         try:
             # the CLIP weight file in the folder, if any, holds both towers: never fetch BERT weights
@@ -99,7 +113,9 @@ def build_clip(kind: str = "tiny", clip_dir: str | Path | None = None, image_siz
         except (ImportError, RuntimeError) as exc:
             if "transformers" not in str(exc):
                 raise
-            raise GazeprepError(f"BiomedCLIP's BERT text tower needs the 'transformers' package (pip install transformers): {exc}") from None
+            raise GazeprepError(
+                f"BiomedCLIP's BERT text tower needs the 'transformers' package (pip install transformers): {exc}"
+            ) from None
         tokenizer = open_clip.get_tokenizer(name)
     elif kind == "tiny":
         with tempfile.TemporaryDirectory() as d:
@@ -119,7 +135,9 @@ def build_clip(kind: str = "tiny", clip_dir: str | Path | None = None, image_siz
 
 
 def _mlp(din: int, hidden: int, dout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(din, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, dout))
+    return nn.Sequential(
+        nn.Linear(din, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, dout)
+    )
 
 
 class FusionBlock(nn.Module):
@@ -155,10 +173,22 @@ class IAIModel(GazeModel):
 
     stage_names = ("heatmap", "classifier")
 
-    def __init__(self, class_names=("normal", "chf", "pneumonia"), map_names=("full",), clip: str = "biomedclip", clip_dir: str | None = None,
-                 image_size: int = 224, adapter_dim: int = 240, adapter_depth: int = 8, adapter_heads: int = 6, mlp_hidden: int = 256,
-                 prompts: dict | None = None, fuse_clip_layers=(3, 6, 9), finetune_classifier_encoder: bool = False,
-                 classifier_norm: bool = False):
+    def __init__(
+        self,
+        class_names=("normal", "chf", "pneumonia"),
+        map_names=("full",),
+        clip: str = "biomedclip",
+        clip_dir: str | None = None,
+        image_size: int = 224,
+        adapter_dim: int = 240,
+        adapter_depth: int = 8,
+        adapter_heads: int = 6,
+        mlp_hidden: int = 256,
+        prompts: dict | None = None,
+        fuse_clip_layers=(3, 6, 9),
+        finetune_classifier_encoder: bool = False,
+        classifier_norm: bool = False,
+    ):
         super().__init__()
         from gazeprep._torchvision_compat import ensure_torchvision
 
@@ -172,7 +202,9 @@ class IAIModel(GazeModel):
         trunk = self.clip.visual.trunk
         self.fuse_clip_layers = tuple(fuse_clip_layers)
         if max(self.fuse_clip_layers) > len(trunk.blocks):
-            raise GazeprepError(f"the encoder has {len(trunk.blocks)} blocks; cannot fuse layers {self.fuse_clip_layers}")
+            raise GazeprepError(
+                f"the encoder has {len(trunk.blocks)} blocks; cannot fuse layers {self.fuse_clip_layers}"
+            )
         if adapter_depth < len(self.fuse_clip_layers):
             raise GazeprepError("adapter_depth must be at least the number of fused layers")
         clip_dim = trunk.embed_dim
@@ -186,15 +218,21 @@ class IAIModel(GazeModel):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.alpha = nn.Parameter(torch.zeros(1, 1, d))  # the scaling vector, a learnable token
         nn.init.trunc_normal_(self.alpha, std=0.02)
-        self.blocks = nn.ModuleList([Block(d, adapter_heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(adapter_depth)])
-        self.fusions = nn.ModuleList([FusionBlock(clip_dim, text_dim, d) for _ in range(1 + len(self.fuse_clip_layers))])
+        self.blocks = nn.ModuleList(
+            [Block(d, adapter_heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(adapter_depth)]
+        )
+        self.fusions = nn.ModuleList(
+            [FusionBlock(clip_dim, text_dim, d) for _ in range(1 + len(self.fuse_clip_layers))]
+        )
         self.norm = nn.LayerNorm(d)
         self.mlp_tokens = _mlp(d, mlp_hidden, mlp_hidden)
         self.mlp_alpha = _mlp(d, mlp_hidden, mlp_hidden)
         with torch.no_grad():
             emb_dim = int(self.clip.encode_image(torch.zeros(1, 3, image_size, image_size)).shape[-1])
         linear = nn.Linear(emb_dim, len(self.class_names))
-        self.classifier = nn.Sequential(nn.BatchNorm1d(emb_dim, affine=False, momentum=None), linear) if classifier_norm else linear
+        self.classifier = (
+            nn.Sequential(nn.BatchNorm1d(emb_dim, affine=False, momentum=None), linear) if classifier_norm else linear
+        )
         self.intense_encoder = None
         if finetune_classifier_encoder:
             import copy
@@ -202,7 +240,9 @@ class IAIModel(GazeModel):
             self.intense_encoder = copy.deepcopy(self.clip.visual)
             for p in self.intense_encoder.parameters():
                 p.requires_grad_(True)
-        self.adapter = nn.ModuleList([self.patch_embed, self.blocks, self.fusions, self.norm, self.mlp_tokens, self.mlp_alpha])
+        self.adapter = nn.ModuleList(
+            [self.patch_embed, self.blocks, self.fusions, self.norm, self.mlp_tokens, self.mlp_alpha]
+        )
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
         self.prompts = {**DEFAULT_PROMPTS, **(prompts or {})}
@@ -342,7 +382,9 @@ class IAIObjective(nn.Module):
                 return LossOutput(logits.sum() * 0, {})
             loss = F.cross_entropy(logits[known], y[known])
             acc = (logits[known].argmax(1) == y[known]).float().mean()
-            return LossOutput(loss, {"ce": float(loss.detach()), "acc": float(acc)}, scores=torch.softmax(logits.detach(), 1))
+            return LossOutput(
+                loss, {"ce": float(loss.detach()), "acc": float(acc)}, scores=torch.softmax(logits.detach(), 1)
+            )
         out = model(batch["image"])
         valid = batch["heatmap_valid"][:, : len(model.map_names)]
         logits = out["heatmap_logits"]

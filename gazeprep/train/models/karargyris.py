@@ -86,7 +86,9 @@ def backprop_rules(model: nn.Module, mode: str):
             parent._modules[name] = child
 
 
-def backprop_saliency(model: "KarargyrisUNet", image: torch.Tensor, classes: torch.Tensor, mode: str, create_graph: bool) -> torch.Tensor:
+def backprop_saliency(
+    model: KarargyrisUNet, image: torch.Tensor, classes: torch.Tensor, mode: str, create_graph: bool
+) -> torch.Tensor:
     """Guided-backprop/deconvnet map of each image's class score: (B, H, W) in [0, 1].
 
     ``|d y_c / d x|`` maximised over colour channels and divided by its per-image max. With
@@ -114,8 +116,17 @@ class KarargyrisUNet(GazeModel):
     input_norm: see :class:`~gazeprep.train.models.base.InputNorm` (code: ``imagenet``).
     """
 
-    def __init__(self, class_names=("normal", "chf", "pneumonia"), encoder: str = "efficientnet-b0", decoder_channels=(256, 128, 64, 32, 16), encoder_depth: int = 5,
-                 weights: str | None = None, map_names=("full",), dropout: float = 0.0, input_norm: str = "imagenet"):
+    def __init__(
+        self,
+        class_names=("normal", "chf", "pneumonia"),
+        encoder: str = "efficientnet-b0",
+        decoder_channels=(256, 128, 64, 32, 16),
+        encoder_depth: int = 5,
+        weights: str | None = None,
+        map_names=("full",),
+        dropout: float = 0.0,
+        input_norm: str = "imagenet",
+    ):
         super().__init__()
         from gazeprep._torchvision_compat import ensure_torchvision
 
@@ -154,12 +165,25 @@ class KarargyrisObjective(nn.Module):
     terms (the code: ``gamma`` and ``1 - gamma``).
     """
 
-    def __init__(self, variant: str = "baseline", generator: str = "guided", ratio: float = 0.5, seg_weight: float = 1.0, target_channel: int = 0,
-                 class_weight: float = 1.0):
+    def __init__(
+        self,
+        variant: str = "baseline",
+        generator: str = "guided",
+        ratio: float = 0.5,
+        seg_weight: float = 1.0,
+        target_channel: int = 0,
+        class_weight: float = 1.0,
+    ):
         super().__init__()
         if variant not in ("baseline", "set1", "set2", "set3"):
             raise GazeprepError(f"unknown 003 loss variant {variant!r}; use baseline, set1, set2 or set3")
-        self.variant, self.generator, self.ratio, self.seg_weight, self.target_channel = variant, generator, ratio, seg_weight, target_channel
+        self.variant, self.generator, self.ratio, self.seg_weight, self.target_channel = (
+            variant,
+            generator,
+            ratio,
+            seg_weight,
+            target_channel,
+        )
         self.class_weight = class_weight
         self.needs_grad = variant != "baseline"  # saliency maps need autograd even when evaluating
 
@@ -167,12 +191,18 @@ class KarargyrisObjective(nn.Module):
         out = model(batch["image"])
         labels = batch["labels"].to(out["logits"].dtype)
         known = ~torch.isnan(labels)
-        cls = F.binary_cross_entropy_with_logits(out["logits"][known], labels[known]) if bool(known.any()) else out["logits"].sum() * 0
+        cls = (
+            F.binary_cross_entropy_with_logits(out["logits"][known], labels[known])
+            if bool(known.any())
+            else out["logits"].sum() * 0
+        )
         valid = batch["heatmap_valid"][:, self.target_channel]
         mask_logits = out["mask_logits"][:, 0]
         target = batch["heatmaps"][:, self.target_channel]
         if tuple(target.shape[-2:]) != tuple(mask_logits.shape[-2:]):
-            target = F.interpolate(target[:, None], size=mask_logits.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            target = F.interpolate(target[:, None], size=mask_logits.shape[-2:], mode="bilinear", align_corners=False)[
+                :, 0
+            ]
         parts = {"cls": float(cls.detach())}
         seg = mask_logits.sum() * 0
         pred_maps = target_maps = None
@@ -181,7 +211,9 @@ class KarargyrisObjective(nn.Module):
             sal = None
             if self.variant != "baseline":
                 classes = batch["class_index"].clamp(min=0)[valid]
-                sal = backprop_saliency(model, batch["image"][valid], classes, self.generator, create_graph=self.variant in ("set1", "set3"))
+                sal = backprop_saliency(
+                    model, batch["image"][valid], classes, self.generator, create_graph=self.variant in ("set1", "set3")
+                )
                 sal = F.interpolate(sal[:, None], size=t.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             if self.variant == "baseline":
                 seg = heatmap_bce(m, t)
@@ -195,4 +227,10 @@ class KarargyrisObjective(nn.Module):
             with torch.no_grad():
                 pred_maps = sal.detach() if self.variant == "set1" else torch.sigmoid(m)
                 target_maps = t
-        return LossOutput(self.class_weight * cls + self.seg_weight * seg, parts, pred_maps, target_maps, torch.sigmoid(out["logits"].detach()))
+        return LossOutput(
+            self.class_weight * cls + self.seg_weight * seg,
+            parts,
+            pred_maps,
+            target_maps,
+            torch.sigmoid(out["logits"].detach()),
+        )

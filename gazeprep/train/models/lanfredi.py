@@ -49,8 +49,17 @@ class LanfrediMIL(GazeModel):
     input_norm: see :class:`~gazeprep.train.models.base.InputNorm` (code: ``imagenet_twice``).
     """
 
-    def __init__(self, label_names, backbone: str = "resnet50", hidden: int = 512, weights: str | None = None, normalization: str = "brn",
-                 decoder_widths=(128, 64), concat_upsample: str = "nearest", input_norm: str = "imagenet"):
+    def __init__(
+        self,
+        label_names,
+        backbone: str = "resnet50",
+        hidden: int = 512,
+        weights: str | None = None,
+        normalization: str = "brn",
+        decoder_widths=(128, 64),
+        concat_upsample: str = "nearest",
+        input_norm: str = "imagenet",
+    ):
         super().__init__()
         self.class_names = list(label_names)
         self.map_names = list(label_names)
@@ -62,15 +71,20 @@ class LanfrediMIL(GazeModel):
             raise GazeprepError(f"concat_upsample must be nearest or bilinear, not {concat_upsample!r}")
         self.concat_upsample = concat_upsample
         # Block 5 in two parts: the hidden activations (conv, BN, ReLU) feed both the grid head and D
-        self.block5 = nn.Sequential(nn.Conv2d(c3 + c4, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True))
+        self.block5 = nn.Sequential(
+            nn.Conv2d(c3 + c4, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)
+        )
         self.grid_head = nn.Conv2d(hidden, k, 1)
         widths = [hidden, *[int(w) for w in decoder_widths], k]
         if len(widths) != 4:
             raise GazeprepError("decoder_widths needs two widths (the decoder has three blocks)")
         blocks: list[nn.Module] = []
         for i in range(3):
-            blocks += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True), nn.Conv2d(widths[i], widths[i + 1], 3, padding=1),
-                       nn.BatchNorm2d(widths[i + 1], momentum=0.01)]
+            blocks += [
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+                nn.Conv2d(widths[i], widths[i + 1], 3, padding=1),
+                nn.BatchNorm2d(widths[i + 1], momentum=0.01),
+            ]
             if i < 2:
                 blocks.append(nn.ReLU())
         self.decoder = nn.Sequential(*blocks)
@@ -78,12 +92,19 @@ class LanfrediMIL(GazeModel):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         f3, f4 = self.encoder(self.input_norm(image))
-        mode = {"mode": "nearest"} if self.concat_upsample == "nearest" else {"mode": "bilinear", "align_corners": False}
+        mode = (
+            {"mode": "nearest"} if self.concat_upsample == "nearest" else {"mode": "bilinear", "align_corners": False}
+        )
         f4 = F.interpolate(f4, size=f3.shape[-2:], **mode)
         hidden = self.block5(torch.cat([f3, f4], 1))
         grid = self.grid_head(hidden)
         prob = mil_image_probability(grid, self.normalization)
-        return {"grid_logits": grid, "prob": prob, "logits": torch.logit(prob.clamp(1e-6, 1 - 1e-6)), "decoder_logits": self.decoder(hidden)}
+        return {
+            "grid_logits": grid,
+            "prob": prob,
+            "logits": torch.logit(prob.clamp(1e-6, 1 - 1e-6)),
+            "decoder_logits": self.decoder(hidden),
+        }
 
     @torch.no_grad()
     def predict_heatmaps(self, image: torch.Tensor) -> torch.Tensor:
@@ -100,8 +121,15 @@ class LanfrediObjective(nn.Module):
     ``decoder_target``: ``soft`` or ``binary`` (default: soft for ``code``, binary for ``paper``).
     """
 
-    def __init__(self, lambda_a: float = 3.0, lambda_t: float = 300.0, threshold: float = 0.15, normalization: str = "brn",
-                 reduction: str = "paper", decoder_target: str | None = None):
+    def __init__(
+        self,
+        lambda_a: float = 3.0,
+        lambda_t: float = 300.0,
+        threshold: float = 0.15,
+        normalization: str = "brn",
+        reduction: str = "paper",
+        decoder_target: str | None = None,
+    ):
         super().__init__()
         if reduction not in ("paper", "code"):
             raise GazeprepError(f"004 loss reduction must be paper or code, not {reduction!r}")
@@ -118,7 +146,15 @@ class LanfrediObjective(nn.Module):
         annotated = batch["annotated"].to(torch.bool)
         labels = batch["labels"].to(grid.dtype)
         cells = pool_to(heat, tuple(grid.shape[-2:]), "max") > self.threshold
-        l_i = mil_loss(grid, cells, annotated, labels, self.lambda_a, self.normalization, "sum" if self.reduction == "code" else "mean")
+        l_i = mil_loss(
+            grid,
+            cells,
+            annotated,
+            labels,
+            self.lambda_a,
+            self.normalization,
+            "sum" if self.reduction == "code" else "mean",
+        )
         dec = out["decoder_logits"]
         dec_target = pool_to(heat, tuple(dec.shape[-2:]), "max")
         pos_ann = annotated[:, None] & (torch.nan_to_num(labels, nan=0.0) > 0.5) & batch["heatmap_valid"]
@@ -130,4 +166,10 @@ class LanfrediObjective(nn.Module):
             with torch.no_grad():
                 pred_maps = torch.sigmoid(dec)[pos_ann]
                 target_maps = dec_target[pos_ann]
-        return LossOutput(total, {"mil": float(l_i.detach()), "decoder": float(l_t.detach())}, pred_maps, target_maps, out["prob"].detach())
+        return LossOutput(
+            total,
+            {"mil": float(l_i.detach()), "decoder": float(l_t.detach())},
+            pred_maps,
+            target_maps,
+            out["prob"].detach(),
+        )

@@ -36,8 +36,14 @@ class SEBlock(nn.Module):
     def __init__(self, ch: int, reduction: int = 16):
         super().__init__()
         hid = max(ch // reduction, 1)
-        self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ch, hid, bias=False), nn.ReLU(inplace=True),
-                                nn.Linear(hid, ch, bias=False), nn.Sigmoid())
+        self.fc = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(ch, hid, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(hid, ch, bias=False),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x):
         return x * self.fc(x)[:, :, None, None]
@@ -49,8 +55,13 @@ class ResSEBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                                  nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout))
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+        )
         self.skip = nn.Conv2d(cin, cout, 3, padding=1)
         self.se = SEBlock(cout)
 
@@ -60,13 +71,21 @@ class ResSEBlock(nn.Module):
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     """The code's ``up_conv_block``: two conv-BN-ReLU."""
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _up(cin: int, cout: int) -> nn.Sequential:
     """The code's ``up_conv``: x2 nearest upsampling, conv-BN-ReLU."""
-    return nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class DenseNetEncoder(nn.Module):
@@ -90,7 +109,9 @@ class DenseNetEncoder(nn.Module):
             import re
 
             # torchvision's published DenseNet files use the legacy names "norm.1", "conv.2", ...
-            legacy = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+            legacy = re.compile(
+                r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+            )
             load_weights(net, weights, key_map=lambda k: legacy.sub(r"\1\2", k))
         children = list(net.features.named_children())
         names = [n for n, _ in children]
@@ -122,8 +143,15 @@ class QiuDualUNet(GazeModel):
 
     stage_names = ("pretrain", "classify", "saliency", "fusion")
 
-    def __init__(self, class_names=("normal", "chf", "pneumonia"), densenet: str = "densenet201", width: int = 64, levels: int = 4,
-                 densenet_weights: str | None = None, input_norm: str = "minmax"):
+    def __init__(
+        self,
+        class_names=("normal", "chf", "pneumonia"),
+        densenet: str = "densenet201",
+        width: int = 64,
+        levels: int = 4,
+        densenet_weights: str | None = None,
+        input_norm: str = "minmax",
+    ):
         super().__init__()
         self.class_names = list(class_names)
         self.map_names = ["full"]
@@ -143,14 +171,30 @@ class QiuDualUNet(GazeModel):
             prev = out
         self.up = nn.ModuleList(ups)
         self.dec = nn.ModuleList(decs)
-        self.head = nn.Sequential(nn.Conv2d(widths[0], widths[0], 3, padding=1), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), nn.Conv2d(widths[0], 1, 1))
+        self.head = nn.Sequential(
+            nn.Conv2d(widths[0], widths[0], 3, padding=1),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(widths[0], 1, 1),
+        )
         self.unet = nn.ModuleList([self.enc, self.up, self.dec, self.head])
-        self.fusion = nn.Sequential(nn.Conv2d(dn + widths[0], 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                                    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, c))
+        self.fusion = nn.Sequential(
+            nn.Conv2d(dn + widths[0], 64, 3, padding=1, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, c),
+        )
         self.set_stage(self.stage_names[0])
 
     def trainable_modules(self, stage: str) -> list[nn.Module]:
-        return {"pretrain": [self.densenet], "classify": [self.densenet], "saliency": [self.unet], "fusion": [self.fusion]}[stage]
+        return {
+            "pretrain": [self.densenet],
+            "classify": [self.densenet],
+            "saliency": [self.unet],
+            "fusion": [self.fusion],
+        }[stage]
 
     def _unet(self, x, dn_feat):
         skips = []
@@ -171,7 +215,10 @@ class QiuDualUNet(GazeModel):
         x = self.input_norm(image)
         dn = self.densenet(x)
         pooled = self.densenet.pooled(dn)
-        out = {"dn_logits": self.densenet.classifier(pooled), "embedding": F.normalize(self.densenet.embed(pooled), dim=1)}
+        out = {
+            "dn_logits": self.densenet.classifier(pooled),
+            "embedding": F.normalize(self.densenet.embed(pooled), dim=1),
+        }
         if self.stage in ("saliency", "fusion") or not self.training:
             sal, last = self._unet(x, dn)
             out["saliency_logits"] = sal
