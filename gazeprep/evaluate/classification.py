@@ -28,6 +28,21 @@ import polars as pl
 from gazeprep.errors import GazeprepError
 from gazeprep.evaluate import metrics as M
 
+#: Columns of an evaluation summary (one row per group and metric); map metrics
+#: (:mod:`gazeprep.evaluate.evaluator`) and class metrics (here) share it.
+SUMMARY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "group": pl.Utf8,
+    "metric": pl.Utf8,
+    "n": pl.Int64,
+    "mean": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "higher_is_better": pl.Boolean,
+    "average": pl.Utf8,
+    "threshold": pl.Float64,
+    "threshold_from": pl.Utf8,
+}
+
 CLASS_SCORES = "class_scores"
 MACRO_GROUP = "mean over labels"  # the evaluator's LABEL_MEAN group
 CLASSIFICATION_METRICS = ("auc", "accuracy")
@@ -144,16 +159,5 @@ def classification_summary(
             rows.append(_row("all", "accuracy", int(one.sum()), est, lo, hi, "image"))
     return pl.DataFrame(
         rows,
-        schema={
-            "group": pl.Utf8,
-            "metric": pl.Utf8,
-            "n": pl.Int64,
-            "mean": pl.Float64,
-            "ci_low": pl.Float64,
-            "ci_high": pl.Float64,
-            "higher_is_better": pl.Boolean,
-            "average": pl.Utf8,
-            "threshold": pl.Float64,
-            "threshold_from": pl.Utf8,
-        },
+        schema=SUMMARY_SCHEMA,
     )

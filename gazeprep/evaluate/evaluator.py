@@ -775,18 +775,7 @@ def _summarise(
                 )
     return pl.DataFrame(
         out,
-        schema={
-            "group": pl.Utf8,
-            "metric": pl.Utf8,
-            "n": pl.Int64,
-            "mean": pl.Float64,
-            "ci_low": pl.Float64,
-            "ci_high": pl.Float64,
-            "higher_is_better": pl.Boolean,
-            "average": pl.Utf8,
-            "threshold": pl.Float64,
-            "threshold_from": pl.Utf8,
-        },
+        schema=C.SUMMARY_SCHEMA,
     )
 
 
