@@ -384,7 +384,8 @@ def _load_image_file(path: Path) -> np.ndarray:
 def labels_from_case_labels(case_labels: pl.DataFrame, case_ids: Sequence[str], labels: Sequence[str]) -> np.ndarray:
     """Label matrix (n_cases, n_labels): 1 present, 0 absent, NaN unknown.
 
-    Rows come from ``gazeprep.text.map_case_labels`` (canonical label ids, 1/0), plus the raw rows
+    Rows come from ``gazeprep.text.map_case_labels`` (canonical label ids, 1/0; when the table has
+    the ``dataset`` and ``source`` columns of :data:`gazeprep.schema.CASE_LABELS`), plus the raw rows
     whose ``source_label`` equals a label id in :func:`gazeprep.text.labels.normalise_label` form; values > 0 and CheXpert's -1 (uncertain, counted present as in paper 004) mean present,
     0 absent; several rows for one label combine with max. No row at all gives NaN.
     """
@@ -395,7 +396,9 @@ def labels_from_case_labels(case_labels: pl.DataFrame, case_ids: Sequence[str], 
     from gazeprep.text.labels import map_case_labels, normalise_label
 
     frames = []
-    mapped = map_case_labels(case_labels)  # canonical label ids of rules/labels.yaml
+    # canonical label ids of rules/labels.yaml need the rows' dataset and source (an export's
+    # case_labels table has them; a bare (case_id, source_label, value) table matches by name only)
+    mapped = map_case_labels(case_labels) if {"dataset", "source"} <= set(case_labels.columns) else case_labels.clear()
     if mapped.height:
         frames.append(mapped.select("case_id", pl.col("label").alias("source_label"), pl.col("value").cast(pl.Float64)))
     frames.append(case_labels.select("case_id", "source_label", pl.col("value").cast(pl.Float64)))
