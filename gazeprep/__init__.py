@@ -12,10 +12,9 @@ Heavy dependencies (torch, segment-anything) are imported only inside ``gazeprep
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import Any
 
+from gazeprep._version import __version__
 from gazeprep.errors import GazeprepError
 
 __all__ = ["GazeprepError", "__version__", "load_export"]

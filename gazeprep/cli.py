@@ -38,7 +38,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from gazeprep import __version__
+from gazeprep._version import __version__
 from gazeprep.errors import GazeprepError
 
 COMMAND_MODULES = (

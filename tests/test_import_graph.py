@@ -26,11 +26,6 @@ PACKAGE_DIR = Path(gazeprep.__file__).resolve().parent
 
 #: Cycles still present, each with why it is there and what removes it.
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"gazeprep", "gazeprep.export", "gazeprep.export.predictions", "gazeprep.export.writer"}): (
-        "export/writer.py does `import gazeprep` for gazeprep.__version__ while gazeprep/__init__.py's lazy "
-        "`load_export` imports gazeprep.export; fix: keep the version in a leaf module (gazeprep/_version.py, "
-        "re-exported by gazeprep/__init__.py) and import it from there in export/writer.py"
-    ),
     frozenset({"gazeprep.train.models", "gazeprep.train.models.zoo"}): (
         "train/models/zoo.py imports ModelSpec, ModelInputs, register and the label lists from "
         "gazeprep.train.models while that package's _load_builtin imports zoo back to register the "
@@ -203,3 +198,15 @@ def test_metric_registry_is_complete_without_a_loader():
     code = "from gazeprep.evaluate.registry import get_metric, list_metrics; print(get_metric('kld').name, len(list_metrics()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "kld" and int(out[1]) >= 15
+
+
+def test_the_version_lives_in_one_leaf_module():
+    """``gazeprep.__version__`` is the leaf module's value (no second copy) and agrees with
+    pyproject.toml, so the manifests' ``created_by`` and ``gazeprep --version`` name the release."""
+    import tomllib
+
+    from gazeprep import _version
+
+    pyproject = tomllib.loads((PACKAGE_DIR.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    assert gazeprep.__version__ == _version.__version__ == pyproject["project"]["version"]
+    assert import_graph(PACKAGE_DIR)["gazeprep._version"] == {}  # a leaf: imports nothing of gazeprep

@@ -43,8 +43,8 @@ import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import ZstdCodec
 
-import gazeprep
 from gazeprep import schema
+from gazeprep._version import __version__
 from gazeprep.errors import GazeprepError, StorageError
 from gazeprep.export._io import (
     CODEC,
@@ -134,7 +134,7 @@ def _parquet_bytes(df: pl.DataFrame) -> bytes:
 
 
 def _versions() -> dict[str, str]:
-    out = {"gazeprep": gazeprep.__version__}
+    out = {"gazeprep": __version__}
     for pkg in ("numpy", "polars", "pyarrow", "zarr", "numcodecs"):
         try:
             out[pkg] = metadata.version(pkg)
@@ -669,7 +669,7 @@ def _write_staged(
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
         "kind": kind,
-        "created_by": f"gazeprep {gazeprep.__version__}",
+        "created_by": f"gazeprep {__version__}",
         "recipe": recipe.resolved() if recipe is not None else None,
         "recipe_hash": recipe.hash() if recipe is not None else None,
         "versions": _versions(),

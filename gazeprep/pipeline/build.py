@@ -41,7 +41,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from gazeprep import __version__
+from gazeprep._version import __version__
 from gazeprep.errors import GazeprepError, StorageError
 from gazeprep.pipeline.case import process_case
 from gazeprep.pipeline.executor import fatal_error, make_executor
