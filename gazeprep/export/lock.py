@@ -24,13 +24,17 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 from gazeprep.errors import LockedError, StorageError
 
 LOCK_NAME = ".gazeprep.lock"
 
+fcntl: ModuleType | None
 try:  # POSIX
-    import fcntl
+    import fcntl as _fcntl
+
+    fcntl = _fcntl
 except ImportError:  # pragma: no cover - Windows: no lock (a warning says so)
     fcntl = None
 

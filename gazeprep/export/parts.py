@@ -29,6 +29,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import polars as pl
@@ -39,6 +40,9 @@ from gazeprep.errors import GazeprepError
 from gazeprep.export._io import atomic_write, check_dtype, is_temp_name, remove_path, to_dtype
 from gazeprep.export.results import CaseResult
 from gazeprep.paths import safe_component
+
+if TYPE_CHECKING:
+    from gazeprep.recipes import Recipe
 
 PARTS_DIR = ".parts"
 PART_SUFFIX = ".part"
@@ -173,7 +177,7 @@ class PartReader:
             raise DamagedPart(f"{self.path}: table {name!r} is damaged ({exc})") from None
 
     def table(self, name: str) -> pl.DataFrame:
-        return pl.from_arrow(self.arrow_table(name))
+        return cast(pl.DataFrame, pl.from_arrow(self.arrow_table(name)))  # a Table gives a DataFrame
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {name: self.table(name) for name in self.meta["tables"]}
@@ -216,7 +220,7 @@ class PartReader:
     def __enter__(self) -> PartReader:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -251,7 +255,7 @@ class PartStore:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def for_recipe(cls, out_dir: str | Path, recipe, *, fsync: bool = False) -> PartStore:
+    def for_recipe(cls, out_dir: str | Path, recipe: Recipe, *, fsync: bool = False) -> PartStore:
         """The store of ``recipe`` (keyed by its hash, maps stored in ``recipe.output.dtype``)."""
         return cls(out_dir, recipe.hash(), dtype=recipe.output.dtype, fsync=fsync)
 

@@ -20,12 +20,16 @@ Rules of a case, in order:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from gazeprep.recipes import Recipe
+
+if TYPE_CHECKING:
+    from gazeprep.export import CaseResult
+    from gazeprep.heatmaps import RenderedMap
 
 
 @dataclass
@@ -59,7 +63,7 @@ def case_text(
 def recording_end_s(events: pl.DataFrame) -> float:
     """End of the reading in seconds: the last event end (``t_end_s``; gaze samples: ``t_s``)."""
     t_col = "t_end_s" if "t_end_s" in events.columns else "t_s"
-    return float(events[t_col].max())
+    return float(events.select(pl.col(t_col).max()).item())
 
 
 def case_windows(
@@ -87,7 +91,7 @@ def render_windows(
     recipe: Recipe,
     case_row: dict,
     masks: dict[str, np.ndarray] | None = None,
-):
+) -> tuple[dict[str, RenderedMap], list[dict]]:
     """Render every target of ``windows`` on the recipe's output grid; returns
     ``(maps, rejects)`` as :func:`gazeprep.heatmaps.render_case` (maps: target -> rendered map with
     ``array`` (H x W), ``n_fixations`` and ``total_weight``). ``case_row`` is the case's ``cases`` row
@@ -115,7 +119,7 @@ def process_case(
     masks: dict[str, np.ndarray] | None = None,
     mask_error: str | None = None,
     input_hash: str = "",
-):
+) -> CaseResult:
     """Run the whole per-case pipeline on one case of an open ``release`` (a dataset adapter's
     release) with ``recipe``; returns its :class:`~gazeprep.export.CaseResult` (tables, maps keyed by
     target, rejects rows). See the module docstring for the rules.

@@ -32,9 +32,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from gazeprep.errors import GazeprepError, StorageError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -174,7 +178,7 @@ def sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, old)
 
 
-def stop_pool(pool) -> None:
+def stop_pool(pool: ProcessPoolExecutor) -> None:
     """Stop a process pool now: drop queued blocks and terminate the workers (a part being written
     is left as a temporary file, which the next run deletes)."""
     procs = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
@@ -257,7 +261,7 @@ class LocalExecutor:
 
 
 # ------------------------------------------------------------------------------------------- Ray
-def _ray():
+def _ray() -> ModuleType:
     from gazeprep._optional import require
 
     return require("ray", "distributed", "--executor ray")
