@@ -17,6 +17,9 @@ anatomical boxes (EGD ``bounding_boxes.csv`` names and the regions findings are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from gazeprep.synth.phantom import (
     PhantomParams,
     chest_box,
@@ -62,7 +65,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):  # lazy: generators with heavier imports (pydicom, PIL)
+def __getattr__(name: str) -> Callable[..., Any]:  # lazy: generators with heavier imports (pydicom, PIL)
     if name == "generate_mimic":
         from gazeprep.synth.mimic import generate_mimic
 

@@ -56,9 +56,9 @@ def time_tokens(
     n = len(tokens)
     lens = np.array([len(t) for t in tokens], dtype=np.float64)
     dur = 0.12 + 0.05 * lens + rng.uniform(-0.03, 0.08, n)
-    for i, t in enumerate(tokens):
-        if t in _PUNCT:
-            lo, hi = _PUNCT[t]
+    for i, tok in enumerate(tokens):
+        if tok in _PUNCT:
+            lo, hi = _PUNCT[tok]
             dur[i] = rng.uniform(lo, hi)
     gaps = rng.uniform(0.02, 0.12, n)
     starts_of_sentence = np.cumsum([0] + [len(s.tokens) for s in sentences])[:-1]
@@ -126,7 +126,9 @@ def focus_segments(
     return segs
 
 
-def _uniform_in_boxes(rng, boxes: np.ndarray, n: int, inner: float = 0.85) -> tuple[np.ndarray, np.ndarray]:
+def _uniform_in_boxes(
+    rng: np.random.Generator, boxes: np.ndarray, n: int, inner: float = 0.85
+) -> tuple[np.ndarray, np.ndarray]:
     """n points uniform in randomly chosen boxes (array (k, 4)), shrunk to ``inner`` of their size."""
     if n == 0:
         return np.empty(0), np.empty(0)

@@ -16,6 +16,7 @@ Sentence templates mark the mention phrase with square brackets: ``"{size} {side
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +142,7 @@ class Kind:
     negative_regions: tuple[str, ...] = ()
 
 
-def _k(*args, **kw) -> Kind:
+def _k(*args: Any, **kw: Any) -> Kind:
     return Kind(*args, **kw)
 
 

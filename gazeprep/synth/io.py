@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ __all__ = [
 ]
 
 
-def bool_strings(values) -> list[str | None]:
+def bool_strings(values: Iterable[object]) -> list[str | None]:
     """Python/pandas spelling of booleans (``True`` / ``False``); None stays None (empty field)."""
     return [None if v is None else ("True" if bool(v) else "False") for v in values]
 
@@ -32,8 +33,10 @@ def _to_frame(columns: dict[str, object]) -> pl.DataFrame:
             # NaN -> null so it is written as an empty field (pandas writes NaN as empty too)
             s = pl.Series(name, values)
             series.append(s.fill_nan(None))
-        else:
+        elif isinstance(values, Iterable):
             series.append(pl.Series(name, values, strict=False))
+        else:
+            raise TypeError(f"column {name!r}: expected a sequence of values, got {type(values).__name__}")
     return pl.DataFrame(series)
 
 

@@ -14,11 +14,12 @@ present (else the full 12-bit range) and inverted for MONOCHROME1, so in both fi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from gazeprep.synth.findings import CHEXPERT_LABELS, KINDS
+from gazeprep.synth.findings import CHEXPERT_LABELS, KINDS, ImageFinding
 from gazeprep.synth.io import dicom_ids, write_csv_gz
 from gazeprep.synth.phantom import params_for_image, render_phantom, seed_from_text
 from gazeprep.synth.truth import MimicImage, SynthMimic
@@ -62,13 +63,13 @@ def _uid(text: str) -> str:
 def _write_dicom(path: Path, img: MimicImage, stored: np.ndarray) -> None:
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-    meta.MediaStorageSOPInstanceUID = _uid("sop:" + img.dicom_id)
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.1.1")  # Digital X-Ray Image Storage - For Presentation
+    meta.MediaStorageSOPInstanceUID = UID(_uid("sop:" + img.dicom_id))
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = "1.2.826.0.1.3680043.10.1234.1"
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.10.1234.1")
     ds = pydicom.Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
@@ -140,6 +141,8 @@ def generate_mimic(out: str | Path, cases: int, seed: int) -> SynthMimic:
         params, findings = params_for_image(did)
         view = "AP" if rng.random() < 0.4 else "PA"
         photometric = "MONOCHROME1" if i % 3 == 1 else "MONOCHROME2"
+        wc: float | None
+        ww: float | None
         if i % 2 == 0:
             wc, ww = float(round(rng.uniform(1900, 2200))), float(round(rng.uniform(3400, 4095)))
         else:
@@ -188,7 +191,7 @@ def generate_mimic(out: str | Path, cases: int, seed: int) -> SynthMimic:
     return SynthMimic(out, int(seed), images, chexpert, negbio)
 
 
-def _study_labels(rng, findings) -> dict[str, float]:
+def _study_labels(rng: np.random.Generator, findings: Iterable[ImageFinding]) -> dict[str, float]:
     """CheXpert-style study labels: present kinds 1.0 (-1.0 uncertain in 15 %), some absent common
     findings 0.0, ``No Finding`` 1.0 for studies without findings (devices aside); others absent."""
     labels: dict[str, float] = {}
@@ -205,7 +208,12 @@ def _study_labels(rng, findings) -> dict[str, float]:
     return labels
 
 
-def _write_tables(out: Path, images: list[MimicImage], chexpert, negbio) -> None:
+def _write_tables(
+    out: Path,
+    images: list[MimicImage],
+    chexpert: dict[tuple[int, int], dict[str, float]],
+    negbio: dict[tuple[int, int], dict[str, float]],
+) -> None:
     meta = {
         "dicom_id": [m.dicom_id for m in images],
         "subject_id": np.array([m.subject_id for m in images], dtype=np.int64),

@@ -20,7 +20,9 @@ Public functions
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,7 +226,9 @@ def _knob_mask(p: PhantomParams, u: np.ndarray, v: np.ndarray, aspect: float) ->
     return ((u - p.knob_cu) ** 2 + ((v - p.knob_cv) * aspect) ** 2) <= p.knob_r**2
 
 
-def _boxed(H: int, W: int, box: tuple[float, float, float, float], fn) -> np.ndarray:
+def _boxed(
+    H: int, W: int, box: tuple[float, float, float, float], fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
     """Evaluate ``fn(u, v)`` only on the pixels whose centres can fall in ``box`` (u0, v0, u1, v1)."""
     u0, v0, u1, v1 = box
     r0, r1 = max(0, int(np.floor(v0 * H)) - 1), min(H, int(np.ceil(v1 * H)) + 1)
@@ -272,7 +276,7 @@ def phantom_masks(params: PhantomParams, H: int, W: int) -> dict[str, np.ndarray
     for side in ("left", "right"):
         cu, au = p.lung_center_u(side), p.lung_half_width(side)
         box = (cu - au, p.lung_top_v, cu + au, p.lung_bottom_v(side))
-        out[f"{side}_lung"] = _boxed(H, W, box, lambda u, v, s=side: _lung_mask(p, s, u, v)) & ~med & ~heart_grown
+        out[f"{side}_lung"] = _boxed(H, W, box, functools.partial(_lung_mask, p, side)) & ~med & ~heart_grown
     out["mediastinum"] = med
     rv = p.knob_r * W / H
     out["aortic_knob"] = _boxed(
@@ -366,7 +370,8 @@ def chest_box(params: PhantomParams, H: int, W: int) -> tuple[float, float, floa
 # rendering
 
 
-def _soft_ellipse(u, v, cu, cv, au, av):
+def _soft_ellipse(u: np.ndarray, v: np.ndarray, cu: float, cv: float, au: float, av: float) -> np.ndarray:
+    """Soft elliptic blob centred on (cu, cv) with semi-axes (au, av), all in image fractions."""
     d = ((u - cu) / au) ** 2 + ((v - cv) / av) ** 2
     return np.exp(-1.5 * d)
 
@@ -434,7 +439,16 @@ def render_phantom(
     return np.clip(img, 0.0, 1.0)
 
 
-def _draw_finding(img, f: ImageFinding, p: PhantomParams, H, W, u, v, lungs):
+def _draw_finding(
+    img: np.ndarray,
+    f: ImageFinding,
+    p: PhantomParams,
+    H: int,
+    W: int,
+    u: np.ndarray,
+    v: np.ndarray,
+    lungs: np.ndarray,
+) -> np.ndarray:
     boxes = _norm_region_boxes(p)
     for name in f.regions:
         if name not in boxes:
