@@ -45,11 +45,11 @@ import polars as pl
 
 from gazeprep.errors import GazeprepError
 from gazeprep.evaluate import metrics as M
-from gazeprep.recipes import Recipe, SentenceWindow, WholeRecordingWindow
+from gazeprep.recipes import EndAnchor, Recipe, SentenceWindow, StartAnchor, WholeRecordingWindow
 
 STAGE1_LAGS_S = (2.5, 5.0, 7.5)
 STAGE2_LAGS_S = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
-ENDS = ("sentence_start", "sentence_end", "first_mention", "last_mention")
+ENDS: tuple[EndAnchor, ...] = ("sentence_start", "sentence_end", "first_mention", "last_mention")
 BASELINE = "whole recording (full map for every label)"
 
 
@@ -80,16 +80,18 @@ def window_grid(stage: str = "both") -> list[SweepRule]:
 
     if stage in ("1", "both"):
         for end in ENDS:
-            for anchor in ("sentence_start", "first_mention", "sentence_end"):
+            lagged: tuple[StartAnchor, ...] = ("sentence_start", "first_mention", "sentence_end")
+            for anchor in lagged:
                 for lag in STAGE1_LAGS_S:
                     add(SentenceWindow(start=anchor, lag_s=lag, not_before="previous_sentence_start", end=end))
-            for anchor in (
+            unlagged: tuple[StartAnchor, ...] = (
                 "report_start",
                 "previous_sentence_start",
                 "previous_sentence_end",
                 "sentence_start",
                 "recording_start",
-            ):
+            )
+            for anchor in unlagged:
                 add(SentenceWindow(start=anchor, lag_s=0.0, not_before="none", end=end))
     if stage in ("2", "both"):
         for lag in STAGE2_LAGS_S:
@@ -103,7 +105,7 @@ def window_grid(stage: str = "both") -> list[SweepRule]:
     return [*rules.values(), SweepRule(BASELINE, None)]
 
 
-def _recipe_for(base: Recipe, window, size: int) -> Recipe:
+def _recipe_for(base: Recipe, window: SentenceWindow | WholeRecordingWindow, size: int) -> Recipe:
     d = base.resolved()
     d["window"] = window.model_dump(mode="json")
     d["output"] = {**d["output"], "size": int(size), "fit": "letterbox", "letterbox_rule": "centre", "stride": 1}
@@ -208,18 +210,19 @@ def _sweep_case(case_id: str) -> list[dict]:
         windows = case_windows(recipe.window, text, events, dataset=ds, case_id=case_id, recipe_name=recipe.name)
         maps, _ = render_windows(events, windows, recipe, case_row)
         for t, region in sorted(regions.items()):
+            rule_map: np.ndarray | None
             if rule.window is None:
-                m = maps["full"].array if "full" in maps else None
+                rule_map = maps["full"].array if "full" in maps else None
             else:
-                m = _label_map(maps, t, st["closure"])
-            curve = M.iou_curve(m, region) if m is not None else np.zeros(n_t)
+                rule_map = _label_map(maps, t, st["closure"])
+            curve = M.iou_curve(rule_map, region) if rule_map is not None else np.zeros(n_t)
             rows.append(
                 {
                     "rule": rule.name,
                     "case_id": case_id,
                     "target": t,
                     "split": split,
-                    "has_map": m is not None,
+                    "has_map": rule_map is not None,
                     **{f"iou_{k}": float(curve[k]) for k in range(n_t)},
                 }
             )
@@ -267,7 +270,7 @@ def rank_rules(rows: pl.DataFrame, *, split: str = "validate") -> pl.DataFrame:
                 "iou": float(np.mean(per_label)),
                 "n_labels": len(per_label),
                 "n_pairs": g.height,
-                "coverage": float(g.get_column("has_map").mean()),
+                "coverage": float(g.select(pl.col("has_map").mean()).item()),
                 "split": used_split,
             }
         )
