@@ -25,15 +25,7 @@ import gazeprep
 PACKAGE_DIR = Path(gazeprep.__file__).resolve().parent
 
 #: Cycles still present, each with why it is there and what removes it.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"gazeprep.train.models", "gazeprep.train.models.zoo"}): (
-        "train/models/zoo.py imports ModelSpec, ModelInputs, register and the label lists from "
-        "gazeprep.train.models while that package's _load_builtin imports zoo back to register the "
-        "built-in models; fix: move the spec types, the registry and register to a leaf module "
-        "(train/models/registry.py) that zoo imports, and import zoo from the package __init__ (as "
-        "gazeprep/evaluate/__init__.py does for the metrics)"
-    ),
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gazeprep.train.models import EGD_CLASSES, REFLACX_LABELS, ModelInputs, ModelSpec, register
+from gazeprep.train.models.registry import EGD_CLASSES, REFLACX_LABELS, ModelInputs, ModelSpec, register
 
 TINY_TRAIN = {"epochs": 8, "batch_size": 8, "lr": 3e-3, "optimizer": "adam", "progress": False, "recalibrate_bn": True}
 
