@@ -1,6 +1,9 @@
-"""The one Registry type (gazeprep.registry) and the registries built on it (datasets, metrics)."""
+"""The one Registry type (gazeprep.registry) and the registries built on it (datasets, metrics, models)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
@@ -119,3 +122,92 @@ def test_metric_registry_is_the_generic_type():
         mreg.get_metric("nope")
     with pytest.raises(GazeprepError, match="^metric 'cc' is already registered$"):
         mreg.register_metric("cc", kind="map")(lambda p, g: 0.0)
+
+
+def test_model_registry_is_the_generic_type():
+    """Models behave as datasets and metrics: one-line errors on an unknown name (listing the known
+    ones) and on a duplicate; the old ``unknown model ...; available: ...`` wording is gone."""
+    pytest.importorskip("torch")
+    from gazeprep.train import models
+
+    assert isinstance(models.MODELS, Registry)
+    known = models.list_models()
+    assert known == sorted(known) and "ggcam-resnet50" in known and "lanfredi-mil" in known
+    with pytest.raises(RegistryError) as e:
+        models.get_model("ggcam-resnet5")
+    assert str(e.value) == f"unknown model 'ggcam-resnet5'; known models: {', '.join(known)}"
+    spec = models.spec_of("ggcam-resnet50")
+    with pytest.raises(RegistryError, match="^model 'ggcam-resnet50' is already registered$"):
+        models.register(models.ModelSpec("ggcam-resnet50", "002", "again", spec.build_model, spec.build_objective))
+    assert models.spec_of("ggcam-resnet50") is spec  # the first registration stays
+
+
+def test_model_registry_is_complete_without_a_loader():
+    """A fresh interpreter that imports only the registry module (no loader importing the zoo back,
+    which was an import cycle) still finds every built-in model."""
+    pytest.importorskip("torch")
+    code = "from gazeprep.train.models.registry import list_models; print(' '.join(list_models()))"
+    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    from gazeprep.train.models import list_models
+
+    assert names == list_models() and len(names) >= 6
+
+
+def test_window_rule_registry_covers_every_recipe_kind_and_dispatches_by_kind():
+    """compute_windows dispatches through WINDOW_RULES: one entry per ``kind`` of the recipes'
+    WindowRule union, a kind registered later is used as is, and an unregistered kind is the
+    registry's one-line error listing the known kinds."""
+    import typing
+    from dataclasses import dataclass
+
+    import polars as pl
+
+    from gazeprep.recipes import WindowRule
+    from gazeprep.text import windows as win
+
+    union = typing.get_args(typing.get_args(WindowRule)[0])
+    kinds = sorted(typing.get_args(m.model_fields["kind"].annotation)[0] for m in union)
+    assert isinstance(win.WINDOW_RULES, Registry)
+    assert win.WINDOW_RULES.names() == kinds == ["keyword_sentences", "phrase", "sentence", "whole_recording"]
+
+    @dataclass
+    class Fixed:
+        kind: str
+        end_s: float
+
+    def fixed(rule, case):  # [0, rule.end_s] on target "full"
+        return pl.DataFrame(
+            [
+                {
+                    **case.ctx,
+                    "target": "full",
+                    "window_idx": 0,
+                    "sentence_idx": None,
+                    "t_start_s": 0.0,
+                    "t_end_s": rule.end_s,
+                }
+            ]
+        )
+
+    empty_tables = dict(sentences=pl.DataFrame(), words=pl.DataFrame(), mentions=pl.DataFrame())
+    call = dict(recording_end_s=9.0, dataset="toy", case_id="c1", recipe="r", **empty_tables)
+    win.window_rule("registry-test-fixed")(fixed)
+    try:
+        out = win.compute_windows(Fixed("registry-test-fixed", 2.5), **call)
+        assert out.row(0, named=True) == {
+            "dataset": "toy",
+            "case_id": "c1",
+            "recipe": "r",
+            "target": "full",
+            "window_idx": 0,
+            "sentence_idx": None,
+            "t_start_s": 0.0,
+            "t_end_s": 2.5,
+        }
+        with pytest.raises(RegistryError, match="^window rule 'phrase' is already registered$"):
+            win.window_rule("phrase")(fixed)
+    finally:
+        win.WINDOW_RULES.unregister("registry-test-fixed")
+    with pytest.raises(RegistryError) as e:
+        win.compute_windows(Fixed("registry-test-fixed", 2.5), **call)
+    assert str(e.value) == f"unknown window rule 'registry-test-fixed'; known window rules: {', '.join(kinds)}"

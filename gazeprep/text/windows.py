@@ -33,12 +33,16 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from gazeprep.errors import RecipeError
 from gazeprep.recipes import KeywordWindow, PhraseWindow, SentenceWindow, WholeRecordingWindow
+from gazeprep.registry import Registry
 from gazeprep.schema import WINDOWS, empty, reject
 from gazeprep.text.rules import load_keyword_sets
 
@@ -91,33 +95,97 @@ def compute_windows(
     ``rules/labels.yaml`` (``window_idx`` still counts each kept target's windows 0, 1, ...).
     Whether a rule can be placed without a transcript is the rule's own declaration,
     ``rule.needs_transcript`` (only a whole-recording window ending at the recording's end needs none).
+
+    The computation is the one registered in :data:`WINDOW_RULES` under ``rule.kind``; a kind with
+    none raises :class:`~gazeprep.registry.RegistryError` listing the registered kinds.
     """
-    ctx = dict(dataset=dataset, case_id=case_id, recipe=recipe)
-    if isinstance(rule, SentenceWindow):
-        windows = _sentence_windows(rule, sentences, words, mentions, ctx, rejects)
-        if rule.label_group is not None:
-            windows = windows.filter(pl.col("target").is_in(list(_group_labels(rule.label_group, rules_dir))))
-        return windows
-    if isinstance(rule, KeywordWindow):
-        return _keyword_windows(rule, sentences, ctx, rules_dir)
-    if isinstance(rule, WholeRecordingWindow):
-        if rule.end == "recording_end":
-            end = recording_end_s
-        else:
-            ends = [t for t in words["t_end_s"].to_list() if t is not None] if words.height else []
-            end = max(ends) if ends else None
-        if end is None or (isinstance(end, float) and math.isnan(end)):
-            if rejects is not None:
-                rejects.append(
-                    reject(dataset, case_id, "windows", None, None, "no end time for the whole-recording window")
+    case = WindowCase(
+        sentences=sentences,
+        words=words,
+        mentions=mentions,
+        recording_end_s=recording_end_s,
+        ctx={"dataset": dataset, "case_id": case_id, "recipe": recipe},
+        rejects=rejects,
+        rules_dir=rules_dir,
+    )
+    return WINDOW_RULES.get(rule.kind)(rule, case)
+
+
+@dataclass(frozen=True)
+class WindowCase:
+    """One case's inputs to a window rule (the keyword arguments of :func:`compute_windows`);
+    ``ctx`` holds the ``dataset``, ``case_id`` and ``recipe`` columns of every row."""
+
+    sentences: pl.DataFrame
+    words: pl.DataFrame
+    mentions: pl.DataFrame
+    recording_end_s: float
+    ctx: dict[str, str]
+    rejects: list[dict] | None
+    rules_dir: str | Path | None
+
+
+#: A window rule's computation: ``fn(rule, case) -> windows rows``.
+WindowFn = Callable[[Any, WindowCase], pl.DataFrame]
+
+#: Window-rule kind (the ``kind`` field of :data:`gazeprep.recipes.WindowRule`) -> its computation;
+#: :func:`compute_windows` dispatches through it. A new rule is a recipe model with a new ``kind``
+#: and one function registered here with :func:`window_rule`.
+WINDOW_RULES: Registry[WindowFn] = Registry("window rule")
+
+
+def window_rule(kind: str) -> Callable[[WindowFn], WindowFn]:
+    """Decorator: register ``fn`` as the computation of window rules of kind ``kind``."""
+
+    def deco(fn: WindowFn) -> WindowFn:
+        return WINDOW_RULES.register(kind, fn)
+
+    return deco
+
+
+@window_rule("sentence")
+def _sentence_rule(rule: SentenceWindow, case: WindowCase) -> pl.DataFrame:
+    windows = _sentence_windows(rule, case.sentences, case.words, case.mentions, case.ctx, case.rejects)
+    if rule.label_group is not None:
+        windows = windows.filter(pl.col("target").is_in(list(_group_labels(rule.label_group, case.rules_dir))))
+    return windows
+
+
+@window_rule("keyword_sentences")
+def _keyword_rule(rule: KeywordWindow, case: WindowCase) -> pl.DataFrame:
+    return _keyword_windows(rule, case.sentences, case.ctx, case.rules_dir)
+
+
+@window_rule("whole_recording")
+def _whole_recording_rule(rule: WholeRecordingWindow, case: WindowCase) -> pl.DataFrame:
+    end: float | None
+    if rule.end == "recording_end":
+        end = case.recording_end_s
+    else:
+        words = case.words
+        ends = [t for t in words["t_end_s"].to_list() if t is not None] if words.height else []
+        end = max(ends) if ends else None
+    if end is None or (isinstance(end, float) and math.isnan(end)):
+        if case.rejects is not None:
+            case.rejects.append(
+                reject(
+                    case.ctx["dataset"],
+                    case.ctx["case_id"],
+                    "windows",
+                    None,
+                    None,
+                    "no end time for the whole-recording window",
                 )
-            return empty("windows")
-        return _frame(
-            [{**ctx, "target": "full", "window_idx": 0, "sentence_idx": None, "t_start_s": 0.0, "t_end_s": float(end)}]
-        )
-    if isinstance(rule, PhraseWindow):
-        return _phrase_windows(rule, sentences, words, ctx)
-    raise RecipeError(f"unknown window rule {type(rule).__name__}")
+            )
+        return empty("windows")
+    return _frame(
+        [{**case.ctx, "target": "full", "window_idx": 0, "sentence_idx": None, "t_start_s": 0.0, "t_end_s": float(end)}]
+    )
+
+
+@window_rule("phrase")
+def _phrase_rule(rule: PhraseWindow, case: WindowCase) -> pl.DataFrame:
+    return _phrase_windows(rule, case.sentences, case.words, case.ctx)
 
 
 def _group_labels(group: str, rules_dir: str | Path | None) -> tuple[str, ...]:
