@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -93,6 +94,8 @@ class _Source:
         """The i-th map ``(H, W)`` cast to ``dtype`` (little endian)."""
         if self.result is not None:
             return to_dtype(self.result.heatmaps[self.targets[i]], dtype)
+        if readers is None:  # pragma: no cover - a part source always comes with the reader cache
+            raise GazeprepError(f"case {self.case_id!r}: no part reader to read its maps from")
         try:
             stored = readers.get(self.case_id).stored(i)
         except DamagedPart as exc:
@@ -143,7 +146,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _json_bytes(obj) -> bytes:
+def _json_bytes(obj: object) -> bytes:
     try:
         return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
     except (TypeError, ValueError) as exc:
@@ -173,7 +176,8 @@ def _assemble_tables(
     for name, tabs in arrow.items():  # one conversion per table rather than one per case
         tabs = [t for t in tabs if t.num_rows]
         if tabs:
-            frames[name].insert(0, pl.from_arrow(pa.concat_tables(tabs, promote_options="permissive")))
+            table = pa.concat_tables(tabs, promote_options="permissive")
+            frames[name].insert(0, cast(pl.DataFrame, pl.from_arrow(table)))  # a Table gives a DataFrame
     passthrough: dict[str, pl.DataFrame] = {}
     for name, df in (extra_tables or {}).items():
         if name in PREDICTION_TABLES:  # a prediction export's own tables, written as given
@@ -324,7 +328,7 @@ def _write_arrays(
                     sel = rows[lo : min(n, (j + 1) * k, lo + step)]
                     block = np.empty((len(sel), h, w), dtype=np_dtype)
 
-                    def fill(r: int, sel=sel, block=block) -> None:
+                    def fill(r: int, sel: list[tuple[_Source, int]] = sel, block: np.ndarray = block) -> None:
                         s, i = sel[r]
                         block[r] = s.map(i, dtype, readers)
 
@@ -490,20 +494,20 @@ def finalize(
 
 
 def _finalize_locked(
-    out,
-    results,
-    recipe,
-    store,
-    dtype,
-    np_dtype,
-    manifest_extra,
-    shard_size,
-    case_ids,
-    extra_tables,
-    extra_rejects,
-    kind,
-    fsync,
-    progress,
+    out: Path,
+    results: Iterable[CaseResult | str] | PartStore,
+    recipe: Recipe | None,
+    store: PartStore | None,
+    dtype: str,
+    np_dtype: np.dtype,
+    manifest_extra: Mapping | None,
+    shard_size: int,
+    case_ids: Iterable[str] | None,
+    extra_tables: Mapping[str, pl.DataFrame] | None,
+    extra_rejects: Iterable[dict] | None,
+    kind: str,
+    fsync: bool,
+    progress: bool,
 ) -> Path:
     # 1. sources in canonical order (the previous export stays loadable until the commit).
     if isinstance(results, PartStore):
@@ -552,19 +556,19 @@ def _finalize_locked(
 
 
 def _finalize(
-    out,
-    sources,
-    readers,
-    recipe,
-    dtype,
-    np_dtype,
-    manifest_extra,
-    shard_size,
-    extra_tables,
-    extra_rejects,
-    kind,
-    fsync,
-    progress,
+    out: Path,
+    sources: list[_Source],
+    readers: _ReaderCache | None,
+    recipe: Recipe | None,
+    dtype: str,
+    np_dtype: np.dtype,
+    manifest_extra: Mapping | None,
+    shard_size: int,
+    extra_tables: Mapping[str, pl.DataFrame] | None,
+    extra_rejects: Iterable[dict] | None,
+    kind: str,
+    fsync: bool,
+    progress: bool,
 ) -> Path:
     # 2. tables and the map layout (array per shape; rows in (case_id, target) order).
     tables = _assemble_tables(sources, extra_tables, extra_rejects, recipe)
@@ -618,22 +622,22 @@ def _finalize(
 
 
 def _write_staged(
-    out,
-    stage,
-    writer,
-    sources,
-    readers,
-    tables,
-    entries,
-    arr_col,
-    recipe,
-    dtype,
-    np_dtype,
-    manifest_extra,
-    shard_size,
-    kind,
-    fsync,
-    progress,
+    out: Path,
+    stage: Path,
+    writer: _StagedWriter,
+    sources: list[_Source],
+    readers: _ReaderCache | None,
+    tables: dict[str, pl.DataFrame],
+    entries: dict[str, list[tuple[_Source, int]]],
+    arr_col: list[str],
+    recipe: Recipe | None,
+    dtype: str,
+    np_dtype: np.dtype,
+    manifest_extra: Mapping | None,
+    shard_size: int,
+    kind: str,
+    fsync: bool,
+    progress: bool,
 ) -> Path:
     files = writer.files
     put = writer.put
