@@ -37,6 +37,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 from tqdm import tqdm
@@ -46,6 +47,13 @@ from gazeprep.errors import GazeprepError, StorageError
 from gazeprep.pipeline.case import process_case
 from gazeprep.pipeline.executor import fatal_error, make_executor
 from gazeprep.recipes import Recipe
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gazeprep.anatomy.masks import AnatomyMasks
+    from gazeprep.datasets.base import Release
+    from gazeprep.export import PartStore
 
 __all__ = [
     "BuildOptions",
@@ -137,13 +145,13 @@ class RejectPolicyError(GazeprepError):
         self.summary = summary
         super().__init__(summary.problem)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[RejectPolicyError], tuple[BuildSummary]]:
         return (type(self), (self.summary,))
 
 
 @dataclass
 class _BuildState:
-    release: object
+    release: Release
     recipe: Recipe
     recipe_hash: str
     dataset: str
@@ -160,13 +168,15 @@ class _BuildState:
         per-case input hash, recorded in the manifest, stays the same)."""
         return f"{self.recipe_hash}|labeler={self.labeler_hash}"
 
-    def store(self):
+    def store(self) -> PartStore:
         """The resumable part store of this build (``<out>/.parts``), keyed by :attr:`part_key`."""
         from gazeprep.export import PartStore
 
         return PartStore(self.out, self.part_key, dtype=self.recipe.output.dtype)
 
-    def put_rejected(self, case_id: str, input_hash: str, stage: str, reason: str, store=None) -> None:
+    def put_rejected(
+        self, case_id: str, input_hash: str, stage: str, reason: str, store: PartStore | None = None
+    ) -> None:
         """Store the part of a case that produces no maps: its ``cases`` row and one rejects row."""
         from gazeprep.export import CaseResult
         from gazeprep.schema import reject
@@ -182,7 +192,7 @@ class _BuildState:
         )
 
     def __post_init__(self) -> None:
-        self.masks = None  # AnatomyMasks provider for recipes with an anatomy filter
+        self.masks: AnatomyMasks | None = None  # AnatomyMasks provider for recipes with an anatomy filter
         a = self.recipe.anatomy
         if a is not None:
             from gazeprep.anatomy.masks import AnatomyMasks
@@ -193,8 +203,12 @@ class _BuildState:
 
 
 def open_release(
-    dataset: str, root: Path, recipe: Recipe, images_root: Path | None = None, definition: Path | str | None = None
-):
+    dataset: str,
+    root: Path,
+    recipe: Recipe,
+    images_root: Path | str | None = None,
+    definition: Path | str | None = None,
+) -> Release:
     """Open the release of ``dataset`` at ``root`` as the build reads it (raw gaze samples only for
     recipes rendered from them; ``images_root``, the MIMIC-CXR root, only when given). A declared
     dataset's ``definition`` file is loaded (and registered) first, also in worker processes."""
@@ -209,7 +223,7 @@ def open_release(
     return get_adapter(dataset).open(Path(root), gaze_samples=recipe.render.source == "gaze_samples", **kwargs)
 
 
-def make_state(spec: BuildSpec, release=None) -> _BuildState:
+def make_state(spec: BuildSpec, release: Release | None = None) -> _BuildState:
     """Build state from a picklable :class:`BuildSpec` (driver, spawned workers and Ray tasks)."""
     recipe = Recipe.from_stored(spec.recipe_json)  # checked by the driver (its dataset may be declared)
     if release is None:
@@ -272,19 +286,18 @@ def _hash_tables(tables: dict[str, pl.DataFrame], salt: str) -> str:
 
 
 def _case_input_hash(
-    case_row: dict, data_tables: dict[str, pl.DataFrame], recipe_hash: str, masks: dict | None = None
+    case_row: dict, data_tables: dict[str, pl.DataFrame], recipe_hash: str, masks: dict[str, np.ndarray] | None = None
 ) -> str:
     """Hash of everything a case's outputs depend on: package version, recipe, its metadata row,
     its input tables and (anatomy recipes) its masks. The labeler profile's rules are part of the
     part store's key (:attr:`_BuildState.part_key`), so a rule edit recomputes the cases too."""
     salt = f"{__version__}|{recipe_hash}|" + "|".join(f"{k}={case_row[k]}" for k in sorted(case_row))
-    for target in sorted(masks or {}):
-        m = masks[target]
+    for target, m in sorted((masks or {}).items()):
         salt += f"|mask:{target}:{m.shape}:" + hashlib.sha256(m.tobytes()).hexdigest()
     return _hash_tables(data_tables, salt)
 
 
-def _compute_case_safely(st: _BuildState, case_id: str, store) -> tuple[int, bool]:
+def _compute_case_safely(st: _BuildState, case_id: str, store: PartStore) -> tuple[int, bool]:
     """:func:`_compute_case` (returns the number of maps and whether the part was reused), turning an unexpected error of one case into a ``rejects`` row.
 
     Data problems are already rejects; this catches bugs or corrupt inputs that escaped the
@@ -305,7 +318,7 @@ def _compute_case_safely(st: _BuildState, case_id: str, store) -> tuple[int, boo
         return 0, False
 
 
-def _compute_case(st: _BuildState, case_id: str, store) -> tuple[int, bool]:
+def _compute_case(st: _BuildState, case_id: str, store: PartStore) -> tuple[int, bool]:
     """Reuse the case's part when its input hash is unchanged (unless ``force``), else run
     :func:`~gazeprep.pipeline.case.process_case` and store its result; returns (maps, reused)."""
     release = st.release
@@ -517,7 +530,7 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
     for cid in discarded:
         state.put_rejected(cid, "discarded", "ingest", "eye-tracking data discarded in the release", store)
     extra_rejects = list(release.rejects)
-    manifest_extra = {
+    manifest_extra: dict[str, object] = {
         "dataset": opts.dataset,
         "root_name": opts.root.resolve().name,
         "command": "build-heatmaps",
