@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -35,6 +36,8 @@ from gazeprep.recipes import Recipe
 # errors a read can raise when its files are swapped or deleted underneath it (zarr raises
 # ValueError for a shard whose CRC no longer matches, polars ComputeError for a vanished file)
 _READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, pl.exceptions.PolarsError)
+
+_T = TypeVar("_T")
 
 
 def _stamp(path: Path) -> tuple[int, ...] | None:
@@ -116,7 +119,7 @@ class Export:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise GazeprepError(f"{mpath}: unreadable manifest: {exc}") from None
         self._stamp = stamp
-        self._manifest_sha = hashlib.sha256(raw).hexdigest()
+        self._manifest_sha: str | None = hashlib.sha256(raw).hexdigest()  # None: unpickled from an old state
         if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
             raise GazeprepError(f"{mpath}: not a gazeprep export manifest")
         if manifest.get("format_version") != EXPORT_VERSION:
@@ -142,7 +145,7 @@ class Export:
         self.tables: Mapping[str, pl.DataFrame] = _Tables(self.path, names, self._checked_read)
         self._lookup: dict[tuple[str, str], tuple[str, int]] | None = None
         self._by_case: dict[str, list[str]] | None = None
-        self._group = None
+        self._group: zarr.Group | None = None
         self._arrays: dict[str, zarr.Array] = {}
 
     # -- replacement check ---------------------------------------------------------------------
@@ -176,7 +179,7 @@ class Export:
         self._stamp = _stamp(mpath) if now is None else now
         return True
 
-    def _checked_read(self, read: Callable[[], object], what: str):
+    def _checked_read(self, read: Callable[[], _T], what: str) -> _T:
         """Run ``read`` (a file read of this export) and check afterwards that the export was not
         replaced meanwhile; a failed read is checked too, and retried once after an identical
         rebuild, else reported as damage naming ``what``."""
@@ -225,36 +228,38 @@ class Export:
     @property
     def case_ids(self) -> list[str]:
         """Sorted ids of the cases that have at least one map."""
-        self._build_lookup()
-        return sorted(self._by_case)
+        _, by_case = self._build_lookup()
+        return sorted(by_case)
 
     def keys(self) -> list[tuple[str, str]]:
         """All ``(case_id, target)`` pairs, sorted."""
-        self._build_lookup()
-        return sorted(self._lookup)
+        lookup, _ = self._build_lookup()
+        return sorted(lookup)
 
     def __len__(self) -> int:
         return int(self.manifest["heatmaps"]["count"])
 
-    def __contains__(self, key) -> bool:
-        self._build_lookup()
-        return key in self._lookup
+    def __contains__(self, key: object) -> bool:
+        lookup, _ = self._build_lookup()
+        return key in lookup
 
     def __repr__(self) -> str:
         return f"Export({str(self.path)!r}, kind={self.kind}, maps={len(self)}, targets={self.targets})"
 
     # -- maps ----------------------------------------------------------------------------------
-    def _build_lookup(self) -> None:
-        if self._lookup is not None:
-            return
+    def _build_lookup(self) -> tuple[dict[tuple[str, str], tuple[str, int]], dict[str, list[str]]]:
+        """``(case_id, target) -> (array, row)`` and ``case_id -> sorted targets``, built once."""
+        if self._lookup is not None and self._by_case is not None:
+            return self._lookup, self._by_case
         idx = self.index.select("case_id", "target", "array", "row")
-        lookup = {}
+        lookup: dict[tuple[str, str], tuple[str, int]] = {}
         by_case: dict[str, list[str]] = {}
         for cid, tgt, arr, row in idx.iter_rows():
             lookup[(cid, tgt)] = (arr, int(row))
             by_case.setdefault(cid, []).append(tgt)
         self._lookup = lookup
         self._by_case = {c: sorted(t) for c, t in by_case.items()}
+        return self._lookup, self._by_case
 
     def array(self, name: str) -> zarr.Array:
         """The Zarr array ``name`` (e.g. ``h512_w512``), shape ``(N, H, W)``, for bulk reads."""
@@ -263,7 +268,10 @@ class Export:
                 raise KeyError(f"no array {name!r} (arrays: {sorted(self.manifest['heatmaps']['arrays'])})")
             if self._group is None:
                 self._group = zarr.open_group(zarr.storage.LocalStore(self.path / ZARR_DIR, read_only=True), mode="r")
-            self._arrays[name] = self._group[name]
+            node = self._group[name]
+            if not isinstance(node, zarr.Array):
+                raise GazeprepError(f"{self.path}: export is damaged: {ZARR_DIR}/{name} is not an array")
+            self._arrays[name] = node
         return self._arrays[name]
 
     def heatmap(self, case_id: str, target: str) -> np.ndarray:
@@ -271,14 +279,14 @@ class Export:
 
         Raises KeyError listing the case's targets (or saying the case has none).
         """
-        self._build_lookup()
-        loc = self._lookup.get((case_id, target))
+        lookup, by_case = self._build_lookup()
+        loc = lookup.get((case_id, target))
         if loc is None:
-            have = self._by_case.get(case_id)
+            have = by_case.get(case_id)
             if have is None:
-                some = sorted(self._by_case)[:5]
+                some = sorted(by_case)[:5]
                 raise KeyError(
-                    f"case {case_id!r} has no heatmap in {self.path} ({len(self._by_case)} cases have maps, e.g. {some})"
+                    f"case {case_id!r} has no heatmap in {self.path} ({len(by_case)} cases have maps, e.g. {some})"
                 )
             raise KeyError(f"case {case_id!r} has no heatmap for target {target!r}; its targets: {have}")
         arr, row = loc
@@ -286,8 +294,8 @@ class Export:
 
     def heatmaps_for(self, case_id: str) -> dict[str, np.ndarray]:
         """``target -> float32 (H, W)`` for every map of ``case_id`` (empty dict if none)."""
-        self._build_lookup()
-        return {t: self.heatmap(case_id, t) for t in self._by_case.get(case_id, [])}
+        _, by_case = self._build_lookup()
+        return {t: self.heatmap(case_id, t) for t in by_case.get(case_id, [])}
 
     # -- integrity -----------------------------------------------------------------------------
     def verify(self) -> None:
@@ -304,10 +312,10 @@ class Export:
 
     # Picklable for DataLoader workers: caches (open zarr handles) are rebuilt on demand; the
     # manifest identity travels, so a worker also notices a replacement since the first opening.
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, object]:
         return {"path": self.path, "manifest": self.manifest, "stamp": self._stamp, "manifest_sha": self._manifest_sha}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
         self.manifest = state["manifest"]
         self._stamp = state.get("stamp")
