@@ -21,7 +21,9 @@ rectangle formula to negative image x.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -213,7 +215,7 @@ def generate_reflacx(
     # file order: phases 1/2 by id, phase 3 by image path
     rows = list(zip(ids, plan, [i in discarded for i in range(cases)]))
 
-    def sort_key(r):
+    def sort_key(r: tuple[str, tuple[int, int, ImageRef], bool]) -> tuple[int, str, str]:
         cid, (p, t, img), _ = r
         return (p, cid if p < 3 else PHYSIONET_PREFIX + img.rel_path, cid)
 
@@ -223,7 +225,7 @@ def generate_reflacx(
     (out / "gaze_data").mkdir(parents=True, exist_ok=True)
     truth_cases: list[ReflacxCase] = []
     gaze_left = gaze_cases
-    iterator = rows
+    iterator: Iterable[tuple[str, tuple[int, int, ImageRef], bool]] = rows
     if progress:
         from tqdm import tqdm
 
@@ -279,7 +281,9 @@ def _write_metadata(path: Path, cases: list[ReflacxCase], labels: tuple[str, ...
     write_csv(path, cols, CRLF)
 
 
-def _ellipse_from_box(rng, box, W, H) -> tuple[int, int, int, int]:
+def _ellipse_from_box(
+    rng: np.random.Generator, box: tuple[float, float, float, float], W: int, H: int
+) -> tuple[int, int, int, int]:
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     hw, hh = (x1 - x0) / 2, (y1 - y0) / 2
@@ -295,7 +299,16 @@ def _ellipse_from_box(rng, box, W, H) -> tuple[int, int, int, int]:
 
 
 def _generate_case(
-    rng, out: Path, cid, phase, trial, img: ImageRef, disc, with_gaze, long_mode, first_gaze
+    rng: np.random.Generator,
+    out: Path,
+    cid: str,
+    phase: int,
+    trial: int,
+    img: ImageRef,
+    disc: bool,
+    with_gaze: bool,
+    long_mode: bool,
+    first_gaze: bool,
 ) -> ReflacxCase:
     W, H = img.width, img.height
     params, image_findings = params_for_image(img.dicom_id)
@@ -341,7 +354,7 @@ def _generate_case(
         if col == "Other":
             other_texts.add(KINDS[f.kind].other_text)
         else:
-            labels[col] = max(int(labels[col]), cert)
+            labels[col] = max(int(cast(int, labels[col])), cert)  # a 0-5 certainty column
         for r in f.regions:
             e = _ellipse_from_box(rng, boxes[r], W, H)
             ellipses.append(Ellipse(*e, cert, (col,), f.kind))
@@ -391,16 +404,16 @@ def _generate_case(
         b = int(timing.sentence_token_end[si])
         m_idx = []
         for pm in s.mentions:
-            col = label_for(pm.kind, labelset)
-            if col is None and not pm.negated:
-                col = "Other"
+            mention_col = label_for(pm.kind, labelset)
+            if mention_col is None and not pm.negated:
+                mention_col = "Other"
             mb = tuple(boxes[r] for r in pm.regions)
             boxes_of_mention.append(list(mb))
             m_idx.append(len(mentions))
             mentions.append(
                 Mention(
                     kind=pm.kind,
-                    label=col,
+                    label=mention_col,
                     phrase=" ".join(s.tokens[pm.token_start : pm.token_end]),
                     sentence_idx=si,
                     token_start=a + pm.token_start,
@@ -500,9 +513,9 @@ def _generate_case(
     if off.any():
         xs = rng.uniform(20, 640, n)
         ys = rng.uniform(1040, 1115, n)
-        r = rects.astype(np.float64)
-        xi = (r[:, 2] - r[:, 0]) / (r[:, 6] - r[:, 4]) * (xs - r[:, 4]) + r[:, 0]
-        yi = (r[:, 3] - r[:, 1]) / (r[:, 7] - r[:, 5]) * (ys - r[:, 5]) + r[:, 1]
+        rf = rects.astype(np.float64)
+        xi = (rf[:, 2] - rf[:, 0]) / (rf[:, 6] - rf[:, 4]) * (xs - rf[:, 4]) + rf[:, 0]
+        yi = (rf[:, 3] - rf[:, 1]) / (rf[:, 7] - rf[:, 5]) * (ys - rf[:, 5]) + rf[:, 1]
         x = np.where(off, xi, x)
         y = np.where(off, yi, y)
         target = np.where(off, -1, target)
@@ -531,7 +544,15 @@ def _generate_case(
     return case
 
 
-def _gaze_samples(rng, fix, times_arr, rect_table, win_table, res_x, res_y) -> dict[str, np.ndarray]:
+def _gaze_samples(
+    rng: np.random.Generator,
+    fix: dict[str, np.ndarray],
+    times_arr: np.ndarray,
+    rect_table: np.ndarray,
+    win_table: np.ndarray,
+    res_x: float,
+    res_y: float,
+) -> dict[str, np.ndarray]:
     """1 kHz samples consistent with the fixations: jitter around each fixation, linear saccades
     between them, blinks (80-250 ms) with empty position/pupil/resolution fields. The first sample
     is up to 0.2 s before the first fixation (so it can be negative)."""
