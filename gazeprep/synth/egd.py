@@ -21,13 +21,21 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from gazeprep.synth.behaviour import focus_segments, scanpath, search_visits, time_tokens
-from gazeprep.synth.findings import CHEXPERT_LABELS, EGD_GRANULAR, label_for, plan_sentences, sample_reading_findings
+from gazeprep.synth.findings import (
+    CHEXPERT_LABELS,
+    EGD_GRANULAR,
+    ReadingFinding,
+    label_for,
+    plan_sentences,
+    sample_reading_findings,
+)
 from gazeprep.synth.images import ImageRef, invent_images, load_mimic_images, read_mimic_table
 from gazeprep.synth.io import write_csv, write_text
 from gazeprep.synth.phantom import EGD_BBOX_NAMES, params_for_image, phantom_masks, region_boxes
@@ -180,7 +188,7 @@ def _map_original(fpog: np.ndarray, size: int, pad_lo: int, pad_hi: int, screen:
     return np.trunc(size / (screen - pad_lo - pad_hi) * o).astype(np.int64)
 
 
-def _inside(fx, fy, pads):
+def _inside(fx: np.ndarray, fy: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
     top, bottom, left, right = pads
     ex, ey = fx * SCREEN_W, fy * SCREEN_H
     return (left < ex) & (ex < SCREEN_W - right) & (top < ey) & (ey < SCREEN_H - bottom)
@@ -258,7 +266,7 @@ def generate_egd(
     gaze_parts: list[pl.DataFrame] = []
     fix_parts: list[pl.DataFrame] = []
     session_state: dict[int, dict] = {}
-    iterator = list(enumerate(images))
+    iterator: Iterable[tuple[int, ImageRef]] = list(enumerate(images))
     if progress:
         from tqdm import tqdm
 
@@ -296,7 +304,7 @@ def _gaze_frame(df: pl.DataFrame) -> dict[str, object]:
     return {c: df[c] for c in GAZE_COLUMNS}
 
 
-def _sample_times(rng, t_end: float) -> np.ndarray:
+def _sample_times(rng: np.random.Generator, t_end: float) -> np.ndarray:
     n = int(t_end * 60) + 2
     t = np.arange(n) / 60.0 + rng.uniform(-0.002, 0.002, n)
     t[0] = max(t[0], 0.0)
@@ -304,7 +312,13 @@ def _sample_times(rng, t_end: float) -> np.ndarray:
 
 
 def _rows_from_fixations(
-    rng, t: np.ndarray, fstart, fend, fx, fy, st: dict
+    rng: np.random.Generator,
+    t: np.ndarray,
+    fstart: np.ndarray,
+    fend: np.ndarray,
+    fx: np.ndarray,
+    fy: np.ndarray,
+    st: dict,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Per-sample Gazepoint columns (without ids/X_ORIGINAL) for fixations given in screen fractions.
 
@@ -372,7 +386,7 @@ def _rows_from_fixations(
     return cols, a, b
 
 
-def _finish(cols: dict, sid: int, media: int, dicom_id: str, xo, yo) -> dict:
+def _finish(cols: dict, sid: int, media: int, dicom_id: str, xo: np.ndarray, yo: np.ndarray) -> dict:
     n = len(cols["CNT"])
     out = {
         "SESSION_ID": np.full(n, sid, dtype=np.int64),
@@ -398,11 +412,16 @@ def _frame(d: dict) -> pl.DataFrame:
     )
 
 
-def _phrases(rng, tokens: list[str], start: np.ndarray, end: np.ndarray, sent_start: set[int]):
+def _phrases(
+    rng: np.random.Generator, tokens: list[str], start: np.ndarray, end: np.ndarray, sent_start: set[int]
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Transcript entries: punctuation attached to the previous word, sentence starts capitalised,
     some adjacent words merged into one phrase; times rounded to 0.1 s. Returns (phrases, begin,
     end, token->phrase index)."""
-    words, wb, we, tok2 = [], [], [], []
+    words: list[str] = []
+    wb: list[float] = []
+    we: list[float] = []
+    tok2: list[int] = []
     for i, tok in enumerate(tokens):
         if tok in (".", ",") and words:
             words[-1] += tok
@@ -427,7 +446,14 @@ def _phrases(rng, tokens: list[str], start: np.ndarray, end: np.ndarray, sent_st
     return words, b, e, np.array(tok2)
 
 
-def _generate_case(rng, out: Path, img: ImageRef, sid: int, st: dict, chx_table):
+def _generate_case(
+    rng: np.random.Generator,
+    out: Path,
+    img: ImageRef,
+    sid: int,
+    st: dict,
+    chx_table: dict[tuple[int, int], dict[str, float]],
+) -> tuple[EgdCase, pl.DataFrame, pl.DataFrame]:
     H, W = img.height, img.width
     params, image_findings = params_for_image(img.dicom_id)
     boxes = region_boxes(params, H, W)
@@ -560,7 +586,9 @@ def _generate_case(rng, out: Path, img: ImageRef, sid: int, st: dict, chx_table)
     return case, _frame(g), _frame(f)
 
 
-def _calibration(rng, after_id: str, sid: int, st: dict):
+def _calibration(
+    rng: np.random.Generator, after_id: str, sid: int, st: dict
+) -> tuple[EgdCalibration, pl.DataFrame, pl.DataFrame]:
     pseudo = after_id[:-5]
     t = _sample_times(rng, rng.uniform(1.5, 2.5))
     n_fix = int(rng.integers(3, 7))
@@ -581,12 +609,19 @@ def _calibration(rng, after_id: str, sid: int, st: dict):
     return EgdCalibration(pseudo, after_id, sid, media, len(b), len(t)), _frame(g), _frame(f)
 
 
-def _xxyy(box) -> tuple[float, float, float, float]:
+def _xxyy(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = box
     return (float(round(x0)), float(round(x1)), float(round(y0)), float(round(y1)))
 
 
-def _master_row(rng, img: ImageRef, cls: str, pads, findings, chx_table) -> dict[str, object]:
+def _master_row(
+    rng: np.random.Generator,
+    img: ImageRef,
+    cls: str,
+    pads: tuple[int, int, int, int],
+    findings: list[ReadingFinding],
+    chx_table: dict[tuple[int, int], dict[str, float]],
+) -> dict[str, object]:
     gender = str(rng.choice(["F", "M"]))
     dec = int(rng.integers(2, 8))
     row: dict[str, object] = {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gazeprep.synth.findings import CHEXPERT_LABELS, KINDS, ImageFinding
+from gazeprep.synth.findings import CHEXPERT_LABELS, KINDS, ImageFinding, ReadingFinding
 from gazeprep.synth.io import dicom_ids, write_csv_gz
 from gazeprep.synth.phantom import params_for_image, render_phantom, seed_from_text
 from gazeprep.synth.truth import MimicImage, SynthMimic
@@ -191,7 +191,7 @@ def generate_mimic(out: str | Path, cases: int, seed: int) -> SynthMimic:
     return SynthMimic(out, int(seed), images, chexpert, negbio)
 
 
-def _study_labels(rng: np.random.Generator, findings: Iterable[ImageFinding]) -> dict[str, float]:
+def _study_labels(rng: np.random.Generator, findings: Iterable[ImageFinding | ReadingFinding]) -> dict[str, float]:
     """CheXpert-style study labels: present kinds 1.0 (-1.0 uncertain in 15 %), some absent common
     findings 0.0, ``No Finding`` 1.0 for studies without findings (devices aside); others absent."""
     labels: dict[str, float] = {}
