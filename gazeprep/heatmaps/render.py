@@ -50,13 +50,15 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import polars as pl
+from numpy.typing import ArrayLike
 
 from gazeprep.errors import GazeprepError
 from gazeprep.heatmaps.grid import EDGE_EPS, OutputGrid
-from gazeprep.recipes import Recipe, map_size_problem
+from gazeprep.recipes import Recipe, RenderSpec, map_size_problem
 from gazeprep.schema import reject
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -78,7 +80,7 @@ __all__ = [
 ]
 
 
-def blas_threads(n: int | None):
+def blas_threads(n: int | None) -> contextlib.AbstractContextManager[object]:
     """Context limiting BLAS threads to ``n`` (``None``: unchanged).
 
     Rendering multiplies many small matrices; in a process pool (one worker per core) multi-threaded
@@ -101,7 +103,7 @@ def blas_threads(n: int | None):
     return _CONTROLLER.limit(limits=int(n), user_api="blas")
 
 
-_CONTROLLER = None
+_CONTROLLER: Any = None  # threadpoolctl.ThreadpoolController once loaded; False: not installed
 _MALLOC_TUNED = False
 
 
@@ -183,7 +185,9 @@ def truncation_radius(n_points: int, min_sigmas: float = 6.0) -> float:
     return max(float(min_sigmas), need)
 
 
-def _profiles_1d(centre: np.ndarray, sigma: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, radius: float):
+def _profiles_1d(
+    centre: np.ndarray, sigma: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row-wise 1-D normalised Gaussian profiles on ``0..n-1``, zero outside ``[start, stop)``.
 
     ``centre``, ``sigma`` in grid pixels (shape (k,)); ``[lo, hi)`` the allowed pixel range
@@ -237,7 +241,7 @@ class KernelRule:
     kernel_size: int | None = None
 
     @classmethod
-    def from_spec(cls, spec) -> KernelRule:
+    def from_spec(cls, spec: RenderSpec) -> KernelRule:
         """The rule a :class:`gazeprep.recipes.RenderSpec` describes."""
         return cls(spec.kernel, spec.border, float(spec.truncate_sigmas), spec.kernel_size)
 
@@ -321,8 +325,17 @@ def mirror_copies(pos: np.ndarray, radius: np.ndarray, extent: int, border: str)
 
 
 def _rule_profiles_1d(
-    pos, sigma, lo, hi, n: int, scale: float, offset: float, extent: int, rule: KernelRule, n_points: int
-):
+    pos: np.ndarray,
+    sigma: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    n: int,
+    scale: float,
+    offset: float,
+    extent: int,
+    rule: KernelRule,
+    n_points: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-point 1-D profiles on a grid axis under a :class:`KernelRule` (border folding, kernels).
 
     ``pos``, ``sigma`` in original pixels (k,); grid position ``g = scale * u + offset``; ``[lo, hi)``
@@ -415,15 +428,15 @@ class GaussianProfiles:
     def __init__(
         self,
         grid: OutputGrid,
-        x_px,
-        y_px,
-        sx_px,
-        sy_px,
-        clip_rects=None,
+        x_px: ArrayLike,
+        y_px: ArrayLike,
+        sx_px: ArrayLike,
+        sy_px: ArrayLike,
+        clip_rects: ArrayLike | None = None,
         *,
         truncate_sigmas: float = 6.0,
         rule: KernelRule | None = None,
-    ):
+    ) -> None:
         self.grid = grid
         x_px = np.asarray(x_px, dtype=np.float64).ravel()
         y_px = np.asarray(y_px, dtype=np.float64).ravel()
@@ -455,9 +468,10 @@ class GaussianProfiles:
                 row_lo[has] = np.maximum(row_lo[has], rs)
                 row_hi[has] = np.minimum(row_hi[has], re_)
         if rule is None or rule.is_contract:
-            self.radius = truncation_radius(n, truncate_sigmas)
-            self.gx, self.col_start, self.col_stop = _profiles_1d(xg, sxg, col_lo, col_hi, grid.width, self.radius)
-            self.gy, self.row_start, self.row_stop = _profiles_1d(yg, syg, row_lo, row_hi, grid.height, self.radius)
+            radius = truncation_radius(n, truncate_sigmas)
+            self.radius: float | None = radius  # None: the rule's kernel has no truncation radius
+            self.gx, self.col_start, self.col_stop = _profiles_1d(xg, sxg, col_lo, col_hi, grid.width, radius)
+            self.gy, self.row_start, self.row_stop = _profiles_1d(yg, syg, row_lo, row_hi, grid.height, radius)
         else:
             self.radius = truncation_radius(n, rule.truncate_sigmas) if rule.kernel == "density" else None
             self.gx, self.col_start, self.col_stop = _rule_profiles_1d(
@@ -485,7 +499,7 @@ class GaussianProfiles:
                 n,
             )
 
-    def render(self, weights) -> np.ndarray:
+    def render(self, weights: ArrayLike) -> np.ndarray:
         """``sum_i weights[i] * outer(gy[i], gx[i])`` as float32 (height, width); zero weights are skipped
         (weights are >= 0 except for MT-UNet's wrapped int8 counts)."""
         H, W = self.grid.height, self.grid.width
@@ -530,16 +544,16 @@ class _ChunkedProfiles:
     def __init__(
         self,
         grid: OutputGrid,
-        x_px,
-        y_px,
-        sx_px,
-        sy_px,
-        clip_rects,
+        x_px: np.ndarray,
+        y_px: np.ndarray,
+        sx_px: np.ndarray,
+        sy_px: np.ndarray,
+        clip_rects: np.ndarray | None,
         *,
         truncate_sigmas: float,
         chunk: int,
         rule: KernelRule | None = None,
-    ):
+    ) -> None:
         self.grid, self.n, self.chunk = grid, len(x_px), max(1, int(chunk))
         self.x, self.y, self.sx, self.sy, self.clip = x_px, y_px, sx_px, sy_px, clip_rects
         # the tail budget is for all points together, not per chunk
@@ -548,7 +562,7 @@ class _ChunkedProfiles:
         if rule is not None and rule.kernel == "density":
             self.rule = replace(rule, truncate_sigmas=self.truncate)
 
-    def render(self, weights) -> np.ndarray:
+    def render(self, weights: ArrayLike) -> np.ndarray:
         w = np.asarray(weights, dtype=np.float64).ravel()
         sel = np.flatnonzero(w > 0)
         out = np.zeros(self.grid.shape, dtype=np.float32)
@@ -572,7 +586,16 @@ class _ChunkedProfiles:
 PROFILE_BUDGET = 64 * 1024 * 1024
 
 
-def _profiles_for(grid: OutputGrid, x, y, sx, sy, clip, truncate_sigmas: float, rule: KernelRule | None = None):
+def _profiles_for(
+    grid: OutputGrid,
+    x: np.ndarray,
+    y: np.ndarray,
+    sx: np.ndarray,
+    sy: np.ndarray,
+    clip: np.ndarray | None,
+    truncate_sigmas: float,
+    rule: KernelRule | None = None,
+) -> GaussianProfiles | _ChunkedProfiles:
     n = len(x)
     per_point = grid.height + grid.width
     if n * per_point <= PROFILE_BUDGET:
@@ -584,12 +607,12 @@ def _profiles_for(grid: OutputGrid, x, y, sx, sy, clip, truncate_sigmas: float, 
 
 def render_points(
     grid: OutputGrid,
-    x_px,
-    y_px,
-    sx_px,
-    sy_px,
-    weights,
-    clip_rects=None,
+    x_px: ArrayLike,
+    y_px: ArrayLike,
+    sx_px: ArrayLike,
+    sy_px: ArrayLike,
+    weights: ArrayLike,
+    clip_rects: ArrayLike | None = None,
     *,
     truncate_sigmas: float = 6.0,
     rule: KernelRule | None = None,
@@ -604,7 +627,15 @@ def render_points(
 
 
 def naive_render(
-    grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, clip_rects=None, *, rule: KernelRule | None = None
+    grid: OutputGrid,
+    x_px: ArrayLike,
+    y_px: ArrayLike,
+    sx_px: ArrayLike,
+    sy_px: ArrayLike,
+    weights: ArrayLike,
+    clip_rects: ArrayLike | None = None,
+    *,
+    rule: KernelRule | None = None,
 ) -> np.ndarray:
     """Reference renderer: one full 2-D density per fixation over the whole grid (float64).
 
@@ -657,7 +688,15 @@ def naive_render(
     return out
 
 
-def _naive_rule_render(grid: OutputGrid, x_px, y_px, sx_px, sy_px, weights, rule: KernelRule) -> np.ndarray:
+def _naive_rule_render(
+    grid: OutputGrid,
+    x_px: ArrayLike,
+    y_px: ArrayLike,
+    sx_px: ArrayLike,
+    sy_px: ArrayLike,
+    weights: ArrayLike,
+    rule: KernelRule,
+) -> np.ndarray:
     """:func:`naive_render` under a :class:`KernelRule`: a full-grid 2-D stamp per pair of mirror images."""
     H, W = grid.height, grid.width
     xo, _ = grid.from_grid(np.arange(W, dtype=np.float64), 0.0)
@@ -722,7 +761,7 @@ class RenderedMap:
     grid: OutputGrid | None = None
 
 
-def _col(df: pl.DataFrame, name: str, default=np.nan) -> np.ndarray:
+def _col(df: pl.DataFrame, name: str, default: float = np.nan) -> np.ndarray:
     """A column as float64 numpy (nulls -> NaN); ``default`` everywhere when the column is absent."""
     if name not in df.columns:
         return np.full(df.height, default, dtype=np.float64)
@@ -815,7 +854,15 @@ def _mtunet_off_area_pixel(case: Mapping | None, H: int, W: int) -> tuple[bool, 
     return True, ((px, py) if (0 <= px < W and 0 <= py < H) else None)
 
 
-def _render_case(fixations, windows, recipe, H, W, masks, case=None):
+def _render_case(
+    fixations: pl.DataFrame,
+    windows: pl.DataFrame,
+    recipe: Recipe,
+    H: int,
+    W: int,
+    masks: dict[str, np.ndarray] | None,
+    case: Mapping | None = None,
+) -> tuple[dict[str, RenderedMap], list[dict]]:
     spec = recipe.render
     rule = KernelRule.from_spec(spec)
     # EGD-CXR's canvas: odd sizes padded by one zero row/column at the bottom/right (its l.258-261)
@@ -1005,6 +1052,7 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
                     raw = normalize_map(raw, spec.normalize, inplace=True)
             cache[key] = (raw, w)
         raw, w = cache[key]
+        use_key: tuple | None = key  # None: a map of its own (never shared)
         if raw is None:
             if spec.empty_window == "skip":
                 _reject(
@@ -1013,10 +1061,10 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
                     "windows",
                 )
                 continue
-            key = None  # a fresh zero map
+            use_key = None  # a fresh zero map
             raw = np.zeros(grid.shape, dtype=np.float32)
-        uses[key] = uses.get(key, 0) + 1
-        per_target[target].append((raw, w, key))
+        uses[use_key] = uses.get(use_key, 0) + 1
+        per_target[target].append((raw, w, use_key))
 
     # Re-normalising the aggregate is a no-op (skipped) when every window is already normalised and
     # either there is one window or the max of max-normalised maps is taken (its max is exactly 1).
@@ -1036,6 +1084,7 @@ def _render_case(fixations, windows, recipe, H, W, masks, case=None):
                 agg += a
         weights = np.stack([w for _, w, _ in items])
         skip_final = idempotent and (len(items) == 1 or (spec.normalize == "max" and spec.aggregate == "max"))
+        normed: np.ndarray | None
         if skip_final and agg.max() > 0:
             normed = agg
         else:
