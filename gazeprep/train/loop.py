@@ -25,10 +25,9 @@ with the same weights as an uninterrupted run: shuffling, augmentation and dropo
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from gazeprep._atomic import atomic_write
 from gazeprep.device import resolve_device
 from gazeprep.errors import GazeprepError
 from gazeprep.train.metrics import map_metrics
@@ -250,17 +250,16 @@ def build_scheduler(
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    """``torch.save`` of ``obj`` written atomically to ``path`` by the package's one atomic writer.
+
+    Serialised in memory first: ``torch.save`` reports a write fault (disk full) as a RuntimeError,
+    the atomic writer as a :class:`~gazeprep.errors.StorageError` naming the file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getbuffer())
 
 
 def load_checkpoint(path: str | Path) -> dict:

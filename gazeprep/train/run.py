@@ -29,7 +29,6 @@ mapped back to each ground-truth map's frame and the class scores (``tables/clas
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from gazeprep._atomic import atomic_write_parquet, atomic_write_text
 from gazeprep.device import resolve_device
 from gazeprep.errors import GazeprepError
 from gazeprep.train.data import (
@@ -306,9 +306,7 @@ def write_splits(path: Path, splits: dict[str, list[str]], ex) -> None:
         for cid in splits.get(name, [])
     ]
     df = pl.DataFrame(rows, schema={"case_id": pl.Utf8, "subject_id": pl.Utf8, "split": pl.Utf8}, orient="row")
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
+    atomic_write_parquet(df, path)
 
 
 def read_splits(run_dir: str | Path) -> dict[str, list[str]] | None:
@@ -384,9 +382,7 @@ def _read_run_file(path: Path) -> dict:
 
 
 def _write_yaml_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
 def clear_run(out: Path) -> list[str]:
