@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray")
 
 from gazeprep.paths import sample_data_dir  # noqa: E402
 from gazeprep.pipeline.build import BuildOptions, build_heatmaps  # noqa: E402
-from gazeprep.pipeline.distributed import FAULT_ENV  # noqa: E402
+from gazeprep.pipeline.executor import FAULT_ENV  # noqa: E402
 from gazeprep.recipes import load_recipe  # noqa: E402
 
 
