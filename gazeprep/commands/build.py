@@ -91,7 +91,7 @@ def print_summary(summary: BuildSummary, *, show_rejects: bool = True) -> None:
     )
     if summary.n_rejects and show_rejects:
         from gazeprep.export import load_export
-        from gazeprep.export.inspect import format_reject_row, rejects_summary
+        from gazeprep.export.inspect import format_reject_group, format_reject_row, rejects_summary
 
         s = rejects_summary(load_export(summary.out))
         typer.echo(
@@ -100,7 +100,7 @@ def print_summary(summary: BuildSummary, *, show_rejects: bool = True) -> None:
         )
         typer.echo(f"rejects by reason ({s.rows.height} rows in {s.groups.height} groups):")
         for g in s.groups.head(SHOWN_GROUPS).iter_rows(named=True):
-            typer.echo(f"  {g['n_rows']:>6} rows {g['n_cases']:>6} cases  [{g['stage']}] {g['reason']}")
+            typer.echo("  " + format_reject_group(g))
         if s.groups.height > SHOWN_GROUPS:
             typer.echo(f"  ... and {s.groups.height - SHOWN_GROUPS} more groups")
         typer.echo("first rejects:")

@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """What was rejected and why: grouped by reason with counts, then the rows with file and 1-based row."""
         from gazeprep.export import load_export
-        from gazeprep.export.inspect import format_reject_row, rejects_summary
+        from gazeprep.export.inspect import format_reject_group, format_reject_row, rejects_summary
 
         s = rejects_summary(load_export(export), stage=stage, reason_contains=reason_contains)
         if as_json:
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
             return
         typer.echo(f"{s.rows.height} rejects in {s.groups.height} groups (by stage and reason):")
         for g in s.groups.iter_rows(named=True):
-            typer.echo(f"  {g['n_rows']:>6} rows {g['n_cases']:>6} cases  [{g['stage']}] {g['reason']}")
+            typer.echo("  " + format_reject_group(g))
         rows = s.rows if limit == 0 else s.rows.head(limit)
         typer.echo("rows:")
         for r in rows.iter_rows(named=True):

@@ -137,6 +137,11 @@ def rejects_summary(ex: Export, stage: str | None = None, reason_contains: str |
     return RejectsSummary(groups=groups, rows=df, table=ex.path / TABLES_DIR / "rejects.parquet")
 
 
+def format_reject_group(group: dict[str, Any]) -> str:
+    """One line for a row of :attr:`RejectsSummary.groups`: counts, stage and an example reason."""
+    return f"{group['n_rows']:>6} rows {group['n_cases']:>6} cases  [{group['stage']}] {group['reason']}"
+
+
 def format_reject_row(row: dict[str, Any]) -> str:
     """One line for a rejects row: ``case_id [stage] file, row N: reason`` (missing parts left out)."""
     where = row.get("file") or ""
