@@ -653,7 +653,7 @@ def test_images_root_reaches_the_adapter_in_workers(tmp_path, monkeypatch):
     from gazeprep.pipeline.build import BuildSpec, open_release
 
     opts = _opts(tmp_path / "o", images_root=tmp_path / "mimic")
-    spec = BuildSpec.from_options(opts)
+    spec = BuildSpec.from_options(opts, labeler_hash="h")
     assert spec.images_root == str(tmp_path / "mimic") and pickle.loads(pickle.dumps(spec)) == spec
     seen = {}
 

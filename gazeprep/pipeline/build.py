@@ -228,10 +228,8 @@ def make_state(spec: BuildSpec, release: Release | None = None) -> _BuildState:
     recipe = Recipe.from_stored(spec.recipe_json)  # checked by the driver (its dataset may be declared)
     if release is None:
         release = open_release(spec.dataset, Path(spec.root), recipe, spec.images_root, spec.definition)
-    from gazeprep.text.profiles import profile_hash
-
     return _BuildState(
-        labeler_hash=profile_hash(recipe.profile),
+        labeler_hash=spec.labeler_hash,
         release=release,
         recipe=recipe,
         recipe_hash=recipe.hash(),
@@ -255,9 +253,10 @@ class BuildSpec:
     force: bool
     images_root: str | None = None
     definition: str | None = None  # a declared dataset's YAML file (absolute), reloaded by each worker
+    labeler_hash: str = ""  # the driver's labeler profile hash (profile_hash): every worker keys parts with it
 
     @classmethod
-    def from_options(cls, opts: BuildOptions) -> BuildSpec:
+    def from_options(cls, opts: BuildOptions, *, labeler_hash: str) -> BuildSpec:
         return cls(
             dataset=opts.dataset,
             root=str(opts.root),
@@ -267,6 +266,7 @@ class BuildSpec:
             force=opts.force,
             images_root=str(opts.images_root) if opts.images_root is not None else None,
             definition=str(Path(opts.definition).absolute()) if opts.definition is not None else None,
+            labeler_hash=labeler_hash,
         )
 
 
@@ -501,7 +501,7 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
     _, sigma_msg = sigma_check(cases.filter(pl.col("case_id").is_in(live)), recipe)
     if sigma_msg:
         print(f"warning: {sigma_msg}", file=sys.stderr)
-    spec = BuildSpec.from_options(opts)
+    spec = BuildSpec.from_options(opts, labeler_hash=labeler_hash)
     state = make_state(spec, release)  # the driver's; workers rebuild theirs from the spec
     workers = opts.workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, len(live) or 1))
