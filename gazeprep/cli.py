@@ -31,6 +31,7 @@ import os
 import select
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,33 @@ def save_traceback(exc: BaseException, argv: list[str]) -> Path:
     raise OSError("no writable folder for the traceback file")
 
 
+INTERRUPTED_MESSAGE = (
+    "interrupted: stopped before finishing, nothing incomplete was committed; rerun the same command to resume"
+)
+
+
+def _report_interrupt() -> None:
+    """Print the one ``interrupted:`` line on a line of its own.
+
+    One Ctrl-C can raise twice: polars turns SIGINT into a KeyboardInterrupt inside its Rust code and
+    Python's own handler raises again at the next bytecode, often inside a ``finally`` that was closing
+    a progress bar. The bar is then left open mid-line, so the line goes through ``tqdm.write``, which
+    clears open bars first. A further Ctrl-C while reporting is ignored.
+    """
+    import signal
+
+    from tqdm import tqdm
+
+    if threading.current_thread() is not threading.main_thread():
+        tqdm.write(INTERRUPTED_MESSAGE, file=sys.stderr)
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        tqdm.write(INTERRUPTED_MESSAGE, file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _one_line(text: object) -> str:
     """``str(text)`` with every run of whitespace (newlines included) collapsed to one space."""
     return " ".join(str(text).split())
@@ -328,10 +356,7 @@ def run(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, *_ABORT):
         if debug:
             traceback.print_exc()
-        typer.echo(
-            "interrupted: stopped before finishing, nothing incomplete was committed; rerun the same command to resume",
-            err=True,
-        )
+        _report_interrupt()
         return EXIT_INTERRUPTED
     except GazeprepError as exc:
         if debug:

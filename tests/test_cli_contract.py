@@ -384,6 +384,28 @@ def test_keyboard_interrupt_exits_130(tmp_path, capsys, monkeypatch):
     assert "Traceback" not in err
 
 
+def test_interrupt_line_stands_alone_when_a_progress_bar_was_left_open(tmp_path, capsys, monkeypatch):
+    """One Ctrl-C can raise twice (polars raises inside Rust, Python again at the next bytecode), the
+    second time inside the ``finally`` that closes the progress bar: the bar stays open mid-line."""
+    import sys
+
+    from tqdm import tqdm
+
+    import gazeprep.datasets.writer as writer
+
+    def interrupted_with_an_open_bar(*args, **kwargs):
+        bar = tqdm(total=10, desc="cases", file=sys.stderr)
+        bar.update(3)  # drawn, no newline; never closed
+        monkeypatch.setattr(bar, "close", lambda: None)  # as if the cleanup itself was interrupted
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "ingest", interrupted_with_an_open_bar)
+    code, out, err = run(["ingest", "--dataset", "reflacx", "--out", tmp_path / "o"], capsys)
+    assert code == 130
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("interrupted:")]
+    assert len(lines) == 1 and lines[0] == cli.INTERRUPTED_MESSAGE, repr(err)
+
+
 def test_abort_exits_130(tmp_path, capsys, monkeypatch):
     _patch_ingest(monkeypatch, typer.Abort())
     code, out, err = run(["ingest", "--dataset", "reflacx", "--out", tmp_path / "o"], capsys)
@@ -606,5 +628,5 @@ def test_ctrl_c_during_build_heatmaps_exits_130_and_commits_nothing(tmp_path):
     assert code == 130, err[-2000:]
     assert "Traceback" not in err
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("interrupted:")]
-    assert len(lines) == 1 and "rerun the same command to resume" in lines[0]
+    assert len(lines) == 1 and "rerun the same command to resume" in lines[0], repr(err[-1500:])
     assert not (out / "manifest.json").exists()
