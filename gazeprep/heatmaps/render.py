@@ -49,7 +49,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -854,6 +854,45 @@ def _mtunet_off_area_pixel(case: Mapping | None, H: int, W: int) -> tuple[bool, 
     return True, ((px, py) if (0 <= px < W and 0 <= py < H) else None)
 
 
+@dataclass
+class _CaseLog:
+    """The ``render`` rejects rows of one case, in the order they arise."""
+
+    dataset: str
+    case_id: str | None
+    rows: list[dict] = field(default_factory=list)
+
+    def reject(self, reason: str, file: str | None = None) -> None:
+        self.rows.append(reject(self.dataset, self.case_id, "render", file, None, reason))
+
+
+@dataclass
+class _CasePoints:
+    """The render events of one case after the recipe's point rules; arrays of length ``n`` (all events).
+
+    ``t0``, ``t1``: start and end in seconds (equal for point events); ``x``, ``y``: positions in original
+    pixels (rounded, or moved by MT-UNet's off-area rule, where the recipe says so); ``sx``, ``sy``: sigmas in
+    original pixels; ``valid``: the events that take part in the render; ``duration``: ``max(t1 - t0, 0)``.
+    """
+
+    t0: np.ndarray
+    t1: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    sx: np.ndarray
+    sy: np.ndarray
+    valid: np.ndarray
+    point_events: bool
+
+    @property
+    def duration(self) -> np.ndarray:
+        return np.maximum(self.t1 - self.t0, 0.0)
+
+
+#: A window's map before aggregation: (map or shared map, per-event weights, map-sharing key; None = own map).
+_WindowMap = tuple[np.ndarray, np.ndarray, tuple | None]
+
+
 def _render_case(
     fixations: pl.DataFrame,
     windows: pl.DataFrame,
@@ -863,33 +902,76 @@ def _render_case(
     masks: dict[str, np.ndarray] | None,
     case: Mapping | None = None,
 ) -> tuple[dict[str, RenderedMap], list[dict]]:
+    """:func:`render_case` without the process settings: points -> distinct profiles -> windows -> maps."""
     spec = recipe.render
-    rule = KernelRule.from_spec(spec)
     # EGD-CXR's canvas: odd sizes padded by one zero row/column at the bottom/right (its l.258-261)
     Hc, Wc = (H + H % 2, W + W % 2) if spec.pad_to_even else (H, W)
     grid = OutputGrid.from_spec(recipe.output, Hc, Wc)
     crop = spec.pad_to_even and recipe.output.size == "native" and (Hc, Wc) != (H, W)
-    out_grid = OutputGrid.native(H, W) if crop else grid
     dataset = _first_str(fixations, "dataset") or _first_str(windows, "dataset") or recipe.dataset
-    case_id = _first_str(fixations, "case_id") or _first_str(windows, "case_id")
-    rejects: list[dict] = []
-
-    def _reject(reason: str, file: str | None = None) -> None:
-        rejects.append(reject(dataset, case_id, "render", file, None, reason))
+    log = _CaseLog(dataset, _first_str(fixations, "case_id") or _first_str(windows, "case_id"))
 
     too_big = map_size_problem(*grid.shape)  # native size: the recipe's memory limit, per case
     if too_big:
-        _reject(f"image of {H} x {W} px: {too_big}; case not rendered")
-        return {}, rejects
+        log.reject(f"image of {H} x {W} px: {too_big}; case not rendered")
+        return {}, log.rows
 
+    pts = _case_points(fixations, spec, H, W, (Hc, Wc), case, log)
+    renderer = _WindowRenderer(pts, fixations, spec, grid)
+    mask_filter = _MaskFilter(masks, pts.x, pts.y, H, W, log.case_id)
+    per_target, uses = _render_windows(windows, renderer, mask_filter, spec.empty_window, log)
+    maps = _target_maps(per_target, uses, spec, grid, (H, W) if crop else None, log)
+    if renderer.wrapped_pixels:
+        _report_int8_wrap(renderer.wrapped_pixels, spec.int8_count_wrap, log)
+    return maps, log.rows
+
+
+# --------------------------------------------------------------------------------- case stage 1: points
+def _case_points(
+    fixations: pl.DataFrame,
+    spec: RenderSpec,
+    H: int,
+    W: int,
+    canvas: tuple[int, int],
+    case: Mapping | None,
+    log: _CaseLog,
+) -> _CasePoints:
+    """The events of ``fixations`` (fixations, or gaze samples as point events) under the recipe's point
+    filter, position rounding, image test and sigma rule; ``canvas`` is the (height, width) rendered on
+    (the image, padded to even for EGD-CXR's code)."""
     point_events = "t_s" in fixations.columns and "t_start_s" not in fixations.columns
     if point_events:
         t0 = t1 = _col(fixations, "t_s")
     else:
         t0, t1 = _col(fixations, "t_start_s"), _col(fixations, "t_end_s")
     x, y = _col(fixations, "x_px"), _col(fixations, "y_px")
-    n_all = fixations.height
     valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(t0) & np.isfinite(t1)
+    x, y = _apply_point_filter(spec, x, y, valid, H, W, case, log)
+    if spec.position_rounding == "floor":
+        x, y = np.floor(x), np.floor(y)
+    elif spec.position_rounding == "round":
+        x, y = np.rint(x), np.rint(y)
+    if spec.drop_outside_image and spec.point_filter == "contract":
+        Hc, Wc = canvas
+        valid &= (x >= 0) & (x < Wc) & (y >= 0) & (y < Hc)
+    sx, sy = _sigmas_px(fixations, spec, valid, log)
+    return _CasePoints(t0, t1, x, y, sx, sy, valid, point_events)
+
+
+def _apply_point_filter(
+    spec: RenderSpec,
+    x: np.ndarray,
+    y: np.ndarray,
+    valid: np.ndarray,
+    H: int,
+    W: int,
+    case: Mapping | None,
+    log: _CaseLog,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The paper codes' point tests (``point_filter``): narrows ``valid`` in place and returns the
+    positions, moved where MT-UNet's code moves off-area gaze (new arrays then)."""
+    if spec.point_filter == "contract":
+        return x, y
     # the codes' point tests read the unrounded positions (gazeprep's EGD positions are the release's
     # mapping before int(), on the width/height padded to even)
     He, We = H + H % 2, W + W % 2
@@ -912,190 +994,245 @@ def _render_case(
                 x[moved], y[moved] = float(off_px[0]), float(off_px[1])
                 valid |= moved
             elif not known:
-                _reject(
+                log.reject(
                     f"{int(moved.sum())} of {n_valid} samples are off the image's screen area and the screen "
                     "layout is unknown; dropped (MT-UNet's code counts them at pixel (0, 0) when the image is "
                     "smaller than its screen area)"
                 )
-    if spec.position_rounding == "floor":
-        x, y = np.floor(x), np.floor(y)
-    elif spec.position_rounding == "round":
-        x, y = np.rint(x), np.rint(y)
-    if spec.drop_outside_image and spec.point_filter == "contract":
-        valid &= (x >= 0) & (x < Wc) & (y >= 0) & (y < Hc)
+    return x, y
 
-    if spec.sigma.unit == "deg":
-        sx = _col(fixations, "px_per_deg_x") * spec.sigma.value
-        sy = _col(fixations, "px_per_deg_y") * spec.sigma.value
-        bad = valid & ~((sx > 0) & (sy > 0) & np.isfinite(sx) & np.isfinite(sy))
-        if bad.any():
-            _reject(
-                f"{int(bad.sum())} of {n_all} fixations have no pixels-per-degree; dropped (sigma in degrees)",
-                "fixations",
-            )
-            valid &= ~bad
-    else:
-        sx = np.full(n_all, spec.sigma.value)
-        sy = np.full(n_all, spec.sigma.value)
 
-    clip = None
-    if spec.clip_to_shown_rect:
-        clip = np.stack(
-            [
-                np.round(_col(fixations, c))
-                for c in ("shown_xmin_px", "shown_ymin_px", "shown_xmax_px", "shown_ymax_px")
-            ],
-            axis=1,
+def _sigmas_px(
+    fixations: pl.DataFrame, spec: RenderSpec, valid: np.ndarray, log: _CaseLog
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-event sigmas (x, y) in original pixels; with sigma in degrees, events without pixels per
+    degree are dropped from ``valid`` (in place) and reported."""
+    n_all = fixations.height
+    if spec.sigma.unit != "deg":
+        return np.full(n_all, spec.sigma.value), np.full(n_all, spec.sigma.value)
+    sx = _col(fixations, "px_per_deg_x") * spec.sigma.value
+    sy = _col(fixations, "px_per_deg_y") * spec.sigma.value
+    bad = valid & ~((sx > 0) & (sy > 0) & np.isfinite(sx) & np.isfinite(sy))
+    if bad.any():
+        log.reject(
+            f"{int(bad.sum())} of {n_all} fixations have no pixels-per-degree; dropped (sigma in degrees)",
+            "fixations",
         )
+        valid &= ~bad
+    return sx, sy
 
-    # distinct point configurations; weights of duplicates add up (gaze samples repeat pixels)
-    idx = np.flatnonzero(valid)
-    keys = np.stack([x[idx], y[idx], sx[idx], sy[idx]], axis=1)
+
+# ------------------------------------------------------------------------------ case stage 2: profiles
+class _WindowRenderer:
+    """The profiles of a case's distinct valid points, built once, and the map of one window's weights.
+
+    Points with the same position, sigmas and shown rectangle share one profile; their weights add up
+    (gaze samples repeat pixels). ``wrapped_pixels`` is the largest number of pixels, over the windows
+    rendered so far, whose MT-UNet int8 count reached 128.
+    """
+
+    def __init__(self, pts: _CasePoints, fixations: pl.DataFrame, spec: RenderSpec, grid: OutputGrid) -> None:
+        self.pts = pts
+        self.spec = spec
+        self.shape = grid.shape
+        self.duration = pts.duration
+        clip = None
+        if spec.clip_to_shown_rect:
+            clip = np.stack(
+                [
+                    np.round(_col(fixations, c))
+                    for c in ("shown_xmin_px", "shown_ymin_px", "shown_xmax_px", "shown_ymax_px")
+                ],
+                axis=1,
+            )
+        self.idx, self.inverse, rep = _distinct_points(pts, clip)
+        rule = KernelRule.from_spec(spec)
+        self.profiles = _profiles_for(
+            grid,
+            pts.x[rep],
+            pts.y[rep],
+            pts.sx[rep],
+            pts.sy[rep],
+            None if clip is None else clip[rep],
+            spec.truncate_sigmas,
+            None if rule.is_contract else rule,
+        )
+        self.n_unique = rep.shape[0]
+        # MT-UNet's count image is int8: per-pixel counts of 128 or more wrap negative
+        self.int8_counts = (
+            spec.weight == "count"
+            and spec.position_rounding != "none"
+            and (spec.int8_count_wrap or spec.point_filter == "mt-unet")
+        )
+        self.wrapped_pixels = 0
+
+    def weights(self, ws: float, we: float, keep: np.ndarray | None) -> np.ndarray:
+        """Per-event weight (length n) in the window ``[ws, we]`` s, restricted to ``keep`` when given."""
+        pts, weight = self.pts, self.spec.weight
+        if pts.point_events:
+            sel = pts.valid & (pts.t0 >= ws) & (pts.t0 <= we)
+        else:
+            sel = pts.valid & (pts.t1 > ws) & (pts.t0 <= we)
+        if keep is not None:
+            sel &= keep
+        if weight == "count":
+            return sel.astype(np.float64)
+        if weight == "duration":
+            return np.where(sel, self.duration, 0.0)
+        # window_overlap
+        return np.where(sel, np.maximum(np.minimum(pts.t1, we) - np.maximum(pts.t0, ws), 0.0), 0.0)
+
+    def render(self, w: np.ndarray) -> np.ndarray | None:
+        """The window's map for per-event weights ``w`` (normalised when the recipe normalises each
+        window); ``None`` when it has no weight on the image or cannot be normalised."""
+        spec = self.spec
+        n_unique = self.n_unique
+        w_unique = np.bincount(self.inverse, weights=w[self.idx], minlength=n_unique) if n_unique else np.zeros(0)
+        if self.int8_counts:
+            over = w_unique >= 128
+            self.wrapped_pixels = max(self.wrapped_pixels, int(over.sum()))
+            if spec.int8_count_wrap and over.any():
+                w_unique = np.mod(w_unique + 128.0, 256.0) - 128.0  # numpy's int8 cast of the counts
+        if not np.any(w_unique != 0):
+            return None
+        raw = self.profiles.render(w_unique)
+        peak = float(raw.max())
+        if not peak > 0:
+            return None  # every fixation's mass fell outside the image / its shown rectangle
+        if spec.normalize_each_window and spec.normalize == "max":
+            raw /= np.float32(peak)
+        elif spec.normalize_each_window:
+            return normalize_map(raw, spec.normalize, inplace=True)  # None: e.g. constant for minmax
+        return raw
+
+
+def _distinct_points(pts: _CasePoints, clip: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(idx, inverse, rep)``: the valid events, the distinct configuration of each of them (index into
+    ``rep``) and one representative event per distinct configuration (position, sigmas, shown rectangle)."""
+    idx = np.flatnonzero(pts.valid)
+    if not idx.size:
+        return idx, np.zeros(0, dtype=np.int64), idx
+    keys = np.stack([pts.x[idx], pts.y[idx], pts.sx[idx], pts.sy[idx]], axis=1)
     if clip is not None:
         keys = np.concatenate([keys, clip[idx]], axis=1)
-    if idx.size:
-        keys = np.nan_to_num(keys, nan=-1e300)  # NaN clip rows compare equal
-        _, inverse = np.unique(keys, axis=0, return_inverse=True)
-        inverse = inverse.ravel()
-        rep = idx[np.unique(inverse, return_index=True)[1]]  # one representative per distinct key
-    else:
-        inverse = np.zeros(0, dtype=np.int64)
-        rep = idx
-    profiles = _profiles_for(
-        grid,
-        x[rep],
-        y[rep],
-        sx[rep],
-        sy[rep],
-        None if clip is None else clip[rep],
-        spec.truncate_sigmas,
-        None if rule.is_contract else rule,
-    )
-    n_unique = rep.shape[0]
-    # MT-UNet's count image is int8: per-pixel counts of 128 or more wrap negative
-    int8_counts = (
-        spec.weight == "count"
-        and spec.position_rounding != "none"
-        and (spec.int8_count_wrap or spec.point_filter == "mt-unet")
-    )
-    wrapped_pixels = 0
+    keys = np.nan_to_num(keys, nan=-1e300)  # NaN clip rows compare equal
+    _, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    rep = idx[np.unique(inverse, return_index=True)[1]]
+    return idx, inverse, rep
 
-    duration = np.maximum(t1 - t0, 0.0)
-    inside_mask_cache: dict[str, np.ndarray] = {}
 
-    def _mask_keep(target: str) -> np.ndarray | None:
-        if not masks or target not in masks:
+class _MaskFilter:
+    """Per target, the events whose rounded position lies inside the target's anatomy mask (cached)."""
+
+    def __init__(
+        self, masks: dict[str, np.ndarray] | None, x: np.ndarray, y: np.ndarray, H: int, W: int, case_id: str | None
+    ) -> None:
+        self.masks, self.x, self.y, self.H, self.W, self.case_id = masks, x, y, H, W, case_id
+        self.cache: dict[str, np.ndarray] = {}
+
+    def keep(self, target: str) -> np.ndarray | None:
+        """Boolean per event, or ``None`` when the target has no mask. Raises GazeprepError when the mask
+        is not image-sized."""
+        if not self.masks or target not in self.masks:
             return None
-        if target not in inside_mask_cache:
-            m = np.asarray(masks[target])
+        if target not in self.cache:
+            H, W = self.H, self.W
+            m = np.asarray(self.masks[target])
             if m.shape != (H, W):
                 raise GazeprepError(
-                    f"case {case_id}: mask for target {target!r} has shape {m.shape}, expected the image size {(H, W)}"
+                    f"case {self.case_id}: mask for target {target!r} has shape {m.shape}, "
+                    f"expected the image size {(H, W)}"
                 )
-            rx, ry = np.rint(x), np.rint(y)
+            rx, ry = np.rint(self.x), np.rint(self.y)
             ok = np.isfinite(rx) & np.isfinite(ry) & (rx >= 0) & (rx < W) & (ry >= 0) & (ry < H)
-            keep = np.zeros(n_all, dtype=bool)
+            keep = np.zeros(rx.shape[0], dtype=bool)
             keep[ok] = m.astype(bool)[ry[ok].astype(np.int64), rx[ok].astype(np.int64)]
-            inside_mask_cache[target] = keep
-        return inside_mask_cache[target]
+            self.cache[target] = keep
+        return self.cache[target]
 
-    wt = windows
-    ws_all = _col(wt, "t_start_s", np.nan)
-    we_all = _col(wt, "t_end_s", np.nan)
+
+# ------------------------------------------------------------------------------- case stage 3: windows
+def _render_windows(
+    windows: pl.DataFrame,
+    renderer: _WindowRenderer,
+    mask_filter: _MaskFilter,
+    empty_window: str,
+    log: _CaseLog,
+) -> tuple[dict[str, list[_WindowMap]], dict[tuple | None, int]]:
+    """Each window row's map, grouped by target (in order of first appearance).
+
+    Windows with the same span (and mask) share one map; ``uses`` counts the windows holding each
+    shared map (key ``None``: fresh zero maps of empty windows, never shared). Empty windows are
+    skipped (``empty_window: skip``, reported) or zero maps.
+    """
+    ws_all = _col(windows, "t_start_s", np.nan)
+    we_all = _col(windows, "t_end_s", np.nan)
     ws_all = np.where(np.isnan(ws_all), -np.inf, ws_all)
     we_all = np.where(np.isnan(we_all), np.inf, we_all)
-    targets = wt.get_column("target").cast(pl.Utf8).to_list() if "target" in wt.columns else []
-    window_idx = wt.get_column("window_idx").to_list() if "window_idx" in wt.columns else list(range(wt.height))
+    targets = windows.get_column("target").cast(pl.Utf8).to_list() if "target" in windows.columns else []
+    if "window_idx" in windows.columns:
+        window_idx = windows.get_column("window_idx").to_list()
+    else:
+        window_idx = list(range(windows.height))
 
-    per_target: dict[str, list[tuple[np.ndarray, np.ndarray, tuple | None]]] = {}
+    per_target: dict[str, list[_WindowMap]] = {}
     uses: dict[tuple | None, int] = {}
-    order: list[str] = []
     cache: dict[tuple, tuple[np.ndarray | None, np.ndarray]] = {}
-    for k in range(wt.height):
+    for k in range(windows.height):
         target, ws, we = targets[k], float(ws_all[k]), float(we_all[k])
         if target is None:
-            _reject(f"window row {k + 1} has no target; skipped", "windows")
+            log.reject(f"window row {k + 1} has no target; skipped", "windows")
             continue
-        if target not in per_target:
-            per_target[target] = []
-            order.append(target)
-        keep = _mask_keep(target)
+        items = per_target.setdefault(target, [])
+        keep = mask_filter.keep(target)
         key = (ws, we, target if keep is not None else None)
         if key not in cache:
-            if point_events:
-                sel = valid & (t0 >= ws) & (t0 <= we)
-            else:
-                sel = valid & (t1 > ws) & (t0 <= we)
-            if keep is not None:
-                sel &= keep
-            if spec.weight == "count":
-                w = sel.astype(np.float64)
-            elif spec.weight == "duration":
-                w = np.where(sel, duration, 0.0)
-            else:  # window_overlap
-                w = np.where(sel, np.maximum(np.minimum(t1, we) - np.maximum(t0, ws), 0.0), 0.0)
-            w_unique = np.bincount(inverse, weights=w[idx], minlength=n_unique) if n_unique else np.zeros(0)
-            if int8_counts:
-                over = w_unique >= 128
-                wrapped_pixels = max(wrapped_pixels, int(over.sum()))
-                if spec.int8_count_wrap and over.any():
-                    w_unique = np.mod(w_unique + 128.0, 256.0) - 128.0  # numpy's int8 cast of the counts
-            raw = profiles.render(w_unique) if np.any(w_unique != 0) else None
-            if raw is not None:
-                peak = float(raw.max())
-                if not peak > 0:
-                    raw = None  # every fixation's mass fell outside the image / its shown rectangle
-                elif spec.normalize_each_window and spec.normalize == "max":
-                    raw /= np.float32(peak)
-                elif spec.normalize_each_window:
-                    # None: cannot be normalised (e.g. constant for minmax)
-                    raw = normalize_map(raw, spec.normalize, inplace=True)
-            cache[key] = (raw, w)
+            w = renderer.weights(ws, we, keep)
+            cache[key] = (renderer.render(w), w)
         raw, w = cache[key]
         use_key: tuple | None = key  # None: a map of its own (never shared)
         if raw is None:
-            if spec.empty_window == "skip":
-                _reject(
+            if empty_window == "skip":
+                log.reject(
                     f"target {target!r} window {window_idx[k]} [{ws:g}, {we:g}] s has no fixation weight "
                     f"on the image; skipped",
                     "windows",
                 )
                 continue
             use_key = None  # a fresh zero map
-            raw = np.zeros(grid.shape, dtype=np.float32)
+            raw = np.zeros(renderer.shape, dtype=np.float32)
         uses[use_key] = uses.get(use_key, 0) + 1
-        per_target[target].append((raw, w, use_key))
+        items.append((raw, w, use_key))
+    return per_target, uses
 
-    # Re-normalising the aggregate is a no-op (skipped) when every window is already normalised and
-    # either there is one window or the max of max-normalised maps is taken (its max is exactly 1).
-    idempotent = spec.normalize_each_window and spec.normalize != "none"
+
+# ------------------------------------------------------------------------------ case stage 4: targets
+def _target_maps(
+    per_target: dict[str, list[_WindowMap]],
+    uses: dict[tuple | None, int],
+    spec: RenderSpec,
+    grid: OutputGrid,
+    crop_to: tuple[int, int] | None,
+    log: _CaseLog,
+) -> dict[str, RenderedMap]:
+    """One map per target: its windows' maps aggregated and normalised; ``crop_to`` (H, W): the
+    image's size when the maps were rendered on EGD-CXR's padded native canvas."""
+    out_grid = OutputGrid.native(*crop_to) if crop_to else grid
     maps: dict[str, RenderedMap] = {}
-    for target in order:
-        items = per_target[target]
+    for target, items in per_target.items():
         if not items:
-            _reject(f"target {target!r}: every window is empty; no map")
+            log.reject(f"target {target!r}: every window is empty; no map")
             continue
-        first, _, key0 = items[0]
-        agg = first if (len(items) == 1 and uses.get(key0, 0) <= 1) else first.copy()
-        for a, _, _ in items[1:]:
-            if spec.aggregate == "max":
-                np.maximum(agg, a, out=agg)
-            else:
-                agg += a
-        weights = np.stack([w for _, w, _ in items])
-        skip_final = idempotent and (len(items) == 1 or (spec.normalize == "max" and spec.aggregate == "max"))
-        normed: np.ndarray | None
-        if skip_final and agg.max() > 0:
-            normed = agg
-        else:
-            normed = normalize_map(agg, spec.normalize, inplace=True)
+        normed = _aggregate(items, uses, spec)
         if normed is None:
             if spec.empty_window == "skip":
-                _reject(f"target {target!r}: map is zero or constant, cannot normalise ({spec.normalize}); no map")
+                log.reject(f"target {target!r}: map is zero or constant, cannot normalise ({spec.normalize}); no map")
                 continue
             normed = np.zeros(grid.shape, dtype=np.float32)
-        if crop:  # normalised over EGD-CXR's padded canvas, returned at the image's size
-            normed = normed[:H, :W]
+        if crop_to:  # normalised over EGD-CXR's padded canvas, returned at the image's size
+            normed = normed[: crop_to[0], : crop_to[1]]
+        weights = np.stack([w for _, w, _ in items])
         maps[target] = RenderedMap(
             array=np.ascontiguousarray(normed, dtype=np.float32),
             n_fixations=int(np.count_nonzero((weights > 0).any(axis=0))),
@@ -1104,17 +1241,42 @@ def _render_case(
             n_windows=len(items),
             grid=out_grid,
         )
-    if wrapped_pixels:
-        if spec.int8_count_wrap:
-            msg = (
-                f"{wrapped_pixels} pixels hold 128 or more samples; their counts wrapped negative as in MT-UNet's "
-                "int8 count image (render.int8_count_wrap: true)"
-            )
+    return maps
+
+
+def _aggregate(items: list[_WindowMap], uses: dict[tuple | None, int], spec: RenderSpec) -> np.ndarray | None:
+    """The target's windows combined (``aggregate``) and normalised; ``None`` when it cannot be normalised.
+
+    A window map shared with another target or window is copied before it is written into. Re-normalising
+    is a no-op (skipped) when every window is already normalised and either there is one window or the max
+    of max-normalised maps is taken (its max is exactly 1).
+    """
+    first, _, key0 = items[0]
+    agg = first if (len(items) == 1 and uses.get(key0, 0) <= 1) else first.copy()
+    for a, _, _ in items[1:]:
+        if spec.aggregate == "max":
+            np.maximum(agg, a, out=agg)
         else:
-            msg = (
-                f"{wrapped_pixels} pixels hold 128 or more samples; MT-UNet's int8 count image would wrap them "
-                "negative and change the map; counted exactly (render.int8_count_wrap: false)"
-            )
-        _reject(msg)
-        warnings.warn(f"case {case_id}: {msg}", RuntimeWarning, stacklevel=3)
-    return maps, rejects
+            agg += a
+    idempotent = spec.normalize_each_window and spec.normalize != "none"
+    skip_final = idempotent and (len(items) == 1 or (spec.normalize == "max" and spec.aggregate == "max"))
+    if skip_final and agg.max() > 0:
+        return agg
+    return normalize_map(agg, spec.normalize, inplace=True)
+
+
+def _report_int8_wrap(wrapped_pixels: int, wrap: bool, log: _CaseLog) -> None:
+    """The rejects row and warning for pixels where MT-UNet's int8 count image wraps (or would wrap)."""
+    if wrap:
+        msg = (
+            f"{wrapped_pixels} pixels hold 128 or more samples; their counts wrapped negative as in MT-UNet's "
+            "int8 count image (render.int8_count_wrap: true)"
+        )
+    else:
+        msg = (
+            f"{wrapped_pixels} pixels hold 128 or more samples; MT-UNet's int8 count image would wrap them "
+            "negative and change the map; counted exactly (render.int8_count_wrap: false)"
+        )
+    log.reject(msg)
+    # stacklevel: this function, _render_case, render_case, its caller
+    warnings.warn(f"case {log.case_id}: {msg}", RuntimeWarning, stacklevel=4)
