@@ -42,7 +42,7 @@ def label_reports(
     """
     from tqdm import tqdm
 
-    from gazeprep.text.labeler import Labeler, report_status
+    from gazeprep.text.labeler import Labeler
 
     if not input_csv.is_file():
         raise GazeprepError(f"{input_csv}: file not found")
@@ -89,7 +89,7 @@ def label_reports(
                         "hypothetical": m.hypothetical,
                     }
                 )
-            st = report_status(ms)
+            st = labeler.report_status(ms)  # the profile's aggregation
             s_rows.extend({"id": rid, "label": lab, "status": st.get(lab, "absent")} for lab in label_ids)
         bar.update(len(chunk))
     bar.close()

@@ -81,8 +81,21 @@ class Mention(NamedTuple):
         return "uncertain" if self.uncertain else "positive"
 
 
-def report_status(mentions: Iterable[Mention]) -> dict[str, str]:
-    """Per label, the strongest status over ``mentions`` (positive > uncertain > negative > hypothetical)."""
+def report_status(
+    mentions: Iterable[Mention], aggregation: str = "strongest", chf_label: str | None = None
+) -> dict[str, str]:
+    """Per label, the report status over ``mentions``.
+
+    ``aggregation="strongest"``: the strongest status (positive > uncertain > negative >
+    hypothetical). ``"chexpert"``: CheXpert's ``dict_to_vec`` (a label with negative, uncertain and
+    positive mentions is uncertain there) and, when ``chf_label`` is given, its "chf" / "heart
+    failure" exception (:func:`gazeprep.text.chexpert_text.report_codes`); hypothetical mentions
+    count as absent there.
+    """
+    if aggregation == "chexpert":
+        from gazeprep.text.chexpert_text import report_codes
+
+        return report_codes(((m.label, m.status, " ".join(m.phrase.split())) for m in mentions), chf_label)
     out: dict[str, str] = {}
     for m in mentions:
         s = m.status
@@ -118,11 +131,12 @@ _CACHE_LOCK = threading.Lock()
 class _Trigger(NamedTuple):
     start: int  # token index, inclusive
     end: int  # token index, exclusive
-    category: str  # negated / uncertain / uncertain_first / hypothetical / cancel
+    category: str  # negated / uncertain / uncertain_first / hypothetical / cancel / unnegated
     direction: str  # preceding / following / overlap
     labels: frozenset[str] | None
     reach: int | None
     stops: bool  # a following trigger that does not reach back over uncertainty stop tokens
+    mentions: re.Pattern[str] | None = None  # the mention's lower-cased text must contain a match
 
 
 class _Context(NamedTuple):
@@ -155,6 +169,7 @@ class Labeler:
         nlp = spacy.blank("en")
         nlp.add_pipe("sentencizer")
         self._regex = self.spec.matching == "regex"
+        self._clean = self.spec.cleaning == "chexpert"
         if not self._regex:
             labels_of: dict[str, set[str]] = defaultdict(set)
             for lab, phrases in rules.mentions.items():
@@ -212,6 +227,7 @@ class Labeler:
         self._unm = unm
         self._closure = {lab: rules.labels.closure(lab) for lab in rules.labels.names}
         self._final_next = frozenset(self.spec.clause_final_next)
+        self._rule_mentions = [re.compile(r.mentions) if r.mentions else None for r in self.spec.context]
         self._cache: OrderedDict[str, list[Mention]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -262,6 +278,25 @@ class Labeler:
         order = list(self.rules.labels.names)
         return tuple(sorted(out, key=order.index))
 
+    def report_status(self, mentions: Iterable[Mention]) -> dict[str, str]:
+        """Report status per label of one text's mentions, with the profile's aggregation
+        (:func:`report_status`; ``lanfredi2023``: CheXpert's, whose chf exception names
+        ``enlarged_cardiac_silhouette``, 004's renamed Cardiomegaly category)."""
+        if self.spec.aggregation == "chexpert":
+            chf = "enlarged_cardiac_silhouette" if "enlarged_cardiac_silhouette" in self._closure else None
+            return report_status(mentions, "chexpert", chf)
+        return report_status(mentions)
+
+    def _split(self, text: str) -> tuple[list[tuple[int, str]], list[int] | None]:
+        """Sentences of one text as ``(offset, sentence)`` and, for a ``chexpert``-cleaning profile,
+        the original index of every character of the cleaned text the offsets refer to."""
+        if self._clean:
+            from gazeprep.text.chexpert_text import clean_report, split_clean_sentences
+
+            clean, idx = clean_report(text)
+            return split_clean_sentences(clean), idx
+        return split_sentences(text), None
+
     # ------------------------------------------------------------------ labelling
     def label_text(self, text: str) -> list[Mention]:
         """Mentions in one text, in text order (one per label and span)."""
@@ -276,11 +311,12 @@ class Labeler:
         same mentions as labelling the whole text, much faster on real reports, which repeat
         sentences. ``sentence_idx`` is the index of that sentence.
         """
-        split = [split_sentences(t or "") for t in texts]
+        texts = [t or "" for t in texts]
+        split = [self._split(t) for t in texts]
         todo: list[str] = []
         with self._lock:
             known = set()
-            for pieces in split:
+            for pieces, _ in split:
                 for _, sent in pieces:
                     if sent in known:
                         continue
@@ -298,7 +334,7 @@ class Labeler:
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         out: list[list[Mention]] = []
-        for pieces in split:
+        for text, (pieces, idx) in zip(texts, split):
             ms: list[Mention] = []
             for i, (off, sent) in enumerate(pieces):
                 local = fresh.get(sent)
@@ -306,19 +342,12 @@ class Labeler:
                     local = self._cache.get(sent)
                     if local is None:  # evicted meanwhile
                         local = self._mentions(self.nlp(sent))
-                ms.extend(
-                    Mention(
-                        m.label,
-                        m.phrase,
-                        i,
-                        m.char_start + off,
-                        m.char_end + off,
-                        m.negated,
-                        m.uncertain,
-                        m.hypothetical,
-                    )
-                    for m in local
-                )
+                for m in local:
+                    cs, ce, phrase = m.char_start + off, m.char_end + off, m.phrase
+                    if idx is not None:  # offsets into the cleaned text -> into the original
+                        cs, ce = idx[cs], idx[ce - 1] + 1
+                        phrase = text[cs:ce]
+                    ms.append(Mention(m.label, phrase, i, cs, ce, m.negated, m.uncertain, m.hypothetical))
             out.append(ms)
         return out
 
@@ -340,7 +369,10 @@ class Labeler:
         sent_starts = [0] + [i for i in range(1, len(flags)) if flags[i] == 1] if len(doc) else [0]
         term = sorted({s for s, _ in groups["TERM"]})
         b_pre = sorted(set(term) | {s for s, _ in groups["BPRE"]} | set(sent_starts[1:]))
-        b_fol = sorted(set(term) | {s for s, _ in groups["BFOL"]} | set(sent_starts[1:]))
+        bfol = {s for s, _ in groups["BFOL"]}
+        if self.spec.list_commas:
+            bfol -= self._list_commas(doc)
+        b_fol = sorted(set(term) | bfol | set(sent_starts[1:]))
         pseudo = groups["NPSEUDO"]
 
         def real(
@@ -367,8 +399,27 @@ class Labeler:
             for s, e in spans:
                 if rule.clause_final and rule.direction == "following" and not clause_final(e):
                     continue
-                trig.append(_Trigger(s, e, rule.category, rule.direction, rule.labels, rule.reach_tokens, False))
+                mrx = self._rule_mentions[i]
+                trig.append(_Trigger(s, e, rule.category, rule.direction, rule.labels, rule.reach_tokens, False, mrx))
         return _Context(trig, quals, sent_starts, b_pre, b_fol, groups)
+
+    @staticmethod
+    def _list_commas(doc: Doc) -> set[int]:
+        """Token indices of the commas of a list ("A, B and C"): a comma followed, before the next
+        comma, semicolon or sentence end, by "and" / "or", or followed by another list comma."""
+        out: set[int] = set()
+        conj_ahead = False  # scanning right to left: an and/or (or a list comma) before the next stop
+        for i in range(len(doc) - 1, -1, -1):
+            w = doc[i].lower_
+            if w == ",":
+                if conj_ahead:
+                    out.add(i)
+                conj_ahead = i in out  # a list comma chains to the comma before it
+            elif w in ("and", "or"):
+                conj_ahead = True
+            elif w in (";", ":", ".") or doc[i].is_sent_start:
+                conj_ahead = False
+        return out
 
     def _covers(self, t: _Trigger, start: int, end: int, doc: Doc, b_pre: list[int], b_fol: list[int]) -> bool:
         """Whether trigger ``t`` covers the token span ``[start, end)``."""
@@ -405,14 +456,29 @@ class Labeler:
         b_pre: list[int],
         b_fol: list[int],
     ) -> _Flags:
-        hit = {"cancel": False, "negated": False, "uncertain": False, "uncertain_first": False, "hypothetical": False}
+        hit = {
+            "cancel": False,
+            "negated": False,
+            "uncertain": False,
+            "uncertain_first": False,
+            "hypothetical": False,
+            "unnegated": False,
+        }
+        mtext: str | None = None
         for t in trig:
             if hit[t.category]:
                 continue
             if t.labels is not None and label not in t.labels:
                 continue
+            if t.mentions is not None:
+                if mtext is None:
+                    mtext = doc[start:end].text.lower()
+                if not t.mentions.search(mtext):
+                    continue
             if self._covers(t, start, end, doc, b_pre, b_fol):
                 hit[t.category] = True
+        if hit["unnegated"]:
+            hit["negated"] = False
         if hit["uncertain_first"]:
             return _Flags(hit["cancel"], False, True, False)
         return _Flags(hit["cancel"], hit["negated"], hit["uncertain"], hit["hypothetical"])

@@ -17,7 +17,12 @@ as before profiles existed):
   the longest overlapping phrase wins) or ``regex`` (CheXpert's extractor: every regular expression
   of ``mention_regex/<label>.txt`` is searched with :func:`re.finditer` in the lower-cased sentence,
   every match is a mention, a match overlapping a match of ``unmention_regex/<label>.txt`` is
-  dropped); ``scope``: ``breaks_preceding`` / ``breaks_following`` (phrases that end the scope of a
+  dropped; ``<label>}1.txt``, ``<label>}2.txt``, ... are parts whose line-by-line concatenations
+  are expressions); ``cleaning``: ``none`` or ``chexpert`` (regex profiles: the report is cleaned
+  and split into sentences as paper 004's labeler does, :mod:`gazeprep.text.chexpert_text`;
+  offsets still point into the original text); ``aggregation``: ``strongest`` (a report's status
+  is its strongest mention status) or ``chexpert`` (CheXpert's ``dict_to_vec`` order of tests and
+  its chf / heart failure exception); ``scope``: ``breaks_preceding`` / ``breaks_following`` (phrases that end the scope of a
   preceding / following trigger, as a termination phrase does for both) and ``clause_final_next``
   (tokens that may follow a ``clause_final`` trigger).
 * ``context.yaml``: ``rules``, a list of context rules (ConText-style): ``category`` (``negated``,
@@ -26,8 +31,14 @@ as before profiles existed):
   ``direction`` (``preceding``: the mentions after the trigger in its scope; ``following``: the
   mentions before it in its scope; ``overlap``: mentions whose span overlaps the trigger),
   ``phrases``, and optionally ``labels`` (the rule applies to mentions of these labels only),
-  ``reach_tokens`` (a shorter scope) and ``clause_final`` (a following trigger counts only at the
-  end of its clause: "heart size normal." but not "normal caliber vessels").
+  ``reach_tokens`` (a shorter scope), ``clause_final`` (a following trigger counts only at the
+  end of its clause: "heart size normal." but not "normal caliber vessels") and ``mentions`` (a
+  regular expression the mention's lower-cased text must contain: 004's rules that name the
+  finding's own word, "stable heart size" but not "stable cardiomegaly"). Category ``unnegated``:
+  no negation applies to a mention it covers (NegBio skips a negation of a node modified by "new").
+  ``scope.list_commas``: a comma followed, before the next comma, by "and" / "or" (a list "A, B
+  and C are normal") does not end a following trigger's scope, as NegBio spreads a rule over the
+  conjuncts of its node.
 
 :func:`profile_hash` is a SHA-256 over ``labels.yaml`` and the profile's rule files (paths relative
 to the profile folder, and bytes), recorded in export manifests.
@@ -36,6 +47,7 @@ to the profile folder, and bytes), recorded in export manifests.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +69,7 @@ from gazeprep.text.rules import (  # noqa: F401 - re-exported
 
 _RULE_FILES = ("profile.yaml", "context.yaml", "neutral.yaml", "uncertainty.yaml")
 _RULE_DIRS = ("mention", "unmention", "negation", "mention_regex", "unmention_regex")
-CATEGORIES = ("negated", "uncertain", "uncertain_first", "hypothetical", "cancel")
+CATEGORIES = ("negated", "uncertain", "uncertain_first", "hypothetical", "cancel", "unnegated")
 DIRECTIONS = ("preceding", "following", "overlap")
 #: Most regular expressions in one ``*_regex/<label>.txt`` file.
 MAX_REGEX_PER_FILE = 2000
@@ -104,6 +116,7 @@ class ContextRule:
     labels: frozenset[str] | None = None
     reach_tokens: int | None = None
     clause_final: bool = False
+    mentions: str | None = None  # a regular expression the mention's lower-cased text must contain
 
 
 @dataclass(frozen=True)
@@ -117,13 +130,16 @@ class ProfileSpec:
     breaks_preceding: tuple[str, ...] = ()
     breaks_following: tuple[str, ...] = ()
     clause_final_next: tuple[str, ...] = ("and", "or", ",", ";", ":", ".")
+    list_commas: bool = False  # a comma before "and"/"or" of a list does not end a following scope
     context: tuple[ContextRule, ...] = ()
+    cleaning: str = "none"  # or "chexpert": gazeprep.text.chexpert_text.clean_report before matching
+    aggregation: str = "strongest"  # or "chexpert": CheXpert's dict_to_vec order and chf exception
     mention_regex: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unmention_regex: dict[str, tuple[str, ...]] = field(default_factory=dict)
     hash: str = ""
 
 
-def read_regex_file(path: Path) -> tuple[str, ...]:
+def read_regex_file(path: Path, *, validate: bool = True) -> tuple[str, ...]:
     """Regular expressions of one regex rule file: one per line, used as written (CheXpert's phrase
     files, where ``_`` stands for a space); blank lines and lines starting with ``#`` are skipped.
 
@@ -144,10 +160,11 @@ def read_regex_file(path: Path) -> tuple[str, ...]:
         expr = raw.replace("_", " ")
         if len(expr) > MAX_REGEX_CHARS:
             raise RecipeError(f"{path}, line {i}: expression longer than {MAX_REGEX_CHARS} characters")
-        try:
-            re.compile(expr)
-        except re.error as exc:
-            raise RecipeError(f"{path}, line {i}: not a valid regular expression: {exc}") from None
+        if validate:  # parts of a <label>}N.txt file are checked once combined
+            try:
+                re.compile(expr)
+            except re.error as exc:
+                raise RecipeError(f"{path}, line {i}: not a valid regular expression: {exc}") from None
         out[expr] = None
         if len(out) > MAX_REGEX_PER_FILE:
             raise RecipeError(f"{path}: more than {MAX_REGEX_PER_FILE} expressions")
@@ -155,13 +172,45 @@ def read_regex_file(path: Path) -> tuple[str, ...]:
 
 
 def _regex_dir(d: Path, labels: set[str]) -> dict[str, tuple[str, ...]]:
+    """Regex rule files of a folder per label. ``<label>.txt`` holds whole expressions; files
+    ``<label>}1.txt``, ``<label>}2.txt``, ... (004's unmention layout) are parts, and every
+    concatenation of one line of each part, in part order, is an expression (``itertools.product``:
+    "over the" + " left " + "heart"); they follow the label's whole expressions."""
     out: dict[str, tuple[str, ...]] = {}
     if not d.is_dir():
         return out
+    parts: dict[str, dict[int, tuple[str, ...]]] = {}
     for p in sorted(d.glob("*.txt")):
-        if p.stem not in labels:
-            raise RecipeError(f"{p}: file name {p.stem!r} is not a label id of labels.yaml")
-        out[p.stem] = read_regex_file(p)
+        stem, sep, num = p.stem.partition("}")
+        if stem not in labels:
+            raise RecipeError(f"{p}: file name {stem!r} is not a label id of labels.yaml")
+        if sep:
+            if not num.isdigit() or int(num) < 1:
+                raise RecipeError(f"{p}: a part file is named <label>}}<number from 1>.txt")
+            parts.setdefault(stem, {})[int(num)] = read_regex_file(p, validate=False)
+        else:
+            out[stem] = read_regex_file(p)
+    for stem, by_num in parts.items():
+        nums = sorted(by_num)
+        if nums != list(range(1, len(nums) + 1)):
+            raise RecipeError(f"{d}: the part files of {stem!r} are not numbered 1..{len(nums)}")
+        combos = 1
+        for k in nums:
+            combos *= len(by_num[k])
+        if combos > MAX_REGEX_PER_FILE:
+            raise RecipeError(f"{d}: the part files of {stem!r} make more than {MAX_REGEX_PER_FILE} expressions")
+        exprs = dict.fromkeys(out.get(stem, ()))
+        for combo in itertools.product(*(by_num[k] for k in nums)):
+            expr = "".join(combo)
+            where = f"{d / (stem + '}N.txt')}"
+            if len(expr) > MAX_REGEX_CHARS:
+                raise RecipeError(f"{where}: combined expression longer than {MAX_REGEX_CHARS} characters")
+            try:
+                re.compile(expr)
+            except re.error as exc:
+                raise RecipeError(f"{where}: combined expression {expr!r} is not valid: {exc}") from None
+            exprs[expr] = None
+        out[stem] = tuple(exprs)
     return out
 
 
@@ -178,6 +227,14 @@ def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None =
     matching = str(meta.get("matching", "phrases"))
     if matching not in ("phrases", "regex"):
         raise RecipeError(f"{ppath}: matching must be 'phrases' or 'regex', not {matching!r}")
+    cleaning = str(meta.get("cleaning", "none"))
+    if cleaning not in ("none", "chexpert"):
+        raise RecipeError(f"{ppath}: cleaning must be 'none' or 'chexpert', not {cleaning!r}")
+    aggregation = str(meta.get("aggregation", "strongest"))
+    if aggregation not in ("strongest", "chexpert"):
+        raise RecipeError(f"{ppath}: aggregation must be 'strongest' or 'chexpert', not {aggregation!r}")
+    if cleaning == "chexpert" and matching != "regex":
+        raise RecipeError(f"{ppath}: cleaning 'chexpert' needs matching 'regex'")
     scope = meta.get("scope") or {}
     if not isinstance(scope, dict):
         raise RecipeError(f"{ppath}: scope must be a mapping")
@@ -196,7 +253,16 @@ def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None =
             where = f"{cpath}: rules[{i}]"
             if not isinstance(r, dict):
                 raise RecipeError(f"{where} must be a mapping")
-            unknown = set(r) - {"category", "direction", "phrases", "labels", "reach_tokens", "clause_final", "why"}
+            unknown = set(r) - {
+                "category",
+                "direction",
+                "phrases",
+                "labels",
+                "reach_tokens",
+                "clause_final",
+                "mentions",
+                "why",
+            }
             if unknown:
                 raise RecipeError(f"{where}: unknown key(s) {sorted(unknown)}")
             cat, direction = r.get("category"), r.get("direction")
@@ -213,6 +279,13 @@ def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None =
             reach = r.get("reach_tokens")
             if reach is not None and (not isinstance(reach, int) or isinstance(reach, bool) or reach < 0):
                 raise RecipeError(f"{where}.reach_tokens must be a non-negative integer")
+            mrx = r.get("mentions")
+            if mrx is not None:
+                mrx = str(mrx)
+                try:
+                    re.compile(mrx)
+                except re.error as exc:
+                    raise RecipeError(f"{where}.mentions: not a valid regular expression: {exc}") from None
             rules.append(
                 ContextRule(
                     cat,
@@ -221,6 +294,7 @@ def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None =
                     labs,
                     reach,
                     bool(r.get("clause_final", False)),
+                    mrx,
                 )
             )
     spec = ProfileSpec(
@@ -228,9 +302,12 @@ def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None =
         dir=d,
         description=str(meta.get("description", "")),
         matching=matching,
+        cleaning=cleaning,
+        aggregation=aggregation,
         breaks_preceding=plist("breaks_preceding"),
         breaks_following=plist("breaks_following"),
         clause_final_next=plist("clause_final_next", ProfileSpec.clause_final_next),
+        list_commas=bool(scope.get("list_commas", False)),
         context=tuple(rules),
         mention_regex=_regex_dir(d / "mention_regex", labels),
         unmention_regex=_regex_dir(d / "unmention_regex", labels),
