@@ -49,9 +49,10 @@ when the data have no such split it is chosen on all pairs and the summary says 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import polars as pl
@@ -61,6 +62,10 @@ from gazeprep.errors import GazeprepError, StorageError
 from gazeprep.evaluate import classification as C
 from gazeprep.evaluate import metrics as M
 from gazeprep.evaluate.registry import Metric, get_metric
+
+if TYPE_CHECKING:
+    from gazeprep.heatmaps.grid import OutputGrid
+    from gazeprep.recipes import OutputSpec
 
 DEFAULT_MAP_METRICS = ("kld", "cc", "hs", "sim", "ssim", "psnr", "l1", "l2", "iou", "fgiou", "bgiou", "fwiou")
 DEFAULT_ELLIPSE_METRICS = ("iou",)
@@ -74,12 +79,20 @@ DEFAULT_ORGAN_MAP: dict[str, tuple[str, ...]] = {
     "left_lung": ("left_lung",),
     "right_lung": ("right_lung",),
 }
-CONFUSION_METRICS = ("fgiou", "bgiou", "fwiou", "miou")
 LABEL_MEAN = "mean over labels"  # summary group: unweighted mean of the per-label means (n = labels)
 
 
+#: ``case_id -> {structure: bool mask (H, W) at the original image size}``, or None without masks.
+OrganMasks = Callable[[str], "dict[str, np.ndarray] | None"]
+#: One row of a ``cases`` table (``case_id``, ``split``, image size, ``dataset``), by column name.
+CaseInfo = dict[str, Any]
+
+
 class ExportLike(Protocol):
-    tables: Mapping[str, pl.DataFrame]
+    """What the evaluator reads from an export (see the module docstring)."""
+
+    @property
+    def tables(self) -> Mapping[str, pl.DataFrame]: ...
 
     def heatmap(self, case_id: str, target: str) -> np.ndarray: ...
 
@@ -92,7 +105,7 @@ class InMemoryExport:
 
     maps: dict[tuple[str, str], np.ndarray]
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
-    manifest: dict | None = None
+    manifest: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if "heatmaps" not in self.tables:
@@ -116,7 +129,7 @@ class _OneTargetForAll:
     """View of an export where the map of ``source_target`` stands for every target in ``targets``
     (e.g. the whole-recording map ``full`` compared with each label's reference)."""
 
-    def __init__(self, export: Any, source_target: str, targets: Sequence[str]):
+    def __init__(self, export: ExportLike, source_target: str, targets: Sequence[str]):
         self._ex = export
         self._src = source_target
         idx = _table(export, "heatmaps")
@@ -131,14 +144,12 @@ class _OneTargetForAll:
             {"case_id": [c for c in cases for _ in ts], "target": [t for _ in cases for t in ts]},
             schema={"case_id": pl.Utf8, "target": pl.Utf8},
         )
-        self.tables = {
-            **{
-                k: _table(export, k)
-                for k in ("cases", "fixations", "windows", "ellipses", "boxes", "masks")
-                if _table(export, k) is not None
-            },
-            "heatmaps": heat,
+        self.tables: dict[str, pl.DataFrame] = {
+            k: df
+            for k in ("cases", "fixations", "windows", "ellipses", "boxes", "masks")
+            if (df := _table(export, k)) is not None
         }
+        self.tables["heatmaps"] = heat
         self.manifest = getattr(export, "manifest", None)
         self.path = getattr(export, "path", None)
 
@@ -173,7 +184,7 @@ def _table(export: Any, name: str) -> pl.DataFrame | None:
     return df if isinstance(df, pl.DataFrame) else None
 
 
-def _case_info(export: Any) -> dict[str, dict]:
+def _case_info(export: Any) -> dict[str, CaseInfo]:
     cases = _table(export, "cases")
     if cases is None or cases.height == 0:
         return {}
@@ -203,7 +214,7 @@ def require_finite_map(a: np.ndarray, export: Any, side: str, case_id: str, targ
     )
 
 
-def _recipe_output(export: Any):
+def _recipe_output(export: Any) -> OutputSpec | None:
     """The output spec of the recipe in ``export``'s manifest, or ``None`` when it has no recipe.
 
     A recipe that does not validate is an error naming the export (guessing its grid instead would
@@ -218,15 +229,16 @@ def _recipe_output(export: Any):
     try:
         return Recipe.from_stored(man["recipe"]).output
     except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(x) for x in first.get("loc", ())) or "recipe"
+        errors = exc.errors()
+        where = (".".join(str(x) for x in errors[0]["loc"]) if errors else "") or "recipe"
+        msg = errors[0]["msg"] if errors else str(exc)
         raise GazeprepError(
             f"{export_label(export)}: the recipe in its manifest is not valid for this gazeprep version "
-            f"({where}: {first.get('msg', exc)}); cannot place its maps on the image grid"
+            f"({where}: {msg}); cannot place its maps on the image grid"
         ) from None
 
 
-def grid_for(export: Any, case_id: str, shape: tuple[int, int], info: dict | None = None):
+def grid_for(export: Any, case_id: str, shape: tuple[int, ...], info: CaseInfo | None = None) -> OutputGrid | None:
     """The :class:`~gazeprep.heatmaps.grid.OutputGrid` a map of ``shape`` of this case lies on, or
     ``None`` when the image size is unknown.
 
@@ -248,7 +260,7 @@ def grid_for(export: Any, case_id: str, shape: tuple[int, int], info: dict | Non
     return OutputGrid.letterbox(H, W, int(shape[0]), int(shape[1]))
 
 
-def grid_to_image(grid_map: np.ndarray, grid) -> np.ndarray:
+def grid_to_image(grid_map: np.ndarray, grid: OutputGrid) -> np.ndarray:
     """Nearest-neighbour map from an output grid back to original-image pixels ``(H, W)``: image pixel
     ``(r, c)`` takes the grid pixel nearest to ``grid.to_grid(c, r)`` (004 upscales heatmaps to the
     ellipse resolution with nearest-neighbour interpolation)."""
@@ -260,14 +272,14 @@ def grid_to_image(grid_map: np.ndarray, grid) -> np.ndarray:
     return np.asarray(grid_map)[rows[:, None], cols[None, :]]
 
 
-def _native_grid(shape: tuple[int, int]):
+def _native_grid(shape: tuple[int, ...]) -> OutputGrid:
     """The native grid of an image of ``shape`` (height, width)."""
     from gazeprep.heatmaps.grid import OutputGrid
 
     return OutputGrid.native(int(shape[0]), int(shape[1]))
 
 
-def regrid(a: np.ndarray, src, dst) -> np.ndarray:
+def regrid(a: np.ndarray, src: OutputGrid, dst: OutputGrid) -> np.ndarray:
     """Resample a map from output grid ``src`` to output grid ``dst`` of the same image (nearest):
     each ``dst`` pixel takes the ``src`` pixel nearest to the same image position; positions off
     ``src`` (e.g. its letterbox padding) read 0. Used when two exports of one case differ in grid
@@ -291,7 +303,7 @@ def regrid(a: np.ndarray, src, dst) -> np.ndarray:
 def fixation_map(
     fixations: pl.DataFrame,
     windows: pl.DataFrame | None,
-    grid,
+    grid: OutputGrid,
     *,
     counts: bool = False,
 ) -> np.ndarray:
@@ -357,6 +369,43 @@ def _bootstrap_confusion(cms: np.ndarray, key: str, n_boot: int, seed: int) -> t
 # main entry
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """The options of :func:`evaluate_exports`, grouped (each documented there)."""
+
+    metrics: tuple[str, ...] | None = None
+    by: Literal["label", "none"] = "label"
+    reference: Literal["maps", "ellipses", "organs"] = "maps"
+    targets: tuple[str, ...] | None = None
+    gt_threshold: float = 0.15
+    pred_threshold: float = 0.5
+    gt_binarize: Literal["iai"] | float = "iai"
+    iou_threshold: Literal["validated"] | float = "validated"
+    iou_average: Literal["dataset", "image"] = "dataset"
+    n_boot: int = 1000
+    seed: int = 0
+    pred_target: str | None = None
+    gt_target: str | None = None
+    ellipse_resolution: Literal["image", "grid"] = "image"
+    organ_masks: OrganMasks | None = None
+    organ_map: Mapping[str, Sequence[str]] | None = None
+    progress: bool = False
+
+    @property
+    def organ_structures(self) -> dict[str, tuple[str, ...]]:
+        """Target -> anatomy structures of organ mode (``organ_map`` or :data:`DEFAULT_ORGAN_MAP`)."""
+        return {k: tuple(v) for k, v in (self.organ_map or DEFAULT_ORGAN_MAP).items()}
+
+    @property
+    def validated(self) -> bool:
+        """Whether thresholded metrics choose their threshold per label on ``validate`` (004)."""
+        return self.iou_threshold == "validated"
+
+    def binarize_gt(self, ref_map: np.ndarray) -> np.ndarray:
+        """The reference foreground of binary metrics: I-AI's unique-level quantile or a threshold."""
+        return M.binarize_iai(ref_map) if self.gt_binarize == "iai" else ref_map > float(self.gt_binarize)
+
+
 def evaluate_exports(
     pred: ExportLike,
     gt: ExportLike,
@@ -375,11 +424,13 @@ def evaluate_exports(
     pred_target: str | None = None,
     gt_target: str | None = None,
     ellipse_resolution: Literal["image", "grid"] = "image",
-    organ_masks: Callable[[str], dict[str, np.ndarray] | None] | None = None,
+    organ_masks: OrganMasks | None = None,
     organ_map: Mapping[str, Sequence[str]] | None = None,
     progress: bool = False,
 ) -> EvalResult:
     """Compare the maps of ``pred`` with the ground truth ``gt`` (see the module docstring).
+
+    The keyword arguments are those of :class:`EvalOptions`; :func:`evaluate_with` takes them grouped.
 
     Parameters
     ----------
@@ -392,6 +443,12 @@ def evaluate_exports(
         of the pair's label (004 section 3.2); only region metrics apply.
     targets:
         Restrict to these targets (default: all paired targets).
+    gt_threshold, pred_threshold, gt_binarize:
+        Region of region metrics (``gt > gt_threshold``); foregrounds of binary metrics
+        (``pred > pred_threshold`` against ``gt_binarize``: ``"iai"`` or a threshold).
+    iou_threshold, iou_average:
+        Threshold of thresholded metrics (IoU): ``"validated"`` (chosen per label on ``validate``) or
+        a number; fg/bg/fw IoU at the ``dataset`` level (confusion summed) or the ``image`` mean.
     n_boot, seed:
         Percentile-bootstrap resamples over pairs for the 95% CIs (seeded, reproducible).
     ellipse_resolution:
@@ -407,49 +464,115 @@ def evaluate_exports(
     pred_target, gt_target:
         Use that one map of each case (e.g. ``full``, the whole-recording map) for every target of
         the other side: the baseline of 004's window comparison, or label maps vs the full map.
+    progress:
+        Show a progress bar over the pairs.
     """
-    defaults = {"ellipses": DEFAULT_ELLIPSE_METRICS, "organs": DEFAULT_ORGAN_METRICS}.get(
-        reference, DEFAULT_MAP_METRICS
+    options = EvalOptions(
+        metrics=tuple(metrics) if metrics is not None else None,
+        by=by,
+        reference=reference,
+        targets=tuple(targets) if targets is not None else None,
+        gt_threshold=gt_threshold,
+        pred_threshold=pred_threshold,
+        gt_binarize=gt_binarize,
+        iou_threshold=iou_threshold,
+        iou_average=iou_average,
+        n_boot=n_boot,
+        seed=seed,
+        pred_target=pred_target,
+        gt_target=gt_target,
+        ellipse_resolution=ellipse_resolution,
+        organ_masks=organ_masks,
+        organ_map=organ_map,
+        progress=progress,
     )
-    names = list(metrics) if metrics else list(defaults)
-    # image-level AUC / accuracy come from the prediction's class scores (gazeprep.evaluate.classification)
-    class_metrics = [n for n in names if n in C.CLASSIFICATION_METRICS] if metrics else list(C.CLASSIFICATION_METRICS)
-    names = [n for n in names if n not in C.CLASSIFICATION_METRICS]
-    scores = C.read_class_scores(pred)
-    if metrics and class_metrics and scores is None:
-        raise GazeprepError(
-            f"{', '.join(class_metrics)}: image-level metrics need classifier scores "
-            f"(tables/class_scores.parquet, written by gazeprep predict); {export_label(pred)} has none"
-        )
-    class_summary = (
-        C.classification_summary(scores, metrics=class_metrics, by=by, n_boot=n_boot, seed=seed)
-        if scores is not None and class_metrics
-        else None
-    )
+    return evaluate_with(pred, gt, options)
+
+
+def evaluate_with(pred: ExportLike, gt: ExportLike, options: EvalOptions) -> EvalResult:
+    """:func:`evaluate_exports` with its options in one :class:`EvalOptions`.
+
+    Stages: choose the metrics (image-level class metrics apart), stand one map for every target
+    when asked, pair the two sides, score every pair against its reference, then summarise."""
+    names, class_summary = _class_metrics(pred, options)
     if not names and class_summary is not None:  # only image-level metrics asked for: no map pairing
         empty = pl.DataFrame(schema={"case_id": pl.Utf8, "target": pl.Utf8})
         return EvalResult(
             pairs=empty, summary=class_summary, unpaired=empty.with_columns(pl.lit(None, pl.Utf8).alias("only_in"))
         )
-    mets: list[Metric] = [get_metric(n) for n in names]
+    mets = _map_metrics(names, options)
     notes: list[str] = []
+    pred, gt = _one_map_for_all(pred, gt, options, notes)
+    paired, unpaired = _pair_keys(pred, gt, options)
+    scorer = _PairScorer(pred, gt, mets, options, _reference_for(pred, gt, paired, options))
+    scorer.score_all(paired)
+    if scorer.missing_masks:
+        notes.append(f"{scorer.missing_masks} pairs without an organ mask (metrics NaN, left out of the means)")
+    pairs = pl.DataFrame(scorer.rows, infer_schema_length=None)
+    pairs, thresholds = _thresholds(pairs, mets, scorer.curves, options, notes)
+    cms = np.stack(scorer.cms) if scorer.cms else np.zeros((0, 2, 2), dtype=np.int64)
+    summary = _summarise(pairs, mets, thresholds, cms, options)
+    if class_summary is not None and class_summary.height:  # AUC / accuracy rows beside the map metrics
+        summary = pl.concat([summary, class_summary], how="vertical_relaxed")
+    return EvalResult(pairs=pairs, summary=summary, unpaired=unpaired, notes=notes)
 
-    if reference in ("ellipses", "organs"):
+
+# --------------------------------------------------------------------------------------------------
+# stages of evaluate_with
+
+
+def _class_metrics(pred: ExportLike, opts: EvalOptions) -> tuple[list[str], pl.DataFrame | None]:
+    """Split the asked metrics: the map metric names, and the summary of the image-level ones (AUC /
+    accuracy from the prediction's class scores, :mod:`gazeprep.evaluate.classification`), None
+    when there are no scores or none is asked for. Asking for one without scores is an error."""
+    defaults = {"ellipses": DEFAULT_ELLIPSE_METRICS, "organs": DEFAULT_ORGAN_METRICS}.get(
+        opts.reference, DEFAULT_MAP_METRICS
+    )
+    names = list(opts.metrics) if opts.metrics else list(defaults)
+    class_metrics = (
+        [n for n in names if n in C.CLASSIFICATION_METRICS] if opts.metrics else list(C.CLASSIFICATION_METRICS)
+    )
+    names = [n for n in names if n not in C.CLASSIFICATION_METRICS]
+    scores = C.read_class_scores(pred)
+    if opts.metrics and class_metrics and scores is None:
+        raise GazeprepError(
+            f"{', '.join(class_metrics)}: image-level metrics need classifier scores "
+            f"(tables/class_scores.parquet, written by gazeprep predict); {export_label(pred)} has none"
+        )
+    if scores is None or not class_metrics:
+        return names, None
+    return names, C.classification_summary(
+        scores, metrics=class_metrics, by=opts.by, n_boot=opts.n_boot, seed=opts.seed
+    )
+
+
+def _map_metrics(names: Sequence[str], opts: EvalOptions) -> list[Metric]:
+    """The registered map metrics ``names``, checked against the reference mode."""
+    mets = [get_metric(n) for n in names]
+    if opts.reference in ("ellipses", "organs"):
         bad = [m.name for m in mets if m.kind != "region"]
         if bad:
-            raise GazeprepError(f"{reference} mode compares maps with regions; not region metrics: {', '.join(bad)}")
-    if reference == "organs" and organ_masks is None:
+            raise GazeprepError(
+                f"{opts.reference} mode compares maps with regions; not region metrics: {', '.join(bad)}"
+            )
+    if opts.reference == "organs" and opts.organ_masks is None:
         raise GazeprepError("organ mode needs organ masks (organ_masks=, CLI --organ-masks DIR)")
-    omap = {k: tuple(v) for k, v in (organ_map or DEFAULT_ORGAN_MAP).items()}
     image_kind = [m.name for m in mets if m.kind == "image"]
     if image_kind:
         raise GazeprepError(
             f"{', '.join(image_kind)}: image-level metrics need classifier scores, not maps; "
             "use gazeprep.evaluate.metrics.bootstrap_auc"
         )
+    return mets
 
-    if pred_target is not None:
-        if reference == "ellipses":
+
+def _one_map_for_all(
+    pred: ExportLike, gt: ExportLike, opts: EvalOptions, notes: list[str]
+) -> tuple[ExportLike, ExportLike]:
+    """``pred_target`` / ``gt_target``: views where that one map of each case stands for every
+    target of the other side (:class:`_OneTargetForAll`); a note says so."""
+    if opts.pred_target is not None:
+        if opts.reference == "ellipses":
             e = _table(gt, "ellipses")
             labels = e.get_column("source_label").unique().to_list() if e is not None else []
             ref_targets = sorted(
@@ -458,27 +581,34 @@ def evaluate_exports(
         else:
             gi = _table(gt, "heatmaps")
             ref_targets = gi.get_column("target").unique().to_list() if gi is not None else []
-        pred = _OneTargetForAll(pred, pred_target, ref_targets)
-        notes.append(f"prediction map {pred_target!r} used for every reference target")
-    if gt_target is not None:
+        pred = _OneTargetForAll(pred, opts.pred_target, ref_targets)
+        notes.append(f"prediction map {opts.pred_target!r} used for every reference target")
+    if opts.gt_target is not None:
         pi = _table(pred, "heatmaps")
-        gt = _OneTargetForAll(gt, gt_target, pi.get_column("target").unique().to_list() if pi is not None else [])
-        notes.append(f"reference map {gt_target!r} used for every predicted target")
+        gt = _OneTargetForAll(gt, opts.gt_target, pi.get_column("target").unique().to_list() if pi is not None else [])
+        notes.append(f"reference map {opts.gt_target!r} used for every predicted target")
+    return pred, gt
+
+
+def _pair_keys(pred: ExportLike, gt: ExportLike, opts: EvalOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(paired, unpaired)``: the ``(case_id, target)`` keys on both sides, sorted, and those on one
+    side only (``only_in``: ``pred`` / ``gt``). The reference side's keys are its heatmaps, the
+    predicted targets that have an organ, or the targets with an ellipse of certainty > 2."""
     pidx = _table(pred, "heatmaps")
     if pidx is None:
         raise GazeprepError("prediction export has no 'heatmaps' table")
     pkeys = pidx.select("case_id", "target").unique()
-    if reference == "maps":
+    if opts.reference == "maps":
         gidx = _table(gt, "heatmaps")
         if gidx is None:
             raise GazeprepError("ground-truth export has no 'heatmaps' table")
         gkeys = gidx.select("case_id", "target").unique()
-    elif reference == "organs":
-        gkeys = pkeys.filter(pl.col("target").is_in(list(omap)))
+    elif opts.reference == "organs":
+        gkeys = pkeys.filter(pl.col("target").is_in(list(opts.organ_structures)))
     else:
         gkeys = _ellipse_keys(gt, pkeys)
-    if targets:
-        tset = set(targets)
+    if opts.targets:
+        tset = set(opts.targets)
         pkeys = pkeys.filter(pl.col("target").is_in(tset))
         gkeys = gkeys.filter(pl.col("target").is_in(tset))
     paired = pkeys.join(gkeys, on=["case_id", "target"], how="inner").sort("case_id", "target")
@@ -492,131 +622,221 @@ def evaluate_exports(
         raise GazeprepError(
             f"no (case_id, target) pair is present in both exports ({pkeys.height} predicted, {gkeys.height} reference)"
         )
+    return paired, unpaired
 
-    ginfo = _case_info(gt)
-    pinfo = _case_info(pred)
-    gfix = _table(gt, "fixations")
-    gwin = _table(gt, "windows")
-    need_fix = any(m.kind == "fixations" for m in mets)
-    if need_fix and gfix is None:
-        raise GazeprepError("NSS / AUC-Judd need the ground-truth export's 'fixations' table")
-    ell = _ellipse_frame(gt, paired.get_column("target").unique().to_list()) if reference == "ellipses" else None
-    iou_sweep = any(m.name == "iou" for m in mets) and iou_threshold == "validated"
 
-    rows: list[dict] = []
-    organ_cache: dict[str, dict] = {}
-    missing_masks = 0
-    curves: list[np.ndarray] = []
-    cms: list[np.ndarray] = []
-    it = paired.iter_rows()
-    if progress:
-        from tqdm import tqdm
+class _Reference(NamedTuple):
+    """What one pair's prediction is compared with."""
 
-        it = tqdm(it, total=paired.height, desc="evaluate", unit="map")
-    for case_id, target in it:
-        p = np.asarray(pred.heatmap(case_id, target), dtype=np.float64)
-        require_finite_map(p, pred, "prediction", case_id, target)
-        info = ginfo.get(case_id) or pinfo.get(case_id) or {}
-        row: dict[str, Any] = {"case_id": case_id, "target": target, "split": info.get("split")}
-        if reference == "ellipses":
-            grid = grid_for(pred, case_id, p.shape, info)
-            if grid is None:
-                raise GazeprepError(f"case {case_id!r}: image size unknown (cases table), cannot place ellipses")
-            e = ell.filter((pl.col("case_id") == case_id) & (pl.col("target") == target))
-            boxes = e.select("xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty").to_numpy().astype(np.float64)
-            if not np.isfinite(boxes[boxes[:, 4] > 2, :4]).all():
-                raise GazeprepError(
-                    f"ground truth export {export_label(gt)}: case {case_id!r}, target {target!r}: an ellipse "
-                    "(certainty > 2) has a missing or non-finite coordinate in the 'ellipses' table"
-                )
-            if ellipse_resolution == "grid" and not grid.is_native:
-                boxes[:, 0], boxes[:, 1] = grid.to_grid(boxes[:, 0], boxes[:, 1])
-                boxes[:, 2], boxes[:, 3] = grid.to_grid(boxes[:, 2], boxes[:, 3])
-                region = M.ellipse_mask(grid.height, grid.width, boxes)
-                p_use = p
-            else:
-                region = M.ellipse_mask(grid.image_height_px, grid.image_width_px, boxes)
-                p_use = grid_to_image(p, grid) if not grid.is_native else p
-            ref_map = region.astype(np.float64)
-        elif reference == "organs":
-            grid = grid_for(pred, case_id, p.shape, info)
-            if grid is None:
-                raise GazeprepError(f"case {case_id!r}: image size unknown (cases table), cannot place organ masks")
-            if case_id not in organ_cache:
-                organ_cache.clear()
-                organ_cache[case_id] = organ_masks(case_id)  # type: ignore[misc]
-            masks = organ_cache[case_id] or {}
-            want = [masks[k] for k in omap[target] if k in masks]
-            if not want:
-                for m in mets:
-                    row[m.name] = float("nan")
-                if iou_sweep:
-                    curves.append(np.full(len(M.THRESHOLDS_004), np.nan))
-                rows.append(row)
-                missing_masks += 1
-                continue
-            union = np.logical_or.reduce([np.asarray(x, dtype=bool) for x in want])
-            # 002: the organ coordinates are scaled to the CAM's resolution (the CAM is not resized)
-            region = regrid(union, _native_grid(union.shape), grid) > 0.5 if not grid.is_native else union
-            ref_map = region.astype(np.float64)
+    pred: np.ndarray  # the prediction on the reference's pixels, float64
+    ref_map: np.ndarray  # map metrics' reference, float64 (the region as 0 / 1 in ellipse and organ mode)
+    region: np.ndarray  # region metrics' reference, bool
+
+
+#: ``(case_id, target, prediction (H, W), case info) -> reference``; None when the case has none.
+_ReferenceFn = Callable[[str, str, np.ndarray, CaseInfo], "_Reference | None"]
+
+
+def _reference_for(pred: ExportLike, gt: ExportLike, paired: pl.DataFrame, opts: EvalOptions) -> _ReferenceFn:
+    """The reference of each pair in ``opts.reference`` mode (see the module docstring)."""
+    if opts.reference == "ellipses":
+        return _EllipseReference(pred, gt, _ellipse_frame(gt, paired.get_column("target").unique().to_list()), opts)
+    if opts.reference == "organs":
+        assert opts.organ_masks is not None  # checked by _map_metrics
+        return _OrganReference(pred, opts.organ_masks, opts.organ_structures)
+    return _MapReference(pred, gt, _case_info(pred), opts.gt_threshold)
+
+
+@dataclass
+class _MapReference:
+    """``maps``: the ground-truth map; a prediction on another grid of the same image is resampled
+    onto the reference's grid through the image geometry (:func:`regrid`)."""
+
+    pred_export: ExportLike
+    gt: ExportLike
+    pinfo: dict[str, CaseInfo]
+    gt_threshold: float
+
+    def __call__(self, case_id: str, target: str, p: np.ndarray, info: CaseInfo) -> _Reference:
+        g = np.asarray(self.gt.heatmap(case_id, target), dtype=np.float64)
+        require_finite_map(g, self.gt, "ground truth", case_id, target)
+        p_use = p
+        if p.shape != g.shape:  # same image, different grids: map through the image geometry
+            pg = grid_for(self.pred_export, case_id, p.shape, self.pinfo.get(case_id) or info)
+            gg = grid_for(self.gt, case_id, g.shape, info)
+            if pg is not None and gg is not None:
+                p_use = regrid(p, pg, gg)
+        return _Reference(p_use, g, g > self.gt_threshold)
+
+
+@dataclass
+class _EllipseReference:
+    """``ellipses`` (004 section 3.2): the ellipses of the pair's label with certainty > 2,
+    rasterised at the image size (the prediction mapped up to it) or on the prediction's grid."""
+
+    pred_export: ExportLike
+    gt: ExportLike
+    ellipses: pl.DataFrame  # the ground truth's ellipses with a target column
+    opts: EvalOptions
+
+    def __call__(self, case_id: str, target: str, p: np.ndarray, info: CaseInfo) -> _Reference:
+        grid = grid_for(self.pred_export, case_id, p.shape, info)
+        if grid is None:
+            raise GazeprepError(f"case {case_id!r}: image size unknown (cases table), cannot place ellipses")
+        e = self.ellipses.filter((pl.col("case_id") == case_id) & (pl.col("target") == target))
+        boxes = e.select("xmin_px", "ymin_px", "xmax_px", "ymax_px", "certainty").to_numpy().astype(np.float64)
+        if not np.isfinite(boxes[boxes[:, 4] > 2, :4]).all():
+            raise GazeprepError(
+                f"ground truth export {export_label(self.gt)}: case {case_id!r}, target {target!r}: an ellipse "
+                "(certainty > 2) has a missing or non-finite coordinate in the 'ellipses' table"
+            )
+        if self.opts.ellipse_resolution == "grid" and not grid.is_native:
+            boxes[:, 0], boxes[:, 1] = grid.to_grid(boxes[:, 0], boxes[:, 1])
+            boxes[:, 2], boxes[:, 3] = grid.to_grid(boxes[:, 2], boxes[:, 3])
+            region = M.ellipse_mask(grid.height, grid.width, boxes)
             p_use = p
         else:
-            g = np.asarray(gt.heatmap(case_id, target), dtype=np.float64)
-            require_finite_map(g, gt, "ground truth", case_id, target)
-            ref_map = g
-            region = g > gt_threshold
-            p_use = p
-            if p.shape != g.shape:  # same image, different grids: map through the image geometry
-                pg = grid_for(pred, case_id, p.shape, pinfo.get(case_id) or info)
-                gg = grid_for(gt, case_id, g.shape, info)
-                if pg is not None and gg is not None:
-                    p_use = regrid(p, pg, gg)
-        for m in mets:
-            if m.kind == "map":
-                row[m.name] = m(p_use, ref_map)
-            elif m.kind == "region":
-                if m.name == "iou" and iou_threshold != "validated":
-                    row[m.name] = m(p_use, region, threshold=float(iou_threshold))
-                elif m.name == "iou":
-                    continue
-                else:
-                    row[m.name] = m(p_use, region)
-            elif m.kind == "binary":
-                gb = M.binarize_iai(ref_map) if gt_binarize == "iai" else ref_map > float(gt_binarize)
-                pb = M.match_shape(p_use, gb.shape) > pred_threshold
-                row[m.name] = m(pb, gb)
-            elif m.kind == "fixations":
-                grid = grid_for(gt, case_id, ref_map.shape, info)
-                if grid is None:
-                    row[m.name] = float("nan")
-                    continue
-                fx = gfix.filter(pl.col("case_id") == case_id)
-                wins = None
-                if gwin is not None and target != "full":
-                    wins = gwin.filter((pl.col("case_id") == case_id) & (pl.col("target") == target))
-                    wins = wins if wins.height else None
-                row[m.name] = m(p_use, fixation_map(fx, wins, grid))
-        if iou_sweep:
-            curves.append(M.iou_curve(p_use, region))
-        if any(m.name in CONFUSION_METRICS for m in mets):
-            gb = M.binarize_iai(ref_map) if gt_binarize == "iai" else ref_map > float(gt_binarize)
-            cms.append(M.confusion_2class(M.match_shape(p_use, gb.shape) > pred_threshold, gb))
-        rows.append(row)
+            region = M.ellipse_mask(grid.image_height_px, grid.image_width_px, boxes)
+            p_use = grid_to_image(p, grid) if not grid.is_native else p
+        return _Reference(p_use, region.astype(np.float64), region)
 
-    if missing_masks:
-        notes.append(f"{missing_masks} pairs without an organ mask (metrics NaN, left out of the means)")
-    pairs = pl.DataFrame(rows, infer_schema_length=None)
-    thresholds: dict[str, tuple[float, str]] = {}
-    if iou_sweep:
-        pairs, thresholds, msg = _apply_validated_thresholds(pairs, np.stack(curves))
-        notes.extend(msg)
-    elif any(m.name == "iou" for m in mets):
-        thresholds = {t: (float(iou_threshold), "fixed") for t in pairs.get_column("target").unique().to_list()}
-    cm_arr = np.stack(cms) if cms else np.zeros((0, 2, 2), dtype=np.int64)
-    summary = _summarise(pairs, mets, by, thresholds, cm_arr, iou_average, n_boot, seed)
-    if class_summary is not None and class_summary.height:  # AUC / accuracy rows beside the map metrics
-        summary = pl.concat([summary, class_summary], how="vertical_relaxed")
-    return EvalResult(pairs=pairs, summary=summary, unpaired=unpaired, notes=notes)
+
+@dataclass
+class _OrganReference:
+    """``organs`` (002): the union of the masks of the structures the target belongs to, scaled to
+    the prediction's grid (the CAM is not resized); None when the case has none of them."""
+
+    pred_export: ExportLike
+    masks_of: OrganMasks
+    structures: dict[str, tuple[str, ...]]
+    _cache: dict[str, dict[str, np.ndarray] | None] = field(default_factory=dict)  # the last case's masks
+
+    def __call__(self, case_id: str, target: str, p: np.ndarray, info: CaseInfo) -> _Reference | None:
+        grid = grid_for(self.pred_export, case_id, p.shape, info)
+        if grid is None:
+            raise GazeprepError(f"case {case_id!r}: image size unknown (cases table), cannot place organ masks")
+        if case_id not in self._cache:
+            self._cache.clear()
+            self._cache[case_id] = self.masks_of(case_id)
+        masks = self._cache[case_id] or {}
+        want = [masks[k] for k in self.structures[target] if k in masks]
+        if not want:
+            return None
+        union = np.logical_or.reduce([np.asarray(x, dtype=bool) for x in want])
+        region = regrid(union, _native_grid(union.shape), grid) > 0.5 if not grid.is_native else union
+        return _Reference(p, region.astype(np.float64), region)
+
+
+class _PairScorer:
+    """Scores pairs one by one: a row of metric values per pair, plus the per-pair threshold curves
+    of thresholded metrics (``curves[name]``) and confusion matrices of dataset-level metrics."""
+
+    def __init__(
+        self, pred: ExportLike, gt: ExportLike, mets: Sequence[Metric], opts: EvalOptions, reference: _ReferenceFn
+    ):
+        self.pred, self.gt, self.mets, self.opts, self.reference = pred, gt, list(mets), opts, reference
+        self.ginfo, self.pinfo = _case_info(gt), _case_info(pred)
+        fixations = _table(gt, "fixations")
+        if fixations is None and any(m.kind == "fixations" for m in mets):
+            raise GazeprepError("NSS / AUC-Judd need the ground-truth export's 'fixations' table")
+        self.fixations = fixations if fixations is not None else pl.DataFrame()  # read by fixation metrics only
+        self.windows = _table(gt, "windows")
+        # thresholded metrics whose threshold is chosen later per label from their curves
+        self.swept = {m.name: m.threshold_curve for m in self.mets if m.threshold_curve is not None and opts.validated}
+        self.confusion = any(m.confusion_key is not None for m in self.mets)
+        self.rows: list[dict[str, Any]] = []
+        self.curves: dict[str, list[np.ndarray]] = {name: [] for name in self.swept}
+        self.cms: list[np.ndarray] = []
+        self.missing_masks = 0
+
+    def score_all(self, paired: pl.DataFrame) -> None:
+        """Score every ``(case_id, target)`` row of ``paired``, in order."""
+        it: Iterable[tuple[Any, ...]] = paired.iter_rows()
+        if self.opts.progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=paired.height, desc="evaluate", unit="map")
+        for case_id, target in it:
+            self.score(case_id, target)
+
+    def score(self, case_id: str, target: str) -> None:
+        """Append the row of one pair (NaN metrics when the case has no reference, e.g. no organ mask)."""
+        p = np.asarray(self.pred.heatmap(case_id, target), dtype=np.float64)
+        require_finite_map(p, self.pred, "prediction", case_id, target)
+        info = self.ginfo.get(case_id) or self.pinfo.get(case_id) or {}
+        row: dict[str, Any] = {"case_id": case_id, "target": target, "split": info.get("split")}
+        self.rows.append(row)
+        ref = self.reference(case_id, target, p, info)
+        if ref is None:
+            row.update({m.name: float("nan") for m in self.mets})
+            for name in self.swept:
+                self.curves[name].append(np.full(len(M.THRESHOLDS_004), np.nan))
+            self.missing_masks += 1
+            return
+        for m in self.mets:
+            value = self._value(m, ref, case_id, target, info)
+            if value is not None:
+                row[m.name] = value
+        for name, curve in self.swept.items():
+            self.curves[name].append(curve(ref.pred, ref.region))
+        if self.confusion:
+            gb = self.opts.binarize_gt(ref.ref_map)
+            self.cms.append(M.confusion_2class(M.match_shape(ref.pred, gb.shape) > self.opts.pred_threshold, gb))
+
+    def _value(self, m: Metric, ref: _Reference, case_id: str, target: str, info: CaseInfo) -> float | None:
+        """Metric ``m`` of one pair, by what its kind compares; None when it is set later (a threshold
+        chosen per label)."""
+        if m.kind == "map":
+            return m(ref.pred, ref.ref_map)
+        if m.kind == "region":
+            if m.threshold_curve is None:
+                return m(ref.pred, ref.region)
+            if self.opts.validated:
+                return None
+            return m(ref.pred, ref.region, threshold=float(self.opts.iou_threshold))
+        if m.kind == "binary":
+            gb = self.opts.binarize_gt(ref.ref_map)
+            return m(M.match_shape(ref.pred, gb.shape) > self.opts.pred_threshold, gb)
+        # fixations: the binary map of the reference's fixations inside the target's windows
+        grid = grid_for(self.gt, case_id, ref.ref_map.shape, info)
+        if grid is None:
+            return float("nan")
+        fx = self.fixations.filter(pl.col("case_id") == case_id)
+        wins = None
+        if self.windows is not None and target != "full":
+            wins = self.windows.filter((pl.col("case_id") == case_id) & (pl.col("target") == target))
+            wins = wins if wins.height else None
+        return m(ref.pred, fixation_map(fx, wins, grid))
+
+
+#: metric name -> target -> (threshold, where it was chosen: ``validate``, ``same data``, ``fixed``)
+_Thresholds = dict[str, dict[str, tuple[float, str]]]
+
+
+def _thresholds(
+    pairs: pl.DataFrame,
+    mets: Sequence[Metric],
+    curves: Mapping[str, list[np.ndarray]],
+    opts: EvalOptions,
+    notes: list[str],
+) -> tuple[pl.DataFrame, _Thresholds]:
+    """The threshold of each thresholded metric per target: fixed, or chosen per label from the
+    pairs' curves (:func:`_apply_validated_thresholds`, which also fills in the metric's column)."""
+    thresholds: _Thresholds = {}
+    for m in mets:
+        if m.threshold_curve is None:
+            continue
+        if opts.validated:
+            pairs, thresholds[m.name] = _apply_validated_thresholds(pairs, m.name, np.stack(curves[m.name]))
+        else:
+            fixed = (float(opts.iou_threshold), "fixed")
+            thresholds[m.name] = {t: fixed for t in pairs.get_column("target").unique().to_list()}
+    if any(w == "same data" for per in thresholds.values() for _, w in per.values()):
+        notes.append(
+            "IoU threshold chosen on the evaluated pairs themselves for some labels (no validate + test "
+            "splits): optimistic; 004 chooses on validation and reports test"
+        )
+    return pairs, thresholds
 
 
 def _default_labels() -> list[str]:
@@ -656,15 +876,19 @@ def _ellipse_keys(gt: ExportLike, pkeys: pl.DataFrame) -> pl.DataFrame:
 
 
 def _apply_validated_thresholds(
-    pairs: pl.DataFrame, curves: np.ndarray
-) -> tuple[pl.DataFrame, dict[str, tuple[float, str]], list[str]]:
-    """004: per target, pick the threshold on ``validate`` pairs and report IoU on ``test`` pairs."""
-    notes: list[str] = []
+    pairs: pl.DataFrame, name: str, curves: np.ndarray
+) -> tuple[pl.DataFrame, dict[str, tuple[float, str]]]:
+    """004: per target, pick the threshold of metric ``name`` on ``validate`` pairs and report it on
+    ``test`` pairs (on all pairs, ``same data``, without both splits).
+
+    ``curves``: ``(n_pairs, n_thresholds)``, the metric at each of ``THRESHOLDS_004``. Sets the
+    ``name`` column to the value at the chosen threshold and adds ``<name>_reported`` (the pair
+    counts in the summary) and ``<name>_threshold``."""
     split = pairs.get_column("split").to_list() if "split" in pairs.columns else [None] * pairs.height
     target = pairs.get_column("target").to_list()
     split_arr = np.array([s or "" for s in split])
     tgt_arr = np.array(target)
-    iou = np.full(pairs.height, np.nan)
+    values = np.full(pairs.height, np.nan)
     use = np.zeros(pairs.height, dtype=bool)
     thresholds: dict[str, tuple[float, str]] = {}
     for t in sorted(set(target)):
@@ -683,100 +907,115 @@ def _apply_validated_thresholds(
             thresholds[t] = (float("nan"), where)
             continue
         k = M.THRESHOLDS_004.index(thr)
-        iou[sel] = curves[sel, k]
+        values[sel] = curves[sel, k]
         use |= report
         thresholds[t] = (thr, where)
-    if any(w == "same data" for _, w in thresholds.values()):
-        notes.append(
-            "IoU threshold chosen on the evaluated pairs themselves for some labels (no validate + test "
-            "splits): optimistic; 004 chooses on validation and reports test"
-        )
     pairs = pairs.with_columns(
-        pl.Series("iou", iou),
-        pl.Series("iou_reported", use),
-        pl.Series("iou_threshold", [thresholds[t][0] for t in target]),
+        pl.Series(name, values),
+        pl.Series(f"{name}_reported", use),
+        pl.Series(f"{name}_threshold", [thresholds[t][0] for t in target]),
     )
-    return pairs, thresholds, notes
+    return pairs, thresholds
 
 
 def _summarise(
     pairs: pl.DataFrame,
     mets: Sequence[Metric],
-    by: str,
-    thresholds: dict[str, tuple[float, str]],
+    thresholds: _Thresholds,
     cms: np.ndarray,
-    iou_average: str,
-    n_boot: int,
-    seed: int,
+    opts: EvalOptions,
 ) -> pl.DataFrame:
-    out: list[dict] = []
+    """One row per (group, metric): ``all``, each target with ``by="label"``, and the unweighted
+    mean over labels (:data:`LABEL_MEAN`, 004 reports IoU so) when there are several labels."""
     groups: list[tuple[str, np.ndarray]] = [("all", np.ones(pairs.height, dtype=bool))]
-    if by == "label":
+    if opts.by == "label":
         tg = pairs.get_column("target").to_numpy()
         groups += [(t, tg == t) for t in sorted(set(tg.tolist()))]
-    reported = pairs.get_column("iou_reported").to_numpy() if "iou_reported" in pairs.columns else None
-    for gname, sel in groups:
-        for m in mets:
-            if m.name not in pairs.columns:
-                continue
-            s = sel.copy()
-            thr, where = None, None
-            if m.name == "iou":
-                if reported is not None:
-                    s &= reported
-                if gname != "all":
-                    thr, where = thresholds.get(gname, (None, None))
-                else:
-                    fixed = {t for t, _ in thresholds.values()} if thresholds else set()
-                    where = "fixed" if reported is None else "per label"
-                    thr = next(iter(fixed)) if reported is None and len(fixed) == 1 else None
-            v = pairs.get_column(m.name).cast(pl.Float64).to_numpy()[s]
-            if m.name in CONFUSION_METRICS and iou_average == "dataset" and cms.shape[0] == pairs.height:
-                sub = cms[s]
-                mean = M.ious_from_confusion(sub.sum(axis=0))[m.name] if sub.shape[0] else float("nan")
-                lo, hi = _bootstrap_confusion(sub, m.name, min(n_boot, 300), seed)
-                avg = "dataset"
-            else:
-                finite = v[~np.isnan(v)]
-                mean = float(finite.mean()) if finite.size else float("nan")
-                _, lo, hi = M.bootstrap_mean(v, n_boot=n_boot, seed=seed)
-                avg = "image"
+    out = [
+        _summary_row(pairs, m, gname, sel, thresholds, cms, opts)
+        for gname, sel in groups
+        for m in mets
+        if m.name in pairs.columns
+    ]
+    if opts.by == "label" and len(groups) > 2:
+        out += _label_means(out, mets)
+    return pl.DataFrame(out, schema=C.SUMMARY_SCHEMA)
+
+
+def _summary_row(
+    pairs: pl.DataFrame,
+    m: Metric,
+    gname: str,
+    sel: np.ndarray,
+    thresholds: _Thresholds,
+    cms: np.ndarray,
+    opts: EvalOptions,
+) -> dict[str, Any]:
+    """Mean and 95% bootstrap CI of metric ``m`` over the pairs ``sel`` of group ``gname``: the
+    dataset-level value of summed confusion matrices, or the mean over images (NaN left out). A
+    thresholded metric counts only its reported pairs and states its threshold."""
+    s = sel.copy()
+    thr: float | None = None
+    where: str | None = None
+    if m.threshold_curve is not None:
+        per_target = thresholds.get(m.name, {})
+        reported_col = f"{m.name}_reported"
+        validated = reported_col in pairs.columns
+        if validated:
+            s &= pairs.get_column(reported_col).to_numpy()
+        if gname != "all":
+            thr, where = per_target.get(gname, (None, None))
+        else:
+            fixed = {t for t, _ in per_target.values()}
+            where = "per label" if validated else "fixed"
+            thr = next(iter(fixed)) if not validated and len(fixed) == 1 else None
+    v = pairs.get_column(m.name).cast(pl.Float64).to_numpy()[s]
+    if m.confusion_key is not None and opts.iou_average == "dataset" and cms.shape[0] == pairs.height:
+        sub = cms[s]
+        mean = M.ious_from_confusion(sub.sum(axis=0))[m.confusion_key] if sub.shape[0] else float("nan")
+        lo, hi = _bootstrap_confusion(sub, m.confusion_key, min(opts.n_boot, 300), opts.seed)
+        avg = "dataset"
+    else:
+        finite = v[~np.isnan(v)]
+        mean = float(finite.mean()) if finite.size else float("nan")
+        _, lo, hi = M.bootstrap_mean(v, n_boot=opts.n_boot, seed=opts.seed)
+        avg = "image"
+    return {
+        "group": gname,
+        "metric": m.name,
+        "n": int((~np.isnan(v)).sum()),
+        "mean": mean,
+        "ci_low": lo,
+        "ci_high": hi,
+        "higher_is_better": m.higher_is_better,
+        "average": avg,
+        "threshold": thr,
+        "threshold_from": where,
+    }
+
+
+def _label_means(rows: Sequence[dict[str, Any]], mets: Sequence[Metric]) -> list[dict[str, Any]]:
+    """Rows of :data:`LABEL_MEAN`: per metric, the unweighted mean of the per-label means (n = labels
+    with a finite mean)."""
+    out: list[dict[str, Any]] = []
+    for m in mets:
+        vals = [r["mean"] for r in rows if r["metric"] == m.name and r["group"] != "all" and not np.isnan(r["mean"])]
+        if vals:
             out.append(
                 {
-                    "group": gname,
+                    "group": LABEL_MEAN,
                     "metric": m.name,
-                    "n": int((~np.isnan(v)).sum()),
-                    "mean": mean,
-                    "ci_low": lo,
-                    "ci_high": hi,
+                    "n": len(vals),
+                    "mean": float(np.mean(vals)),
+                    "ci_low": None,
+                    "ci_high": None,
                     "higher_is_better": m.higher_is_better,
-                    "average": avg,
-                    "threshold": thr,
-                    "threshold_from": where,
+                    "average": "labels",
+                    "threshold": None,
+                    "threshold_from": None,
                 }
             )
-    if by == "label" and len(groups) > 2:  # 004 reports IoU averaged over labels
-        for m in mets:
-            vals = [r["mean"] for r in out if r["metric"] == m.name and r["group"] != "all" and not np.isnan(r["mean"])]
-            if vals:
-                out.append(
-                    {
-                        "group": LABEL_MEAN,
-                        "metric": m.name,
-                        "n": len(vals),
-                        "mean": float(np.mean(vals)),
-                        "ci_low": None,
-                        "ci_high": None,
-                        "higher_is_better": m.higher_is_better,
-                        "average": "labels",
-                        "threshold": None,
-                        "threshold_from": None,
-                    }
-                )
-    return pl.DataFrame(
-        out,
-        schema=C.SUMMARY_SCHEMA,
-    )
+    return out
 
 
 def format_summary(summary: pl.DataFrame) -> str:
@@ -792,7 +1031,7 @@ def format_summary(summary: pl.DataFrame) -> str:
         txt = "nan" if v is None or np.isnan(v) else f"{v:.3f}"
         if r["ci_low"] is not None and not np.isnan(r["ci_low"]):
             txt += f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-        if r["metric"] == "iou" and r["threshold"] is not None:
+        if r["threshold"] is not None:  # only thresholded metrics (IoU) have one
             txt += f" @{r['threshold']:g}"
         cells[(r["group"], r["metric"])] = txt
         ns[r["group"]] = max(ns.get(r["group"], 0), r["n"])
@@ -809,11 +1048,9 @@ def format_summary(summary: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_table(df: pl.DataFrame, path) -> None:
+def write_table(df: pl.DataFrame, path: str | Path) -> None:
     """Write ``df`` as Parquet (``.parquet``) or CSV (``.csv``), atomically
     (:mod:`gazeprep._atomic`; an I/O fault is a :class:`~gazeprep.errors.StorageError` naming ``path``)."""
-    from pathlib import Path
-
     p = Path(path)
     if p.suffix not in (".parquet", ".csv"):
         raise GazeprepError(f"{p}: output must end in .parquet or .csv")

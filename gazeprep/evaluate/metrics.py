@@ -232,7 +232,6 @@ def box_mask(h: int, w: int, boxes: np.ndarray | Sequence[Sequence[float]]) -> n
 # 004: IoU at thresholds (ricbl localization_score_fn)
 
 
-@register_metric("iou", kind="region", source="004 ricbl src/train.py localization_score_fn", threshold=0.15)
 def iou_at_threshold(
     pred: ArrayLike, gt_mask: ArrayLike, *, threshold: float = 0.15, resize: ResizeMode = "nearest"
 ) -> float:
@@ -253,6 +252,15 @@ def iou_curve(
     :func:`iou_at_threshold`."""
     p, g = _prep(pred, gt_mask, resize)
     return _iou_curve(p, g > 0.5, thresholds)
+
+
+register_metric(
+    "iou",
+    kind="region",
+    source="004 ricbl src/train.py localization_score_fn",
+    threshold_curve=iou_curve,
+    threshold=0.15,
+)(iou_at_threshold)
 
 
 def _iou_curve(p: np.ndarray, g: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
@@ -386,7 +394,7 @@ bg_iou = _binary_metric("bgiou")
 fw_iou = _binary_metric("fwiou")
 m_iou = _binary_metric("miou")
 for _k, _f in (("fgiou", fg_iou), ("bgiou", bg_iou), ("fwiou", fw_iou), ("miou", m_iou)):
-    register_metric(_k, kind="binary", source="000 I-AI iai/evaluator (2-class confusion matrix)")(_f)
+    register_metric(_k, kind="binary", source="000 I-AI iai/evaluator (2-class confusion matrix)", confusion_key=_k)(_f)
 
 
 @register_metric("ssim", kind="map", source="000 I-AI (torchmetrics SSIM, data_range 1)")
