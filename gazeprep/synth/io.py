@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ def bool_strings(values: Iterable[object]) -> list[str | None]:
     return [None if v is None else ("True" if bool(v) else "False") for v in values]
 
 
-def _to_frame(columns: dict[str, object]) -> pl.DataFrame:
+def _to_frame(columns: Mapping[str, object]) -> pl.DataFrame:
     series = []
     for name, values in columns.items():
         if isinstance(values, pl.Series):
@@ -40,7 +40,7 @@ def _to_frame(columns: dict[str, object]) -> pl.DataFrame:
     return pl.DataFrame(series)
 
 
-def write_csv(path: str | Path, columns: dict[str, object], line_terminator: str = "\n") -> None:
+def write_csv(path: str | Path, columns: Mapping[str, object], line_terminator: str = "\n") -> None:
     """Write ``columns`` (name -> values, in order) as CSV the way pandas ``to_csv`` would.
 
     Floats are written with the shortest round-trip representation (Python ``repr``: ``7.0``,
@@ -55,7 +55,7 @@ def write_csv(path: str | Path, columns: dict[str, object], line_terminator: str
         fh.write(data.encode("utf-8"))
 
 
-def write_csv_gz(path: str | Path, columns: dict[str, object]) -> None:
+def write_csv_gz(path: str | Path, columns: Mapping[str, object]) -> None:
     """Like :func:`write_csv` with LF endings, gzip-compressed deterministically (mtime 0, no name)."""
     df = _to_frame(columns)
     data = df.write_csv(None, line_terminator="\n", null_value="", quote_style="necessary").encode("utf-8")

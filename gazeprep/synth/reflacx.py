@@ -23,16 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 
-from gazeprep.synth.behaviour import focus_segments, scanpath, search_visits, time_tokens
+from gazeprep.synth.behaviour import FocusSegment, Timing, focus_segments, scanpath, search_visits, time_tokens
 from gazeprep.synth.findings import (
     KINDS,
     REFLACX_P1_LABELS,
     REFLACX_P23_LABELS,
     PlannedSentence,
+    ReadingFinding,
     label_for,
     plan_sentences,
     sample_reading_findings,
@@ -97,6 +98,7 @@ GAZE_COLUMNS = (
     "window_level",
 ) + RECT_COLUMNS
 PHYSIONET_PREFIX = "physionet.org/files/mimic-cxr/2.0.0/"
+Box = tuple[float, float, float, float]  # (xmin, ymin, xmax, ymax) image px
 
 
 def join_tokens(tokens: list[str]) -> str:
@@ -193,39 +195,13 @@ def generate_reflacx(
     out = Path(out)
     rng = np.random.default_rng([int(seed), 0x5EF1AC])
     long_mode = mimic_root is None
-    k1, k2, n3 = _phase_plan(cases)
-    n_images = k1 + k2 + n3
-    if mimic_root is not None:
-        pool = load_mimic_images(mimic_root)
-        order = rng.permutation(len(pool))
-        images = [pool[int(order[i % len(pool)])] for i in range(n_images)]
-    else:
-        images = invent_images(rng, n_images)
-    # (phase, trial, image) per reading
-    plan: list[tuple[int, int, ImageRef]] = []
-    for j in range(k1):
-        plan += [(1, j + 2, images[j])] * 5
-    for j in range(k2):
-        plan += [(2, j + 1, images[k1 + j])] * 5
-    for j in range(n3):
-        plan.append((3, 0, images[k1 + k2 + j]))
-    ids = _case_ids(rng, [(p, t) for p, t, _ in plan])
-    n_disc = max(1, round(cases * 0.007)) if cases >= 8 else 0
-    discarded = set(int(i) for i in rng.choice(cases, size=n_disc, replace=False)) if n_disc else set()
-    # file order: phases 1/2 by id, phase 3 by image path
-    rows = list(zip(ids, plan, [i in discarded for i in range(cases)]))
-
-    def sort_key(r: tuple[str, tuple[int, int, ImageRef], bool]) -> tuple[int, str, str]:
-        cid, (p, t, img), _ = r
-        return (p, cid if p < 3 else PHYSIONET_PREFIX + img.rel_path, cid)
-
-    rows.sort(key=sort_key)
+    rows = _readings(rng, cases, mimic_root)
     main = out / "main_data"
     main.mkdir(parents=True, exist_ok=True)
     (out / "gaze_data").mkdir(parents=True, exist_ok=True)
     truth_cases: list[ReflacxCase] = []
     gaze_left = gaze_cases
-    iterator: Iterable[tuple[str, tuple[int, int, ImageRef], bool]] = rows
+    iterator: Iterable[_Reading] = rows
     if progress:
         from tqdm import tqdm
 
@@ -254,6 +230,43 @@ def generate_reflacx(
             main / f"metadata_phase_{phase}.csv", [c for c in truth_cases if c.phase == phase], label_columns[phase]
         )
     return SynthReflacx(out, int(seed), truth_cases, label_columns)
+
+
+#: One reading of the release: (case id, (phase, trial, image), eye-tracking data discarded).
+_Reading = tuple[str, tuple[int, int, ImageRef], bool]
+
+
+def _readings(rng: np.random.Generator, cases: int, mimic_root: str | Path | None) -> list[_Reading]:
+    """The release's ``cases`` readings in metadata file order (phases 1 and 2 by id, phase 3 by image
+    path): images (from ``mimic_root`` or invented), 5 readers per image in phases 1-2, ids and the
+    discarded readings."""
+    k1, k2, n3 = _phase_plan(cases)
+    n_images = k1 + k2 + n3
+    if mimic_root is not None:
+        pool = load_mimic_images(mimic_root)
+        order = rng.permutation(len(pool))
+        images = [pool[int(order[i % len(pool)])] for i in range(n_images)]
+    else:
+        images = invent_images(rng, n_images)
+    # (phase, trial, image) per reading
+    plan: list[tuple[int, int, ImageRef]] = []
+    for j in range(k1):
+        plan += [(1, j + 2, images[j])] * 5
+    for j in range(k2):
+        plan += [(2, j + 1, images[k1 + j])] * 5
+    for j in range(n3):
+        plan.append((3, 0, images[k1 + k2 + j]))
+    ids = _case_ids(rng, [(p, t) for p, t, _ in plan])
+    n_disc = max(1, round(cases * 0.007)) if cases >= 8 else 0
+    discarded = set(int(i) for i in rng.choice(cases, size=n_disc, replace=False)) if n_disc else set()
+    rows = list(zip(ids, plan, [i in discarded for i in range(cases)]))
+
+    def sort_key(r: _Reading) -> tuple[int, str, str]:
+        cid, (p, t, img), _ = r
+        return (p, cid if p < 3 else PHYSIONET_PREFIX + img.rel_path, cid)
+
+    rows.sort(key=sort_key)
+    return rows
 
 
 def _write_metadata(path: Path, cases: list[ReflacxCase], labels: tuple[str, ...]) -> None:
@@ -298,6 +311,17 @@ def _ellipse_from_box(
     return xa, ya, max(xb, xa + 1), max(yb, ya + 1)
 
 
+class _Views(NamedTuple):
+    """The reader's views (zoom / pan / windowing), piecewise constant in time: view ``i`` holds from
+    ``times[i]`` (s) on; ``rects`` the 8 :data:`RECT_COLUMNS` ints per view, ``window`` its (width, level),
+    ``zoomed`` whether it is magnified."""
+
+    times: np.ndarray
+    rects: np.ndarray
+    window: np.ndarray
+    zoomed: np.ndarray
+
+
 def _generate_case(
     rng: np.random.Generator,
     out: Path,
@@ -310,11 +334,84 @@ def _generate_case(
     long_mode: bool,
     first_gaze: bool,
 ) -> ReflacxCase:
+    """Write one reading's folders and return its truth.
+
+    Draws from ``rng`` in a fixed order, which the files depend on: chest box, findings and sentences,
+    ellipses, dictation timing and focus, scanpath, views, fixation details, gaze samples. A discarded
+    reading stops after its ellipses.
+    """
+    columns = REFLACX_P1_LABELS if phase == 1 else REFLACX_P23_LABELS
+    labelset = "reflacx1" if phase == 1 else "reflacx23"
+    case, sentences, boxes = _reading(rng, cid, phase, trial, img, disc, long_mode, labelset, columns)
+    folder = out / "main_data" / cid
+    folder.mkdir(parents=True, exist_ok=True)
+    (out / "gaze_data" / cid).mkdir(parents=True, exist_ok=True)
+    chest = case.chest_box
+    write_csv(
+        folder / "chest_bounding_box.csv",
+        {"xmin": [chest[0]], "ymin": [chest[1]], "xmax": [chest[2]], "ymax": [chest[3]]},
+        CRLF,
+    )
+    _write_ellipses(folder / "anomaly_location_ellipses.csv", case.ellipses, columns)
+    if disc:
+        return case
+
+    silent, timing, segs, boxes_of_mention = _dictation(rng, case, sentences, boxes, long_mode, labelset)
+    write_csv(
+        folder / "timestamps_transcription.csv",
+        {"word": case.tokens, "timestamp_start_word": timing.start, "timestamp_end_word": timing.end},
+        CRLF,
+    )
+    write_text(folder / "transcription.txt", case.transcription)
+
+    negative_start = first_gaze or rng.random() < 0.25
+    t0 = -rng.uniform(0.005, 0.25) if negative_start else rng.uniform(0.05, 0.4)
+    t_stop = float(timing.end[-1]) + rng.uniform(0.5, 2.5)
+    W, H = img.width, img.height
+    wander = [
+        boxes["right lung"],
+        boxes["left lung"],
+        boxes["cardiac silhouette"],
+        boxes["upper mediastinum"],
+        (0.0, 0.0, float(W), float(H)),
+    ]
+    mentions = case.mentions
+    targets = [(i, boxes_of_mention[i]) for i, m in enumerate(mentions) if not m.negated and boxes_of_mention[i]]
+    visits = search_visits(rng, max(t0, 0.0), segs[0].t_start if segs else silent, targets)
+    sp = scanpath(
+        rng, t0, t_stop, sorted(visits + segs, key=lambda g: g.t_start), wander, [0.38, 0.38, 0.12, 0.06, 0.06]
+    )
+    segs = sorted(visits + segs, key=lambda g: g.t_start)
+    target = np.where(sp["segment"] >= 0, np.array([s.mention for s in segs] + [-1])[sp["segment"]], -1)
+
+    views = _views(rng, W, H, t0, t_stop, segs, wander)
+    res_x, res_y = rng.uniform(92.0, 96.0), rng.uniform(92.0, 96.0)
+    fix, target = _fixation_table(rng, sp, target, views, res_x, res_y)
+    case.fixations = fix
+    case.fixation_target = target.astype(np.int64)
+    write_csv(folder / "fixations.csv", fix, CRLF)
+    if with_gaze:
+        case.gaze = _gaze_samples(rng, fix, views.times, views.rects, views.window, res_x, res_y)
+        write_csv(out / "gaze_data" / cid / "gaze.csv", _gaze_columns_for_csv(case.gaze), CRLF)
+    return case
+
+
+def _reading(
+    rng: np.random.Generator,
+    cid: str,
+    phase: int,
+    trial: int,
+    img: ImageRef,
+    disc: bool,
+    long_mode: bool,
+    labelset: str,
+    columns: tuple[str, ...],
+) -> tuple[ReflacxCase, list[PlannedSentence], dict[str, Box]]:
+    """The reading's truth before dictation: the reader's chest box, the findings' metadata labels and
+    ellipses; with the planned sentences and the image's region boxes (image px)."""
     W, H = img.width, img.height
     params, image_findings = params_for_image(img.dicom_id)
     boxes = region_boxes(params, H, W)
-    labelset = "reflacx1" if phase == 1 else "reflacx23"
-    columns = REFLACX_P1_LABELS if phase == 1 else REFLACX_P23_LABELS
     # chest box: reader-drawn rectangle around lungs + heart
     cb = chest_box(params, H, W)
     jit = rng.uniform(-0.015, 0.015, 4) * np.array([W, H, W, H])
@@ -325,14 +422,45 @@ def _generate_case(
         max(chest[2], chest[0] + 1),
         max(chest[3], chest[1] + 1),
     )
-
     findings = sample_reading_findings(rng, image_findings, negatives=(2, 4) if long_mode else (1, 3))
     quality = phase == 1 and rng.random() < 0.05
     sentences = plan_sentences(rng, findings)
     if quality:
         sentences.insert(0, PlannedSentence(("the", "study", "is", "limited", "by", "patient", "rotation", "."), ()))
+    labels, ellipses = _labels_and_ellipses(rng, findings, quality, boxes, W, H, labelset, columns)
+    case = ReflacxCase(
+        case_id=cid,
+        phase=phase,
+        trial=trial,
+        split=img.split,
+        discarded=disc,
+        image=PHYSIONET_PREFIX + img.rel_path,
+        dicom_id=img.dicom_id,
+        subject_id=img.subject_id,
+        study_id=img.study_id,
+        image_width=W,
+        image_height=H,
+        labels=labels,
+        chest_box=chest,
+        ellipses=ellipses,
+        image_findings=image_findings,
+        params=params,
+    )
+    return case, sentences, boxes
 
-    # labels and ellipses from the positive findings
+
+def _labels_and_ellipses(
+    rng: np.random.Generator,
+    findings: list[ReadingFinding],
+    quality: bool,
+    boxes: dict[str, Box],
+    W: int,
+    H: int,
+    labelset: str,
+    columns: tuple[str, ...],
+) -> tuple[dict[str, object], list[Ellipse]]:
+    """Metadata label columns (0-5 certainty, bool, or the ``Other`` text) and the ellipses drawn around
+    the regions of the positive findings."""
     labels: dict[str, object] = {}
     for lab in columns:
         labels[lab] = False if lab in ("Support devices", "Quality issue") else (None if lab == "Other" else 0)
@@ -360,45 +488,27 @@ def _generate_case(
             ellipses.append(Ellipse(*e, cert, (col,), f.kind))
     if other_texts:
         labels["Other"] = "|".join(sorted(other_texts))
-    split = img.split
-    case = ReflacxCase(
-        case_id=cid,
-        phase=phase,
-        trial=trial,
-        split=split,
-        discarded=disc,
-        image=PHYSIONET_PREFIX + img.rel_path,
-        dicom_id=img.dicom_id,
-        subject_id=img.subject_id,
-        study_id=img.study_id,
-        image_width=W,
-        image_height=H,
-        labels=labels,
-        chest_box=chest,
-        ellipses=ellipses,
-        image_findings=image_findings,
-        params=params,
-    )
-    folder = out / "main_data" / cid
-    folder.mkdir(parents=True, exist_ok=True)
-    (out / "gaze_data" / cid).mkdir(parents=True, exist_ok=True)
-    write_csv(
-        folder / "chest_bounding_box.csv",
-        {"xmin": [chest[0]], "ymin": [chest[1]], "xmax": [chest[2]], "ymax": [chest[3]]},
-        CRLF,
-    )
-    _write_ellipses(folder / "anomaly_location_ellipses.csv", ellipses, columns)
-    if disc:
-        return case
+    return labels, ellipses
 
-    # dictation
+
+def _dictation(
+    rng: np.random.Generator,
+    case: ReflacxCase,
+    sentences: list[PlannedSentence],
+    boxes: dict[str, Box],
+    long_mode: bool,
+    labelset: str,
+) -> tuple[float, Timing, list[FocusSegment], list[list[Box]]]:
+    """Time the sentences' tokens and fill the case's transcript, sentences and mentions (with the focus
+    span of each). Returns (silent viewing before the first word in s, the token timing, the focus
+    segments, the region boxes of each mention)."""
     silent = rng.uniform(10.0, 22.0) if long_mode else rng.uniform(2.0, 6.0)
     pause = (7.0, 15.0) if long_mode else (0.4, 2.0)
     timing = time_tokens(rng, sentences, silent, pause)
     tokens = [t for s in sentences for t in s.tokens]
     mentions: list[Mention] = []
     truth_sentences: list[Sentence] = []
-    boxes_of_mention = []
+    boxes_of_mention: list[list[Box]] = []
     for si, s in enumerate(sentences):
         a = int(timing.sentence_token_start[si])
         b = int(timing.sentence_token_end[si])
@@ -434,37 +544,22 @@ def _generate_case(
     for sg in segs:
         mentions[sg.mention].focus_start_s = round(sg.t_start, 3)
         mentions[sg.mention].focus_end_s = round(sg.t_end, 3)
-    transcription = join_tokens(tokens)
     case.tokens, case.token_start_s, case.token_end_s = tokens, timing.start, timing.end
-    case.transcription, case.sentences, case.mentions = transcription, truth_sentences, mentions
-    write_csv(
-        folder / "timestamps_transcription.csv",
-        {"word": tokens, "timestamp_start_word": timing.start, "timestamp_end_word": timing.end},
-        CRLF,
-    )
-    write_text(folder / "transcription.txt", transcription)
+    case.transcription, case.sentences, case.mentions = join_tokens(tokens), truth_sentences, mentions
+    return silent, timing, segs, boxes_of_mention
 
-    # fixations
-    negative_start = first_gaze or rng.random() < 0.25
-    t0 = -rng.uniform(0.005, 0.25) if negative_start else rng.uniform(0.05, 0.4)
-    t_stop = float(timing.end[-1]) + rng.uniform(0.5, 2.5)
-    wander = [
-        boxes["right lung"],
-        boxes["left lung"],
-        boxes["cardiac silhouette"],
-        boxes["upper mediastinum"],
-        (0.0, 0.0, float(W), float(H)),
-    ]
-    targets = [(i, boxes_of_mention[i]) for i, m in enumerate(mentions) if not m.negated and boxes_of_mention[i]]
-    visits = search_visits(rng, max(t0, 0.0), segs[0].t_start if segs else silent, targets)
-    sp = scanpath(
-        rng, t0, t_stop, sorted(visits + segs, key=lambda g: g.t_start), wander, [0.38, 0.38, 0.12, 0.06, 0.06]
-    )
-    segs = sorted(visits + segs, key=lambda g: g.t_start)
-    n = len(sp["start"])
-    target = np.where(sp["segment"] >= 0, np.array([s.mention for s in segs] + [-1])[sp["segment"]], -1)
 
-    # views (zoom / pan / windowing), piecewise constant in time
+def _views(
+    rng: np.random.Generator,
+    W: int,
+    H: int,
+    t0: float,
+    t_stop: float,
+    segs: list[FocusSegment],
+    wander: list[Box],
+) -> _Views:
+    """The whole image at first; half of the readers zoom in once or twice (on the region they focus on
+    then) and back out, some adjust window/level from some time on."""
     times = [-1e9]
     views = [(1.0, W / 2, H / 2, 1.0, 0.5)]
     if rng.random() < 0.5:
@@ -490,17 +585,31 @@ def _generate_case(
         times.insert(k, tw)
         views.insert(k, views[k - 1])
         views = [v if i < k else (v[0], v[1], v[2], ww, wl) for i, v in enumerate(views)]
-    rect_table = np.array([view_rects(W, H, v[0], v[1], v[2]) for v in views], dtype=np.int64)
-    win_table = np.array([(v[3], v[4]) for v in views], dtype=np.float64)
-    times_arr = np.array(times)
-    res_x, res_y = rng.uniform(92.0, 96.0), rng.uniform(92.0, 96.0)
+    return _Views(
+        times=np.array(times),
+        rects=np.array([view_rects(W, H, v[0], v[1], v[2]) for v in views], dtype=np.int64),
+        window=np.array([(v[3], v[4]) for v in views], dtype=np.float64),
+        zoomed=np.array([v[0] > 1.0 for v in views]),
+    )
 
+
+def _fixation_table(
+    rng: np.random.Generator,
+    sp: dict[str, np.ndarray],
+    target: np.ndarray,
+    views: _Views,
+    res_x: float,
+    res_y: float,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``fixations.csv`` columns of the scanpath ``sp`` seen through ``views`` (``res_*``: EyeLink
+    screen px per degree), and the fixations' targets (-1 for glances at the control strip)."""
+    n = len(sp["start"])
     start = np.round(sp["start"], 3) + 0.0
     end = np.round(sp["end"], 3) + 0.0
-    vi = np.searchsorted(times_arr, start, side="right") - 1
-    rects = rect_table[vi]
+    vi = np.searchsorted(views.times, start, side="right") - 1
+    rects = views.rects[vi]
     x, y = sp["x"].copy(), sp["y"].copy()
-    zoomed = np.array([v[0] > 1.0 for v in views])[vi]
+    zoomed = views.zoomed[vi]
     # keep fixations inside the shown crop while zoomed
     mx = 0.03 * (rects[:, 2] - rects[:, 0])
     my = 0.03 * (rects[:, 3] - rects[:, 1])
@@ -530,18 +639,12 @@ def _generate_case(
         "pupil_area_normalized": pupil,
         "angular_resolution_x_pixels_per_degree": np.round(res_x * px_scale_x).astype(np.int64),
         "angular_resolution_y_pixels_per_degree": np.round(res_y * px_scale_y).astype(np.int64),
-        "window_width": win_table[vi, 0],
-        "window_level": win_table[vi, 1],
+        "window_width": views.window[vi, 0],
+        "window_level": views.window[vi, 1],
     }
     for j, name in enumerate(RECT_COLUMNS):
         fix[name] = rects[:, j].copy()
-    case.fixations = fix
-    case.fixation_target = target.astype(np.int64)
-    write_csv(folder / "fixations.csv", fix, CRLF)
-    if with_gaze:
-        case.gaze = _gaze_samples(rng, fix, times_arr, rect_table, win_table, res_x, res_y)
-        write_csv(out / "gaze_data" / cid / "gaze.csv", _gaze_columns_for_csv(case.gaze), CRLF)
-    return case
+    return fix, target
 
 
 def _gaze_samples(
