@@ -9,13 +9,21 @@ parameters (002's sigmas) live in the objective and be checkpointed with it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Self, TypeAlias
 
 import torch
 from torch import nn
 
 from gazeprep.errors import GazeprepError
+
+#: A collated batch (:func:`gazeprep.train.loop._collate`): tensors with a leading batch dimension
+#: (``image``, ``heatmaps``, ``heatmap_valid``, ``labels``, ``class_index``, ``masks``, ...) and plain
+#: lists for the fields that are not numbers (``case_id``). Values are read by key with their known
+#: types, so the mapping is typed by its keys only.
+Batch: TypeAlias = dict[str, Any]
 
 
 @dataclass
@@ -56,6 +64,9 @@ class InputNorm(nn.Module):
 
     Statistics are buffers that are not saved in state dicts (older checkpoints load unchanged).
     """
+
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers
+    std: torch.Tensor
 
     def __init__(self, kind: str = "none"):
         super().__init__()
@@ -127,7 +138,7 @@ class GazeModel(nn.Module):
         ]
         self.train(self.training)
 
-    def train(self, mode: bool = True):  # keep frozen parts in eval mode
+    def train(self, mode: bool = True) -> Self:  # keep frozen parts in eval mode
         super().train(mode)
         for m in getattr(self, "_frozen", []):
             m.eval()
@@ -144,7 +155,7 @@ def load_weights(
     module: nn.Module,
     path: str | Path,
     prefix_strip: tuple[str, ...] = ("module.", "model.", "backbone."),
-    key_map=None,
+    key_map: Callable[[str], str] | None = None,
 ) -> tuple[int, int]:
     """Load a local state dict (``torch.load(..., weights_only=True)``) into ``module``.
 
@@ -184,8 +195,9 @@ def load_weights(
     return len(clean), len(own)
 
 
-def timm_model(name: str, weights: str | Path | None = None, **kwargs) -> nn.Module:
-    """A timm model with random init (``pretrained=False``), optionally loading local ``weights``."""
+def timm_model(name: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
+    """A timm model with random init (``pretrained=False``), optionally loading local ``weights``;
+    ``kwargs`` go to ``timm.create_model`` (typed ``Any`` there: each architecture takes its own)."""
     from gazeprep._torchvision_compat import ensure_torchvision
 
     ensure_torchvision()
@@ -198,6 +210,32 @@ def timm_model(name: str, weights: str | Path | None = None, **kwargs) -> nn.Mod
     if weights:
         load_weights(model, weights)
     return model
+
+
+def timm_num_features(net: nn.Module) -> int:
+    """Channels of a timm model's last feature map (its ``num_features`` attribute)."""
+    n = net.__dict__.get("num_features")
+    if not isinstance(n, int):
+        raise GazeprepError(f"{type(net).__name__} is not a timm model with num_features")
+    return n
+
+
+def timm_last_feature_module(net: nn.Module) -> str:
+    """Name of the module that outputs a timm classifier's last feature map
+    (``feature_info[-1]['module']``), e.g. ``layer4`` of a ResNet."""
+    info = net.__dict__.get("feature_info")
+    if not isinstance(info, list) or not info or not isinstance(info[-1].get("module"), str):
+        raise GazeprepError(f"{type(net).__name__} is not a timm model with feature_info")
+    return str(info[-1]["module"])
+
+
+def timm_feature_channels(net: nn.Module) -> list[int]:
+    """Channels of each output of a timm ``features_only`` model (``feature_info.channels()``)."""
+    info = net.__dict__.get("feature_info")
+    channels = getattr(info, "channels", None)
+    if channels is None:
+        raise GazeprepError(f"{type(net).__name__} is not a timm features_only model")
+    return [int(c) for c in channels()]
 
 
 def masked_or_none(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor | None:

@@ -24,6 +24,7 @@ eqs. 9-10 say.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ from torch import nn
 
 from gazeprep.errors import GazeprepError
 from gazeprep.train.losses import UncertaintyWeighting, selective_mse
-from gazeprep.train.models.base import GazeModel, InputNorm, LossOutput, timm_model
+from gazeprep.train.models.base import Batch, GazeModel, InputNorm, LossOutput, timm_model, timm_num_features
 
 
 class CAMLayer(nn.Module):
@@ -78,7 +79,7 @@ class GGCAM(GazeModel):
     def __init__(
         self,
         backbone: str = "resnet50",
-        class_names=("normal", "chf", "pneumonia"),
+        class_names: Sequence[str] = ("normal", "chf", "pneumonia"),
         weights: str | None = None,
         alpha_init: float = 1.0,
         backbone_kwargs: dict | None = None,
@@ -91,7 +92,7 @@ class GGCAM(GazeModel):
         self.features = timm_model(backbone, weights=weights, num_classes=0, global_pool="", **(backbone_kwargs or {}))
         self.class_names = list(class_names)
         self.map_names = list(class_names)
-        self.cam = CAMLayer(self.features.num_features, len(self.class_names), cam_reduce)
+        self.cam = CAMLayer(timm_num_features(self.features), len(self.class_names), cam_reduce)
         self.log_alpha = bool(log_alpha)
         if self.log_alpha:
             self.lg_alpha = nn.Parameter(torch.tensor(math.log(float(alpha_init))))
@@ -139,7 +140,7 @@ class GGCAMObjective(nn.Module):
         self.weighting = UncertaintyWeighting(sigma_sm, sigma_ce, lg_sigma_sm, lg_sigma_ce)
         self.target_channel = target_channel
 
-    def forward(self, model: GGCAM, batch: dict) -> LossOutput:
+    def forward(self, model: GGCAM, batch: Batch) -> LossOutput:
         out = model(batch["image"])
         y = batch["class_index"]
         known = y >= 0

@@ -15,18 +15,20 @@ rotations up to 10 degrees, horizontal flips and brightness/contrast shifts (``d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gazeprep.errors import GazeprepError
-from gazeprep.train.models.base import GazeModel, InputNorm, LossOutput, timm_model
+from gazeprep.train.models.base import Batch, GazeModel, InputNorm, LossOutput, timm_last_feature_module, timm_model
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "layercam", "hirescam", "scorecam")
 
 
-def cam_class(method: str):
-    """The ``pytorch_grad_cam`` class for ``method``."""
+def cam_class(method: str) -> type:
+    """The ``pytorch_grad_cam`` class for ``method`` (a ``BaseCAM`` subclass; the library is untyped)."""
     from gazeprep._torchvision_compat import ensure_torchvision
 
     ensure_torchvision()
@@ -58,7 +60,7 @@ class CAMBaseline(GazeModel):
 
     def __init__(
         self,
-        class_names=("normal", "chf", "pneumonia"),
+        class_names: Sequence[str] = ("normal", "chf", "pneumonia"),
         backbone: str = "resnet50",
         method: str = "gradcam",
         weights: str | None = None,
@@ -71,8 +73,7 @@ class CAMBaseline(GazeModel):
         cam_class(method)  # validate early
         self.input_norm = InputNorm(input_norm)
         self.net = timm_model(backbone, weights=weights, num_classes=len(self.class_names))
-        last = self.net.feature_info[-1]["module"]
-        self._target_layer_name = last
+        self._target_layer_name = timm_last_feature_module(self.net)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"logits": self.net(self.input_norm(image))}
@@ -103,7 +104,7 @@ class _LogitsOnly(nn.Module):
         super().__init__()
         self.net, self.norm = net, norm
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.norm(x))
 
 
@@ -114,7 +115,7 @@ class ClassifierObjective(nn.Module):
         super().__init__()
         self.multilabel = multilabel
 
-    def forward(self, model: CAMBaseline, batch: dict) -> LossOutput:
+    def forward(self, model: CAMBaseline, batch: Batch) -> LossOutput:
         logits = model(batch["image"])["logits"]
         if self.multilabel:
             labels = batch["labels"].to(logits.dtype)

@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +46,7 @@ from torch import nn
 
 from gazeprep.errors import GazeprepError
 from gazeprep.train.losses import iai_heatmap_loss
-from gazeprep.train.models.base import GazeModel, LossOutput
+from gazeprep.train.models.base import Batch, GazeModel, LossOutput
 
 #: BiomedCLIP / OpenAI CLIP preprocessing (ML_NOTES).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -87,8 +89,10 @@ def tiny_clip_config(image_size: int = 64) -> dict:
     }
 
 
-def build_clip(kind: str = "tiny", clip_dir: str | Path | None = None, image_size: int = 224):
-    """(model, tokenizer) of the frozen encoder.
+def build_clip(kind: str = "tiny", clip_dir: str | Path | None = None, image_size: int = 224) -> tuple[Any, Any]:
+    """(model, tokenizer) of the frozen encoder: an open_clip ``CLIP``/``CustomTextCLIP`` module and
+    its tokenizer (``tokenizer(list[str]) -> LongTensor``). ``Any``: open_clip ships no type
+    information, and the code reaches into its timm trunk (``visual.trunk.blocks``, ...).
 
     ``kind='biomedclip'``: open_clip ``local-dir:`` on ``clip_dir`` (must hold ``open_clip_config.json``;
     the weight file there, if any, is loaded by open_clip; the BERT text tower needs ``transformers``).
@@ -172,11 +176,13 @@ class IAIModel(GazeModel):
     """
 
     stage_names = ("heatmap", "classifier")
+    mean: torch.Tensor  # (1, 3, 1, 1) CLIP normalisation buffers
+    std: torch.Tensor
 
     def __init__(
         self,
-        class_names=("normal", "chf", "pneumonia"),
-        map_names=("full",),
+        class_names: Sequence[str] = ("normal", "chf", "pneumonia"),
+        map_names: Sequence[str] = ("full",),
         clip: str = "biomedclip",
         clip_dir: str | None = None,
         image_size: int = 224,
@@ -184,8 +190,8 @@ class IAIModel(GazeModel):
         adapter_depth: int = 8,
         adapter_heads: int = 6,
         mlp_hidden: int = 256,
-        prompts: dict | None = None,
-        fuse_clip_layers=(3, 6, 9),
+        prompts: dict[str, str] | None = None,
+        fuse_clip_layers: Sequence[int] = (3, 6, 9),
         finetune_classifier_encoder: bool = False,
         classifier_norm: bool = False,
     ):
@@ -246,7 +252,7 @@ class IAIModel(GazeModel):
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
         self.prompts = {**DEFAULT_PROMPTS, **(prompts or {})}
-        self._text_cache: dict = {}
+        self._text_cache: dict[tuple[str, str], torch.Tensor] = {}
         self.set_stage(self.stage_names[0])
 
     def trainable_modules(self, stage: str) -> list[nn.Module]:
@@ -262,7 +268,7 @@ class IAIModel(GazeModel):
             p.requires_grad_(False)
 
     # -- encoders ---------------------------------------------------------------------------------
-    def _text(self, target: str, device) -> torch.Tensor:
+    def _text(self, target: str, device: torch.device) -> torch.Tensor:
         prompt = self.prompts.get(target, target.replace("_", " "))
         key = (prompt, str(device))
         if key not in self._text_cache:
@@ -278,7 +284,7 @@ class IAIModel(GazeModel):
         n_pre = t.num_prefix_tokens
         gh, gw = t.patch_embed.grid_size
 
-        def grid(z):
+        def grid(z: torch.Tensor) -> torch.Tensor:
             return z[:, n_pre:].transpose(1, 2).reshape(z.shape[0], -1, gh, gw)
 
         feats = [grid(h)]
@@ -348,7 +354,7 @@ class _ParamHolder(nn.Module):
         super().__init__()
         self.params = list(params)
 
-    def parameters(self, recurse: bool = True):  # noqa: D102
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:  # noqa: D102
         return iter(self.params)
 
 
@@ -362,14 +368,17 @@ class IAIObjective(nn.Module):
     without that map are left out of the classifier loss).
     """
 
-    def __init__(self, lambdas=(1.0, 1.0, 1.0), classifier_mask: str = "predicted"):
+    def __init__(self, lambdas: Sequence[float] = (1.0, 1.0, 1.0), classifier_mask: str = "predicted"):
         super().__init__()
-        self.lambdas = tuple(float(x) for x in lambdas)
+        if len(lambdas) != 3:
+            raise GazeprepError(f"loss.lambdas needs three weights (L2, BCE, Dice), got {list(lambdas)}")
+        l2, bce, dice = (float(x) for x in lambdas)
+        self.lambdas = (l2, bce, dice)
         if classifier_mask not in ("predicted", "target"):
             raise GazeprepError(f"classifier_mask must be 'predicted' or 'target', not {classifier_mask!r}")
         self.classifier_mask = classifier_mask
 
-    def forward(self, model: IAIModel, batch: dict) -> LossOutput:
+    def forward(self, model: IAIModel, batch: Batch) -> LossOutput:
         if model.stage == "classifier":
             y = batch["class_index"]
             known = y >= 0

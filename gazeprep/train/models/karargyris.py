@@ -26,6 +26,8 @@ EfficientNet) "local derivative" is the activation's derivative.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,20 +35,21 @@ from torch import nn
 
 from gazeprep.errors import GazeprepError
 from gazeprep.train.losses import heatmap_bce, prob_bce
-from gazeprep.train.models.base import GazeModel, InputNorm, LossOutput, load_weights
+from gazeprep.train.models.base import Batch, GazeModel, InputNorm, LossOutput, load_weights
 
 
 class _RuleAct(torch.autograd.Function):
     """Activation whose backward follows the guided/deconvnet rule; twice differentiable."""
 
+    # ``ctx`` is torch's FunctionCtx, which declares none of the attributes a Function stores on it
     @staticmethod
-    def forward(ctx, x, kind: str, mode: str):  # noqa: D401
+    def forward(ctx: Any, x: torch.Tensor, kind: str, mode: str) -> torch.Tensor:  # noqa: D401
         ctx.save_for_backward(x)
         ctx.kind, ctx.mode = kind, mode
         return F.relu(x) if kind == "relu" else F.silu(x)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (x,) = ctx.saved_tensors
         g = F.relu(grad)
         if ctx.mode == "deconvnet":
@@ -62,17 +65,18 @@ class RuleActivation(nn.Module):
         super().__init__()
         self.kind, self.mode = kind, mode
 
-    def forward(self, x):
-        return _RuleAct.apply(x, self.kind, self.mode)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = _RuleAct.apply(x, self.kind, self.mode)
+        return out
 
 
 @contextlib.contextmanager
-def backprop_rules(model: nn.Module, mode: str):
+def backprop_rules(model: nn.Module, mode: str) -> Iterator[None]:
     """Temporarily replace ReLU/SiLU modules of ``model`` by guided (``guided``) or deconvnet
     (``deconvnet``) activations; restores the originals on exit."""
     if mode not in ("guided", "deconvnet"):
         raise GazeprepError(f"unknown heatmap generator {mode!r}; use guided or deconvnet")
-    swapped = []
+    swapped: list[tuple[nn.Module, str, nn.Module | None]] = []
     for parent in model.modules():
         for name, child in list(parent._modules.items()):
             kind = "relu" if isinstance(child, (nn.ReLU, nn.ReLU6)) else "silu" if isinstance(child, nn.SiLU) else None
@@ -118,12 +122,12 @@ class KarargyrisUNet(GazeModel):
 
     def __init__(
         self,
-        class_names=("normal", "chf", "pneumonia"),
+        class_names: Sequence[str] = ("normal", "chf", "pneumonia"),
         encoder: str = "efficientnet-b0",
-        decoder_channels=(256, 128, 64, 32, 16),
+        decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
         encoder_depth: int = 5,
         weights: str | None = None,
-        map_names=("full",),
+        map_names: Sequence[str] = ("full",),
         dropout: float = 0.0,
         input_norm: str = "imagenet",
     ):
@@ -187,7 +191,7 @@ class KarargyrisObjective(nn.Module):
         self.class_weight = class_weight
         self.needs_grad = variant != "baseline"  # saliency maps need autograd even when evaluating
 
-    def forward(self, model: KarargyrisUNet, batch: dict) -> LossOutput:
+    def forward(self, model: KarargyrisUNet, batch: Batch) -> LossOutput:
         out = model(batch["image"])
         labels = batch["labels"].to(out["logits"].dtype)
         known = ~torch.isnan(labels)
@@ -208,25 +212,24 @@ class KarargyrisObjective(nn.Module):
         pred_maps = target_maps = None
         if bool(valid.any()):
             m, t = mask_logits[valid], target[valid]
-            sal = None
-            if self.variant != "baseline":
+            if self.variant == "baseline":
+                seg = heatmap_bce(m, t)
+                pred_maps = torch.sigmoid(m.detach())
+            else:
                 classes = batch["class_index"].clamp(min=0)[valid]
                 sal = backprop_saliency(
                     model, batch["image"][valid], classes, self.generator, create_graph=self.variant in ("set1", "set3")
                 )
                 sal = F.interpolate(sal[:, None], size=t.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-            if self.variant == "baseline":
-                seg = heatmap_bce(m, t)
-            elif self.variant == "set1":
-                seg = prob_bce(sal, t)
-            elif self.variant == "set2":
-                seg = heatmap_bce(m, sal.detach())
-            else:
-                seg = self.ratio * heatmap_bce(m, t) + (1 - self.ratio) * prob_bce(sal, t)
+                if self.variant == "set1":
+                    seg = prob_bce(sal, t)
+                elif self.variant == "set2":
+                    seg = heatmap_bce(m, sal.detach())
+                else:
+                    seg = self.ratio * heatmap_bce(m, t) + (1 - self.ratio) * prob_bce(sal, t)
+                pred_maps = sal.detach() if self.variant == "set1" else torch.sigmoid(m.detach())
             parts["seg"] = float(seg.detach())
-            with torch.no_grad():
-                pred_maps = sal.detach() if self.variant == "set1" else torch.sigmoid(m)
-                target_maps = t
+            target_maps = t
         return LossOutput(
             self.class_weight * cls + self.seg_weight * seg,
             parts,

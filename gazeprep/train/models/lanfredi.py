@@ -23,13 +23,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gazeprep.errors import GazeprepError
 from gazeprep.train.losses import mil_image_probability, mil_loss, multitask_heatmap_bce, pool_to
-from gazeprep.train.models.base import GazeModel, InputNorm, LossOutput, timm_model
+from gazeprep.train.models.base import Batch, GazeModel, InputNorm, LossOutput, timm_feature_channels, timm_model
 
 
 class LanfrediMIL(GazeModel):
@@ -51,12 +53,12 @@ class LanfrediMIL(GazeModel):
 
     def __init__(
         self,
-        label_names,
+        label_names: Sequence[str],
         backbone: str = "resnet50",
         hidden: int = 512,
         weights: str | None = None,
         normalization: str = "brn",
-        decoder_widths=(128, 64),
+        decoder_widths: Sequence[int] = (128, 64),
         concat_upsample: str = "nearest",
         input_norm: str = "imagenet",
     ):
@@ -66,7 +68,7 @@ class LanfrediMIL(GazeModel):
         k = len(self.class_names)
         self.input_norm = InputNorm(input_norm)
         self.encoder = timm_model(backbone, weights=weights, features_only=True, out_indices=(3, 4))
-        c3, c4 = self.encoder.feature_info.channels()
+        c3, c4 = timm_feature_channels(self.encoder)
         if concat_upsample not in ("nearest", "bilinear"):
             raise GazeprepError(f"concat_upsample must be nearest or bilinear, not {concat_upsample!r}")
         self.concat_upsample = concat_upsample
@@ -139,7 +141,7 @@ class LanfrediObjective(nn.Module):
         self.lambda_a, self.lambda_t, self.threshold, self.normalization = lambda_a, lambda_t, threshold, normalization
         self.reduction, self.decoder_target = reduction, decoder_target
 
-    def forward(self, model: LanfrediMIL, batch: dict) -> LossOutput:
+    def forward(self, model: LanfrediMIL, batch: Batch) -> LossOutput:
         out = model(batch["image"])
         heat = batch["heatmaps"]
         grid = out["grid_logits"]

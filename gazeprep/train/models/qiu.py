@@ -21,13 +21,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gazeprep.errors import GazeprepError
 from gazeprep.train.losses import saliency_kl, triplet_loss
-from gazeprep.train.models.base import GazeModel, InputNorm, LossOutput, load_weights
+from gazeprep.train.models.base import Batch, GazeModel, InputNorm, LossOutput, load_weights
 
 
 class SEBlock(nn.Module):
@@ -45,7 +47,7 @@ class SEBlock(nn.Module):
             nn.Sigmoid(),
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.fc(x)[:, :, None, None]
 
 
@@ -65,7 +67,7 @@ class ResSEBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 3, padding=1)
         self.se = SEBlock(cout)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.se(F.relu(self.body(x) + self.skip(x)))
 
 
@@ -122,7 +124,7 @@ class DenseNetEncoder(nn.Module):
         self.classifier = nn.Linear(self.out_channels, num_classes)
         self.embed = nn.Linear(self.out_channels, embed_dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
     def pooled(self, feat: torch.Tensor) -> torch.Tensor:
@@ -145,7 +147,7 @@ class QiuDualUNet(GazeModel):
 
     def __init__(
         self,
-        class_names=("normal", "chf", "pneumonia"),
+        class_names: Sequence[str] = ("normal", "chf", "pneumonia"),
         densenet: str = "densenet201",
         width: int = 64,
         levels: int = 4,
@@ -189,15 +191,18 @@ class QiuDualUNet(GazeModel):
         self.set_stage(self.stage_names[0])
 
     def trainable_modules(self, stage: str) -> list[nn.Module]:
-        return {
+        table: dict[str, list[nn.Module]] = {
             "pretrain": [self.densenet],
             "classify": [self.densenet],
             "saliency": [self.unet],
             "fusion": [self.fusion],
-        }[stage]
+        }
+        return table[stage]
 
-    def _unet(self, x, dn_feat):
-        skips = []
+    def _unet(self, x: torch.Tensor, dn_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Saliency logits (B, H, W) and the last decoder features (B, width, H, W) of the U-Net on
+        ``x`` (B, 3, H, W), decoding from the DenseNet features ``dn_feat``."""
+        skips: list[torch.Tensor] = []
         h = x[:, :1]  # the code's U-Net reads the grey image (the DenseNet gets it repeated to 3 channels)
         for i, block in enumerate(self.enc):
             h = block(h if i == 0 else F.max_pool2d(h, 2))
@@ -243,7 +248,7 @@ class QiuObjective(nn.Module):
         super().__init__()
         self.margin, self.target_channel = margin, target_channel
 
-    def forward(self, model: QiuDualUNet, batch: dict) -> LossOutput:
+    def forward(self, model: QiuDualUNet, batch: Batch) -> LossOutput:
         out = model(batch["image"])
         y = batch["class_index"]
         known = y >= 0

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gazeprep.train.models.registry import EGD_CLASSES, REFLACX_LABELS, ModelInputs, ModelSpec, register
+
+if TYPE_CHECKING:  # the builders import their model module only when a model is built
+    from gazeprep.train.models.ggcam import GGCAM, GGCAMObjective
+    from gazeprep.train.models.gradcam import CAMBaseline, ClassifierObjective
+    from gazeprep.train.models.iai import IAIModel, IAIObjective
+    from gazeprep.train.models.karargyris import KarargyrisObjective, KarargyrisUNet
+    from gazeprep.train.models.lanfredi import LanfrediMIL, LanfrediObjective
+    from gazeprep.train.models.qiu import QiuDualUNet, QiuObjective
 
 TINY_TRAIN = {"epochs": 8, "batch_size": 8, "lr": 3e-3, "optimizer": "adam", "progress": False, "recalibrate_bn": True}
 
@@ -12,13 +22,13 @@ def _labels(data: dict, default: list[str]) -> list[str]:
 
 
 # -- 002 GG-CAM --------------------------------------------------------------------------------
-def _ggcam(model: dict, data: dict):
+def _ggcam(model: dict, data: dict) -> GGCAM:
     from gazeprep.train.models.ggcam import GGCAM
 
     return GGCAM(class_names=_labels(data, EGD_CLASSES), **model)
 
 
-def _ggcam_obj(loss: dict):
+def _ggcam_obj(loss: dict) -> GGCAMObjective:
     from gazeprep.train.models.ggcam import GGCAMObjective
 
     return GGCAMObjective(**loss)
@@ -94,7 +104,7 @@ for _name, _bb, _lr, _lg_sm in (
 
 
 # -- 003 Karargyris U-Net ----------------------------------------------------------------------
-def _karargyris(model: dict, data: dict):
+def _karargyris(model: dict, data: dict) -> KarargyrisUNet:
     from gazeprep.train.models.karargyris import KarargyrisUNet
 
     return KarargyrisUNet(
@@ -102,7 +112,7 @@ def _karargyris(model: dict, data: dict):
     )
 
 
-def _karargyris_obj(loss: dict):
+def _karargyris_obj(loss: dict) -> KarargyrisObjective:
     from gazeprep.train.models.karargyris import KarargyrisObjective
 
     return KarargyrisObjective(**loss)
@@ -167,13 +177,13 @@ register(
 
 
 # -- 004 Lanfredi MIL --------------------------------------------------------------------------
-def _lanfredi(model: dict, data: dict):
+def _lanfredi(model: dict, data: dict) -> LanfrediMIL:
     from gazeprep.train.models.lanfredi import LanfrediMIL
 
     return LanfrediMIL(label_names=_labels(data, REFLACX_LABELS), **model)
 
 
-def _lanfredi_obj(loss: dict):
+def _lanfredi_obj(loss: dict) -> LanfrediObjective:
     from gazeprep.train.models.lanfredi import LanfrediObjective
 
     return LanfrediObjective(**loss)
@@ -238,13 +248,13 @@ register(
 
 
 # -- 001 Qiu dual-encoder Res-SE-UNet ----------------------------------------------------------
-def _qiu(model: dict, data: dict):
+def _qiu(model: dict, data: dict) -> QiuDualUNet:
     from gazeprep.train.models.qiu import QiuDualUNet
 
     return QiuDualUNet(class_names=_labels(data, EGD_CLASSES), **model)
 
 
-def _qiu_obj(loss: dict):
+def _qiu_obj(loss: dict) -> QiuObjective:
     from gazeprep.train.models.qiu import QiuObjective
 
     return QiuObjective(**loss)
@@ -302,13 +312,13 @@ register(
 
 
 # -- 000 I-AI adapter + masked classifier ------------------------------------------------------
-def _iai(model: dict, data: dict):
+def _iai(model: dict, data: dict) -> IAIModel:
     from gazeprep.train.models.iai import IAIModel
 
     return IAIModel(class_names=_labels(data, EGD_CLASSES), map_names=list(data.get("targets") or ["full"]), **model)
 
 
-def _iai_obj(loss: dict):
+def _iai_obj(loss: dict) -> IAIObjective:
     from gazeprep.train.models.iai import IAIObjective
 
     return IAIObjective(**loss)
@@ -376,13 +386,13 @@ register(
 
 
 # -- Grad-CAM family baselines -----------------------------------------------------------------
-def _gradcam(model: dict, data: dict):
+def _gradcam(model: dict, data: dict) -> CAMBaseline:
     from gazeprep.train.models.gradcam import CAMBaseline
 
     return CAMBaseline(class_names=_labels(data, EGD_CLASSES), **model)
 
 
-def _gradcam_obj(loss: dict):
+def _gradcam_obj(loss: dict) -> ClassifierObjective:
     from gazeprep.train.models.gradcam import ClassifierObjective
 
     return ClassifierObjective(**loss)
