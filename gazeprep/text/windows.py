@@ -36,7 +36,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -45,6 +45,9 @@ from gazeprep.recipes import KeywordWindow, PhraseWindow, SentenceWindow, WholeR
 from gazeprep.registry import Registry
 from gazeprep.schema import WINDOWS, empty, reject
 from gazeprep.text.rules import load_keyword_sets
+
+if TYPE_CHECKING:
+    from gazeprep.text.labeler import Labeler
 
 
 def _status_expr() -> pl.Expr:
@@ -200,111 +203,129 @@ def _group_labels(group: str, rules_dir: str | Path | None) -> tuple[str, ...]:
     return groups[group]
 
 
-def _sentence_windows(rule, sentences, words, mentions, ctx, rejects) -> pl.DataFrame:
-    if sentences.height == 0 or mentions.height == 0:
-        return empty("windows")
-    sel = mentions.with_columns(_status_expr().alias("_status")).filter(
-        pl.col("_status").is_in(list(rule.mentions)) & pl.col("sentence_idx").is_not_null()
-    )
-    if sel.height == 0:
-        return empty("windows")
-    s = sentences.sort("sentence_idx")
-    s_idx = s["sentence_idx"].to_list()
-    s_t0 = s["t_start_s"].to_list()
-    s_t1 = s["t_end_s"].to_list()
-    w_t0 = [t for t in words["t_start_s"].to_list() if t is not None] if words.height else []
-    report_start = min(w_t0) if w_t0 else (s_t0[0] if s_t0 else 0.0)
-    pos = {k: i for i, k in enumerate(s_idx)}
-    rows: list[dict] = []
-    counts: dict[str, int] = {}
-    by_sentence = {}
-    for rec in sel.sort(["sentence_idx", "char_start"]).iter_rows(named=True):
-        by_sentence.setdefault(rec["sentence_idx"], []).append(rec)
-    for sidx in sorted(by_sentence):
-        recs = by_sentence[sidx]
-        if sidx not in pos:
-            if rejects is not None:
-                rejects.append(
-                    reject(ctx["dataset"], ctx["case_id"], "windows", None, None, f"mention in unknown sentence {sidx}")
-                )
-            continue
-        i = pos[sidx]
-        prev_start = s_t0[i - 1] if i > 0 else 0.0
-        prev_end = s_t1[i - 1] if i > 0 else 0.0
-        timed = [r for r in recs if r["t_start_s"] is not None]
+#: One mention row (``label``, ``sentence_idx``, ``char_start``, ``t_start_s``, ...), by column name.
+_Mention = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _SentenceTimes:
+    """The case's sentence times in ``sentence_idx`` order (seconds), for the anchors of one sentence."""
+
+    position: dict[int, int]  # sentence_idx -> position in the lists below
+    t_start: list[float]
+    t_end: list[float]
+    report_start: float  # start of the first timed word (first sentence start without words)
+
+    @classmethod
+    def of(cls, sentences: pl.DataFrame, words: pl.DataFrame) -> _SentenceTimes:
+        s = sentences.sort("sentence_idx")
+        s_t0 = s["t_start_s"].to_list()
+        w_t0 = [t for t in words["t_start_s"].to_list() if t is not None] if words.height else []
+        report_start = min(w_t0) if w_t0 else (s_t0[0] if s_t0 else 0.0)
+        position = {k: i for i, k in enumerate(s["sentence_idx"].to_list())}
+        return cls(position, s_t0, s["t_end_s"].to_list(), report_start)
+
+    def anchors(self, i: int, timed: list[_Mention]) -> dict[str, float | None]:
+        """Anchor name -> time of the sentence at position ``i``, whose mentions with word times are
+        ``timed`` (sorted by ``char_start``); mention anchors are None without any."""
         first_m = timed[0]["t_start_s"] if timed else None
         # the mention that begins last (largest char_start); ties keep the later word start
         last_m = max(timed, key=lambda r: (r["char_start"], r["t_start_s"]))["t_start_s"] if timed else None
-        anchors = {
-            "sentence_start": s_t0[i],
-            "sentence_end": s_t1[i],
+        floors = self.floors(i)
+        return {
+            "sentence_start": self.t_start[i],
+            "sentence_end": self.t_end[i],
             "first_mention": first_m,
             "last_mention": last_m,
-            "previous_sentence_start": prev_start,
-            "previous_sentence_end": prev_end,
-            "report_start": report_start,
+            **{k: floors[k] for k in ("previous_sentence_start", "previous_sentence_end", "report_start")},
             "recording_start": 0.0,
         }
-        floors = {
-            "previous_sentence_start": prev_start,
-            "previous_sentence_end": prev_end,
-            "report_start": report_start,
+
+    def floors(self, i: int) -> dict[str, float]:
+        """``not_before`` name -> earliest window start of the sentence at position ``i`` (0 before
+        the first sentence; ``none``: no floor)."""
+        return {
+            "previous_sentence_start": self.t_start[i - 1] if i > 0 else 0.0,
+            "previous_sentence_end": self.t_end[i - 1] if i > 0 else 0.0,
+            "report_start": self.report_start,
             "recording_start": 0.0,
             "none": -math.inf,
         }
-        a0, a1 = anchors[rule.start], anchors[rule.end]
-        if a0 is None or a1 is None:
+
+
+def _selected_mentions(rule: SentenceWindow, mentions: pl.DataFrame) -> dict[int, list[_Mention]]:
+    """``sentence_idx`` -> the mentions whose status is in ``rule.mentions``, by ``char_start``."""
+    sel = mentions.with_columns(_status_expr().alias("_status")).filter(
+        pl.col("_status").is_in(list(rule.mentions)) & pl.col("sentence_idx").is_not_null()
+    )
+    by_sentence: dict[int, list[_Mention]] = {}
+    for rec in sel.sort(["sentence_idx", "char_start"]).iter_rows(named=True):
+        by_sentence.setdefault(rec["sentence_idx"], []).append(rec)
+    return by_sentence
+
+
+def _sentence_window(
+    rule: SentenceWindow, sidx: int, recs: list[_Mention], times: _SentenceTimes
+) -> tuple[float, float] | str:
+    """``(t_start, t_end)`` of the window of sentence ``sidx`` with the selected mentions ``recs``,
+    or the reason there is none."""
+    i = times.position.get(sidx)
+    if i is None:
+        return f"mention in unknown sentence {sidx}"
+    a0, a1 = (times.anchors(i, [r for r in recs if r["t_start_s"] is not None])[k] for k in (rule.start, rule.end))
+    if a0 is None or a1 is None:
+        return f"sentence {sidx}: mention without word times; no window"
+    t_start = max(a0 - rule.lag_s, times.floors(i)[rule.not_before])
+    if a1 < t_start:
+        return f"sentence {sidx}: window end {a1:.3f} s before start {t_start:.3f} s; no window"
+    return float(t_start), float(a1)
+
+
+def _sentence_windows(
+    rule: SentenceWindow,
+    sentences: pl.DataFrame,
+    words: pl.DataFrame,
+    mentions: pl.DataFrame,
+    ctx: dict[str, str],
+    rejects: list[dict[str, Any]] | None,
+) -> pl.DataFrame:
+    """One window per sentence holding a selected mention, one row per label selected in it (in
+    order of first mention); sentences without a window are rejects (see the module docstring)."""
+    if sentences.height == 0 or mentions.height == 0:
+        return empty("windows")
+    by_sentence = _selected_mentions(rule, mentions)
+    if not by_sentence:
+        return empty("windows")
+    times = _SentenceTimes.of(sentences, words)
+    rows: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    for sidx in sorted(by_sentence):
+        recs = by_sentence[sidx]
+        window = _sentence_window(rule, sidx, recs, times)
+        if isinstance(window, str):
             if rejects is not None:
-                rejects.append(
-                    reject(
-                        ctx["dataset"],
-                        ctx["case_id"],
-                        "windows",
-                        None,
-                        None,
-                        f"sentence {sidx}: mention without word times; no window",
-                    )
-                )
+                rejects.append(reject(ctx["dataset"], ctx["case_id"], "windows", None, None, window))
             continue
-        t_start = max(a0 - rule.lag_s, floors[rule.not_before])
-        t_end = a1
-        if t_end < t_start:
-            if rejects is not None:
-                rejects.append(
-                    reject(
-                        ctx["dataset"],
-                        ctx["case_id"],
-                        "windows",
-                        None,
-                        None,
-                        f"sentence {sidx}: window end {t_end:.3f} s before start {t_start:.3f} s; no window",
-                    )
-                )
-            continue
-        targets: list[str] = []
-        for r in recs:
-            if r["label"] not in targets:
-                targets.append(r["label"])
-        for t in targets:
+        for t in dict.fromkeys(r["label"] for r in recs):
             rows.append(
                 {
                     **ctx,
                     "target": t,
                     "window_idx": counts.get(t, 0),
                     "sentence_idx": sidx,
-                    "t_start_s": float(t_start),
-                    "t_end_s": float(t_end),
+                    "t_start_s": window[0],
+                    "t_end_s": window[1],
                 }
             )
             counts[t] = counts.get(t, 0) + 1
     return _frame(rows)
 
 
-def _term_pattern(term: str) -> re.Pattern:
+def _term_pattern(term: str) -> re.Pattern[str]:
     return re.compile(r"(?<![a-z0-9])" + r"\s+".join(re.escape(p) for p in term.split()) + r"(?![a-z0-9])")
 
 
-_TERM_CACHE: dict[str, re.Pattern] = {}
+_TERM_CACHE: dict[str, re.Pattern[str]] = {}
 
 
 def keyword_spans(text: str, alternatives: tuple[tuple[str, ...], ...]) -> list[tuple[int, int]]:
@@ -313,37 +334,38 @@ def keyword_spans(text: str, alternatives: tuple[tuple[str, ...], ...]) -> list[
     low = (text or "").lower()
     spans: list[tuple[int, int]] = []
     for alt in alternatives:
-        found = []
+        found: list[tuple[int, int]] = []
         for term in alt:
             pat = _TERM_CACHE.get(term)
             if pat is None:
                 pat = _TERM_CACHE[term] = _term_pattern(term)
             m = [(x.start(), x.end()) for x in pat.finditer(low)]
-            if not m:
-                found = None
+            if not m:  # a term of this alternative is missing: the alternative does not match
+                found = []
                 break
             found += m
-        if found:
-            spans += found
+        spans += found
     return sorted(set(spans))
 
 
-def _keyword_windows(rule: KeywordWindow, sentences, ctx, rules_dir) -> pl.DataFrame:
+def _keyword_windows(
+    rule: KeywordWindow, sentences: pl.DataFrame, ctx: dict[str, str], rules_dir: str | Path | None
+) -> pl.DataFrame:
     ks = load_keyword_sets(rule.keywords, rules_dir)
     unknown = [t for t in rule.targets if t not in ks.targets]
     if unknown:
         raise RecipeError(f"keyword set {rule.keywords!r} has no target(s) {unknown} (has {sorted(ks.targets)})")
     if sentences.height == 0:
         return empty("windows")
-    labeler = None
+    labeler: Labeler | None = None
     if not ks.count_negated:
         from gazeprep.text.labeler import Labeler
 
         labeler = Labeler.from_rules(rules_dir)
-    rows = []
+    rows: list[dict[str, Any]] = []
     s = sentences.sort("sentence_idx")
     for target in rule.targets:
-        chosen = None
+        chosen: dict[str, Any] | None = None
         for rec in s.iter_rows(named=True):
             spans = keyword_spans(rec["text"] or "", ks.targets[target])
             if not spans:
@@ -366,14 +388,16 @@ def _keyword_windows(rule: KeywordWindow, sentences, ctx, rules_dir) -> pl.DataF
     return _frame(rows)
 
 
-def _phrase_windows(rule: PhraseWindow, sentences, words, ctx) -> pl.DataFrame:
+def _phrase_windows(
+    rule: PhraseWindow, sentences: pl.DataFrame, words: pl.DataFrame, ctx: dict[str, str]
+) -> pl.DataFrame:
     if words.height == 0:
         return empty("windows")
     w = words.sort("word_idx")
     s = sentences.sort("sentence_idx") if sentences.height else sentences
     s_end = s["char_end"].to_list() if s.height else []
     s_idx = s["sentence_idx"].to_list() if s.height else []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, rec in enumerate(w.iter_rows(named=True)):
         if rec["t_start_s"] is None or rec["t_end_s"] is None:
             continue
