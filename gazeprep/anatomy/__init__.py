@@ -6,7 +6,7 @@ Torch-free entry points (importing this package does not import torch):
 * :func:`load_anatomy_masks` - ``{structure: bool (H, W)}`` of one image at its original size, for
   ``render_case(..., masks=...)``;
 * :class:`AnatomyMasks` - the same per recipe target, configured by a recipe's ``anatomy`` section;
-* :func:`masks_table` / :func:`egd_masks_table` - rows of the canonical ``masks`` table;
+* :func:`masks_table` / :func:`release_masks_table` - rows of the canonical ``masks`` table;
 * :func:`heart_from_mediastinum`, :class:`MissingMaskError`.
 
 The model (:mod:`gazeprep.anatomy.model`), training (:mod:`gazeprep.anatomy.train`) and inference
@@ -17,11 +17,12 @@ the paper's classification settings and splits :mod:`gazeprep.anatomy.splits`.
 from gazeprep.anatomy.masks import (
     AnatomyMasks,
     MissingMaskError,
-    egd_masks_table,
     heart_from_mediastinum,
     load_anatomy_masks,
     load_egd_anatomy_masks,
+    load_release_anatomy_masks,
     masks_table,
+    release_masks_table,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "heart_from_mediastinum",
     "load_anatomy_masks",
     "load_egd_anatomy_masks",
+    "load_release_anatomy_masks",
     "masks_table",
-    "egd_masks_table",
+    "release_masks_table",
 ]

@@ -1,4 +1,8 @@
-"""Inputs of the anatomy stage (no torch): images, EGD-CXR masks, and the image lists of the releases.
+"""Inputs of the anatomy stage (no torch): images, release masks, and the image lists of the releases.
+
+Which images a release holds and which mask files it ships are its adapter's knowledge
+(:meth:`gazeprep.datasets.base.DatasetAdapter.images` / ``mask_files``); the functions here look the
+adapter up in the dataset registry by name and never test a dataset's name themselves.
 
 Images come from the MIMIC-CXR root (DICOM ``.dcm`` or MIMIC-CXR-JPG ``.jpg``). The release files
 name them by a path relative to the MIMIC-CXR release (``files/pXX/p<subject>/s<study>/<dicom_id>.dcm``;
@@ -10,29 +14,27 @@ Image lookup and decoding are the ingest stage's (:mod:`gazeprep.datasets.images
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 from PIL import Image
 
-from gazeprep.anatomy.structures import EGD_MASK_FILES, STRUCTURES
-from gazeprep.errors import GazeprepError, InputFormatError
-from gazeprep.paths import safe_component, safe_join
+from gazeprep.anatomy.structures import STRUCTURES
+from gazeprep.datasets.base import DatasetAdapter, ImageListing, ImageRecord
 
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image to segment: ``image_id`` = MIMIC dicom_id, ``image_path`` relative to the MIMIC root
-    as written in the release, ``subject_id`` for subject-disjoint splits, ``source_row`` the 1-based
-    data row of the release file it came from."""
-
-    image_id: str
-    image_path: str
-    subject_id: str | None = None
-    source_file: str | None = None
-    source_row: int | None = None
+__all__ = [
+    "ImageListing",
+    "ImageRecord",
+    "labels_from_masks",
+    "list_images",
+    "load_gray",
+    "load_release_masks",
+    "read_mask_png",
+    "release_mask_paths",
+    "resize_float",
+    "resize_labels",
+    "resolve_image",
+]
 
 
 # --------------------------------------------------------------------------- images
@@ -59,7 +61,7 @@ def resize_float(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     h, w = (size, size) if isinstance(size, int) else size
     if img.shape == (h, w):
         return img.astype(np.float32, copy=False)
-    return np.asarray(Image.fromarray(img.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
+    return np.asarray(Image.fromarray(img.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR))
 
 
 def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -99,80 +101,39 @@ def labels_from_masks(masks: dict[str, np.ndarray], classes: tuple[str, ...]) ->
     return out
 
 
-# --------------------------------------------------------------------------- EGD-CXR
+# --------------------------------------------------------------------------- releases (through the adapters)
 
 
-def _read_csv(path: Path, columns: list[str]) -> pl.DataFrame:
-    if not path.is_file():
-        raise GazeprepError(f"{path} not found")
-    try:
-        df = pl.read_csv(path, infer_schema=False)
-    except pl.exceptions.PolarsError as exc:
-        raise InputFormatError(path, f"not a readable CSV ({exc})") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise InputFormatError(path, f"missing column(s) {missing}")
-    return df.with_row_index("source_row", offset=1)
+def _adapter(dataset: str) -> DatasetAdapter:
+    """The adapter of ``dataset``: a registered name, or a dataset definition YAML file."""
+    from gazeprep.datasets.registry import resolve_dataset
+
+    return resolve_dataset(dataset)
 
 
-def list_egd_cases(root: str | Path) -> list[ImageRecord]:
-    """EGD-CXR images from ``master_sheet.csv`` (dicom_id, path, patient_id)."""
-    path = Path(root) / "master_sheet.csv"
-    df = _read_csv(path, ["dicom_id", "path", "patient_id"])
-    return [
-        ImageRecord(r["dicom_id"], r["path"], r["patient_id"], str(path), int(r["source_row"]))
-        for r in df.select("dicom_id", "path", "patient_id", "source_row").iter_rows(named=True)
-        if r["dicom_id"]
-    ]
+def list_images(dataset: str, root: str | Path, *, images_root: str | Path | None = None) -> ImageListing:
+    """The distinct images of ``dataset``'s release at ``root``, as its adapter lists them
+    (:meth:`~gazeprep.datasets.base.DatasetAdapter.images`), with rejects rows for dropped rows.
 
-
-def egd_mask_paths(root: str | Path, dicom_id: str) -> dict[str, Path]:
-    """Existing mask files of one EGD-CXR case (structure -> path); missing structures are absent."""
-    folder = safe_join(root, "audio_segmentation_transcripts", safe_component(dicom_id))
-    found: dict[str, Path] = {}
-    for name, files in EGD_MASK_FILES.items():
-        for f in files:
-            if (folder / f).is_file():
-                found[name] = folder / f
-                break
-    return found
-
-
-def load_egd_masks(root: str | Path, dicom_id: str, structures: tuple[str, ...] = STRUCTURES) -> dict[str, np.ndarray]:
-    """The EGD-CXR masks of ``dicom_id`` as bool arrays at their PNG size (missing ones absent)."""
-    paths = egd_mask_paths(root, dicom_id)
-    return {s: read_mask_png(paths[s]) for s in structures if s in paths}
-
-
-# --------------------------------------------------------------------------- REFLACX
-
-
-def list_reflacx_images(root: str | Path) -> list[ImageRecord]:
-    """Distinct REFLACX images (dicom_id) from ``main_data/metadata_phase_{1,2,3}.csv``.
-
-    One image can have several readings; it is segmented once. Columns used: ``dicom_id``,
-    ``image``, ``subject_id``.
+    ``dataset`` is a registered dataset name or a definition YAML file. ``images_root`` (the MIMIC
+    root) is passed to adapters that need it to open their release.
     """
-    main = Path(root) / "main_data"
-    files = sorted(main.glob("metadata_phase_*.csv"))
-    if not files:
-        raise GazeprepError(f"{main}: no metadata_phase_*.csv (is {root} a REFLACX release folder?)")
-    seen: dict[str, ImageRecord] = {}
-    for f in files:
-        df = _read_csv(f, ["dicom_id", "image"])
-        has_sub = "subject_id" in df.columns
-        for r in df.iter_rows(named=True):
-            did = r["dicom_id"]
-            if not did or did in seen:
-                continue
-            seen[did] = ImageRecord(did, r["image"], r["subject_id"] if has_sub else None, str(f), int(r["source_row"]))
-    return list(seen.values())
+    return _adapter(dataset).images(Path(root), images_root=Path(images_root) if images_root is not None else None)
 
 
-def list_images(dataset: str, root: str | Path) -> list[ImageRecord]:
-    """Images of ``dataset`` (``reflacx`` or ``egd-cxr``) under its release ``root``."""
-    if dataset == "reflacx":
-        return list_reflacx_images(root)
-    if dataset == "egd-cxr":
-        return list_egd_cases(root)
-    raise GazeprepError(f"unknown dataset {dataset!r}; use reflacx or egd-cxr")
+def release_mask_paths(dataset: str, root: str | Path, image_id: str) -> dict[str, Path]:
+    """The mask files ``dataset``'s release ships for ``image_id`` ({structure: path}, missing
+    structures absent), from its adapter (:meth:`~gazeprep.datasets.base.DatasetAdapter.mask_files`).
+
+    Raises GazeprepError when the dataset ships no masks or ``image_id`` is not a plain name.
+    """
+    return _adapter(dataset).mask_files(Path(root), image_id)
+
+
+def load_release_masks(
+    dataset: str, root: str | Path, image_id: str, structures: tuple[str, ...] = STRUCTURES
+) -> dict[str, np.ndarray]:
+    """The release masks of ``image_id`` among ``structures`` as bool (H, W) arrays at their file
+    size (missing ones absent); see :func:`release_mask_paths` and :func:`read_mask_png`."""
+    paths = release_mask_paths(dataset, root, image_id)
+    return {s: read_mask_png(paths[s]) for s in structures if s in paths}

@@ -4,6 +4,8 @@
   part of its vertical extent cut (default one third).
 * :func:`load_anatomy_masks` - masks of one image from an anatomy folder (SAMed predictions, see
   :mod:`gazeprep.anatomy.store`), with manual overrides taking precedence.
+* :func:`load_release_anatomy_masks` - the same from the masks a release ships (EGD-CXR's PNGs),
+  found by the dataset's adapter.
 * :class:`AnatomyMasks` - the same driven by a recipe's :class:`~gazeprep.recipes.AnatomyFilter`
   (``masks: samed`` reads predictions, ``masks: egd_masks`` the EGD-CXR release PNGs).
 
@@ -16,16 +18,22 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from gazeprep.anatomy.data import load_egd_masks, read_mask_png, resize_labels
+from gazeprep.anatomy.data import load_release_masks, read_mask_png, release_mask_paths, resize_labels
 from gazeprep.anatomy.store import OVERRIDES_DIR, MaskStore
 from gazeprep.errors import GazeprepError
 from gazeprep.paths import safe_component
 
+if TYPE_CHECKING:
+    from gazeprep.recipes import AnatomyFilter
+
 DEFAULT_TARGET_STRUCTURES: tuple[str, ...] = ("heart", "left_lung", "right_lung")
+#: the dataset whose release masks a recipe's ``masks: egd_masks`` means (the value names it)
+RELEASE_MASKS_DATASET = "egd-cxr"
 HEART_CUT_TOP = 1.0 / 3.0
 
 
@@ -135,6 +143,36 @@ def load_anatomy_masks(
     return _compose(base, overrides, image_shape, structures, heart_cut_top, image_id, str(folder))
 
 
+def load_release_anatomy_masks(
+    release_root: str | Path,
+    image_id: str,
+    image_shape: tuple[int, int],
+    *,
+    dataset: str = RELEASE_MASKS_DATASET,
+    structures: tuple[str, ...] = DEFAULT_TARGET_STRUCTURES,
+    heart_cut_top: float = HEART_CUT_TOP,
+    overrides_dir: str | Path | None = None,
+) -> dict[str, np.ndarray]:
+    """As :func:`load_anatomy_masks`, from the masks ``dataset``'s release ships (its adapter's
+    :meth:`~gazeprep.datasets.base.DatasetAdapter.mask_files`; EGD-CXR: one PNG per structure).
+
+    Raises
+    ------
+    InputFormatError
+        A mask PNG of the case (or an override PNG) is empty (0 bytes), not a PNG or corrupt; the
+        message names the PNG (the build records it as the case's ``anatomy`` reject).
+    MissingMaskError
+        A requested structure has no file.
+    GazeprepError
+        ``dataset`` is unknown or ships no masks.
+    OSError
+        An I/O fault (EACCES, EIO) reading an existing PNG: propagated, never a reject.
+    """
+    base = load_release_masks(dataset, release_root, image_id)
+    overrides = read_overrides(overrides_dir, image_id)
+    return _compose(base, overrides, image_shape, structures, heart_cut_top, image_id, str(release_root))
+
+
 def load_egd_anatomy_masks(
     egd_root: str | Path,
     image_id: str,
@@ -144,21 +182,16 @@ def load_egd_anatomy_masks(
     heart_cut_top: float = HEART_CUT_TOP,
     overrides_dir: str | Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """As :func:`load_anatomy_masks`, from the EGD-CXR release's own PNG masks.
-
-    Raises
-    ------
-    InputFormatError
-        A mask PNG of the case (or an override PNG) is empty (0 bytes), not a PNG or corrupt; the
-        message names the PNG (the build records it as the case's ``anatomy`` reject).
-    MissingMaskError
-        A requested structure has no PNG.
-    OSError
-        An I/O fault (EACCES, EIO) reading an existing PNG: propagated, never a reject.
-    """
-    base = load_egd_masks(egd_root, image_id)
-    overrides = read_overrides(overrides_dir, image_id)
-    return _compose(base, overrides, image_shape, structures, heart_cut_top, image_id, str(egd_root))
+    """:func:`load_release_anatomy_masks` of the EGD-CXR release (a recipe's ``masks: egd_masks``)."""
+    return load_release_anatomy_masks(
+        egd_root,
+        image_id,
+        image_shape,
+        dataset=RELEASE_MASKS_DATASET,
+        structures=structures,
+        heart_cut_top=heart_cut_top,
+        overrides_dir=overrides_dir,
+    )
 
 
 def export_mask_pngs(
@@ -223,15 +256,19 @@ def masks_table(anatomy_dir: str | Path, overrides_dir: str | Path | None = None
     return pl.concat([pred.cast(MASKS), ov]).sort("case_id", "structure", "source")  # type: ignore[arg-type]
 
 
-def egd_masks_table(egd_root: str | Path, image_ids: list[str]) -> pl.DataFrame:
-    """EGD-CXR's own mask PNGs of ``image_ids`` as rows of the ``masks`` table (``source = "egd_png"``)."""
-    from gazeprep.anatomy.data import egd_mask_paths
+def release_masks_table(dataset: str, release_root: str | Path, image_ids: list[str]) -> pl.DataFrame:
+    """The mask files ``dataset``'s release ships for ``image_ids`` as rows of the ``masks`` table:
+    ``source`` is the adapter's ``mask_source`` (EGD-CXR: ``egd_png``) and ``path`` is relative to
+    the release root, as in the adapter's per-case ``masks`` table."""
+    from gazeprep.datasets.registry import resolve_dataset
     from gazeprep.schema import MASKS
 
+    root = Path(release_root)
+    source = resolve_dataset(dataset).mask_source
     rows = [
-        {"dataset": "egd-cxr", "case_id": i, "structure": s, "source": "egd_png", "path": str(p)}
+        {"dataset": dataset, "case_id": i, "structure": s, "source": source, "path": p.relative_to(root).as_posix()}
         for i in image_ids
-        for s, p in egd_mask_paths(egd_root, i).items()
+        for s, p in release_mask_paths(dataset, root, i).items()
     ]
     return pl.DataFrame(rows, schema=MASKS)
 
@@ -245,10 +282,11 @@ class AnatomyMasks:
         :class:`gazeprep.recipes.AnatomyFilter`.
     default_dir:
         Where the masks are when ``anatomy_filter.model_dir`` is None: the anatomy folder
-        (``masks: samed``, usually ``<out>/anatomy``) or the EGD-CXR root (``masks: egd_masks``).
+        (``masks: samed``, usually ``<out>/anatomy``) or the EGD-CXR release root (``masks: egd_masks``,
+        the PNGs the release ships, found by its adapter).
     """
 
-    def __init__(self, anatomy_filter, default_dir: str | Path | None = None):
+    def __init__(self, anatomy_filter: AnatomyFilter, default_dir: str | Path | None = None):
         self.filter = anatomy_filter
         d = anatomy_filter.model_dir or default_dir
         if d is None:
@@ -259,7 +297,7 @@ class AnatomyMasks:
     def for_image(self, image_id: str, image_shape: tuple[int, int]) -> dict[str, np.ndarray]:
         """{target: bool mask (H, W)} for every target of ``target_structures``."""
         f = self.filter
-        loader = load_egd_anatomy_masks if f.masks == "egd_masks" else load_anatomy_masks
+        loader = load_release_anatomy_masks if f.masks == "egd_masks" else load_anatomy_masks
         by_structure = loader(
             self.folder,
             image_id,

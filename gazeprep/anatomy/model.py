@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -139,7 +140,7 @@ PRESETS: dict[str, SamedConfig] = {
 }
 
 
-def preset(name: str, **overrides) -> SamedConfig:
+def preset(name: str, **overrides: Any) -> SamedConfig:
     """A named configuration (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``) with fields replaced."""
     if name not in PRESETS:
         raise GazeprepError(f"unknown SAMed config {name!r} (known: {', '.join(PRESETS)})")

@@ -1,24 +1,49 @@
-"""Batched SAMed inference over a release, into a resumable mask store (see :mod:`gazeprep.anatomy.store`)."""
+"""Batched SAMed inference over a release, on the shared executor, into a resumable mask store.
+
+``gazeprep anatomy predict`` hands :func:`predict_block` to :meth:`gazeprep.pipeline.executor.Executor.map_blocks`
+(``--executor local``: in this process; ``ray``: Ray tasks, one GPU each when the cluster has GPUs).
+A block is a few batches of images; the worker loads the model once per process (cached by the
+picklable :class:`PredictSpec`), segments the block and writes its masks as one part file,
+``<out>/parts/<key>.npz``, atomically. The driver then appends the parts to the
+:class:`~gazeprep.anatomy.store.MaskStore` in the release's image order and deletes them, so the
+store is the same whichever executor ran the blocks.
+
+Resume: images already in ``masks.parquet`` are not segmented again; parts left by a run that was
+killed before it merged them are merged first (their images are then done too), and images a part
+holds that the index already has are skipped, so nothing is stored twice.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from gazeprep._atomic import atomic_write_parquet
+from gazeprep._atomic import atomic_write, atomic_write_parquet, is_temp_name
 from gazeprep.anatomy.data import ImageRecord, list_images
-from gazeprep.anatomy.model import WEIGHTS_FILE, load_model
-from gazeprep.anatomy.segment import load_record, segment_loaded
+from gazeprep.anatomy.model import WEIGHTS_FILE, Samed, load_model
+from gazeprep.anatomy.segment import segment_batches
 from gazeprep.anatomy.store import REJECTS_FILE, MaskStore
 from gazeprep.device import resolve_device
-from gazeprep.errors import GazeprepError
-from gazeprep.schema import REJECTS
+from gazeprep.errors import GazeprepError, InputFormatError
+from gazeprep.schema import REJECTS, reject
+
+if TYPE_CHECKING:
+    import torch
+
+    from gazeprep.pipeline.executor import Executor
+
+PARTS_DIR = "parts"
+#: batches per executor block: one part file each, so a killed run loses at most one block per worker
+BATCHES_PER_BLOCK = 4
 
 
 def _sha256(path: Path) -> str:
@@ -27,6 +52,185 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class PredictSpec:
+    """Everything a worker needs to segment a block (picklable, hashable; no model, no open file)."""
+
+    model_dir: str
+    images_root: str
+    out: str
+    dataset: str
+    mask_size: int
+    batch_size: int
+    device: str  # auto / cpu / cuda, resolved in the worker
+    decode_threads: int
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """One image of a block: the part file holding its masks, or its rejects row."""
+
+    image_id: str
+    part: str | None = None
+    reject: dict | None = None
+
+
+_MODELS: dict[PredictSpec, tuple[Samed, torch.device]] = {}
+
+
+def _model_for(spec: PredictSpec) -> tuple[Samed, torch.device]:
+    """The model of this process (loaded once per worker, kept for the spec's later blocks)."""
+    cached = _MODELS.get(spec)
+    if cached is None:
+        model = load_model(spec.model_dir)
+        dev = resolve_device(spec.device)
+        model.to(dev).eval()
+        cached = (model, dev)
+        _MODELS.clear()
+        _MODELS[spec] = cached
+    return cached
+
+
+def part_key(image_ids: list[str]) -> str:
+    """File stem of the part of a block: a hash of its image ids (stable across executors)."""
+    return hashlib.sha256("\n".join(image_ids).encode()).hexdigest()[:24]
+
+
+def _write_part(path: Path, images: list[tuple[str, int, int]], labels: np.ndarray) -> None:
+    """``image_id`` (str), ``height``/``width`` (int64, original size), ``labels`` uint8 (n, m, m)."""
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        image_id=np.array([i for i, _, _ in images], dtype=str),
+        height=np.array([h for _, h, _ in images], dtype=np.int64),
+        width=np.array([w for _, _, w in images], dtype=np.int64),
+        labels=labels,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buf.getbuffer())
+
+
+def _read_part(path: Path) -> tuple[list[tuple[str, int, int]], np.ndarray]:
+    """The images and label maps of a part (see :func:`_write_part`)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids, hs, ws, labels = z["image_id"], z["height"], z["width"], z["labels"]
+    except (ValueError, KeyError, EOFError) as exc:
+        raise InputFormatError(path, f"damaged anatomy part ({exc}); delete it and rerun") from None
+    return [(str(i), int(h), int(w)) for i, h, w in zip(ids, hs, ws)], labels
+
+
+def predict_block(spec: PredictSpec, records: list[ImageRecord]) -> list[ImageOutcome]:
+    """The executor's per-block function: segment ``records`` in batches of ``spec.batch_size``,
+    write their masks as one part file, and return one :class:`ImageOutcome` per record."""
+    model, dev = _model_for(spec)
+    n = spec.batch_size
+    batches = [records[i : i + n] for i in range(0, len(records), n)]
+    images: list[tuple[str, int, int]] = []
+    labels: list[np.ndarray] = []
+    rejected: dict[str, dict] = {}
+    for batch in segment_batches(
+        model,
+        dev,
+        batches,
+        spec.images_root,
+        mask_size=spec.mask_size,
+        dataset=spec.dataset,
+        decode_threads=spec.decode_threads,
+    ):
+        images += batch.images
+        if batch.labels is not None:
+            labels.append(batch.labels)
+        rejected.update({r["case_id"]: r for r in batch.rejects})
+    part = None
+    if images:
+        part = part_key([i for i, _, _ in images]) + ".npz"
+        _write_part(Path(spec.out) / PARTS_DIR / part, images, np.concatenate(labels))
+    return [
+        ImageOutcome(r.image_id, reject=rejected[r.image_id])
+        if r.image_id in rejected
+        else ImageOutcome(r.image_id, part)
+        for r in records
+    ]
+
+
+def merge_parts(store: MaskStore, parts: list[Path], dataset: str, classes: tuple[str, ...]) -> int:
+    """Append the masks of ``parts`` to ``store`` in that order, skipping images it already holds,
+    and delete each part once the index holds its images. Returns the number of images added."""
+    added = 0
+    for path in parts:
+        if not path.is_file():
+            continue
+        images, labels = _read_part(path)
+        done = store.done_images()
+        keep = [k for k, (image_id, _, _) in enumerate(images) if image_id not in done]
+        if keep:
+            store.append(dataset, [images[k] for k in keep], labels[keep], classes)
+            added += len(keep)
+        path.unlink()
+    return added
+
+
+def _part_ids(path: Path) -> list[str]:
+    """The image ids of a part (its label maps are not read)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return [str(i) for i in z["image_id"]]
+    except (ValueError, KeyError, EOFError) as exc:
+        raise InputFormatError(path, f"damaged anatomy part ({exc}); delete it and rerun") from None
+
+
+def _leftover_parts(out: Path, records: list[ImageRecord]) -> list[Path]:
+    """Parts of a killed run, ordered by the release position of their first image (temporary
+    files of a part being written when it was killed are deleted)."""
+    folder = out / PARTS_DIR
+    if not folder.is_dir():
+        return []
+    order = {r.image_id: k for k, r in enumerate(records)}
+    found = []
+    for p in sorted(folder.iterdir()):
+        if is_temp_name(p.name):
+            p.unlink()
+        elif p.suffix == ".npz":
+            first = min((order.get(i, len(order)) for i in _part_ids(p)), default=len(order))
+            found.append((first, p.name, p))
+    return [p for _, _, p in sorted(found)]
+
+
+@dataclass
+class _Plan:
+    """How the blocks run: the executor, the spec the workers get, the device shown in the summary."""
+
+    executor: Executor
+    spec: PredictSpec
+    device: str
+    shutdown: list[Any] = field(default_factory=list)  # Ray started here, shut down at the end
+
+
+def _plan(executor: str, ray_address: str | None, spec: PredictSpec, out: Path) -> _Plan:
+    """The local executor (one process: the driver, whose model is cached for its blocks) or Ray
+    tasks (one GPU each when the cluster has GPUs, else one CPU each)."""
+    from gazeprep.pipeline.executor import RayExecutor, make_executor
+
+    if executor == "local":
+        _, dev = _model_for(spec)  # loaded in the driver, reused by every block
+        return _Plan(make_executor("local", workers=1, where=out), spec, str(dev))
+    if executor != "ray":
+        raise GazeprepError(f"unknown executor {executor!r}; use local or ray")
+    from gazeprep._optional import require
+
+    ray = require("ray", "distributed", "--executor ray")
+    plan_shutdown: list[Any] = []
+    if not ray.is_initialized():
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+        plan_shutdown.append(ray)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    options: dict[str, float] = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+    spec = PredictSpec(**{**spec.__dict__, "device": spec.device if gpus else "cpu"})
+    ex = RayExecutor(address=ray_address, where=out, task_options=options)
+    return _Plan(ex, spec, f"ray ({gpus} GPU)" if gpus else "ray (cpu)", plan_shutdown)
 
 
 def run_predict(
@@ -48,19 +252,22 @@ def run_predict(
     """Segment every image of ``dataset`` under ``root`` (images from ``images_root``) into ``out``.
 
     Images already in ``out/masks.parquet`` are skipped (resume). Images that cannot be read are
-    listed in ``out/rejects.parquet`` (stage ``anatomy``) and the rest goes on. Masks are stored on a
-    ``mask_size`` x ``mask_size`` grid covering the whole image. ``workers`` threads decode the
-    images of coming batches while the model runs. ``executor="ray"`` runs the batches on Ray actors
-    instead (one per GPU when the cluster has GPUs), written in the same order into the same store.
-    Returns counts and timing.
+    listed in ``out/rejects.parquet`` (stage ``anatomy``; rows the release lists badly, stage
+    ``ingest``) and the rest goes on. Masks are stored on a ``mask_size`` x ``mask_size`` grid
+    covering the whole image. ``workers`` threads decode the images of coming batches while the
+    model runs. ``executor="ray"`` runs the blocks as Ray tasks (see the module docstring); the
+    store is the same as a local run's. Returns counts and timing.
     """
     model_dir, out = Path(model_dir), Path(out)
     if mask_size <= 0:
         raise GazeprepError("--mask-size must be positive")
-    model = load_model(model_dir)
+    if batch_size <= 0:
+        raise GazeprepError("--batch-size must be positive")
+    spec = PredictSpec(
+        str(model_dir), str(images_root), str(out), dataset, mask_size, batch_size, device, max(1, workers)
+    )
+    model, _ = _model_for(spec) if executor == "local" else (load_model(model_dir), None)
     cfg = model.config
-    dev = resolve_device(device if executor == "local" else "cpu")
-    model.to(dev).eval()
     meta = {
         "dataset": dataset,
         "model_config": cfg.to_json(),
@@ -70,39 +277,33 @@ def run_predict(
         "grid": "whole image stretched to the grid (no letterbox); resize back with nearest",
     }
     store = MaskStore(out, meta=meta)
-    records: list[ImageRecord] = list_images(dataset, root)
-    if limit is not None:
-        records = records[:limit]
+    listing = list_images(dataset, root, images_root=images_root)
+    records = listing.images if limit is None else listing.images[:limit]
+    merge_parts(store, _leftover_parts(out, records), dataset, cfg.classes)  # a killed run's blocks
     done = store.done_images()
     todo = [r for r in records if r.image_id not in done]
-    rejects: list[dict] = []
-    n_done = 0
+    plan = _plan(executor, ray_address, spec, out)
     t0 = time.time()
     bar = tqdm(total=len(todo), desc="anatomy predict", unit="img", disable=not progress)
-    s = cfg.image_size
-
-    chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    if executor == "ray":
-        from gazeprep.anatomy.distributed import segment_on_ray
-
-        batches = segment_on_ray(
-            model_dir, chunks, images_root, dataset=dataset, mask_size=mask_size, device=device, address=ray_address
+    try:
+        run = plan.executor.map_blocks(
+            partial(predict_block, plan.spec), todo, block_size=batch_size * BATCHES_PER_BLOCK, progress=bar
         )
-    elif executor == "local":
-        batches = _segment_local(model, dev, chunks, images_root, s, mask_size, dataset, workers)
-    else:
-        raise GazeprepError(f"unknown executor {executor!r}; use local or ray")
-    for chunk, (meta_rows, labels, rej) in zip(chunks, batches):
-        rejects.extend(rej)
-        if labels is not None:
-            store.append(dataset, meta_rows, labels, cfg.classes)
-            n_done += len(meta_rows)
-        bar.update(len(chunk))
-    bar.close()
+    finally:
+        bar.close()
+        for ray in plan.shutdown:
+            ray.shutdown()
+    parts = list(dict.fromkeys(o.part for o in run.results if o.part is not None))
+    n_done = merge_parts(store, [out / PARTS_DIR / p for p in parts], dataset, cfg.classes)
     elapsed = time.time() - t0
-    rej_path = out / REJECTS_FILE
+    rejects = list(listing.rejects) + [o.reject for o in run.results if o.reject is not None]
+    rejects += [
+        reject(dataset, rec.image_id, "anatomy", rec.source_file, rec.source_row, f"failed on every attempt: {why}")
+        for rec, why in run.failed
+    ]
     frame = pl.DataFrame(rejects, schema=REJECTS) if rejects else pl.DataFrame(schema=REJECTS)
-    atomic_write_parquet(frame, rej_path)
+    atomic_write_parquet(frame, out / REJECTS_FILE)
+    _remove_empty(out / PARTS_DIR)
     return {
         "images": len(records),
         "skipped_done": len(records) - len(todo),
@@ -110,19 +311,11 @@ def run_predict(
         "rejected": len(rejects),
         "seconds": round(elapsed, 3),
         "images_per_s": round(n_done / elapsed, 3) if n_done and elapsed > 0 else None,
-        "device": str(dev),
+        "device": plan.device,
     }
 
 
-def _segment_local(model, dev, chunks, images_root, size, mask_size, dataset, workers):
-    """Yield :func:`segment_loaded` results per chunk; image decoding of the next batches
-    overlaps with the forward pass (at most 2 batches in memory)."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        ahead: deque = deque()
-        next_chunk = 0
-        while ahead or next_chunk < len(chunks):
-            while next_chunk < len(chunks) and len(ahead) < 2:
-                ahead.append([pool.submit(load_record, rec, images_root, size) for rec in chunks[next_chunk]])
-                next_chunk += 1
-            loaded = [f.result() for f in ahead.popleft()]
-            yield segment_loaded(model, dev, loaded, mask_size, dataset)
+def _remove_empty(folder: Path) -> None:
+    """Remove the parts folder once every part is merged (the folder then holds only the store)."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from gazeprep._atomic import atomic_write_parquet, atomic_write_text
 from gazeprep.anatomy.data import (
     ImageRecord,
-    egd_mask_paths,
     labels_from_masks,
-    list_egd_cases,
-    load_egd_masks,
+    list_images,
     load_gray,
+    load_release_masks,
+    release_mask_paths,
     resize_float,
     resize_labels,
     resolve_image,
@@ -199,17 +199,18 @@ def logits_to_labels(logits: torch.Tensor, out_size: tuple[int, int]) -> np.ndar
     return up.argmax(dim=1).to(torch.uint8).cpu().numpy()
 
 
-# --------------------------------------------------------------------------- EGD-CXR data
+# --------------------------------------------------------------------------- training data
 
 
 def load_training_case(
-    record: ImageRecord, egd_root: Path, images_root: Path, classes: tuple[str, ...]
+    record: ImageRecord, release_root: Path, images_root: Path, classes: tuple[str, ...], dataset: str = "egd-cxr"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(image float32 (H, W) in [0, 1], labels uint8 at the mask size) of one EGD-CXR case.
+    """(image float32 (H, W) in [0, 1], labels uint8 at the mask size) of one case of a release that
+    ships masks (``dataset``'s adapter finds them; EGD-CXR by default).
 
     Raises :class:`GazeprepError` when a structure's mask is missing or sizes are inconsistent.
     """
-    masks = load_egd_masks(egd_root, record.image_id, tuple(c for c in classes[1:]))
+    masks = load_release_masks(dataset, release_root, record.image_id, tuple(c for c in classes[1:]))
     missing = [c for c in classes[1:] if c not in masks]
     if missing:
         raise GazeprepError(f"missing mask(s) {missing}")
@@ -252,7 +253,7 @@ def evaluate(
     scores: dict[str, dict[str, list[float]]] = {c: {"dice": [], "iou": []} for c in classes[1:]}
     n_cases = 0
 
-    def _score(chunk):
+    def _score(chunk: list[tuple[np.ndarray, np.ndarray]]) -> None:
         x = np.stack([resize_float(img, s) for img, _ in chunk])
         logits = predict_logits(model, x, device)
         for j, (_, truth) in enumerate(chunk):
@@ -287,11 +288,119 @@ def evaluate(
     }
 
 
+@dataclass
+class _TrainInputs:
+    """Where run_train reads its cases, and the rejects rows it collects (stage ``anatomy``)."""
+
+    dataset: str
+    root: Path
+    images_root: Path
+    classes: tuple[str, ...]
+    rejects: list[dict]
+
+    def reject(self, rec: ImageRecord, reason: str) -> None:
+        self.rejects.append(reject(self.dataset, rec.image_id, "anatomy", rec.source_file, rec.source_row, reason))
+
+    def load(self, rec: ImageRecord) -> tuple[np.ndarray, np.ndarray] | None:
+        """:func:`load_training_case`, or None (and a rejects row) when the case cannot be used."""
+        try:
+            return load_training_case(rec, self.root, self.images_root, self.classes, self.dataset)
+        except GazeprepError as exc:
+            self.reject(rec, str(exc))
+            return None
+
+
+def _check_start(config: str, checkpoint: str | Path | None) -> None:
+    """Refuse a preset that needs the SAM weights without them, or a checkpoint that is not there."""
+    if checkpoint is None and config != "tiny":
+        raise GazeprepError(f"--config {config} needs --checkpoint SAM.pth (only 'tiny' trains from random init)")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise GazeprepError(f"checkpoint {str(checkpoint)!r} not found")
+
+
+def _usable_cases(inputs: _TrainInputs, limit: int | None) -> list[ImageRecord]:
+    """The release's images that have every mask file and an image file (cheap checks: nothing is
+    decoded), so that the split is made over usable cases only; the others become rejects."""
+    listing = list_images(inputs.dataset, inputs.root)
+    inputs.rejects.extend(listing.rejects)
+    records = listing.images if limit is None else listing.images[:limit]
+    usable: list[ImageRecord] = []
+    for rec in records:
+        try:
+            found = release_mask_paths(inputs.dataset, inputs.root, rec.image_id)
+            missing = [c for c in inputs.classes[1:] if c not in found]
+            if missing:
+                raise GazeprepError(f"missing mask(s) {missing}")
+            resolve_image(inputs.images_root, rec.image_path)
+        except GazeprepError as exc:
+            inputs.reject(rec, str(exc))
+            continue
+        usable.append(rec)
+    if len(usable) < 2:
+        raise GazeprepError(
+            f"{inputs.root}: fewer than 2 {inputs.dataset} cases with image and all masks "
+            f"({len(inputs.rejects)} rejected)"
+        )
+    return usable
+
+
+def _training_arrays(
+    inputs: _TrainInputs, records: list[ImageRecord], size: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray, list[ImageRecord]]:
+    """(images float16 (N, S, S), labels uint8 (N, S, S), the records kept) at the model size S
+    (float16: 0.5 MB per 512 px image); unreadable cases become rejects."""
+    xs, ys, kept = [], [], []
+    for rec in tqdm(records, desc="anatomy load", unit="img", disable=not progress):
+        case = inputs.load(rec)
+        if case is None:
+            continue
+        img, lab = case
+        xs.append(resize_float(img, size).astype(np.float16))
+        ys.append(resize_labels(lab, size))
+        kept.append(rec)
+    if not kept:
+        raise GazeprepError(f"{inputs.root}: no readable training case ({len(inputs.rejects)} rejected)")
+    return np.stack(xs), np.stack(ys), kept
+
+
+def _held_out_cases(
+    inputs: _TrainInputs, records: list[ImageRecord], size: int, held_out: list[str]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The held-out cases, loaded lazily one at a time (full-size masks can be large): (image at
+    the model size, labels at the mask size); the ids evaluated are appended to ``held_out``."""
+    for rec in records:
+        case = inputs.load(rec)
+        if case is None:
+            continue
+        held_out.append(rec.image_id)
+        yield resize_float(case[0], size), case[1]
+
+
+def _write_model_folder(
+    out: Path,
+    model: Samed,
+    metrics: dict,
+    inputs: _TrainInputs,
+    settings: TrainSettings,
+    checkpoint: str | Path | None,
+) -> None:
+    """``config.json`` + ``samed.pt``, ``metrics.json`` and ``rejects.parquet`` in ``out``."""
+    extra = {
+        "trained_on": inputs.dataset,
+        "settings": asdict(settings),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+    }
+    save_model(model, out, extra=extra)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+    atomic_write_parquet(rejects_frame(inputs.rejects), out / "rejects.parquet")
+
+
 def run_train(
     root: str | Path,
     images_root: str | Path,
     out: str | Path,
     *,
+    dataset: str = "egd-cxr",
     checkpoint: str | Path | None = None,
     config: str = "vit_b",
     settings: TrainSettings | None = None,
@@ -301,88 +410,41 @@ def run_train(
     limit: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune SAMed on an EGD-CXR release and write the model folder ``out``.
+    """Fine-tune SAMed on the masks of ``dataset``'s release at ``root`` (EGD-CXR, the one that
+    ships them) and write the model folder ``out``.
 
-    Writes ``config.json`` + ``samed.pt`` (see :func:`~gazeprep.anatomy.model.save_model`),
-    ``metrics.json`` (Dice/IoU per structure on the held-out subjects, loss curve summary, split) and
+    Stages: check the start, list the usable cases (mask files and image present), split them by
+    subject, load the training arrays, train, evaluate on the held-out subjects, write the folder:
+    ``config.json`` + ``samed.pt`` (see :func:`~gazeprep.anatomy.model.save_model`), ``metrics.json``
+    (Dice/IoU per structure on the held-out subjects, loss curve summary, split) and
     ``rejects.parquet`` (cases skipped and why). Returns the metrics dict.
     """
     settings = settings or TrainSettings()
-    root, images_root, out = Path(root), Path(images_root), Path(out)
-    if checkpoint is None and config != "tiny":
-        raise GazeprepError(f"--config {config} needs --checkpoint SAM.pth (only 'tiny' trains from random init)")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise GazeprepError(f"checkpoint {str(checkpoint)!r} not found")
+    _check_start(config, checkpoint)
     cfg = preset(config, lora_rank=lora_rank)
     dev = resolve_device(device)
-    records = list_egd_cases(root)
-    if limit is not None:
-        records = records[:limit]
-    rejects: list[dict] = []
-
-    def _reject(rec: ImageRecord, reason: str) -> None:
-        rejects.append(reject("egd-cxr", rec.image_id, "anatomy", rec.source_file, rec.source_row, reason))
-
-    # cheap checks first (files exist), so the split is made over usable cases only
-    usable: list[ImageRecord] = []
-    for rec in records:
-        try:
-            missing = [c for c in cfg.classes[1:] if c not in egd_mask_paths(root, rec.image_id)]
-            if missing:
-                raise GazeprepError(f"missing mask(s) {missing}")
-            resolve_image(images_root, rec.image_path)
-        except GazeprepError as exc:
-            _reject(rec, str(exc))
-            continue
-        usable.append(rec)
-    if len(usable) < 2:
-        raise GazeprepError(f"{root}: fewer than 2 EGD-CXR cases with image and all masks ({len(rejects)} rejected)")
+    inputs = _TrainInputs(dataset, Path(root), Path(images_root), cfg.classes, [])
+    usable = _usable_cases(inputs, limit)
     train_recs, val_recs = split_by_subject(usable, val_fraction, settings.seed)
-    s = cfg.image_size
-    # training arrays at the model size only (float16: 0.5 MB per 512 px image)
-    xs, ys, kept = [], [], []
-    for rec in tqdm(train_recs, desc="anatomy load", unit="img", disable=not progress):
-        try:
-            img, lab = load_training_case(rec, root, images_root, cfg.classes)
-        except GazeprepError as exc:
-            _reject(rec, str(exc))
-            continue
-        xs.append(resize_float(img, s).astype(np.float16))
-        ys.append(resize_labels(lab, s))
-        kept.append(rec)
-    if not kept:
-        raise GazeprepError(f"{root}: no readable training case ({len(rejects)} rejected)")
-    train_recs = kept
-    x, y = np.stack(xs), np.stack(ys)
-    del xs, ys
-    held_out: list[str] = []
-
-    def _held_out_cases():  # loaded lazily, one batch at a time (full-size masks can be large)
-        for rec in val_recs:
-            try:
-                img, lab = load_training_case(rec, root, images_root, cfg.classes)
-            except GazeprepError as exc:
-                _reject(rec, str(exc))
-                continue
-            held_out.append(rec.image_id)
-            yield resize_float(img, s), lab
+    x, y, train_recs = _training_arrays(inputs, train_recs, cfg.image_size, progress)
 
     torch.manual_seed(settings.seed)  # --seed covers the initialisation too (random-init presets, LoRA)
     model = build_samed(cfg, checkpoint)
     t0 = time.time()
     losses = train_samed(model, x, y, settings, dev, progress=progress)
     train_s = time.time() - t0
-    metrics = evaluate(model, _held_out_cases(), dev)
+    held_out: list[str] = []
+    metrics = evaluate(model, _held_out_cases(inputs, val_recs, cfg.image_size, held_out), dev)
     k = max(len(losses) // 10, 1)
     metrics.update(
         {
-            "dataset": "egd-cxr",
+            "dataset": dataset,
             "config": cfg.name,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "settings": asdict(settings),
             "device": str(dev),
             "n_train": len(train_recs),
-            "n_rejected": len(rejects),
+            "n_rejected": len(inputs.rejects),
             "held_out_image_ids": held_out,
             "loss_first": float(np.mean(losses[:k])) if losses else None,
             "loss_last": float(np.mean(losses[-k:])) if losses else None,
@@ -390,17 +452,7 @@ def run_train(
             "train_seconds": round(train_s, 2),
         }
     )
-    save_model(
-        model,
-        out,
-        extra={
-            "trained_on": "egd-cxr",
-            "settings": asdict(settings),
-            "checkpoint": str(checkpoint) if checkpoint else None,
-        },
-    )
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
-    atomic_write_parquet(rejects_frame(rejects), out / "rejects.parquet")
+    _write_model_folder(Path(out), model, metrics, inputs, settings, checkpoint)
     return metrics
 
 

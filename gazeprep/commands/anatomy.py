@@ -121,6 +121,7 @@ def train_cmd(
         _default_root(dataset.value, root),
         images or sample_data_dir() / "mimic-cxr",
         out,
+        dataset=dataset.value,
         checkpoint=checkpoint,
         config=name,
         settings=settings,
@@ -153,7 +154,7 @@ def predict_cmd(
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding the next batches' images."),
     executor: Executor = typer.Option(
-        Executor.local, "--executor", help="local, or ray (actors, one per GPU when present)."
+        Executor.local, "--executor", help="local (this process), or ray (tasks, one GPU each when present)."
     ),
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="Ray cluster address (default: start Ray here)."

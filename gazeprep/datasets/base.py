@@ -113,6 +113,33 @@ def build_table(name: str, n: int, values: dict[str, Any]) -> pl.DataFrame:
     return pl.DataFrame(cols)
 
 
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a release, as its adapter lists it (:meth:`DatasetAdapter.images`).
+
+    ``image_id``: the MIMIC ``dicom_id`` (one image read several times is listed once);
+    ``image_path``: the image as the release names it, relative to the MIMIC-CXR root
+    (:func:`gazeprep.datasets.images.resolve_image` finds the file); ``subject_id`` for
+    subject-disjoint splits; ``source_file`` (relative to the release root) and ``source_row``
+    (1-based data row) name where the release lists it, for rejects rows.
+    """
+
+    image_id: str
+    image_path: str
+    subject_id: str | None = None
+    source_file: str | None = None
+    source_row: int | None = None
+
+
+@dataclass
+class ImageListing:
+    """The images of a release (:meth:`DatasetAdapter.images`): ``images`` in release order, and
+    ``rejects`` rows (stage ``ingest``) for listing rows that were dropped."""
+
+    images: list[ImageRecord]
+    rejects: list[dict] = field(default_factory=list)
+
+
 @dataclass
 class CaseData:
     """Per-case canonical tables (name -> frame conforming to :data:`gazeprep.schema.TABLES`)."""
@@ -250,6 +277,8 @@ class DatasetAdapter:
     description: str = ""
     default_recipe: str | None = None
     transcript: TranscriptStyle | None = None
+    #: ``source`` of the ``masks`` rows of the masks its release ships (see :meth:`mask_files`)
+    mask_source: str = "release"
 
     def open(
         self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None, **kwargs: Any
@@ -274,6 +303,40 @@ class DatasetAdapter:
         if not p.is_dir():
             raise GazeprepError(f"MIMIC-CXR images folder not found: {p}")
         return p
+
+    def images(self, root: Path, *, images_root: Path | None = None) -> ImageListing:
+        """The distinct images of the release at ``root`` (the anatomy stage segments each once).
+
+        This default opens the release and lists the ``cases`` rows with an ``image_path``, first
+        row of each ``image_id`` (no source row). Adapters whose release names its images in one
+        table override it with a cheaper read of that table.
+
+        Raises
+        ------
+        GazeprepError
+            The release cannot be opened, or none of its cases names an image file.
+        """
+        release = self.open(root, images_root=images_root)
+        cases = release.cases.filter(pl.col("image_path").is_not_null() & pl.col("image_id").is_not_null())
+        if cases.height == 0:
+            raise GazeprepError(f"dataset {self.name!r}: no case of {root} names an image file (column image_path)")
+        seen: dict[str, ImageRecord] = {}
+        for r in cases.select("image_id", "image_path", "subject_id").iter_rows(named=True):
+            if r["image_id"] not in seen:
+                sub = None if r["subject_id"] is None else str(r["subject_id"])
+                seen[r["image_id"]] = ImageRecord(r["image_id"], r["image_path"], sub)
+        return ImageListing(list(seen.values()), list(release.rejects))
+
+    def mask_files(self, root: Path, image_id: str) -> dict[str, Path]:
+        """The anatomy mask files the release ships for ``image_id``: ``{structure: path}`` of the
+        files that exist (structures without a file are absent; nothing is decoded).
+
+        Raises
+        ------
+        GazeprepError
+            The dataset ships no anatomy masks (this default), or ``image_id`` is not a plain name.
+        """
+        raise GazeprepError(f"dataset {self.name!r} ships no anatomy masks")
 
     @staticmethod
     def check_root(root: Path | str) -> Path:

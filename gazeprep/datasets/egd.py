@@ -58,13 +58,22 @@ import polars as pl
 
 from gazeprep import schema
 from gazeprep.datasets import mimic
-from gazeprep.datasets.base import CASE_SKIPPED, ROW_DROPPED, CaseData, DatasetAdapter, Release, TranscriptStyle
+from gazeprep.datasets.base import (
+    CASE_SKIPPED,
+    ROW_DROPPED,
+    CaseData,
+    DatasetAdapter,
+    ImageListing,
+    ImageRecord,
+    Release,
+    TranscriptStyle,
+)
 from gazeprep.datasets.checks import time_problems
 from gazeprep.datasets.csvio import BadRow, Col, read_checked_csv, scan_checked_csv
 from gazeprep.datasets.images import image_candidates, image_size
 from gazeprep.datasets.registry import register_dataset
 from gazeprep.errors import GazeprepError, InputFormatError
-from gazeprep.paths import safe_component
+from gazeprep.paths import safe_component, safe_join
 
 DATASET = "egd-cxr"
 SOURCE = "egd_master"
@@ -124,7 +133,10 @@ GAZE_OTHER = (
     "SACCADE_MAG", "SACCADE_DIR", "VID_FRAME",
 )  # fmt: skip
 BOX_COLS = {"dicom_id": Col("str"), "bbox_name": Col("str"), "x1": Col(), "x2": Col(), "y1": Col(), "y2": Col()}
-MASK_FILES = {
+#: the anatomy mask PNGs of a case folder ``audio_segmentation_transcripts/<dicom_id>/``: file names
+#: tried in order per structure (the release spells the mediastinum ``mediastanum.png``; FORMATS 2.1).
+#: The one place these names are defined: the anatomy stage asks :meth:`EgdAdapter.mask_files`.
+MASK_FILES: dict[str, tuple[str, ...]] = {
     "left_lung": ("left_lung.png",),
     "right_lung": ("right_lung.png",),
     "mediastinum": ("mediastanum.png", "mediastinum.png"),
@@ -711,6 +723,7 @@ class EgdAdapter(DatasetAdapter):
     description = "EGD-CXR (PhysioNet egd-cxr 1.0.0): fixations mapped to image pixels, transcripts, boxes, masks"
     default_recipe = "egd-static"
     transcript = TranscriptStyle("phrases", words_file="transcript.json", report_file="transcript.json")
+    mask_source = "egd_png"
 
     def open(
         self, root: Path, *, gaze_samples: bool = False, images_root: Path | None = None, **kwargs: Any
@@ -724,6 +737,59 @@ class EgdAdapter(DatasetAdapter):
         """
         images = self.images_option(images_root, kwargs)
         return EgdRelease(self.check_root(root), gaze_samples=gaze_samples, images_root=images)
+
+    def images(self, root: Path, *, images_root: Path | None = None) -> ImageListing:
+        """The images of ``master_sheet.csv`` (columns ``dicom_id``, ``path``, ``patient_id``, read
+        through the checked CSV reader; the other documented columns may be present or not).
+
+        A row with a bad value, an id that is not a plain name or an id listed before is a rejects
+        row (``row dropped``). ``images_root`` is not needed (the sheet names the images).
+
+        Raises
+        ------
+        InputFormatError
+            The sheet is missing, unreadable or has a column outside its documented format.
+        """
+        path = self.check_root(root) / "master_sheet.csv"
+        columns = {k: MASTER_COLS[k] for k in ("dicom_id", "path", "patient_id")}
+        known = [c for c in MASTER_COLS if c not in columns] + list(MASTER_OTHER)
+        table = read_checked_csv(path, columns, aliases=OLD_PAD_NAMES, known=known)
+        rel = path.name
+        rejects = [schema.reject(DATASET, None, "ingest", rel, b.row, f"{b.reason}; {ROW_DROPPED}") for b in table.bad]
+        seen: dict[str, ImageRecord] = {}
+        for rec in table.df.iter_rows(named=True):
+            did, row = rec["dicom_id"].strip(), int(rec["source_row"])
+            problem = None
+            try:
+                safe_component(did)
+            except GazeprepError:
+                problem = f"column 'dicom_id': {did!r} is not a usable id"
+            if problem is None and did in seen:
+                problem = f"duplicate dicom_id {did!r} (first in row {seen[did].source_row})"
+            if problem is not None:
+                rejects.append(schema.reject(DATASET, did or None, "ingest", rel, row, f"{problem}; {ROW_DROPPED}"))
+                continue
+            path_value = rec["path"].strip().replace("\\", "/")
+            seen[did] = ImageRecord(did, path_value, str(int(rec["patient_id"])), rel, row)
+        return ImageListing(list(seen.values()), rejects)
+
+    def mask_files(self, root: Path, image_id: str) -> dict[str, Path]:
+        """The mask PNGs of ``image_id`` in ``audio_segmentation_transcripts/<image_id>/`` (the first
+        existing name of :data:`MASK_FILES` per structure; missing structures absent).
+
+        Raises
+        ------
+        GazeprepError
+            ``image_id`` is not a plain file name (it would leave the release folder).
+        """
+        folder = safe_join(root, TRANSCRIPTS, safe_component(image_id))
+        found: dict[str, Path] = {}
+        for structure, names in MASK_FILES.items():
+            for name in names:
+                if (folder / name).is_file():
+                    found[structure] = folder / name
+                    break
+        return found
 
 
 __all__ = ["EgdAdapter", "EgdRelease", "is_calibration_id", "parse_transcript"]

@@ -37,6 +37,8 @@ from gazeprep.datasets.base import (
     ROW_DROPPED,
     CaseData,
     DatasetAdapter,
+    ImageListing,
+    ImageRecord,
     Release,
     TranscriptStyle,
     build_table,
@@ -548,3 +550,49 @@ class ReflacxAdapter(DatasetAdapter):
         """
         images = self.images_option(images_root, kwargs)
         return ReflacxRelease(self.check_root(root), gaze_samples=gaze_samples, images_root=images)
+
+    def images(self, root: Path, *, images_root: Path | None = None) -> ImageListing:
+        """The distinct images (``dicom_id``) of the ``main_data/metadata_phase_{1,2,3}.csv`` files
+        present, in phase and row order; an image read several times is listed once, at its first
+        row. Columns read through the checked CSV reader: ``dicom_id``, ``image``, ``subject_id``
+        (the other documented columns may be present or not).
+
+        A row with a bad value, an ``image`` that is not a MIMIC-CXR path or a ``dicom_id`` that
+        does not match it is a rejects row (``row dropped``). ``images_root`` is not needed.
+
+        Raises
+        ------
+        InputFormatError
+            No metadata file, or one that is unreadable or has a column outside its format.
+        """
+        base = self.check_root(root)
+        main = find_main_data(base)
+        files = [
+            main / f"metadata_phase_{p}.csv" for p in LABELS_BY_PHASE if (main / f"metadata_phase_{p}.csv").is_file()
+        ]
+        if not files:
+            raise InputFormatError(main, "no metadata_phase_{1,2,3}.csv (is this a REFLACX release folder?)")
+        columns = {k: META_COLS[k] for k in ("dicom_id", "image", "subject_id")}
+        labels = {lab for phase_labels in LABELS_BY_PHASE.values() for lab in phase_labels}
+        known = [c for c in META_COLS if c not in columns] + sorted(labels)
+        seen: dict[str, ImageRecord] = {}
+        rejects: list[dict] = []
+        for path in files:
+            table = read_checked_csv(path, columns, known=known)
+            rel = path.relative_to(base).as_posix()
+            rejects += [
+                schema.reject(DATASET, None, "ingest", rel, b.row, f"{b.reason}; {ROW_DROPPED}") for b in table.bad
+            ]
+            for rec in table.df.iter_rows(named=True):
+                did, image, row = rec["dicom_id"].strip(), rec["image"].strip(), int(rec["source_row"])
+                im = IMAGE_RE.search(image)
+                problem = None
+                if im is None:
+                    problem = f"column 'image': {image!r} is not a MIMIC-CXR path files/pXX/p<subject>/s<study>/<dicom_id>.dcm"
+                elif im.group(4) != did:
+                    problem = f"column 'dicom_id': {did!r} does not match the image path ({im.group(4)!r})"
+                if problem is not None:
+                    rejects.append(schema.reject(DATASET, None, "ingest", rel, row, f"{problem}; {ROW_DROPPED}"))
+                elif did not in seen:
+                    seen[did] = ImageRecord(did, image, str(int(rec["subject_id"])), rel, row)
+        return ImageListing(list(seen.values()), rejects)

@@ -275,7 +275,8 @@ class RayExecutor:
     ``num_cpus`` workers (unless one is already initialised; Ray started here is shut down at the
     end). Ray restarts a task whose worker process died (``max_retries``); a block that raised is
     resubmitted ``block_retries`` times, then split into single items (see the module docstring).
-    ``where`` names the file of an I/O fault that carries none.
+    ``where`` names the file of an I/O fault that carries none. ``task_options`` are Ray resource
+    options of every task (e.g. ``{"num_gpus": 1}``: ``anatomy predict`` on a GPU cluster).
     """
 
     address: str | None = None
@@ -284,6 +285,7 @@ class RayExecutor:
     max_retries: int = 3
     where: Path | str | None = None
     default_block: int = 32
+    task_options: dict[str, float] = field(default_factory=dict)
 
     def map_blocks(
         self,
@@ -303,7 +305,7 @@ class RayExecutor:
                 **kwargs, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env} if env else None
             )
             started_here = True
-        remote = ray.remote(max_retries=self.max_retries)(run_block)
+        remote = ray.remote(max_retries=self.max_retries, **self.task_options)(run_block)
         run: BlockRun[T, R] = BlockRun()
         per_item: dict[int, R] = {}  # item position -> result
         pending: dict = {}

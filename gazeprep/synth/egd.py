@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from gazeprep.datasets.egd import MASK_FILES as _RELEASE_MASK_FILES
 from gazeprep.synth.behaviour import focus_segments, scanpath, search_visits, time_tokens
 from gazeprep.synth.findings import (
     CHEXPERT_LABELS,
@@ -103,13 +104,9 @@ GAZE_COLUMNS = (
     "X_ORIGINAL",
     "Y_ORIGINAL",
 )
-#: mask file name per phantom structure (the release spells the mediastinum ``mediastanum``)
-MASK_FILES = {
-    "left_lung": "left_lung.png",
-    "right_lung": "right_lung.png",
-    "mediastinum": "mediastanum.png",
-    "aortic_knob": "aortic_knob.png",
-}
+#: mask file name per phantom structure: the release's own spelling, the first name the adapter
+#: tries (:data:`gazeprep.datasets.egd.MASK_FILES`; the mediastinum is ``mediastanum.png``)
+MASK_FILES: dict[str, str] = {structure: names[0] for structure, names in _RELEASE_MASK_FILES.items()}
 _INT_COLUMNS = {
     "SESSION_ID",
     "MEDIA_ID",

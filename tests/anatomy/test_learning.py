@@ -221,3 +221,52 @@ def test_predict_on_ray_writes_the_same_store_as_local(releases, tmp_path):
         }
 
     assert digests(tmp_path / "local") == digests(tmp_path / "ray")
+
+
+def test_a_killed_predict_resumes_from_its_parts_to_the_same_store(releases, tmp_path, monkeypatch):
+    """Blocks write parts; a run killed before the driver merged them leaves them on disk, and the
+    next run merges them without segmenting those images again: the store equals an uninterrupted run's."""
+    import hashlib
+
+    import gazeprep.anatomy.predict as predict
+    from gazeprep.anatomy.model import save_model
+
+    torch.manual_seed(2)
+    save_model(build_samed(preset("tiny")), tmp_path / "m")
+    args = (tmp_path / "m", "reflacx", releases["reflacx"], releases["mimic"])
+    common = dict(batch_size=1, device="cpu", mask_size=16, progress=False)
+    predict.run_predict(*args, tmp_path / "whole", **common)
+
+    real_merge = predict.merge_parts
+    calls = []
+
+    def killed_after_the_blocks(store, parts, dataset, classes):
+        calls.append(len(parts))
+        if len(calls) == 2:  # the merge after map_blocks: the driver dies here
+            raise KeyboardInterrupt
+        return real_merge(store, parts, dataset, classes)
+
+    monkeypatch.setattr(predict, "merge_parts", killed_after_the_blocks)
+    with pytest.raises(KeyboardInterrupt):
+        predict.run_predict(*args, tmp_path / "killed", **common)
+    monkeypatch.undo()
+    assert calls == [0, 2]  # 5 images, blocks of 4: two parts, none merged
+    assert len(list((tmp_path / "killed" / "parts").glob("*.npz"))) == 2
+    assert not (tmp_path / "killed" / "masks.parquet").exists()
+
+    def no_segmenting(spec, records):
+        raise AssertionError(f"segmented again: {[r.image_id for r in records]}")
+
+    monkeypatch.setattr(predict, "predict_block", no_segmenting)
+    stats = predict.run_predict(*args, tmp_path / "killed", **common)
+    assert stats["segmented"] == 0 and stats["skipped_done"] == 5
+    assert not (tmp_path / "killed" / "parts").exists()
+
+    def digests(root):
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+
+    assert digests(tmp_path / "killed") == digests(tmp_path / "whole")

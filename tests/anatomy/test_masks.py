@@ -8,7 +8,7 @@ from PIL import Image
 
 from gazeprep.anatomy.data import (
     labels_from_masks,
-    load_egd_masks,
+    load_release_masks,
     read_mask_png,
     resize_labels,
     resolve_image,
@@ -186,15 +186,17 @@ def test_egd_masks_either_spelling_and_png_encodings(tmp_path):
     rgb = np.zeros((6, 6, 3), np.uint8)
     rgb[0, 0, 2] = 1
     Image.fromarray(rgb).save(folder / "left_lung.png")
-    got = load_egd_masks(tmp_path / "egd", "d1")
+    got = load_release_masks("egd-cxr", tmp_path / "egd", "d1")
     assert set(got) == {"mediastinum", "left_lung"}
     assert got["left_lung"].sum() == 1 and read_mask_png(folder / "left_lung.png")[0, 0]
     h = load_egd_anatomy_masks(tmp_path / "egd", "d1", (6, 6), structures=("heart",))["heart"]
     assert np.flatnonzero(h.any(1)).tolist() == [3, 4]  # extent rows 1..4 -> keep r >= 1 + 4/3
     (folder / "mediastanum.png").write_bytes((folder / "mediastinum.png").read_bytes())
-    assert "mediastinum" in load_egd_masks(tmp_path / "egd", "d1")
+    assert "mediastinum" in load_release_masks("egd-cxr", tmp_path / "egd", "d1")
     with pytest.raises(GazeprepError):
-        load_egd_masks(tmp_path / "egd", "../escape")
+        load_release_masks("egd-cxr", tmp_path / "egd", "../escape")
+    with pytest.raises(GazeprepError, match="'reflacx' ships no anatomy masks"):
+        load_release_masks("reflacx", tmp_path / "egd", "d1")
 
 
 def test_resolve_image_prefixes_and_extension_fallback(tmp_path):
@@ -232,7 +234,7 @@ def test_export_mask_pngs_round_trips_through_overrides(tmp_path):
 def test_masks_table_lists_predictions_and_overrides(tmp_path):
     import polars as pl
 
-    from gazeprep.anatomy.masks import egd_masks_table, masks_table
+    from gazeprep.anatomy.masks import masks_table, release_masks_table
     from gazeprep.schema import validate
 
     grid = np.zeros((8, 8), np.uint8)
@@ -250,6 +252,9 @@ def test_masks_table_lists_predictions_and_overrides(tmp_path):
     folder = tmp_path / "egd" / "audio_segmentation_transcripts" / "d1"
     folder.mkdir(parents=True)
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(folder / "mediastanum.png")
-    e = egd_masks_table(tmp_path / "egd", ["d1"])
+    e = release_masks_table("egd-cxr", tmp_path / "egd", ["d1"])
     validate(e, "masks")
-    assert e.rows()[0][2:4] == ("mediastinum", "egd_png")
+    # path relative to the release root, as in the adapter's per-case masks table
+    assert e.rows() == [
+        ("egd-cxr", "d1", "mediastinum", "egd_png", "audio_segmentation_transcripts/d1/mediastanum.png")
+    ]

@@ -405,9 +405,14 @@ def test_build_heatmaps_with_and_without_images(rel, tmp_path):
     assert not rej["reason"].str.contains("TypeError").any()
 
 
-def test_adapter_and_anatomy_agree_on_mask_file_names():
-    """The adapter keeps its own copy (importing gazeprep.anatomy costs ~80 ms at every open)."""
-    from gazeprep.anatomy.structures import EGD_MASK_FILES
+def test_mask_file_names_are_defined_once_by_the_adapter():
+    """The anatomy stage asks the adapter for mask files and the generator writes the adapter's first
+    name per structure, so the release spelling lives in gazeprep/datasets/egd.py only."""
+    import gazeprep.anatomy.structures as structures
     from gazeprep.datasets.egd import MASK_FILES
+    from gazeprep.synth.egd import MASK_FILES as WRITTEN
 
-    assert MASK_FILES == EGD_MASK_FILES
+    assert not hasattr(structures, "EGD_MASK_FILES")
+    assert WRITTEN == {"left_lung": "left_lung.png", "right_lung": "right_lung.png",
+                       "mediastinum": "mediastanum.png", "aortic_knob": "aortic_knob.png"}  # fmt: skip
+    assert all(WRITTEN[k] == names[0] for k, names in MASK_FILES.items())
