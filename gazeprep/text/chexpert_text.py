@@ -20,8 +20,13 @@ from collections.abc import Callable, Iterable, Sequence
 _AND_OR = re.compile("and/or")
 _SLASH = re.compile("(?<=[a-zA-Z])/(?=[a-zA-Z])")
 _DOUBLE_PERIOD = re.compile(r"\.\.")
-_PUNCT = re.compile(r"[.,]")
-_SPACES = re.compile(r"\s+")
+_PUNCT_OR_SPACES = re.compile(r"[.,]\s*|\s{2,}|[^\S ]")
+
+
+def _punct_or_spaces(m: str) -> str:
+    return m[0] + " " if m[0] in ".," else " "
+
+
 _EMPTY_SENTENCE = re.compile(r"\.\s+\.")
 
 
@@ -70,18 +75,17 @@ def clean_report(text: str) -> tuple[str, list[int]]:
     Returns ``(cleaned, idx)`` with ``len(idx) == len(cleaned)``; ``text[idx[i]]`` is the character
     cleaned character ``i`` comes from (an inserted character: the character it was inserted for).
     """
-    chars: list[str] = []
-    idx: list[int] = []
-    for i, c in enumerate(text):
-        lc = c.lower()  # may be longer than one character ("İ")
-        chars.append(lc)
-        idx.extend([i] * len(lc))
-    s = "".join(chars)
+    s = text.lower()
+    if len(s) == len(text):
+        idx = list(range(len(text)))
+    else:  # a character whose lower case is longer ("İ" -> "i̇"): every piece maps to it
+        idx = [i for i, c in enumerate(text) for _ in c.lower()]
     s, idx = _sub(s, idx, _AND_OR, lambda _: "or")
     s, idx = _sub(s, idx, _SLASH, lambda _: " or ")
     s, idx = _sub(s, idx, _DOUBLE_PERIOD, lambda _: ".")
-    s, idx = _sub(s, idx, _PUNCT, lambda m: m + " ")
-    s, idx = _sub(s, idx, _SPACES, lambda _: " ")
+    # a space after every "." and ",", then white-space runs -> one space: done in one pass that
+    # leaves the (many) single spaces alone
+    s, idx = _sub(s, idx, _PUNCT_OR_SPACES, _punct_or_spaces)
     lead = len(s) - len(s.lstrip(" "))
     s, idx = s.strip(" "), idx[lead : lead + len(s.strip(" "))]
     s, idx = _sub(s, idx, _EMPTY_SENTENCE, lambda _: ".")
