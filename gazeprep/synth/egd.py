@@ -23,15 +23,17 @@ import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 
 from gazeprep.datasets.egd import MASK_FILES as _RELEASE_MASK_FILES
-from gazeprep.synth.behaviour import focus_segments, scanpath, search_visits, time_tokens
+from gazeprep.synth.behaviour import FocusSegment, focus_segments, scanpath, search_visits, time_tokens
 from gazeprep.synth.findings import (
     CHEXPERT_LABELS,
     EGD_GRANULAR,
+    ImageFinding,
     ReadingFinding,
     label_for,
     plan_sentences,
@@ -124,6 +126,7 @@ _INT_COLUMNS = {
     "Y_ORIGINAL",
 }
 SCREEN_W, SCREEN_H = 1920, 1080
+Box = tuple[float, float, float, float]  # (xmin, ymin, xmax, ymax) image px
 
 _DX = {
     "Normal": [
@@ -241,20 +244,7 @@ def generate_egd(
         raise ValueError("cases must be >= 1")
     out = Path(out)
     rng = np.random.default_rng([int(seed), 0xE6D])
-    chx_table: dict[tuple[int, int], dict[str, float]] = {}
-    if mimic_root is not None:
-        pool = load_mimic_images(mimic_root)
-        order = rng.permutation(len(pool))
-        images = [pool[int(i)] for i in order[:cases]]
-        chx = read_mimic_table(Path(mimic_root), "mimic-cxr-2.0.0-chexpert")
-        for row in chx.iter_rows(named=True):
-            chx_table[(int(row["subject_id"]), int(row["study_id"]))] = {
-                k: float(v) for k, v in row.items() if k not in ("subject_id", "study_id") and v not in (None, "")
-            }
-        if len(images) < cases:
-            images += invent_images(rng, cases - len(images))
-    else:
-        images = invent_images(rng, cases)
+    images, chx_table = _images(rng, cases, mimic_root)
     session_size = 30 if cases >= 90 else max(2, math.ceil(cases / 3))
     calib_every = 20 if cases >= 40 else 3
     out.mkdir(parents=True, exist_ok=True)
@@ -295,6 +285,27 @@ def generate_egd(
     write_csv(out / "eye_gaze.csv", _gaze_frame(pl.concat(gaze_parts)))
     _write_boxes(out / "bounding_boxes.csv", truth)
     return SynthEgd(out, int(seed), truth, calibrations)
+
+
+def _images(
+    rng: np.random.Generator, cases: int, mimic_root: str | Path | None
+) -> tuple[list[ImageRef], dict[tuple[int, int], dict[str, float]]]:
+    """The release's ``cases`` images (a random order of the MIMIC root's frontal images, topped up with
+    invented ones; all invented without a root) and the root's CheXpert labels per (subject, study)."""
+    chx_table: dict[tuple[int, int], dict[str, float]] = {}
+    if mimic_root is None:
+        return invent_images(rng, cases), chx_table
+    pool = load_mimic_images(mimic_root)
+    order = rng.permutation(len(pool))
+    images = [pool[int(i)] for i in order[:cases]]
+    chx = read_mimic_table(Path(mimic_root), "mimic-cxr-2.0.0-chexpert")
+    for row in chx.iter_rows(named=True):
+        chx_table[(int(row["subject_id"]), int(row["study_id"]))] = {
+            k: float(v) for k, v in row.items() if k not in ("subject_id", "study_id") and v not in (None, "")
+        }
+    if len(images) < cases:
+        images += invent_images(rng, cases - len(images))
+    return images, chx_table
 
 
 def _gaze_frame(df: pl.DataFrame) -> dict[str, object]:
@@ -443,6 +454,19 @@ def _phrases(
     return words, b, e, np.array(tok2)
 
 
+class _Transcript(NamedTuple):
+    """A dictation as EGD-CXR transcribes it: phrases with begin/end times (s), and its structure."""
+
+    findings: list[ReadingFinding]
+    words: list[str]
+    word_start: np.ndarray
+    word_end: np.ndarray
+    sentences: list[Sentence]
+    mentions: list[Mention]
+    segs: list[FocusSegment]  # focus segments, in mention order
+    boxes_of_mention: list[list[Box]]
+
+
 def _generate_case(
     rng: np.random.Generator,
     out: Path,
@@ -451,18 +475,79 @@ def _generate_case(
     st: dict,
     chx_table: dict[tuple[int, int], dict[str, float]],
 ) -> tuple[EgdCase, pl.DataFrame, pl.DataFrame]:
+    """Write one image's transcript folder (transcript and masks) and return its truth with its
+    ``eye_gaze.csv`` and ``fixations.csv`` rows; advances the session state ``st``.
+
+    Draws from ``rng`` in a fixed order, which the files depend on: findings, sentences, timing,
+    phrases, focus, gaze, master row.
+    """
     H, W = img.height, img.width
     params, image_findings = params_for_image(img.dicom_id)
     boxes = region_boxes(params, H, W)
-    kinds = {f.kind for f in image_findings}
-    cls = (
-        "pneumonia"
-        if kinds & {"consolidation", "groundglass_opacity"}
-        else "CHF"
-        if kinds & {"cardiomegaly", "pulmonary_edema", "pleural_effusion"}
-        else "Normal"
-    )
+    cls = _class_label(image_findings)
     pads = resize_pad(H, W)
+    tr = _transcript(rng, image_findings, boxes)
+    full_text = " ".join(tr.words)
+    folder = out / "audio_segmentation_transcripts" / img.dicom_id
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "full_text": full_text,
+        "time_stamped_text": [
+            {"phrase": w, "begin_time": float(b), "end_time": float(e)}
+            for w, b, e in zip(tr.words, tr.word_start, tr.word_end)
+        ],
+    }
+    write_text(folder / "transcript.json", json.dumps(doc, indent=2, sort_keys=True))
+    from PIL import Image
+
+    for name, m in phantom_masks(params, H, W).items():
+        Image.fromarray(m.astype(np.uint8) * 255).save(folder / MASK_FILES[name], format="PNG", compress_level=1)
+
+    g, f, target, media = _gaze(rng, img, pads, boxes, tr, sid, st)
+    case = EgdCase(
+        dicom_id=img.dicom_id,
+        path=img.rel_path,
+        study_id=img.study_id,
+        patient_id=img.subject_id,
+        image_height=H,
+        image_width=W,
+        pads=pads,
+        master=_master_row(rng, img, cls, pads, tr.findings, chx_table),
+        class_label=cls,
+        session_id=sid,
+        media_id=media,
+        full_text=full_text,
+        words=tr.words,
+        word_start_s=tr.word_start,
+        word_end_s=tr.word_end,
+        sentences=tr.sentences,
+        mentions=tr.mentions,
+        fixations={k: v for k, v in f.items() if k != "DICOM_ID"},
+        fixation_target=target.astype(np.int64),
+        gaze={k: v for k, v in g.items() if k != "DICOM_ID"},
+        boxes={n: _xxyy(boxes[n]) for n in EGD_BBOX_NAMES},
+        mask_files=tuple(MASK_FILES[k] for k in MASK_FILES),
+        image_findings=image_findings,
+        params=params,
+    )
+    return case, _frame(g), _frame(f)
+
+
+def _class_label(image_findings: tuple[ImageFinding, ...]) -> str:
+    """The image's EGD-CXR class: pneumonia, CHF or Normal, from what the phantom shows."""
+    kinds = {f.kind for f in image_findings}
+    if kinds & {"consolidation", "groundglass_opacity"}:
+        return "pneumonia"
+    if kinds & {"cardiomegaly", "pulmonary_edema", "pleural_effusion"}:
+        return "CHF"
+    return "Normal"
+
+
+def _transcript(
+    rng: np.random.Generator, image_findings: tuple[ImageFinding, ...], boxes: dict[str, Box]
+) -> _Transcript:
+    """The radiologist's dictation of the image: findings -> sentences -> timed tokens -> transcript
+    phrases; mentions and sentences indexed by phrase, with the focus span of each mention."""
     findings = sample_reading_findings(rng, image_findings)
     sentences = plan_sentences(rng, findings)
     timing = time_tokens(rng, sentences, rng.uniform(2.0, 5.0), (0.3, 1.2))
@@ -471,7 +556,7 @@ def _generate_case(
     words, wb, we, tok2 = _phrases(rng, tokens, timing.start, timing.end, sent_start)
     mentions: list[Mention] = []
     tsent: list[Sentence] = []
-    bom = []
+    bom: list[list[Box]] = []
     for si, s in enumerate(sentences):
         a0 = int(timing.sentence_token_start[si])
         b0 = int(timing.sentence_token_end[si])
@@ -504,23 +589,23 @@ def _generate_case(
     for sg in segs:
         mentions[sg.mention].focus_start_s = round(sg.t_start, 3)
         mentions[sg.mention].focus_end_s = round(sg.t_end, 3)
-    full_text = " ".join(words)
-    folder = out / "audio_segmentation_transcripts" / img.dicom_id
-    folder.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "full_text": full_text,
-        "time_stamped_text": [
-            {"phrase": w, "begin_time": float(b), "end_time": float(e)} for w, b, e in zip(words, wb, we)
-        ],
-    }
-    write_text(folder / "transcript.json", json.dumps(doc, indent=2, sort_keys=True))
-    from PIL import Image
+    return _Transcript(findings, words, wb, we, tsent, mentions, segs, bom)
 
-    for name, m in phantom_masks(params, H, W).items():
-        Image.fromarray(m.astype(np.uint8) * 255).save(folder / MASK_FILES[name], format="PNG", compress_level=1)
 
-    # gaze
-    t_end = float(we[-1]) + rng.uniform(0.5, 1.5)
+def _gaze(
+    rng: np.random.Generator,
+    img: ImageRef,
+    pads: tuple[int, int, int, int],
+    boxes: dict[str, Box],
+    tr: _Transcript,
+    sid: int,
+    st: dict,
+) -> tuple[dict, dict, np.ndarray, int]:
+    """60 Hz Gazepoint samples of the reading (a scanpath that visits the mentioned regions, with 3% of
+    the fixations off the image's screen area). Returns (``eye_gaze.csv`` columns, ``fixations.csv``
+    columns, target mention per fixation row (-1: wandering or off the image), the image's MEDIA_ID)."""
+    H, W = img.height, img.width
+    t_end = float(tr.word_end[-1]) + rng.uniform(0.5, 1.5)
     t = _sample_times(rng, t_end)
     wander = [
         boxes["right lung"],
@@ -529,10 +614,13 @@ def _generate_case(
         boxes["upper mediastinum"],
         (0.0, 0.0, float(W), float(H)),
     ]
-    targets = [(i, bom[i]) for i, m in enumerate(mentions) if not m.negated and bom[i]]
+    bom = tr.boxes_of_mention
+    targets = [(i, bom[i]) for i, m in enumerate(tr.mentions) if not m.negated and bom[i]]
     t_first = rng.uniform(0.02, 0.3)
+    segs = tr.segs
     segs = sorted(
-        search_visits(rng, t_first, segs[0].t_start if segs else float(wb[0]), targets) + segs, key=lambda g: g.t_start
+        search_visits(rng, t_first, segs[0].t_start if segs else float(tr.word_start[0]), targets) + segs,
+        key=lambda g: g.t_start,
     )
     sp = scanpath(rng, t_first, float(t[-1]), segs, wander, [0.38, 0.38, 0.12, 0.06, 0.06], mean_duration=0.28)
     top, bottom, left, right = pads
@@ -553,34 +641,7 @@ def _generate_case(
     st["media"] += 1
     st["clock"] += float(t[-1]) + 0.5
     g = _finish(cols, sid, media, img.dicom_id, xo, yo)
-    f = _fixation_rows(g, b)
-    case = EgdCase(
-        dicom_id=img.dicom_id,
-        path=img.rel_path,
-        study_id=img.study_id,
-        patient_id=img.subject_id,
-        image_height=H,
-        image_width=W,
-        pads=pads,
-        master=_master_row(rng, img, cls, pads, findings, chx_table),
-        class_label=cls,
-        session_id=sid,
-        media_id=media,
-        full_text=full_text,
-        words=words,
-        word_start_s=wb,
-        word_end_s=we,
-        sentences=tsent,
-        mentions=mentions,
-        fixations={k: v for k, v in f.items() if k != "DICOM_ID"},
-        fixation_target=target.astype(np.int64),
-        gaze={k: v for k, v in g.items() if k != "DICOM_ID"},
-        boxes={n: _xxyy(boxes[n]) for n in EGD_BBOX_NAMES},
-        mask_files=tuple(MASK_FILES[k] for k in MASK_FILES),
-        image_findings=image_findings,
-        params=params,
-    )
-    return case, _frame(g), _frame(f)
+    return g, _fixation_rows(g, b), target, media
 
 
 def _calibration(
