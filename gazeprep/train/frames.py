@@ -23,7 +23,9 @@ the target is coarser), zeros outside the source.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -34,8 +36,11 @@ from gazeprep.heatmaps.grid import OutputGrid
 
 FITS = ("letterbox", "stretch", "pad_crop_stride", "cover")
 
+#: A frame size as configs give it: ``S`` (a square) or ``[height, width]`` pixels.
+SizeSpec: TypeAlias = int | np.integer | Sequence[int]
 
-def size_hw(size) -> tuple[int, int]:
+
+def size_hw(size: SizeSpec) -> tuple[int, int]:
     """``(height, width)`` from an int (square) or a ``[height, width]`` pair."""
     if isinstance(size, (int, np.integer)):
         return int(size), int(size)
@@ -48,7 +53,7 @@ def size_hw(size) -> tuple[int, int]:
     return h, w
 
 
-def letterbox_params(height: int, width: int, size) -> tuple[int, int, int, int]:
+def letterbox_params(height: int, width: int, size: SizeSpec) -> tuple[int, int, int, int]:
     """(new_h, new_w, pad_top, pad_left) to fit (height, width) into a centred ``size`` frame
     (int: square; or ``(H, W)``), whole pixels."""
     H, W = size_hw(size)
@@ -77,7 +82,7 @@ class TrainFrame:
     stride: int = 1
 
     @classmethod
-    def make(cls, size, fit: str = "letterbox", rule: str = "centre", stride: int = 1) -> TrainFrame:
+    def make(cls, size: SizeSpec, fit: str = "letterbox", rule: str = "centre", stride: int = 1) -> TrainFrame:
         h, w = size_hw(size)
         if fit not in FITS:
             raise GazeprepError(f"data.fit must be one of {', '.join(FITS)}, not {fit!r}")

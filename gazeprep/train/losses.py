@@ -19,6 +19,7 @@ Where each comes from:
 from __future__ import annotations
 
 import math
+from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +83,7 @@ class UncertaintyWeighting(nn.Module):
     ):
         super().__init__()
 
-        def log_of(sigma, lg, name):
+        def log_of(sigma: float | None, lg: float | None, name: str) -> float:
             if lg is not None:
                 return float(lg)
             if sigma is None or float(sigma) <= 0:
@@ -117,7 +118,11 @@ class UncertaintyWeighting(nn.Module):
 NORMALIZATIONS = ("brn", "brn_code", "li", "none")
 
 
-def brn_lower_bound(n_factors, base: float = BRN_BASE):
+@overload
+def brn_lower_bound(n_factors: int, base: float = BRN_BASE) -> float: ...
+@overload
+def brn_lower_bound(n_factors: torch.Tensor, base: float = BRN_BASE) -> torch.Tensor: ...
+def brn_lower_bound(n_factors: int | torch.Tensor, base: float = BRN_BASE) -> float | torch.Tensor:
     """Lower end of each factor's range under balanced range normalisation (paper 004, 2.2.1).
 
     ``base ** (1 / n_factors)``; equals 0.98 for 256 factors. ``n_factors`` may be a tensor (one
@@ -147,7 +152,7 @@ def _image_lower(n_cells: int, normalization: str) -> float:
     return 0.0 if normalization == "none" else LI_LOWER
 
 
-def _normed_log(p: torch.Tensor, lower) -> torch.Tensor:
+def _normed_log(p: torch.Tensor, lower: float | torch.Tensor) -> torch.Tensor:
     """``log(lower + (1 - lower) p)``, the log of a range-normalised factor (``lower`` float or a
     tensor broadcastable to ``p``)."""
     return torch.log(lower + (1 - lower) * p)

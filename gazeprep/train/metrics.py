@@ -65,7 +65,7 @@ def map_metrics(pred: torch.Tensor, target: torch.Tensor, *, labels: Sequence[st
     require_finite_maps(pred, "prediction", labels)
     require_finite_maps(target, "target", labels)
     if pred.shape[-2:] != target.shape[-2:]:
-        target = torch.nn.functional.adaptive_avg_pool2d(target[:, None], pred.shape[-2:])[:, 0]
+        target = torch.nn.functional.adaptive_avg_pool2d(target[:, None], (pred.shape[-2], pred.shape[-1]))[:, 0]
     p = pred.detach().cpu().double().numpy()
     t = target.detach().cpu().double().numpy()
     ccs = np.array([EM.cc(a, b) for a, b in zip(p, t)], dtype=np.float64)

@@ -27,7 +27,11 @@ def make_synthetic_export(
     """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    cases, labels, hm_rows, heatmaps, images = [], [], [], {}, {}
+    cases: list[dict[str, object]] = []
+    labels: list[dict[str, object]] = []
+    hm_rows: list[dict[str, object]] = []
+    heatmaps: dict[tuple[str, str], np.ndarray] = {}
+    images: dict[str, np.ndarray] = {}
     sigma = max(height, width) / 10
     for i in range(n_cases):
         cid = f"case{i:03d}"

@@ -251,6 +251,10 @@ class WeakLabelSource:
         self.manifest = {"images_root": str(weak.root)}
         self.path = weak.root
 
+    def heatmap(self, case_id: str, target: str) -> np.ndarray:
+        """Label-only cases have no maps (the dataset never asks: the source has no heatmaps table)."""
+        raise GazeprepError(f"label-only case {case_id} has no heatmap ({target})")
+
 
 def label_only_dataset(weak: WeakLabels, like: GazeDataset, augment: Any = None, **input_kwargs: Any) -> GazeDataset:
     """A :class:`GazeDataset` of the label-only cases with the targets, labels, masks and training frame
