@@ -347,3 +347,13 @@ def test_build_records_profile_in_manifest(tmp_path):
                 dataset="reflacx", root=tmp_path / "rel", out=tmp_path / "out2", recipe=bad, workers=1, progress=False
             )
         )
+
+
+def test_gazeprep_dictation_slips_are_not_guessed(gz):
+    """Issue 15, second set, category 5: "Marrow pneumothorax, ..." for "No pneumothorax, ...". The
+    default profile does not turn an unknown word into a negation (rules/profile.yaml): the slip stays
+    a positive mention, and a list whose leading "No" was dropped stays positive."""
+    assert st(gz, "Marrow pneumothorax, effusion or consolidation.")["pneumothorax"] == "positive"
+    got = st(gz, "Pneumothorax, effusion or consolidation.")
+    assert got["pneumothorax"] == "positive" and got["pleural_effusion"] != "negative"
+    assert st(gz, "No pneumothorax, effusion or consolidation.")["pleural_effusion"] == "negative"
