@@ -34,7 +34,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -862,16 +862,46 @@ def _collect(
     return _Layers(hd, hmax, gray, image is not None, marks, dur, ells, bx, shown_masks, mask_note, note)
 
 
+@dataclass(frozen=True)
+class _Pen:
+    """Where and how one panel's layers are drawn: ``draw`` on the canvas, original-image pixels
+    scaled by ``s`` and shifted right by ``ox`` (the panel's offset), text only on big panels."""
+
+    draw: ImageDraw.ImageDraw
+    s: float
+    ox: int
+    size: int  # the panel's longer side in pixels
+    font: _Font
+
+    @property
+    def big(self) -> bool:
+        """Labels (structure names, ellipse labels, box numbers) only from 400 px up."""
+        return self.size >= 400
+
+    def to_disp(self, x: float, y: float) -> tuple[float, float]:
+        """Original-image pixel ``(x, y)`` -> display pixel of this panel."""
+        return (float(x) + 0.5) * self.s - 0.5 + self.ox, (float(y) + 0.5) * self.s - 0.5
+
+    def label(self, xy: tuple[float, float], text: str, fill: tuple[int, ...]) -> None:
+        """``text`` at ``xy`` with a black outline (readable on any background)."""
+        self.draw.text(xy, text, fill=fill, font=self.font, stroke_width=1, stroke_fill=(0, 0, 0, 255))
+
+
 def _draw_layers(canvas: Image.Image, L: _Layers, *, s: float, size: int, numbers: bool, ox: int = 0) -> None:
+    """Draw the overlays of ``L`` on ``canvas`` (the heatmap is already in it): mask outlines,
+    ellipses, boxes, then fixations on top, the panel's image starting at column ``ox``."""
     from PIL import ImageDraw
 
-    draw = ImageDraw.Draw(canvas, "RGBA")
-    small = _font(max(10, size // 50))
-    big = size >= 400
+    pen = _Pen(ImageDraw.Draw(canvas, "RGBA"), s, ox, size, _font(max(10, size // 50)))
+    _draw_masks(pen, L)
+    _draw_ellipses(pen, L.ellipses)
+    _draw_boxes(pen, L.boxes)
+    if L.marks:
+        _draw_fixations(pen, L, numbers)
 
-    def to_disp(x: float, y: float) -> tuple[float, float]:
-        return (float(x) + 0.5) * s - 0.5 + ox, (float(y) + 0.5) * s - 0.5
 
+def _draw_masks(pen: _Pen, L: _Layers) -> None:
+    """A 2-px outline of each non-empty mask in its structure's colour, named on big panels."""
     dh, dw = L.gray.shape
     for name, mk in L.masks.items():
         mask = np.asarray(mk).astype(bool)
@@ -885,75 +915,62 @@ def _draw_layers(canvas: Image.Image, L: _Layers, *, s: float, size: int, number
         edge[:, 1:] |= edge[:, :-1].copy()
         ys, xs = np.nonzero(edge)
         col = mask_colour(name)
-        draw.point(list(zip((xs + ox).tolist(), ys.tolist())), fill=col + (235,))
-        if big and xs.size:
-            draw.text(
-                (int(xs.mean()) + ox, int(ys.min()) + 2),
-                name,
-                fill=col + (255,),
-                font=small,
-                stroke_width=1,
-                stroke_fill=(0, 0, 0, 255),
-            )
-    for r in L.ellipses:
-        x0, y0 = to_disp(r["xmin_px"], r["ymin_px"])
-        x1, y1 = to_disp(r["xmax_px"], r["ymax_px"])
+        pen.draw.point(list(zip((xs + pen.ox).tolist(), ys.tolist())), fill=col + (235,))
+        if pen.big and xs.size:
+            pen.label((int(xs.mean()) + pen.ox, int(ys.min()) + 2), name, col + (255,))
+
+
+def _draw_ellipses(pen: _Pen, ellipses: Sequence[dict[str, Any]]) -> None:
+    """Ellipses coloured by certainty: solid above 2 (those 004 evaluates), dashed otherwise;
+    ``label (certainty)`` above them on big panels."""
+    for r in ellipses:
+        x0, y0 = pen.to_disp(r["xmin_px"], r["ymin_px"])
+        x1, y1 = pen.to_disp(r["xmax_px"], r["ymax_px"])
         c = int(r.get("certainty") or 1)
         rgba = ELLIPSE_COLOURS.get(c, ELLIPSE_COLOURS[1]) + (255,)
         if c > 2:
-            draw.ellipse([x0, y0, x1, y1], outline=rgba, width=3 if big else 2)
+            pen.draw.ellipse([x0, y0, x1, y1], outline=rgba, width=3 if pen.big else 2)
         else:
-            _dashed_ellipse(draw, [x0, y0, x1, y1], rgba, 2 if big else 1)
-        if big:
-            fs = max(10, size // 50)
+            _dashed_ellipse(pen.draw, [x0, y0, x1, y1], rgba, 2 if pen.big else 1)
+        if pen.big:
+            fs = max(10, pen.size // 50)
             ty = y0 - fs - 3 if y0 > fs + 3 else y1 + 2
-            draw.text(
-                (x0, ty),
-                f"{r['source_label']} ({c})",
-                fill=rgba,
-                font=small,
-                stroke_width=1,
-                stroke_fill=(0, 0, 0, 255),
+            pen.label((x0, ty), f"{r['source_label']} ({c})", rgba)
+
+
+def _draw_boxes(pen: _Pen, boxes: Sequence[dict[str, Any]]) -> None:
+    """Anatomy boxes as thin rectangles, numbered 1, 2, ... on big panels (the legend names them)."""
+    for i, r in enumerate(boxes, 1):
+        x0, y0 = pen.to_disp(r["xmin_px"], r["ymin_px"])
+        x1, y1 = pen.to_disp(r["xmax_px"], r["ymax_px"])
+        pen.draw.rectangle([x0, y0, x1, y1], outline=BOX_COLOUR + (210,), width=1)
+        if pen.big:
+            pen.label((x0 + 2, y0 + 1), str(i), BOX_COLOUR + (255,))
+
+
+def _draw_fixations(pen: _Pen, L: _Layers, numbers: bool) -> None:
+    """The scanpath: a line through the fixations, circles with area by duration, off-image
+    fixations as triangles at the border, and their order numbers when ``numbers``."""
+    dh, dw = L.gray.shape
+    size, ox = pen.size, pen.ox
+    dmax = float(np.max(L.durations)) if L.durations.size and np.any(L.durations > 0) else 1.0
+    pts = [(m.x + ox, m.y) for m in L.marks]
+    if len(pts) > 1:
+        pen.draw.line(pts, fill=FIX_COLOUR + (120,), width=1)
+    for m, d in zip(L.marks, L.durations if L.durations.size == len(L.marks) else np.ones(len(L.marks))):
+        rr = 2.0 + (size / 40.0) * float(np.sqrt(max(float(d), 0.0) / dmax))
+        cx, cy = m.x + ox, m.y
+        if m.off_image:
+            r2 = max(5.0, size / 50.0)
+            pen.draw.polygon(_triangle(cx, cy, r2, m.direction), fill=FIX_COLOUR + (255,), outline=(0, 0, 0, 255))
+        else:
+            pen.draw.ellipse(
+                [cx - rr, cy - rr, cx + rr, cy + rr], outline=FIX_COLOUR + (235,), fill=FIX_COLOUR + (40,), width=2
             )
-    for i, r in enumerate(L.boxes, 1):
-        x0, y0 = to_disp(r["xmin_px"], r["ymin_px"])
-        x1, y1 = to_disp(r["xmax_px"], r["ymax_px"])
-        draw.rectangle([x0, y0, x1, y1], outline=BOX_COLOUR + (210,), width=1)
-        if big:
-            draw.text(
-                (x0 + 2, y0 + 1),
-                str(i),
-                fill=BOX_COLOUR + (255,),
-                font=small,
-                stroke_width=1,
-                stroke_fill=(0, 0, 0, 255),
-            )
-    if L.marks:
-        dmax = float(np.max(L.durations)) if L.durations.size and np.any(L.durations > 0) else 1.0
-        pts = [(m.x + ox, m.y) for m in L.marks]
-        if len(pts) > 1:
-            draw.line(pts, fill=FIX_COLOUR + (120,), width=1)
-        for m, d in zip(L.marks, L.durations if L.durations.size == len(L.marks) else np.ones(len(L.marks))):
-            rr = 2.0 + (size / 40.0) * float(np.sqrt(max(float(d), 0.0) / dmax))
-            cx, cy = m.x + ox, m.y
-            if m.off_image:
-                r2 = max(5.0, size / 50.0)
-                draw.polygon(_triangle(cx, cy, r2, m.direction), fill=FIX_COLOUR + (255,), outline=(0, 0, 0, 255))
-            else:
-                draw.ellipse(
-                    [cx - rr, cy - rr, cx + rr, cy + rr], outline=FIX_COLOUR + (235,), fill=FIX_COLOUR + (40,), width=2
-                )
-            if numbers:
-                tx = min(max(cx + rr * 0.7, ox), ox + dw - 14)
-                ty = min(max(cy - rr * 0.7 - 6, 0), dh - 12)
-                draw.text(
-                    (tx, ty),
-                    str(m.number),
-                    fill=(255, 255, 255, 255),
-                    font=small,
-                    stroke_width=1,
-                    stroke_fill=(0, 0, 0, 255),
-                )
+        if numbers:
+            tx = min(max(cx + rr * 0.7, ox), ox + dw - 14)
+            ty = min(max(cy - rr * 0.7 - 6, 0), dh - 12)
+            pen.label((tx, ty), str(m.number), (255, 255, 255, 255))
 
 
 def _colour_bar(
@@ -1181,8 +1198,6 @@ def render_comparison_panel(
     Each map is brought to the image frame through its own output grid and divided by its own
     maximum; the difference panel shows ``pred / max(pred) - gt / max(gt)`` in [-1, 1] (blue: the
     prediction is lower, red: higher). Overlays (fixations, ellipses, ...) come from ``gt``."""
-    from PIL import Image, ImageDraw
-
     warn = warn or (finder.warn if finder is not None else _warn_stderr)
     gheat, ggrid = _grid_and_heat(gt, case_id, target)
     pheat, pgrid = _grid_and_heat(pred, case_id, target, _case_row(gt, case_id))
@@ -1192,7 +1207,6 @@ def render_comparison_panel(
     if image is not None and tuple(image.shape[:2]) != (H, W):
         image = None
     dh, dw, s = _display_grid((H, W), size)
-    marker_r = max(5.0, size / 50.0)
     L = _collect(
         gt,
         case_id,
@@ -1207,53 +1221,90 @@ def render_comparison_panel(
         masks=None,
         anatomy_dir=anatomy_dir,
         warn=warn,
-        marker_r=marker_r,
+        marker_r=max(5.0, size / 50.0),
     )
     gd = _heat_on_display(gheat, ggrid, dh, dw, s)
     pd = _heat_on_display(pheat, pgrid, dh, dw, s) if (pgrid.image_height_px, pgrid.image_width_px) == (H, W) else None
     if pd is None:
         warn(f"case {case_id}: the prediction's image size differs from the ground truth's; difference not drawn")
         pd = np.zeros_like(gd)
+    panels = _comparison_panels(gt, pred, case_id, L, gd, pd, float(np.nanmax(pheat)) if pheat.size else 0)
+    head_lines = []
+    if caption:
+        head_lines = [f"{case_id} | {target}" + ("" if L.has_image else " | no image (grey canvas)")] + window_text(
+            gt, case_id, target
+        )
+    show_legend = size >= 400 if legend is None else legend
+    legend_rows = _panel_legend(L, None) if show_legend else []
+    canvas = _side_by_side(panels, L, head_lines, legend_rows, size=size, s=s, numbers=numbers, caption=caption)
+    return canvas, L
+
+
+class _SidePanel(NamedTuple):
+    """One panel of a comparison: the blended image, its caption parts and colour bar."""
+
+    rgb: np.ndarray  # (dh, dw, 3) uint8
+    caption: list[str]  # joined with " | "
+    bar: tuple[str, str, str]  # low label, high label, units line
+    diverging: bool  # the bar of the difference panel (blue - grey - red)
+
+
+def _comparison_panels(
+    gt: Any, pred: Any, case_id: str, L: _Layers, gd: np.ndarray, pd: np.ndarray, pred_max: float
+) -> list[_SidePanel]:
+    """Ground truth, prediction and difference panels from the two maps on the display grid (``gd``,
+    ``pd``; ``pred_max``: the stored prediction's maximum, for its caption and bar)."""
     gmax, pmax = float(gd.max()), float(pd.max())
     diff = (pd / pmax if pmax > 0 else pd * 0) - (gd / gmax if gmax > 0 else gd * 0)
-    gap = 6
-    show_legend = size >= 400 if legend is None else legend
-    panels = [
-        (
+    return [
+        _SidePanel(
             overlay_heatmap(L.gray, gd),
             [f"ground truth ({_source_label(gt, case_id)})", f"max {L.heat_max:.3g}"]
             + ([f"{len(L.marks)} fixations"] if L.marks else []),
             ("0", f"{L.heat_max:.3g}", f"0 to this panel's max; {map_units(gt)}"),
             False,
         ),
-        (
+        _SidePanel(
             overlay_heatmap(L.gray, pd),
-            [_source_label(pred, case_id), f"max {float(np.nanmax(pheat)) if pheat.size else 0:.3g}"],
-            ("0", f"{float(np.nanmax(pheat)) if pheat.size else 0:.3g}", f"0 to this panel's max; {map_units(pred)}"),
+            [_source_label(pred, case_id), f"max {pred_max:.3g}"],
+            ("0", f"{pred_max:.3g}", f"0 to this panel's max; {map_units(pred)}"),
             False,
         ),
-        (
+        _SidePanel(
             overlay_difference(L.gray, diff),
             ["difference: prediction/max - ground truth/max"],
             ("-1", "+1", "blue: prediction lower, red: prediction higher"),
             True,
         ),
     ]
-    footers = []
-    for _, cap, bar, div in panels:
-        footers.append(_footer(dw, size, [" | ".join(cap)] if caption else [], [], bar, diverging=div))
-    head_lines = []
-    if caption:
-        head_lines = [f"{case_id} | {target}" + ("" if L.has_image else " | no image (grey canvas)")] + window_text(
-            gt, case_id, target
-        )
-    total_w = 3 * dw + 2 * gap
-    hh, hpaint = _footer(total_w, size, head_lines, _panel_legend(L, None) if show_legend else [], None)
+
+
+def _side_by_side(
+    panels: Sequence[_SidePanel],
+    L: _Layers,
+    head_lines: list[str],
+    legend: list[LegendEntry],
+    *,
+    size: int,
+    s: float,
+    numbers: bool,
+    caption: bool,
+) -> Image.Image:
+    """The panels in a row 6 px apart, each with the overlays of ``L`` (fixation numbers on the
+    first only) and its own footer (caption, colour bar), then one shared footer: ``head_lines``
+    and the legend."""
+    from PIL import Image, ImageDraw
+
+    dh, dw = L.gray.shape
+    gap = 6
+    footers = [_footer(dw, size, [" | ".join(p.caption)] if caption else [], [], p.bar, p.diverging) for p in panels]
+    total_w = len(panels) * dw + (len(panels) - 1) * gap
+    hh, hpaint = _footer(total_w, size, head_lines, legend, None)
     fh = max(f[0] for f in footers)
     canvas = Image.new("RGB", (total_w, dh + fh + hh), (20, 20, 20))
-    for k, (rgb, _, _, _) in enumerate(panels):
+    for k, p in enumerate(panels):
         ox = k * (dw + gap)
-        canvas.paste(Image.fromarray(rgb), (ox, 0))
+        canvas.paste(Image.fromarray(p.rgb), (ox, 0))
         _draw_layers(canvas, L, s=s, size=size, numbers=numbers and k == 0, ox=ox)
     draw = ImageDraw.Draw(canvas, "RGBA")
     for k, (_, paint) in enumerate(footers):
@@ -1262,7 +1313,7 @@ def render_comparison_panel(
         paint(ImageDraw.Draw(sub, "RGBA"), 0)
         canvas.paste(sub, (ox, dh))
     hpaint(draw, dh + fh)
-    return canvas, L
+    return canvas
 
 
 # --- files -------------------------------------------------------------------------------------
