@@ -117,13 +117,29 @@ def generate_mimic(out: str | Path, cases: int, seed: int) -> SynthMimic:
     SynthMimic
         Every image's ids, metadata values, encoding and phantom, and the per-study label tables.
     """
-    from PIL import Image
-
     if cases < 1:
         raise ValueError("cases must be >= 1")
     out = Path(out)
     rng = np.random.default_rng([int(seed), 0x313C])
     ids = dicom_ids(rng, cases)
+    subj_of, studies, split_of_subject = _patients(rng, cases)
+    images: list[MimicImage] = []
+    chexpert: dict[tuple[int, int], dict[str, float]] = {}
+    negbio: dict[tuple[int, int], dict[str, float]] = {}
+    for i, did in enumerate(ids):
+        img = _image_record(rng, i, did, subj_of[i], studies[i], split_of_subject[subj_of[i]])
+        _write_image(out, img)
+        images.append(img)
+        key = (img.subject_id, img.study_id)
+        chexpert[key], negbio[key] = _chexpert_negbio(rng, img.findings)
+    images.sort(key=lambda m: (m.subject_id, m.study_id, m.dicom_id))
+    _write_tables(out, images, chexpert, negbio)
+    return SynthMimic(out, int(seed), images, chexpert, negbio)
+
+
+def _patients(rng: np.random.Generator, cases: int) -> tuple[list[int], list[int], dict[int, str]]:
+    """Subject of each image (about 4 images per 3 subjects), one distinct study id per image, and
+    each subject's split (every split word present once there are 3 subjects)."""
     n_subj = max(1, int(np.ceil(cases * 0.75)))
     subjects = [int(s) for s in rng.choice(np.arange(10_000_000, 20_000_000), size=n_subj, replace=False)]
     subj_of = [subjects[i] if i < n_subj else subjects[int(rng.integers(0, n_subj))] for i in range(cases)]
@@ -131,64 +147,73 @@ def generate_mimic(out: str | Path, cases: int, seed: int) -> SynthMimic:
     split_of_subject = {s: str(rng.choice(["train", "validate", "test"], p=[0.8, 0.1, 0.1])) for s in subjects}
     if n_subj >= 3:  # small sets still contain every split word
         split_of_subject[subjects[0]], split_of_subject[subjects[1]] = "validate", "test"
-    images: list[MimicImage] = []
-    chexpert: dict[tuple[int, int], dict[str, float]] = {}
-    negbio: dict[tuple[int, int], dict[str, float]] = {}
-    for i, did in enumerate(ids):
-        h = int(rng.integers(240, 321))
-        landscape = rng.random() < 1 / 6
-        w = int(round(h * (rng.uniform(1.1, 1.25) if landscape else rng.uniform(0.78, 0.9))))
-        params, findings = params_for_image(did)
-        view = "AP" if rng.random() < 0.4 else "PA"
-        photometric = "MONOCHROME1" if i % 3 == 1 else "MONOCHROME2"
-        wc: float | None
-        ww: float | None
-        if i % 2 == 0:
-            wc, ww = float(round(rng.uniform(1900, 2200))), float(round(rng.uniform(3400, 4095)))
-        else:
-            wc = ww = None
-        date = int(f"{int(rng.integers(2110, 2200))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}")
-        hh, mm, ss = int(rng.integers(0, 24)), int(rng.integers(0, 60)), int(rng.integers(0, 60))
-        frac = round(float(rng.integers(0, 1000)) / 1000, 3)
-        study_time = float(hh * 10000 + mm * 100 + ss) + frac
-        s = str(subj_of[i])
-        rel = f"files/p{s[:2]}/p{s}/s{studies[i]}/{did}"
-        img = MimicImage(
-            dicom_id=did,
-            subject_id=subj_of[i],
-            study_id=studies[i],
-            view_position=view,
-            rows=h,
-            columns=w,
-            study_date=date,
-            study_time=study_time,
-            split=split_of_subject[subj_of[i]],
-            photometric=photometric,
-            window_center=wc,
-            window_width=ww,
-            dcm_path=rel + ".dcm",
-            jpg_path=rel + ".jpg",
-            params=params,
-            findings=findings,
-        )
-        pix_rng = np.random.default_rng(seed_from_text("pixels:" + did))
-        v = render_phantom(params, h, w, pix_rng, findings)
-        mono2 = np.round(v * 4095.0).astype(np.uint16)
-        stored = (4095 - mono2).astype(np.uint16) if photometric == "MONOCHROME1" else mono2
-        _write_dicom(out / img.dcm_path, img, stored)
-        disp = display_8bit(stored, photometric, wc, ww)
-        Image.fromarray(disp).save(out / img.jpg_path, format="JPEG", quality=90)
-        images.append(img)
-        key = (img.subject_id, img.study_id)
-        chexpert[key] = _study_labels(rng, findings)
-        nb = dict(chexpert[key])
-        if nb and rng.random() < 0.3:  # NegBio disagrees on one label now and then
-            lab = sorted(nb)[int(rng.integers(0, len(nb)))]
-            nb[lab] = {1.0: -1.0, -1.0: 1.0, 0.0: 0.0}[nb[lab]]
-        negbio[key] = nb
-    images.sort(key=lambda m: (m.subject_id, m.study_id, m.dicom_id))
-    _write_tables(out, images, chexpert, negbio)
-    return SynthMimic(out, int(seed), images, chexpert, negbio)
+    return subj_of, studies, split_of_subject
+
+
+def _image_record(rng: np.random.Generator, i: int, did: str, subject_id: int, study_id: int, split: str) -> MimicImage:
+    """The metadata of image ``i``: size (portrait, 1 in 6 landscape), view, encoding (every third
+    MONOCHROME1, every other with a VOI window), study date and time, paths, phantom."""
+    h = int(rng.integers(240, 321))
+    landscape = rng.random() < 1 / 6
+    w = int(round(h * (rng.uniform(1.1, 1.25) if landscape else rng.uniform(0.78, 0.9))))
+    params, findings = params_for_image(did)
+    view = "AP" if rng.random() < 0.4 else "PA"
+    photometric = "MONOCHROME1" if i % 3 == 1 else "MONOCHROME2"
+    wc: float | None
+    ww: float | None
+    if i % 2 == 0:
+        wc, ww = float(round(rng.uniform(1900, 2200))), float(round(rng.uniform(3400, 4095)))
+    else:
+        wc = ww = None
+    date = int(f"{int(rng.integers(2110, 2200))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}")
+    hh, mm, ss = int(rng.integers(0, 24)), int(rng.integers(0, 60)), int(rng.integers(0, 60))
+    frac = round(float(rng.integers(0, 1000)) / 1000, 3)
+    study_time = float(hh * 10000 + mm * 100 + ss) + frac
+    s = str(subject_id)
+    rel = f"files/p{s[:2]}/p{s}/s{study_id}/{did}"
+    return MimicImage(
+        dicom_id=did,
+        subject_id=subject_id,
+        study_id=study_id,
+        view_position=view,
+        rows=h,
+        columns=w,
+        study_date=date,
+        study_time=study_time,
+        split=split,
+        photometric=photometric,
+        window_center=wc,
+        window_width=ww,
+        dcm_path=rel + ".dcm",
+        jpg_path=rel + ".jpg",
+        params=params,
+        findings=findings,
+    )
+
+
+def _write_image(out: Path, img: MimicImage) -> None:
+    """The image's phantom (pixel noise seeded by its dicom id) as 12-bit DICOM and 8-bit JPG."""
+    from PIL import Image
+
+    pix_rng = np.random.default_rng(seed_from_text("pixels:" + img.dicom_id))
+    v = render_phantom(img.params, img.rows, img.columns, pix_rng, img.findings)
+    mono2 = np.round(v * 4095.0).astype(np.uint16)
+    stored = (4095 - mono2).astype(np.uint16) if img.photometric == "MONOCHROME1" else mono2
+    _write_dicom(out / img.dcm_path, img, stored)
+    disp = display_8bit(stored, img.photometric, img.window_center, img.window_width)
+    Image.fromarray(disp).save(out / img.jpg_path, format="JPEG", quality=90)
+
+
+def _chexpert_negbio(
+    rng: np.random.Generator, findings: Iterable[ImageFinding]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """A study's CheXpert labels and NegBio's (equal, but for one flipped label in 30 % of studies)."""
+    chexpert = _study_labels(rng, findings)
+    nb = dict(chexpert)
+    if nb and rng.random() < 0.3:  # NegBio disagrees on one label now and then
+        lab = sorted(nb)[int(rng.integers(0, len(nb)))]
+        nb[lab] = {1.0: -1.0, -1.0: 1.0, 0.0: 0.0}[nb[lab]]
+    return chexpert, nb
 
 
 def _study_labels(rng: np.random.Generator, findings: Iterable[ImageFinding | ReadingFinding]) -> dict[str, float]:
