@@ -12,10 +12,13 @@ and R. :func:`reflacx_setting_samples` derives the samples from gazeprep tables 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
 
 from gazeprep.errors import GazeprepError
+from gazeprep.schema import Schema
 
 SETTINGS: tuple[str, ...] = ("C", "L", "R", "M")
 TARGET_OF_SETTING: dict[str, str] = {"C": "heart", "L": "left_lung", "R": "right_lung"}
@@ -37,7 +40,7 @@ ANATOMICAL_PROMPTS: dict[str, str] = {
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
-SAMPLES_SCHEMA: dict[str, pl.DataType] = {
+SAMPLES_SCHEMA: Schema = {
     "case_id": pl.Utf8,
     "subject_id": pl.Utf8,
     "setting": pl.Utf8,  # C / L / R (M is built from them)
@@ -186,7 +189,7 @@ def reflacx_setting_samples(
     cases: pl.DataFrame,
     case_labels: pl.DataFrame,
     ellipses: pl.DataFrame,
-    lung_masks=None,
+    lung_masks: Callable[[str, tuple[int, int]], dict[str, np.ndarray]] | None = None,
     min_certainty: int = 1,
 ) -> pl.DataFrame:
     """Samples for :func:`build_setting_splits` from gazeprep tables (our reading of 000).

@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
 
 from gazeprep._atomic import atomic_write_parquet, atomic_write_text
 from gazeprep.errors import GazeprepError
+from gazeprep.schema import Schema
 
-MASK_INDEX: dict[str, pl.DataType] = {
+if TYPE_CHECKING:
+    import zarr
+
+MASK_INDEX: Schema = {
     "dataset": pl.Utf8,
     "case_id": pl.Utf8,  # = image_id (masks belong to images; REFLACX readings share them)
     "image_id": pl.Utf8,
@@ -85,15 +90,24 @@ class MaskStore:
         self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
         ip = self.folder / INDEX_FILE
         self.index = pl.read_parquet(ip) if ip.is_file() else pl.DataFrame(schema=MASK_INDEX)
-        self._group = None
+        self._group: zarr.Group | None = None
 
     # ------------------------------------------------------------------ zarr
-    def _open_group(self, mode: str):
+    def _open_group(self, mode: Literal["r", "a"]) -> zarr.Group:
         import zarr
 
         if self._group is None or mode != "r":
             self._group = zarr.open_group(str(self.folder / ZARR_DIR), mode=mode)
         return self._group
+
+    def _array(self, group: zarr.Group, name: str) -> zarr.Array:
+        """The mask array ``name`` of the group; a group in its place is a damaged folder."""
+        import zarr
+
+        node = group[name]
+        if not isinstance(node, zarr.Array):
+            raise GazeprepError(f"{self.folder / ZARR_DIR / name}: a Zarr group where a mask array belongs (damaged)")
+        return node
 
     def done_images(self) -> set[str]:
         """Image ids whose masks are complete in the index."""
@@ -119,7 +133,7 @@ class MaskStore:
         name = f"masks_{h}x{w}"
         group = self._open_group("a")
         if name in group:
-            arr = group[name]
+            arr = self._array(group, name)
         else:
             arr = group.create_array(
                 name,
@@ -131,7 +145,7 @@ class MaskStore:
                 fill_value=False,
             )
         done = self.index.filter(pl.col("array") == name)
-        start = int(done["row"].max()) + 1 if done.height else 0
+        start = int(done.select(pl.col("row").max()).item()) + 1 if done.height else 0
         stack = np.stack([label_maps == k for k in range(1, len(classes))], axis=1).reshape(-1, h, w)
         arr.resize((start + len(stack), h, w))
         arr[start : start + len(stack)] = stack
@@ -165,12 +179,13 @@ class MaskStore:
         if rows.height == 0:
             return {}
         group = self._open_group("r")
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for r in rows.iter_rows(named=True):
-            out[r["structure"]] = np.asarray(group[r["array"]][int(r["row"])], dtype=bool)
+            out[r["structure"]] = np.asarray(self._array(group, r["array"])[int(r["row"])], dtype=bool)
         return out
 
     def image_shape(self, image_id: str) -> tuple[int, int] | None:
+        """(height, width) of the original image of ``image_id``, or None when it has no masks."""
         rows = self.index.filter(pl.col("image_id") == image_id)
         if rows.height == 0:
             return None
