@@ -26,10 +26,10 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from gazeprep.errors import GazeprepError
 from gazeprep.heatmaps.grid import OutputGrid
 from gazeprep.train.frames import (
+    SizeSpec,
     TrainFrame,
     _place,
     grid_from_spec,
@@ -50,12 +51,20 @@ from gazeprep.train.frames import (
     transfer,
 )
 
+if TYPE_CHECKING:
+    import zarr
+
 
 class ExportLike(Protocol):
-    """What the trainer needs from an export (see module docstring)."""
+    """What the trainer needs from an export (see module docstring). Optional methods, used when an
+    export has them: ``image(case_id)``, ``mask(case_id, structure)``, ``array(name)`` (the Zarr array
+    of a map shape) and ``_checked_read(read, what)`` (:class:`gazeprep.export.Export`)."""
 
-    tables: dict[str, pl.DataFrame]
-    manifest: dict
+    @property
+    def tables(self) -> Mapping[str, pl.DataFrame]: ...
+
+    @property
+    def manifest(self) -> dict[str, Any]: ...
 
     def heatmap(self, case_id: str, target: str) -> np.ndarray: ...
 
@@ -261,7 +270,7 @@ def stratified_subject_split(
 # geometry (see gazeprep.train.frames for the frames and their transfers)
 
 
-def letterbox(arr: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
+def letterbox(arr: torch.Tensor, size: SizeSpec, mode: str = "bilinear") -> torch.Tensor:
     """Letterbox (C, H, W) to (C, size, size) (or ``size = (h, w)``): keep the aspect ratio, scale to
     fit, zero-pad the rest evenly (paper 004). ``mode``: ``bilinear`` (antialiased when shrinking) for
     images/heatmaps, ``nearest`` for masks."""
@@ -290,7 +299,7 @@ class AugmentConfig:
     noise_std: float = 0.0
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> AugmentConfig | None:
+    def from_dict(cls, d: dict[str, Any] | bool | None) -> AugmentConfig | None:
         if d is None or d is False:
             return None
         if d is True:
@@ -381,7 +390,9 @@ def _load_image_file(path: Path) -> np.ndarray:
     return arr
 
 
-def labels_from_case_labels(case_labels: pl.DataFrame, case_ids: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+def labels_from_case_labels(
+    case_labels: pl.DataFrame | None, case_ids: Sequence[str], labels: Sequence[str]
+) -> np.ndarray:
     """Label matrix (n_cases, n_labels): 1 present, 0 absent, NaN unknown.
 
     Rows come from ``gazeprep.text.map_case_labels`` (canonical label ids, 1/0; when the table has
@@ -425,6 +436,20 @@ INPUT_OPTIONS = ("size", "fit", "letterbox_rule", "stride", "clahe", "cache_imag
 BATCH_KEY = "_batch"
 
 
+def _photometric(image: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) -> None:
+    """Brightness, contrast and Gaussian noise of ``cfg`` on the (H, W) image, in place, clipped to
+    [0, 1]; the draws come from ``gen`` (two uniforms, then the noise)."""
+    u = torch.rand(2, generator=gen) * 2 - 1
+    if cfg.contrast:
+        mean = image.mean()
+        image.sub_(mean).mul_(1 + float(u[1]) * cfg.contrast).add_(mean)
+    if cfg.brightness:
+        image.add_(float(u[0]) * cfg.brightness)
+    if cfg.noise_std:
+        image.add_(torch.randn(image.shape, generator=gen) * cfg.noise_std)
+    image.clamp_(0, 1)
+
+
 def _zeros_for_batch(shape: tuple[int, ...]) -> torch.Tensor:
     """A zero float32 tensor of ``shape``; in a DataLoader worker it lives in shared memory (new
     shared-memory pages are zero), so sending it to the main process copies nothing."""
@@ -466,6 +491,87 @@ def assemble_batch(ds: GazeDataset, buf: torch.Tensor, items: list[dict[str, Any
         )
     planes = [ds._planes(buf[k]) for k in range(len(items))]
     return [{**p, **it, BATCH_KEY: batch} for p, it in zip(planes, items)]
+
+
+def _selected_cases(cases: pl.DataFrame, case_ids: Sequence[str] | None) -> pl.DataFrame:
+    """The rows of ``cases`` a dataset serves: the non-discarded ones, or exactly ``case_ids`` in that
+    order (a case id not in the table is an error)."""
+    if "discarded" in cases.columns:
+        cases = cases.filter(~pl.col("discarded").fill_null(False))
+    if case_ids is None:
+        return cases
+    keep = list(case_ids)
+    missing = set(keep) - set(cases["case_id"].to_list())
+    if missing:
+        raise GazeprepError(f"cases not in the export: {sorted(missing)[:5]}")
+    order = {c: i for i, c in enumerate(keep)}
+    return (
+        cases.filter(pl.col("case_id").is_in(keep))
+        .with_columns(pl.col("case_id").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
+        .sort("_o")
+        .drop("_o")
+    )
+
+
+#: One map a dataset reads: (channel, Zarr array name or None, row in that array or -1).
+MapRow = tuple[int, str | None, int]
+
+
+def _map_rows(hm: pl.DataFrame | None, case_ids: Sequence[str], targets: Sequence[str]) -> dict[str, list[MapRow]]:
+    """``case_id -> [(channel, array, row)]`` of the maps of ``targets`` (channels in ``targets``
+    order) that the heatmaps index ``hm`` lists for ``case_ids``."""
+    rows: dict[str, list[MapRow]] = {}
+    if hm is None or not hm.height:
+        return rows
+    chan = {t: i for i, t in enumerate(targets)}
+    wanted = set(case_ids)
+    cols = [c for c in ("case_id", "target", "array", "row") if c in hm.columns]
+    for rec in hm.select(cols).iter_rows():
+        cid, tgt = rec[0], rec[1]
+        if cid in wanted and tgt in chan:
+            arr = rec[2] if len(rec) > 2 else None
+            row = int(rec[3]) if len(rec) > 3 and rec[3] is not None else -1
+            rows.setdefault(cid, []).append((chan[tgt], arr, row))
+    return rows
+
+
+def _mask_paths(export: ExportLike, structures: Sequence[str]) -> dict[tuple[str, str], str]:
+    """``(case_id, structure) -> path`` from the export's ``masks`` table, for exports without a
+    ``mask()`` method; sources preferred in the order override, samed, egd_png."""
+    paths: dict[tuple[str, str], str] = {}
+    mt = export.tables.get("masks")
+    if structures and mt is not None and mt.height and not hasattr(export, "mask"):
+        rank = {"override": 0, "samed": 1, "egd_png": 2}
+        rows = sorted(mt.select("case_id", "structure", "source", "path").iter_rows(), key=lambda r: rank.get(r[2], 9))
+        for cid, struct, _src, path in rows:
+            paths.setdefault((cid, struct), path)
+    return paths
+
+
+@dataclass
+class _ImageCache:
+    """Decoded images at the training size, in shared memory: DataLoader workers (forked) fill one
+    cache that every process reads. ``images`` (N, H, W) float32, ``hw`` (N, 2) int32 original sizes,
+    ``ok`` (N,) uint8 filled flags."""
+
+    images: torch.Tensor
+    hw: torch.Tensor
+    ok: torch.Tensor
+
+    @classmethod
+    def allocate(cls, n: int, frame_hw: tuple[int, int], enabled: bool | None) -> _ImageCache | None:
+        """A cache of ``n`` images of ``frame_hw``, or None when ``enabled`` is False, or is None and
+        the images would not fit in :data:`IMAGE_CACHE_BUDGET`."""
+        fh, fw = frame_hw
+        if enabled is None:
+            enabled = n * fh * fw * 4 <= IMAGE_CACHE_BUDGET
+        if not (enabled and n):
+            return None
+        return cls(
+            torch.zeros((n, fh, fw), dtype=torch.float32).share_memory_(),
+            torch.zeros((n, 2), dtype=torch.int32).share_memory_(),
+            torch.zeros(n, dtype=torch.uint8).share_memory_(),
+        )
 
 
 class GazeDataset(Dataset):
@@ -519,8 +625,8 @@ class GazeDataset(Dataset):
         case_ids: Sequence[str] | None = None,
         targets: Sequence[str] | None = None,
         labels: Sequence[str] | None = None,
-        size=512,
-        augment: AugmentConfig | dict | bool | None = None,
+        size: SizeSpec = 512,
+        augment: AugmentConfig | dict[str, Any] | bool | None = None,
         label_matrix: np.ndarray | None = None,
         mask_structures: Sequence[str] = (),
         image_root: str | Path | None = None,
@@ -529,46 +635,19 @@ class GazeDataset(Dataset):
         fit: str = "letterbox",
         letterbox_rule: str = "centre",
         stride: int = 1,
-        clahe: bool | dict | None = None,
+        clahe: bool | dict[str, Any] | None = None,
         cache_images: bool | None = None,
     ):
         self.export = export
-        cases = export.tables["cases"]
-        if "discarded" in cases.columns:
-            cases = cases.filter(~pl.col("discarded").fill_null(False))
-        if case_ids is not None:
-            keep = list(case_ids)
-            missing = set(keep) - set(cases["case_id"].to_list())
-            if missing:
-                raise GazeprepError(f"cases not in the export: {sorted(missing)[:5]}")
-            order = {c: i for i, c in enumerate(keep)}
-            cases = (
-                cases.filter(pl.col("case_id").is_in(keep))
-                .with_columns(pl.col("case_id").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
-                .sort("_o")
-                .drop("_o")
-            )
-        self.cases = cases
-        self.case_ids: list[str] = cases["case_id"].to_list()
+        self.cases = _selected_cases(export.tables["cases"], case_ids)
+        self.case_ids: list[str] = self.cases["case_id"].to_list()
         hm = export.tables.get("heatmaps")
         if targets is None:
             targets = sorted(set(hm["target"].to_list())) if hm is not None and hm.height else ["full"]
         self.targets = list(targets)
         self.labels = list(labels) if labels is not None else [t for t in self.targets if t != "full"]
-        self._have = set()
         # case -> [(channel, array name or None, row)] of the maps this dataset reads
-        self._rows: dict[str, list[tuple[int, str | None, int]]] = {}
-        if hm is not None and hm.height:
-            self._have = set(zip(hm["case_id"].to_list(), hm["target"].to_list()))
-            chan = {t: i for i, t in enumerate(self.targets)}
-            wanted = set(self.case_ids)
-            cols = [c for c in ("case_id", "target", "array", "row") if c in hm.columns]
-            for rec in hm.select(cols).iter_rows():
-                cid, tgt = rec[0], rec[1]
-                if cid in wanted and tgt in chan:
-                    arr = rec[2] if len(rec) > 2 else None
-                    row = int(rec[3]) if len(rec) > 3 and rec[3] is not None else -1
-                    self._rows.setdefault(cid, []).append((chan[tgt], arr, row))
+        self._rows = _map_rows(hm, self.case_ids, self.targets)
         if label_matrix is not None:
             lm = np.asarray(label_matrix, dtype=np.float32)
             if lm.shape != (len(self.case_ids), len(self.labels)):
@@ -579,41 +658,25 @@ class GazeDataset(Dataset):
         else:
             self.label_matrix = labels_from_case_labels(export.tables.get("case_labels"), self.case_ids, self.labels)
         self.frame = TrainFrame.make(size, fit, letterbox_rule, stride)
-        self.size = size if isinstance(size, (int, np.integer)) else tuple(self.frame.shape)
-        self.clahe = None if not clahe else ({} if clahe is True else dict(clahe))
+        self.size: SizeSpec = size if isinstance(size, (int, np.integer)) else tuple(self.frame.shape)
+        self.clahe: dict[str, Any] | None = None if not clahe else ({} if clahe is True else dict(clahe))
         self.augment = (
             augment if isinstance(augment, AugmentConfig) or augment is None else AugmentConfig.from_dict(augment)
         )
         self.mask_structures = list(mask_structures)
         self.image_root = Path(image_root) if image_root is not None else None
         self.masks_root = Path(masks_root) if masks_root is not None else None
-        self._mask_paths: dict[tuple[str, str], str] = {}
-        mt = export.tables.get("masks") if hasattr(export.tables, "get") else None
-        if self.mask_structures and mt is not None and mt.height and not hasattr(export, "mask"):
-            rank = {"override": 0, "samed": 1, "egd_png": 2}
-            rows = sorted(
-                mt.select("case_id", "structure", "source", "path").iter_rows(), key=lambda r: rank.get(r[2], 9)
-            )
-            for cid, struct, _src, path in rows:
-                self._mask_paths.setdefault((cid, struct), path)
+        self._mask_paths = _mask_paths(export, self.mask_structures)
         self.seed = int(seed)
         self.epoch = 0
         self._subjects = (
-            [(-1 if s is None else int(s)) for s in cases["subject_id"].to_list()]
-            if "subject_id" in cases.columns
+            [(-1 if s is None else int(s)) for s in self.cases["subject_id"].to_list()]
+            if "subject_id" in self.cases.columns
             else [-1] * len(self.case_ids)
         )
         recipe = (getattr(export, "manifest", None) or {}).get("recipe") or {}
         self._map_spec = recipe.get("output") if isinstance(recipe, dict) else None
-        n, (fh, fw) = len(self.case_ids), self.frame.shape
-        if cache_images is None:
-            cache_images = n * fh * fw * 4 <= IMAGE_CACHE_BUDGET
-        self._cache = self._cache_hw = self._cache_ok = None
-        if cache_images and n:
-            # shared memory: DataLoader workers (forked) fill one cache that every process reads
-            self._cache = torch.zeros((n, fh, fw), dtype=torch.float32).share_memory_()
-            self._cache_hw = torch.zeros((n, 2), dtype=torch.int32).share_memory_()
-            self._cache_ok = torch.zeros(n, dtype=torch.uint8).share_memory_()
+        self._cache = _ImageCache.allocate(len(self.case_ids), self.frame.shape, cache_images)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch`` (called by the training loop)."""
@@ -656,9 +719,10 @@ class GazeDataset(Dataset):
     def _framed_image(self, index: int, out: torch.Tensor) -> tuple[int, int]:
         """Write case ``index``'s image in the training frame into ``out`` (1, H, W); returns the
         original (height, width). Served from the cache when it holds the case."""
-        if self._cache is not None and bool(self._cache_ok[index]):
-            out[0].copy_(self._cache[index])
-            h, w = self._cache_hw[index].tolist()
+        cache = self._cache
+        if cache is not None and bool(cache.ok[index]):
+            out[0].copy_(cache.images[index])
+            h, w = cache.hw[index].tolist()
             return int(h), int(w)
         img = self.load_image(index)
         ih, iw = img.shape
@@ -671,10 +735,10 @@ class GazeDataset(Dataset):
         )
         if self.clahe is not None:
             out[0] = torch.from_numpy(clahe(out[0].numpy(), **self.clahe))
-        if self._cache is not None:
-            self._cache[index].copy_(out[0])
-            self._cache_hw[index, 0], self._cache_hw[index, 1] = ih, iw
-            self._cache_ok[index] = 1
+        if cache is not None:
+            cache.images[index].copy_(out[0])
+            cache.hw[index, 0], cache.hw[index, 1] = ih, iw
+            cache.ok[index] = 1
         return ih, iw
 
     def _read_maps(self, cid: str, image_hw: tuple[int, int], out: torch.Tensor) -> list[bool]:
@@ -687,13 +751,15 @@ class GazeDataset(Dataset):
         dst = None
         blocks: list[tuple[int, np.ndarray]] = []
         by_array: dict[str, list[tuple[int, int]]] = {}
-        if hasattr(self.export, "array") and all(a is not None and r >= 0 for _, a, r in rows):
-            for ch, arr, row in rows:
+        export = self.export
+        stored = [(ch, a, r) for ch, a, r in rows if a is not None and r >= 0]
+        if hasattr(export, "array") and len(stored) == len(rows):
+            for ch, arr, row in stored:
                 by_array.setdefault(arr, []).append((row, ch))
             for arr, items in by_array.items():
                 items.sort()
                 rr = [r for r, _ in items]
-                data = self._zarr_rows(arr, rr)
+                data = self._zarr_rows(export.array(arr), arr, rr)
                 blocks += [(ch, data[i]) for i, (_, ch) in enumerate(items)]
         else:
             blocks = [(ch, np.asarray(self.export.heatmap(cid, self.targets[ch]))) for ch, _, _ in rows]
@@ -706,14 +772,13 @@ class GazeDataset(Dataset):
             valid[ch] = True
         return valid
 
-    def _zarr_rows(self, array: str, rows: list[int]) -> np.ndarray:
-        """Rows ``rows`` (sorted) of the export's Zarr array ``array`` in one read: a slice when they
-        are contiguous, else an orthogonal selection. Checked against a replaced export the way
-        ``Export.heatmap`` reads are."""
-        arr = self.export.array(array)
+    def _zarr_rows(self, arr: zarr.Array, array: str, rows: list[int]) -> np.ndarray:
+        """Rows ``rows`` (sorted) of the export's Zarr array ``arr`` (named ``array``) in one read: a
+        slice when they are contiguous, else an orthogonal selection. Checked against a replaced export
+        the way ``Export.heatmap`` reads are."""
         lo, hi = rows[0], rows[-1]
 
-        def read():
+        def read() -> np.ndarray:
             if hi - lo + 1 == len(rows):
                 return np.asarray(arr[lo : hi + 1])
             return np.asarray(arr.get_orthogonal_selection((np.asarray(rows), slice(None), slice(None))))
@@ -760,7 +825,7 @@ class GazeDataset(Dataset):
             theta = random_affine(gen, self.augment, aspect=fh / fw)
             buf.copy_(apply_affine(buf, theta, n_nearest=n_m))
             if self.augment.is_photometric:
-                self._photometric(buf[0], gen)
+                _photometric(buf[0], gen, self.augment)
         lab = torch.from_numpy(self.label_matrix[index])
         pos = torch.nonzero(lab > 0.5).flatten()
         return {
@@ -800,19 +865,6 @@ class GazeDataset(Dataset):
         items = [self._fill(int(i), buf[k]) for k, i in enumerate(indices)]
         return assemble_batch(self, buf, items)
 
-    def _photometric(self, image: torch.Tensor, gen: torch.Generator) -> None:
-        """Brightness, contrast and Gaussian noise on the (H, W) image, in place, clipped to [0, 1]."""
-        cfg = self.augment
-        u = torch.rand(2, generator=gen) * 2 - 1
-        if cfg.contrast:
-            mean = image.mean()
-            image.sub_(mean).mul_(1 + float(u[1]) * cfg.contrast).add_(mean)
-        if cfg.brightness:
-            image.add_(float(u[0]) * cfg.brightness)
-        if cfg.noise_std:
-            image.add_(torch.randn(image.shape, generator=gen) * cfg.noise_std)
-        image.clamp_(0, 1)
-
     def prediction_to_map_frame(
         self,
         pred: np.ndarray,
@@ -826,7 +878,11 @@ class GazeDataset(Dataset):
         if image_hw is None:
             row = self.cases.row(index, named=True)
             h, w = row.get("image_height_px"), row.get("image_width_px")
-            image_hw = (int(h), int(w)) if h and w else tuple(self.load_image(index).shape)
+            if h and w:
+                image_hw = (int(h), int(w))
+            else:
+                img_h, img_w = self.load_image(index).shape
+                image_hw = (img_h, img_w)
         ih, iw = image_hw
-        out_hw = tuple(out_hw) if out_hw is not None else (ih, iw)
-        return map_to_grid(pred, self.frame.grid(ih, iw), grid_from_spec(self._map_spec, ih, iw, *out_hw))
+        oh, ow = out_hw if out_hw is not None else (ih, iw)
+        return map_to_grid(pred, self.frame.grid(ih, iw), grid_from_spec(self._map_spec, ih, iw, oh, ow))
