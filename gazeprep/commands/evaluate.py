@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import polars as pl
 import typer
@@ -149,87 +149,134 @@ def _organ_loader(export: Export, folder: Path, source: str, omap: dict[str, tup
     return load
 
 
-def evaluate_cmd(
-    pred: Path | None = typer.Option(
-        None, "--pred", help="Export with the maps under test (model output or another ground truth)."
-    ),
-    gt: Path | None = typer.Option(None, "--gt", help="Reference export (ground-truth heatmaps, ellipses, fixations)."),
-    metrics: str | None = typer.Option(
-        None,
+# --- options of `gazeprep evaluate` (one alias per flag keeps the command's signature short) ---
+
+_PredExport = Annotated[
+    Path | None, typer.Option("--pred", help="Export with the maps under test (model output or another ground truth).")
+]
+_GtExport = Annotated[
+    Path | None, typer.Option("--gt", help="Reference export (ground-truth heatmaps, ellipses, fixations).")
+]
+_Metrics = Annotated[
+    str | None,
+    typer.Option(
         "--metrics",
         help="Comma-separated metric names (see --list-metrics). Default: every map metric, or iou with --gt-ellipses.",
     ),
-    by: By = typer.Option(By.label, "--by", help="'label': rows per target and overall; 'none': overall only."),
-    out: Path | None = typer.Option(
-        None, "--out", callback=_table_path, help="Write the summary table here (.parquet or .csv)."
-    ),
-    pairs_out: Path | None = typer.Option(
-        None, "--pairs-out", callback=_table_path, help="Write the per-pair metric table here (.parquet or .csv)."
-    ),
-    gt_ellipses: bool = typer.Option(
-        False,
+]
+_ByOpt = Annotated[By, typer.Option("--by", help="'label': rows per target and overall; 'none': overall only.")]
+_SummaryOut = Annotated[
+    Path | None,
+    typer.Option("--out", callback=_table_path, help="Write the summary table here (.parquet or .csv)."),
+]
+_PairsOut = Annotated[
+    Path | None,
+    typer.Option("--pairs-out", callback=_table_path, help="Write the per-pair metric table here (.parquet or .csv)."),
+]
+_GtEllipses = Annotated[
+    bool,
+    typer.Option(
         "--gt-ellipses",
         help="Compare with the reference export's REFLACX ellipses (certainty > 2) instead of its maps (004 section 3.2).",
     ),
-    ellipse_grid: bool = typer.Option(
-        False,
+]
+_EllipseGrid = Annotated[
+    bool,
+    typer.Option(
         "--ellipse-grid",
         help="With --gt-ellipses: rasterise ellipses on the map's grid instead of upscaling maps to the image (faster).",
     ),
-    organ_masks: Path | None = typer.Option(
-        None,
+]
+_OrganMasksDir = Annotated[
+    Path | None,
+    typer.Option(
         "--organ-masks",
         help="002 organ mode: anatomy masks (`gazeprep anatomy predict` output, or the EGD-CXR root with --organ-source egd); CAMs vs the organ of each label.",
     ),
-    organ_source: OrganSource = typer.Option(
-        OrganSource.anatomy,
-        "--organ-source",
-        help="'anatomy' (predicted masks) or 'egd' (the EGD-CXR release's PNG masks).",
-    ),
-    organ_map: str | None = typer.Option(
-        None,
+]
+_OrganSourceOpt = Annotated[
+    OrganSource,
+    typer.Option("--organ-source", help="'anatomy' (predicted masks) or 'egd' (the EGD-CXR release's PNG masks)."),
+]
+_OrganMapOpt = Annotated[
+    str | None,
+    typer.Option(
         "--organ-map",
         help="Target -> structures, e.g. 'enlarged_cardiac_silhouette=heart,pneumonia=left_lung+right_lung' (default: 002's).",
     ),
-    targets: str | None = typer.Option(
-        None, "--targets", help="Comma-separated targets to evaluate (default: all paired)."
+]
+_Targets = Annotated[
+    str | None, typer.Option("--targets", help="Comma-separated targets to evaluate (default: all paired).")
+]
+_GtThreshold = Annotated[
+    float,
+    typer.Option(
+        "--gt-threshold", help="Reference map > this is the region for IoU / DiffGradCAM / EHR-AUC / interpretability."
     ),
-    gt_threshold: float = typer.Option(
-        0.15,
-        "--gt-threshold",
-        help="Reference map > this is the region for IoU / DiffGradCAM / EHR-AUC / interpretability.",
-    ),
-    pred_threshold: float = typer.Option(
-        0.5, "--pred-threshold", help="Prediction > this is its foreground for fg/bg/fw IoU."
-    ),
-    gt_binarize: str = typer.Option(
-        "iai",
+]
+_PredThreshold = Annotated[
+    float, typer.Option("--pred-threshold", help="Prediction > this is its foreground for fg/bg/fw IoU.")
+]
+_GtBinarize = Annotated[
+    str,
+    typer.Option(
         "--gt-binarize",
         callback=_binarize,
         metavar="iai|NUMBER",
         help="Reference foreground for fg/bg/fw IoU: 'iai' (unique-level quantile) or a threshold.",
     ),
-    iou_threshold: str = typer.Option(
-        "validated",
+]
+_IouThreshold = Annotated[
+    str,
+    typer.Option(
         "--iou-threshold",
         callback=_threshold,
         metavar="validated|NUMBER",
         help="'validated' (004: best on validate, reported on test) or a fixed threshold.",
     ),
-    iou_average: IouAverage = typer.Option(
-        IouAverage.dataset,
-        "--iou-average",
-        help="fg/bg/fw IoU: 'dataset' (confusion summed, I-AI) or 'image' (mean of per-image IoUs).",
+]
+_IouAverageOpt = Annotated[
+    IouAverage,
+    typer.Option(
+        "--iou-average", help="fg/bg/fw IoU: 'dataset' (confusion summed, I-AI) or 'image' (mean of per-image IoUs)."
     ),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95% CIs.", min=10),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-    pred_target: str | None = typer.Option(
-        None, "--pred-target", help="Use this map of each predicted case (e.g. 'full') for every reference target."
-    ),
-    gt_target: str | None = typer.Option(
-        None, "--gt-target", help="Use this map of each reference case (e.g. 'full') for every predicted target."
-    ),
-    list_metrics_: bool = typer.Option(False, "--list-metrics", help="List the metric names and exit."),
+]
+_NBoot = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for the 95% CIs.", min=10)]
+_Seed = Annotated[int, typer.Option("--seed", help="Bootstrap seed.")]
+_PredTarget = Annotated[
+    str | None,
+    typer.Option("--pred-target", help="Use this map of each predicted case (e.g. 'full') for every reference target."),
+]
+_GtTarget = Annotated[
+    str | None,
+    typer.Option("--gt-target", help="Use this map of each reference case (e.g. 'full') for every predicted target."),
+]
+_ListMetrics = Annotated[bool, typer.Option("--list-metrics", help="List the metric names and exit.")]
+
+
+def evaluate_cmd(
+    pred: _PredExport = None,
+    gt: _GtExport = None,
+    metrics: _Metrics = None,
+    by: _ByOpt = By.label,
+    out: _SummaryOut = None,
+    pairs_out: _PairsOut = None,
+    gt_ellipses: _GtEllipses = False,
+    ellipse_grid: _EllipseGrid = False,
+    organ_masks: _OrganMasksDir = None,
+    organ_source: _OrganSourceOpt = OrganSource.anatomy,
+    organ_map: _OrganMapOpt = None,
+    targets: _Targets = None,
+    gt_threshold: _GtThreshold = 0.15,
+    pred_threshold: _PredThreshold = 0.5,
+    gt_binarize: _GtBinarize = "iai",
+    iou_threshold: _IouThreshold = "validated",
+    iou_average: _IouAverageOpt = IouAverage.dataset,
+    n_boot: _NBoot = 1000,
+    seed: _Seed = 0,
+    pred_target: _PredTarget = None,
+    gt_target: _GtTarget = None,
+    list_metrics_: _ListMetrics = False,
     quiet: bool = quiet_option(),
 ) -> None:
     """Compare the maps of two exports: per-pair metrics, then mean and 95% bootstrap CI per label and overall."""
@@ -322,44 +369,68 @@ def _overlays(value: str | None) -> tuple[str, ...]:
         raise typer.BadParameter(str(exc)) from None
 
 
-def preview_cmd(
-    export: Path = typer.Option(..., "--export", help="Export folder to look at."),
-    case: list[str] | None = typer.Option(
-        None, "--case", help="Case id (repeatable). Default with --html: every case."
-    ),
-    html: bool = typer.Option(
-        False,
+# --- options of `gazeprep preview` ---
+
+_PreviewExport = Annotated[Path, typer.Option("--export", help="Export folder to look at.")]
+_Cases = Annotated[
+    list[str] | None, typer.Option("--case", help="Case id (repeatable). Default with --html: every case.")
+]
+_Html = Annotated[
+    bool,
+    typer.Option(
         "--html",
         help="Write an HTML contact sheet (index.html): every case (rejected ones with their reason), thumbnails per case x target, one legend.",
     ),
-    out: Path = typer.Option(Path("previews"), "--out", callback=out_folder, help="Output folder."),
-    images: Path | None = typer.Option(
-        None,
+]
+_PreviewOut = Annotated[Path, typer.Option("--out", callback=out_folder, help="Output folder.")]
+_Images = Annotated[
+    Path | None,
+    typer.Option(
         "--images",
         help="MIMIC-CXR(-JPG) root holding files/pXX/... (default: the bundled sample images, as `train`). A missing image is a warning naming its path, then a grey canvas.",
     ),
-    target: list[str] | None = typer.Option(None, "--target", help="Only these targets (repeatable)."),
-    overlays: str = typer.Option(
-        "heatmap,fixations,ellipses,masks",
+]
+_PreviewTargets = Annotated[list[str] | None, typer.Option("--target", help="Only these targets (repeatable).")]
+_Overlays = Annotated[
+    str,
+    typer.Option(
         "--overlays",
         callback=_overlays,
         metavar="LIST",
         help="Layers to draw, comma-separated: heatmap, fixations, ellipses, boxes, masks; or all / none (EGD-CXR's 17 anatomy boxes: add 'boxes').",
     ),
-    pred: Path | None = typer.Option(
-        None,
-        "--pred",
-        help="A prediction export of the same cases: ground truth / prediction / difference side by side.",
+]
+_PreviewPred = Annotated[
+    Path | None,
+    typer.Option(
+        "--pred", help="A prediction export of the same cases: ground truth / prediction / difference side by side."
     ),
-    anatomy_dir: Path | None = typer.Option(
-        None,
+]
+_AnatomyDir = Annotated[
+    Path | None,
+    typer.Option(
         "--anatomy-dir",
         help="Masks: `gazeprep anatomy predict` output (outlines of heart and lungs; anatomy recipes' masks), or the EGD-CXR release folder for its mask PNGs.",
     ),
-    size: int = typer.Option(640, "--size", help="Longer side of each full-size PNG in pixels.", min=64),
-    max_cases: int | None = typer.Option(
-        None, "--max-cases", help="With --html: only the first N cases (sorted ids).", min=1
-    ),
+]
+_PanelSize = Annotated[int, typer.Option("--size", help="Longer side of each full-size PNG in pixels.", min=64)]
+_SheetMaxCases = Annotated[
+    int | None, typer.Option("--max-cases", help="With --html: only the first N cases (sorted ids).", min=1)
+]
+
+
+def preview_cmd(
+    export: _PreviewExport,
+    case: _Cases = None,
+    html: _Html = False,
+    out: _PreviewOut = Path("previews"),
+    images: _Images = None,
+    target: _PreviewTargets = None,
+    overlays: _Overlays = "heatmap,fixations,ellipses,masks",
+    pred: _PreviewPred = None,
+    anatomy_dir: _AnatomyDir = None,
+    size: _PanelSize = 640,
+    max_cases: _SheetMaxCases = None,
     quiet: bool = quiet_option(),
 ) -> None:
     """Draw PNG overlays (X-ray, heatmap per target with a colour bar, numbered fixations, ellipses/boxes, masks, legend)."""
@@ -408,34 +479,52 @@ def preview_cmd(
             typer.echo(f"wrote {p}")
 
 
+# --- options of `gazeprep sweep-windows` ---
+
+_SweepDatasetOpt = Annotated[
+    SweepDataset, typer.Option("--dataset", help="Dataset (REFLACX: sentence timings and ellipses).")
+]
+_SweepRoot = Annotated[
+    Path | None, typer.Option("--root", help="Release folder (default: the bundled sample_data/reflacx).")
+]
+_SweepStageOpt = Annotated[
+    SweepStage,
+    typer.Option("--stage", help="004 section 2.8 grid: '1' (start/end options), '2' (fine lags), 'both'."),
+]
+_SweepSize = Annotated[int, typer.Option("--size", help="Render and compare on an N x N letterboxed grid.", min=16)]
+_Workers = Annotated[int, typer.Option("--workers", min=0, help="Processes (0 = all cores).")]
+_SweepRecipe = Annotated[str, typer.Option("--recipe", help="Recipe whose window is varied (name or YAML path).")]
+_SweepMaxCases = Annotated[int | None, typer.Option("--max-cases", help="Only the first N cases (sorted ids).", min=1)]
+_Top = Annotated[int, typer.Option("--top", help="Rules to print.", min=1)]
+_RankingOut = Annotated[
+    Path | None,
+    typer.Option("--out", callback=_table_path, help="Write the full ranking here (.parquet or .csv)."),
+]
+_RowsOut = Annotated[
+    Path | None,
+    typer.Option(
+        "--rows-out", callback=_table_path, help="Write per (rule, case, label) IoU curves here (.parquet or .csv)."
+    ),
+]
+_ExecutorOpt = Annotated[Executor, typer.Option("--executor", help="local (process pool) or ray.")]
+_RayAddress = Annotated[
+    str | None, typer.Option("--ray-address", help="Ray cluster address (default: start Ray here).")
+]
+
+
 def sweep_windows_cmd(
-    dataset: SweepDataset = typer.Option(
-        SweepDataset.reflacx, "--dataset", help="Dataset (REFLACX: sentence timings and ellipses)."
-    ),
-    root: Path | None = typer.Option(None, "--root", help="Release folder (default: the bundled sample_data/reflacx)."),
-    stage: SweepStage = typer.Option(
-        SweepStage.both, "--stage", help="004 section 2.8 grid: '1' (start/end options), '2' (fine lags), 'both'."
-    ),
-    size: int = typer.Option(128, "--size", help="Render and compare on an N x N letterboxed grid.", min=16),
-    workers: int = typer.Option(0, "--workers", min=0, help="Processes (0 = all cores)."),
-    recipe: str = typer.Option(
-        "reflacx-label-specific", "--recipe", help="Recipe whose window is varied (name or YAML path)."
-    ),
-    max_cases: int | None = typer.Option(None, "--max-cases", help="Only the first N cases (sorted ids).", min=1),
-    top: int = typer.Option(20, "--top", help="Rules to print.", min=1),
-    out: Path | None = typer.Option(
-        None, "--out", callback=_table_path, help="Write the full ranking here (.parquet or .csv)."
-    ),
-    rows_out: Path | None = typer.Option(
-        None,
-        "--rows-out",
-        callback=_table_path,
-        help="Write per (rule, case, label) IoU curves here (.parquet or .csv).",
-    ),
-    executor: Executor = typer.Option(Executor.local, "--executor", help="local (process pool) or ray."),
-    ray_address: str | None = typer.Option(
-        None, "--ray-address", help="Ray cluster address (default: start Ray here)."
-    ),
+    dataset: _SweepDatasetOpt = SweepDataset.reflacx,
+    root: _SweepRoot = None,
+    stage: _SweepStageOpt = SweepStage.both,
+    size: _SweepSize = 128,
+    workers: _Workers = 0,
+    recipe: _SweepRecipe = "reflacx-label-specific",
+    max_cases: _SweepMaxCases = None,
+    top: _Top = 20,
+    out: _RankingOut = None,
+    rows_out: _RowsOut = None,
+    executor: _ExecutorOpt = Executor.local,
+    ray_address: _RayAddress = None,
     quiet: bool = quiet_option(),
 ) -> None:
     """Rerun 004's window search: every start/end rule and lag vs the radiologists' ellipses, ranked by IoU."""
