@@ -172,40 +172,23 @@ class EgdRelease(Release):
 
     # ---- open ---------------------------------------------------------------------------
     def _read_master(self) -> None:
+        """``master_sheet.csv`` -> ``cases`` and ``case_labels`` (with the MIMIC root's labels when
+        ``images_root`` has them). A row that fails the checks, or whose image size is unknown, is a
+        rejects row and skips its case; a bad label value leaves that label out."""
         path = self.root / "master_sheet.csv"
         t = read_checked_csv(path, MASTER_COLS, aliases=OLD_PAD_NAMES, known=MASTER_OTHER)
         rel = self.rel(path)
         self._all_master_ids: set[str] = set()
-        raw_ids: dict[int, str] = {}
-        if t.bad:  # name the case of a dropped row; its gaze rows are then reported as such
-            raw_ids = self._raw_ids(path, [b.row for b in t.bad], column="dicom_id")
-            self._all_master_ids.update(v.strip() for v in raw_ids.values())
-        for b in t.bad:
-            cid = raw_ids.get(b.row)
-            self.rejects.append(self.reject(cid.strip() if cid else None, rel, b.row, f"{b.reason}; {CASE_SKIPPED}"))
+        self._reject_bad_master_rows(path, rel, t.bad)
         sizes = self._mimic_sizes()
         splits = self._mimic_splits()
         rows, labels = [], []
         for rec in t.df.iter_rows(named=True):
             did, row = rec["dicom_id"].strip(), rec["source_row"]
             self._all_master_ids.add(did)
-            problem = None
-            try:
-                safe_component(did)
-            except GazeprepError:
-                problem = f"column 'dicom_id': {did!r} is not a usable id"
             pads = [int(rec[p]) for p in PADS]
             tail = rec["path"].strip().replace("\\", "/")
-            sid = str(int(rec["patient_id"]))
-            expected = mimic.image_relpath(int(rec["patient_id"]), int(rec["study_id"]), did, "dcm")
-            if problem:
-                pass
-            elif did in self._info:
-                problem = f"duplicate dicom_id {did!r}"
-            elif not tail.endswith(expected):
-                problem = f"column 'path': {tail!r} does not match patient_id {sid}, study_id {int(rec['study_id'])} and dicom_id (expected {expected!r})"
-            elif pads[0] + pads[1] >= SCREEN_H or pads[2] + pads[3] >= SCREEN_W:
-                problem = f"padding {pads} leaves no image area on the {SCREEN_W}x{SCREEN_H} screen"
+            problem = self._master_row_problem(rec, did, tail, pads)
             if problem:
                 self.rejects.append(self.reject(did or None, rel, row, f"{problem}; {CASE_SKIPPED}"))
                 continue
@@ -228,25 +211,64 @@ class EgdRelease(Release):
                     "pad_top_px": pads[0], "pad_bottom_px": pads[1], "pad_left_px": pads[2], "pad_right_px": pads[3],
                 }
             )  # fmt: skip
-            for c, allowed in LABEL_VALUES.items():
-                raw = rec[c]
-                value = None
-                if raw is not None and raw.strip():
-                    try:
-                        value = float(raw)
-                    except ValueError:
-                        value = float("nan")
-                    if value not in allowed:
-                        self.rejects.append(
-                            self.reject(
-                                did,
-                                rel,
-                                row,
-                                f"column '{c}': {raw!r} is not one of {[int(a) for a in allowed]}; label left out",
-                            )
+            labels += self._master_labels(rec, did, rel, row)
+        self._set_case_tables(rows, labels)
+
+    def _reject_bad_master_rows(self, path: Path, rel: str, bad: list[BadRow]) -> None:
+        """Rejects rows for master-sheet rows the checked reader dropped, naming their case (whose gaze
+        rows are then reported as belonging to a rejected row)."""
+        raw_ids: dict[int, str] = {}
+        if bad:  # name the case of a dropped row
+            raw_ids = self._raw_ids(path, [b.row for b in bad], column="dicom_id")
+            self._all_master_ids.update(v.strip() for v in raw_ids.values())
+        for b in bad:
+            cid = raw_ids.get(b.row)
+            self.rejects.append(self.reject(cid.strip() if cid else None, rel, b.row, f"{b.reason}; {CASE_SKIPPED}"))
+
+    def _master_row_problem(self, rec: dict[str, Any], did: str, tail: str, pads: list[int]) -> str | None:
+        """Why a master-sheet row cannot be a case (unusable or duplicate id, image path that does not
+        match its ids, padding that leaves no image on screen), or None."""
+        sid = str(int(rec["patient_id"]))
+        expected = mimic.image_relpath(int(rec["patient_id"]), int(rec["study_id"]), did, "dcm")
+        try:
+            safe_component(did)
+        except GazeprepError:
+            return f"column 'dicom_id': {did!r} is not a usable id"
+        if did in self._info:
+            return f"duplicate dicom_id {did!r}"
+        if not tail.endswith(expected):
+            return f"column 'path': {tail!r} does not match patient_id {sid}, study_id {int(rec['study_id'])} and dicom_id (expected {expected!r})"
+        if pads[0] + pads[1] >= SCREEN_H or pads[2] + pads[3] >= SCREEN_W:
+            return f"padding {pads} leaves no image area on the {SCREEN_W}x{SCREEN_H} screen"
+        return None
+
+    def _master_labels(self, rec: dict[str, Any], did: str, rel: str, row: int) -> list[dict]:
+        """The ``case_labels`` rows of a master-sheet row (empty value: not given); a value outside the
+        label's allowed values is a rejects row and leaves that label out."""
+        labels = []
+        for c, allowed in LABEL_VALUES.items():
+            raw = rec[c]
+            value = None
+            if raw is not None and raw.strip():
+                try:
+                    value = float(raw)
+                except ValueError:
+                    value = float("nan")
+                if value not in allowed:
+                    self.rejects.append(
+                        self.reject(
+                            did,
+                            rel,
+                            row,
+                            f"column '{c}': {raw!r} is not one of {[int(a) for a in allowed]}; label left out",
                         )
-                        continue
-                labels.append({"dataset": DATASET, "case_id": did, "source": SOURCE, "source_label": c, "value": value})
+                    )
+                    continue
+            labels.append({"dataset": DATASET, "case_id": did, "source": SOURCE, "source_label": c, "value": value})
+        return labels
+
+    def _set_case_tables(self, rows: list[dict], labels: list[dict]) -> None:
+        """``cases`` and ``case_labels`` from the kept rows, and the MIMIC root's labels of the cases."""
         self.cases = schema.conform(
             pl.DataFrame(rows, schema={k: schema.CASES[k] for k in rows[0]}) if rows else schema.empty("cases"), "cases"
         )
