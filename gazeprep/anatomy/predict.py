@@ -39,7 +39,7 @@ from gazeprep.schema import REJECTS, reject
 if TYPE_CHECKING:
     import torch
 
-    from gazeprep.pipeline.executor import Executor
+    from gazeprep.pipeline.executor import BlockRun, Executor
 
 PARTS_DIR = "parts"
 #: batches per executor block: one part file each, so a killed run loses at most one block per worker
@@ -296,13 +296,7 @@ def run_predict(
     parts = list(dict.fromkeys(o.part for o in run.results if o.part is not None))
     n_done = merge_parts(store, [out / PARTS_DIR / p for p in parts], dataset, cfg.classes)
     elapsed = time.time() - t0
-    rejects = list(listing.rejects) + [o.reject for o in run.results if o.reject is not None]
-    rejects += [
-        reject(dataset, rec.image_id, "anatomy", rec.source_file, rec.source_row, f"failed on every attempt: {why}")
-        for rec, why in run.failed
-    ]
-    frame = pl.DataFrame(rejects, schema=REJECTS) if rejects else pl.DataFrame(schema=REJECTS)
-    atomic_write_parquet(frame, out / REJECTS_FILE)
+    rejects = _write_rejects(out, dataset, listing.rejects, run)
     _remove_empty(out / PARTS_DIR)
     return {
         "images": len(records),
@@ -313,6 +307,19 @@ def run_predict(
         "images_per_s": round(n_done / elapsed, 3) if n_done and elapsed > 0 else None,
         "device": plan.device,
     }
+
+
+def _write_rejects(out: Path, dataset: str, listed: list[dict], run: BlockRun[ImageRecord, ImageOutcome]) -> list[dict]:
+    """Write ``rejects.parquet`` of this run: rows the release lists badly, unreadable images, and
+    images whose block failed on every attempt (Ray); returns the rows."""
+    rejects = list(listed) + [o.reject for o in run.results if o.reject is not None]
+    rejects += [
+        reject(dataset, rec.image_id, "anatomy", rec.source_file, rec.source_row, f"failed on every attempt: {why}")
+        for rec, why in run.failed
+    ]
+    frame = pl.DataFrame(rejects, schema=REJECTS) if rejects else pl.DataFrame(schema=REJECTS)
+    atomic_write_parquet(frame, out / REJECTS_FILE)
+    return rejects
 
 
 def _remove_empty(folder: Path) -> None:
