@@ -207,6 +207,9 @@ class ReflacxRelease(Release):
 
     # ---- open ---------------------------------------------------------------------------
     def _read_metadata(self, path: Path, phase: int, seen: dict[str, str]) -> tuple[pl.DataFrame, list[dict]]:
+        """One ``metadata_phase_<phase>.csv``: its ``cases`` rows and ``case_labels`` rows. A row that
+        fails the checks is a rejects row and skips its case; a bad label value leaves that label out.
+        ``seen`` (id -> where first read) carries the ids across the three files."""
         labels = LABELS_BY_PHASE[phase]
         cols = dict(META_COLS)
         cols.update({lab: Col("str", required=False) for lab in labels})
@@ -219,25 +222,8 @@ class ReflacxRelease(Release):
         for rec in table.df.iter_rows(named=True):
             row = rec["source_row"]
             cid = rec["id"].strip()
-            problem = None
-            m = ID_RE.match(cid)
             im = IMAGE_RE.search(rec["image"].strip())
-            if not m:
-                problem = f"column 'id': {cid!r} is not a REFLACX id (P<phase><trial>R<6 digits>)"
-            elif int(m.group(1)) != phase:
-                problem = f"column 'id': {cid!r} belongs to phase {m.group(1)}, not {phase}"
-            elif cid in seen:
-                problem = f"duplicate id {cid!r} (first in {seen[cid]})"
-            elif rec["split"].strip() not in SPLITS:
-                problem = f"column 'split': {rec['split']!r} is not one of {list(SPLITS)}"
-            elif im is None:
-                problem = f"column 'image': {rec['image']!r} is not a MIMIC-CXR path files/pXX/p<subject>/s<study>/<dicom_id>.dcm"
-            elif im.group(4) != rec["dicom_id"].strip():
-                problem = f"column 'dicom_id': {rec['dicom_id']!r} does not match the image path ({im.group(4)!r})"
-            elif int(im.group(2)) != int(rec["subject_id"]) or im.group(2)[:2] != im.group(1):
-                problem = (
-                    f"column 'subject_id': {int(rec['subject_id'])} does not match the image path ({im.group(0)!r})"
-                )
+            problem = _metadata_problem(rec, cid, im, phase, seen)
             if problem:
                 self.rejects.append(self.reject(cid or None, rel, row, f"{problem}; {CASE_SKIPPED}"))
                 continue
@@ -267,35 +253,10 @@ class ReflacxRelease(Release):
                     self.rejects.append(self.reject(cid, rel, row, f"column '{lab}': {err}; label left out"))
                     continue
                 label_rows.append(
-                    {
-                        "dataset": DATASET,
-                        "case_id": cid,
-                        "source": SOURCE,
-                        "source_label": lab,
-                        "value": value,
-                        "text": text,
-                    }
-                )
-        frame = pl.DataFrame(
-            rows_out,
-            schema={
-                k: schema.CASES[k]
-                for k in (
-                    "dataset",
-                    "case_id",
-                    "image_id",
-                    "subject_id",
-                    "study_id",
-                    "split",
-                    "image_path",
-                    "image_height_px",
-                    "image_width_px",
-                    "phase",
-                    "discarded",
-                )
-            },
-        )
-        return frame, label_rows
+                    {"dataset": DATASET, "case_id": cid, "source": SOURCE, "source_label": lab, "value": value,
+                     "text": text}
+                )  # fmt: skip
+        return pl.DataFrame(rows_out, schema={k: schema.CASES[k] for k in _CASE_COLUMNS}), label_rows
 
     def _add_chest_boxes(self, cases: pl.DataFrame) -> pl.DataFrame:
         boxes: dict[str, list[float | None]] = {
@@ -505,6 +466,46 @@ class ReflacxRelease(Release):
         if n == 0:
             return schema.empty("ellipses")
         return build_table("ellipses", n, {"dataset": DATASET, "case_id": case_id, **out})
+
+
+#: the ``cases`` columns a metadata row gives, in order
+_CASE_COLUMNS = (
+    "dataset",
+    "case_id",
+    "image_id",
+    "subject_id",
+    "study_id",
+    "split",
+    "image_path",
+    "image_height_px",
+    "image_width_px",
+    "phase",
+    "discarded",
+)
+
+
+def _metadata_problem(
+    rec: dict[str, Any], cid: str, im: re.Match[str] | None, phase: int, seen: dict[str, str]
+) -> str | None:
+    """Why a metadata row cannot be a case, or None: an id that is not a REFLACX id of this phase or
+    was read before, an unknown split, an image path (``im``: its match of :data:`IMAGE_RE`) that is
+    not a MIMIC-CXR path or does not match the row's dicom_id and subject_id."""
+    m = ID_RE.match(cid)
+    if not m:
+        return f"column 'id': {cid!r} is not a REFLACX id (P<phase><trial>R<6 digits>)"
+    if int(m.group(1)) != phase:
+        return f"column 'id': {cid!r} belongs to phase {m.group(1)}, not {phase}"
+    if cid in seen:
+        return f"duplicate id {cid!r} (first in {seen[cid]})"
+    if rec["split"].strip() not in SPLITS:
+        return f"column 'split': {rec['split']!r} is not one of {list(SPLITS)}"
+    if im is None:
+        return f"column 'image': {rec['image']!r} is not a MIMIC-CXR path files/pXX/p<subject>/s<study>/<dicom_id>.dcm"
+    if im.group(4) != rec["dicom_id"].strip():
+        return f"column 'dicom_id': {rec['dicom_id']!r} does not match the image path ({im.group(4)!r})"
+    if int(im.group(2)) != int(rec["subject_id"]) or im.group(2)[:2] != im.group(1):
+        return f"column 'subject_id': {int(rec['subject_id'])} does not match the image path ({im.group(0)!r})"
+    return None
 
 
 def _label_value(label: str, raw: str | None) -> tuple[float | None, str | None, str | None]:
