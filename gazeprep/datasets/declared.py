@@ -492,6 +492,33 @@ def _section_name(section: Fixations | Words) -> str:
     return "fixations" if isinstance(section, Fixations) else "words"
 
 
+#: the ``cases`` columns a declared collection fills, in order
+_CASE_COLUMNS = (
+    "dataset",
+    "case_id",
+    "image_id",
+    "subject_id",
+    "split",
+    "image_path",
+    "image_height_px",
+    "image_width_px",
+    "reader",
+    "discarded",
+)
+
+
+def _case_id_problem(column: str, cid: str, seen: dict[str, int]) -> str | None:
+    """Why ``cid`` (from the cases file's ``column``) cannot be a case id: not usable as a file name,
+    or already read (``seen``: id -> its row); None when it can."""
+    try:
+        safe_component(cid)
+    except GazeprepError:
+        return f"column '{column}': {cid!r} cannot be a case id (letters, digits, '.', '_', '-'; not starting with '.', '_' or '-')"
+    if cid in seen:
+        return f"duplicate case id {cid!r} (first at row {seen[cid]})"
+    return None
+
+
 class DeclaredRelease(Release):
     """An opened declared collection (see the module docstring)."""
 
@@ -537,9 +564,50 @@ class DeclaredRelease(Release):
 
     # ---- open -------------------------------------------------------------------------------
     def _read_cases(self) -> None:
+        """The cases file -> ``cases`` and ``case_labels`` (one row per declared label and case). A row
+        with an unusable or duplicate id, or whose image size cannot be found, is a rejects row and
+        skips its case; a problem with the file itself stops the open."""
         d = self.definition
         c = d.cases.columns
         path = self._path(d.cases.file)
+        table = self._read_csv(path, self._case_rules(), d.cases.other_columns, "cases")
+        for b in table.bad:
+            self.rejects.append(self.reject(None, path, b.row, f"{b.reason}; {CASE_SKIPPED}"))
+        sizes = self._size_table() if d.images is not None and d.images.sizes is not None else None
+        rows: list[dict] = []
+        labels: list[dict] = []
+        seen: dict[str, int] = {}
+        for rec in table.df.iter_rows(named=True):
+            row = rec["source_row"]
+            cid = rec[c.case_id].strip()
+            problem = _case_id_problem(c.case_id, cid, seen)
+            if problem is not None:
+                self.rejects.append(self.reject(cid or None, path, row, f"{problem}; {CASE_SKIPPED}"))
+                continue
+            image_id = rec[c.image_id].strip() if c.image_id is not None else cid
+            size, problem, where = self._case_size(rec, image_id, sizes, path, row)
+            if problem is not None:
+                self.rejects.append(self.reject(cid, where[0], where[1], f"{problem}; {CASE_SKIPPED}"))
+                continue
+            assert size is not None  # _case_size gives a size or a problem
+            seen[cid] = row
+            w, h = size
+            self._info[cid] = (w, h)
+            rows.append(self._case_row(rec, cid, image_id, w, h))
+            for lab in d.cases.labels:
+                labels.append(
+                    {"dataset": self.dataset, "case_id": cid, "source": f"{self.dataset}_cases", "source_label": lab,
+                     "value": rec[lab], "text": None}
+                )  # fmt: skip
+        frame = pl.DataFrame(rows, schema={k: schema.CASES[k] for k in _CASE_COLUMNS})
+        self.cases = schema.conform(frame, "cases")
+        if labels:
+            self.case_labels = schema.conform(pl.DataFrame(labels, schema=schema.CASE_LABELS), "case_labels")
+
+    def _case_rules(self) -> dict[str, Col]:
+        """The checked-reader rules of the cases file: one per mapped column, one per label column."""
+        d = self.definition
+        c = d.cases.columns
         cols: dict[str, Col] = {c.case_id: Col("str")}
         for col, spec in (
             (c.image_id, Col("str")),
@@ -554,73 +622,28 @@ class DeclaredRelease(Release):
                 self._one_rule(cols, col, spec)
         for lab in d.cases.labels:
             self._one_rule(cols, lab, Col("float", required=False))
-        table = self._read_csv(path, cols, d.cases.other_columns, "cases")  # file problems stop the open
-        for b in table.bad:
-            self.rejects.append(self.reject(None, path, b.row, f"{b.reason}; {CASE_SKIPPED}"))
-        sizes = self._size_table() if d.images is not None and d.images.sizes is not None else None
-        rows: list[dict] = []
-        labels: list[dict] = []
-        seen: dict[str, int] = {}
-        for rec in table.df.iter_rows(named=True):
-            row = rec["source_row"]
-            cid = rec[c.case_id].strip()
-            problem = None
-            try:
-                safe_component(cid)
-            except GazeprepError:
-                problem = f"column '{c.case_id}': {cid!r} cannot be a case id (letters, digits, '.', '_', '-'; not starting with '.', '_' or '-')"
-            if problem is None and cid in seen:
-                problem = f"duplicate case id {cid!r} (first at row {seen[cid]})"
-            image_id = rec[c.image_id].strip() if c.image_id is not None else cid
-            size: tuple[int, int] | None = None
-            if problem is None:
-                size, problem, where = self._case_size(rec, image_id, sizes, path, row)
-                if problem is not None:
-                    self.rejects.append(self.reject(cid, where[0], where[1], f"{problem}; {CASE_SKIPPED}"))
-                    continue
-            else:
-                self.rejects.append(self.reject(cid or None, path, row, f"{problem}; {CASE_SKIPPED}"))
-                continue
-            seen[cid] = row
-            w, h = size  # type: ignore[misc]
-            self._info[cid] = (w, h)
-            rows.append(
-                {
-                    "dataset": self.dataset,
-                    "case_id": cid,
-                    "image_id": image_id,
-                    "subject_id": int(rec[c.subject_id])
-                    if c.subject_id is not None and rec[c.subject_id] is not None
-                    else None,
-                    "split": rec[c.split].strip() if c.split is not None and rec[c.split] is not None else None,
-                    "image_path": rec[c.image_path].strip() if c.image_path is not None else None,
-                    "image_height_px": h,
-                    "image_width_px": w,
-                    "reader": rec[c.reader].strip() if c.reader is not None and rec[c.reader] is not None else None,
-                    "discarded": False,
-                }
-            )
-            for lab in d.cases.labels:
-                labels.append(
-                    {"dataset": self.dataset, "case_id": cid, "source": f"{self.dataset}_cases", "source_label": lab,
-                     "value": rec[lab], "text": None}
-                )  # fmt: skip
-        keys = (
-            "dataset",
-            "case_id",
-            "image_id",
-            "subject_id",
-            "split",
-            "image_path",
-            "image_height_px",
-            "image_width_px",
-            "reader",
-            "discarded",
-        )
-        frame = pl.DataFrame(rows, schema={k: schema.CASES[k] for k in keys})
-        self.cases = schema.conform(frame, "cases")
-        if labels:
-            self.case_labels = schema.conform(pl.DataFrame(labels, schema=schema.CASE_LABELS), "case_labels")
+        return cols
+
+    def _case_row(self, rec: dict[str, Any], cid: str, image_id: str, w: int, h: int) -> dict[str, Any]:
+        """The ``cases`` row of a kept cases-file row (``w`` x ``h``: the image size in pixels)."""
+        c = self.definition.cases.columns
+
+        def value(col: str | None) -> Any:  # None: the column is not mapped, or empty in this row
+            return rec[col] if col is not None else None
+
+        subject, split, image_path, reader = (value(k) for k in (c.subject_id, c.split, c.image_path, c.reader))
+        return {
+            "dataset": self.dataset,
+            "case_id": cid,
+            "image_id": image_id,
+            "subject_id": int(subject) if subject is not None else None,
+            "split": split.strip() if split is not None else None,
+            "image_path": image_path.strip() if image_path is not None else None,
+            "image_height_px": h,
+            "image_width_px": w,
+            "reader": reader.strip() if reader is not None else None,
+            "discarded": False,
+        }
 
     def _one_rule(self, cols: dict[str, Col], col: str, spec: Col) -> None:
         if col in cols:
