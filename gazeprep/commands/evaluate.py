@@ -306,8 +306,8 @@ def evaluate_cmd(
         targets=_names(targets),
         gt_threshold=gt_threshold,
         pred_threshold=pred_threshold,
-        gt_binarize=gt_binarize,  # type: ignore[arg-type]  # the option callback made it "iai" or a float
-        iou_threshold=iou_threshold,  # type: ignore[arg-type]  # the option callback made it "validated" or a float
+        gt_binarize="iai" if gt_binarize == "iai" else float(gt_binarize),  # the callback made it a float
+        iou_threshold="validated" if iou_threshold == "validated" else float(iou_threshold),
         iou_average=iou_average.value,
         n_boot=n_boot,
         seed=seed,
