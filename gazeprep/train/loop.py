@@ -28,13 +28,15 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Iterable, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -43,10 +45,17 @@ from gazeprep.device import resolve_device
 from gazeprep.errors import GazeprepError
 from gazeprep.train.metrics import map_metrics
 
+if TYPE_CHECKING:
+    from gazeprep.train.models.base import Batch, LossOutput
+
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 
 SCHEDULERS = ("none", "step", "multistep", "plateau", "poly", "cosine", "cyclic")
+
+#: One epoch of a run's history: ``stage`` and ``early_stop`` are text, ``epoch`` and
+#: ``reloaded_best_epoch`` whole numbers, ``improved`` a flag, every loss, metric and ``lr`` a float.
+EpochRecord: TypeAlias = dict[str, float | str]
 
 
 @dataclass
@@ -124,21 +133,21 @@ class TrainConfig:
                 raise GazeprepError(f"train.{name} must be >= 1, got {v}")
 
 
-def monitor_mode(cfg: TrainConfig) -> str:
+def monitor_mode(cfg: TrainConfig) -> Literal["min", "max"]:
     """``min`` or ``max`` for ``cfg.monitor`` (explicit ``monitor_mode`` wins)."""
     if cfg.monitor_mode:
-        return cfg.monitor_mode
+        return "max" if cfg.monitor_mode == "max" else "min"  # validate() allows only these two
     key = (cfg.monitor or "").lower()
     return "max" if any(t in key for t in ("auc", "acc", "cc", "iou", "sim")) else "min"
 
 
-def _collate(items: list[dict]) -> dict[str, Any]:
+def _collate(items: list[dict[str, Any]]) -> Batch:
     """Stack items into a batch; items of :meth:`GazeDataset.__getitems__` (views of one batch
     tensor, carrying it under ``_batch``) are handed on as that batch, without copying."""
     batch = items[0].get("_batch") if items else None
     if batch is not None and all(it.get("_batch") is batch for it in items):
         return batch
-    out: dict[str, Any] = {}
+    out: Batch = {}
     for k in items[0]:
         vals = [it[k] for it in items]
         out[k] = (
@@ -149,12 +158,16 @@ def _collate(items: list[dict]) -> dict[str, Any]:
     return out
 
 
-def _to(batch: dict, device: torch.device) -> dict:
+def _to(batch: Batch, device: torch.device) -> Batch:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def _optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    extra = {} if cfg.betas is None else {"betas": tuple(cfg.betas)}
+class _AdamOptions(TypedDict, total=False):
+    betas: tuple[float, float]
+
+
+def _optimizer(params: list[nn.Parameter], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    extra: _AdamOptions = {} if cfg.betas is None else {"betas": (cfg.betas[0], cfg.betas[1])}
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, **extra)
     if cfg.optimizer == "amsgrad":
@@ -180,8 +193,12 @@ def cyclic_factor(epoch: int, step_size: int, min_factor: float, max_factor: flo
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, spec: dict | None, total_epochs: int, total_steps: int, mode: str = "min"
-):
+    optimizer: torch.optim.Optimizer,
+    spec: dict[str, Any] | None,
+    total_epochs: int,
+    total_steps: int,
+    mode: Literal["min", "max"] = "min",
+) -> tuple[LRScheduler | None, str | None]:
     """``(scheduler, interval)`` for one stage, or ``(None, None)``.
 
     ``spec['kind']``:
@@ -315,7 +332,7 @@ def _stage_steps(plan: list[_Epoch], stage_start: int, n_items: int, cfg: TrainC
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device) -> None:
+def recalibrate_batchnorm(model: nn.Module, loader: Iterable[Batch], device: torch.device) -> None:
     """Recompute the running statistics of the *trainable* batch-norm layers as exact averages over
     ``loader`` (like ``torch.optim.swa_utils.update_bn``, but frozen parts keep theirs). Short runs
     need it: after a few dozen steps the running averages still hold their initial values, so eval
@@ -393,12 +410,14 @@ class _Sums:
         self.scores: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
 
-    def add(self, res, batch: dict) -> None:
+    def add(self, res: LossOutput, batch: Batch) -> None:
         b = len(batch["case_id"])
         self.sums["loss"] = self.sums.get("loss", 0.0) + float(res.total.detach()) * b
         for k, v in res.parts.items():
             self.sums[k] = self.sums.get(k, 0.0) + v * b
         if res.pred_maps is not None:
+            if res.target_maps is None:
+                raise ValueError("an objective returned predicted maps without their target maps")
             self.preds.append(res.pred_maps.detach().cpu())
             self.tgts.append(res.target_maps.detach().cpu())
         scores = getattr(res, "scores", None)
@@ -466,89 +485,127 @@ def _params(model: nn.Module, objective: nn.Module) -> list[nn.Parameter]:
     return [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
 
 
-def fit(
-    model: nn.Module,
-    objective: nn.Module,
-    data: Dataset,
-    config: TrainConfig | dict | None = None,
-    val_data: Dataset | None = None,
-) -> list[dict]:
-    """Train and return the history: one dict per epoch (stage, epoch, train loss and parts,
-    class metrics, and the validation loss/metrics as ``val_*`` when ``val_data`` is given, else
-    ``train_*`` map metrics; with a monitor, ``improved`` marks the epochs that set a new best;
-    ``lr``: the learning rate after the epoch's schedule update).
+class _Selection(TypedDict):
+    """Model-selection state of the stage being trained (a checkpoint's ``selection``): the best
+    monitored value and its epoch, epochs since it (``bad``), whether the stage stopped early, and
+    the optimiser steps taken."""
 
-    ``data`` should be a :class:`~gazeprep.train.data.GazeDataset` (its ``set_epoch`` picks the
-    augmentation draws). With ``config.out_dir`` a checkpoint is written after each epoch and, with
-    ``config.resume``, an existing one is continued. With ``select_best`` the model ends with the
-    weights of the best epoch of its last stage (each stage starts from its predecessor's best).
-    """
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    cfg.validate()
-    device = resolve_device(cfg.device)
-    model.to(device)
-    objective.to(device)
-    n_items = len(data)
-    plan = _plan(model, cfg, n_items)
-    mode = monitor_mode(cfg)
-    history: list[dict] = []
-    start = 0
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else None
-    ckpt_path = out_dir / CHECKPOINT if out_dir else None
-    resume_state: dict | None = None
-    # selection state of the current stage; the best weights live in memory and in best.pt
-    sel: dict[str, Any] = {"stage": None, "best": None, "best_epoch": None, "bad": 0, "stopped": False, "steps": 0}
-    best_state: dict | None = None
-    if ckpt_path is not None and cfg.resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        model.load_state_dict(ck["model"])
-        objective.load_state_dict(ck["objective"])
-        start = int(ck["epoch"])
-        history = list(ck.get("history", []))
-        resume_state = ck
-        sel.update(ck.get("selection", {}))
-        if (out_dir / BEST).exists() and sel.get("best") is not None:
-            best_state = load_checkpoint(out_dir / BEST)
-    optimizer = None
-    scheduler, interval = None, None
-    current_stage = None
-    done_this_call = 0
+    stage: str | None
+    best: float | None
+    best_epoch: int | None
+    bad: int
+    stopped: bool
+    steps: int
 
-    def restore_best(of_stage: str | None) -> None:
-        if best_state is not None and of_stage is not None and best_state.get("stage") == of_stage:
-            model.load_state_dict(best_state["model"])
-            objective.load_state_dict(best_state["objective"])
 
-    finished = True
-    for e in range(start, len(plan)):
-        ep = plan[e]
-        stage = ep.stage
-        if stage != current_stage:
-            if cfg.select_best and e > 0 and plan[e - 1].stage != stage:
-                restore_best(plan[e - 1].stage)  # the next stage starts from this stage's selected weights
-            if hasattr(model, "set_stage"):
-                model.set_stage(stage)
-            params = _params(model, objective)
-            if not params:
-                raise GazeprepError(f"stage {stage!r} has nothing to train")
-            optimizer = _optimizer(params, cfg, cfg.stage_lr.get(stage, cfg.lr))
-            stage_start = next(i for i in range(len(plan)) if plan[i].stage == stage)
-            stage_epochs = sum(1 for p in plan if p.stage == stage)
-            scheduler, interval = build_scheduler(
-                optimizer, cfg.scheduler, stage_epochs, _stage_steps(plan, stage_start, n_items, cfg), mode
-            )
-            resuming = resume_state is not None and e == start and e > 0 and plan[e - 1].stage == stage
-            if resuming:
-                optimizer.load_state_dict(resume_state["optimizer"])
-                if scheduler is not None and resume_state.get("scheduler") is not None:
-                    scheduler.load_state_dict(resume_state["scheduler"])
-            else:
-                sel = {"stage": stage, "best": None, "best_epoch": None, "bad": 0, "stopped": False, "steps": 0}
-                best_state = None
-            current_stage = stage
-        if sel.get("stopped"):
-            continue  # early-stopped: skip the rest of this stage
-        bs = _stage_batch(cfg, stage)
+def _fresh_selection(stage: str | None) -> _Selection:
+    return {"stage": stage, "best": None, "best_epoch": None, "bad": 0, "stopped": False, "steps": 0}
+
+
+@dataclass
+class _Stage:
+    """The stage being trained: its name, optimiser and learning-rate schedule (``interval``: when the
+    schedule steps, see :func:`build_scheduler`)."""
+
+    name: str
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler | None
+    interval: str | None
+
+
+def _set_stage(model: nn.Module, stage: str) -> None:
+    """Switch a staged model (one with ``set_stage``, e.g. a ``GazeModel``) to ``stage``; a model
+    without stages trains as it is."""
+    set_stage = getattr(model, "set_stage", None)
+    if set_stage is not None:
+        set_stage(stage)
+
+
+def _length(data: Dataset) -> int:
+    """Number of items of a map-style dataset (one with ``__len__``)."""
+    if not isinstance(data, Sized):
+        raise GazeprepError(f"{type(data).__name__} has no length; fit needs a map-style dataset")
+    return len(data)
+
+
+class _Trainer:
+    """One :func:`fit` call: the model, its plan of epochs, the stage being trained, the selection state,
+    the best weights so far and the history, with one method per step of an epoch."""
+
+    def __init__(
+        self, model: nn.Module, objective: nn.Module, data: Dataset, cfg: TrainConfig, val_data: Dataset | None
+    ) -> None:
+        self.model, self.objective, self.data, self.val_data, self.cfg = model, objective, data, val_data, cfg
+        self.device = resolve_device(cfg.device)
+        model.to(self.device)
+        objective.to(self.device)
+        self.n_items = _length(data)
+        self.plan = _plan(model, cfg, self.n_items)
+        self.mode = monitor_mode(cfg)
+        self.history: list[EpochRecord] = []
+        self.start = 0  # first epoch this call trains
+        self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+        self.ckpt_path = self.out_dir / CHECKPOINT if self.out_dir else None
+        self.resume_state: dict[str, Any] | None = None
+        # selection state of the current stage; the best weights live in memory and in best.pt
+        self.sel = _fresh_selection(None)
+        self.best_state: dict[str, Any] | None = None
+        self.stage: _Stage | None = None
+
+    def resume(self) -> None:
+        """Continue from ``out_dir/checkpoint.pt`` when ``resume`` is on and it exists: weights, history,
+        selection state and (when it holds the selection's value) ``best.pt``."""
+        if self.ckpt_path is None or self.out_dir is None or not self.cfg.resume or not self.ckpt_path.exists():
+            return
+        ck = load_checkpoint(self.ckpt_path)
+        self.model.load_state_dict(ck["model"])
+        self.objective.load_state_dict(ck["objective"])
+        self.start = int(ck["epoch"])
+        self.history = list(ck.get("history", []))
+        self.resume_state = ck
+        self.sel.update(ck.get("selection", {}))
+        if (self.out_dir / BEST).exists() and self.sel.get("best") is not None:
+            self.best_state = load_checkpoint(self.out_dir / BEST)
+
+    def restore_best(self, of_stage: str | None) -> None:
+        """Load the best weights kept for stage ``of_stage`` (nothing when there are none)."""
+        best = self.best_state
+        if best is not None and of_stage is not None and best.get("stage") == of_stage:
+            self.model.load_state_dict(best["model"])
+            self.objective.load_state_dict(best["objective"])
+
+    def begin_stage(self, e: int) -> _Stage:
+        """Enter the stage of plan epoch ``e``: the previous stage's selected weights (``select_best``),
+        the model's trainable parts, a fresh optimiser and schedule (their saved state when this call
+        resumes inside the stage, else a fresh selection state)."""
+        cfg, plan, stage = self.cfg, self.plan, self.plan[e].stage
+        if cfg.select_best and e > 0 and plan[e - 1].stage != stage:
+            self.restore_best(plan[e - 1].stage)  # the next stage starts from this stage's selected weights
+        _set_stage(self.model, stage)
+        params = _params(self.model, self.objective)
+        if not params:
+            raise GazeprepError(f"stage {stage!r} has nothing to train")
+        optimizer = _optimizer(params, cfg, cfg.stage_lr.get(stage, cfg.lr))
+        stage_start = next(i for i in range(len(plan)) if plan[i].stage == stage)
+        stage_epochs = sum(1 for p in plan if p.stage == stage)
+        scheduler, interval = build_scheduler(
+            optimizer, cfg.scheduler, stage_epochs, _stage_steps(plan, stage_start, self.n_items, cfg), self.mode
+        )
+        ck = self.resume_state
+        if ck is not None and e == self.start and e > 0 and plan[e - 1].stage == stage:
+            optimizer.load_state_dict(ck["optimizer"])
+            if scheduler is not None and ck.get("scheduler") is not None:
+                scheduler.load_state_dict(ck["scheduler"])
+        else:
+            self.sel = _fresh_selection(stage)
+            self.best_state = None
+        return _Stage(stage, optimizer, scheduler, interval)
+
+    def train_epoch(self, e: int, st: _Stage) -> _Sums:
+        """One epoch of optimiser steps (shuffling, augmentation and dropout seeded from ``(seed, e)``),
+        per-step schedules included; then the batch-norm recalibration when asked."""
+        cfg, data, model, objective = self.cfg, self.data, self.model, self.objective
+        bs = _stage_batch(cfg, st.name)
         model.train()
         torch.manual_seed(cfg.seed * 100003 + e)
         if hasattr(data, "set_epoch"):
@@ -561,101 +618,163 @@ def fit(
             generator=gen,
             collate_fn=_collate,
             num_workers=cfg.num_workers,
-            drop_last=n_items > bs,
+            drop_last=self.n_items > bs,
         )
-        limit = ep.step_limit if ep.step_limit is not None else cfg.max_batches
+        step_limit = self.plan[e].step_limit
+        limit = step_limit if step_limit is not None else cfg.max_batches
         acc = _Sums()
-        bar = tqdm(loader, desc=f"{stage} epoch {e + 1}/{len(plan)}", disable=not cfg.progress, leave=False)
+        bar = tqdm(loader, desc=f"{st.name} epoch {e + 1}/{len(self.plan)}", disable=not cfg.progress, leave=False)
         for bi, batch in enumerate(bar):
             if limit is not None and bi >= limit:
                 break
-            res = objective(model, _to(batch, device))
+            res = objective(model, _to(batch, self.device))
             if not torch.isfinite(res.total):
                 raise GazeprepError(f"loss is not finite at epoch {e + 1} ({res.parts}); lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
+            st.optimizer.zero_grad(set_to_none=True)
             res.total.backward()
             if cfg.grad_clip_value is not None:
                 nn.utils.clip_grad_value_(_params(model, objective), cfg.grad_clip_value)
             if cfg.grad_clip_norm is not None:
                 nn.utils.clip_grad_norm_(_params(model, objective), cfg.grad_clip_norm)
-            optimizer.step()
-            if interval == "step":
-                scheduler.step()
-            sel["steps"] = int(sel.get("steps", 0)) + 1
+            st.optimizer.step()
+            if st.interval == "step" and st.scheduler is not None:
+                st.scheduler.step()
+            self.sel["steps"] = int(self.sel.get("steps", 0)) + 1
             acc.add(res, batch)
             bar.set_postfix(loss=f"{float(res.total.detach()):.4g}")
         if cfg.recalibrate_bn:
-            recalibrate_batchnorm(model, DataLoader(data, batch_size=bs, shuffle=False, collate_fn=_collate), device)
-        rec: dict[str, Any] = {"stage": stage, "epoch": e + 1}
-        rec.update({f"train_{k}": v for k, v in acc.result(with_maps=val_data is None).items()})
-        if val_data is not None:
-            rec.update({f"val_{k}": v for k, v in evaluate(model, objective, val_data, cfg, device).items()})
-        if cfg.monitor:
-            value = _monitored(rec, cfg.monitor)
-            rec["improved"] = _better(value, sel.get("best"), mode)
-            if rec["improved"]:
-                sel.update(best=value, best_epoch=e + 1, bad=0)
-                best_state = {
-                    "stage": stage,
-                    "epoch": e + 1,
-                    "value": value,
-                    "model": _cpu_state(model),
-                    "objective": _cpu_state(objective),
-                    "optimizer": optimizer.state_dict(),
-                }
-                if out_dir is not None:
-                    save_atomic(best_state, out_dir / BEST)
-            else:
-                sel["bad"] = int(sel.get("bad", 0)) + 1
-        if interval == "epoch":
-            scheduler.step()
-        elif interval == "plateau":
+            recalibrate_batchnorm(
+                model, DataLoader(data, batch_size=bs, shuffle=False, collate_fn=_collate), self.device
+            )
+        return acc
+
+    def record(self, e: int, st: _Stage, acc: _Sums) -> EpochRecord:
+        """The epoch's record: training loss, parts and metrics (``train_*``; map metrics only without
+        a validation split) and the validation ones (``val_*``)."""
+        rec: EpochRecord = {"stage": st.name, "epoch": e + 1}
+        rec.update({f"train_{k}": v for k, v in acc.result(with_maps=self.val_data is None).items()})
+        if self.val_data is not None:
+            val = evaluate(self.model, self.objective, self.val_data, self.cfg, self.device)
+            rec.update({f"val_{k}": v for k, v in val.items()})
+        return rec
+
+    def select(self, e: int, st: _Stage, rec: EpochRecord) -> None:
+        """Compare the monitored value with the stage's best: a new best is kept (in memory and in
+        ``best.pt``) and marked ``improved``; otherwise the epochs without improvement count up."""
+        if not self.cfg.monitor:
+            return
+        value = _monitored(rec, self.cfg.monitor)
+        rec["improved"] = improved = _better(value, self.sel.get("best"), self.mode)
+        if improved:
+            self.sel["best"], self.sel["best_epoch"], self.sel["bad"] = value, e + 1, 0
+            self.best_state = {
+                "stage": st.name,
+                "epoch": e + 1,
+                "value": value,
+                "model": _cpu_state(self.model),
+                "objective": _cpu_state(self.objective),
+                "optimizer": st.optimizer.state_dict(),
+            }
+            if self.out_dir is not None:
+                save_atomic(self.best_state, self.out_dir / BEST)
+        else:
+            self.sel["bad"] = int(self.sel.get("bad", 0)) + 1
+
+    def schedule(self, st: _Stage, rec: EpochRecord) -> None:
+        """The per-epoch schedule step (a plateau drop reloads the best weights with ``reload_best``),
+        the learning rate now in force (``lr``) and the early stops (``early_stop``)."""
+        cfg, sched, optimizer = self.cfg, st.scheduler, st.optimizer
+        if sched is not None and st.interval == "epoch":
+            sched.step()
+        elif isinstance(sched, ReduceLROnPlateau):
             before = [g["lr"] for g in optimizer.param_groups]
-            scheduler.step(_monitored(rec, cfg.monitor or "val_loss"))
+            sched.step(_monitored(rec, cfg.monitor or "val_loss"))
             after = [g["lr"] for g in optimizer.param_groups]
-            if (cfg.scheduler or {}).get("reload_best") and after[0] < before[0] and best_state is not None:
+            best = self.best_state
+            if (cfg.scheduler or {}).get("reload_best") and after[0] < before[0] and best is not None:
                 # GG-CAM's and Qiu's NetLearn: on a learning-rate drop, go back to the best weights
                 # (and optimiser state) so far, keeping the lowered rate
-                model.load_state_dict(best_state["model"])
-                objective.load_state_dict(best_state["objective"])
-                optimizer.load_state_dict(best_state["optimizer"])
+                self.model.load_state_dict(best["model"])
+                self.objective.load_state_dict(best["objective"])
+                optimizer.load_state_dict(best["optimizer"])
                 for g, lr in zip(optimizer.param_groups, after):
                     g["lr"] = lr
-                rec["reloaded_best_epoch"] = best_state["epoch"]
+                rec["reloaded_best_epoch"] = best["epoch"]
         lr_now = float(optimizer.param_groups[0]["lr"])
         rec["lr"] = lr_now  # after this epoch's schedule update: the rate the next step uses
-        if cfg.early_stop_patience is not None and int(sel.get("bad", 0)) >= cfg.early_stop_patience:
-            sel["stopped"] = True
+        if cfg.early_stop_patience is not None and int(self.sel.get("bad", 0)) >= cfg.early_stop_patience:
+            self.sel["stopped"] = True
             rec["early_stop"] = "patience"
         if cfg.stop_lr is not None and lr_now < cfg.stop_lr:
-            sel["stopped"] = True
+            self.sel["stopped"] = True
             rec["early_stop"] = "lr"
-        history.append(rec)
+
+    def save(self, e: int, st: _Stage) -> None:
+        """Write the checkpoint after epoch ``e`` (state dicts, schedule, selection, history) and
+        ``history.json``, when the run has a folder."""
+        if self.ckpt_path is None:
+            return
+        save_atomic(
+            {
+                "model": self.model.state_dict(),
+                "objective": self.objective.state_dict(),
+                "optimizer": st.optimizer.state_dict(),
+                "scheduler": None if st.scheduler is None else st.scheduler.state_dict(),
+                "selection": dict(self.sel),
+                "epoch": e + 1,
+                "history": self.history,
+            },
+            self.ckpt_path,
+        )
+        (self.ckpt_path.parent / "history.json").write_text(json.dumps(self.history, indent=1))
+
+
+def fit(
+    model: nn.Module,
+    objective: nn.Module,
+    data: Dataset,
+    config: TrainConfig | dict[str, Any] | None = None,
+    val_data: Dataset | None = None,
+) -> list[EpochRecord]:
+    """Train and return the history: one dict per epoch (stage, epoch, train loss and parts,
+    class metrics, and the validation loss/metrics as ``val_*`` when ``val_data`` is given, else
+    ``train_*`` map metrics; with a monitor, ``improved`` marks the epochs that set a new best;
+    ``lr``: the learning rate after the epoch's schedule update).
+
+    ``data`` should be a :class:`~gazeprep.train.data.GazeDataset` (its ``set_epoch`` picks the
+    augmentation draws). With ``config.out_dir`` a checkpoint is written after each epoch and, with
+    ``config.resume``, an existing one is continued. With ``select_best`` the model ends with the
+    weights of the best epoch of its last stage (each stage starts from its predecessor's best).
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    cfg.validate()
+    run = _Trainer(model, objective, data, cfg, val_data)
+    run.resume()
+    done_this_call = 0
+    finished = True
+    for e in range(run.start, len(run.plan)):
+        if run.stage is None or run.plan[e].stage != run.stage.name:
+            run.stage = run.begin_stage(e)
+        st = run.stage
+        if run.sel.get("stopped"):
+            continue  # early-stopped: skip the rest of this stage
+        acc = run.train_epoch(e, st)
+        rec = run.record(e, st, acc)
+        run.select(e, st, rec)
+        run.schedule(st, rec)
+        run.history.append(rec)
         if cfg.progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
-        if ckpt_path is not None:
-            save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "objective": objective.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": None if scheduler is None else scheduler.state_dict(),
-                    "selection": dict(sel),
-                    "epoch": e + 1,
-                    "history": history,
-                },
-                ckpt_path,
-            )
-            (ckpt_path.parent / "history.json").write_text(json.dumps(history, indent=1))
+        run.save(e, st)
         done_this_call += 1
-        if cfg.stop_after_epochs is not None and done_this_call >= cfg.stop_after_epochs and e + 1 < len(plan):
+        if cfg.stop_after_epochs is not None and done_this_call >= cfg.stop_after_epochs and e + 1 < len(run.plan):
             finished = False
             break
-    if finished and cfg.select_best and plan:
-        restore_best(plan[-1].stage)
-    if plan and hasattr(model, "set_stage"):
-        model.set_stage(plan[-1].stage if current_stage is None else current_stage)
-    return history
+    if finished and cfg.select_best and run.plan:
+        run.restore_best(run.plan[-1].stage)
+    if run.plan:
+        _set_stage(model, run.plan[-1].stage if run.stage is None else run.stage.name)
+    return run.history
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
