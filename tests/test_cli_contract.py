@@ -630,3 +630,15 @@ def test_ctrl_c_during_build_heatmaps_exits_130_and_commits_nothing(tmp_path):
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("interrupted:")]
     assert len(lines) == 1 and "rerun the same command to resume" in lines[0], repr(err[-1500:])
     assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("command", [["anatomy", "predict", "--model", "m"], ["anatomy", "train"]])
+def test_anatomy_dataset_is_any_registered_dataset_or_definition_file(command, tmp_path, capsys):
+    """`anatomy train/predict --dataset` take what build-heatmaps takes (one vocabulary): an unknown name
+    lists the registered ones; a missing definition file is named."""
+    code, out, err = run([*command, "--dataset", "nope", "--out", tmp_path / "o"], capsys)
+    assert_usage_error(code, out, err)
+    assert "unknown dataset 'nope'" in err and "reflacx" in err and "egd-cxr" in err
+    code, out, err = run([*command, "--dataset", tmp_path / "missing.yaml", "--out", tmp_path / "o"], capsys)
+    assert_usage_error(code, out, err)
+    assert "missing.yaml" in err and "not found" in err

@@ -74,6 +74,42 @@ def missing_option(option: str) -> Exception:
     return missing(ctx=ctx, param=param)
 
 
+def known_dataset(value: str | None) -> str | None:
+    """Option callback: a registered dataset or an existing definition file (``*.yaml``/``*.yml``,
+    read by the command), else a usage error listing the registered names."""
+    if value is None:
+        return value
+    from gazeprep.datasets import list_datasets
+    from gazeprep.datasets.registry import is_definition_path
+
+    if is_definition_path(value):
+        if not Path(value).is_file():
+            raise typer.BadParameter(f"dataset definition file {value!r} not found")
+        return value
+
+    known = list_datasets()
+    if value not in known:
+        raise typer.BadParameter(f"unknown dataset {value!r}; known datasets: {', '.join(known)}")
+    return value
+
+
+def release_root(root: Path | None, definition: Path | None, dataset: str, quiet: bool) -> Path:
+    """``--root``; else the folder of the dataset's definition file (a declared dataset); else the
+    bundled synthetic sample data of ``dataset``. Says on stderr which default it took."""
+    from gazeprep.paths import sample_data_dir
+
+    if root is not None:
+        return root
+    if definition is not None:
+        if not quiet:
+            typer.echo(f"no --root given: using the definition's folder {definition.parent}", err=True)
+        return definition.parent
+    root = sample_data_dir() / dataset
+    if not quiet:
+        typer.echo(f"no --root given: using the bundled synthetic sample data in {root}", err=True)
+    return root
+
+
 def out_folder(value: Path | None) -> Path | None:
     """Option callback for an ``--out`` that names a folder: an existing regular file is a usage error."""
     if value is not None and value.exists() and not value.is_dir():

@@ -17,8 +17,10 @@ from gazeprep.commands import (
     Executor,
     hidden_alias,
     images_option,
+    known_dataset,
     out_folder,
     quiet_option,
+    release_root,
     require_ml,
     usage_error,
 )
@@ -39,21 +41,14 @@ class AnatomyPreset(str, Enum):
     tiny = "tiny"
 
 
-class TrainDataset(str, Enum):
-    """Releases with anatomy masks to train on."""
+def _dataset_and_root(dataset: str, root: Path | None, quiet: bool) -> tuple[str, Path]:
+    """The registered name of ``--dataset`` (a definition file is loaded and registered) and its release
+    folder (``--root``, else the definition's folder, else the bundled sample data)."""
+    from gazeprep.datasets.registry import resolve_dataset
 
-    egd_cxr = "egd-cxr"
-
-
-class PredictDataset(str, Enum):
-    """Releases whose images get masks."""
-
-    reflacx = "reflacx"
-    egd_cxr = "egd-cxr"
-
-
-def _default_root(dataset: str, root: Path | None) -> Path:
-    return root if root is not None else sample_data_dir() / dataset
+    adapter = resolve_dataset(dataset)
+    definition = getattr(adapter, "definition_path", None)
+    return adapter.name, release_root(root, definition, adapter.name, quiet)
 
 
 def _preset_of(preset: AnatomyPreset | None, config: str | None) -> str:
@@ -73,10 +68,13 @@ def _preset_of(preset: AnatomyPreset | None, config: str | None) -> str:
 
 @anatomy_app.command("train")
 def train_cmd(
-    dataset: TrainDataset = typer.Option(
-        TrainDataset.egd_cxr, "--dataset", help="Training masks: only egd-cxr ships them."
+    dataset: str = typer.Option(
+        "egd-cxr",
+        "--dataset",
+        callback=known_dataset,
+        help="A release that ships anatomy masks (of the built-in ones, only egd-cxr), or a definition file.",
     ),
-    root: Path | None = typer.Option(None, "--root", help="EGD-CXR release folder (default: sample_data/egd-cxr)."),
+    root: Path | None = typer.Option(None, "--root", help="Release folder (default: sample_data/<dataset>)."),
     images: Path | None = images_option("MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="Official SAM .pth (1024 px) to start from; local file."
@@ -117,11 +115,12 @@ def train_cmd(
     from gazeprep.anatomy.train import TrainSettings, run_train
 
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, warmup_iters=warmup, seed=seed)
+    name_of_dataset, release = _dataset_and_root(dataset, root, quiet)
     metrics = run_train(
-        _default_root(dataset.value, root),
+        release,
         images or sample_data_dir() / "mimic-cxr",
         out,
-        dataset=dataset.value,
+        dataset=name_of_dataset,
         checkpoint=checkpoint,
         config=name,
         settings=settings,
@@ -142,7 +141,12 @@ def train_cmd(
 @anatomy_app.command("predict")
 def predict_cmd(
     model: Path = typer.Option(..., "--model", help="Model folder written by `gazeprep anatomy train`."),
-    dataset: PredictDataset = typer.Option(PredictDataset.reflacx, "--dataset", help="Release whose images get masks."),
+    dataset: str = typer.Option(
+        "reflacx",
+        "--dataset",
+        callback=known_dataset,
+        help="Release whose images get masks: a registered dataset (see `gazeprep datasets`) or a definition file.",
+    ),
     root: Path | None = typer.Option(None, "--root", help="Release folder (default: sample_data/<dataset>)."),
     images: Path | None = images_option("MIMIC-CXR(-JPG) root (default: sample_data/mimic-cxr)."),
     out: Path = typer.Option(
@@ -165,10 +169,11 @@ def predict_cmd(
     require_ml("gazeprep anatomy predict", "segment_anything")
     from gazeprep.anatomy.predict import run_predict
 
+    name_of_dataset, release = _dataset_and_root(dataset, root, quiet)
     stats = run_predict(
         model,
-        dataset.value,
-        _default_root(dataset.value, root),
+        name_of_dataset,
+        release,
         images or sample_data_dir() / "mimic-cxr",
         out,
         batch_size=batch_size,

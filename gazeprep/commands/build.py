@@ -11,10 +11,12 @@ import typer
 from gazeprep.commands import (
     Executor,
     hidden_alias,
+    known_dataset,
     merge_alias,
     out_folder,
     progress_alias,
     quiet_option,
+    release_root,
     show_progress,
 )
 
@@ -43,42 +45,6 @@ def _parse_size(size: str | None) -> str | int | None:
     if n < 1:
         raise typer.BadParameter(f"{n} is not an integer >= 1 or 'native'")
     return n
-
-
-def _known_dataset(value: str | None) -> str | None:
-    """Option callback: a registered dataset or an existing definition file (``*.yaml``/``*.yml``,
-    read by the command), else a usage error listing the registered names."""
-    if value is None:
-        return value
-    from gazeprep.datasets import list_datasets
-    from gazeprep.datasets.registry import is_definition_path
-
-    if is_definition_path(value):
-        if not Path(value).is_file():
-            raise typer.BadParameter(f"dataset definition file {value!r} not found")
-        return value
-
-    known = list_datasets()
-    if value not in known:
-        raise typer.BadParameter(f"unknown dataset {value!r}; known datasets: {', '.join(known)}")
-    return value
-
-
-def _release_root(root: Path | None, definition: Path | None, dataset: str, quiet: bool) -> Path:
-    """``--root``; else the folder of the dataset's definition file (a declared dataset); else the
-    bundled synthetic sample data of ``dataset``. Says on stderr which default it took."""
-    from gazeprep.paths import sample_data_dir
-
-    if root is not None:
-        return root
-    if definition is not None:
-        if not quiet:
-            typer.echo(f"no --root given: using the definition's folder {definition.parent}", err=True)
-        return definition.parent
-    root = sample_data_dir() / dataset
-    if not quiet:
-        typer.echo(f"no --root given: using the bundled synthetic sample data in {root}", err=True)
-    return root
 
 
 def print_summary(summary: BuildSummary, *, show_rejects: bool = True) -> None:
@@ -117,7 +83,7 @@ def build_heatmaps_cmd(
     dataset: str = typer.Option(
         ...,
         "--dataset",
-        callback=_known_dataset,
+        callback=known_dataset,
         metavar="DATASET|FILE.yaml",
         help="reflacx or egd-cxr (see `gazeprep datasets`), or a dataset definition file (docs/datasets.md)",
     ),
@@ -181,7 +147,7 @@ def build_heatmaps_cmd(
     recipe_name = recipe or adapter.default_recipe
     if recipe_name is None:
         raise GazeprepError(f"dataset {dataset!r} has no default recipe; give one with --recipe")
-    root = _release_root(root, definition, dataset, quiet)
+    root = release_root(root, definition, dataset, quiet)
     rec = load_recipe(recipe_name)
     rec = rec.with_overrides(size=size, dtype=dtype.value if dtype is not None else None)
     out = out or Path("out") / f"{dataset}-{rec.name}"
