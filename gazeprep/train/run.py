@@ -32,13 +32,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
 import yaml
+from torch import nn
 
 from gazeprep._atomic import atomic_write_parquet, atomic_write_text
 from gazeprep.device import resolve_device
@@ -47,6 +48,7 @@ from gazeprep.train.data import (
     DEFAULT_SPLIT_FRACTIONS,
     INPUT_OPTIONS,
     SPLIT_NAMES,
+    ExportLike,
     GazeDataset,
     export_split,
     input_options,
@@ -54,8 +56,22 @@ from gazeprep.train.data import (
     letterbox_params,
     stratified_subject_split,
 )
-from gazeprep.train.loop import BEST, CHECKPOINT, TrainConfig, _plan, fit, load_checkpoint, save_atomic
+from gazeprep.train.loop import (
+    BEST,
+    CHECKPOINT,
+    EpochRecord,
+    TrainConfig,
+    _plan,
+    _set_stage,
+    fit,
+    load_checkpoint,
+    save_atomic,
+)
 from gazeprep.train.models import get_model, get_objective, resolve_config, spec_of
+from gazeprep.train.models.base import GazeModel
+
+if TYPE_CHECKING:
+    from gazeprep.train.weak import WithLabelOnly
 
 RUN_FILE = "run.yaml"
 MODEL_FILE = "model.pt"
@@ -84,9 +100,11 @@ WEAK_IDENTITY_KEYS = ("root", "labeler", "table", "table_sha256")
 CLASS_SCORES = "class_scores"
 
 Notify = Callable[[str], None]
+#: An export as the run functions take it: its folder, or one already loaded (or held in memory).
+ExportSource: TypeAlias = str | Path | ExportLike
 
 
-def load_config_file(path: str | Path | None) -> dict:
+def load_config_file(path: str | Path | None) -> dict[str, Any]:
     """Read a YAML config (``yaml.safe_load``); ``None`` gives an empty config."""
     if path is None:
         return {}
@@ -102,7 +120,7 @@ def load_config_file(path: str | Path | None) -> dict:
     return cfg
 
 
-def _open_export(export):
+def _open_export(export: ExportSource) -> ExportLike:
     if not isinstance(export, (str, Path)):
         return export
     if not Path(export).exists():
@@ -112,14 +130,14 @@ def _open_export(export):
     return load_export(export)
 
 
-def _export_name(export) -> str:
+def _export_name(export: ExportSource) -> str:
     if isinstance(export, (str, Path)):
         return str(export)
     path = getattr(export, "path", None)
     return str(path) if path is not None else "the export"
 
 
-def _export_recipe(ex) -> tuple[str | None, str | None, str | None]:
+def _export_recipe(ex: ExportLike) -> tuple[str | None, str | None, str | None]:
     """(recipe name, recipe hash, dataset) recorded in the export's manifest (None when unknown)."""
     manifest = getattr(ex, "manifest", None) or {}
     rec = manifest.get("recipe") if isinstance(manifest, dict) else None
@@ -132,19 +150,19 @@ def _export_recipe(ex) -> tuple[str | None, str | None, str | None]:
     return name, manifest.get("recipe_hash"), dataset
 
 
-def _usable_cases(ex) -> pl.DataFrame:
+def _usable_cases(ex: ExportLike) -> pl.DataFrame:
     cases = ex.tables["cases"]
     if "discarded" in cases.columns:
         cases = cases.filter(~pl.col("discarded").fill_null(False))
     return cases
 
 
-def _fmt(names: Sequence[str], limit: int = 6) -> str:
-    names = [str(n) for n in names]
-    if not names:
+def _fmt(names: Sequence[object], limit: int = 6) -> str:
+    texts = [str(n) for n in names]
+    if not texts:
         return "none"
-    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
+    more = f" (+{len(texts) - limit} more)" if len(texts) > limit else ""
+    return ", ".join(texts[:limit]) + more
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,7 +191,7 @@ def is_multilabel(model: str, cfg: dict) -> bool:
     return bool((inputs is not None and inputs.multilabel) or cfg.get("loss", {}).get("multilabel"))
 
 
-def _export_contents(ex) -> str:
+def _export_contents(ex: ExportLike) -> str:
     """What an export holds, for messages: recipe, heatmap targets and label names."""
     recipe, _, dataset = _export_recipe(ex)
     hm = ex.tables["heatmaps"] if "heatmaps" in ex.tables else None
@@ -188,7 +206,9 @@ def _export_contents(ex) -> str:
     return f"{where}; heatmap targets {_fmt(targets)}; labels {_fmt(labels)}"
 
 
-def check_export(model: str, cfg: dict, ex, case_ids: Sequence[str], export_name: str = "the export") -> list[str]:
+def check_export(
+    model: str, cfg: dict[str, Any], ex: ExportLike, case_ids: Sequence[str], export_name: str = "the export"
+) -> list[str]:
     """Check that the training cases ``case_ids`` of ``ex`` hold what ``model`` trains on.
 
     ``cfg`` is the resolved config (:func:`resolve_data` applied). Raises :class:`GazeprepError` (one
@@ -257,7 +277,7 @@ def check_export(model: str, cfg: dict, ex, case_ids: Sequence[str], export_name
 # splits
 
 
-def _strata(model: str, cfg: dict, ex, cases: pl.DataFrame) -> dict[str, str]:
+def _strata(model: str, cfg: dict[str, Any], ex: ExportLike, cases: pl.DataFrame) -> dict[str, str]:
     """Stratum of each case for the fallback split: its class (one-class models) or the set of its
     positive labels (multi-label models); ``""`` when unknown."""
     labels = list(cfg["data"]["labels"])
@@ -269,7 +289,9 @@ def _strata(model: str, cfg: dict, ex, cases: pl.DataFrame) -> dict[str, str]:
     return {c: "+".join(labels[j] for j in np.flatnonzero(row)) for c, row in zip(ids, pos)}
 
 
-def make_splits(model: str, cfg: dict, ex, seed: int) -> tuple[dict[str, list[str]], dict]:
+def make_splits(
+    model: str, cfg: dict[str, Any], ex: ExportLike, seed: int
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """The run's splits ``{train, validate, test: [case_id]}`` and how they were made (for run.yaml).
 
     ``data.split``: ``auto`` (default: the export's split column when every case has one, else a
@@ -296,7 +318,7 @@ def make_splits(model: str, cfg: dict, ex, seed: int) -> tuple[dict[str, list[st
     return splits, {"source": "subject", "fractions": list(fractions), "seed": split_seed, "stratified_by": "labels"}
 
 
-def write_splits(path: Path, splits: dict[str, list[str]], ex) -> None:
+def write_splits(path: Path, splits: dict[str, list[str]], ex: ExportLike) -> None:
     """Save the case ids of each split (``case_id, subject_id, split``) as Parquet, atomically."""
     cases = _usable_cases(ex)
     subj = dict(zip(cases["case_id"].to_list(), cases["subject_id"].to_list())) if "subject_id" in cases.columns else {}
@@ -342,7 +364,7 @@ def config_differences(old: dict, new: dict) -> list[str]:
     """Readable differences between two run identities (``model``, ``config``, ``export_recipe_hash``):
     ``"train.lr: 0.003 -> 0.01"``. Lists and tuples compare equal by content."""
 
-    def norm(v):
+    def norm(v: object) -> object:
         return list(v) if isinstance(v, tuple) else v
 
     diffs = []
@@ -400,7 +422,7 @@ def clear_run(out: Path) -> list[str]:
     return removed
 
 
-def _plan_length(net, tc: TrainConfig, n_train: int) -> int:
+def _plan_length(net: nn.Module, tc: TrainConfig, n_train: int) -> int:
     """Epochs of the whole run (every stage; iteration-based stages counted in epochs of ``n_train``)."""
     return len(_plan(net, tc, n_train))
 
@@ -409,11 +431,179 @@ def _plan_length(net, tc: TrainConfig, n_train: int) -> int:
 # train
 
 
+def _resolve_run_config(
+    model: str,
+    config: dict[str, Any] | None,
+    epochs: int | None,
+    weak_labels: str | Path | None,
+    weak_labeler: str,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The resolved config of a run (``--epochs`` applied, data options checked, targets and labels
+    filled in) and the identity of its weak-label source (``None`` without ``--weak-labels``)."""
+    cfg = resolve_config(model, config)
+    if epochs is not None:
+        cfg["train"]["epochs"] = int(epochs)
+        cfg["train"]["stage_epochs"] = {}
+        cfg["train"]["iterations"] = None  # --epochs also replaces an iteration budget (I-AI)
+        cfg["train"]["stage_iterations"] = {}
+    unknown = set(cfg["data"]) - DATA_KEYS
+    if unknown:
+        raise GazeprepError(f"unknown data options {sorted(unknown)}; known: {sorted(DATA_KEYS)}")
+    resolve_data(model, cfg)
+    if weak_labels is None:
+        return cfg, None
+    paper = spec_of(model).paper
+    if paper != "004":
+        raise GazeprepError(
+            f"--weak-labels adds label-only images through paper 004's unannotated-image loss; "
+            f"{model} is a model of paper {paper} (use lanfredi-mil)"
+        )
+    from gazeprep.train.weak import weak_identity
+
+    return cfg, weak_identity(weak_labels, weak_labeler)
+
+
+def _run_identity(
+    model: str, export: ExportSource, ex: ExportLike, cfg: dict[str, Any], weak_id: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What makes a run this run (stored in run.yaml, compared by :func:`config_differences`): the
+    model, the export's path and recipe, the stored config and the weak-label source."""
+    recipe, recipe_hash, dataset = _export_recipe(ex)
+    return {
+        "model": model,
+        "export": {
+            "path": str(export) if isinstance(export, (str, Path)) else None,
+            "recipe": recipe,
+            "recipe_hash": recipe_hash,
+            "dataset": dataset,
+        },
+        "config": _stored_config(cfg),
+        **({"weak_labels": weak_id} if weak_id is not None else {}),
+    }
+
+
+def _split_datasets(
+    ex: ExportLike, splits: dict[str, list[str]], data: dict[str, Any], images_root: str | Path | None, seed: int
+) -> tuple[GazeDataset, GazeDataset | None]:
+    """The training dataset (augmented as ``data.augment`` says) and the validation one (``None``
+    when that split is empty). Reads the first training image, so that a missing image root or file
+    stops the run here rather than in the first batch."""
+    common: dict[str, Any] = dict(
+        targets=data["targets"],
+        labels=data["labels"],
+        image_root=images_root,
+        seed=seed,
+        **{"size": 512, **input_options(data)},
+    )
+    train = GazeDataset(ex, case_ids=splits["train"], augment=data.get("augment"), **common)
+    val = GazeDataset(ex, case_ids=splits["validate"], augment=None, **common) if splits.get("validate") else None
+    train.load_image(0)
+    return train, val
+
+
+def _check_run_folder(out: Path, identity: dict[str, Any], resume: bool, force: bool) -> dict[str, Any] | None:
+    """The stored ``run.yaml`` of the run that ``out`` holds and this call continues, or ``None`` when
+    it starts a run. Refuses (before any work) a folder with a run of another config, one without
+    saved splits, ``resume`` without a run, and a run's leftover files without ``run.yaml``; ``force``
+    starts over whatever the folder holds."""
+    run_file = out / RUN_FILE
+    stored = _read_run_file(run_file) if run_file.is_file() else None
+    if force:
+        return None
+    if stored is not None:
+        diffs = config_differences(stored, identity)
+        if diffs:
+            shown = "; ".join(diffs[:4]) + (f"; {len(diffs) - 4} more" if len(diffs) > 4 else "")
+            why = (
+                "--resume continues only a run of the same config"
+                if resume
+                else "its checkpoints belong to the stored one"
+            )
+            raise GazeprepError(
+                f"{out} holds a run of another config ({shown}); {why}: use --force to start over, or another --out"
+            )
+        if not (out / SPLITS_FILE).is_file():
+            raise GazeprepError(
+                f"{out} holds a run without saved splits (an older gazeprep); use --force to start over"
+            )
+        return stored
+    if resume:
+        raise GazeprepError(f"--resume: {out} holds no run to resume ({RUN_FILE} missing)")
+    leftovers = [n for n in (CHECKPOINT, MODEL_FILE, SPLITS_FILE) if (out / n).exists()]
+    if leftovers:
+        raise GazeprepError(
+            f"{out} holds {', '.join(leftovers)} but no {RUN_FILE}; use --force to start over, or another --out"
+        )
+    return None
+
+
+def _run_splits(
+    model: str, cfg: dict[str, Any], ex: ExportLike, seed: int, out: Path, stored: dict[str, Any] | None, name: str
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """The splits of the run and how they were made: those saved in ``out`` when continuing the
+    ``stored`` run (every case must still be in the export), else new ones (:func:`make_splits`).
+    Refuses an empty training split."""
+    if stored is not None:
+        splits = read_splits(out) or {}
+        have = set(_usable_cases(ex)["case_id"].to_list())
+        lost = [c for n in SPLIT_NAMES for c in splits.get(n, []) if c not in have]
+        if lost:
+            raise GazeprepError(
+                f"{len(lost)} cases of the run in {out} are not in {name} (first: {lost[0]}); "
+                "continue it on its own export, or use --force to start over"
+            )
+        split_info = dict(stored.get("splits") or {})
+    else:
+        splits, split_info = make_splits(model, cfg, ex, seed)
+    if not splits.get("train"):
+        raise GazeprepError(
+            f"the training split of {name} is empty ({split_info.get('source')} split: "
+            f"{', '.join(f'{n} {len(splits.get(n, []))}' for n in SPLIT_NAMES)}); nothing to train on"
+        )
+    return splits, split_info
+
+
+def _with_weak_labels(
+    train: GazeDataset,
+    ex: ExportLike,
+    splits: dict[str, list[str]],
+    data: dict[str, Any],
+    weak_labels: str | Path,
+    weak_labeler: str,
+    identity: dict[str, Any],
+    say: Notify,
+) -> WithLabelOnly:
+    """The training split joined by the label-only MIMIC-CXR images of ``weak_labels`` (every export
+    image kept out, discarded cases included: their image may still be a REFLACX one); records the
+    source in ``identity['weak_labels']``."""
+    from gazeprep.train.weak import WithLabelOnly, label_only_dataset, weak_labels_for_run
+
+    weak = weak_labels_for_run(weak_labels, weak_labeler, data["labels"], ex.tables["cases"], splits)
+    if weak.cases.height == 0:
+        raise GazeprepError(
+            f"--weak-labels {weak_labels}: no label-only image is left by the rules (removed: "
+            f"{', '.join(f'{k} {v}' for k, v in weak.excluded.items())}); nothing to add"
+        )
+    label_only = label_only_dataset(weak, train, augment=data.get("augment"), **{"size": 512, **input_options(data)})
+    label_only.load_image(0)
+    joined = WithLabelOnly(train, label_only)
+    identity["weak_labels"] = weak.record()
+    if weak.rejects:
+        say(
+            f"warning: {len(weak.rejects)} malformed rows of the MIMIC-CXR tables left out (first: {weak.rejects[0]['file']} row {weak.rejects[0]['row']}: {weak.rejects[0]['reason']})"
+        )
+    say(
+        f"weak labels: {weak.cases.height} label-only MIMIC-CXR images ({weak_labeler}) join the "
+        f"{len(joined) - weak.cases.height} training cases"
+    )
+    return joined
+
+
 def train_run(
     model: str,
-    export,
+    export: ExportSource,
     out_dir: str | Path,
-    config: dict | None = None,
+    config: dict[str, Any] | None = None,
     *,
     device: str = "auto",
     epochs: int | None = None,
@@ -424,7 +614,7 @@ def train_run(
     notify: Notify | None = None,
     weak_labels: str | Path | None = None,
     weak_labeler: str = "chexpert",
-) -> list[dict]:
+) -> list[EpochRecord]:
     """Train ``model`` on an export (path or loaded) into the run folder ``out_dir``; returns the history.
 
     ``config``: the sections of :func:`gazeprep.train.models.resolve_config` (``preset``, ``model``,
@@ -443,136 +633,31 @@ def train_run(
         raise GazeprepError("give --resume or --force, not both")
     say = notify or (lambda _msg: None)
     out = Path(out_dir)
-    cfg = resolve_config(model, config)
-    if epochs is not None:
-        cfg["train"]["epochs"] = int(epochs)
-        cfg["train"]["stage_epochs"] = {}
-        cfg["train"]["iterations"] = None  # --epochs also replaces an iteration budget (I-AI)
-        cfg["train"]["stage_iterations"] = {}
-    unknown = set(cfg["data"]) - DATA_KEYS
-    if unknown:
-        raise GazeprepError(f"unknown data options {sorted(unknown)}; known: {sorted(DATA_KEYS)}")
-    resolve_data(model, cfg)
-    weak_id = None
-    if weak_labels is not None:
-        paper = spec_of(model).paper
-        if paper != "004":
-            raise GazeprepError(
-                f"--weak-labels adds label-only images through paper 004's unannotated-image loss; "
-                f"{model} is a model of paper {paper} (use lanfredi-mil)"
-            )
-        from gazeprep.train.weak import weak_identity
-
-        weak_id = weak_identity(weak_labels, weak_labeler)
+    cfg, weak_id = _resolve_run_config(model, config, epochs, weak_labels, weak_labeler)
     cfg["train"].update({"device": device, "out_dir": str(out), "progress": progress})
     tc = TrainConfig.from_dict(cfg["train"])
     ex = _open_export(export)
     name = _export_name(export)
-    recipe, recipe_hash, dataset = _export_recipe(ex)
-    identity = {
-        "model": model,
-        "export": {
-            "path": str(export) if isinstance(export, (str, Path)) else None,
-            "recipe": recipe,
-            "recipe_hash": recipe_hash,
-            "dataset": dataset,
-        },
-        "config": _stored_config(cfg),
-        **({"weak_labels": weak_id} if weak_id is not None else {}),
-    }
+    identity = _run_identity(model, export, ex, cfg, weak_id)
 
     # 1. the run folder: refuse another config before any work
-    run_file = out / RUN_FILE
-    stored = _read_run_file(run_file) if run_file.is_file() else None
-    continuing = False
-    if stored is not None and not force:
-        diffs = config_differences(stored, identity)
-        if diffs:
-            shown = "; ".join(diffs[:4]) + (f"; {len(diffs) - 4} more" if len(diffs) > 4 else "")
-            why = (
-                "--resume continues only a run of the same config"
-                if resume
-                else "its checkpoints belong to the stored one"
-            )
-            raise GazeprepError(
-                f"{out} holds a run of another config ({shown}); {why}: use --force to start over, or another --out"
-            )
-        if not (out / SPLITS_FILE).is_file():
-            raise GazeprepError(
-                f"{out} holds a run without saved splits (an older gazeprep); use --force to start over"
-            )
-        continuing = True
-    elif stored is None and not force:
-        if resume:
-            raise GazeprepError(f"--resume: {out} holds no run to resume ({RUN_FILE} missing)")
-        leftovers = [n for n in (CHECKPOINT, MODEL_FILE, SPLITS_FILE) if (out / n).exists()]
-        if leftovers:
-            raise GazeprepError(
-                f"{out} holds {', '.join(leftovers)} but no {RUN_FILE}; use --force to start over, or another --out"
-            )
+    stored = _check_run_folder(out, identity, resume, force)
 
     # 2. splits and the model's inputs against the export
-    if continuing:
-        splits = read_splits(out) or {}
-        have = set(_usable_cases(ex)["case_id"].to_list())
-        lost = [c for n in SPLIT_NAMES for c in splits.get(n, []) if c not in have]
-        if lost:
-            raise GazeprepError(
-                f"{len(lost)} cases of the run in {out} are not in {name} (first: {lost[0]}); "
-                "continue it on its own export, or use --force to start over"
-            )
-        split_info = dict(stored.get("splits") or {})
-    else:
-        splits, split_info = make_splits(model, cfg, ex, tc.seed)
-    if not splits.get("train"):
-        raise GazeprepError(
-            f"the training split of {name} is empty ({split_info.get('source')} split: "
-            f"{', '.join(f'{n} {len(splits.get(n, []))}' for n in SPLIT_NAMES)}); nothing to train on"
-        )
+    splits, split_info = _run_splits(model, cfg, ex, tc.seed, out, stored, name)
     for w in check_export(model, cfg, ex, splits["train"], name):
         say(f"warning: {w}")
-    data = cfg["data"]
-    common = dict(
-        targets=data["targets"],
-        labels=data["labels"],
-        image_root=images_root,
-        seed=tc.seed,
-        **{"size": 512, **input_options(data)},
-    )
-    train = GazeDataset(ex, case_ids=splits["train"], augment=data.get("augment"), **common)
-    val = GazeDataset(ex, case_ids=splits["validate"], augment=None, **common) if splits.get("validate") else None
-    train.load_image(0)  # the image source: a missing root or file stops here, not in the first batch
+    train, val = _split_datasets(ex, splits, cfg["data"], images_root, tc.seed)
+    train_set: GazeDataset | WithLabelOnly = train
     if weak_labels is not None:
-        from gazeprep.train.weak import WithLabelOnly, label_only_dataset, weak_labels_for_run
-
-        # every export image is kept out, discarded cases included (their image may still be a REFLACX one)
-        weak = weak_labels_for_run(weak_labels, weak_labeler, data["labels"], ex.tables["cases"], splits)
-        if weak.cases.height == 0:
-            raise GazeprepError(
-                f"--weak-labels {weak_labels}: no label-only image is left by the rules (removed: "
-                f"{', '.join(f'{k} {v}' for k, v in weak.excluded.items())}); nothing to add"
-            )
-        label_only = label_only_dataset(
-            weak, train, augment=data.get("augment"), **{"size": 512, **input_options(data)}
-        )
-        label_only.load_image(0)
-        train = WithLabelOnly(train, label_only)
-        identity["weak_labels"] = weak.record()
-        if weak.rejects:
-            say(
-                f"warning: {len(weak.rejects)} malformed rows of the MIMIC-CXR tables left out (first: {weak.rejects[0]['file']} row {weak.rejects[0]['row']}: {weak.rejects[0]['reason']})"
-            )
-        say(
-            f"weak labels: {weak.cases.height} label-only MIMIC-CXR images ({weak_labeler}) join the "
-            f"{len(train) - weak.cases.height} training cases"
-        )
+        train_set = _with_weak_labels(train, ex, splits, cfg["data"], weak_labels, weak_labeler, identity, say)
 
     # 3. start or continue
     torch.manual_seed(tc.seed)
     net = get_model(model, cfg)
     objective = get_objective(model, cfg)
-    total = _plan_length(net, tc, len(train))
-    if continuing:
+    total = _plan_length(net, tc, len(train_set))
+    if stored is not None:
         done = int(load_checkpoint(out / CHECKPOINT).get("epoch", 0)) if (out / CHECKPOINT).exists() else 0
         if done >= total and (out / MODEL_FILE).exists():
             say(f"run {out} is complete ({done} of {total} epochs); nothing to train (--force trains it again)")
@@ -586,13 +671,15 @@ def train_run(
                 say(f"--force: removed the previous run's {', '.join(removed)} from {out}")
         write_splits(out / SPLITS_FILE, splits, ex)
         counts = {n: len(splits.get(n, [])) for n in SPLIT_NAMES}
-        _write_yaml_atomic(run_file, {**identity, "splits": {**split_info, "file": SPLITS_FILE, "counts": counts}})
-    history = fit(net, objective, train, tc, val_data=val)
+        _write_yaml_atomic(
+            out / RUN_FILE, {**identity, "splits": {**split_info, "file": SPLITS_FILE, "counts": counts}}
+        )
+    history = fit(net, objective, train_set, tc, val_data=val)
     save_atomic({"model": net.state_dict(), "objective": objective.state_dict()}, out / MODEL_FILE)
     return history
 
 
-def load_run(run_dir: str | Path, device: str = "auto"):
+def load_run(run_dir: str | Path, device: str = "auto") -> tuple[GazeModel, dict[str, Any]]:
     """(model, run_info) from a run folder: ``model.pt`` if present, else the last checkpoint."""
     run_dir = Path(run_dir)
     rf = run_dir / RUN_FILE
@@ -601,12 +688,12 @@ def load_run(run_dir: str | Path, device: str = "auto"):
     info = _read_run_file(rf)
     cfg = info["config"]
     net = get_model(info["model"], cfg)
+    if not isinstance(net, GazeModel):
+        raise GazeprepError(f"model {info['model']!r} is not a GazeModel: it cannot predict heatmaps")
     src = run_dir / MODEL_FILE if (run_dir / MODEL_FILE).exists() else run_dir / CHECKPOINT
     state = load_checkpoint(src)
     net.load_state_dict(state["model"])
-    stages = getattr(net, "stage_names", ("main",))
-    if hasattr(net, "set_stage"):
-        net.set_stage(stages[-1])
+    _set_stage(net, net.stage_names[-1])
     net.to(resolve_device(device)).eval()
     return net, info
 
@@ -643,7 +730,12 @@ def class_scores(outputs: dict[str, torch.Tensor], multilabel: bool) -> torch.Te
 
 @torch.no_grad()
 def predict_outputs(
-    net, ds: GazeDataset, device, batch_size: int = 8, progress: bool = True, multilabel: bool = False
+    net: GazeModel,
+    ds: GazeDataset,
+    device: torch.device,
+    batch_size: int = 8,
+    progress: bool = True,
+    multilabel: bool = False,
 ) -> tuple[dict[tuple[str, str], np.ndarray], pl.DataFrame]:
     """Predicted maps of every case of ``ds`` keyed ``(case_id, target)`` in each GT map's frame, and
     the class scores: one row per (case, label) with ``case_id, label, score`` and ``truth`` (1/0 from
@@ -676,13 +768,13 @@ def predict_outputs(
             names = ds.targets[:1]
         else:
             names = net.map_names
-        maps = maps.detach().cpu().numpy()
+        maps_np = maps.detach().cpu().numpy()
         sc = scores.detach().float().cpu().numpy() if scores is not None else None
         if sc is not None and sc.shape[1] != len(labels):
             raise GazeprepError(
                 f"{type(net).__name__} scores {sc.shape[1]} classes but the run has {len(labels)} labels"
             )
-        for k, (it, m) in enumerate(zip(items, maps)):
+        for k, (it, m) in enumerate(zip(items, maps_np)):
             row = ds.cases.row(it["index"], named=True)
             ihw = (
                 (int(row["image_height_px"]), int(row["image_width_px"]))
@@ -704,13 +796,13 @@ def predict_outputs(
 
 
 def predict_maps(
-    net, ds: GazeDataset, device, batch_size: int = 8, progress: bool = True
+    net: GazeModel, ds: GazeDataset, device: torch.device, batch_size: int = 8, progress: bool = True
 ) -> dict[tuple[str, str], np.ndarray]:
     """Predicted maps for every case of ``ds``, keyed ``(case_id, target)`` in each GT map's frame."""
     return predict_outputs(net, ds, device, batch_size, progress)[0]
 
 
-def select_cases(run_dir: str | Path, ex, split: str, export_name: str = "the export") -> list[str]:
+def select_cases(run_dir: str | Path, ex: ExportLike, split: str, export_name: str = "the export") -> list[str]:
     """Case ids of ``ex`` to predict: those of the run's ``split`` (``test``, ``val``/``validate``,
     ``train``; saved in ``splits.parquet``) or every case (``all``)."""
     if split not in PREDICT_SPLITS:
@@ -738,7 +830,7 @@ def select_cases(run_dir: str | Path, ex, split: str, export_name: str = "the ex
 
 def predict_run(
     run_dir: str | Path,
-    export,
+    export: ExportSource,
     out: str | Path,
     *,
     split: str = "test",
@@ -766,7 +858,7 @@ def predict_run(
     )
     multilabel = is_multilabel(info["model"], cfg)
     maps, scores = predict_outputs(net, ds, dev, batch_size, progress, multilabel=multilabel)
-    from gazeprep.export import write_prediction_export
+    from gazeprep.export import Export, write_prediction_export
 
     extra: dict[str, Any] = {
         "training": {
@@ -783,7 +875,8 @@ def predict_run(
         out,
         maps,
         model=f"{info['model']} ({Path(run_dir).name})",
-        source_export=ex if not isinstance(export, (str, Path)) else export,
+        # a path is read again there; an export held only in memory has no source to record
+        source_export=export if isinstance(export, (str, Path, Export)) else None,
         manifest_extra=extra,
         tables=tables,
         progress=progress,
