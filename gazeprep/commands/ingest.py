@@ -6,29 +6,7 @@ from pathlib import Path
 
 import typer
 
-from gazeprep.commands import hidden_alias, merge_alias, out_folder, quiet_option
-
-
-def known_dataset(value: str | None) -> str | None:
-    """Option callback: a registered dataset name, else a usage error listing the known ones.
-
-    The registry is read when the command runs (not when the CLI is imported), so datasets registered
-    later are accepted too.
-    """
-    if value is None:
-        return value
-    from gazeprep.datasets import list_datasets
-    from gazeprep.datasets.registry import is_definition_path
-
-    if is_definition_path(value):  # a dataset definition file (docs/datasets.md), read by the command
-        if not Path(value).is_file():
-            raise typer.BadParameter(f"dataset definition file {value!r} not found")
-        return value
-
-    known = list_datasets()
-    if value not in known:
-        raise typer.BadParameter(f"unknown dataset {value!r}; known datasets: {', '.join(known)}")
-    return value
+from gazeprep.commands import hidden_alias, known_dataset, merge_alias, out_folder, quiet_option
 
 
 def register(app: typer.Typer) -> None:

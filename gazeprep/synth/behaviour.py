@@ -192,6 +192,20 @@ def scanpath(
     return {"start": start, "end": end, "x": x, "y": y, "segment": seg_idx}
 
 
+def wander_boxes(
+    boxes: dict[str, tuple[float, float, float, float]], width: int, height: int
+) -> list[tuple[float, float, float, float]]:
+    """Regions a reader's eyes wander over between targeted looks, as (x0, y0, x1, y1) pixel boxes: both
+    lungs, the cardiac silhouette, the upper mediastinum and the whole ``width`` x ``height`` image."""
+    return [
+        boxes["right lung"],
+        boxes["left lung"],
+        boxes["cardiac silhouette"],
+        boxes["upper mediastinum"],
+        (0.0, 0.0, float(width), float(height)),
+    ]
+
+
 def search_visits(
     rng: np.random.Generator,
     t_from: float,

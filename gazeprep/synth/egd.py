@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from gazeprep.datasets.egd import MASK_FILES as _RELEASE_MASK_FILES
-from gazeprep.synth.behaviour import FocusSegment, focus_segments, scanpath, search_visits, time_tokens
+from gazeprep.synth.behaviour import FocusSegment, focus_segments, scanpath, search_visits, time_tokens, wander_boxes
 from gazeprep.synth.findings import (
     CHEXPERT_LABELS,
     EGD_GRANULAR,
@@ -607,13 +607,7 @@ def _gaze(
     H, W = img.height, img.width
     t_end = float(tr.word_end[-1]) + rng.uniform(0.5, 1.5)
     t = _sample_times(rng, t_end)
-    wander = [
-        boxes["right lung"],
-        boxes["left lung"],
-        boxes["cardiac silhouette"],
-        boxes["upper mediastinum"],
-        (0.0, 0.0, float(W), float(H)),
-    ]
+    wander = wander_boxes(boxes, W, H)
     bom = tr.boxes_of_mention
     targets = [(i, bom[i]) for i, m in enumerate(tr.mentions) if not m.negated and bom[i]]
     t_first = rng.uniform(0.02, 0.3)

@@ -27,7 +27,15 @@ from typing import NamedTuple, cast
 
 import numpy as np
 
-from gazeprep.synth.behaviour import FocusSegment, Timing, focus_segments, scanpath, search_visits, time_tokens
+from gazeprep.synth.behaviour import (
+    FocusSegment,
+    Timing,
+    focus_segments,
+    scanpath,
+    search_visits,
+    time_tokens,
+    wander_boxes,
+)
 from gazeprep.synth.findings import (
     KINDS,
     REFLACX_P1_LABELS,
@@ -368,13 +376,7 @@ def _generate_case(
     t0 = -rng.uniform(0.005, 0.25) if negative_start else rng.uniform(0.05, 0.4)
     t_stop = float(timing.end[-1]) + rng.uniform(0.5, 2.5)
     W, H = img.width, img.height
-    wander = [
-        boxes["right lung"],
-        boxes["left lung"],
-        boxes["cardiac silhouette"],
-        boxes["upper mediastinum"],
-        (0.0, 0.0, float(W), float(H)),
-    ]
+    wander = wander_boxes(boxes, W, H)
     mentions = case.mentions
     targets = [(i, boxes_of_mention[i]) for i, m in enumerate(mentions) if not m.negated and boxes_of_mention[i]]
     visits = search_visits(rng, max(t0, 0.0), segs[0].t_start if segs else silent, targets)
