@@ -157,6 +157,10 @@ class _Flags(NamedTuple):
     hypothetical: bool
 
 
+#: A candidate mention: (labels, token start, token end, char start, char end, negated by its qualifier).
+_Span = tuple[list[str], int, int, int, int, bool]
+
+
 class Labeler:
     """A compiled rule profile. Build it with :meth:`from_rules` (cached per rules folder and profile)."""
 
@@ -491,71 +495,61 @@ class Labeler:
         b_pre: list[int],
         b_fol: list[int],
         sent_starts: list[int],
-    ) -> list[tuple[list[str], int, int, int, int, bool]]:
-        """Candidate mentions: (labels, token start, token end, char start, char end, negated-by-qualifier)."""
-        out: list[tuple[list[str], int, int, int, int, bool]] = []
+    ) -> list[_Span]:
+        """Candidate mentions: (labels, token start, token end, char start, char end, negated-by-qualifier),
+        from the regular expressions of a ``regex`` profile, else from the matched phrases."""
         if self._regex:
-            text = doc.text.lower()
-            for lab, pre, exprs in self._mention_re:
-                if not pre.search(text):
-                    continue
-                unm_rx = self._unmention_re.get(lab, ())
-                for rx in exprs:
-                    for m in rx.finditer(text):
-                        cs, ce = m.span()
-                        if ce <= cs:
-                            continue
-                        if any(us < ce and cs < ue for u in unm_rx for us, ue in (x.span() for x in u.finditer(text))):
-                            continue
-                        span = doc.char_span(cs, ce, alignment_mode="expand")
-                        if span is None:
-                            continue
-                        out.append(([lab], span.start, span.end, cs, ce, False))
-            return out
+            return self._regex_spans(doc)
+        return self._phrase_spans(doc, quals, trig, b_pre, b_fol, sent_starts)
+
+    def _regex_spans(self, doc: Doc) -> list[_Span]:
+        """Every non-empty match of a label's mention expressions in the lower-cased text that overlaps no
+        match of the label's unmention expressions, widened to whole tokens (dropped when no token
+        covers it)."""
+        out: list[_Span] = []
+        text = doc.text.lower()
+        for lab, pre, exprs in self._mention_re:
+            if not pre.search(text):
+                continue
+            unm_rx = self._unmention_re.get(lab, ())
+            for rx in exprs:
+                for m in rx.finditer(text):
+                    cs, ce = m.span()
+                    if ce <= cs:
+                        continue
+                    if any(us < ce and cs < ue for u in unm_rx for us, ue in (x.span() for x in u.finditer(text))):
+                        continue
+                    span = doc.char_span(cs, ce, alignment_mode="expand")
+                    if span is None:
+                        continue
+                    out.append(([lab], span.start, span.end, cs, ce, False))
+        return out
+
+    def _phrase_spans(
+        self,
+        doc: Doc,
+        quals: dict[int, list[tuple[int, int, str]]],
+        trig: list[_Trigger],
+        b_pre: list[int],
+        b_fol: list[int],
+        sent_starts: list[int],
+    ) -> list[_Span]:
+        """The phrase matches (``doc.ents``): a mention phrase counts for each of its labels that no
+        unmention phrase of that label overlaps; a neutral phrase as :meth:`_neutral_span` says."""
         strings = self.nlp.vocab.strings
         unm: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for mid, s, e in self._unm(doc):
             unm[strings[mid]].append((s, e))
         seg_bounds = sorted(set(sent_starts) | set(b_pre) | set(b_fol))
-
-        def seg(i: int) -> int:
-            return bisect_right(seg_bounds, i)
-
+        out: list[_Span] = []
         for ent in doc.ents:
             key = ent.label_
             start_tok, end_tok, qneg = ent.start, ent.end, False
             if key.startswith("~"):
-                i = int(key[1:])
-                entry = self.rules.neutral[i]
-                best = None
-                es = seg(ent.start)
-                for qs, qe, qlabel in quals.get(i, ()):
-                    if seg(qs) != es and seg(qe - 1) != es:
-                        continue
-                    if qs >= ent.end:
-                        d = qs - ent.end
-                        if d > self.rules.neutral_reach_after:
-                            continue
-                    elif qe <= ent.start:
-                        d = ent.start - qe
-                        if d > self.rules.neutral_reach_before:
-                            continue
-                    else:
-                        continue
-                    if best is None or d < best[0]:
-                        best = (d, qs, qe, qlabel)
-                if best is not None:
-                    _, qs, qe, qlabel = best
-                    labels = [qlabel]
-                    npre = [t for t in trig if t.category == "negated" and t.direction == "preceding"]
-                    if qs >= ent.end and any(ent.end <= t.start < qs for t in npre):
-                        qneg = True
-                    start_tok, end_tok = min(ent.start, qs), max(ent.end, qe)
-                else:
-                    f = self._flags(trig, entry.label, ent.start, ent.end, doc, b_pre, b_fol)
-                    if not f.negated:
-                        continue  # a neutral phrase alone says nothing ("heart size is stable")
-                    labels = [entry.label]
+                found = self._neutral_span(doc, ent.start, ent.end, int(key[1:]), quals, trig, b_pre, b_fol, seg_bounds)
+                if found is None:
+                    continue
+                labels, start_tok, end_tok, qneg = found
             else:
                 labels = [
                     lab for lab in key.split("|") if not any(s < ent.end and ent.start < e for s, e in unm.get(lab, ()))
@@ -564,6 +558,55 @@ class Labeler:
                 span = doc[start_tok:end_tok]
                 out.append((labels, start_tok, end_tok, span.start_char, span.end_char, qneg))
         return out
+
+    def _neutral_span(
+        self,
+        doc: Doc,
+        start: int,
+        end: int,
+        i: int,
+        quals: dict[int, list[tuple[int, int, str]]],
+        trig: list[_Trigger],
+        b_pre: list[int],
+        b_fol: list[int],
+        seg_bounds: list[int],
+    ) -> tuple[list[str], int, int, bool] | None:
+        """A neutral phrase (tokens ``[start, end)``, entry ``i`` of ``neutral.yaml``) as (labels, token
+        start, token end, negated-by-qualifier). It takes the label of its nearest qualifier in the same
+        segment (sentence or scope break) within the neutral reach (after it, else before it; the first
+        of equally near ones), the span growing to cover the qualifier, negated when a preceding negation
+        trigger lies between the phrase and a qualifier after it. Without a qualifier it is a mention of
+        its own label only when negated ("heart size is stable" says nothing); else None."""
+
+        def seg(t: int) -> int:
+            return bisect_right(seg_bounds, t)
+
+        best = None
+        es = seg(start)
+        for qs, qe, qlabel in quals.get(i, ()):
+            if seg(qs) != es and seg(qe - 1) != es:
+                continue
+            if qs >= end:
+                d = qs - end
+                if d > self.rules.neutral_reach_after:
+                    continue
+            elif qe <= start:
+                d = start - qe
+                if d > self.rules.neutral_reach_before:
+                    continue
+            else:
+                continue
+            if best is None or d < best[0]:
+                best = (d, qs, qe, qlabel)
+        if best is None:
+            label = self.rules.neutral[i].label
+            if not self._flags(trig, label, start, end, doc, b_pre, b_fol).negated:
+                return None
+            return [label], start, end, False
+        _, qs, qe, qlabel = best
+        npre = [t for t in trig if t.category == "negated" and t.direction == "preceding"]
+        qneg = qs >= end and any(end <= t.start < qs for t in npre)
+        return [qlabel], min(start, qs), max(end, qe), qneg
 
     def _mentions(self, doc: Doc) -> list[Mention]:
         trig, quals, sent_starts, b_pre, b_fol, _ = self._context(doc)
