@@ -214,16 +214,15 @@ def _regex_dir(d: Path, labels: set[str]) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None = None) -> ProfileSpec:
-    """Parse ``profile.yaml``, ``context.yaml`` and the regex rule files of a profile."""
-    name = resolve_profile(profile)
-    root = default_rules_dir(rules_dir)
-    d = profile_dir(name, root)
-    labels = set(load_label_defs(root).names)
-    meta: dict = {}
-    ppath = d / "profile.yaml"
-    if ppath.is_file():
-        meta = read_yaml(ppath)
+_CONTEXT_KEYS = frozenset(
+    {"category", "direction", "phrases", "labels", "reach_tokens", "clause_final", "mentions", "why"}
+)
+
+
+def _read_profile_meta(ppath: Path) -> tuple[dict, str, str, str, dict]:
+    """``profile.yaml`` (an empty mapping when the profile has none) with its checked ``matching``,
+    ``cleaning``, ``aggregation`` and ``scope`` settings."""
+    meta: dict = read_yaml(ppath) if ppath.is_file() else {}
     matching = str(meta.get("matching", "phrases"))
     if matching not in ("phrases", "regex"):
         raise RecipeError(f"{ppath}: matching must be 'phrases' or 'regex', not {matching!r}")
@@ -238,65 +237,69 @@ def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None =
     scope = meta.get("scope") or {}
     if not isinstance(scope, dict):
         raise RecipeError(f"{ppath}: scope must be a mapping")
+    return meta, matching, cleaning, aggregation, scope
+
+
+def _context_rule(r: object, i: int, cpath: Path, labels: set[str]) -> ContextRule:
+    """Rule ``i`` of ``context.yaml``, checked (see the module docstring for its keys)."""
+    where = f"{cpath}: rules[{i}]"
+    if not isinstance(r, dict):
+        raise RecipeError(f"{where} must be a mapping")
+    unknown = set(r) - _CONTEXT_KEYS
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {sorted(unknown)}")
+    cat, direction = r.get("category"), r.get("direction")
+    if cat not in CATEGORIES:
+        raise RecipeError(f"{where}.category must be one of {list(CATEGORIES)}, not {cat!r}")
+    if direction not in DIRECTIONS:
+        raise RecipeError(f"{where}.direction must be one of {list(DIRECTIONS)}, not {direction!r}")
+    labs = r.get("labels")
+    if labs is not None:
+        labs = frozenset(str(x) for x in labs)
+        bad = sorted(labs - labels)
+        if bad:
+            raise RecipeError(f"{where}.labels: unknown label id(s) {bad}")
+    reach = r.get("reach_tokens")
+    if reach is not None and (not isinstance(reach, int) or isinstance(reach, bool) or reach < 0):
+        raise RecipeError(f"{where}.reach_tokens must be a non-negative integer")
+    mrx = r.get("mentions")
+    if mrx is not None:
+        mrx = str(mrx)
+        try:
+            re.compile(mrx)
+        except re.error as exc:
+            raise RecipeError(f"{where}.mentions: not a valid regular expression: {exc}") from None
+    phrases = _phrases(r.get("phrases"), cpath, f"rules[{i}].phrases")
+    return ContextRule(cat, direction, phrases, labs, reach, bool(r.get("clause_final", False)), mrx)
+
+
+def _read_context_rules(cpath: Path, labels: set[str]) -> tuple[ContextRule, ...]:
+    """The checked rules of ``context.yaml`` (none when the profile has no such file)."""
+    if not cpath.is_file():
+        return ()
+    raw = read_yaml(cpath).get("rules") or []
+    if not isinstance(raw, list):
+        raise RecipeError(f"{cpath}: rules must be a list")
+    return tuple(_context_rule(r, i, cpath, labels) for i, r in enumerate(raw))
+
+
+def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None = None) -> ProfileSpec:
+    """Parse ``profile.yaml``, ``context.yaml`` and the regex rule files of a profile.
+
+    Raises :class:`RecipeError` naming the file (and rule) for an unknown setting, a malformed
+    context rule, a label id not in ``labels.yaml`` or a ``regex`` profile without mention files."""
+    name = resolve_profile(profile)
+    root = default_rules_dir(rules_dir)
+    d = profile_dir(name, root)
+    labels = set(load_label_defs(root).names)
+    ppath = d / "profile.yaml"
+    meta, matching, cleaning, aggregation, scope = _read_profile_meta(ppath)
 
     def plist(key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         v = scope.get(key)
         return default if v is None else _phrases(v, ppath, f"scope.{key}")
 
-    rules: list[ContextRule] = []
-    cpath = d / "context.yaml"
-    if cpath.is_file():
-        raw = read_yaml(cpath).get("rules") or []
-        if not isinstance(raw, list):
-            raise RecipeError(f"{cpath}: rules must be a list")
-        for i, r in enumerate(raw):
-            where = f"{cpath}: rules[{i}]"
-            if not isinstance(r, dict):
-                raise RecipeError(f"{where} must be a mapping")
-            unknown = set(r) - {
-                "category",
-                "direction",
-                "phrases",
-                "labels",
-                "reach_tokens",
-                "clause_final",
-                "mentions",
-                "why",
-            }
-            if unknown:
-                raise RecipeError(f"{where}: unknown key(s) {sorted(unknown)}")
-            cat, direction = r.get("category"), r.get("direction")
-            if cat not in CATEGORIES:
-                raise RecipeError(f"{where}.category must be one of {list(CATEGORIES)}, not {cat!r}")
-            if direction not in DIRECTIONS:
-                raise RecipeError(f"{where}.direction must be one of {list(DIRECTIONS)}, not {direction!r}")
-            labs = r.get("labels")
-            if labs is not None:
-                labs = frozenset(str(x) for x in labs)
-                bad = sorted(labs - labels)
-                if bad:
-                    raise RecipeError(f"{where}.labels: unknown label id(s) {bad}")
-            reach = r.get("reach_tokens")
-            if reach is not None and (not isinstance(reach, int) or isinstance(reach, bool) or reach < 0):
-                raise RecipeError(f"{where}.reach_tokens must be a non-negative integer")
-            mrx = r.get("mentions")
-            if mrx is not None:
-                mrx = str(mrx)
-                try:
-                    re.compile(mrx)
-                except re.error as exc:
-                    raise RecipeError(f"{where}.mentions: not a valid regular expression: {exc}") from None
-            rules.append(
-                ContextRule(
-                    cat,
-                    direction,
-                    _phrases(r.get("phrases"), cpath, f"rules[{i}].phrases"),
-                    labs,
-                    reach,
-                    bool(r.get("clause_final", False)),
-                    mrx,
-                )
-            )
+    context = _read_context_rules(d / "context.yaml", labels)
     spec = ProfileSpec(
         name=name,
         dir=d,
@@ -308,7 +311,7 @@ def load_profile_spec(profile: str | None = None, rules_dir: str | Path | None =
         breaks_following=plist("breaks_following"),
         clause_final_next=plist("clause_final_next", ProfileSpec.clause_final_next),
         list_commas=bool(scope.get("list_commas", False)),
-        context=tuple(rules),
+        context=context,
         mention_regex=_regex_dir(d / "mention_regex", labels),
         unmention_regex=_regex_dir(d / "unmention_regex", labels),
         hash=profile_hash(name, root),
