@@ -94,38 +94,14 @@ def build_sentences(
         ``report_text[char_start:char_end]``), and a list of :func:`gazeprep.schema.reject` rows
         (stage ``text``) for mismatches.
     """
-    rejects: list[dict] = []
     style = transcript_style(dataset)
-    file = style.words_file_for(case_id)
     if words.height == 0:
-        return conform(words, "words") if words.columns else empty("words"), empty("sentences"), rejects
+        return conform(words, "words") if words.columns else empty("words"), empty("sentences"), []
     w = words.sort("word_idx") if "word_idx" in words.columns else words
     tokens = [t if t is not None else "" for t in w["word"].to_list()]
-    rebuilt = style.join(tokens)
-    if report_text is None:
-        rejects.append(
-            reject(
-                dataset, case_id, "text", file, None, "no report text; offsets refer to the text rebuilt from the words"
-            )
-        )
-        text = rebuilt
-    else:
-        text = report_text
-        if style.words_rebuild_report and rebuilt != text.strip():
-            k = next((i for i, (a, b) in enumerate(zip(rebuilt, text)) if a != b), min(len(rebuilt), len(text)))
-            rejects.append(
-                reject(
-                    dataset,
-                    case_id,
-                    "text",
-                    style.report_file_for(case_id),
-                    None,
-                    f"tokens do not rebuild the transcription (first difference at character {k}: "
-                    f"{text[max(0, k - 15) : k + 15]!r} vs tokens {rebuilt[max(0, k - 15) : k + 15]!r}); "
-                    "offsets assigned token by token",
-                )
-            )
+    text, rejects = _report_text(style, style.join(tokens), report_text, dataset=dataset, case_id=case_id)
     starts, ends, missing = _align(tokens, text)
+    file = style.words_file_for(case_id)
     for i in missing:
         row = w["word_idx"][i] if "word_idx" in w.columns else i
         rejects.append(
@@ -149,6 +125,27 @@ def build_sentences(
         r.update(dataset=dataset, case_id=case_id)
     sentences = pl.DataFrame(rows, schema=SENTENCES) if rows else empty("sentences")
     return w, sentences, rejects
+
+
+def _report_text(
+    style: TranscriptStyle, rebuilt: str, report_text: str | None, *, dataset: str, case_id: str
+) -> tuple[str, list[dict]]:
+    """The text the word offsets point into, and its ``text`` rejects rows: ``report_text``, with a row
+    when the style's words should rebuild it and ``rebuilt`` (the words joined) differs; or, without a
+    report, ``rebuilt`` and a row saying so."""
+    if report_text is None:
+        msg = "no report text; offsets refer to the text rebuilt from the words"
+        return rebuilt, [reject(dataset, case_id, "text", style.words_file_for(case_id), None, msg)]
+    text = report_text
+    if not style.words_rebuild_report or rebuilt == text.strip():
+        return text, []
+    k = next((i for i, (a, b) in enumerate(zip(rebuilt, text)) if a != b), min(len(rebuilt), len(text)))
+    msg = (
+        f"tokens do not rebuild the transcription (first difference at character {k}: "
+        f"{text[max(0, k - 15) : k + 15]!r} vs tokens {rebuilt[max(0, k - 15) : k + 15]!r}); "
+        "offsets assigned token by token"
+    )
+    return text, [reject(dataset, case_id, "text", style.report_file_for(case_id), None, msg)]
 
 
 def _sentence_rows(
