@@ -140,18 +140,9 @@ def process_case(
     from gazeprep.schema import reject
 
     ds = dataset or release.dataset
-    case_rows = release.cases.filter(pl.col("case_id") == case_id)
-    case_row = case_rows.row(0, named=True)
-    if data is None:
-        data = release.read_case(case_id)
+    data, tables, case_row = _read_case(release, case_id, data)
     rejects: list[dict] = list(data.rejects)
-    tables: dict[str, pl.DataFrame] = {k: v for k, v in data.tables.items() if k != "gaze_samples"}
-    tables["cases"] = case_rows
-    labels = getattr(release, "case_labels", None)
-    if labels is not None and labels.height:
-        tables["case_labels"] = labels.filter(pl.col("case_id") == case_id)
     heatmaps: dict[str, np.ndarray] = {}
-    index_rows: list[dict] = []
 
     words = data.tables.get("words")
     reports = data.tables.get("reports")
@@ -176,21 +167,44 @@ def process_case(
             windows = windows.clear()
         maps, r = render_windows(events, windows, recipe, case_row, masks)
         rejects.extend(r)
-        for target in sorted(maps):
-            m = maps[target]
-            heatmaps[target] = m.array
-            index_rows.append(
-                {
-                    "dataset": ds,
-                    "case_id": case_id,
-                    "target": target,
-                    "recipe": recipe.name,
-                    "height_px": int(m.array.shape[0]),
-                    "width_px": int(m.array.shape[1]),
-                    "n_fixations": int(m.n_fixations),
-                    "total_weight": float(m.total_weight),
-                }
-            )
-    if index_rows:
-        tables["heatmaps"] = pl.DataFrame(index_rows)
+        heatmaps = {target: maps[target].array for target in sorted(maps)}
+        if maps:
+            tables["heatmaps"] = _index_rows(maps, dataset=ds, case_id=case_id, recipe_name=recipe.name)
     return CaseResult(case_id=case_id, input_hash=input_hash, tables=tables, heatmaps=heatmaps, rejects=rejects)
+
+
+def _read_case(release: Any, case_id: str, data: Any) -> tuple[Any, dict[str, pl.DataFrame], dict]:
+    """The case's data (``data``, or read with ``release.read_case``), the tables its result starts
+    from (the adapter's per-case tables without the gaze samples, which no export stores, its
+    ``cases`` row and, when the release has any, its ``case_labels`` rows) and its ``cases`` row as
+    a dict."""
+    case_rows = release.cases.filter(pl.col("case_id") == case_id)
+    case_row = case_rows.row(0, named=True)
+    if data is None:
+        data = release.read_case(case_id)
+    tables: dict[str, pl.DataFrame] = {k: v for k, v in data.tables.items() if k != "gaze_samples"}
+    tables["cases"] = case_rows
+    labels = getattr(release, "case_labels", None)
+    if labels is not None and labels.height:
+        tables["case_labels"] = labels.filter(pl.col("case_id") == case_id)
+    return data, tables, case_row
+
+
+def _index_rows(maps: dict[str, RenderedMap], *, dataset: str, case_id: str, recipe_name: str) -> pl.DataFrame:
+    """The case's ``heatmaps`` index rows, one per rendered map in target order (map size in pixels,
+    fixations counted and their total weight)."""
+    return pl.DataFrame(
+        [
+            {
+                "dataset": dataset,
+                "case_id": case_id,
+                "target": target,
+                "recipe": recipe_name,
+                "height_px": int(m.array.shape[0]),
+                "width_px": int(m.array.shape[1]),
+                "n_fixations": int(m.n_fixations),
+                "total_weight": float(m.total_weight),
+            }
+            for target, m in sorted(maps.items())
+        ]
+    )
