@@ -486,6 +486,9 @@ def build_heatmaps(opts: BuildOptions) -> BuildSummary:
 
 
 def _build_locked(opts: BuildOptions) -> BuildSummary:
+    """The build, with the output folder's lock held: check the folder and the recipe, open the
+    release, compute every live case into its part (:func:`_run_cases`), add the discarded cases'
+    parts, write the export and count what it holds (:func:`_summary`)."""
     from gazeprep.export import finalize
 
     recipe = opts.recipe
@@ -503,6 +506,33 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
         print(f"warning: {sigma_msg}", file=sys.stderr)
     spec = BuildSpec.from_options(opts, labeler_hash=labeler_hash)
     state = make_state(spec, release)  # the driver's; workers rebuild theirs from the spec
+    reused, events = _run_cases(opts, spec, state, live)
+    # discarded cases: a cases row and a rejects row, nothing to render
+    store = state.store()
+    discarded = cases.filter(pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
+    store.prune(live + discarded)  # parts of cases no longer in the release
+    for cid in discarded:
+        state.put_rejected(cid, "discarded", "ingest", "eye-tracking data discarded in the release", store)
+    extra_rejects = list(release.rejects)
+    path = finalize(
+        opts.out,
+        sorted(live + discarded),
+        store=store,
+        recipe=recipe,
+        dtype=recipe.output.dtype,
+        manifest_extra=_manifest_extra(opts, labeler_hash),
+        extra_rejects=extra_rejects,
+        progress=opts.progress,
+    )
+    dropped = _dropped_at_ingest(extra_rejects, set(cases["case_id"].to_list()))
+    return _summary(path, opts, live, discarded, dropped, reused, events)
+
+
+def _run_cases(opts: BuildOptions, spec: BuildSpec, state: _BuildState, live: list[str]) -> tuple[int, list[dict]]:
+    """Map :func:`build_block` over the live cases with the chosen executor (one worker per core by
+    default, never more than cases), storing each case's part; a case failing on every attempt gets
+    a ``failed`` reject part (the rejects policy). Returns the number of reused parts and the
+    executor's events."""
     workers = opts.workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, len(live) or 1))
     bar = tqdm(total=len(live), desc=f"{opts.dataset}: cases", unit="case", disable=not opts.progress, file=sys.stderr)
@@ -517,39 +547,41 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
             progress=bar,
         )
         reused = sum(r for _, r, _ in run.results)
-        events = run.events
         for cid, reason in run.failed:  # the rejects policy: a case failing on every attempt is a reject
             state.put_rejected(cid, "failed", "build", f"case failed on every attempt: {reason}")
     finally:
         bar.close()
         _WORKER_STATE.clear()
-    # discarded cases: a cases row and a rejects row, nothing to render
-    store = state.store()
-    discarded = cases.filter(pl.col("discarded").fill_null(False))["case_id"].sort().to_list()
-    store.prune(live + discarded)  # parts of cases no longer in the release
-    for cid in discarded:
-        state.put_rejected(cid, "discarded", "ingest", "eye-tracking data discarded in the release", store)
-    extra_rejects = list(release.rejects)
+    return reused, run.events
+
+
+def _manifest_extra(opts: BuildOptions, labeler_hash: str) -> dict[str, object]:
+    """The build's facts for the manifest's ``extra``: dataset, release folder name, command, labeler
+    profile and its rule hash, and for a declared dataset its definition file's name and SHA-256."""
     manifest_extra: dict[str, object] = {
         "dataset": opts.dataset,
         "root_name": opts.root.resolve().name,
         "command": "build-heatmaps",
-        "labeler_profile": recipe.profile,
+        "labeler_profile": opts.recipe.profile,
         "labeler_profile_hash": labeler_hash,
     }
     if opts.definition is not None:  # a declared dataset: which definition file, and its exact bytes
         d = Path(opts.definition)
         manifest_extra["dataset_definition"] = {"file": d.name, "sha256": hashlib.sha256(d.read_bytes()).hexdigest()}
-    path = finalize(
-        opts.out,
-        sorted(live + discarded),
-        store=store,
-        recipe=recipe,
-        dtype=recipe.output.dtype,
-        manifest_extra=manifest_extra,
-        extra_rejects=extra_rejects,
-        progress=opts.progress,
-    )
+    return manifest_extra
+
+
+def _summary(
+    path: Path,
+    opts: BuildOptions,
+    live: list[str],
+    discarded: list[str],
+    dropped: set[str],
+    reused: int,
+    events: list[dict],
+) -> BuildSummary:
+    """Count what the written export holds: a live case is rejected when it has no map and a
+    ``rejects`` row; cases ``dropped`` at ingest count as live and rejected."""
     from gazeprep.export import load_export
 
     ex = load_export(path)
@@ -557,7 +589,6 @@ def _build_locked(opts: BuildOptions) -> BuildSummary:
     with_maps = set(index["case_id"].to_list())
     rejected = set(rejects["case_id"].drop_nulls().to_list())
     n_rejected = sum(1 for c in live if c not in with_maps and c in rejected)
-    dropped = _dropped_at_ingest(extra_rejects, set(cases["case_id"].to_list()))
     return BuildSummary(
         out=path,
         n_cases=len(live) + len(discarded),
