@@ -71,46 +71,20 @@ def write_prediction_export(
         Tables stored beside the maps (read back as ``load_export(out).tables[name]``): only
         ``class_scores`` (``case_id, label, score, truth``: a classifier's per-label scores in [0, 1]
         and the ground truth 1/0, null when unknown), which ``gazeprep evaluate`` turns into AUCs.
+    shard_size, fsync, progress:
+        As :func:`gazeprep.export.finalize`.
     """
-    src: Export | None
-    if source_export is None:
-        src = None
-    elif isinstance(source_export, Export):
-        src = source_export
-    else:
-        src = load_export(source_export)
+    src = _open_source(source_export)
     if src is not None and Path(out_dir).resolve() == src.path.resolve():
         raise GazeprepError(f"{out_dir}: a prediction export cannot overwrite its source export")
     if recipe is None and src is not None:
         recipe = src.recipe
-
-    per_case: dict[str, dict[str, np.ndarray]] = {}
-    for key, arr in heatmaps.items():
-        if not (isinstance(key, tuple) and len(key) == 2):
-            raise GazeprepError(f"prediction keys must be (case_id, target) pairs, got {key!r}")
-        cid, target = key
-        per_case.setdefault(cid, {})[target] = np.asarray(arr, dtype=np.float32)
-
-    dataset = recipe.dataset if recipe is not None else None
-    results = []
-    for cid, maps in per_case.items():
-        idx = pl.DataFrame(
-            {"dataset": [dataset] * len(maps), "case_id": [cid] * len(maps), "target": sorted(maps)},
-            schema={"dataset": pl.Utf8, "case_id": pl.Utf8, "target": pl.Utf8},
-        )
-        results.append(CaseResult(cid, _maps_hash(maps), {"heatmaps": idx}, maps, []))
-
+    per_case = _maps_per_case(heatmaps)
+    results = _case_results(per_case, recipe.dataset if recipe is not None else None)
     extra_tables = dict(tables or {})
     source_info = None
     if src is not None:
-        cases = src.tables["cases"] if "cases" in src.tables else schema.empty("cases")
-        extra_tables["cases"] = cases.filter(pl.col("case_id").is_in(sorted(per_case)))
-        source_info = {
-            "kind": src.kind,
-            "recipe_hash": src.manifest.get("recipe_hash"),
-            "manifest_sha256": sha256_file(src.path / MANIFEST),
-            "heatmaps": len(src),
-        }
+        extra_tables["cases"], source_info = _source_facts(src, sorted(per_case))
     extra = {"prediction": {"model": str(model), "source_export": source_info}}
     extra.update(dict(manifest_extra or {}))
     return finalize(
@@ -125,3 +99,49 @@ def write_prediction_export(
         fsync=fsync,
         progress=progress,
     )
+
+
+def _open_source(source_export: str | Path | Export | None) -> Export | None:
+    """The source export, loaded when given as a folder."""
+    if source_export is None or isinstance(source_export, Export):
+        return source_export
+    return load_export(source_export)
+
+
+def _maps_per_case(heatmaps: Mapping[tuple[str, str], np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """``case_id -> target -> map`` (float32) from the ``(case_id, target)`` keyed maps, cases in the
+    order they first appear."""
+    per_case: dict[str, dict[str, np.ndarray]] = {}
+    for key, arr in heatmaps.items():
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise GazeprepError(f"prediction keys must be (case_id, target) pairs, got {key!r}")
+        cid, target = key
+        per_case.setdefault(cid, {})[target] = np.asarray(arr, dtype=np.float32)
+    return per_case
+
+
+def _case_results(per_case: dict[str, dict[str, np.ndarray]], dataset: str | None) -> list[CaseResult]:
+    """One :class:`CaseResult` per case: its maps, a ``heatmaps`` index of its targets (sorted) and,
+    as input hash, a SHA-256 of the maps themselves."""
+    results = []
+    for cid, maps in per_case.items():
+        idx = pl.DataFrame(
+            {"dataset": [dataset] * len(maps), "case_id": [cid] * len(maps), "target": sorted(maps)},
+            schema={"dataset": pl.Utf8, "case_id": pl.Utf8, "target": pl.Utf8},
+        )
+        results.append(CaseResult(cid, _maps_hash(maps), {"heatmaps": idx}, maps, []))
+    return results
+
+
+def _source_facts(src: Export, case_ids: list[str]) -> tuple[pl.DataFrame, dict]:
+    """The source export's ``cases`` rows of the predicted cases, and the manifest's record of the
+    source (its kind, recipe hash, manifest SHA-256 and number of maps)."""
+    cases = src.tables["cases"] if "cases" in src.tables else schema.empty("cases")
+    cases = cases.filter(pl.col("case_id").is_in(case_ids))
+    info = {
+        "kind": src.kind,
+        "recipe_hash": src.manifest.get("recipe_hash"),
+        "manifest_sha256": sha256_file(src.path / MANIFEST),
+        "heatmaps": len(src),
+    }
+    return cases, info
