@@ -302,20 +302,7 @@ def _write_arrays(
             n = len(rows)
             h, w = rows[0][0].shapes[rows[0][1]]
             k = min(shard_size, n)
-            try:
-                arr = group.create_array(
-                    name,
-                    shape=(n, h, w),
-                    chunks=(1, h, w),
-                    shards=(k, h, w),
-                    dtype=np_dtype,
-                    compressors=ZstdCodec(level=ZSTD_LEVEL, checksum=False),
-                    fill_value=0.0,
-                    dimension_names=DIMENSION_NAMES,
-                    config={"write_empty_chunks": False},
-                )
-            except OSError as exc:
-                raise StorageError.from_os_error(exc, zroot / name / "zarr.json") from exc
+            arr = _create_array(group, zroot, name, (n, h, w), k, np_dtype)
             # zarr's own empty-chunk test (a comparison with a fill-value array per chunk) is 40% of
             # its CPU per map (0.67 of 1.66 ms, measured at 512 x 512 float16); a block without any
             # all-zero map goes through a handle that skips the test, which writes the same bytes
@@ -326,17 +313,7 @@ def _write_arrays(
             for j in range(-(-n // k)):
                 for lo in range(j * k, min(n, (j + 1) * k), step):
                     sel = rows[lo : min(n, (j + 1) * k, lo + step)]
-                    block = np.empty((len(sel), h, w), dtype=np_dtype)
-
-                    def fill(r: int, sel: list[tuple[_Source, int]] = sel, block: np.ndarray = block) -> None:
-                        s, i = sel[r]
-                        block[r] = s.map(i, dtype, readers)
-
-                    if all(s.result is not None for s, _ in sel):  # in memory: cast in threads
-                        list(casts.map(fill, range(len(sel))))
-                    else:  # parts: the reader cache is not shared between threads
-                        for r in range(len(sel)):
-                            fill(r)
+                    block = _gather_block(sel, (h, w), dtype, np_dtype, readers, casts)
                     bits = block.view(np.uint16 if np_dtype.itemsize == 2 else np.uint32).reshape(len(sel), -1)
                     target = dense if bits.any(axis=1).all() else arr  # +0.0 is all zero bits
                     while len(pending) >= 2:  # bounds memory to ~3 blocks
@@ -354,6 +331,54 @@ def _write_arrays(
         if bar is not None:
             bar.close()
     return arrays_meta
+
+
+def _create_array(
+    group: zarr.Group, zroot: Path, name: str, shape: tuple[int, int, int], shard_samples: int, np_dtype: np.dtype
+) -> zarr.Array:
+    """The array ``name`` of ``shape`` (maps, H, W) in ``group``: one chunk per map, ``shard_samples``
+    maps per shard, zstd, fill value 0 and all-zero chunks left out. An I/O fault names its
+    ``zarr.json``."""
+    n, h, w = shape
+    try:
+        return group.create_array(
+            name,
+            shape=(n, h, w),
+            chunks=(1, h, w),
+            shards=(shard_samples, h, w),
+            dtype=np_dtype,
+            compressors=ZstdCodec(level=ZSTD_LEVEL, checksum=False),
+            fill_value=0.0,
+            dimension_names=DIMENSION_NAMES,
+            config={"write_empty_chunks": False},
+        )
+    except OSError as exc:
+        raise StorageError.from_os_error(exc, zroot / name / "zarr.json") from exc
+
+
+def _gather_block(
+    sel: list[tuple[_Source, int]],
+    hw: tuple[int, int],
+    dtype: str,
+    np_dtype: np.dtype,
+    readers: _ReaderCache | None,
+    casts: ThreadPoolExecutor,
+) -> np.ndarray:
+    """The maps ``sel`` (source, map index) as one ``(len(sel), H, W)`` block in the export dtype:
+    cast in the ``casts`` threads when every map is in memory, else read one after the other (the
+    part reader cache is not shared between threads)."""
+    block = np.empty((len(sel), *hw), dtype=np_dtype)
+
+    def fill(r: int) -> None:
+        s, i = sel[r]
+        block[r] = s.map(i, dtype, readers)
+
+    if all(s.result is not None for s, _ in sel):
+        list(casts.map(fill, range(len(sel))))
+    else:
+        for r in range(len(sel)):
+            fill(r)
+    return block
 
 
 def _record_files(stage: Path, zroot: Path, files: dict[str, dict], fsync: bool) -> None:
@@ -458,19 +483,7 @@ def finalize(
     rows ordered by ``(case_id, target)``; the ``heatmaps`` table gives each map's array and row.
     """
     out = Path(out_dir)
-    if dtype is None:
-        dtype = recipe.output.dtype if recipe is not None else "float32"
-    np_dtype = check_dtype(dtype)
-    if not isinstance(shard_size, int) or shard_size < 1:
-        raise GazeprepError(f"shard_size must be a positive int, got {shard_size!r}")
-    if dtype == "float16" and recipe is not None and recipe.render.normalize in ("sum", "none"):
-        warnings.warn(
-            f"recipe {recipe.name!r} normalises with {recipe.render.normalize!r}: its small values lose "
-            "precision in float16 (values below 6.1e-5 keep fewer than 10 bits); float32 is safer",
-            stacklevel=2,
-        )
-    if kind not in ("ground_truth", "prediction"):
-        raise GazeprepError(f"kind must be 'ground_truth' or 'prediction', got {kind!r}")
+    dtype, np_dtype = _check_options(recipe, dtype, shard_size, kind)
     args = (
         results,
         recipe,
@@ -491,6 +504,26 @@ def finalize(
             return _finalize_locked(out, *args)
         except OSError as exc:  # writes through write_file name their file already; this is the rest
             raise StorageError.from_os_error(exc, exc.filename or out) from exc
+
+
+def _check_options(recipe: Recipe | None, dtype: str | None, shard_size: int, kind: str) -> tuple[str, np.dtype]:
+    """:func:`finalize`'s storage dtype (default: the recipe's, float32 without a recipe) and its numpy
+    dtype, once ``dtype``, ``shard_size`` and ``kind`` are checked; warns (at finalize's caller)
+    when float16 would lose the small values of a sum- or un-normalised recipe."""
+    if dtype is None:
+        dtype = recipe.output.dtype if recipe is not None else "float32"
+    np_dtype = check_dtype(dtype)
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise GazeprepError(f"shard_size must be a positive int, got {shard_size!r}")
+    if dtype == "float16" and recipe is not None and recipe.render.normalize in ("sum", "none"):
+        warnings.warn(
+            f"recipe {recipe.name!r} normalises with {recipe.render.normalize!r}: its small values lose "
+            "precision in float16 (values below 6.1e-5 keep fewer than 10 bits); float32 is safer",
+            stacklevel=3,  # finalize's caller
+        )
+    if kind not in ("ground_truth", "prediction"):
+        raise GazeprepError(f"kind must be 'ground_truth' or 'prediction', got {kind!r}")
+    return dtype, np_dtype
 
 
 def _finalize_locked(
