@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from gazeprep.datasets.images import load_image, resolve_image
 from gazeprep.errors import GazeprepError
 from gazeprep.heatmaps.grid import OutputGrid
 from gazeprep.train.frames import (
@@ -369,27 +370,6 @@ def clahe(image: np.ndarray, clip_limit: float = 0.01, kernel_size: int | None =
 # images and labels
 
 
-def _load_image_file(path: Path) -> np.ndarray:
-    """Grey float32 image in [0, 1] from PNG/JPG (PIL) or DICOM (pydicom, MONOCHROME1 inverted)."""
-    if not path.exists():
-        raise GazeprepError(f"{path}: image not found")
-    if path.suffix.lower() == ".dcm":
-        import pydicom
-
-        ds = pydicom.dcmread(str(path))
-        arr = ds.pixel_array.astype(np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-        if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-            arr = 1.0 - arr
-        return arr
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    return arr
-
-
 def labels_from_case_labels(
     case_labels: pl.DataFrame | None, case_ids: Sequence[str], labels: Sequence[str]
 ) -> np.ndarray:
@@ -701,15 +681,11 @@ class GazeDataset(Dataset):
             manifest = getattr(self.export, "manifest", None) or {}
             root = manifest.get("images_root")
         if root is None:
-            raise GazeprepError(f"case {cid}: give the folder of the images (--images-root, the MIMIC-CXR root)")
+            raise GazeprepError(f"case {cid}: give the folder of the images (--images, the MIMIC-CXR root)")
         direct = Path(root) / rel
-        try:  # the ingest area's loader (MIMIC layout, windowing, MONOCHROME1)
-            from gazeprep.datasets.images import load_image, resolve_image
-
-            path = direct if direct.is_file() else resolve_image(root, rel)
-            img = np.asarray(load_image(path), dtype=np.float32)
-        except ImportError:
-            img = _load_image_file(direct)
+        # the package's one image loader (MIMIC layout, VOI windowing, MONOCHROME1)
+        path = direct if direct.is_file() else resolve_image(root, rel)
+        img = np.asarray(load_image(path), dtype=np.float32)
         return img.mean(-1) if img.ndim == 3 else img
 
     def image_grid(self, index: int, image_hw: tuple[int, int]) -> OutputGrid:

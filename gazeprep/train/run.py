@@ -506,10 +506,10 @@ def _check_run_folder(out: Path, identity: dict[str, Any], resume: bool, force: 
     it starts a run. Refuses (before any work) a folder with a run of another config, one without
     saved splits, ``resume`` without a run, and a run's leftover files without ``run.yaml``; ``force``
     starts over whatever the folder holds."""
+    if force:  # before reading run.yaml: --force also starts over from a corrupt one
+        return None
     run_file = out / RUN_FILE
     stored = _read_run_file(run_file) if run_file.is_file() else None
-    if force:
-        return None
     if stored is not None:
         diffs = config_differences(stored, identity)
         if diffs:

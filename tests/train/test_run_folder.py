@@ -125,3 +125,16 @@ def test_config_differences_reads_nested_keys():
     assert diffs[0] == "model: m -> n"
     assert "train.lr: 0.001 -> 0.01" in diffs and "data.labels: ['a', 'b'] -> ['a']" in diffs
     assert any(x.startswith("export recipe: s (") for x in diffs)
+
+
+def test_a_corrupt_run_yaml_is_refused_and_force_starts_over(egd, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.yaml").write_text("config: [unclosed\n", encoding="utf-8")
+    cfg = tiny_config(tmp_path, "a.yaml", train={"epochs": 1})
+    assert _train(egd, run, cfg) == 1
+    line = _err_line(capsys.readouterr().err)
+    assert "run.yaml: not valid YAML" in line and "--force" in line
+    # the message's advice works: --force does not read the corrupt file, it starts the run over
+    assert _train(egd, run, cfg, "--force") == 0
+    assert yaml.safe_load((run / "run.yaml").read_text(encoding="utf-8"))["config"]["train"]["epochs"] == 1
