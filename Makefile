@@ -129,7 +129,7 @@ $(OUT)/$(1)/manifest.json: SALT := $(STAMPS)/code.stamp $(STAMPS)/rules-labeler.
 $(OUT)/$(1)/manifest.json: BUILD_FLAGS := $(FLAGS_$(2)) $(if $(4),--anatomy-dir $(ANATOMY_DIR))
 $(OUT)/$(1)/manifest.json: $(STAMPS)/code.stamp $(STAMPS)/rules-labeler.stamp $(if $(3),$(STAMPS)/rules-kw-$(3).stamp) $(RELEASE_$(2))
 $(OUT)/$(1)/manifest.json: $(if $(4),$(ANATOMY_DIR)/.make-predicted $(STAMPS)/anatomy-overrides.stamp)
-$(OUT)/$(1)/manifest.json: $(wildcard $(STAMPS)/$(1).failed) | $(if $(4),$(NEEDS_ML),$(NEEDS_CORE))
+$(OUT)/$(1)/manifest.json: $(if $(wildcard $(STAMPS)/$(1).failed),FORCE) | $(if $(4),$(NEEDS_ML),$(NEEDS_CORE))
 endef
 $(foreach r,$(RECIPES),$(eval $(call recipe_rules,$(r),$(DS_$(r)),$(call recipe_keywords,$(r)),$(call recipe_samed,$(r)))))
 
@@ -152,8 +152,10 @@ $(RECIPES): %: $(OUT)/%/manifest.json
 # recipe was edited: gazeprep refuses to replace an export of other settings without it; or the
 # folder was built outside make), and keeps getting --force until one build succeeds. A recipe only
 # touched keeps its salt: gazeprep's resume then reuses every case. A failed build (an I/O fault, or more rejected cases
-# than --max-reject-fraction allows, which still writes the export) leaves <recipe>.failed, a
-# prerequisite that makes the next run try again instead of calling the export up to date.
+# than --max-reject-fraction allows, which still writes the export) leaves <recipe>.failed; while it
+# exists the export depends on FORCE, so the next run tries again instead of calling the export up to
+# date (not by comparing mtimes: a build that fails fast can give the export and the marker the same
+# timestamp at the file system's clock granularity).
 $(OUT)/%/manifest.json: pipelines/%.yaml
 	@salt="$$(cat $(SALT) | tr -d '\n') $$(cksum < $<) $(GAZEPREP)"; saltf=$(STAMPS)/$*.salt; force=; \
 	if [ ! -e $(OUT)/$* ]; then printf '%s\n' "$$salt" > $$saltf; \
