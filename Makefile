@@ -52,8 +52,14 @@ sample-data: setup  ## Regenerate sample_data/ (deterministic synthetic releases
 bench: setup-ml  ## Benchmarks: renderer vs naive reference, 3000-case build, labeler speed
 	$(BIN)/python -m bench.run
 
-clean:  ## Remove build outputs, datasets and their stamps included (keeps .venv)
-	rm -rf $(OUT) bench/_data bench/_out .pytest_cache
+clean:  ## Remove build outputs, datasets and their stamps (keeps .venv and hand-corrected anatomy masks)
+	@if [ -n "$$(ls -A $(ANATOMY_DIR)/overrides 2>/dev/null)" ]; then \
+	  keep=$$(mktemp -d "$$(cd $(OUT)/.. && pwd)/.gazeprep-overrides.XXXXXX") && \
+	  mv $(ANATOMY_DIR)/overrides $$keep/ && rm -rf $(OUT) && mkdir -p $(ANATOMY_DIR) && \
+	  mv $$keep/overrides $(ANATOMY_DIR)/ && rmdir $$keep && \
+	  echo "clean: removed $(OUT)/ but kept the hand-corrected masks in $(ANATOMY_DIR)/overrides/"; \
+	else rm -rf $(OUT); fi
+	rm -rf bench/_data bench/_out .pytest_cache
 
 # ---------------------------------------------------------------------------------------------------
 # Ground-truth datasets: one export per shipped recipe (pipelines/*.yaml) in $(OUT)/<recipe>/.

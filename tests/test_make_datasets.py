@@ -428,3 +428,24 @@ def test_make_datasets_on_sample_data_is_incremental(tmp_path: Path) -> None:
     reused = re.search(r"wrote \S*reflacx-label-specific: .*\((\d+) cases reused", r.stdout + r.stderr)
     assert reused is not None and int(reused.group(1)) == live > 0
     print(f"make datasets on sample data: first {first_s:.1f} s, no-op rerun {second_s:.1f} s")
+
+
+@needs_make
+def test_make_clean_keeps_hand_corrected_anatomy_masks(tmp_path: Path) -> None:
+    """`make clean` removes OUT, but never the masks a person corrected by hand (anatomy overrides)."""
+    fr = FakeRepo(tmp_path)
+    override = fr.out / "anatomy" / "overrides" / "img1" / "heart.png"
+    built = [fr.out / "reflacx-official" / "manifest.json", fr.out / "anatomy" / "masks.parquet"]
+    for p in [override, *built]:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    r, _ = fr.run("clean")
+    assert r.returncode == 0, r.stderr
+    assert override.read_bytes() == b"x" and "kept the hand-corrected masks" in r.stdout
+    assert not any(p.exists() for p in built) and not (fr.out / "reflacx-official").exists()
+    assert sorted(p.name for p in fr.out.parent.iterdir() if p.name.startswith(".gazeprep-overrides")) == []
+    override.unlink()
+    override.parent.rmdir()
+    r, _ = fr.run("clean")  # nothing left to keep: OUT goes entirely
+    assert r.returncode == 0, r.stderr
+    assert not fr.out.exists()
