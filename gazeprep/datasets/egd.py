@@ -333,7 +333,7 @@ class EgdRelease(Release):
         root = self.images_root
         if root is None:
             missing.append(
-                "no MIMIC-CXR root given (--images MIMIC_ROOT reads it from the image's DICOM or JPG header)"
+                "no MIMIC-CXR root given (--images MIMIC_ROOT reads it from the DICOM or JPG header of the image)"
             )
         else:
             cands = image_candidates(root, image_path)
@@ -346,7 +346,7 @@ class EgdRelease(Release):
             else:
                 first = cands[0].with_suffix("")
                 missing.append(
-                    f"no image under {root}: looked for {first}.dcm and {first}.jpg "
+                    f"no image under {root}: looked for '{first}.dcm' and '{first}.jpg' "
                     "(also under physionet.org/files/mimic-cxr[-jpg]/2.0.0/)"
                 )
             if did in meta_sizes:
@@ -366,14 +366,14 @@ class EgdRelease(Release):
                 try:
                     return image_size(p, require_format="PNG"), f"masks {self.rel(p)}", [], None
                 except InputFormatError as exc:
-                    bad.append(f"{self.rel(p)} ({exc.reason})")
+                    bad.append(f"'{self.rel(p)}' ({exc.reason})")
                     bad_png = bad_png or p
                 break  # the other spelling of the same structure is not tried after a bad file
         if bad:
             missing.append(f"unreadable mask PNG(s): {', '.join(bad)}")
         else:
             looked = ", ".join(" or ".join(names) for names in MASK_FILES.values())
-            missing.append(f"no mask PNG in {self.rel(folder)}/ (looked for {looked})")
+            missing.append(f"no mask PNG in '{self.rel(folder)}/' (looked for {looked})")
         return None, "", missing, bad_png
 
     def _read_gaze_file(self, path: Path, *, required: bool) -> dict[str, pl.DataFrame]:

@@ -140,7 +140,7 @@ def test_no_masks_no_images_root_every_case_rejected(rel):
         assert x["file"] == "master_sheet.csv" and x["row"] == i and x["stage"] == "ingest"
         assert "no MIMIC-CXR root given (--images MIMIC_ROOT" in x["reason"]
         assert (
-            f"no mask PNG in {TR}/{did}/ (looked for left_lung.png, right_lung.png, mediastanum.png or mediastinum.png, aortic_knob.png)"
+            f"no mask PNG in '{TR}/{did}/' (looked for left_lung.png, right_lung.png, mediastanum.png or mediastinum.png, aortic_knob.png)"
             in x["reason"]
         )
         assert x["reason"].endswith("case skipped")
@@ -162,9 +162,9 @@ def test_images_root_without_the_images_names_the_paths(rel):
     for c in e.cases:
         stem = mimic_root / c.path.removesuffix(".dcm")  # files/pXX/p<subject>/s<study>/<dicom_id>
         reason = by_case[c.dicom_id]
-        assert f"no image under {mimic_root}: looked for {stem}.dcm and {stem}.jpg" in reason
+        assert f"no image under {mimic_root}: looked for '{stem}.dcm' and '{stem}.jpg'" in reason
         assert f"no mimic-cxr-2.0.0-metadata.csv[.gz] in {mimic_root}" in reason
-        assert f"no mask PNG in {TR}/{c.dicom_id}/" in reason
+        assert f"no mask PNG in '{TR}/{c.dicom_id}/'" in reason
 
 
 def test_metadata_without_the_row_is_named(rel):
@@ -206,7 +206,7 @@ def test_bad_mask_png_without_images_is_a_reject_naming_the_png(rel, kind, needl
     r = open_(root)
     (x,) = [x for x in size_rejects(r) if x["case_id"] == did]
     assert x["file"] == f"{TR}/{did}/left_lung.png" and x["row"] is None
-    assert f"unreadable mask PNG(s): {TR}/{did}/left_lung.png ({needle}" in x["reason"]
+    assert f"unreadable mask PNG(s): '{TR}/{did}/left_lung.png' ({needle}" in x["reason"]
     assert x["reason"].endswith("case skipped")
 
 
@@ -403,6 +403,12 @@ def test_build_heatmaps_with_and_without_images(rel, tmp_path):
     unknown = rej.filter(pl.col("reason").str.starts_with("image size unknown"))
     assert set(unknown["case_id"]) == set(truth) and set(unknown["file"]) == {"master_sheet.csv"}
     assert not rej["reason"].str.contains("TypeError").any()
+    # the per-case paths in those reasons are quoted, so the summary shows them as one reason group
+    from gazeprep.export.inspect import rejects_summary
+
+    groups = rejects_summary(load_export(ei.value.summary.out)).groups
+    sized = groups.filter(pl.col("reason").str.starts_with("image size unknown"))
+    assert sized.height == 1 and sized["n_cases"][0] == len(truth) > 1
 
 
 def test_mask_file_names_are_defined_once_by_the_adapter():

@@ -133,7 +133,7 @@ def test_unknown_image_size_skips_case(egd):
     assert rel.cases["image_height_px"].null_count() == 0
     (r,) = [r for r in rel.rejects if r["case_id"] == ids["real"] and r["file"] == "master_sheet.csv"]
     assert r["row"] == 1 and r["reason"].startswith("image size unknown: no MIMIC-CXR root given (--images MIMIC_ROOT")
-    assert f"no mask PNG in audio_segmentation_transcripts/{ids['real']}/" in r["reason"]
+    assert f"no mask PNG in 'audio_segmentation_transcripts/{ids['real']}/'" in r["reason"]
     assert "left_lung.png, right_lung.png, mediastanum.png or mediastinum.png, aortic_knob.png" in r["reason"]
     assert r["reason"].endswith("case skipped")
     assert rel.stats["size_unknown"] == 1 and rel.stats["size_from_masks"] == 1
