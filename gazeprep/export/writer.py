@@ -249,6 +249,16 @@ class _StagedWriter:
         self._pending.append((self._pool.submit(self._write, rel, pieces), n))
         self._pending_bytes += n
 
+    def put_table(self, rel: str, df: pl.DataFrame) -> None:
+        """Encode ``df`` as Parquet (:func:`_parquet_bytes`) and write it, both in a background
+        thread: the encoding (Arrow conversion and zstd, which release the GIL) overlaps with the
+        heatmap arrays. The frame is already in memory, so it counts nothing against the queue bound."""
+
+        def encode_and_write() -> None:
+            self._write(rel, [_parquet_bytes(df)])
+
+        self._pending.append((self._pool.submit(encode_and_write), 0))
+
     def drain(self) -> None:
         """Wait for every queued write; re-raises the first failure."""
         while self._pending:
@@ -673,11 +683,10 @@ def _write_staged(
     progress: bool,
 ) -> Path:
     files = writer.files
-    put = writer.put
 
-    # 4. tables.
+    # 4. tables (encoded and written in the writer's threads while the heatmaps are written).
     for name in sorted(tables):
-        put(f"{TABLES_DIR}/{name}.parquet", _parquet_bytes(tables[name]))
+        writer.put_table(f"{TABLES_DIR}/{name}.parquet", tables[name])
 
     # 5. heatmaps.zarr, written by zarr (metadata, sharding, compression, empty chunks left out).
     zroot = stage / ZARR_DIR
