@@ -31,7 +31,6 @@ import os
 import select
 import sys
 import tempfile
-import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -264,18 +263,12 @@ def _report_interrupt() -> None:
     a progress bar. The bar is then left open mid-line, so the line goes through ``tqdm.write``, which
     clears open bars first. A further Ctrl-C while reporting is ignored.
     """
-    import signal
-
     from tqdm import tqdm
 
-    if threading.current_thread() is not threading.main_thread():
+    from gazeprep.pipeline.executor import sigint_ignored
+
+    with sigint_ignored():
         tqdm.write(INTERRUPTED_MESSAGE, file=sys.stderr)
-        return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        tqdm.write(INTERRUPTED_MESSAGE, file=sys.stderr)
-    finally:
-        signal.signal(signal.SIGINT, old)
 
 
 def _one_line(text: object) -> str:

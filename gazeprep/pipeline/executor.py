@@ -165,9 +165,10 @@ def init_worker() -> None:
 
 @contextmanager
 def sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT while worker processes start, so that they inherit the ignored disposition
-    (Python keeps an inherited SIG_IGN) and a Ctrl-C during their start-up prints no traceback in
-    them. Only in the main thread (elsewhere signal handlers cannot be changed)."""
+    """Ignore SIGINT for the duration of the block, then restore the previous handler. Used while
+    worker processes start, so that they inherit the ignored disposition (Python keeps an inherited
+    SIG_IGN) and a Ctrl-C during their start-up prints no traceback in them; and by the CLI while it
+    reports an interruption. Only in the main thread (elsewhere signal handlers cannot be changed)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
