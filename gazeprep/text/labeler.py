@@ -512,12 +512,15 @@ class Labeler:
             if not pre.search(text):
                 continue
             unm_rx = self._unmention_re.get(lab, ())
+            unm: list[tuple[int, int]] | None = None  # the label's unmention spans, found once if needed
             for rx in exprs:
                 for m in rx.finditer(text):
                     cs, ce = m.span()
                     if ce <= cs:
                         continue
-                    if any(us < ce and cs < ue for u in unm_rx for us, ue in (x.span() for x in u.finditer(text))):
+                    if unm is None:
+                        unm = [x.span() for u in unm_rx for x in u.finditer(text)]
+                    if any(us < ce and cs < ue for us, ue in unm):
                         continue
                     span = doc.char_span(cs, ce, alignment_mode="expand")
                     if span is None:
