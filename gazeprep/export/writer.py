@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,8 @@ _PARQUET_ROW_GROUP = 1 << 20
 # Maps handed to zarr in one write are at most this many bytes (uncompressed); a shard larger than
 # that (native-size float32 maps) is written in several row blocks, which zarr merges into the shard.
 _MAX_BLOCK_BYTES = 256 << 20
+# Shards written at once by finalize (each thread gathers and writes whole shards).
+_SHARD_THREADS = 2
 
 
 # -- sources: one case, either in memory or in a part file ------------------------------------
@@ -296,55 +299,73 @@ def _write_arrays(
     """Create one array per map shape in ``group`` and write every map into it (rows in the order
     of ``entries``); returns the manifest's ``arrays`` entry.
 
-    Maps are gathered (read from parts or cast in threads) one block of rows at a time, while zarr
-    writes the previous block in a background thread. A block is one shard, or less when a shard
-    holds more than ``_MAX_BLOCK_BYTES`` (zarr then merges the blocks into the shard: same bytes)."""
+    Shards are independent files, so they are written by ``_SHARD_THREADS`` threads at once (zstd
+    and the parts' LZ4 release the GIL), each gathering its shard's maps (read from parts with its
+    own reader cache, or cast from memory) and handing them to zarr. A shard is written in one
+    block, or in several when it holds more than ``_MAX_BLOCK_BYTES`` (zarr then merges the blocks
+    into the shard, one after the other in the same thread: same bytes)."""
     arrays_meta: dict[str, dict] = {}
-    n_shards = sum(-(-len(rows) // min(shard_size, len(rows))) for rows in entries.values())
+    jobs: list[tuple[zarr.Array, zarr.Array, str, int, int, list[tuple[_Source, int]]]] = []
+    for name in sorted(entries):
+        rows = entries[name]
+        n = len(rows)
+        h, w = rows[0][0].shapes[rows[0][1]]
+        k = min(shard_size, n)
+        arr = _create_array(group, zroot, name, (n, h, w), k, np_dtype)
+        # zarr's own empty-chunk test (a comparison with a fill-value array per chunk) is 40% of
+        # its CPU per map (0.67 of 1.66 ms, measured at 512 x 512 float16); a block without any
+        # all-zero map goes through a handle that skips the test, which writes the same bytes
+        # (Array.with_config is zarr >= 3.1; with 3.0 every block takes the checking handle)
+        dense = arr.with_config({"write_empty_chunks": True}) if hasattr(arr, "with_config") else arr
+        arrays_meta[name] = {"shape": [n, h, w], "shard_samples": k, "count": n}
+        jobs += [(arr, dense, name, j, j * k, rows[j * k : (j + 1) * k]) for j in range(-(-n // k))]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n_shards, desc="writing heatmap shards", unit="shard")
+        bar = tqdm(total=len(jobs), desc="writing heatmap shards", unit="shard")
+    local = threading.local()
+    caches: list[_ReaderCache] = []
     casts = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
-    zwrites = ThreadPoolExecutor(max_workers=1)  # in order: blocks of one shard are merged by zarr
+
+    def write_shard(arr: zarr.Array, dense: zarr.Array, name: str, j: int, start: int, rows: list) -> None:
+        cache = getattr(local, "cache", None)
+        if cache is None and readers is not None:
+            cache = local.cache = _ReaderCache(readers.store)
+            caches.append(cache)
+        h, w = rows[0][0].shapes[rows[0][1]]
+        step = max(1, min(len(rows), _MAX_BLOCK_BYTES // (h * w * np_dtype.itemsize)))
+        for lo in range(0, len(rows), step):
+            sel = rows[lo : lo + step]
+            block = _gather_block(sel, (h, w), dtype, np_dtype, cache, casts)
+            bits = block.view(np.uint16 if np_dtype.itemsize == 2 else np.uint32).reshape(len(sel), -1)
+            target = dense if bits.any(axis=1).all() else arr  # +0.0 is all zero bits
+            _write_block(target, start + lo, block, zroot / name / f"c/{j}/0/0")
+
+    shards = ThreadPoolExecutor(max_workers=_SHARD_THREADS)
     pending: list = []
     # zarr encodes the chunks of a shard in batches of ``codec_pipeline.batch_size`` (default 1, one
     # round of asyncio tasks per chunk); a whole shard per batch writes the same bytes with ~20%
     # less of zarr's CPU per map (512 x 512 float16, measured in the bench's finalize)
     with zarr.config.set({"codec_pipeline.batch_size": max(1, shard_size)}):
         try:
-            for name in sorted(entries):
-                rows = entries[name]
-                n = len(rows)
-                h, w = rows[0][0].shapes[rows[0][1]]
-                k = min(shard_size, n)
-                arr = _create_array(group, zroot, name, (n, h, w), k, np_dtype)
-                # zarr's own empty-chunk test (a comparison with a fill-value array per chunk) is 40% of
-                # its CPU per map (0.67 of 1.66 ms, measured at 512 x 512 float16); a block without any
-                # all-zero map goes through a handle that skips the test, which writes the same bytes
-                # (Array.with_config is zarr >= 3.1; with 3.0 every block takes the checking handle)
-                dense = arr.with_config({"write_empty_chunks": True}) if hasattr(arr, "with_config") else arr
-                arrays_meta[name] = {"shape": [n, h, w], "shard_samples": k, "count": n}
-                step = max(1, min(k, _MAX_BLOCK_BYTES // (h * w * np_dtype.itemsize)))
-                for j in range(-(-n // k)):
-                    for lo in range(j * k, min(n, (j + 1) * k), step):
-                        sel = rows[lo : min(n, (j + 1) * k, lo + step)]
-                        block = _gather_block(sel, (h, w), dtype, np_dtype, readers, casts)
-                        bits = block.view(np.uint16 if np_dtype.itemsize == 2 else np.uint32).reshape(len(sel), -1)
-                        target = dense if bits.any(axis=1).all() else arr  # +0.0 is all zero bits
-                        while len(pending) >= 2:  # bounds memory to ~3 blocks
-                            pending.pop(0).result()
-                        pending.append(zwrites.submit(_write_block, target, lo, block, zroot / name / f"c/{j}/0/0"))
+            for job in jobs:
+                while len(pending) > _SHARD_THREADS:  # bounds memory to a few shards
+                    pending.pop(0).result()
                     if bar is not None:
                         bar.update(1)
+                pending.append(shards.submit(write_shard, *job))
             while pending:
                 pending.pop(0).result()
+                if bar is not None:
+                    bar.update(1)
         finally:
             for f in pending:
                 f.cancel()
-            zwrites.shutdown(wait=True)
+            shards.shutdown(wait=True)
             casts.shutdown()
+            for cache in caches:
+                cache.close()
             if bar is not None:
                 bar.close()
     return arrays_meta
