@@ -8,10 +8,13 @@
 4. End-to-end ``build-heatmaps --recipe reflacx-label-specific`` on a 3000-case synthetic REFLACX
    release at 512 (wall time, cases/s, peak memory of the process tree) and, on a subset, at native
    size (native maps are ~30 MB each in float32, so the full native export would not fit this disk).
+5. The same 3000-case build against the gazeprep it was refactored from (issue 13's baseline), both
+   taken alternately a few times: median wall and CPU ratios (bench/baseline.py).
 
 Every figure is a ratio or a rate measured here in the same process; nothing is a timed unit test.
 Environment variables: ``BENCH_CASES`` (default 3000), ``BENCH_NATIVE_CASES`` (default 100),
-``BENCH_WORKERS`` (default: all cores).
+``BENCH_WORKERS`` (default: all cores), ``BENCH_BASELINE_REPS`` (default 3; 0 skips the A/B against
+the baseline commit, bench/baseline.py).
 """
 
 from __future__ import annotations
@@ -174,6 +177,14 @@ def main() -> None:
     report["build_512"] = r512
     print(json.dumps(r512, indent=2))
 
+    reps = int(os.environ.get("BENCH_BASELINE_REPS", "3"))
+    if reps > 0 and cases >= 3000:
+        from bench import baseline
+
+        print(f"== same build against gazeprep {baseline.BASELINE_COMMIT}, alternated {reps}x (medians) ==")
+        report["build_512_vs_baseline"] = baseline.run(root, DATA, OUT, workers, reps)
+        print(json.dumps({k: v for k, v in report["build_512_vs_baseline"].items() if k != "runs"}, indent=2))
+
     try:
         import ray  # noqa: F401
 
@@ -214,8 +225,14 @@ def main() -> None:
         "renderer_error_below_1e-5": ok_err,
         "renderer_border_slowdown_under_10pct": max(
             v["slowdown_vs_drop"] for sz in report["renderer_border"]["sizes"].values() for v in sz["rules"].values()
-        ) <= 1.10,
+        )
+        <= 1.10,
         "build_3000_512_under_60s": ok_build,
+        "build_3000_512_within_10pct_of_baseline": (
+            report["build_512_vs_baseline"]["wall_ratio"] <= 1.10
+            if "wall_ratio" in report.get("build_512_vs_baseline", {})
+            else None
+        ),
         "input_throughput_1.5x_naive": report["input_throughput_ratio"] >= 1.5,
     }
     print("== summary ==")
