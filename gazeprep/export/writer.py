@@ -290,11 +290,8 @@ def _write_arrays(
     group: zarr.Group,
     zroot: Path,
     entries: dict[str, list[tuple[_Source, int]]],
-    readers: _ReaderCache | None,
-    dtype: str,
-    np_dtype: np.dtype,
-    shard_size: int,
-    progress: bool,
+    store: PartStore | None,
+    opts: _Options,
 ) -> dict[str, dict]:
     """Create one array per map shape in ``group`` and write every map into it (rows in the order
     of ``entries``); returns the manifest's ``arrays`` entry.
@@ -304,6 +301,7 @@ def _write_arrays(
     own reader cache, or cast from memory) and handing them to zarr. A shard is written in one
     block, or in several when it holds more than ``_MAX_BLOCK_BYTES`` (zarr then merges the blocks
     into the shard, one after the other in the same thread: same bytes)."""
+    dtype, np_dtype, shard_size = opts.dtype, opts.np_dtype, opts.shard_size
     arrays_meta: dict[str, dict] = {}
     jobs: list[tuple[zarr.Array, zarr.Array, str, int, int, list[tuple[_Source, int]]]] = []
     for name in sorted(entries):
@@ -320,7 +318,7 @@ def _write_arrays(
         arrays_meta[name] = {"shape": [n, h, w], "shard_samples": k, "count": n}
         jobs += [(arr, dense, name, j, j * k, rows[j * k : (j + 1) * k]) for j in range(-(-n // k))]
     bar = None
-    if progress:
+    if opts.progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(jobs), desc="writing heatmap shards", unit="shard")
@@ -330,8 +328,8 @@ def _write_arrays(
 
     def write_shard(arr: zarr.Array, dense: zarr.Array, name: str, j: int, start: int, rows: list) -> None:
         cache = getattr(local, "cache", None)
-        if cache is None and readers is not None:
-            cache = local.cache = _ReaderCache(readers.store)
+        if cache is None and store is not None:
+            cache = local.cache = _ReaderCache(store)
             caches.append(cache)
         h, w = rows[0][0].shapes[rows[0][1]]
         step = max(1, min(len(rows), _MAX_BLOCK_BYTES // (h * w * np_dtype.itemsize)))
@@ -522,26 +520,26 @@ def finalize(
     """
     out = Path(out_dir)
     dtype, np_dtype = _check_options(recipe, dtype, shard_size, kind)
-    args = (
-        results,
-        recipe,
-        store,
-        dtype,
-        np_dtype,
-        manifest_extra,
-        shard_size,
-        case_ids,
-        extra_tables,
-        extra_rejects,
-        kind,
-        fsync,
-        progress,
-    )
+    opts = _Options(recipe, dtype, np_dtype, dict(manifest_extra or {}), shard_size, kind, fsync, progress)
     with writer_lock(out):
         try:
-            return _finalize_locked(out, *args)
+            return _finalize_locked(out, results, store, case_ids, extra_tables, extra_rejects, opts)
         except OSError as exc:  # writes through write_file name their file already; this is the rest
             raise StorageError.from_os_error(exc, exc.filename or out) from exc
+
+
+@dataclass(frozen=True)
+class _Options:
+    """:func:`finalize`'s settings, checked (see its parameters)."""
+
+    recipe: Recipe | None
+    dtype: str
+    np_dtype: np.dtype
+    manifest_extra: Mapping
+    shard_size: int
+    kind: str
+    fsync: bool
+    progress: bool
 
 
 def _check_options(recipe: Recipe | None, dtype: str | None, shard_size: int, kind: str) -> tuple[str, np.dtype]:
@@ -567,18 +565,11 @@ def _check_options(recipe: Recipe | None, dtype: str | None, shard_size: int, ki
 def _finalize_locked(
     out: Path,
     results: Iterable[CaseResult | str] | PartStore,
-    recipe: Recipe | None,
     store: PartStore | None,
-    dtype: str,
-    np_dtype: np.dtype,
-    manifest_extra: Mapping | None,
-    shard_size: int,
     case_ids: Iterable[str] | None,
     extra_tables: Mapping[str, pl.DataFrame] | None,
     extra_rejects: Iterable[dict] | None,
-    kind: str,
-    fsync: bool,
-    progress: bool,
+    opts: _Options,
 ) -> Path:
     # 1. sources in canonical order (the previous export stays loadable until the commit).
     if isinstance(results, PartStore):
@@ -599,124 +590,72 @@ def _finalize_locked(
             sources.append(_part_source(store, item))
         else:
             raise GazeprepError(f"finalize expects CaseResult objects or case ids, got {type(item).__name__}")
-    readers = _ReaderCache(store) if store is not None else None
     sources.sort(key=lambda s: s.case_id)
     for a, b in zip(sources, sources[1:]):
         if a.case_id == b.case_id:
             raise GazeprepError(f"case {a.case_id!r} given twice to finalize")
 
-    try:
-        return _finalize(
-            out,
-            sources,
-            readers,
-            recipe,
-            dtype,
-            np_dtype,
-            manifest_extra,
-            shard_size,
-            extra_tables,
-            extra_rejects,
-            kind,
-            fsync,
-            progress,
-        )
-    finally:
-        if readers is not None:
-            readers.close()
-
-
-def _finalize(
-    out: Path,
-    sources: list[_Source],
-    readers: _ReaderCache | None,
-    recipe: Recipe | None,
-    dtype: str,
-    np_dtype: np.dtype,
-    manifest_extra: Mapping | None,
-    shard_size: int,
-    extra_tables: Mapping[str, pl.DataFrame] | None,
-    extra_rejects: Iterable[dict] | None,
-    kind: str,
-    fsync: bool,
-    progress: bool,
-) -> Path:
-    # 2. tables and the map layout (array per shape; rows in (case_id, target) order).
-    tables = _assemble_tables(sources, extra_tables, extra_rejects, recipe)
+    # 2. the map layout: an array per shape, rows in (case_id, target) order.
     entries: dict[str, list[tuple[_Source, int]]] = {}
     arr_col: list[str] = []
     row_col: list[int] = []
-    keys: list[tuple[str, str]] = []
     for s in sources:
         for i, (h, w) in enumerate(s.shapes):
-            keys.append((s.case_id, s.targets[i]))
             name = array_name(h, w)
             rows = entries.setdefault(name, [])
             arr_col.append(name)
             row_col.append(len(rows))
             rows.append((s, i))
-    index = tables["heatmaps"]
-    if list(zip(index.get_column("case_id"), index.get_column("target"))) != keys:  # pragma: no cover
-        raise GazeprepError("heatmaps index rows do not match the maps (a part was changed during finalize?)")
-    tables["heatmaps"] = index.with_columns(
-        pl.Series("array", arr_col, dtype=pl.Utf8), pl.Series("row", row_col, dtype=pl.Int64)
-    )
-    schema.validate(tables["heatmaps"], "heatmaps")
 
     # 3. staging folder (a leftover of an interrupted run is discarded).
     stage = out / STAGING_DIR
     remove_path(stage)
     remove_path(out / TRASH_DIR)
     stage.mkdir()
-    writer = _StagedWriter(stage, fsync)
+    writer = _StagedWriter(stage, opts.fsync)
     try:
-        return _write_staged(
-            out,
-            stage,
-            writer,
-            sources,
-            readers,
-            tables,
-            entries,
-            arr_col,
-            recipe,
-            dtype,
-            np_dtype,
-            manifest_extra,
-            shard_size,
-            kind,
-            fsync,
-            progress,
+        tables, arrays_meta = _write_tables_and_arrays(
+            stage, writer, sources, store, entries, (arr_col, row_col), extra_tables, extra_rejects, opts
         )
+        writer.drain()
+        _record_files(stage, stage / ZARR_DIR, writer.files, opts.fsync)
+        _write_manifest(stage, sources, tables, arrays_meta, writer.files, len(arr_col), opts)
     finally:
         writer.close()
+    _commit(out, stage)
+    return out
 
 
-def _write_staged(
-    out: Path,
+def _write_tables_and_arrays(
     stage: Path,
     writer: _StagedWriter,
     sources: list[_Source],
-    readers: _ReaderCache | None,
-    tables: dict[str, pl.DataFrame],
+    store: PartStore | None,
     entries: dict[str, list[tuple[_Source, int]]],
-    arr_col: list[str],
-    recipe: Recipe | None,
-    dtype: str,
-    np_dtype: np.dtype,
-    manifest_extra: Mapping | None,
-    shard_size: int,
-    kind: str,
-    fsync: bool,
-    progress: bool,
-) -> Path:
-    files = writer.files
+    layout: tuple[list[str], list[int]],
+    extra_tables: Mapping[str, pl.DataFrame] | None,
+    extra_rejects: Iterable[dict] | None,
+    opts: _Options,
+) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
+    """Assemble the tables and queue them for the staged writer (its threads encode and write them
+    meanwhile), then write ``heatmaps.zarr`` (zarr's own API: metadata, sharding, compression,
+    empty chunks left out); returns the tables and the manifest's ``arrays`` entry.
 
-    # 4. tables (encoded and written in the writer's threads while the heatmaps are written).
+    Reading the parts' tables (pure Python, GIL-bound) is done before the maps rather than beside
+    them: overlapped with the shard threads it slowed both (3000-case finalize 6.8 -> 8.3 s)."""
+    tables = _assemble_tables(sources, extra_tables, extra_rejects, opts.recipe)
+    index = tables["heatmaps"]
+    keys = [(s.case_id, t) for s in sources for t in s.targets]
+    if list(zip(index.get_column("case_id"), index.get_column("target"))) != keys:  # pragma: no cover
+        raise GazeprepError("heatmaps index rows do not match the maps (a part was changed during finalize?)")
+    arr_col, row_col = layout
+    tables["heatmaps"] = index.with_columns(
+        pl.Series("array", arr_col, dtype=pl.Utf8), pl.Series("row", row_col, dtype=pl.Int64)
+    )
+    schema.validate(tables["heatmaps"], "heatmaps")
     for name in sorted(tables):
         writer.put_table(f"{TABLES_DIR}/{name}.parquet", tables[name])
 
-    # 5. heatmaps.zarr, written by zarr (metadata, sharding, compression, empty chunks left out).
     zroot = stage / ZARR_DIR
     try:
         group = zarr.open_group(
@@ -733,37 +672,43 @@ def _write_staged(
         )
     except OSError as exc:  # zarr writes its metadata itself: name the file it was writing
         raise StorageError.from_os_error(exc, zroot / "zarr.json") from exc
-    arrays_meta = _write_arrays(group, zroot, entries, readers, dtype, np_dtype, shard_size, progress)
-    writer.drain()
-    _record_files(stage, zroot, files, fsync)
+    return tables, _write_arrays(group, zroot, entries, store, opts)
 
-    # 6. manifest (the commit marker), then the swap.
-    counts = {name: tables[name].height for name in sorted(tables)}
+
+def _write_manifest(
+    stage: Path,
+    sources: list[_Source],
+    tables: dict[str, pl.DataFrame],
+    arrays_meta: dict[str, dict],
+    files: dict[str, dict],
+    n_maps: int,
+    opts: _Options,
+) -> None:
+    """Write the staged ``manifest.json`` (the commit marker)."""
+    recipe = opts.recipe
     manifest = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
-        "kind": kind,
+        "kind": opts.kind,
         "created_by": f"gazeprep {__version__}",
         "recipe": recipe.resolved() if recipe is not None else None,
         "recipe_hash": recipe.hash() if recipe is not None else None,
         "versions": _versions(),
-        "counts": counts,
+        "counts": {name: tables[name].height for name in sorted(tables)},
         "cases": len(sources),
         "heatmaps": {
             "store": ZARR_DIR,
             "index": f"{TABLES_DIR}/heatmaps.parquet",
-            "count": len(arr_col),
-            "dtype": dtype,
+            "count": n_maps,
+            "dtype": opts.dtype,
             "codec": dict(CODEC),
-            "shard_size": shard_size,
+            "shard_size": opts.shard_size,
             "arrays": arrays_meta,
             "targets": sorted(set(tables["heatmaps"].get_column("target").to_list())),
         },
         "input_checksums": {s.case_id: s.input_hash for s in sources},
         "files": dict(sorted(files.items())),
-        "extra": dict(manifest_extra or {}),
+        "extra": dict(opts.manifest_extra),
     }
-    write_file(stage / MANIFEST, _json_bytes(manifest), fsync=fsync)
+    write_file(stage / MANIFEST, _json_bytes(manifest), fsync=opts.fsync)
     fsync_dir(stage)
-    _commit(out, stage)
-    return out
