@@ -8,13 +8,16 @@ alternately, ``reps`` times each; the figures are the medians of wall and CPU se
 ratios (current / baseline). Alternating matters on a shared machine: one build of the same code
 varies by 10-20% from run to run, and a slow spell then hits both sides.
 
-The two builds do not do exactly the same work: the recipe's labeler became ``lanfredi2023`` (issue
-15), which finds more mentions and so renders more maps; the map counts are reported beside the
-times, and a per-map ratio with them.
+Both sides build the baseline's own recipe file (``pipelines/reflacx-label-specific.yaml`` of that
+commit): the shipped recipe has since switched to the ``lanfredi2023`` labeler (issue 15), which
+finds more mentions and renders ~2% more maps, so it is not the same work. With the same recipe the
+two exports must be byte-identical (tables and ``heatmaps.zarr``; the manifests differ in versions
+and recipe text), which is checked and reported (``byte_identical``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import shutil
@@ -26,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 BASELINE_COMMIT = "73b7bac"
+RECIPE = "reflacx-label-specific"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -70,7 +74,9 @@ def _which_gazeprep(env: dict[str, str], cwd: Path) -> Path:
     return Path(out.stdout.strip()).resolve().parent.parent
 
 
-def _build(root: Path, out: Path, workers: int, env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
+def _build(
+    root: Path, out: Path, recipe: str, workers: int, env: dict[str, str], cwd: Path
+) -> tuple[float, float, int]:
     """One build: wall seconds, CPU seconds of the process tree, maps written."""
     import time
 
@@ -85,7 +91,7 @@ def _build(root: Path, out: Path, workers: int, env: dict[str, str], cwd: Path) 
         "--root",
         str(root),
         "--recipe",
-        "reflacx-label-specific",
+        recipe,
         "--out",
         str(out),
         "--size",
@@ -119,10 +125,12 @@ def run(root: Path, data: Path, out: Path, workers: int, reps: int) -> dict:
         want = tree if name == "baseline" else REPO
         if got != want.resolve():
             raise SystemExit(f"bench: the {name} build would import gazeprep from {got}, not {want}")
+    # the baseline by name from its own tree; this checkout from the same file
+    recipes = {"baseline": RECIPE, "current": str(tree / "pipelines" / f"{RECIPE}.yaml")}
     runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in sides}
     for rep in range(reps):
         for name, (env, cwd) in sides.items():
-            r = _build(root, out / f"ab_{name}", workers, env, cwd)
+            r = _build(root, out / f"ab_{name}", recipes[name], workers, env, cwd)
             runs[name].append(r)
             print(f"  {name:8s} rep {rep + 1}/{reps}: wall {r[0]:.1f} s, CPU {r[1]:.1f} s, {r[2]} maps", flush=True)
     med = {
@@ -143,5 +151,15 @@ def run(root: Path, data: Path, out: Path, workers: int, reps: int) -> dict:
         "runs": {name: [list(r) for r in rs] for name, rs in runs.items()},
         "wall_ratio": c["wall_s"] / b["wall_s"],
         "cpu_ratio": c["cpu_s"] / b["cpu_s"],
-        "cpu_per_map_ratio": (c["cpu_s"] / c["maps"]) / (b["cpu_s"] / b["maps"]),
+        "byte_identical": _digest(out / "ab_baseline") == _digest(out / "ab_current"),
     }
+
+
+def _digest(export: Path) -> str:
+    """SHA-256 over the relative paths and bytes of an export's tables and arrays (not the manifest,
+    which names versions, nor the scratch folders)."""
+    h = hashlib.sha256()
+    for f in sorted(p for d in ("tables", "heatmaps.zarr") for p in (export / d).rglob("*") if p.is_file()):
+        h.update(f.relative_to(export).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
