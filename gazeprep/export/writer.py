@@ -344,7 +344,9 @@ def _write_arrays(
     pending: list = []
     # zarr encodes the chunks of a shard in batches of ``codec_pipeline.batch_size`` (default 1, one
     # round of asyncio tasks per chunk); a whole shard per batch writes the same bytes with ~20%
-    # less of zarr's CPU per map (512 x 512 float16, measured in the bench's finalize)
+    # less of zarr's CPU per map (512 x 512 float16, measured in the bench's finalize). zarr's config
+    # is process-wide: other zarr users in this process meanwhile get the same batching, which
+    # changes their speed only, never their bytes
     with zarr.config.set({"codec_pipeline.batch_size": max(1, shard_size)}):
         try:
             for job in jobs:
