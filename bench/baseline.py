@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from bench.measure import build_command, run_measured
 
 BASELINE_COMMIT = "73b7bac"
 RECIPE = "reflacx-label-specific"
@@ -78,39 +79,12 @@ def _build(
     root: Path, out: Path, recipe: str, workers: int, env: dict[str, str], cwd: Path
 ) -> tuple[float, float, int]:
     """One build: wall seconds, CPU seconds of the process tree, maps written."""
-    import time
-
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "gazeprep",
-        "build-heatmaps",
-        "--dataset",
-        "reflacx",
-        "--root",
-        str(root),
-        "--recipe",
-        recipe,
-        "--out",
-        str(out),
-        "--size",
-        "512",
-        "--workers",
-        str(workers),
-    ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"build failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     import polars as pl
 
+    shutil.rmtree(out, ignore_errors=True)
+    res = run_measured(build_command(root, out, recipe=recipe, workers=workers), env=env, cwd=cwd)
     maps = pl.read_parquet(out / "tables" / "heatmaps.parquet").height
-    return wall, cpu, maps
+    return res["wall_s"], res["cpu_s"], maps
 
 
 def run(root: Path, data: Path, out: Path, workers: int, reps: int) -> dict:

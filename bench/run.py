@@ -23,59 +23,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
+
+from bench.measure import build_command, gazeprep_command, run_measured
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
 OUT = HERE / "_out"
-
-
-def _gazeprep() -> list[str]:
-    return [sys.executable, "-m", "gazeprep"]
-
-
-def _tree_rss(proc) -> int:
-    import psutil
-
-    try:
-        p = psutil.Process(proc.pid)
-        procs = [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for q in procs:
-        try:
-            total += q.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def run_measured(cmd: list[str]) -> dict:
-    """Run ``cmd``; return wall time (s) and the peak summed RSS of its process tree (bytes)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _tree_rss(proc))
-            time.sleep(0.05)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    out, err = proc.communicate()
-    done.set()
-    th.join()
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
-    return {"wall_s": wall, "peak_rss_bytes": peak, "stdout": out.strip()}
 
 
 def ensure_release(cases: int) -> Path:
@@ -84,10 +39,8 @@ def ensure_release(cases: int) -> Path:
     if not marker.exists():
         shutil.rmtree(root, ignore_errors=True)
         t0 = time.perf_counter()
-        subprocess.run(
-            [*_gazeprep(), "synth", "--dataset", "reflacx", "--out", str(root), "--cases", str(cases), "--seed", "11"],
-            check=True,
-        )
+        synth = ["synth", "--dataset", "reflacx", "--out", str(root), "--cases", str(cases), "--seed", "11"]
+        subprocess.run([*gazeprep_command(), *synth], check=True)
         print(f"generated {cases}-case synthetic REFLACX release in {time.perf_counter() - t0:.1f} s")
         marker.write_text("ok")
     return root
@@ -96,32 +49,7 @@ def ensure_release(cases: int) -> Path:
 def bench_build(root: Path, size: str, workers: int, tag: str, executor: str = "local") -> dict:
     out = OUT / tag
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [
-        *_gazeprep(),
-        "build-heatmaps",
-        "--dataset",
-        "reflacx",
-        "--root",
-        str(root),
-        "--recipe",
-        "reflacx-label-specific",
-        "--out",
-        str(out),
-        "--size",
-        size,
-        "--workers",
-        str(workers),
-        "--executor",
-        executor,
-    ]
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    res = run_measured(cmd)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # CPU seconds of the build's process tree (its pool workers are reaped by the build): on a shared
-    # machine this moves far less than the wall time, so before/after comparisons use both
-    res["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    res = run_measured(build_command(root, out, size=size, workers=workers, executor=executor))
     from gazeprep import load_export
 
     ex = load_export(out)
