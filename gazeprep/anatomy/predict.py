@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 from tqdm.auto import tqdm
 
 from gazeprep._atomic import atomic_write, atomic_write_parquet, is_temp_name
@@ -34,7 +33,7 @@ from gazeprep.anatomy.segment import segment_batches
 from gazeprep.anatomy.store import REJECTS_FILE, MaskStore
 from gazeprep.device import resolve_device
 from gazeprep.errors import GazeprepError, InputFormatError
-from gazeprep.schema import REJECTS, reject
+from gazeprep.schema import reject, rejects_frame
 
 if TYPE_CHECKING:
     import torch
@@ -112,13 +111,18 @@ def _write_part(path: Path, images: list[tuple[str, int, int]], labels: np.ndarr
     atomic_write(path, buf.getbuffer())
 
 
-def _read_part(path: Path) -> tuple[list[tuple[str, int, int]], np.ndarray]:
-    """The images and label maps of a part (see :func:`_write_part`)."""
+def _part_arrays(path: Path, *names: str) -> list[np.ndarray]:
+    """The arrays ``names`` of a part (the others are not read); a damaged part is an error naming it."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            ids, hs, ws, labels = z["image_id"], z["height"], z["width"], z["labels"]
+            return [z[name] for name in names]
     except (ValueError, KeyError, EOFError) as exc:
         raise InputFormatError(path, f"damaged anatomy part ({exc}); delete it and rerun") from None
+
+
+def _read_part(path: Path) -> tuple[list[tuple[str, int, int]], np.ndarray]:
+    """The images and label maps of a part (see :func:`_write_part`)."""
+    ids, hs, ws, labels = _part_arrays(path, "image_id", "height", "width", "labels")
     return [(str(i), int(h), int(w)) for i, h, w in zip(ids, hs, ws)], labels
 
 
@@ -160,14 +164,15 @@ def merge_parts(store: MaskStore, parts: list[Path], dataset: str, classes: tupl
     """Append the masks of ``parts`` to ``store`` in that order, skipping images it already holds,
     and delete each part once the index holds its images. Returns the number of images added."""
     added = 0
+    done = store.done_images()  # once: a set of the whole index per part grew with the store
     for path in parts:
         if not path.is_file():
             continue
         images, labels = _read_part(path)
-        done = store.done_images()
         keep = [k for k, (image_id, _, _) in enumerate(images) if image_id not in done]
         if keep:
             store.append(dataset, [images[k] for k in keep], labels[keep], classes)
+            done.update(images[k][0] for k in keep)
             added += len(keep)
         path.unlink()
     return added
@@ -175,11 +180,8 @@ def merge_parts(store: MaskStore, parts: list[Path], dataset: str, classes: tupl
 
 def _part_ids(path: Path) -> list[str]:
     """The image ids of a part (its label maps are not read)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return [str(i) for i in z["image_id"]]
-    except (ValueError, KeyError, EOFError) as exc:
-        raise InputFormatError(path, f"damaged anatomy part ({exc}); delete it and rerun") from None
+    (ids,) = _part_arrays(path, "image_id")
+    return [str(i) for i in ids]
 
 
 def _leftover_parts(out: Path, records: list[ImageRecord]) -> list[Path]:
@@ -317,8 +319,7 @@ def _write_rejects(out: Path, dataset: str, listed: list[dict], run: BlockRun[Im
         reject(dataset, rec.image_id, "anatomy", rec.source_file, rec.source_row, f"failed on every attempt: {why}")
         for rec, why in run.failed
     ]
-    frame = pl.DataFrame(rejects, schema=REJECTS) if rejects else pl.DataFrame(schema=REJECTS)
-    atomic_write_parquet(frame, out / REJECTS_FILE)
+    atomic_write_parquet(rejects_frame(rejects), out / REJECTS_FILE)
     return rejects
 
 
