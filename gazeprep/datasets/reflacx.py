@@ -499,12 +499,21 @@ def _metadata_problem(
         return f"duplicate id {cid!r} (first in {seen[cid]})"
     if rec["split"].strip() not in SPLITS:
         return f"column 'split': {rec['split']!r} is not one of {list(SPLITS)}"
-    if im is None:
-        return f"column 'image': {rec['image']!r} is not a MIMIC-CXR path files/pXX/p<subject>/s<study>/<dicom_id>.dcm"
-    if im.group(4) != rec["dicom_id"].strip():
-        return f"column 'dicom_id': {rec['dicom_id']!r} does not match the image path ({im.group(4)!r})"
+    problem = _image_problem(rec["image"], rec["dicom_id"], im)
+    if problem is not None or im is None:
+        return problem
     if int(im.group(2)) != int(rec["subject_id"]) or im.group(2)[:2] != im.group(1):
         return f"column 'subject_id': {int(rec['subject_id'])} does not match the image path ({im.group(0)!r})"
+    return None
+
+
+def _image_problem(image: str, dicom_id: str, im: re.Match[str] | None) -> str | None:
+    """Why a metadata row's ``image`` (``im``: its match of :data:`IMAGE_RE`) cannot be used, or None:
+    not a MIMIC-CXR path, or its file name is not the row's ``dicom_id``."""
+    if im is None:
+        return f"column 'image': {image!r} is not a MIMIC-CXR path files/pXX/p<subject>/s<study>/<dicom_id>.dcm"
+    if im.group(4) != dicom_id.strip():
+        return f"column 'dicom_id': {dicom_id!r} does not match the image path ({im.group(4)!r})"
     return None
 
 
@@ -586,12 +595,7 @@ class ReflacxAdapter(DatasetAdapter):
             ]
             for rec in table.df.iter_rows(named=True):
                 did, image, row = rec["dicom_id"].strip(), rec["image"].strip(), int(rec["source_row"])
-                im = IMAGE_RE.search(image)
-                problem = None
-                if im is None:
-                    problem = f"column 'image': {image!r} is not a MIMIC-CXR path files/pXX/p<subject>/s<study>/<dicom_id>.dcm"
-                elif im.group(4) != did:
-                    problem = f"column 'dicom_id': {did!r} does not match the image path ({im.group(4)!r})"
+                problem = _image_problem(image, did, IMAGE_RE.search(image))
                 if problem is not None:
                     rejects.append(schema.reject(DATASET, None, "ingest", rel, row, f"{problem}; {ROW_DROPPED}"))
                 elif did not in seen:
