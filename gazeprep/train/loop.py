@@ -40,7 +40,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from gazeprep._atomic import atomic_write
+from gazeprep._atomic import atomic_write, atomic_write_text
 from gazeprep.device import resolve_device
 from gazeprep.errors import GazeprepError
 from gazeprep.train.metrics import map_metrics
@@ -726,7 +726,7 @@ class _Trainer:
             },
             self.ckpt_path,
         )
-        (self.ckpt_path.parent / "history.json").write_text(json.dumps(self.history, indent=1))
+        atomic_write_text(self.ckpt_path.parent / "history.json", json.dumps(self.history, indent=1))
 
 
 def fit(
